@@ -1,0 +1,176 @@
+//! The egui window: the loaded model (name, test accuracy) and the test images with the
+//! network's prediction and confidence, classified on a background thread.
+
+mod gallery_ui;
+
+use std::sync::mpsc::{Receiver, channel};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+
+use crate::cli::AppArgs;
+use crate::data::{Dataset, PIXELS, Split};
+use crate::model::eval::EVAL_BATCH;
+use crate::model::weights::load_or_shipped;
+use crate::model::{Cnn, ModelInfo};
+
+pub use gallery_ui::Gallery;
+
+/// Opens the window and blocks until it is closed.
+pub fn run(args: &AppArgs) -> Result<()> {
+    let (cnn, info) = load_or_shipped(args.model.as_deref())?;
+    let test = Dataset::load(args.data.as_deref(), Split::Test)?;
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("backwork")
+            .with_inner_size([1280.0, 860.0])
+            .with_min_inner_size([640.0, 420.0]),
+        // glow renders correctly on Mesa llvmpipe and keeps the build lean (../shared/STACK.md).
+        renderer: eframe::Renderer::Glow,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "backwork",
+        options,
+        Box::new(move |cc| Ok(Box::new(BackworkApp::new(&cc.egui_ctx, cnn, info, test)))),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("cannot open the window")
+}
+
+/// Predictions for a run of consecutive test images, from the classifier thread.
+pub struct PredictionChunk {
+    pub start: usize,
+    /// (predicted class, its probability) per image.
+    pub predictions: Vec<(usize, f32)>,
+}
+
+/// The application: one model, one dataset, their predictions.
+pub struct BackworkApp {
+    pub info: ModelInfo,
+    pub gallery: Gallery,
+    rx: Option<Receiver<Result<PredictionChunk, String>>>,
+    worker: Option<JoinHandle<()>>,
+    pub status: Option<String>,
+}
+
+impl BackworkApp {
+    pub fn new(ctx: &egui::Context, cnn: Cnn, info: ModelInfo, test: Dataset) -> Self {
+        let (tx, rx) = channel();
+        let pixels = test.pixels.clone();
+        let repaint = ctx.clone();
+        let worker = std::thread::Builder::new()
+            .name("backwork-classifier".into())
+            .spawn(move || classify_all(&cnn, &pixels, &mut |chunk| {
+                let alive = tx.send(chunk).is_ok();
+                repaint.request_repaint();
+                alive
+            }))
+            .ok();
+        let status = worker
+            .is_none()
+            .then(|| "could not start the classifier thread".to_string());
+        Self {
+            info,
+            gallery: Gallery::new(test),
+            rx: Some(rx),
+            worker,
+            status,
+        }
+    }
+
+    /// Takes whatever the classifier thread has sent since the last frame.
+    fn poll(&mut self) {
+        let Some(rx) = &self.rx else { return };
+        loop {
+            match rx.try_recv() {
+                Ok(Ok(chunk)) => self.gallery.add_predictions(chunk),
+                Ok(Err(e)) => {
+                    self.status = Some(format!("classifying the test set failed: {e}"));
+                    self.rx = None;
+                    break;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.rx = None;
+                    if let Some(w) = self.worker.take() {
+                        let _ = w.join();
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn header_ui(&self, ui: &mut egui::Ui) {
+        ui.horizontal_wrapped(|ui| {
+            ui.heading("backwork");
+            ui.separator();
+            ui.label("model:");
+            ui.strong(&self.info.name);
+            ui.weak(format!("sha256 {}…", &self.info.sha256[..12]));
+            ui.separator();
+            match self.info.test_accuracy() {
+                Some(a) => ui.label(format!("test accuracy (recorded): {:.2}%", a * 100.0)),
+                None => ui.weak("no accuracy recorded in the file"),
+            };
+            ui.separator();
+            let (done, total) = self.gallery.progress();
+            if done < total {
+                ui.spinner();
+                ui.label(format!("classifying the test set: {done} / {total}"));
+            } else {
+                ui.label(format!(
+                    "measured now: {:.2}% of {} test images correct",
+                    self.gallery.accuracy() * 100.0,
+                    total
+                ));
+            }
+        });
+        if let Some(s) = &self.status {
+            ui.colored_label(ui.visuals().error_fg_color, s);
+        }
+    }
+}
+
+impl eframe::App for BackworkApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.poll();
+        egui::Panel::top("header").show(ui, |ui| {
+            ui.add_space(4.0);
+            self.header_ui(ui);
+            ui.add_space(4.0);
+        });
+        egui::CentralPanel::default().show(ui, |ui| self.gallery.ui(ui));
+    }
+}
+
+/// Classifies every image (N×784 u8 pixels), sending chunks until done or until `send`
+/// reports that nobody listens any more.
+pub fn classify_all(
+    cnn: &Cnn,
+    pixels: &[u8],
+    send: &mut dyn FnMut(Result<PredictionChunk, String>) -> bool,
+) {
+    let n = pixels.len() / PIXELS;
+    // Small first chunks so the first page fills within a frame or two.
+    let mut start = 0;
+    let mut size = 100;
+    while start < n {
+        let end = (start + size).min(n);
+        let x: Vec<f32> = pixels[start * PIXELS..end * PIXELS]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect();
+        let msg = cnn
+            .classify(&x)
+            .map(|predictions| PredictionChunk { start, predictions })
+            .map_err(|e| e.to_string());
+        let failed = msg.is_err();
+        if !send(msg) || failed {
+            return;
+        }
+        start = end;
+        size = EVAL_BATCH;
+    }
+}

@@ -1,0 +1,328 @@
+//! The command line: clap commands, each calling into the core and printing its result.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::data::{Dataset, NUM_LABELS, Split};
+use crate::model::eval::evaluate;
+use crate::model::train::{TrainConfig, TrainEvent, train};
+use crate::model::weights::{META_TEST_ACCURACY, load_or_shipped, save_cnn};
+
+/// backwork: find and study fooling images of an MNIST CNN.
+///
+/// With no command it opens the window.
+#[derive(Parser, Debug)]
+#[command(name = "backwork", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+/// Options of the window (no command given).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AppArgs {
+    /// Weights file to open instead of the shipped model.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub model: Option<PathBuf>,
+    /// Folder of IDX files (raw or .gz) to use instead of the embedded MNIST.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a new network and save it as safetensors.
+    Train(TrainArgs),
+    /// Print the overall and per-class test accuracy of a model.
+    Eval(EvalArgs),
+    /// Measure speed (prints JSON).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Where to write the weights (never overwritten unless --force).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Passes over the training set.
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
+    pub epochs: usize,
+    /// Images per Adam step.
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+    pub batch_size: usize,
+    /// Adam learning rate of the first epoch.
+    #[arg(long, default_value_t = TrainConfig::default().lr, allow_hyphen_values = true)]
+    pub lr: f64,
+    /// Multiply the learning rate by this after each epoch.
+    #[arg(long, default_value_t = TrainConfig::default().lr_decay, allow_hyphen_values = true)]
+    pub lr_decay: f64,
+    /// Seed of the initial weights and the shuffling.
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
+    pub seed: u64,
+    /// Train on only the first N training images.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchWhat {
+    /// Training throughput (images/s) on the training set.
+    Train {
+        /// Adam steps to time.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value_t = TrainConfig::default().batch_size)]
+        batch_size: usize,
+    },
+    /// Inference throughput (images/s) over the whole test set.
+    Eval,
+}
+
+/// Runs a command; the caller prints the error.
+pub fn run(command: Command, app: &AppArgs) -> Result<()> {
+    match command {
+        Command::Train(a) => train_cmd(a, app),
+        Command::Eval(a) => eval_cmd(a, app),
+        Command::Bench { what } => bench_cmd(what, app),
+    }
+}
+
+fn load_data(app: &AppArgs, split: Split) -> Result<Dataset> {
+    Ok(Dataset::load(app.data.as_deref(), split)?)
+}
+
+/// Fails early (before hours of work) if `out` exists or its folder cannot take a file.
+fn check_out_file(out: &Path, force: bool) -> Result<()> {
+    if out.is_dir() {
+        bail!("--out {}: is a folder, expected a file name", out.display());
+    }
+    if out.exists() && !force {
+        bail!(
+            "--out {}: already exists (refusing to overwrite it; pass --force to replace it)",
+            out.display()
+        );
+    }
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "--out {}: the folder {} does not exist",
+            out.display(),
+            dir.display()
+        );
+    }
+    let probe = dir.join(format!(".backwork-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("--out {}: the folder is not writable", out.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
+    let cfg = TrainConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        lr_decay: a.lr_decay,
+        seed: a.seed,
+        limit: a.limit,
+    };
+    cfg.validate()?;
+    check_out_file(&a.out, a.force)?;
+    let train_set = load_data(app, Split::Train)?;
+    let test_set = load_data(app, Split::Test)?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
+        .context("cannot install the Ctrl-C handler")?;
+
+    let n = cfg.limit.map_or(train_set.len(), |l| l.min(train_set.len()));
+    let batches = n.div_ceil(cfg.batch_size);
+    let bar = ProgressBar::new((batches * cfg.epochs) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta_precise}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let started = Instant::now();
+    let outcome = train(&train_set, &test_set, &cfg, &cancel, &mut |ev| match ev {
+        TrainEvent::Batch {
+            epoch,
+            loss,
+            running_accuracy,
+            images_per_s,
+            ..
+        } => {
+            bar.inc(1);
+            bar.set_message(format!(
+                "epoch {epoch}/{}  loss {loss:.4}  acc {:.2}%  {images_per_s:.0} img/s",
+                cfg.epochs,
+                running_accuracy * 100.0
+            ));
+        }
+        TrainEvent::Epoch {
+            epoch,
+            mean_loss,
+            test_accuracy,
+        } => bar.println(format!(
+            "epoch {epoch}: mean loss {mean_loss:.4}, test accuracy {:.2}%",
+            test_accuracy * 100.0
+        )),
+    })?;
+    bar.finish_and_clear();
+
+    let mut meta = HashMap::new();
+    meta.insert("format".into(), "backwork-cnn/1".into());
+    meta.insert("architecture".into(), "tf-deep-mnist (ALGORITHM.md §1)".into());
+    meta.insert("dataset".into(), train_set.source.clone());
+    meta.insert(META_TEST_ACCURACY.into(), format!("{:.4}", outcome.test_accuracy));
+    meta.insert("recipe".into(), serde_json::to_string(&cfg)?);
+    meta.insert("epochs_completed".into(), outcome.epochs_completed.to_string());
+    meta.insert("stopped_early".into(), outcome.is_cancelled.to_string());
+    meta.insert("date".into(), crate::util::utc_now_iso());
+    meta.insert(
+        "trained_with".into(),
+        format!("backwork {} train", env!("CARGO_PKG_VERSION")),
+    );
+    meta.insert(
+        "train_seconds".into(),
+        format!("{:.0}", started.elapsed().as_secs_f64()),
+    );
+    save_cnn(&outcome.cnn, &meta, &a.out, a.force)?;
+    let how = if outcome.is_cancelled {
+        format!(
+            "stopped by Ctrl-C after {} full epoch(s)",
+            outcome.epochs_completed
+        )
+    } else {
+        format!("{} epoch(s)", outcome.epochs_completed)
+    };
+    println!(
+        "saved {} ({how}, test accuracy {:.2}%, {:.0} s)",
+        a.out.display(),
+        outcome.test_accuracy * 100.0,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
+    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
+    let test = load_data(app, Split::Test)?;
+    let ev = evaluate(&cnn, &test, &mut |_, _| {}).context("evaluation failed")?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ev.report())?);
+    } else {
+        println!("model:    {}", info.name);
+        println!("data:     {} (test split, {} images)", test.source, test.len());
+        println!(
+            "accuracy: {:.2}% ({} / {})",
+            ev.accuracy() * 100.0,
+            ev.correct,
+            ev.total
+        );
+        for l in 0..NUM_LABELS {
+            println!(
+                "  {l}: {:6.2}% ({} / {})",
+                ev.class_accuracy(l) * 100.0,
+                ev.per_class_correct[l],
+                ev.per_class_total[l]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
+    let threads = candle_core::utils::get_num_threads();
+    let json = match what {
+        BenchWhat::Train { steps, batch_size } => {
+            if steps == 0 {
+                bail!("--steps: must be at least 1");
+            }
+            let train_set = load_data(app, Split::Train)?;
+            let cfg = TrainConfig {
+                epochs: 1,
+                batch_size,
+                limit: Some(steps * batch_size),
+                ..TrainConfig::default()
+            };
+            // A tiny test set: the bench times the Adam steps, not the final evaluation.
+            let mut probe = load_data(app, Split::Test)?;
+            probe.labels.truncate(1);
+            probe.pixels.truncate(crate::data::PIXELS);
+            let mut rate = 0.0;
+            let mut step_times = Vec::new();
+            let mut last = Instant::now();
+            train(
+                &train_set,
+                &probe,
+                &cfg,
+                &AtomicBool::new(false),
+                &mut |ev| {
+                    if let TrainEvent::Batch { images_per_s, .. } = ev {
+                        rate = images_per_s;
+                        step_times.push(last.elapsed().as_secs_f64());
+                        last = Instant::now();
+                    }
+                },
+            )?;
+            // The first step pays for allocations; report the steady state beside the mean.
+            let steady = &step_times[1.min(step_times.len() - 1)..];
+            let steady_ms = 1000.0 * steady.iter().sum::<f64>() / steady.len() as f64;
+            serde_json::json!({
+                "bench": "train",
+                "images_per_s": rate,
+                "steady_images_per_s": batch_size as f64 / (steady_ms / 1000.0),
+                "step_ms": steady_ms,
+                "batch_size": batch_size,
+                "steps": steps,
+                "threads": threads,
+            })
+        }
+        BenchWhat::Eval => {
+            let (cnn, _) = load_or_shipped(app.model.as_deref())?;
+            let test = load_data(app, Split::Test)?;
+            let t = Instant::now();
+            let ev = evaluate(&cnn, &test, &mut |_, _| {})?;
+            let s = t.elapsed().as_secs_f64();
+            serde_json::json!({
+                "bench": "eval",
+                "images_per_s": ev.total as f64 / s,
+                "images": ev.total,
+                "seconds": s,
+                "batch_size": crate::model::eval::EVAL_BATCH,
+                "threads": threads,
+            })
+        }
+    };
+    println!("{json}");
+    Ok(())
+}

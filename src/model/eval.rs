@@ -1,0 +1,87 @@
+//! Test-set evaluation: overall and per-class accuracy.
+
+use candle_core::{D, Device, Tensor};
+use serde::Serialize;
+
+use super::{CandleResult, Cnn};
+use crate::data::{Dataset, NUM_LABELS, PIXELS};
+
+/// Images per forward pass during evaluation: large enough to keep the matrix products
+/// efficient, small enough that conv0's activations stay near 50 MB.
+pub const EVAL_BATCH: usize = 500;
+
+/// Correct predictions, overall and per label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evaluation {
+    pub correct: usize,
+    pub total: usize,
+    pub per_class_correct: [usize; NUM_LABELS],
+    pub per_class_total: [usize; NUM_LABELS],
+}
+
+/// The JSON `backwork eval --json` prints.
+#[derive(Serialize)]
+pub struct EvalReport {
+    pub accuracy: f64,
+    pub correct: usize,
+    pub total: usize,
+    /// Accuracy on the test images of each label 0..=9.
+    pub per_class: Vec<f64>,
+}
+
+impl Evaluation {
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.total.max(1) as f64
+    }
+
+    pub fn class_accuracy(&self, label: usize) -> f64 {
+        self.per_class_correct[label] as f64 / self.per_class_total[label].max(1) as f64
+    }
+
+    pub fn report(&self) -> EvalReport {
+        EvalReport {
+            accuracy: self.accuracy(),
+            correct: self.correct,
+            total: self.total,
+            per_class: (0..NUM_LABELS).map(|l| self.class_accuracy(l)).collect(),
+        }
+    }
+}
+
+/// Classifies every image of `data` (arg-max of the output) and counts the correct ones.
+/// `progress` gets (done, total) after each batch.
+pub fn evaluate(
+    cnn: &Cnn,
+    data: &Dataset,
+    progress: &mut dyn FnMut(usize, usize),
+) -> CandleResult<Evaluation> {
+    let mut ev = Evaluation {
+        correct: 0,
+        total: 0,
+        per_class_correct: [0; NUM_LABELS],
+        per_class_total: [0; NUM_LABELS],
+    };
+    let n = data.len();
+    let mut start = 0;
+    while start < n {
+        let end = (start + EVAL_BATCH).min(n);
+        let pixels: Vec<f32> = data.pixels[start * PIXELS..end * PIXELS]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect();
+        let x = Tensor::from_vec(pixels, (end - start, PIXELS), &Device::Cpu)?;
+        let pred: Vec<u32> = cnn.logits(&x)?.argmax(D::Minus1)?.to_vec1()?;
+        for (p, &l) in pred.iter().zip(&data.labels[start..end]) {
+            let l = l as usize;
+            ev.per_class_total[l] += 1;
+            if *p as usize == l {
+                ev.per_class_correct[l] += 1;
+                ev.correct += 1;
+            }
+            ev.total += 1;
+        }
+        progress(end, n);
+        start = end;
+    }
+    Ok(ev)
+}

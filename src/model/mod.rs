@@ -1,0 +1,143 @@
+//! The original CNN (ALGORITHM.md §1): its forward pass with the four taps, weight files,
+//! training and evaluation.
+
+pub mod eval;
+pub mod train;
+pub mod weights;
+
+use candle_core::{D, Device, Tensor};
+
+pub use weights::{ModelInfo, WeightsError};
+
+use crate::data::{PIXELS, SIDE};
+
+/// Result type of the numeric core.
+pub type CandleResult<T> = candle_core::Result<T>;
+
+/// Hidden units of the `fc` layer.
+pub const FC_UNITS: usize = 1024;
+/// Flattened size of the `conv1` tap (64×7×7).
+pub const CONV1_DIM: usize = 64 * 7 * 7;
+/// Flattened size of the `conv0` tap (32×14×14).
+pub const CONV0_DIM: usize = 32 * 14 * 14;
+
+/// The parameters of the network; each tensor is f32 on the CPU.
+///
+/// # Shapes
+/// `conv0_w` [32,1,5,5], `conv0_b` [32], `conv1_w` [64,32,5,5], `conv1_b` [64],
+/// `fc_w` [1024,3136], `fc_b` [1024], `softmax_w` [K,1024], `softmax_b` [K], K = 10 (or 11
+/// for a model trained with an extra "fooling" class).
+#[derive(Clone, Debug)]
+pub struct Cnn {
+    pub conv0_w: Tensor,
+    pub conv0_b: Tensor,
+    pub conv1_w: Tensor,
+    pub conv1_b: Tensor,
+    pub fc_w: Tensor,
+    pub fc_b: Tensor,
+    pub softmax_w: Tensor,
+    pub softmax_b: Tensor,
+}
+
+/// The activations the backwork cost looks at, plus the logits and probabilities.
+///
+/// # Shapes
+/// `inputs` N×1×28×28, `conv0` N×32×14×14, `conv1` N×64×7×7, `fc` N×1024 (before its ReLU),
+/// `logits` and `probs` N×K.
+pub struct Taps {
+    pub inputs: Tensor,
+    pub conv0: Tensor,
+    pub conv1: Tensor,
+    pub fc: Tensor,
+    pub logits: Tensor,
+    pub probs: Tensor,
+}
+
+/// The weight names of ALGORITHM.md §1, in file order.
+pub const WEIGHT_NAMES: [&str; 8] = [
+    "conv0.weight",
+    "conv0.bias",
+    "conv1.weight",
+    "conv1.bias",
+    "fc.weight",
+    "fc.bias",
+    "softmax.weight",
+    "softmax.bias",
+];
+
+impl Cnn {
+    /// Number of output classes (10, or 11 with a "fooling" class).
+    pub fn num_classes(&self) -> usize {
+        self.softmax_b.dims1().unwrap_or(0)
+    }
+
+    /// The tensors under their file names, in [`WEIGHT_NAMES`] order.
+    pub fn named_tensors(&self) -> [(&'static str, &Tensor); 8] {
+        [
+            (WEIGHT_NAMES[0], &self.conv0_w),
+            (WEIGHT_NAMES[1], &self.conv0_b),
+            (WEIGHT_NAMES[2], &self.conv1_w),
+            (WEIGHT_NAMES[3], &self.conv1_b),
+            (WEIGHT_NAMES[4], &self.fc_w),
+            (WEIGHT_NAMES[5], &self.fc_b),
+            (WEIGHT_NAMES[6], &self.softmax_w),
+            (WEIGHT_NAMES[7], &self.softmax_b),
+        ]
+    }
+
+    /// The full forward pass. `x` is N×784 or N×1×28×28, pixels in [0, 1].
+    pub fn forward_taps(&self, x: &Tensor) -> CandleResult<Taps> {
+        let n = x.dim(0)?;
+        let inputs = x.reshape((n, 1, SIDE, SIDE))?;
+        let conv0 = conv_relu_pool(&inputs, &self.conv0_w, &self.conv0_b)?;
+        let conv1 = conv_relu_pool(&conv0, &self.conv1_w, &self.conv1_b)?;
+        let flat = conv1.flatten_from(1)?;
+        let fc = flat
+            .matmul(&self.fc_w.t()?)?
+            .broadcast_add(&self.fc_b)?;
+        let logits = fc
+            .relu()?
+            .matmul(&self.softmax_w.t()?)?
+            .broadcast_add(&self.softmax_b)?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+        Ok(Taps {
+            inputs,
+            conv0,
+            conv1,
+            fc,
+            logits,
+            probs,
+        })
+    }
+
+    /// Logits only. `x` is N×784 or N×1×28×28.
+    pub fn logits(&self, x: &Tensor) -> CandleResult<Tensor> {
+        Ok(self.forward_taps(x)?.logits)
+    }
+
+    /// Class probabilities of images given as N×784 f32 values in [0, 1].
+    pub fn predict(&self, pixels: &[f32]) -> CandleResult<Vec<Vec<f32>>> {
+        let n = pixels.len() / PIXELS;
+        let x = Tensor::from_slice(pixels, (n, PIXELS), &Device::Cpu)?;
+        self.forward_taps(&x)?.probs.to_vec2()
+    }
+
+    /// Predicted class and its probability, per image.
+    pub fn classify(&self, pixels: &[f32]) -> CandleResult<Vec<(usize, f32)>> {
+        let n = pixels.len() / PIXELS;
+        let x = Tensor::from_slice(pixels, (n, PIXELS), &Device::Cpu)?;
+        let probs = self.forward_taps(&x)?.probs;
+        let arg: Vec<u32> = probs.argmax(D::Minus1)?.to_vec1()?;
+        let max: Vec<f32> = probs.max(D::Minus1)?.to_vec1()?;
+        Ok(arg.into_iter().map(|a| a as usize).zip(max).collect())
+    }
+}
+
+/// 5×5 convolution (stride 1, padding 2), bias, ReLU, 2×2 max-pool.
+fn conv_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor) -> CandleResult<Tensor> {
+    let c = b.dim(0)?;
+    x.conv2d(w, 2, 1, 1, 1)?
+        .broadcast_add(&b.reshape((1, c, 1, 1))?)?
+        .relu()?
+        .max_pool2d(2)
+}

@@ -1,0 +1,224 @@
+//! Training the CNN with Adam on summed-over-batch-mean cross-entropy; progress goes out through
+//! a callback so the CLI can draw a progress bar and the app live curves.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::{D, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
+use serde::{Deserialize, Serialize};
+
+use super::eval::evaluate;
+use super::weights::init_cnn;
+use super::Cnn;
+use crate::data::{Dataset, PIXELS};
+
+/// How to train. Defaults are the recipe of the shipped model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Passes over the training set (at least 1).
+    pub epochs: usize,
+    /// Images per Adam step (at least 1).
+    pub batch_size: usize,
+    /// Adam learning rate of the first epoch (positive, finite).
+    pub lr: f64,
+    /// The learning rate is multiplied by this after every epoch (in (0, 1]).
+    pub lr_decay: f64,
+    /// Seeds the initial weights and the shuffling: the same seed gives the same model.
+    pub seed: u64,
+    /// Train on only the first `limit` training images (for quick experiments and tests).
+    pub limit: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 3,
+            batch_size: 64,
+            lr: 1e-3,
+            lr_decay: 0.3,
+            seed: 0,
+            limit: None,
+        }
+    }
+}
+
+/// What can go wrong training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("--{option}: {reason}")]
+    Config {
+        option: &'static str,
+        reason: String,
+    },
+    #[error("training failed: {0}")]
+    Numeric(#[from] candle_core::Error),
+    #[error("training diverged: the loss became {0} at epoch {1}, batch {2}")]
+    Diverged(f32, usize, usize),
+}
+
+impl TrainConfig {
+    /// Checks every option, naming the first bad one.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |option, reason: &str| {
+            Err(TrainError::Config {
+                option,
+                reason: reason.to_string(),
+            })
+        };
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch-size", "must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("lr", &format!("must be a positive number, got {}", self.lr));
+        }
+        if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            return bad("lr-decay", &format!("must be in (0, 1], got {}", self.lr_decay));
+        }
+        if self.limit == Some(0) {
+            return bad("limit", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a training run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainEvent {
+    /// After every Adam step.
+    Batch {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        loss: f32,
+        /// Training accuracy over this epoch so far.
+        running_accuracy: f64,
+        images_per_s: f64,
+    },
+    /// After every completed epoch, with the test-set accuracy.
+    Epoch {
+        epoch: usize,
+        mean_loss: f64,
+        test_accuracy: f64,
+    },
+}
+
+/// How a training run ended.
+pub struct TrainOutcome {
+    pub cnn: Cnn,
+    pub epochs_completed: usize,
+    /// Test accuracy of the returned model.
+    pub test_accuracy: f64,
+    /// True when the cancel flag stopped it early.
+    pub is_cancelled: bool,
+}
+
+/// Trains a fresh network on `train`, evaluating on `test` after each epoch and at the end.
+/// Checks `cancel` before every step; when it is set, stops and returns the model as it is.
+pub fn train(
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, TrainError> {
+    cfg.validate()?;
+    let init = init_cnn(cfg.seed, 10)?;
+    let vars: Vec<Var> = init
+        .named_tensors()
+        .iter()
+        .map(|(_, t)| Var::from_tensor(t))
+        .collect::<Result<_, _>>()?;
+    let t = |i: usize| vars[i].as_tensor().clone();
+    let cnn = Cnn {
+        conv0_w: t(0),
+        conv0_b: t(1),
+        conv1_w: t(2),
+        conv1_b: t(3),
+        fc_w: t(4),
+        fc_b: t(5),
+        softmax_w: t(6),
+        softmax_b: t(7),
+    };
+    let mut opt = AdamW::new(
+        vars.clone(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let n = cfg.limit.map_or(train.len(), |l| l.min(train.len()));
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_5eed);
+    let batches = n.div_ceil(cfg.batch_size);
+    let mut epochs_completed = 0;
+    let mut is_cancelled = false;
+    let mut test_accuracy = f64::NAN;
+    'epochs: for epoch in 0..cfg.epochs {
+        order.shuffle(&mut rng);
+        let started = Instant::now();
+        let (mut seen, mut right, mut loss_sum) = (0usize, 0usize, 0f64);
+        for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                is_cancelled = true;
+                break 'epochs;
+            }
+            let x = Tensor::from_vec(train.batch_f32(idx), (idx.len(), PIXELS), &Device::Cpu)?;
+            let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i] as u32).collect();
+            let y = Tensor::from_slice(&labels, idx.len(), &Device::Cpu)?;
+            let logits = cnn.logits(&x)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            opt.backward_step(&loss)?;
+            let loss_v = loss.to_scalar::<f32>()?;
+            if !loss_v.is_finite() {
+                return Err(TrainError::Diverged(loss_v, epoch + 1, b + 1));
+            }
+            let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+            right += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            seen += idx.len();
+            loss_sum += loss_v as f64 * idx.len() as f64;
+            on_event(TrainEvent::Batch {
+                epoch: epoch + 1,
+                batch: b + 1,
+                batches,
+                loss: loss_v,
+                running_accuracy: right as f64 / seen as f64,
+                images_per_s: seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
+        epochs_completed = epoch + 1;
+        test_accuracy = evaluate(&cnn, test, &mut |_, _| {})?.accuracy();
+        on_event(TrainEvent::Epoch {
+            epoch: epoch + 1,
+            mean_loss: loss_sum / seen.max(1) as f64,
+            test_accuracy,
+        });
+        opt.set_learning_rate(opt.learning_rate() * cfg.lr_decay);
+    }
+    if is_cancelled || test_accuracy.is_nan() {
+        test_accuracy = evaluate(&cnn, test, &mut |_, _| {})?.accuracy();
+    }
+    // Detach the result from the optimiser's variables.
+    let own = |t: &Tensor| t.detach().copy();
+    let cnn = Cnn {
+        conv0_w: own(&cnn.conv0_w)?,
+        conv0_b: own(&cnn.conv0_b)?,
+        conv1_w: own(&cnn.conv1_w)?,
+        conv1_b: own(&cnn.conv1_b)?,
+        fc_w: own(&cnn.fc_w)?,
+        fc_b: own(&cnn.fc_b)?,
+        softmax_w: own(&cnn.softmax_w)?,
+        softmax_b: own(&cnn.softmax_b)?,
+    };
+    Ok(TrainOutcome {
+        cnn,
+        epochs_completed,
+        test_accuracy,
+        is_cancelled,
+    })
+}

@@ -1,0 +1,279 @@
+//! Weight files: safetensors with the names and shapes of ALGORITHM.md §1, checked on load,
+//! with free-form metadata (dataset, accuracy, recipe, date) in the header.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use super::{CONV1_DIM, Cnn, FC_UNITS, WEIGHT_NAMES};
+use crate::export::{ExportError, write_atomic};
+
+/// Metadata key of the measured test accuracy (a decimal fraction, e.g. "0.9921").
+pub const META_TEST_ACCURACY: &str = "test_accuracy";
+/// Metadata key of the number of output classes ("10" or "11").
+pub const META_NUM_CLASSES: &str = "num_classes";
+
+/// What can go wrong with a weight file; every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: not a safetensors file ({reason})")]
+    NotSafetensors { file: String, reason: String },
+    #[error("{file}: {reason}")]
+    Invalid { file: String, reason: String },
+    #[error("{file}: {source}")]
+    Numeric {
+        file: String,
+        #[source]
+        source: candle_core::Error,
+    },
+    #[error(transparent)]
+    Write(#[from] ExportError),
+}
+
+/// A loaded model with where it came from.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// What to call it in the UI and in messages ("mnist-cnn (shipped)", a file name).
+    pub name: String,
+    /// SHA-256 of the weight file's bytes, hex.
+    pub sha256: String,
+    /// The safetensors header metadata.
+    pub metadata: HashMap<String, String>,
+}
+
+impl ModelInfo {
+    /// The test accuracy recorded in the metadata, if any.
+    pub fn test_accuracy(&self) -> Option<f64> {
+        self.metadata.get(META_TEST_ACCURACY)?.parse().ok()
+    }
+}
+
+/// The expected shape of each tensor, for a model with `k` classes.
+fn expected_shapes(k: usize) -> [Vec<usize>; 8] {
+    [
+        vec![32, 1, 5, 5],
+        vec![32],
+        vec![64, 32, 5, 5],
+        vec![64],
+        vec![FC_UNITS, CONV1_DIM],
+        vec![FC_UNITS],
+        vec![k, FC_UNITS],
+        vec![k],
+    ]
+}
+
+/// Parses and checks a weight file's bytes: every name present, f32, the right shape, finite.
+pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), WeightsError> {
+    let invalid = |reason: String| WeightsError::Invalid {
+        file: file.to_string(),
+        reason,
+    };
+    let st = SafeTensors::deserialize(bytes).map_err(|e| WeightsError::NotSafetensors {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::NotSafetensors {
+            file: file.to_string(),
+            reason: e.to_string(),
+        })?;
+    let names = st.names();
+    let unexpected: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !WEIGHT_NAMES.contains(n))
+        .collect();
+    let missing: Vec<&str> = WEIGHT_NAMES
+        .iter()
+        .copied()
+        .filter(|n| !names.iter().any(|m| m == n))
+        .collect();
+    if !missing.is_empty() {
+        let mut reason = format!("missing tensor {}", missing.join(", "));
+        if !unexpected.is_empty() {
+            reason += &format!(" (the file has {})", unexpected.join(", "));
+        }
+        return Err(invalid(reason));
+    }
+    if !unexpected.is_empty() {
+        return Err(invalid(format!(
+            "unexpected tensor {} (expected exactly {})",
+            unexpected.join(", "),
+            WEIGHT_NAMES.join(", ")
+        )));
+    }
+    let k = st
+        .tensor("softmax.bias")
+        .map_err(|e| invalid(e.to_string()))?
+        .shape()
+        .first()
+        .copied()
+        .unwrap_or(0);
+    let k = if k == 11 { 11 } else { 10 };
+    let shapes = expected_shapes(k);
+    let mut tensors = Vec::with_capacity(8);
+    for (name, shape) in WEIGHT_NAMES.iter().zip(shapes.iter()) {
+        let view = st.tensor(name).map_err(|e| invalid(e.to_string()))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(invalid(format!(
+                "{name} has dtype {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        if view.shape() != shape.as_slice() {
+            return Err(invalid(format!(
+                "{name} has shape {:?}, expected {:?}",
+                view.shape(),
+                shape
+            )));
+        }
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            let first = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(invalid(format!(
+                "{name} has {bad} non-finite values (NaN or infinity), the first at flat index {first}"
+            )));
+        }
+        let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu).map_err(|source| {
+            WeightsError::Numeric {
+                file: file.to_string(),
+                source,
+            }
+        })?;
+        tensors.push(t);
+    }
+    let mut it = tensors.into_iter();
+    let mut next = || it.next().ok_or_else(|| invalid("internal: tensor count".into()));
+    let cnn = Cnn {
+        conv0_w: next()?,
+        conv0_b: next()?,
+        conv1_w: next()?,
+        conv1_b: next()?,
+        fc_w: next()?,
+        fc_b: next()?,
+        softmax_w: next()?,
+        softmax_b: next()?,
+    };
+    let info = ModelInfo {
+        name: file.to_string(),
+        sha256: sha256_hex(bytes),
+        metadata: header.metadata().clone().unwrap_or_default(),
+    };
+    Ok((cnn, info))
+}
+
+/// Loads and checks a weight file.
+pub fn load_cnn(path: &Path) -> Result<(Cnn, ModelInfo), WeightsError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    let (cnn, mut info) = cnn_from_bytes(&file, &bytes)?;
+    info.name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or(file);
+    Ok((cnn, info))
+}
+
+/// The model shipped inside the binary (assets/models/mnist-cnn.safetensors), if this build has it.
+pub fn shipped_cnn() -> Result<(Cnn, ModelInfo), WeightsError> {
+    #[cfg(shipped_model)]
+    {
+        const BYTES: &[u8] = include_bytes!("../../assets/models/mnist-cnn.safetensors");
+        let (cnn, mut info) = cnn_from_bytes("embedded mnist-cnn.safetensors", BYTES)?;
+        info.name = "mnist-cnn (shipped)".to_string();
+        Ok((cnn, info))
+    }
+    #[cfg(not(shipped_model))]
+    Err(WeightsError::Invalid {
+        file: "assets/models/mnist-cnn.safetensors".into(),
+        reason: "this build has no shipped model; train one with `backwork train` or pass --model"
+            .into(),
+    })
+}
+
+/// Loads `path`, or the shipped model when `None`.
+pub fn load_or_shipped(path: Option<&Path>) -> Result<(Cnn, ModelInfo), WeightsError> {
+    match path {
+        Some(p) => load_cnn(p),
+        None => shipped_cnn(),
+    }
+}
+
+/// Serialises the model with `metadata` in the safetensors header.
+pub fn cnn_to_bytes(
+    cnn: &Cnn,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>, candle_core::Error> {
+    let tensors: Vec<(&str, Tensor)> = cnn
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?.contiguous()?)))
+        .collect::<Result<_, candle_core::Error>>()?;
+    let mut meta = metadata.clone();
+    meta.insert(META_NUM_CLASSES.into(), cnn.num_classes().to_string());
+    safetensors::serialize(tensors, Some(meta))
+        .map_err(|e| candle_core::Error::Msg(format!("safetensors: {e}")))
+}
+
+/// Writes the model atomically; refuses to replace an existing file unless `overwrite`.
+pub fn save_cnn(
+    cnn: &Cnn,
+    metadata: &HashMap<String, String>,
+    path: &Path,
+    overwrite: bool,
+) -> Result<(), WeightsError> {
+    let bytes = cnn_to_bytes(cnn, metadata).map_err(|source| WeightsError::Numeric {
+        file: path.display().to_string(),
+        source,
+    })?;
+    write_atomic(path, &bytes, overwrite)?;
+    Ok(())
+}
+
+/// A freshly initialised network, reproducible from `seed`: weights and biases uniform in
+/// ±1/√fan_in (PyTorch's default for conv and linear layers).
+pub fn init_cnn(seed: u64, num_classes: usize) -> Result<Cnn, candle_core::Error> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut uniform = |shape: &[usize], fan_in: usize| {
+        let b = 1.0 / (fan_in as f32).sqrt();
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+    };
+    Ok(Cnn {
+        conv0_w: uniform(&[32, 1, 5, 5], 25)?,
+        conv0_b: uniform(&[32], 25)?,
+        conv1_w: uniform(&[64, 32, 5, 5], 800)?,
+        conv1_b: uniform(&[64], 800)?,
+        fc_w: uniform(&[FC_UNITS, CONV1_DIM], CONV1_DIM)?,
+        fc_b: uniform(&[FC_UNITS], CONV1_DIM)?,
+        softmax_w: uniform(&[num_classes, FC_UNITS], FC_UNITS)?,
+        softmax_b: uniform(&[num_classes], FC_UNITS)?,
+    })
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

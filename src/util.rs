@@ -1,0 +1,45 @@
+//! Small helpers shared by the CLI and the app: dates and time formatting.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now_iso() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    iso_from_unix(secs)
+}
+
+/// Formats seconds since 1970 as an ISO 8601 UTC timestamp (proleptic Gregorian calendar).
+pub fn iso_from_unix(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm): eras of 400 years starting 0000-03-01.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_dates() {
+        assert_eq!(super::iso_from_unix(0), "1970-01-01T00:00:00Z");
+        // `date -u -d @1795520096` prints 2026-11-24 11:34:56 UTC.
+        assert_eq!(super::iso_from_unix(1_795_520_096), "2026-11-24T11:34:56Z");
+        // 2000-02-29 (a leap day of a century leap year) is day 11,016.
+        assert_eq!(super::iso_from_unix(11_016 * 86_400), "2000-02-29T00:00:00Z");
+    }
+}

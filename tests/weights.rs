@@ -1,0 +1,116 @@
+//! Weight files: a round trip gives identical outputs; every kind of bad file is refused with
+//! its reason and the file's name.
+
+use std::collections::HashMap;
+
+use backwork::data::PIXELS;
+use backwork::model::weights::{
+    cnn_from_bytes, cnn_to_bytes, init_cnn, load_cnn, save_cnn, WeightsError,
+};
+use candle_core::{DType, Device, Tensor};
+
+fn some_images() -> Vec<f32> {
+    (0..4 * PIXELS).map(|i| ((i * 37) % 256) as f32 / 255.0).collect()
+}
+
+/// Serialises the named tensors with the safetensors crate directly, to build bad files.
+fn raw_file(tensors: Vec<(&str, Tensor)>) -> Vec<u8> {
+    safetensors::serialize(tensors, None).unwrap()
+}
+
+fn good_tensors() -> Vec<(&'static str, Tensor)> {
+    let cnn = init_cnn(1, 10).unwrap();
+    cnn.named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.clone()))
+        .collect()
+}
+
+fn refusal(bytes: &[u8]) -> String {
+    let e = cnn_from_bytes("bad.safetensors", bytes).unwrap_err();
+    let s = e.to_string();
+    assert!(s.starts_with("bad.safetensors: "), "{s}");
+    assert!(!s.contains('\n'), "one line: {s}");
+    s
+}
+
+#[test]
+fn round_trip_gives_identical_outputs_and_keeps_metadata() {
+    let cnn = init_cnn(42, 10).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let mut meta = HashMap::new();
+    meta.insert("dataset".to_string(), "MNIST".to_string());
+    meta.insert("test_accuracy".to_string(), "0.9876".to_string());
+    save_cnn(&cnn, &meta, &path, false).unwrap();
+    let (back, info) = load_cnn(&path).unwrap();
+    assert_eq!(info.test_accuracy(), Some(0.9876));
+    assert_eq!(info.metadata["dataset"], "MNIST");
+    assert_eq!(info.metadata["num_classes"], "10");
+    let a = cnn.predict(&some_images()).unwrap();
+    let b = back.predict(&some_images()).unwrap();
+    assert_eq!(a, b, "bit-identical probabilities after a round trip");
+    // Saving again over it is refused.
+    let e = save_cnn(&cnn, &meta, &path, false).unwrap_err();
+    assert!(matches!(e, WeightsError::Write(_)) && e.to_string().contains("already exists"));
+}
+
+#[test]
+fn refuses_a_missing_tensor() {
+    let mut t = good_tensors();
+    t.retain(|(n, _)| *n != "fc.bias");
+    assert!(refusal(&raw_file(t)).contains("missing tensor fc.bias"));
+}
+
+#[test]
+fn refuses_renamed_tensors_and_says_what_it_found() {
+    let t: Vec<(String, Tensor)> = good_tensors()
+        .into_iter()
+        .map(|(n, t)| (format!("model.{n}"), t))
+        .collect();
+    let bytes = safetensors::serialize(t, None).unwrap();
+    let e = refusal(&bytes);
+    assert!(e.contains("missing tensor conv0.weight") && e.contains("model.conv0.weight"), "{e}");
+}
+
+#[test]
+fn refuses_a_wrong_shape() {
+    let mut t = good_tensors();
+    t[4].1 = Tensor::zeros((1024, 3000), DType::F32, &Device::Cpu).unwrap();
+    let e = refusal(&raw_file(t));
+    assert!(e.contains("fc.weight has shape [1024, 3000], expected [1024, 3136]"), "{e}");
+}
+
+#[test]
+fn refuses_a_wrong_dtype() {
+    let mut t = good_tensors();
+    t[1].1 = t[1].1.to_dtype(DType::F16).unwrap();
+    let e = refusal(&raw_file(t));
+    assert!(e.contains("conv0.bias has dtype F16, expected F32"), "{e}");
+}
+
+#[test]
+fn refuses_nan_values() {
+    let mut t = good_tensors();
+    let mut v = vec![0.1f32; 64];
+    v[9] = f32::NAN;
+    t[3].1 = Tensor::from_vec(v, 64, &Device::Cpu).unwrap();
+    let e = refusal(&raw_file(t));
+    assert!(e.contains("conv1.bias has 1 non-finite values") && e.contains("index 9"), "{e}");
+}
+
+#[test]
+fn refuses_files_that_are_not_safetensors() {
+    assert!(refusal(b"PK\x03\x04 this is a zip").contains("not a safetensors file"));
+    let good = cnn_to_bytes(&init_cnn(0, 10).unwrap(), &HashMap::new()).unwrap();
+    assert!(refusal(&good[..good.len() - 100]).contains("not a safetensors file"));
+    assert!(refusal(&[]).contains("not a safetensors file"));
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e = load_cnn(std::path::Path::new("/no/such/model.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/no/such/model.safetensors: cannot read"), "{e}");
+}
