@@ -13,4 +13,4 @@ if grep -rnE '\b(egui|eframe|rfd|egui_plot)::|^\s*use (egui|eframe|rfd|egui_plot
   exit 1
 fi
 
-cargo test --all-targets
+cargo test --release --all-targets

@@ -5,6 +5,7 @@
 //! `cli` the command line, both thin layers over the core.
 
 pub mod app;
+pub mod backwork;
 pub mod cli;
 pub mod data;
 pub mod export;

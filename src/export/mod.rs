@@ -1,6 +1,10 @@
 //! Writing files: atomic (temporary file in the same folder, then rename), never a silent
 //! overwrite, and errors that name the file.
 
+pub mod npy;
+pub mod run;
+pub mod sheet;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum ExportError {
     #[error("{file}: already exists (refusing to overwrite it)")]
     Exists { file: String },
+    #[error("{dir}: the folder is not empty (refusing to write into it)")]
+    NotEmpty { dir: String },
     #[error("{file}: the folder {dir} does not exist")]
     NoFolder { file: String, dir: String },
     #[error("{file}: cannot write: {source}")]

@@ -1,5 +1,7 @@
 //! The command line: clap commands, each calling into the core and printing its result.
 
+pub mod backwork;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +46,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Print the overall and per-class test accuracy of a model.
     Eval(EvalArgs),
+    /// Optimise random images into fooling images and write them to a folder.
+    Run(backwork::RunArgs),
+    /// Evaluate every cost term (and optionally its gradient) for given images.
+    Cost(backwork::CostArgs),
     /// Measure speed (prints JSON).
     Bench {
         #[command(subcommand)]
@@ -98,6 +104,18 @@ pub enum BenchWhat {
     },
     /// Inference throughput (images/s) over the whole test set.
     Eval,
+    /// Engine speed: ms per step of the 10×8 figure and of 1×8, reference-cache build time,
+    /// peak memory.
+    Backwork {
+        #[command(flatten)]
+        settings: backwork::SettingsArgs,
+        /// Steps to time after one warm-up step.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Output is always one JSON object; accepted for symmetry with the other commands.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a command; the caller prints the error.
@@ -105,6 +123,8 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
     match command {
         Command::Train(a) => train_cmd(a, app),
         Command::Eval(a) => eval_cmd(a, app),
+        Command::Run(a) => backwork::run_cmd(a, app),
+        Command::Cost(a) => backwork::cost_cmd(a, app),
         Command::Bench { what } => bench_cmd(what, app),
     }
 }
@@ -114,7 +134,7 @@ fn load_data(app: &AppArgs, split: Split) -> Result<Dataset> {
 }
 
 /// Fails early (before hours of work) if `out` exists or its folder cannot take a file.
-fn check_out_file(out: &Path, force: bool) -> Result<()> {
+pub(crate) fn check_out_file(out: &Path, force: bool) -> Result<()> {
     if out.is_dir() {
         bail!("--out {}: is a folder, expected a file name", out.display());
     }
@@ -191,10 +211,18 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
             epoch,
             mean_loss,
             test_accuracy,
-        } => bar.println(format!(
-            "epoch {epoch}: mean loss {mean_loss:.4}, test accuracy {:.2}%",
-            test_accuracy * 100.0
-        )),
+        } => {
+            let line = format!(
+                "epoch {epoch}: mean loss {mean_loss:.4}, test accuracy {:.2}%",
+                test_accuracy * 100.0
+            );
+            // A hidden bar (output not a terminal) drops println: scripts still get the line.
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
     })?;
     bar.finish_and_clear();
 
@@ -263,6 +291,9 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
 fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
     let threads = candle_core::utils::get_num_threads();
     let json = match what {
+        BenchWhat::Backwork {
+            settings, steps, ..
+        } => return backwork::bench_backwork(&settings, steps, app, app.model.as_deref()),
         BenchWhat::Train { steps, batch_size } => {
             if steps == 0 {
                 bail!("--steps: must be at least 1");

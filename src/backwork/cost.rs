@@ -1,0 +1,272 @@
+//! The cost of ALGORITHM.md §3 for one label group, and its gradient at each tap, computed
+//! without materialising the R×N×D differences:
+//!
+//! - nearest training image (inputs, conv0, conv1; fc per-example): ‖a‖² + ‖b‖² − 2a·b from
+//!   one matrix product picks the arg-min, whose distance is then recomputed directly (so the
+//!   value carries no cancellation error);
+//! - nearest training value per fc neuron: binary search in the neuron's sorted column;
+//! - similarity: the variance form (2/D) Σ_j Var_n(A[·, j]);
+//! - the gradient of each minimum flows only into its arg-min.
+
+use serde::Serialize;
+
+use super::linalg::{Mat, matmul};
+use super::refs::{LabelRefs, TAP_DIMS};
+use super::settings::{FcDistance, Settings, TAPS};
+
+/// A distance below this (mean squared difference per coordinate) is clamped to it, and the
+/// term's gradient is zero while it is clamped: 1/distance would otherwise overflow
+/// (ALGORITHM.md §3, "Guards"). Distances of real runs are 1e-3 and above.
+pub const DIST_EPS: f64 = 1e-12;
+
+/// The terms of one tap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct TapTerms {
+    /// c_k · prev_coeff / ref_dist.
+    pub prev: f64,
+    /// c_k · sim_coeff / sim_dist (0 when the batch has one image).
+    pub sim: f64,
+    /// Mean distance to the nearest training image (or value, for fc per-neuron).
+    pub ref_dist: f64,
+    /// Mean pairwise distance within the batch, diagonal included.
+    pub sim_dist: f64,
+}
+
+/// Every term of the cost of one group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CostTerms {
+    /// inputs, conv0, conv1, fc.
+    pub taps: [TapTerms; 4],
+    /// c_softmax · mean(1 − p[label]).
+    pub softmax: f64,
+    pub total: f64,
+    /// Terms that were clamped or disabled by a guard, e.g. "conv0.sim_dist".
+    pub clamped: Vec<String>,
+}
+
+impl CostTerms {
+    /// The terms as (name, value) pairs, named as `backwork cost --json` prints them.
+    pub fn named(&self) -> Vec<(String, f64)> {
+        let mut out = Vec::with_capacity(18);
+        for (name, t) in TAPS.iter().zip(&self.taps) {
+            out.push((format!("{name}.prev"), t.prev));
+            out.push((format!("{name}.sim"), t.sim));
+            out.push((format!("{name}.ref_dist"), t.ref_dist));
+            out.push((format!("{name}.sim_dist"), t.sim_dist));
+        }
+        out.push(("softmax".into(), self.softmax));
+        out.push(("total".into(), self.total));
+        out
+    }
+
+    /// Adds another group's terms (the run's total is the sum over groups).
+    pub fn add(&mut self, o: &CostTerms) {
+        for (a, b) in self.taps.iter_mut().zip(&o.taps) {
+            a.prev += b.prev;
+            a.sim += b.sim;
+            a.ref_dist += b.ref_dist;
+            a.sim_dist += b.sim_dist;
+        }
+        self.softmax += o.softmax;
+        self.total += o.total;
+        for c in &o.clamped {
+            if !self.clamped.contains(c) {
+                self.clamped.push(c.clone());
+            }
+        }
+    }
+}
+
+/// The nearest training image of each generated image at one tap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Nearest {
+    /// Row in the MNIST training file.
+    pub index: u32,
+    /// Mean squared difference per coordinate.
+    pub dist: f32,
+}
+
+/// A group's cost, its gradient at each tap, and the nearest training images.
+pub struct GroupCost {
+    pub terms: CostTerms,
+    /// d cost / d tap, N×D_k each (inputs, conv0, conv1, fc), then d cost / d logits (N×K).
+    pub grads: [Vec<f32>; 4],
+    pub g_logits: Vec<f32>,
+    /// Nearest training image per image at inputs, conv0, conv1 (and fc when per-example).
+    pub nearest: [Vec<Nearest>; 4],
+}
+
+/// Input of the cost: the group's rows of each tap and its probabilities.
+pub struct GroupActs<'a> {
+    pub n: usize,
+    /// inputs, conv0, conv1, fc, each N×D_k.
+    pub taps: [&'a [f32]; 4],
+    /// N×K probabilities.
+    pub probs: &'a [f32],
+    pub classes: usize,
+}
+
+/// For each row of `a` (N×D), the nearest row of the reference matrix, by one product.
+fn nearest_rows(a: &[f32], n: usize, d: usize, refs: &[f32], sq: &[f32]) -> Vec<(usize, f64)> {
+    let r = sq.len();
+    let mut dots = vec![0.0f32; n * r];
+    matmul(Mat::rows(a, n, d), Mat::rows(refs, r, d).t(), &mut dots, false);
+    (0..n)
+        .map(|i| {
+            let row = &a[i * d..(i + 1) * d];
+            let an: f32 = row.iter().map(|v| v * v).sum();
+            let (best, _) = dots[i * r..(i + 1) * r]
+                .iter()
+                .zip(sq)
+                .map(|(dot, bn)| an + bn - 2.0 * dot)
+                .enumerate()
+                .fold((0, f32::INFINITY), |acc, (j, v)| if v < acc.1 { (j, v) } else { acc });
+            // Exact distance of the winner, free of the expansion's cancellation.
+            let b = &refs[best * d..(best + 1) * d];
+            let exact: f64 = row
+                .iter()
+                .zip(b)
+                .map(|(x, y)| {
+                    let t = (x - y) as f64;
+                    t * t
+                })
+                .sum();
+            (best, exact / d as f64)
+        })
+        .collect()
+}
+
+/// Nearest value of a sorted column to `v` (the column is non-empty).
+pub fn nearest_value(col: &[f32], v: f32) -> f32 {
+    let i = col.partition_point(|&x| x < v);
+    match (i.checked_sub(1).map(|j| col[j]), col.get(i)) {
+        (Some(lo), Some(&hi)) => {
+            if v - lo <= hi - v {
+                lo
+            } else {
+                hi
+            }
+        }
+        (Some(lo), None) => lo,
+        (None, Some(&hi)) => hi,
+        (None, None) => v,
+    }
+}
+
+/// The cost of one group against its label's reference set.
+pub fn group_cost(acts: &GroupActs, refs: &LabelRefs, s: &Settings) -> GroupCost {
+    let n = acts.n;
+    let label = refs.label as usize;
+    let mut terms = CostTerms::default();
+    let mut grads: [Vec<f32>; 4] = std::array::from_fn(|k| vec![0.0; n * TAP_DIMS[k]]);
+    let mut nearest: [Vec<Nearest>; 4] = Default::default();
+    for k in 0..4 {
+        let d = TAP_DIMS[k];
+        let a = acts.taps[k];
+        let c_k = s.layer_weights[k] as f64;
+        let g = &mut grads[k];
+
+        // Reference distance and d ref / d a (before the chain factor).
+        let ref_dist;
+        let mut g_ref = vec![0.0f32; n * d];
+        if k == 3 && s.fc_distance == FcDistance::PerNeuron {
+            let scale = 1.0 / (n * d) as f64;
+            let mut sum = 0.0f64;
+            for i in 0..n {
+                for j in 0..d {
+                    let v = a[i * d + j];
+                    let b = nearest_value(refs.fc_column(j), v);
+                    let diff = (v - b) as f64;
+                    sum += diff * diff;
+                    g_ref[i * d + j] = (2.0 * diff * scale) as f32;
+                }
+            }
+            ref_dist = sum * scale;
+        } else {
+            let best = nearest_rows(a, n, d, &refs.taps[k], &refs.sq_norms[k]);
+            let scale = 2.0 / (n * d) as f64;
+            for (i, &(r, _)) in best.iter().enumerate() {
+                let b = &refs.taps[k][r * d..(r + 1) * d];
+                for j in 0..d {
+                    g_ref[i * d + j] = ((a[i * d + j] - b[j]) as f64 * scale) as f32;
+                }
+            }
+            ref_dist = best.iter().map(|b| b.1).sum::<f64>() / n as f64;
+            nearest[k] = best
+                .iter()
+                .map(|&(r, dist)| Nearest {
+                    index: refs.indices[r],
+                    dist: dist as f32,
+                })
+                .collect();
+        }
+        terms.taps[k].ref_dist = ref_dist;
+        if ref_dist < DIST_EPS {
+            terms.taps[k].prev = c_k * s.prev_coeff as f64 / DIST_EPS;
+            terms.clamped.push(format!("{}.ref_dist", TAPS[k]));
+        } else {
+            terms.taps[k].prev = c_k * s.prev_coeff as f64 / ref_dist;
+            let chain = -c_k * s.prev_coeff as f64 / (ref_dist * ref_dist);
+            for (gv, gr) in g.iter_mut().zip(&g_ref) {
+                *gv += (*gr as f64 * chain) as f32;
+            }
+        }
+
+        // Similarity: (2/D) Σ_j Var_n, population variance; needs two images.
+        if n < 2 {
+            terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
+            continue;
+        }
+        let mut mean = vec![0.0f64; d];
+        for row in a.chunks_exact(d) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += *v as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let mut var_sum = 0.0f64;
+        for row in a.chunks_exact(d) {
+            for (m, v) in mean.iter().zip(row) {
+                let t = *v as f64 - m;
+                var_sum += t * t;
+            }
+        }
+        let sim_dist = 2.0 * var_sum / (n * d) as f64;
+        terms.taps[k].sim_dist = sim_dist;
+        if sim_dist < DIST_EPS {
+            terms.taps[k].sim = c_k * s.sim_coeff as f64 / DIST_EPS;
+            terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
+        } else {
+            terms.taps[k].sim = c_k * s.sim_coeff as f64 / sim_dist;
+            // d sim / d a[i,j] = 4 (a[i,j] − mean_j) / (N·D)
+            let chain = -c_k * s.sim_coeff as f64 / (sim_dist * sim_dist) * 4.0 / (n * d) as f64;
+            for (row, grow) in a.chunks_exact(d).zip(g.chunks_exact_mut(d)) {
+                for ((gv, v), m) in grow.iter_mut().zip(row).zip(&mean) {
+                    *gv += ((*v as f64 - m) * chain) as f32;
+                }
+            }
+        }
+    }
+
+    // Softmax term c_s · mean(1 − p[l]); d/dz_j = −(c_s/N) p_l (δ_lj − p_j).
+    let kc = acts.classes;
+    let c_s = s.layer_weights[4] as f64;
+    let mut g_logits = vec![0.0f32; n * kc];
+    let mut miss = 0.0f64;
+    for (p, gz) in acts.probs.chunks_exact(kc).zip(g_logits.chunks_exact_mut(kc)) {
+        let pl = p[label] as f64;
+        miss += 1.0 - pl;
+        for (j, (gj, pj)) in gz.iter_mut().zip(p).enumerate() {
+            let delta = if j == label { 1.0 } else { 0.0 };
+            *gj = (-c_s / n as f64 * pl * (delta - *pj as f64)) as f32;
+        }
+    }
+    terms.softmax = c_s * miss / n as f64;
+    terms.total = terms.taps.iter().map(|t| t.prev + t.sim).sum::<f64>() + terms.softmax;
+    GroupCost {
+        terms,
+        grads,
+        g_logits,
+        nearest,
+    }
+}

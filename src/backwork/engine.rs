@@ -1,0 +1,456 @@
+//! The optimisation loop (ALGORITHM.md §4): Adam on the pixels, probes, the stop rule and the
+//! re-initialisation rule, one pure [`Engine::step`] at a time. Several labels run at once,
+//! each group with its own reference set and its own cost, batched through one forward and one
+//! backward pass; a group that reached the threshold is frozen, so a run of ten groups gives
+//! the same numbers as ten separate runs.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+
+use super::cost::{CostTerms, GroupActs, Nearest, group_cost};
+use super::frozen::{Forward, FrozenCnn, TapGrads};
+use super::refs::{LabelRefs, TAP_DIMS};
+use super::settings::{PixelConstraint, Settings, SettingsError};
+use crate::data::PIXELS;
+
+/// Adam's moment decay rates and epsilon (TensorFlow's AdamOptimizer defaults, as the original).
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const ADAM_EPS: f64 = 1e-8;
+
+/// What can stop the engine with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("expected {expected} images of 28×28, got {got}")]
+    Shape { expected: usize, got: f64 },
+    #[error("no reference set for label {0}")]
+    MissingRefs(u8),
+    #[error("numeric failure at step {step}: {what} is not finite; the last good images are kept")]
+    NotFinite { step: usize, what: String },
+}
+
+/// Why a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason", content = "detail")]
+pub enum EndReason {
+    /// Every group's min p(label) passed the threshold.
+    Threshold,
+    /// `max_steps` reached.
+    MaxSteps,
+    Cancelled,
+    Error(String),
+}
+
+/// One re-initialised image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reinit {
+    pub step: usize,
+    /// Row of the image in the run (group-major: label group, then index within it).
+    pub image: usize,
+    /// Its p(label) when it was re-initialised.
+    pub p_label: f32,
+}
+
+/// What one step computed.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepEvent {
+    /// 1-based number of this step.
+    pub step: usize,
+    /// Per image (all groups, group-major), its class probabilities at this step.
+    pub probs: Vec<Vec<f32>>,
+    /// Per group (in `Settings::labels` order), the cost terms at this step; a finished group
+    /// repeats its final terms.
+    pub group_terms: Vec<CostTerms>,
+    /// Sum over the active groups.
+    pub terms: CostTerms,
+    pub reinits: Vec<Reinit>,
+    /// Whether this step was a probe.
+    pub is_probe: bool,
+    /// Set on the last step of a run.
+    pub end: Option<EndReason>,
+}
+
+/// Per-image bookkeeping.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ImageState {
+    /// p(label) of the last probes since the last (re)initialisation, newest last.
+    #[serde(skip)]
+    window: VecDeque<f32>,
+    pub reinits: usize,
+    /// Step of the last (re)initialisation (0: the start).
+    pub init_step: usize,
+    /// Nearest training image at inputs, conv0, conv1 (and fc when per-example).
+    pub nearest: [Option<Nearest>; 4],
+    /// Latest probabilities.
+    pub probs: Vec<f32>,
+    /// Adam steps taken since its last (re)initialisation (for bias correction).
+    adam_t: u32,
+}
+
+/// One label group.
+pub struct Group {
+    pub label: u8,
+    pub refs: Arc<LabelRefs>,
+    /// Step at which it passed the threshold, if it has.
+    pub done_at: Option<usize>,
+    pub terms: CostTerms,
+    /// Draws this group's noise: seeded by (seed, label), so a group's images do not depend
+    /// on which other labels share the run.
+    rng: StdRng,
+}
+
+/// The random stream of label `label` under `seed`.
+fn group_rng(seed: u64, label: u8) -> StdRng {
+    StdRng::seed_from_u64(seed ^ (u64::from(label) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The state of a run; it owns the images, Adam's moments and the reinit windows.
+pub struct Engine {
+    net: FrozenCnn,
+    pub settings: Settings,
+    pub groups: Vec<Group>,
+    /// Number of images per group, fixed at the start.
+    n: usize,
+    /// All images, group-major, (groups·N)×784.
+    x: Vec<f32>,
+    m1: Vec<f32>,
+    m2: Vec<f32>,
+    pub images: Vec<ImageState>,
+    step: usize,
+    fwd: Forward,
+    ended: Option<EndReason>,
+}
+
+impl Engine {
+    /// A new run: one group per label of `settings`, each image uniform [0, 1) noise from
+    /// `settings.seed`. `refs` must hold the reference set of every label.
+    pub fn new(
+        net: FrozenCnn,
+        refs: &[Arc<LabelRefs>],
+        settings: Settings,
+    ) -> Result<Self, EngineError> {
+        settings.validate()?;
+        let mut groups = settings
+            .labels
+            .iter()
+            .map(|&l| {
+                let r = refs
+                    .iter()
+                    .find(|r| r.label == l)
+                    .ok_or(EngineError::MissingRefs(l))?;
+                Ok(Group {
+                    label: l,
+                    refs: r.clone(),
+                    done_at: None,
+                    terms: CostTerms::default(),
+                    rng: group_rng(settings.seed, l),
+                })
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        let n = settings.batch;
+        let total = groups.len() * n;
+        let x: Vec<f32> = groups
+            .iter_mut()
+            .flat_map(|g| {
+                (0..n * PIXELS)
+                    .map(|_| g.rng.random::<f32>())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        Ok(Self {
+            net,
+            groups,
+            n,
+            m1: vec![0.0; x.len()],
+            m2: vec![0.0; x.len()],
+            x,
+            images: vec![ImageState::default(); total],
+            step: 0,
+            fwd: Forward::default(),
+            ended: None,
+            settings,
+        })
+    }
+
+    /// Images per group.
+    pub fn batch(&self) -> usize {
+        self.n
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// All images, group-major, (groups·N)×784: the exact values last classified.
+    pub fn images(&self) -> &[f32] {
+        &self.x
+    }
+
+    /// Why the run ended, once it has.
+    pub fn end_reason(&self) -> Option<&EndReason> {
+        self.ended.as_ref()
+    }
+
+    /// Replaces the settings from the next step on. Labels and batch size are fixed for the
+    /// life of a run; the other settings may change between any two steps.
+    pub fn set_settings(&mut self, mut s: Settings) -> Result<(), EngineError> {
+        s.labels = self.settings.labels.clone();
+        s.batch = self.settings.batch;
+        s.validate()?;
+        self.settings = s;
+        Ok(())
+    }
+
+    /// Replaces every image (group-major, (groups·N)×784) and resets Adam's moments and the
+    /// reinit windows: a run that starts from given images.
+    pub fn set_images(&mut self, x: &[f32]) -> Result<(), EngineError> {
+        if x.len() != self.x.len() {
+            return Err(EngineError::Shape {
+                expected: self.x.len() / PIXELS,
+                got: x.len() as f64 / PIXELS as f64,
+            });
+        }
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::NotFinite {
+                step: self.step,
+                what: format!("input pixel {i}"),
+            });
+        }
+        self.x.copy_from_slice(x);
+        self.m1.fill(0.0);
+        self.m2.fill(0.0);
+        for img in &mut self.images {
+            img.window.clear();
+            img.adam_t = 0;
+        }
+        Ok(())
+    }
+
+    /// Marks the run cancelled.
+    pub fn cancel(&mut self) -> StepEvent {
+        self.ended = Some(EndReason::Cancelled);
+        self.final_event(EndReason::Cancelled)
+    }
+
+    fn final_event(&self, reason: EndReason) -> StepEvent {
+        let mut terms = CostTerms::default();
+        for g in &self.groups {
+            terms.add(&g.terms);
+        }
+        StepEvent {
+            step: self.step,
+            probs: self.images.iter().map(|i| i.probs.clone()).collect(),
+            group_terms: self.groups.iter().map(|g| g.terms.clone()).collect(),
+            terms,
+            reinits: Vec::new(),
+            is_probe: false,
+            end: Some(reason),
+        }
+    }
+
+    /// One step: forward the active groups, compute every cost term and the gradient, probe
+    /// (stop and reinit rules) when due, then one Adam update of the active images.
+    pub fn step(&mut self) -> Result<StepEvent, EngineError> {
+        if let Some(r) = &self.ended {
+            return Ok(self.final_event(r.clone()));
+        }
+        let n = self.n;
+        let active: Vec<usize> = (0..self.groups.len())
+            .filter(|&g| self.groups[g].done_at.is_none())
+            .collect();
+        let step = self.step + 1;
+        // Forward the active groups' images only.
+        let xa: Vec<f32> = active
+            .iter()
+            .flat_map(|&g| self.x[g * n * PIXELS..(g + 1) * n * PIXELS].iter().copied())
+            .collect();
+        let mut fwd = std::mem::take(&mut self.fwd);
+        self.net.forward(&xa, &mut fwd);
+        let kc = self.net.classes();
+
+        let mut grads = TapGrads {
+            inputs: vec![0.0; xa.len()],
+            conv0: vec![0.0; fwd.conv0.len()],
+            conv1: vec![0.0; fwd.conv1.len()],
+            fc: vec![0.0; fwd.fc.len()],
+            logits: vec![0.0; fwd.logits.len()],
+        };
+        let mut new_terms = Vec::with_capacity(active.len());
+        for (ai, &g) in active.iter().enumerate() {
+            let rows = |k: usize| ai * n * TAP_DIMS[k]..(ai + 1) * n * TAP_DIMS[k];
+            let taps = [
+                &fwd.inputs[rows(0)],
+                &fwd.conv0[rows(1)],
+                &fwd.conv1[rows(2)],
+                &fwd.fc[rows(3)],
+            ];
+            let acts = GroupActs {
+                n,
+                taps,
+                probs: &fwd.probs[ai * n * kc..(ai + 1) * n * kc],
+                classes: kc,
+            };
+            let gc = group_cost(&acts, &self.groups[g].refs, &self.settings);
+            let dst = [
+                &mut grads.inputs,
+                &mut grads.conv0,
+                &mut grads.conv1,
+                &mut grads.fc,
+            ];
+            for (k, d) in dst.into_iter().enumerate() {
+                d[ai * n * TAP_DIMS[k]..(ai + 1) * n * TAP_DIMS[k]].copy_from_slice(&gc.grads[k]);
+            }
+            grads.logits[ai * n * kc..(ai + 1) * n * kc].copy_from_slice(&gc.g_logits);
+            for i in 0..n {
+                let img = &mut self.images[g * n + i];
+                img.probs = fwd.probs[(ai * n + i) * kc..(ai * n + i + 1) * kc].to_vec();
+                for k in 0..4 {
+                    img.nearest[k] = gc.nearest[k].get(i).copied();
+                }
+            }
+            new_terms.push((g, gc.terms));
+        }
+        let gx = self.net.backward(&fwd, &grads);
+        self.fwd = fwd;
+
+        // Nothing non-finite may reach the images or the user.
+        for (g, t) in &new_terms {
+            let bad = t
+                .named()
+                .into_iter()
+                .find(|(_, v)| !v.is_finite())
+                .map(|(name, _)| format!("label {} {name}", self.groups[*g].label));
+            if let Some(what) = bad {
+                return Err(self.fail(step, what));
+            }
+        }
+        if gx.iter().any(|v| !v.is_finite()) {
+            return Err(self.fail(step, "the gradient".into()));
+        }
+        for (g, t) in new_terms {
+            self.groups[g].terms = t;
+        }
+        self.step = step;
+
+        // Probe: stop and reinit rules on the probabilities of the images just classified.
+        let is_probe = step % self.settings.save_freq == 0;
+        let mut reinit_rows = Vec::new();
+        let mut reinits = Vec::new();
+        if is_probe {
+            for &g in &active {
+                let label = self.groups[g].label as usize;
+                let min_p = (0..n)
+                    .map(|i| self.images[g * n + i].probs[label])
+                    .fold(f32::INFINITY, f32::min);
+                if min_p > self.settings.threshold {
+                    self.groups[g].done_at = Some(step);
+                    continue;
+                }
+                for i in 0..n {
+                    let row = g * n + i;
+                    if self.reinit_due(row, label) {
+                        reinits.push(Reinit {
+                            step,
+                            image: row,
+                            p_label: self.images[row].probs[label],
+                        });
+                        reinit_rows.push(row);
+                    }
+                }
+            }
+        }
+        // Adam on the images of groups still running; fresh noise for re-initialised ones.
+        let lr = self.settings.lr as f64;
+        for (ai, &g) in active.iter().enumerate() {
+            if self.groups[g].done_at.is_some() {
+                continue;
+            }
+            for i in 0..n {
+                let row = g * n + i;
+                let span = row * PIXELS..(row + 1) * PIXELS;
+                if reinit_rows.contains(&row) {
+                    let rng = &mut self.groups[g].rng;
+                    for v in &mut self.x[span.clone()] {
+                        *v = rng.random::<f32>();
+                    }
+                    self.m1[span.clone()].fill(0.0);
+                    self.m2[span].fill(0.0);
+                    let img = &mut self.images[row];
+                    img.window.clear();
+                    img.reinits += 1;
+                    img.init_step = step;
+                    img.adam_t = 0;
+                    continue;
+                }
+                let img = &mut self.images[row];
+                img.adam_t += 1;
+                let t = img.adam_t as i32;
+                let corr1 = 1.0 - BETA1.powi(t);
+                let corr2 = 1.0 - BETA2.powi(t);
+                let gsrc = &gx[(ai * n + i) * PIXELS..(ai * n + i + 1) * PIXELS];
+                for (j, gj) in span.clone().zip(gsrc) {
+                    let gj = *gj as f64;
+                    let m1 = BETA1 * self.m1[j] as f64 + (1.0 - BETA1) * gj;
+                    let m2 = BETA2 * self.m2[j] as f64 + (1.0 - BETA2) * gj * gj;
+                    self.m1[j] = m1 as f32;
+                    self.m2[j] = m2 as f32;
+                    let upd = lr * (m1 / corr1) / ((m2 / corr2).sqrt() + ADAM_EPS);
+                    let mut v = self.x[j] as f64 - upd;
+                    if self.settings.pixels == PixelConstraint::Clip {
+                        v = v.clamp(0.0, 1.0);
+                    }
+                    self.x[j] = v as f32;
+                }
+            }
+        }
+
+        let end = if self.groups.iter().all(|g| g.done_at.is_some()) {
+            Some(EndReason::Threshold)
+        } else if self.settings.max_steps.is_some_and(|m| step >= m) {
+            Some(EndReason::MaxSteps)
+        } else {
+            None
+        };
+        self.ended = end.clone();
+        let mut terms = CostTerms::default();
+        for &g in &active {
+            terms.add(&self.groups[g].terms);
+        }
+        Ok(StepEvent {
+            step,
+            probs: self.images.iter().map(|i| i.probs.clone()).collect(),
+            group_terms: self.groups.iter().map(|g| g.terms.clone()).collect(),
+            terms,
+            reinits,
+            is_probe,
+            end,
+        })
+    }
+
+    /// Records the probe and applies ALGORITHM.md §4's rule: T probes since the last
+    /// (re)initialisation, monotonically non-increasing, and the latest below the cap.
+    fn reinit_due(&mut self, row: usize, label: usize) -> bool {
+        let t = self.settings.reinit_window;
+        let cap = self.settings.reinit_cap;
+        let img = &mut self.images[row];
+        img.window.push_back(img.probs[label]);
+        while img.window.len() > t {
+            img.window.pop_front();
+        }
+        img.window.len() == t
+            && img.window.iter().zip(img.window.iter().skip(1)).all(|(a, b)| b - a <= 0.0)
+            && img.window.back().is_some_and(|&p| p < cap)
+    }
+
+    fn fail(&mut self, step: usize, what: String) -> EngineError {
+        let e = EngineError::NotFinite { step, what };
+        self.ended = Some(EndReason::Error(e.to_string()));
+        e
+    }
+}

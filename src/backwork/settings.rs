@@ -1,0 +1,187 @@
+//! The settings of a backwork run (ALGORITHM.md §3–§4), with the original defaults and the
+//! ranges each one accepts. Any of them may change between two steps.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::NUM_LABELS;
+
+/// How pixels are kept in range after each Adam step (ALGORITHM.md §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PixelConstraint {
+    /// Project every pixel back into [0, 1]: the exported PNG is the image that was classified.
+    #[default]
+    Clip,
+    /// No constraint, as the original: pixels leave [0, 1].
+    None,
+}
+
+/// How the `fc` reference distance takes its minimum (ALGORITHM.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FcDistance {
+    /// The original: the nearest training *value* of each neuron, per (image, neuron).
+    #[default]
+    PerNeuron,
+    /// The nearest training image, as for the conv taps.
+    PerExample,
+}
+
+/// Index of each tap in per-tap arrays.
+pub const TAPS: [&str; 4] = ["inputs", "conv0", "conv1", "fc"];
+
+/// Everything that shapes a run. Defaults are the original method's (ALGORITHM.md §3–§4),
+/// except `pixels`, which defaults to `clip` so exported images are the ones classified.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Weight of the "far from the training images" terms, 1/ref_k. Range [0, 1e6]; default 0.5.
+    pub prev_coeff: f32,
+    /// Weight of the "far from each other" terms, 1/sim_k. Range [0, 1e6]; default 0.5.
+    pub sim_coeff: f32,
+    /// Layer weights c_k for inputs, conv0, conv1, fc, softmax. Each in [0, 1e6];
+    /// default [1e-5, 1e-4, 1e-3, 1e-2, 10].
+    pub layer_weights: [f32; 5],
+    /// Adam learning rate on the pixels. Range (0, 10]; default 0.01.
+    pub lr: f32,
+    /// Images per target label. Range 1..=256; default 8.
+    pub batch: usize,
+    /// Target labels, each in 0..=9, no repeats. Default all ten.
+    pub labels: Vec<u8>,
+    /// Stop when every image's p(label) exceeds this (`prob_cap_min`). Range (0, 1);
+    /// default 0.999.
+    pub threshold: f32,
+    /// Probe (read probabilities, check stop and reinit) every this many steps. Range
+    /// 1..=10000; default 1.
+    pub save_freq: usize,
+    /// Re-initialise an image whose last this-many probed p(label) never rose
+    /// (`num_mono_dec_saves`). Range 2..=1000; default 5 (the original's last commit used 3).
+    pub reinit_window: usize,
+    /// ...but only while its p(label) is below this cap. Range [0, 1]; default 0.99
+    /// (hard-coded in the original).
+    pub reinit_cap: f32,
+    /// Pixel constraint; default `clip` (the original: `none`).
+    pub pixels: PixelConstraint,
+    /// fc distance mode; default `per-neuron` (the original).
+    pub fc_distance: FcDistance,
+    /// Seeds the initial noise and every re-initialisation.
+    pub seed: u64,
+    /// Stop after this many steps (none: run until the threshold).
+    pub max_steps: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            prev_coeff: 0.5,
+            sim_coeff: 0.5,
+            layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 10.0],
+            lr: 0.01,
+            batch: 8,
+            labels: (0..NUM_LABELS as u8).collect(),
+            threshold: 0.999,
+            save_freq: 1,
+            reinit_window: 5,
+            reinit_cap: 0.99,
+            pixels: PixelConstraint::Clip,
+            fc_distance: FcDistance::PerNeuron,
+            seed: 0,
+            max_steps: None,
+        }
+    }
+}
+
+/// A setting outside its range, named as its command-line flag.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("--{flag}: {reason}")]
+pub struct SettingsError {
+    pub flag: &'static str,
+    pub reason: String,
+}
+
+/// Largest accepted coefficient or layer weight: beyond it f32 costs overflow.
+pub const MAX_COEFF: f32 = 1e6;
+
+impl Settings {
+    /// Checks every setting against its documented range.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let err = |flag, reason: String| Err(SettingsError { flag, reason });
+        let coeff_ok = |v: f32| v.is_finite() && (0.0..=MAX_COEFF).contains(&v);
+        if !coeff_ok(self.prev_coeff) {
+            return err("prev-coeff", format!("must be in [0, 1e6], got {}", self.prev_coeff));
+        }
+        if !coeff_ok(self.sim_coeff) {
+            return err("sim-coeff", format!("must be in [0, 1e6], got {}", self.sim_coeff));
+        }
+        if let Some(w) = self.layer_weights.iter().find(|w| !coeff_ok(**w)) {
+            return err("layer-weights", format!("each must be in [0, 1e6], got {w}"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
+            return err("lr", format!("must be in (0, 10], got {}", self.lr));
+        }
+        if !(1..=256).contains(&self.batch) {
+            return err("batch", format!("must be in 1..=256, got {}", self.batch));
+        }
+        if self.labels.is_empty() {
+            return err("labels", "must name at least one label".into());
+        }
+        if let Some(l) = self.labels.iter().find(|l| **l as usize >= NUM_LABELS) {
+            return err("labels", format!("label {l} is outside 0..=9"));
+        }
+        let mut seen = [false; NUM_LABELS];
+        for &l in &self.labels {
+            if std::mem::replace(&mut seen[l as usize], true) {
+                return err("labels", format!("label {l} is named twice"));
+            }
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return err("threshold", format!("must be in (0, 1), got {}", self.threshold));
+        }
+        if !(1..=10_000).contains(&self.save_freq) {
+            return err("save-freq", format!("must be in 1..=10000, got {}", self.save_freq));
+        }
+        if !(2..=1000).contains(&self.reinit_window) {
+            return err(
+                "reinit-window",
+                format!("must be in 2..=1000, got {}", self.reinit_window),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.reinit_cap) {
+            return err("reinit-cap", format!("must be in [0, 1], got {}", self.reinit_cap));
+        }
+        if self.max_steps == Some(0) {
+            return err("max-steps", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_originals_and_valid() {
+        let s = Settings::default();
+        assert_eq!(s.layer_weights, [1e-5, 1e-4, 1e-3, 1e-2, 10.0]);
+        assert_eq!((s.prev_coeff, s.sim_coeff, s.lr), (0.5, 0.5, 0.01));
+        assert_eq!((s.batch, s.labels.len(), s.reinit_window), (8, 10, 5));
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_flag() {
+        let bad = [
+            (Settings { labels: vec![3, 10], ..Default::default() }, "labels"),
+            (Settings { labels: vec![3, 3], ..Default::default() }, "labels"),
+            (Settings { batch: 0, ..Default::default() }, "batch"),
+            (Settings { lr: -0.01, ..Default::default() }, "lr"),
+            (Settings { threshold: 1.0, ..Default::default() }, "threshold"),
+            (Settings { sim_coeff: f32::NAN, ..Default::default() }, "sim-coeff"),
+            (Settings { layer_weights: [1.0, 1.0, 1.0, 1.0, f32::INFINITY], ..Default::default() }, "layer-weights"),
+        ];
+        for (s, flag) in bad {
+            assert_eq!(s.validate().unwrap_err().flag, flag);
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The engine's commands: `run`, `cost` and `bench backwork`, sharing one set of settings flags.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::backwork::cost::{GroupActs, group_cost};
+use crate::backwork::engine::{EndReason, Engine};
+use crate::backwork::frozen::{Forward, FrozenCnn};
+use crate::backwork::refs::{LabelRefs, RefCache};
+use crate::backwork::{FcDistance, PixelConstraint, Settings};
+use crate::data::{Dataset, PIXELS, SIDE, Split};
+use crate::export::npy::{npy_bytes, read_npy};
+use crate::export::run::{ExportImage, ModelRef, RunResults, png_name, prepare_dir, write_run};
+use crate::export::write_atomic;
+use crate::model::weights::load_or_shipped;
+
+use super::AppArgs;
+
+/// The settings flags shared by `run`, `cost` and `bench backwork`; unset flags keep the
+/// original defaults (ALGORITHM.md §3–§4).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SettingsArgs {
+    /// Weight of the "far from the training images" terms [default: 0.5].
+    #[arg(long, allow_hyphen_values = true)]
+    pub prev_coeff: Option<f32>,
+    /// Weight of the "far from each other" terms [default: 0.5].
+    #[arg(long, allow_hyphen_values = true)]
+    pub sim_coeff: Option<f32>,
+    /// Five layer weights: inputs,conv0,conv1,fc,softmax [default: 1e-5,1e-4,1e-3,1e-2,10].
+    #[arg(long, value_name = "W,W,W,W,W", allow_hyphen_values = true)]
+    pub layer_weights: Option<String>,
+    /// Adam learning rate on the pixels [default: 0.01].
+    #[arg(long, allow_hyphen_values = true)]
+    pub lr: Option<f32>,
+    /// fc reference distance: per-neuron (the original) or per-example [default: per-neuron].
+    #[arg(long, value_name = "MODE")]
+    pub fc_distance: Option<String>,
+    /// Pixel constraint: clip to [0,1] after each step, or none (the original) [default: clip].
+    #[arg(long, value_name = "MODE")]
+    pub pixels: Option<String>,
+    /// Probes of non-increasing p(label) that re-initialise an image [default: 5].
+    #[arg(long)]
+    pub reinit_window: Option<usize>,
+    /// Only images with p(label) below this are re-initialised [default: 0.99].
+    #[arg(long, allow_hyphen_values = true)]
+    pub reinit_cap: Option<f32>,
+    /// Stop when every image's p(label) exceeds this [default: 0.999].
+    #[arg(long, allow_hyphen_values = true)]
+    pub threshold: Option<f32>,
+    /// Probe every this many steps [default: 1].
+    #[arg(long)]
+    pub save_freq: Option<usize>,
+    /// Images per label [default: 8].
+    #[arg(long, allow_hyphen_values = true)]
+    pub batch: Option<i64>,
+    /// Target labels: all, or a list such as 0,3,7 [default: all].
+    #[arg(long, value_name = "all|L,L,...")]
+    pub labels: Option<String>,
+    /// Seed of the initial noise and of every re-initialisation [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop after this many steps.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+}
+
+impl SettingsArgs {
+    /// The settings these flags describe, over the defaults; checked.
+    pub fn settings(&self, max_steps_default: Option<usize>) -> Result<Settings> {
+        let mut s = Settings::default();
+        macro_rules! take {
+            ($field:ident) => {
+                if let Some(v) = self.$field.clone() {
+                    s.$field = v;
+                }
+            };
+        }
+        take!(prev_coeff);
+        take!(sim_coeff);
+        take!(lr);
+        take!(reinit_window);
+        take!(reinit_cap);
+        take!(threshold);
+        take!(save_freq);
+        take!(seed);
+        if let Some(b) = self.batch {
+            if b < 1 {
+                bail!("--batch: must be at least 1, got {b}");
+            }
+            s.batch = b as usize;
+        }
+        if let Some(w) = &self.layer_weights {
+            let v: Vec<f32> = w
+                .split(',')
+                .map(|p| p.trim().parse::<f32>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow::anyhow!("--layer-weights: {w:?} is not five comma-separated numbers"))?;
+            s.layer_weights = v.try_into().map_err(|v: Vec<f32>| {
+                anyhow::anyhow!("--layer-weights: expected 5 numbers (inputs,conv0,conv1,fc,softmax), got {}", v.len())
+            })?;
+        }
+        if let Some(m) = &self.fc_distance {
+            s.fc_distance = match m.as_str() {
+                "per-neuron" => FcDistance::PerNeuron,
+                "per-example" => FcDistance::PerExample,
+                _ => bail!("--fc-distance: {m:?} is not per-neuron or per-example"),
+            };
+        }
+        if let Some(m) = &self.pixels {
+            s.pixels = match m.as_str() {
+                "clip" => PixelConstraint::Clip,
+                "none" => PixelConstraint::None,
+                _ => bail!("--pixels: {m:?} is not clip or none"),
+            };
+        }
+        if let Some(l) = &self.labels {
+            s.labels = parse_labels(l)?;
+        }
+        s.max_steps = self.max_steps.or(max_steps_default);
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// "all" or a comma-separated list of labels.
+pub fn parse_labels(text: &str) -> Result<Vec<u8>> {
+    if text.trim() == "all" {
+        return Ok((0..10).collect());
+    }
+    text.split(',')
+        .map(|p| {
+            let p = p.trim();
+            match p.parse::<u32>() {
+                Ok(v) if v <= 9 => Ok(v as u8),
+                Ok(v) => bail!("--labels: label {v} is outside 0..=9"),
+                Err(_) => bail!("--labels: {p:?} is not a label (use all, or a list such as 0,3,7)"),
+            }
+        })
+        .collect()
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Folder for the images, images.npy, results.json and sheet.png.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Write into a non-empty folder, replacing files of the same names.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CostArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Images to evaluate: .npy of f32, shape (N,28,28) or (N,784).
+    #[arg(long, value_name = "X.npy")]
+    pub inputs: PathBuf,
+    /// Target label.
+    #[arg(long)]
+    pub label: i64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Write d total / d inputs here, in the shape of the inputs.
+    #[arg(long, value_name = "G.npy")]
+    pub grad_out: Option<PathBuf>,
+}
+
+/// The CLI's default step budget for `run` (the engine issue's 1,500).
+pub const RUN_MAX_STEPS: usize = 1500;
+
+fn build_refs(
+    net: &FrozenCnn,
+    train: &Dataset,
+    labels: &[u8],
+    quiet: bool,
+) -> Vec<Arc<LabelRefs>> {
+    let mut cache = RefCache::default();
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(labels.len() as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("reference sets {bar:20} {pos}/{len} labels {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let refs = labels
+        .iter()
+        .map(|&l| {
+            bar.set_message(format!("(label {l})"));
+            let r = cache.get_or_build(net, train, l, &mut |_, _| {});
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+    refs
+}
+
+pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
+    let settings = a.settings.settings(Some(RUN_MAX_STEPS))?;
+    prepare_dir(&a.out, a.force).with_context(|| format!("--out {}", a.out.display()))?;
+    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
+    let net = FrozenCnn::new(&cnn)?;
+    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let refs = build_refs(&net, &train, &settings.labels, false);
+    let mut engine = Engine::new(net, &refs, settings.clone())?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
+        .context("cannot install the Ctrl-C handler")?;
+    let bar = ProgressBar::new(settings.max_steps.unwrap_or(RUN_MAX_STEPS) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {per_sec} | {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    let n = settings.batch;
+    let mut reinits = 0usize;
+    let started = Instant::now();
+    let end = loop {
+        if cancel.load(Ordering::Relaxed) {
+            engine.cancel();
+            break EndReason::Cancelled;
+        }
+        let ev = match engine.step() {
+            Ok(ev) => ev,
+            Err(e) => {
+                bar.finish_and_clear();
+                eprintln!("error: {e}");
+                break EndReason::Error(e.to_string());
+            }
+        };
+        reinits += ev.reinits.len();
+        bar.set_position(ev.step as u64);
+        let mins: Vec<String> = engine
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, grp)| {
+                let l = grp.label as usize;
+                let m = (0..n)
+                    .map(|i| ev.probs[g * n + i][l])
+                    .fold(f32::INFINITY, f32::min);
+                format!("{l}:{m:.4}")
+            })
+            .collect();
+        bar.set_message(format!("min p {} | reinits {reinits}", mins.join(" ")));
+        if let Some(r) = ev.end {
+            break r;
+        }
+    };
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let images = export_images(&engine);
+    let results = RunResults {
+        backwork_version: env!("CARGO_PKG_VERSION"),
+        settings: &settings,
+        seed: settings.seed,
+        model: ModelRef {
+            name: info.name.clone(),
+            sha256: info.sha256.clone(),
+        },
+        steps: engine.steps(),
+        end_reason: end_text(&end),
+        date: crate::util::utc_now_iso(),
+        images: &images,
+    };
+    write_run(&a.out, &results, a.force)?;
+    let reached = images.iter().filter(|i| i.reached_threshold).count();
+    println!(
+        "{}: {reached} of {} images reached p(label) > {} in {} steps ({:.1} s, {reinits} reinitialisations); wrote {}",
+        end_text(&end),
+        images.len(),
+        settings.threshold,
+        engine.steps(),
+        elapsed,
+        a.out.display()
+    );
+    for i in images.iter().filter(|i| !i.reached_threshold) {
+        println!(
+            "  not reached: label {} image {} (p = {:.5}, {} reinits)",
+            i.label, i.index, i.p_label, i.reinits
+        );
+    }
+    if let EndReason::Error(e) = end {
+        bail!("the run failed: {e} (the last good images were written)");
+    }
+    Ok(())
+}
+
+fn end_text(end: &EndReason) -> String {
+    match end {
+        EndReason::Threshold => "threshold reached".into(),
+        EndReason::MaxSteps => "max steps reached".into(),
+        EndReason::Cancelled => "cancelled".into(),
+        EndReason::Error(e) => format!("error: {e}"),
+    }
+}
+
+/// The engine's images with everything results.json says of them.
+pub fn export_images(engine: &Engine) -> Vec<ExportImage> {
+    let n = engine.batch();
+    let x = engine.images();
+    let mut out = Vec::new();
+    for (g, grp) in engine.groups.iter().enumerate() {
+        let steps = grp.done_at.unwrap_or(engine.steps());
+        for i in 0..n {
+            let row = g * n + i;
+            let st = &engine.images[row];
+            let p_label = st.probs.get(grp.label as usize).copied().unwrap_or(0.0);
+            let mut img = ExportImage {
+                label: grp.label,
+                index: i,
+                probabilities: st.probs.clone(),
+                p_label,
+                reached_threshold: p_label > engine.settings.threshold,
+                steps,
+                steps_since_init: steps.saturating_sub(st.init_step),
+                reinits: st.reinits,
+                nearest_index: None,
+                nearest_distance: None,
+                nearest_by_tap: Default::default(),
+                png: png_name(grp.label, i),
+                pixels: x[row * PIXELS..(row + 1) * PIXELS].to_vec(),
+            };
+            img.set_nearest(&st.nearest);
+            out.push(img);
+        }
+    }
+    out
+}
+
+pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
+    if !(0..=9).contains(&a.label) {
+        bail!("--label: {} is outside 0..=9", a.label);
+    }
+    let mut settings = a.settings.settings(None)?;
+    settings.labels = vec![a.label as u8];
+    settings.validate()?;
+    let (shape, x) = read_npy(&a.inputs)?;
+    let n = match shape.as_slice() {
+        [n, h, w] if *h == SIDE && *w == SIDE => *n,
+        [n, d] if *d == PIXELS => *n,
+        _ => bail!(
+            "{}: shape {shape:?} is not (N, 28, 28) or (N, 784)",
+            a.inputs.display()
+        ),
+    };
+    if n == 0 {
+        bail!("{}: holds no images", a.inputs.display());
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: value {} at flat index {i} is not finite",
+            a.inputs.display(),
+            x[i]
+        );
+    }
+    if let Some(g) = &a.grad_out {
+        super::check_out_file(g, false)?;
+    }
+    let (cnn, _) = load_or_shipped(app.model.as_deref())?;
+    let net = FrozenCnn::new(&cnn)?;
+    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let refs = LabelRefs::build(&net, &train, a.label as u8, &mut |_, _| {});
+    let mut f = Forward::default();
+    net.forward(&x, &mut f);
+    let acts = GroupActs {
+        n,
+        taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
+        probs: &f.probs,
+        classes: net.classes(),
+    };
+    let gc = group_cost(&acts, &refs, &settings);
+    if let Some(path) = &a.grad_out {
+        let g = net.backward(
+            &f,
+            &crate::backwork::frozen::TapGrads {
+                inputs: gc.grads[0].clone(),
+                conv0: gc.grads[1].clone(),
+                conv1: gc.grads[2].clone(),
+                fc: gc.grads[3].clone(),
+                logits: gc.g_logits.clone(),
+            },
+        );
+        write_atomic(path, &npy_bytes(&g, &shape), false)?;
+    }
+    let named = gc.terms.named();
+    if a.json {
+        let mut obj = serde_json::Map::new();
+        for (k, v) in &named {
+            obj.insert(k.clone(), serde_json::json!(v));
+        }
+        obj.insert("clamped".into(), serde_json::json!(gc.terms.clamped));
+        obj.insert("n".into(), serde_json::json!(n));
+        obj.insert("label".into(), serde_json::json!(a.label));
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        for (k, v) in &named {
+            println!("{k:>18} {v:.6e}");
+        }
+        if !gc.terms.clamped.is_empty() {
+            println!("clamped: {}", gc.terms.clamped.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process in MB (VmHWM), where /proc has it.
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn bench_backwork(s: &SettingsArgs, steps: usize, app: &AppArgs, model: Option<&Path>) -> Result<()> {
+    if steps == 0 {
+        bail!("--steps: must be at least 1");
+    }
+    let base = s.settings(None)?;
+    let (cnn, _) = load_or_shipped(model)?;
+    let net = FrozenCnn::new(&cnn)?;
+    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let t = Instant::now();
+    let all: Vec<u8> = (0..10).collect();
+    let refs = build_refs(&net, &train, &all, true);
+    let cache_s = t.elapsed().as_secs_f64();
+    let time_steps = |labels: Vec<u8>| -> Result<f64> {
+        let settings = Settings {
+            labels,
+            max_steps: None,
+            // The bench times steps, not convergence: never stop early.
+            threshold: 1.0 - f32::EPSILON,
+            ..base.clone()
+        };
+        let mut e = Engine::new(net.clone(), &refs, settings)?;
+        e.step()?; // warm-up: first-touch allocations
+        let t = Instant::now();
+        for _ in 0..steps {
+            e.step()?;
+        }
+        Ok(1000.0 * t.elapsed().as_secs_f64() / steps as f64)
+    };
+    let step_ms_10x8 = time_steps(all.clone())?;
+    let step_ms_1x8 = time_steps(vec![base.labels[0]])?;
+    let json = serde_json::json!({
+        "bench": "backwork",
+        "step_ms_10x8": step_ms_10x8,
+        "step_ms_1x8": step_ms_1x8,
+        "cache_s": cache_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "steps_timed": steps,
+        "batch": base.batch,
+        "threads": candle_core::utils::get_num_threads(),
+    });
+    println!("{json}");
+    Ok(())
+}

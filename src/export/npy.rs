@@ -1,0 +1,137 @@
+//! NumPy `.npy` files of little-endian f32 (format version 1.0), written and read.
+
+use std::path::Path;
+
+/// What can go wrong reading an `.npy` file; every message names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {reason}")]
+pub struct NpyError {
+    pub file: String,
+    pub reason: String,
+}
+
+/// The bytes of an `.npy` file holding `data` (C order) with `shape`.
+pub fn npy_bytes(data: &[f32], shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Reads an `.npy` file of f32 in C order: (shape, values).
+pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| NpyError {
+        file: file.clone(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse_npy(&file, &bytes)
+}
+
+/// Parses `.npy` bytes (see [`read_npy`]).
+pub fn parse_npy(file: &str, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    let err = |reason: String| NpyError {
+        file: file.to_string(),
+        reason,
+    };
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(err("not a .npy file (no \\x93NUMPY magic)".into()));
+    }
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return Err(err(format!("unsupported .npy version {v}"))),
+    };
+    let header = bytes
+        .get(start..start + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| err("truncated or unreadable header".into()))?;
+    let field = |key: &str| -> Option<&str> {
+        let at = header.find(&format!("'{key}'"))? + key.len() + 2;
+        let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest)
+    };
+    let descr = field("descr").ok_or_else(|| err("header has no 'descr'".into()))?;
+    if !descr.starts_with("'<f4'") {
+        let d: String = descr.chars().take_while(|c| *c != ',').collect();
+        return Err(err(format!(
+            "dtype {d} is not little-endian float32 ('<f4'); save with x.astype(np.float32)"
+        )));
+    }
+    if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
+        return Err(err("Fortran-ordered arrays are not supported".into()));
+    }
+    let shape_txt = field("shape").ok_or_else(|| err("header has no 'shape'".into()))?;
+    let inner = shape_txt
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| err("unreadable shape".into()))?;
+    let shape = inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| err(format!("unreadable shape ({inner})")))?;
+    let count: usize = shape.iter().product();
+    let data = &bytes[start + hlen..];
+    if data.len() != count * 4 {
+        return Err(err(format!(
+            "shape {shape:?} needs {} bytes of data, the file has {}",
+            count * 4,
+            data.len()
+        )));
+    }
+    let values = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((shape, values))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_header_alignment() {
+        let v: Vec<f32> = (0..24).map(|i| i as f32 * 0.5).collect();
+        let b = npy_bytes(&v, &[2, 3, 4]);
+        assert_eq!((b.len() - v.len() * 4) % 64, 0);
+        let (shape, back) = parse_npy("a.npy", &b).unwrap();
+        assert_eq!(shape, vec![2, 3, 4]);
+        assert_eq!(back, v);
+        let (shape, _) = parse_npy("a.npy", &npy_bytes(&v, &[24])).unwrap();
+        assert_eq!(shape, vec![24]);
+    }
+
+    #[test]
+    fn refuses_other_dtypes_and_truncation() {
+        let b = npy_bytes(&[1.0, 2.0], &[2]);
+        let f8 = String::from_utf8_lossy(&b).replace("<f4", "<f8").into_bytes();
+        let e = parse_npy("x.npy", &f8).unwrap_err().to_string();
+        assert!(e.contains("x.npy") && e.contains("'<f8'"), "{e}");
+        let e = parse_npy("x.npy", &b[..b.len() - 1]).unwrap_err().to_string();
+        assert!(e.contains("needs 8 bytes"), "{e}");
+        assert!(parse_npy("x.npy", b"hello").is_err());
+    }
+}

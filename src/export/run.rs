@@ -1,0 +1,170 @@
+//! A run's folder: one 8-bit PNG per image, `images.npy` (the exact values classified),
+//! `results.json` and `sheet.png`. Used by `backwork run` and the app's export alike.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::npy::npy_bytes;
+use super::sheet::{SheetTile, render_sheet, to_u8};
+use super::{ExportError, png_bytes, write_atomic};
+use crate::backwork::Settings;
+use crate::backwork::cost::Nearest;
+use crate::backwork::settings::TAPS;
+use crate::data::{PIXELS, SIDE};
+
+/// One exported image.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportImage {
+    pub label: u8,
+    /// Its index within its label group.
+    pub index: usize,
+    pub probabilities: Vec<f32>,
+    pub p_label: f32,
+    pub reached_threshold: bool,
+    /// Steps the run took until this image's group stopped (or the run ended).
+    pub steps: usize,
+    /// Steps since this image's last (re)initialisation.
+    pub steps_since_init: usize,
+    pub reinits: usize,
+    /// Nearest training image in pixel space (row in the MNIST training file, mean squared
+    /// difference per pixel).
+    pub nearest_index: Option<u32>,
+    pub nearest_distance: Option<f32>,
+    /// The same at each tap where the cost takes a nearest image.
+    pub nearest_by_tap: serde_json::Map<String, serde_json::Value>,
+    pub png: String,
+    #[serde(skip)]
+    pub pixels: Vec<f32>,
+}
+
+impl ExportImage {
+    /// Fills the nearest fields from the per-tap arg-mins.
+    pub fn set_nearest(&mut self, nearest: &[Option<Nearest>; 4]) {
+        self.nearest_index = nearest[0].map(|n| n.index);
+        self.nearest_distance = nearest[0].map(|n| n.dist);
+        for (name, n) in TAPS.iter().zip(nearest) {
+            if let Some(n) = n {
+                self.nearest_by_tap.insert(
+                    name.to_string(),
+                    serde_json::json!({"index": n.index, "distance": n.dist}),
+                );
+            }
+        }
+    }
+}
+
+/// What `results.json` holds.
+#[derive(Serialize)]
+pub struct RunResults<'a> {
+    pub backwork_version: &'static str,
+    pub settings: &'a Settings,
+    pub seed: u64,
+    pub model: ModelRef,
+    pub steps: usize,
+    pub end_reason: String,
+    pub date: String,
+    /// One per row of `images.npy`, same order.
+    pub images: &'a [ExportImage],
+}
+
+/// The model a run used.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub sha256: String,
+}
+
+/// The PNG file name of image `index` of `label`.
+pub fn png_name(label: u8, index: usize) -> String {
+    format!("label{label}_{index:02}.png")
+}
+
+/// Checks that `dir` can take a run: creates it if missing (its parent must exist); refuses
+/// a non-empty folder unless `force`.
+pub fn prepare_dir(dir: &Path, force: bool) -> Result<(), ExportError> {
+    let file = dir.display().to_string();
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(ExportError::Io {
+                file,
+                source: std::io::Error::other("exists and is not a folder"),
+            });
+        }
+        let non_empty = std::fs::read_dir(dir)
+            .map_err(|source| ExportError::Io {
+                file: file.clone(),
+                source,
+            })?
+            .next()
+            .is_some();
+        if non_empty && !force {
+            return Err(ExportError::NotEmpty { dir: file });
+        }
+    } else {
+        std::fs::create_dir(dir).map_err(|source| ExportError::Io { file, source })?;
+    }
+    let probe = dir.join(format!(".backwork-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|source| ExportError::Io {
+        file: dir.display().to_string(),
+        source,
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Writes every file of the run into `dir` (see [`prepare_dir`]); returns their paths.
+pub fn write_run(
+    dir: &Path,
+    results: &RunResults,
+    force: bool,
+) -> Result<Vec<PathBuf>, ExportError> {
+    prepare_dir(dir, force)?;
+    let mut written = Vec::new();
+    let mut put = |name: &str, bytes: &[u8]| -> Result<(), ExportError> {
+        let p = dir.join(name);
+        write_atomic(&p, bytes, force)?;
+        written.push(p);
+        Ok(())
+    };
+    let png_err = |name: &str, e: image::ImageError| ExportError::Io {
+        file: dir.join(name).display().to_string(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    for img in results.images {
+        let grey: Vec<u8> = img.pixels.iter().map(|&v| to_u8(v)).collect();
+        let bytes =
+            png_bytes(SIDE as u32, SIDE as u32, &grey).map_err(|e| png_err(&img.png, e))?;
+        put(&img.png, &bytes)?;
+    }
+    let all: Vec<f32> = results
+        .images
+        .iter()
+        .flat_map(|i| i.pixels.iter().copied())
+        .collect();
+    put(
+        "images.npy",
+        &npy_bytes(&all, &[all.len() / PIXELS, SIDE, SIDE]),
+    )?;
+    let json = serde_json::to_vec_pretty(results).map_err(|e| ExportError::Io {
+        file: dir.join("results.json").display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
+    put("results.json", &json)?;
+    let mut rows: Vec<(u8, Vec<SheetTile>)> = Vec::new();
+    for img in results.images {
+        let tile = SheetTile {
+            pixels: &img.pixels,
+            p_label: img.p_label,
+        };
+        match rows.last_mut() {
+            Some((l, tiles)) if *l == img.label => tiles.push(tile),
+            _ => rows.push((img.label, vec![tile])),
+        }
+    }
+    let sheet = render_sheet(&rows);
+    let bytes = png_bytes(sheet.width(), sheet.height(), sheet.as_raw())
+        .map_err(|e| png_err("sheet.png", e))?;
+    put("sheet.png", &bytes)?;
+    Ok(written)
+}

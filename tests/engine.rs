@@ -1,0 +1,341 @@
+//! The fast engine against a plain, obviously-correct implementation of ALGORITHM.md §3 built
+//! from candle's own operations and autograd (the literal broadcast formula), on small random
+//! problems and on real MNIST; a finite-difference check; and the loop's guarantees.
+
+use std::sync::Arc;
+
+use backwork::backwork::cost::{GroupActs, group_cost};
+use backwork::backwork::engine::{EndReason, Engine};
+use backwork::backwork::frozen::{Forward, FrozenCnn, TapGrads};
+use backwork::backwork::refs::{LabelRefs, TAP_DIMS};
+use backwork::backwork::{FcDistance, Settings};
+use backwork::data::{Dataset, PIXELS, Split};
+use backwork::model::weights::shipped_cnn;
+use backwork::model::Cnn;
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n * PIXELS).map(|_| rng.random::<f32>()).collect()
+}
+
+/// The first `r` training images of `label`, as a dataset.
+fn subset(train: &Dataset, label: u8, r: usize) -> Dataset {
+    let idx: Vec<usize> = (0..train.len()).filter(|&i| train.labels[i] == label).take(r).collect();
+    Dataset {
+        source: "subset".into(),
+        pixels: idx.iter().flat_map(|&i| train.image(i).to_vec()).collect(),
+        labels: vec![label; idx.len()],
+    }
+}
+
+/// CHW-ordered row (C×H×W) to the engine's HWC order.
+fn chw_to_hwc(v: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for (img_in, img_out) in v.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
+        for ch in 0..c {
+            for p in 0..hw {
+                img_out[p * c + ch] = img_in[ch * hw + p];
+            }
+        }
+    }
+    out
+}
+
+fn hwc_to_chw(v: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for (img_in, img_out) in v.chunks_exact(c * hw).zip(out.chunks_exact_mut(c * hw)) {
+        for ch in 0..c {
+            for p in 0..hw {
+                img_out[ch * hw + p] = img_in[p * c + ch];
+            }
+        }
+    }
+    out
+}
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn model() -> Cnn {
+    shipped_cnn().unwrap().0
+}
+
+#[test]
+fn frozen_forward_matches_candle() {
+    let cnn = model();
+    let net = FrozenCnn::new(&cnn).unwrap();
+    let x = noise(5, 1);
+    let mut f = Forward::default();
+    net.forward(&x, &mut f);
+    let t = cnn
+        .forward_taps(&Tensor::from_slice(&x, (5, PIXELS), &Device::Cpu).unwrap())
+        .unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(rel_err(&f.conv0, &chw_to_hwc(&flat(&t.conv0), 32, 196)) < 1e-5);
+    assert!(rel_err(&f.conv1, &chw_to_hwc(&flat(&t.conv1), 64, 49)) < 1e-5);
+    assert!(rel_err(&f.fc, &flat(&t.fc)) < 1e-5);
+    assert!(rel_err(&f.probs, &flat(&t.probs)) < 1e-5);
+}
+
+#[test]
+fn frozen_backward_matches_candle_autograd() {
+    let cnn = model();
+    let net = FrozenCnn::new(&cnn).unwrap();
+    let m = 3;
+    let x = noise(m, 2);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut rand_vec = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random::<f32>() - 0.5).collect() };
+    let g = TapGrads {
+        inputs: rand_vec(m * TAP_DIMS[0]),
+        conv0: rand_vec(m * TAP_DIMS[1]),
+        conv1: rand_vec(m * TAP_DIMS[2]),
+        fc: rand_vec(m * TAP_DIMS[3]),
+        logits: rand_vec(m * 10),
+    };
+    let mut f = Forward::default();
+    net.forward(&x, &mut f);
+    let fast = net.backward(&f, &g);
+
+    // The same linear functional of the taps, differentiated by candle.
+    let dev = Device::Cpu;
+    let xv = Var::from_slice(&x, (m, PIXELS), &dev).unwrap();
+    let t = cnn.forward_taps(xv.as_tensor()).unwrap();
+    let dot = |tap: &Tensor, w: Vec<f32>| {
+        let w = Tensor::from_vec(w, tap.shape(), &dev).unwrap();
+        (tap * w).unwrap().sum_all().unwrap()
+    };
+    let l = (dot(&t.inputs, g.inputs.clone())
+        + dot(&t.conv0, hwc_to_chw(&g.conv0, 32, 196))
+        + dot(&t.conv1, hwc_to_chw(&g.conv1, 64, 49))
+        + dot(&t.fc, g.fc.clone())
+        + dot(&t.logits, g.logits.clone()))
+    .unwrap();
+    let grads = l.backward().unwrap();
+    let want = grads.get(&xv).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let e = rel_err(&fast, &want);
+    assert!(e < 1e-4, "relative error {e}");
+}
+
+/// The literal cost of ALGORITHM.md §3 by candle ops, on CHW taps from `Cnn::forward_taps`,
+/// with its gradient by autograd. Distances are computed image by image ((R×D) differences
+/// each) so that a full MNIST reference set fits in memory.
+fn naive_cost(
+    cnn: &Cnn,
+    x: &[f32],
+    n: usize,
+    refs_x: &[f32],
+    label: usize,
+    s: &Settings,
+    dtype: DType,
+) -> (Vec<f64>, f64, Vec<f32>) {
+    let dev = Device::Cpu;
+    let cast = |v: &[f32], shape: (usize, usize)| {
+        Tensor::from_slice(v, shape, &dev).unwrap().to_dtype(dtype).unwrap()
+    };
+    let r = refs_x.len() / PIXELS;
+    let cnn_d = Cnn {
+        conv0_w: cnn.conv0_w.to_dtype(dtype).unwrap(),
+        conv0_b: cnn.conv0_b.to_dtype(dtype).unwrap(),
+        conv1_w: cnn.conv1_w.to_dtype(dtype).unwrap(),
+        conv1_b: cnn.conv1_b.to_dtype(dtype).unwrap(),
+        fc_w: cnn.fc_w.to_dtype(dtype).unwrap(),
+        fc_b: cnn.fc_b.to_dtype(dtype).unwrap(),
+        softmax_w: cnn.softmax_w.to_dtype(dtype).unwrap(),
+        softmax_b: cnn.softmax_b.to_dtype(dtype).unwrap(),
+    };
+    let bt = cnn_d.forward_taps(&cast(refs_x, (r, PIXELS))).unwrap();
+    let b = [bt.inputs, bt.conv0, bt.conv1, bt.fc].map(|t| t.flatten_from(1).unwrap().detach());
+    let xv = Var::from_tensor(&cast(x, (n, PIXELS))).unwrap();
+    let t = cnn_d.forward_taps(xv.as_tensor()).unwrap();
+    let a = [&t.inputs, &t.conv0, &t.conv1, &t.fc].map(|t| t.flatten_from(1).unwrap());
+    let mut terms = Vec::new();
+    let mut total = Tensor::zeros((), dtype, &dev).unwrap();
+    for k in 0..4 {
+        let c = s.layer_weights[k] as f64;
+        let ref_k = if k == 3 && s.fc_distance == FcDistance::PerNeuron {
+            // Per (image, neuron): min over r of (A[n,j] − B[r,j])².
+            let diff = a[k].unsqueeze(1).unwrap().broadcast_sub(&b[k].unsqueeze(0).unwrap()).unwrap();
+            diff.sqr().unwrap().min(1).unwrap().mean_all().unwrap()
+        } else {
+            let per_image: Vec<Tensor> = (0..n)
+                .map(|i| {
+                    let ai = a[k].get(i).unwrap().unsqueeze(0).unwrap();
+                    b[k].broadcast_sub(&ai).unwrap().sqr().unwrap().mean(1).unwrap().min(0).unwrap()
+                })
+                .collect();
+            Tensor::stack(&per_image, 0).unwrap().mean_all().unwrap()
+        };
+        let diff = a[k].unsqueeze(0).unwrap().broadcast_sub(&a[k].unsqueeze(1).unwrap()).unwrap();
+        let sim_k = diff.sqr().unwrap().mean_all().unwrap();
+        let prev = (ref_k.recip().unwrap() * (c * s.prev_coeff as f64)).unwrap();
+        let sim = (sim_k.recip().unwrap() * (c * s.sim_coeff as f64)).unwrap();
+        let scalar = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+        terms.extend([scalar(&prev), scalar(&sim), scalar(&ref_k), scalar(&sim_k)]);
+        total = ((total + prev).unwrap() + sim).unwrap();
+    }
+    let p_l = t.probs.narrow(D::Minus1, label, 1).unwrap();
+    let soft = ((p_l.neg().unwrap() + 1.0).unwrap().mean_all().unwrap() * s.layer_weights[4] as f64)
+        .unwrap();
+    terms.push(soft.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap());
+    total = (total + soft).unwrap();
+    let total_v = total.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+    let g = total.backward().unwrap();
+    let gx = g.get(&xv).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    (terms, total_v, gx.to_vec1().unwrap())
+}
+
+/// The fast cost of `x` (N images) against the reference set, and d total / d x.
+fn fast_cost(net: &FrozenCnn, x: &[f32], n: usize, refs: &LabelRefs, s: &Settings) -> (Vec<f64>, f64, Vec<f32>) {
+    let mut f = Forward::default();
+    net.forward(x, &mut f);
+    let acts = GroupActs {
+        n,
+        taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
+        probs: &f.probs,
+        classes: 10,
+    };
+    let gc = group_cost(&acts, refs, s);
+    let g = TapGrads {
+        inputs: gc.grads[0].clone(),
+        conv0: gc.grads[1].clone(),
+        conv1: gc.grads[2].clone(),
+        fc: gc.grads[3].clone(),
+        logits: gc.g_logits.clone(),
+    };
+    let terms: Vec<f64> = gc.terms.named().into_iter().map(|(_, v)| v).collect();
+    (terms[..17].to_vec(), gc.terms.total, net.backward(&f, &g))
+}
+
+fn compare(settings: &Settings, label: u8, r: usize, n: usize, seed: u64) {
+    let cnn = model();
+    let net = FrozenCnn::new(&cnn).unwrap();
+    let train = Dataset::mnist(Split::Train).unwrap();
+    let sub = subset(&train, label, r);
+    let refs = LabelRefs::build(&net, &sub, label, &mut |_, _| {});
+    let x = noise(n, seed);
+    let (ft, ftotal, fg) = fast_cost(&net, &x, n, &refs, settings);
+    let (nt, ntotal, ng) = naive_cost(&cnn, &x, n, &sub.pixels.iter().map(|&p| p as f32 / 255.0).collect::<Vec<_>>(), label as usize, settings, DType::F32);
+    for (i, (a, b)) in ft.iter().zip(&nt).enumerate() {
+        assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-12), "term {i}: fast {a} naive {b}");
+    }
+    assert!((ftotal - ntotal).abs() <= 1e-5 * ntotal.abs());
+    let e = rel_err(&fg, &ng);
+    assert!(e < 1e-4, "gradient relative error {e}");
+}
+
+#[test]
+fn fast_cost_matches_naive_on_small_problems() {
+    compare(&Settings::default(), 3, 40, 4, 10);
+    let per_example = Settings { fc_distance: FcDistance::PerExample, ..Settings::default() };
+    compare(&per_example, 7, 25, 3, 11);
+    // Every term weighted alike, so no term hides behind another's scale.
+    let flat = Settings { layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0], prev_coeff: 0.3, sim_coeff: 2.0, ..Settings::default() };
+    compare(&flat, 0, 30, 5, 12);
+}
+
+#[test]
+fn fast_cost_matches_naive_on_a_full_mnist_label() {
+    // Label 5 has 5,421 training images, the smallest reference set (../shared/DATA.md).
+    compare(&Settings::default(), 5, 6000, 8, 13);
+}
+
+#[test]
+fn gradient_matches_finite_differences_in_f64() {
+    // The naive cost in f64 against central differences; the fast gradient is tied to the
+    // naive one by the tests above.
+    let cnn = model();
+    let train = Dataset::mnist(Split::Train).unwrap();
+    let sub = subset(&train, 2, 12);
+    let refs_x: Vec<f32> = sub.pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let s = Settings { layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0], ..Settings::default() };
+    let n = 2;
+    let x = noise(n, 20);
+    let (_, _, g) = naive_cost(&cnn, &x, n, &refs_x, 2, &s, DType::F64);
+    let h = 1e-3f32;
+    // The coordinates with the largest gradients, where the check is most telling.
+    let mut order: Vec<usize> = (0..g.len()).collect();
+    order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+    for &j in order.iter().take(6) {
+        let mut xp = x.clone();
+        let mut xm = x.clone();
+        xp[j] += h;
+        xm[j] -= h;
+        let cp = naive_cost(&cnn, &xp, n, &refs_x, 2, &s, DType::F64).1;
+        let cm = naive_cost(&cnn, &xm, n, &refs_x, 2, &s, DType::F64).1;
+        let fd = (cp - cm) / (2.0 * h as f64);
+        let rel = (fd - g[j] as f64).abs() / (g[j] as f64).abs();
+        assert!(rel < 1e-2, "pixel {j}: autograd {} finite difference {fd}", g[j]);
+    }
+}
+
+fn small_refs(net: &FrozenCnn, labels: &[u8], r: usize) -> Vec<Arc<LabelRefs>> {
+    let train = Dataset::mnist(Split::Train).unwrap();
+    labels
+        .iter()
+        .map(|&l| Arc::new(LabelRefs::build(net, &subset(&train, l, r), l, &mut |_, _| {})))
+        .collect()
+}
+
+#[test]
+fn a_batched_run_equals_separate_runs_and_repeats_with_its_seed() {
+    let net = FrozenCnn::new(&model()).unwrap();
+    let refs = small_refs(&net, &[1, 4], 50);
+    let s = Settings { labels: vec![1, 4], batch: 3, max_steps: Some(8), seed: 5, reinit_window: 2, ..Settings::default() };
+    let run = |s: &Settings| {
+        let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
+        let mut reinits = 0;
+        while e.end_reason().is_none() {
+            reinits += e.step().unwrap().reinits.len();
+        }
+        (e.images().to_vec(), reinits)
+    };
+    let (both, reinits) = run(&s);
+    assert!(reinits > 0, "a window of 2 re-initialises some images within 8 steps");
+    assert_eq!(both, run(&s).0, "same seed, same images");
+    // Each label alone, same seed: the same images (noise and reinits are seeded per label).
+    let (one, _) = run(&Settings { labels: vec![1], ..s.clone() });
+    let (four, _) = run(&Settings { labels: vec![4], ..s.clone() });
+    let e = rel_err(&[one, four].concat(), &both);
+    assert!(e < 1e-4, "{e}");
+}
+
+#[test]
+fn guards_keep_everything_finite() {
+    let net = FrozenCnn::new(&model()).unwrap();
+    let refs = small_refs(&net, &[6], 20);
+    // N = 1 disables the similarity terms; huge and zero coefficients stay finite.
+    for s in [
+        Settings { labels: vec![6], batch: 1, max_steps: Some(3), ..Settings::default() },
+        Settings { labels: vec![6], batch: 2, sim_coeff: 1e6, prev_coeff: 0.0, layer_weights: [1e6; 5], max_steps: Some(3), ..Settings::default() },
+    ] {
+        let mut e = Engine::new(net.clone(), &refs, s).unwrap();
+        while e.end_reason().is_none() {
+            let ev = e.step().unwrap();
+            assert!(ev.terms.named().iter().all(|(_, v)| v.is_finite()));
+            assert!(ev.probs.iter().flatten().all(|p| p.is_finite()));
+        }
+        assert!(e.images().iter().all(|v| (0.0..=1.0).contains(v)));
+    }
+    // Identical images: sim distance 0 is clamped and said so.
+    let mut e = Engine::new(net.clone(), &refs, Settings { labels: vec![6], batch: 2, max_steps: Some(2), ..Settings::default() }).unwrap();
+    let one = noise(1, 9);
+    e.set_images(&[one.clone(), one].concat()).unwrap();
+    let ev = e.step().unwrap();
+    assert!(ev.terms.clamped.contains(&"inputs.sim_dist".to_string()), "{:?}", ev.terms.clamped);
+    assert!(ev.terms.total.is_finite());
+    // A training image itself: reference distance 0 at every tap, clamped.
+    let train = Dataset::mnist(Split::Train).unwrap();
+    let first6 = subset(&train, 6, 1).pixels.iter().map(|&p| p as f32 / 255.0).collect::<Vec<_>>();
+    let mut e = Engine::new(net, &refs, Settings { labels: vec![6], batch: 1, max_steps: Some(1), ..Settings::default() }).unwrap();
+    e.set_images(&first6).unwrap();
+    let ev = e.step().unwrap();
+    assert!(ev.terms.clamped.contains(&"conv0.ref_dist".to_string()), "{:?}", ev.terms.clamped);
+    assert!(ev.terms.total.is_finite());
+    assert_eq!(ev.end, Some(EndReason::MaxSteps));
+}
