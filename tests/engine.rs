@@ -62,6 +62,31 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+/// The network's forward pass written with plain candle ops, its max-pool as a reshape and two
+/// max reductions. candle 0.11's own `max_pool2d` backward scales the gradient by 1/4 (it
+/// multiplies by the share of tied maxima instead of dividing by their count, see
+/// candle-core/src/backprop.rs), which the finite-difference test below exposes; this
+/// formulation's gradient is the true one.
+fn plain_taps(cnn: &Cnn, x: &Tensor) -> backwork::model::Taps {
+    let n = x.dim(0).unwrap();
+    let pool = |t: Tensor| {
+        let (n, c, h, w) = t.dims4().unwrap();
+        t.reshape((n, c, h / 2, 2, w / 2, 2)).unwrap().max(5).unwrap().max(3).unwrap()
+    };
+    let conv = |t: &Tensor, w: &Tensor, b: &Tensor| {
+        let c = b.dim(0).unwrap();
+        pool(t.conv2d(w, 2, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, c, 1, 1)).unwrap()).unwrap().relu().unwrap())
+    };
+    let inputs = x.reshape((n, 1, 28, 28)).unwrap();
+    let conv0 = conv(&inputs, &cnn.conv0_w, &cnn.conv0_b);
+    let conv1 = conv(&conv0, &cnn.conv1_w, &cnn.conv1_b);
+    let fc = conv1.flatten_from(1).unwrap().matmul(&cnn.fc_w.t().unwrap()).unwrap().broadcast_add(&cnn.fc_b).unwrap();
+    let logits = fc.relu().unwrap().matmul(&cnn.softmax_w.t().unwrap()).unwrap().broadcast_add(&cnn.softmax_b).unwrap();
+    // candle_nn's fused softmax_last_dim has no backward; this composition of ops has one.
+    let probs = candle_nn::ops::softmax(&logits, D::Minus1).unwrap();
+    backwork::model::Taps { inputs, conv0, conv1, fc, logits, probs }
+}
+
 fn model() -> Cnn {
     shipped_cnn().unwrap().0
 }
@@ -105,7 +130,7 @@ fn frozen_backward_matches_candle_autograd() {
     // The same linear functional of the taps, differentiated by candle.
     let dev = Device::Cpu;
     let xv = Var::from_slice(&x, (m, PIXELS), &dev).unwrap();
-    let t = cnn.forward_taps(xv.as_tensor()).unwrap();
+    let t = plain_taps(&cnn, xv.as_tensor());
     let dot = |tap: &Tensor, w: Vec<f32>| {
         let w = Tensor::from_vec(w, tap.shape(), &dev).unwrap();
         (tap * w).unwrap().sum_all().unwrap()
@@ -149,10 +174,10 @@ fn naive_cost(
         softmax_w: cnn.softmax_w.to_dtype(dtype).unwrap(),
         softmax_b: cnn.softmax_b.to_dtype(dtype).unwrap(),
     };
-    let bt = cnn_d.forward_taps(&cast(refs_x, (r, PIXELS))).unwrap();
+    let bt = plain_taps(&cnn_d, &cast(refs_x, (r, PIXELS)));
     let b = [bt.inputs, bt.conv0, bt.conv1, bt.fc].map(|t| t.flatten_from(1).unwrap().detach());
     let xv = Var::from_tensor(&cast(x, (n, PIXELS))).unwrap();
-    let t = cnn_d.forward_taps(xv.as_tensor()).unwrap();
+    let t = plain_taps(&cnn_d, xv.as_tensor());
     let a = [&t.inputs, &t.conv0, &t.conv1, &t.fc].map(|t| t.flatten_from(1).unwrap());
     let mut terms = Vec::new();
     let mut total = Tensor::zeros((), dtype, &dev).unwrap();
@@ -286,7 +311,18 @@ fn small_refs(net: &FrozenCnn, labels: &[u8], r: usize) -> Vec<Arc<LabelRefs>> {
 fn a_batched_run_equals_separate_runs_and_repeats_with_its_seed() {
     let net = FrozenCnn::new(&model()).unwrap();
     let refs = small_refs(&net, &[1, 4], 50);
-    let s = Settings { labels: vec![1, 4], batch: 3, max_steps: Some(8), seed: 5, reinit_window: 2, ..Settings::default() };
+    // Without the softmax term p(label) wanders, and a window of 2 with a cap of 1 re-initialises
+    // an image at its first drop: reinits happen within a few steps.
+    let s = Settings {
+        labels: vec![1, 4],
+        batch: 3,
+        max_steps: Some(8),
+        seed: 5,
+        reinit_window: 2,
+        reinit_cap: 1.0,
+        layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 0.0],
+        ..Settings::default()
+    };
     let run = |s: &Settings| {
         let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
         let mut reinits = 0;
@@ -337,5 +373,7 @@ fn guards_keep_everything_finite() {
     let ev = e.step().unwrap();
     assert!(ev.terms.clamped.contains(&"conv0.ref_dist".to_string()), "{:?}", ev.terms.clamped);
     assert!(ev.terms.total.is_finite());
-    assert_eq!(ev.end, Some(EndReason::MaxSteps));
+    // It is already a 6 beyond the threshold, or the one-step budget ends it.
+    assert!(matches!(ev.end, Some(EndReason::Threshold | EndReason::MaxSteps)));
 }
+
