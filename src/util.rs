@@ -40,6 +40,9 @@ mod tests {
         // `date -u -d @1795520096` prints 2026-11-24 11:34:56 UTC.
         assert_eq!(super::iso_from_unix(1_795_520_096), "2026-11-24T11:34:56Z");
         // 2000-02-29 (a leap day of a century leap year) is day 11,016.
-        assert_eq!(super::iso_from_unix(11_016 * 86_400), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            super::iso_from_unix(11_016 * 86_400),
+            "2000-02-29T00:00:00Z"
+        );
     }
 }

@@ -15,7 +15,11 @@ fn fails_with(args: &[&str], needles: &[&str]) {
     let out = backwork(args);
     assert!(!out.status.success(), "{args:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "one line for {args:?}: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line for {args:?}: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     for n in needles {
         assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
@@ -25,7 +29,11 @@ fn fails_with(args: &[&str], needles: &[&str]) {
 #[test]
 fn eval_json_has_the_documented_keys() {
     let out = backwork(&["eval", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["total"], 10_000);
     let acc = v["accuracy"].as_f64().unwrap();
@@ -41,13 +49,29 @@ fn bad_training_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.safetensors");
     let out = out.to_str().unwrap();
-    fails_with(&["train", "--out", out, "--epochs", "0"], &["--epochs", "at least 1"]);
-    fails_with(&["train", "--out", out, "--lr", "-0.01"], &["--lr", "positive"]);
-    fails_with(&["train", "--out", "/no/such/dir/m.safetensors"], &["/no/such/dir", "does not exist"]);
+    fails_with(
+        &["train", "--out", out, "--epochs", "0"],
+        &["--epochs", "at least 1"],
+    );
+    fails_with(
+        &["train", "--out", out, "--lr", "-0.01"],
+        &["--lr", "positive"],
+    );
+    fails_with(
+        &["train", "--out", "/no/such/dir/m.safetensors"],
+        &["/no/such/dir", "does not exist"],
+    );
     std::fs::write(out, b"precious").unwrap();
-    fails_with(&["train", "--out", out, "--limit", "10"], &[out, "already exists"]);
+    fails_with(
+        &["train", "--out", out, "--limit", "10"],
+        &[out, "already exists"],
+    );
     assert_eq!(std::fs::read(out).unwrap(), b"precious");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no stray files");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no stray files"
+    );
 }
 
 #[test]
@@ -56,13 +80,30 @@ fn bad_model_and_data_files_are_refused() {
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a model at all").unwrap();
     let junk = junk.to_str().unwrap();
-    fails_with(&["eval", "--model", junk], &[junk, "not a safetensors file"]);
-    fails_with(&["eval", "--model", "/no/model.safetensors"], &["/no/model.safetensors", "cannot read"]);
+    fails_with(
+        &["eval", "--model", junk],
+        &[junk, "not a safetensors file"],
+    );
+    fails_with(
+        &["eval", "--model", "/no/model.safetensors"],
+        &["/no/model.safetensors", "cannot read"],
+    );
     let d = dir.path().to_str().unwrap();
     fails_with(&["eval", "--data", d], &[d, "no images file"]);
-    std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), b"\0\0\x08\x03short").unwrap();
-    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), b"\0\0\x08\x01\0\0\0\0").unwrap();
-    fails_with(&["eval", "--data", d], &["t10k-images-idx3-ubyte", "truncated"]);
+    std::fs::write(
+        dir.path().join("t10k-images-idx3-ubyte"),
+        b"\0\0\x08\x03short",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("t10k-labels-idx1-ubyte"),
+        b"\0\0\x08\x01\0\0\0\0",
+    )
+    .unwrap();
+    fails_with(
+        &["eval", "--data", d],
+        &["t10k-images-idx3-ubyte", "truncated"],
+    );
 }
 
 #[test]
@@ -70,10 +111,30 @@ fn training_writes_a_loadable_file_with_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tiny.safetensors");
     let o = out.to_str().unwrap();
-    let run = backwork(&["train", "--out", o, "--limit", "128", "--batch-size", "64", "--epochs", "1"]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = backwork(&[
+        "train",
+        "--out",
+        o,
+        "--limit",
+        "128",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let (_, info) = backwork::model::weights::load_cnn(&out).unwrap();
-    for key in ["dataset", "test_accuracy", "recipe", "date", "epochs_completed"] {
+    for key in [
+        "dataset",
+        "test_accuracy",
+        "recipe",
+        "date",
+        "epochs_completed",
+    ] {
         assert!(info.metadata.contains_key(key), "metadata lacks {key}");
     }
     let recipe: serde_json::Value = serde_json::from_str(&info.metadata["recipe"]).unwrap();

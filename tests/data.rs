@@ -8,7 +8,10 @@ use backwork::data::{Dataset, PIXELS, Split};
 use sha2::{Digest, Sha256};
 
 fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
@@ -64,19 +67,38 @@ fn loads_fashion_mnist_from_a_folder_of_gz_files() {
 #[test]
 fn folder_loading_reports_missing_and_bad_files_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let e = Dataset::from_dir(dir.path(), Split::Test).unwrap_err().to_string();
-    assert!(e.contains("no images file") && e.contains("t10k-images-idx3-ubyte"), "{e}");
+    let e = Dataset::from_dir(dir.path(), Split::Test)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no images file") && e.contains("t10k-images-idx3-ubyte"),
+        "{e}"
+    );
 
     let pixels = vec![7u8; 3 * PIXELS];
-    std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), encode_images(3, &pixels)).unwrap();
-    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), encode_labels(&[1, 2, 3])).unwrap();
+    std::fs::write(
+        dir.path().join("t10k-images-idx3-ubyte"),
+        encode_images(3, &pixels),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("t10k-labels-idx1-ubyte"),
+        encode_labels(&[1, 2, 3]),
+    )
+    .unwrap();
     let raw = Dataset::from_dir(dir.path(), Split::Test).unwrap();
     assert_eq!(raw.labels, vec![1, 2, 3]);
     assert_eq!(raw.image(2)[5], 7);
 
     // Two labels for three images.
-    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), encode_labels(&[1, 2])).unwrap();
-    let e = Dataset::from_dir(dir.path(), Split::Test).unwrap_err().to_string();
+    std::fs::write(
+        dir.path().join("t10k-labels-idx1-ubyte"),
+        encode_labels(&[1, 2]),
+    )
+    .unwrap();
+    let e = Dataset::from_dir(dir.path(), Split::Test)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("3 images") && e.contains("2 labels"), "{e}");
 
     // A truncated image file names itself.
@@ -84,6 +106,11 @@ fn folder_loading_reports_missing_and_bad_files_by_name() {
     short.truncate(100);
     let img = dir.path().join("t10k-images-idx3-ubyte");
     std::fs::write(&img, short).unwrap();
-    let e = Dataset::from_dir(dir.path(), Split::Test).unwrap_err().to_string();
-    assert!(e.starts_with(&img.display().to_string()) && e.contains("truncated"), "{e}");
+    let e = Dataset::from_dir(dir.path(), Split::Test)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&img.display().to_string()) && e.contains("truncated"),
+        "{e}"
+    );
 }

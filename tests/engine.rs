@@ -10,8 +10,8 @@ use backwork::backwork::frozen::{Forward, FrozenCnn, TapGrads};
 use backwork::backwork::refs::{LabelRefs, TAP_DIMS};
 use backwork::backwork::{FcDistance, Settings};
 use backwork::data::{Dataset, PIXELS, Split};
-use backwork::model::weights::shipped_cnn;
 use backwork::model::Cnn;
+use backwork::model::weights::shipped_cnn;
 use candle_core::{D, DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -22,7 +22,10 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
 
 /// The first `r` training images of `label`, as a dataset.
 fn subset(train: &Dataset, label: u8, r: usize) -> Dataset {
-    let idx: Vec<usize> = (0..train.len()).filter(|&i| train.labels[i] == label).take(r).collect();
+    let idx: Vec<usize> = (0..train.len())
+        .filter(|&i| train.labels[i] == label)
+        .take(r)
+        .collect();
     Dataset {
         source: "subset".into(),
         pixels: idx.iter().flat_map(|&i| train.image(i).to_vec()).collect(),
@@ -59,7 +62,10 @@ fn hwc_to_chw(v: &[f32], c: usize, hw: usize) -> Vec<f32> {
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 /// The network's forward pass written with plain candle ops, its max-pool as a reshape and two
@@ -71,20 +77,51 @@ fn plain_taps(cnn: &Cnn, x: &Tensor) -> backwork::model::Taps {
     let n = x.dim(0).unwrap();
     let pool = |t: Tensor| {
         let (n, c, h, w) = t.dims4().unwrap();
-        t.reshape((n, c, h / 2, 2, w / 2, 2)).unwrap().max(5).unwrap().max(3).unwrap()
+        t.reshape((n, c, h / 2, 2, w / 2, 2))
+            .unwrap()
+            .max(5)
+            .unwrap()
+            .max(3)
+            .unwrap()
     };
     let conv = |t: &Tensor, w: &Tensor, b: &Tensor| {
         let c = b.dim(0).unwrap();
-        pool(t.conv2d(w, 2, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, c, 1, 1)).unwrap()).unwrap().relu().unwrap())
+        pool(
+            t.conv2d(w, 2, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .relu()
+                .unwrap(),
+        )
     };
     let inputs = x.reshape((n, 1, 28, 28)).unwrap();
     let conv0 = conv(&inputs, &cnn.conv0_w, &cnn.conv0_b);
     let conv1 = conv(&conv0, &cnn.conv1_w, &cnn.conv1_b);
-    let fc = conv1.flatten_from(1).unwrap().matmul(&cnn.fc_w.t().unwrap()).unwrap().broadcast_add(&cnn.fc_b).unwrap();
-    let logits = fc.relu().unwrap().matmul(&cnn.softmax_w.t().unwrap()).unwrap().broadcast_add(&cnn.softmax_b).unwrap();
+    let fc = conv1
+        .flatten_from(1)
+        .unwrap()
+        .matmul(&cnn.fc_w.t().unwrap())
+        .unwrap()
+        .broadcast_add(&cnn.fc_b)
+        .unwrap();
+    let logits = fc
+        .relu()
+        .unwrap()
+        .matmul(&cnn.softmax_w.t().unwrap())
+        .unwrap()
+        .broadcast_add(&cnn.softmax_b)
+        .unwrap();
     // candle_nn's fused softmax_last_dim has no backward; this composition of ops has one.
     let probs = candle_nn::ops::softmax(&logits, D::Minus1).unwrap();
-    backwork::model::Taps { inputs, conv0, conv1, fc, logits, probs }
+    backwork::model::Taps {
+        inputs,
+        conv0,
+        conv1,
+        fc,
+        logits,
+        probs,
+    }
 }
 
 fn model() -> Cnn {
@@ -115,7 +152,8 @@ fn frozen_backward_matches_candle_autograd() {
     let m = 3;
     let x = noise(m, 2);
     let mut rng = StdRng::seed_from_u64(3);
-    let mut rand_vec = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random::<f32>() - 0.5).collect() };
+    let mut rand_vec =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random::<f32>() - 0.5).collect() };
     let g = TapGrads {
         inputs: rand_vec(m * TAP_DIMS[0]),
         conv0: rand_vec(m * TAP_DIMS[1]),
@@ -142,7 +180,13 @@ fn frozen_backward_matches_candle_autograd() {
         + dot(&t.logits, g.logits.clone()))
     .unwrap();
     let grads = l.backward().unwrap();
-    let want = grads.get(&xv).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = grads
+        .get(&xv)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let e = rel_err(&fast, &want);
     assert!(e < 1e-4, "relative error {e}");
 }
@@ -161,7 +205,10 @@ fn naive_cost(
 ) -> (Vec<f64>, f64, Vec<f32>) {
     let dev = Device::Cpu;
     let cast = |v: &[f32], shape: (usize, usize)| {
-        Tensor::from_slice(v, shape, &dev).unwrap().to_dtype(dtype).unwrap()
+        Tensor::from_slice(v, shape, &dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
     };
     let r = refs_x.len() / PIXELS;
     let cnn_d = Cnn {
@@ -185,18 +232,33 @@ fn naive_cost(
         let c = s.layer_weights[k] as f64;
         let ref_k = if k == 3 && s.fc_distance == FcDistance::PerNeuron {
             // Per (image, neuron): min over r of (A[n,j] − B[r,j])².
-            let diff = a[k].unsqueeze(1).unwrap().broadcast_sub(&b[k].unsqueeze(0).unwrap()).unwrap();
+            let diff = a[k]
+                .unsqueeze(1)
+                .unwrap()
+                .broadcast_sub(&b[k].unsqueeze(0).unwrap())
+                .unwrap();
             diff.sqr().unwrap().min(1).unwrap().mean_all().unwrap()
         } else {
             let per_image: Vec<Tensor> = (0..n)
                 .map(|i| {
                     let ai = a[k].get(i).unwrap().unsqueeze(0).unwrap();
-                    b[k].broadcast_sub(&ai).unwrap().sqr().unwrap().mean(1).unwrap().min(0).unwrap()
+                    b[k].broadcast_sub(&ai)
+                        .unwrap()
+                        .sqr()
+                        .unwrap()
+                        .mean(1)
+                        .unwrap()
+                        .min(0)
+                        .unwrap()
                 })
                 .collect();
             Tensor::stack(&per_image, 0).unwrap().mean_all().unwrap()
         };
-        let diff = a[k].unsqueeze(0).unwrap().broadcast_sub(&a[k].unsqueeze(1).unwrap()).unwrap();
+        let diff = a[k]
+            .unsqueeze(0)
+            .unwrap()
+            .broadcast_sub(&a[k].unsqueeze(1).unwrap())
+            .unwrap();
         let sim_k = diff.sqr().unwrap().mean_all().unwrap();
         let prev = (ref_k.recip().unwrap() * (c * s.prev_coeff as f64)).unwrap();
         let sim = (sim_k.recip().unwrap() * (c * s.sim_coeff as f64)).unwrap();
@@ -205,18 +267,40 @@ fn naive_cost(
         total = ((total + prev).unwrap() + sim).unwrap();
     }
     let p_l = t.probs.narrow(D::Minus1, label, 1).unwrap();
-    let soft = ((p_l.neg().unwrap() + 1.0).unwrap().mean_all().unwrap() * s.layer_weights[4] as f64)
+    let soft = ((p_l.neg().unwrap() + 1.0).unwrap().mean_all().unwrap()
+        * s.layer_weights[4] as f64)
         .unwrap();
-    terms.push(soft.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap());
+    terms.push(
+        soft.to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap(),
+    );
     total = (total + soft).unwrap();
-    let total_v = total.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+    let total_v = total
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
     let g = total.backward().unwrap();
-    let gx = g.get(&xv).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    let gx = g
+        .get(&xv)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
     (terms, total_v, gx.to_vec1().unwrap())
 }
 
 /// The fast cost of `x` (N images) against the reference set, and d total / d x.
-fn fast_cost(net: &FrozenCnn, x: &[f32], n: usize, refs: &LabelRefs, s: &Settings) -> (Vec<f64>, f64, Vec<f32>) {
+fn fast_cost(
+    net: &FrozenCnn,
+    x: &[f32],
+    n: usize,
+    refs: &LabelRefs,
+    s: &Settings,
+) -> (Vec<f64>, f64, Vec<f32>) {
     let mut f = Forward::default();
     net.forward(x, &mut f);
     let acts = GroupActs {
@@ -245,9 +329,23 @@ fn compare(settings: &Settings, label: u8, r: usize, n: usize, seed: u64) {
     let refs = LabelRefs::build(&net, &sub, label, &mut |_, _| {});
     let x = noise(n, seed);
     let (ft, ftotal, fg) = fast_cost(&net, &x, n, &refs, settings);
-    let (nt, ntotal, ng) = naive_cost(&cnn, &x, n, &sub.pixels.iter().map(|&p| p as f32 / 255.0).collect::<Vec<_>>(), label as usize, settings, DType::F32);
+    let (nt, ntotal, ng) = naive_cost(
+        &cnn,
+        &x,
+        n,
+        &sub.pixels
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect::<Vec<_>>(),
+        label as usize,
+        settings,
+        DType::F32,
+    );
     for (i, (a, b)) in ft.iter().zip(&nt).enumerate() {
-        assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-12), "term {i}: fast {a} naive {b}");
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs().max(1e-12),
+            "term {i}: fast {a} naive {b}"
+        );
     }
     assert!((ftotal - ntotal).abs() <= 1e-5 * ntotal.abs());
     let e = rel_err(&fg, &ng);
@@ -257,10 +355,18 @@ fn compare(settings: &Settings, label: u8, r: usize, n: usize, seed: u64) {
 #[test]
 fn fast_cost_matches_naive_on_small_problems() {
     compare(&Settings::default(), 3, 40, 4, 10);
-    let per_example = Settings { fc_distance: FcDistance::PerExample, ..Settings::default() };
+    let per_example = Settings {
+        fc_distance: FcDistance::PerExample,
+        ..Settings::default()
+    };
     compare(&per_example, 7, 25, 3, 11);
     // Every term weighted alike, so no term hides behind another's scale.
-    let flat = Settings { layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0], prev_coeff: 0.3, sim_coeff: 2.0, ..Settings::default() };
+    let flat = Settings {
+        layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],
+        prev_coeff: 0.3,
+        sim_coeff: 2.0,
+        ..Settings::default()
+    };
     compare(&flat, 0, 30, 5, 12);
 }
 
@@ -278,7 +384,10 @@ fn gradient_matches_finite_differences_in_f64() {
     let train = Dataset::mnist(Split::Train).unwrap();
     let sub = subset(&train, 2, 12);
     let refs_x: Vec<f32> = sub.pixels.iter().map(|&p| p as f32 / 255.0).collect();
-    let s = Settings { layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0], ..Settings::default() };
+    let s = Settings {
+        layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],
+        ..Settings::default()
+    };
     let n = 2;
     let x = noise(n, 20);
     let (_, _, g) = naive_cost(&cnn, &x, n, &refs_x, 2, &s, DType::F64);
@@ -295,7 +404,11 @@ fn gradient_matches_finite_differences_in_f64() {
         let cm = naive_cost(&cnn, &xm, n, &refs_x, 2, &s, DType::F64).1;
         let fd = (cp - cm) / (2.0 * h as f64);
         let rel = (fd - g[j] as f64).abs() / (g[j] as f64).abs();
-        assert!(rel < 1e-2, "pixel {j}: autograd {} finite difference {fd}", g[j]);
+        assert!(
+            rel < 1e-2,
+            "pixel {j}: autograd {} finite difference {fd}",
+            g[j]
+        );
     }
 }
 
@@ -303,7 +416,14 @@ fn small_refs(net: &FrozenCnn, labels: &[u8], r: usize) -> Vec<Arc<LabelRefs>> {
     let train = Dataset::mnist(Split::Train).unwrap();
     labels
         .iter()
-        .map(|&l| Arc::new(LabelRefs::build(net, &subset(&train, l, r), l, &mut |_, _| {})))
+        .map(|&l| {
+            Arc::new(LabelRefs::build(
+                net,
+                &subset(&train, l, r),
+                l,
+                &mut |_, _| {},
+            ))
+        })
         .collect()
 }
 
@@ -332,11 +452,20 @@ fn a_batched_run_equals_separate_runs_and_repeats_with_its_seed() {
         (e.images().to_vec(), reinits)
     };
     let (both, reinits) = run(&s);
-    assert!(reinits > 0, "a window of 2 re-initialises some images within 8 steps");
+    assert!(
+        reinits > 0,
+        "a window of 2 re-initialises some images within 8 steps"
+    );
     assert_eq!(both, run(&s).0, "same seed, same images");
     // Each label alone, same seed: the same images (noise and reinits are seeded per label).
-    let (one, _) = run(&Settings { labels: vec![1], ..s.clone() });
-    let (four, _) = run(&Settings { labels: vec![4], ..s.clone() });
+    let (one, _) = run(&Settings {
+        labels: vec![1],
+        ..s.clone()
+    });
+    let (four, _) = run(&Settings {
+        labels: vec![4],
+        ..s.clone()
+    });
     let e = rel_err(&[one, four].concat(), &both);
     assert!(e < 1e-4, "{e}");
 }
@@ -347,8 +476,21 @@ fn guards_keep_everything_finite() {
     let refs = small_refs(&net, &[6], 20);
     // N = 1 disables the similarity terms; huge and zero coefficients stay finite.
     for s in [
-        Settings { labels: vec![6], batch: 1, max_steps: Some(3), ..Settings::default() },
-        Settings { labels: vec![6], batch: 2, sim_coeff: 1e6, prev_coeff: 0.0, layer_weights: [1e6; 5], max_steps: Some(3), ..Settings::default() },
+        Settings {
+            labels: vec![6],
+            batch: 1,
+            max_steps: Some(3),
+            ..Settings::default()
+        },
+        Settings {
+            labels: vec![6],
+            batch: 2,
+            sim_coeff: 1e6,
+            prev_coeff: 0.0,
+            layer_weights: [1e6; 5],
+            max_steps: Some(3),
+            ..Settings::default()
+        },
     ] {
         let mut e = Engine::new(net.clone(), &refs, s).unwrap();
         while e.end_reason().is_none() {
@@ -359,21 +501,55 @@ fn guards_keep_everything_finite() {
         assert!(e.images().iter().all(|v| (0.0..=1.0).contains(v)));
     }
     // Identical images: sim distance 0 is clamped and said so.
-    let mut e = Engine::new(net.clone(), &refs, Settings { labels: vec![6], batch: 2, max_steps: Some(2), ..Settings::default() }).unwrap();
+    let mut e = Engine::new(
+        net.clone(),
+        &refs,
+        Settings {
+            labels: vec![6],
+            batch: 2,
+            max_steps: Some(2),
+            ..Settings::default()
+        },
+    )
+    .unwrap();
     let one = noise(1, 9);
     e.set_images(&[one.clone(), one].concat()).unwrap();
     let ev = e.step().unwrap();
-    assert!(ev.terms.clamped.contains(&"inputs.sim_dist".to_string()), "{:?}", ev.terms.clamped);
+    assert!(
+        ev.terms.clamped.contains(&"inputs.sim_dist".to_string()),
+        "{:?}",
+        ev.terms.clamped
+    );
     assert!(ev.terms.total.is_finite());
     // A training image itself: reference distance 0 at every tap, clamped.
     let train = Dataset::mnist(Split::Train).unwrap();
-    let first6 = subset(&train, 6, 1).pixels.iter().map(|&p| p as f32 / 255.0).collect::<Vec<_>>();
-    let mut e = Engine::new(net, &refs, Settings { labels: vec![6], batch: 1, max_steps: Some(1), ..Settings::default() }).unwrap();
+    let first6 = subset(&train, 6, 1)
+        .pixels
+        .iter()
+        .map(|&p| p as f32 / 255.0)
+        .collect::<Vec<_>>();
+    let mut e = Engine::new(
+        net,
+        &refs,
+        Settings {
+            labels: vec![6],
+            batch: 1,
+            max_steps: Some(1),
+            ..Settings::default()
+        },
+    )
+    .unwrap();
     e.set_images(&first6).unwrap();
     let ev = e.step().unwrap();
-    assert!(ev.terms.clamped.contains(&"conv0.ref_dist".to_string()), "{:?}", ev.terms.clamped);
+    assert!(
+        ev.terms.clamped.contains(&"conv0.ref_dist".to_string()),
+        "{:?}",
+        ev.terms.clamped
+    );
     assert!(ev.terms.total.is_finite());
     // It is already a 6 beyond the threshold, or the one-step budget ends it.
-    assert!(matches!(ev.end, Some(EndReason::Threshold | EndReason::MaxSteps)));
+    assert!(matches!(
+        ev.end,
+        Some(EndReason::Threshold | EndReason::MaxSteps)
+    ));
 }
-

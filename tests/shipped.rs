@@ -14,7 +14,11 @@ fn shipped_model_reaches_99_percent_on_the_real_test_set() {
     assert!(ev.accuracy() >= 0.99, "accuracy {}", ev.accuracy());
     // The metadata records what `backwork train` measured when it saved the file.
     let recorded = info.test_accuracy().unwrap();
-    assert!((recorded - ev.accuracy()).abs() < 1e-4, "{recorded} vs {}", ev.accuracy());
+    assert!(
+        (recorded - ev.accuracy()).abs() < 1e-4,
+        "{recorded} vs {}",
+        ev.accuracy()
+    );
 }
 
 /// tests/fixtures/pytorch-cnn.safetensors was trained by scripts/pytorch_crosscheck.py with

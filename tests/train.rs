@@ -25,10 +25,16 @@ fn a_small_run_lowers_the_loss_and_beats_chance() {
     };
     let mut losses = Vec::new();
     let mut epochs = Vec::new();
-    let out = train(&train_set, &test, &cfg, &AtomicBool::new(false), &mut |ev| match ev {
-        TrainEvent::Batch { loss, .. } => losses.push(loss),
-        TrainEvent::Epoch { test_accuracy, .. } => epochs.push(test_accuracy),
-    })
+    let out = train(
+        &train_set,
+        &test,
+        &cfg,
+        &AtomicBool::new(false),
+        &mut |ev| match ev {
+            TrainEvent::Batch { loss, .. } => losses.push(loss),
+            TrainEvent::Epoch { test_accuracy, .. } => epochs.push(test_accuracy),
+        },
+    )
     .unwrap();
     assert_eq!(losses.len(), 50, "1600 images in batches of 32");
     // Cross-entropy of a uniform guess over 10 classes is ln 10 ≈ 2.30; the first batches sit
@@ -38,7 +44,11 @@ fn a_small_run_lowers_the_loss_and_beats_chance() {
     assert!(first > 1.5, "first losses {first}");
     assert!(last < 0.8 * first, "loss went from {first} to {last}");
     // Chance is 10%; 50 Adam steps on 1,600 images reach well over 70% on this network.
-    assert!(out.test_accuracy > 0.7, "test accuracy {}", out.test_accuracy);
+    assert!(
+        out.test_accuracy > 0.7,
+        "test accuracy {}",
+        out.test_accuracy
+    );
     assert_eq!(epochs, vec![out.test_accuracy]);
     let again = evaluate(&out.cnn, &test, &mut |_, _| {}).unwrap();
     assert_eq!(again.accuracy(), out.test_accuracy);
@@ -63,7 +73,10 @@ fn the_same_seed_gives_the_same_model_and_cancel_stops() {
             .unwrap()
     };
     assert_eq!(run(&cfg), run(&cfg));
-    let other = TrainConfig { seed: 8, ..cfg.clone() };
+    let other = TrainConfig {
+        seed: 8,
+        ..cfg.clone()
+    };
     assert_ne!(run(&cfg), run(&other));
 
     let cancelled = train(&train_set, &test, &cfg, &AtomicBool::new(true), &mut |_| {}).unwrap();
@@ -75,15 +88,45 @@ fn the_same_seed_gives_the_same_model_and_cancel_stops() {
 fn bad_options_are_refused_by_name() {
     let train_set = small_test_set(10);
     for (cfg, needle) in [
-        (TrainConfig { epochs: 0, ..Default::default() }, "--epochs"),
-        (TrainConfig { lr: -0.1, ..Default::default() }, "--lr"),
-        (TrainConfig { lr: f64::NAN, ..Default::default() }, "--lr"),
-        (TrainConfig { batch_size: 0, ..Default::default() }, "--batch-size"),
+        (
+            TrainConfig {
+                epochs: 0,
+                ..Default::default()
+            },
+            "--epochs",
+        ),
+        (
+            TrainConfig {
+                lr: -0.1,
+                ..Default::default()
+            },
+            "--lr",
+        ),
+        (
+            TrainConfig {
+                lr: f64::NAN,
+                ..Default::default()
+            },
+            "--lr",
+        ),
+        (
+            TrainConfig {
+                batch_size: 0,
+                ..Default::default()
+            },
+            "--batch-size",
+        ),
     ] {
-        let e = train(&train_set, &train_set, &cfg, &AtomicBool::new(false), &mut |_| {})
-            .err()
-            .unwrap()
-            .to_string();
+        let e = train(
+            &train_set,
+            &train_set,
+            &cfg,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(e.starts_with(needle), "{e}");
     }
 }

@@ -5,12 +5,14 @@ use std::collections::HashMap;
 
 use backwork::data::PIXELS;
 use backwork::model::weights::{
-    cnn_from_bytes, cnn_to_bytes, init_cnn, load_cnn, save_cnn, WeightsError,
+    WeightsError, cnn_from_bytes, cnn_to_bytes, init_cnn, load_cnn, save_cnn,
 };
 use candle_core::{DType, Device, Tensor};
 
 fn some_images() -> Vec<f32> {
-    (0..4 * PIXELS).map(|i| ((i * 37) % 256) as f32 / 255.0).collect()
+    (0..4 * PIXELS)
+        .map(|i| ((i * 37) % 256) as f32 / 255.0)
+        .collect()
 }
 
 /// Serialises the named tensors with the safetensors crate directly, to build bad files.
@@ -70,7 +72,10 @@ fn refuses_renamed_tensors_and_says_what_it_found() {
         .collect();
     let bytes = safetensors::serialize(t, None).unwrap();
     let e = refusal(&bytes);
-    assert!(e.contains("missing tensor conv0.weight") && e.contains("model.conv0.weight"), "{e}");
+    assert!(
+        e.contains("missing tensor conv0.weight") && e.contains("model.conv0.weight"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -78,7 +83,10 @@ fn refuses_a_wrong_shape() {
     let mut t = good_tensors();
     t[4].1 = Tensor::zeros((1024, 3000), DType::F32, &Device::Cpu).unwrap();
     let e = refusal(&raw_file(t));
-    assert!(e.contains("fc.weight has shape [1024, 3000], expected [1024, 3136]"), "{e}");
+    assert!(
+        e.contains("fc.weight has shape [1024, 3000], expected [1024, 3136]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -96,7 +104,10 @@ fn refuses_nan_values() {
     v[9] = f32::NAN;
     t[3].1 = Tensor::from_vec(v, 64, &Device::Cpu).unwrap();
     let e = refusal(&raw_file(t));
-    assert!(e.contains("conv1.bias has 1 non-finite values") && e.contains("index 9"), "{e}");
+    assert!(
+        e.contains("conv1.bias has 1 non-finite values") && e.contains("index 9"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -112,5 +123,8 @@ fn a_missing_file_is_named() {
     let e = load_cnn(std::path::Path::new("/no/such/model.safetensors"))
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("/no/such/model.safetensors: cannot read"), "{e}");
+    assert!(
+        e.starts_with("/no/such/model.safetensors: cannot read"),
+        "{e}"
+    );
 }

@@ -102,10 +102,7 @@ impl Gallery {
             ui.label(format!("{} — test split", self.data.source));
             ui.separator();
             ui.selectable_value(&mut self.filter, Filter::All, "All images");
-            let wrong = format!(
-                "Misclassified only ({})",
-                self.done - self.correct
-            );
+            let wrong = format!("Misclassified only ({})", self.done - self.correct);
             ui.selectable_value(&mut self.filter, Filter::Misclassified, wrong);
             ui.separator();
             if ui
@@ -189,7 +186,9 @@ impl Gallery {
                             } else {
                                 ui.visuals().text_color()
                             };
-                            ui.label(RichText::new(format!("{p} · {:.2}%", c * 100.0)).color(color));
+                            ui.label(
+                                RichText::new(format!("{p} · {:.2}%", c * 100.0)).color(color),
+                            );
                             if wrong {
                                 ui.small(format!("true {label}"));
                             }

@@ -61,11 +61,13 @@ impl BackworkApp {
         let repaint = ctx.clone();
         let worker = std::thread::Builder::new()
             .name("backwork-classifier".into())
-            .spawn(move || classify_all(&cnn, &pixels, &mut |chunk| {
-                let alive = tx.send(chunk).is_ok();
-                repaint.request_repaint();
-                alive
-            }))
+            .spawn(move || {
+                classify_all(&cnn, &pixels, &mut |chunk| {
+                    let alive = tx.send(chunk).is_ok();
+                    repaint.request_repaint();
+                    alive
+                })
+            })
             .ok();
         let status = worker
             .is_none()

@@ -110,7 +110,12 @@ pub struct GroupActs<'a> {
 fn nearest_rows(a: &[f32], n: usize, d: usize, refs: &[f32], sq: &[f32]) -> Vec<(usize, f64)> {
     let r = sq.len();
     let mut dots = vec![0.0f32; n * r];
-    matmul(Mat::rows(a, n, d), Mat::rows(refs, r, d).t(), &mut dots, false);
+    matmul(
+        Mat::rows(a, n, d),
+        Mat::rows(refs, r, d).t(),
+        &mut dots,
+        false,
+    );
     (0..n)
         .map(|i| {
             let row = &a[i * d..(i + 1) * d];
@@ -120,7 +125,10 @@ fn nearest_rows(a: &[f32], n: usize, d: usize, refs: &[f32], sq: &[f32]) -> Vec<
                 .zip(sq)
                 .map(|(dot, bn)| an + bn - 2.0 * dot)
                 .enumerate()
-                .fold((0, f32::INFINITY), |acc, (j, v)| if v < acc.1 { (j, v) } else { acc });
+                .fold(
+                    (0, f32::INFINITY),
+                    |acc, (j, v)| if v < acc.1 { (j, v) } else { acc },
+                );
             // Exact distance of the winner, free of the expansion's cancellation.
             let b = &refs[best * d..(best + 1) * d];
             let exact: f64 = row
@@ -253,7 +261,11 @@ pub fn group_cost(acts: &GroupActs, refs: &LabelRefs, s: &Settings) -> GroupCost
     let c_s = s.layer_weights[4] as f64;
     let mut g_logits = vec![0.0f32; n * kc];
     let mut miss = 0.0f64;
-    for (p, gz) in acts.probs.chunks_exact(kc).zip(g_logits.chunks_exact_mut(kc)) {
+    for (p, gz) in acts
+        .probs
+        .chunks_exact(kc)
+        .zip(g_logits.chunks_exact_mut(kc))
+    {
         let pl = p[label] as f64;
         miss += 1.0 - pl;
         for (j, (gj, pj)) in gz.iter_mut().zip(p).enumerate() {

@@ -339,7 +339,7 @@ impl Engine {
         self.step = step;
 
         // Probe: stop and reinit rules on the probabilities of the images just classified.
-        let is_probe = step % self.settings.save_freq == 0;
+        let is_probe = step.is_multiple_of(self.settings.save_freq);
         let mut reinit_rows = Vec::new();
         let mut reinits = Vec::new();
         if is_probe {
@@ -444,7 +444,11 @@ impl Engine {
             img.window.pop_front();
         }
         img.window.len() == t
-            && img.window.iter().zip(img.window.iter().skip(1)).all(|(a, b)| b - a <= 0.0)
+            && img
+                .window
+                .iter()
+                .zip(img.window.iter().skip(1))
+                .all(|(a, b)| b - a <= 0.0)
             && img.window.back().is_some_and(|&p| p < cap)
     }
 

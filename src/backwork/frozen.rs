@@ -131,12 +131,30 @@ impl FrozenCnn {
         // conv0 at 28×28, then ReLU and pool to 14×14.
         im2col(x, m, S0, 1, &mut f.col);
         conv_relu_pool(
-            &f.col, &self.w0, &self.b0, m, S0, C0, PATCH0, &mut f.pre, &mut f.conv0, &mut f.arg0,
+            &f.col,
+            &self.w0,
+            &self.b0,
+            m,
+            S0,
+            C0,
+            PATCH0,
+            &mut f.pre,
+            &mut f.conv0,
+            &mut f.arg0,
         );
         // conv1 at 14×14, then ReLU and pool to 7×7.
         im2col(&f.conv0, m, S1, C0, &mut f.col);
         conv_relu_pool(
-            &f.col, &self.w1, &self.b1, m, S1, C1, PATCH1, &mut f.pre, &mut f.conv1, &mut f.arg1,
+            &f.col,
+            &self.w1,
+            &self.b1,
+            m,
+            S1,
+            C1,
+            PATCH1,
+            &mut f.pre,
+            &mut f.conv1,
+            &mut f.arg1,
         );
         // fc (before its ReLU).
         f.fc.resize(m * FC_UNITS, 0.0);

@@ -107,7 +107,12 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let bt: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut out = vec![1.0; m * n];
-        matmul(Mat::rows(&a, m, k), Mat::rows(&bt, n, k).t(), &mut out, true);
+        matmul(
+            Mat::rows(&a, m, k),
+            Mat::rows(&bt, n, k).t(),
+            &mut out,
+            true,
+        );
         for i in 0..m {
             for j in 0..n {
                 let want: f32 = 1.0 + (0..k).map(|p| a[i * k + p] * bt[j * k + p]).sum::<f32>();

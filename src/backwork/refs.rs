@@ -72,7 +72,11 @@ impl LabelRefs {
                 .collect()
         });
         let mut fc_sorted = vec![0.0; FC_UNITS * r];
-        for (j, col) in fc_sorted.chunks_exact_mut(r.max(1)).enumerate().take(FC_UNITS) {
+        for (j, col) in fc_sorted
+            .chunks_exact_mut(r.max(1))
+            .enumerate()
+            .take(FC_UNITS)
+        {
             for (i, v) in col.iter_mut().enumerate() {
                 *v = taps[3][i * FC_UNITS + j];
             }

@@ -108,13 +108,22 @@ impl Settings {
         let err = |flag, reason: String| Err(SettingsError { flag, reason });
         let coeff_ok = |v: f32| v.is_finite() && (0.0..=MAX_COEFF).contains(&v);
         if !coeff_ok(self.prev_coeff) {
-            return err("prev-coeff", format!("must be in [0, 1e6], got {}", self.prev_coeff));
+            return err(
+                "prev-coeff",
+                format!("must be in [0, 1e6], got {}", self.prev_coeff),
+            );
         }
         if !coeff_ok(self.sim_coeff) {
-            return err("sim-coeff", format!("must be in [0, 1e6], got {}", self.sim_coeff));
+            return err(
+                "sim-coeff",
+                format!("must be in [0, 1e6], got {}", self.sim_coeff),
+            );
         }
         if let Some(w) = self.layer_weights.iter().find(|w| !coeff_ok(**w)) {
-            return err("layer-weights", format!("each must be in [0, 1e6], got {w}"));
+            return err(
+                "layer-weights",
+                format!("each must be in [0, 1e6], got {w}"),
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
             return err("lr", format!("must be in (0, 10], got {}", self.lr));
@@ -135,10 +144,16 @@ impl Settings {
             }
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            return err("threshold", format!("must be in (0, 1), got {}", self.threshold));
+            return err(
+                "threshold",
+                format!("must be in (0, 1), got {}", self.threshold),
+            );
         }
         if !(1..=10_000).contains(&self.save_freq) {
-            return err("save-freq", format!("must be in 1..=10000, got {}", self.save_freq));
+            return err(
+                "save-freq",
+                format!("must be in 1..=10000, got {}", self.save_freq),
+            );
         }
         if !(2..=1000).contains(&self.reinit_window) {
             return err(
@@ -147,7 +162,10 @@ impl Settings {
             );
         }
         if !(0.0..=1.0).contains(&self.reinit_cap) {
-            return err("reinit-cap", format!("must be in [0, 1], got {}", self.reinit_cap));
+            return err(
+                "reinit-cap",
+                format!("must be in [0, 1], got {}", self.reinit_cap),
+            );
         }
         if self.max_steps == Some(0) {
             return err("max-steps", "must be at least 1".into());
@@ -172,13 +190,55 @@ mod tests {
     #[test]
     fn out_of_range_values_name_their_flag() {
         let bad = [
-            (Settings { labels: vec![3, 10], ..Default::default() }, "labels"),
-            (Settings { labels: vec![3, 3], ..Default::default() }, "labels"),
-            (Settings { batch: 0, ..Default::default() }, "batch"),
-            (Settings { lr: -0.01, ..Default::default() }, "lr"),
-            (Settings { threshold: 1.0, ..Default::default() }, "threshold"),
-            (Settings { sim_coeff: f32::NAN, ..Default::default() }, "sim-coeff"),
-            (Settings { layer_weights: [1.0, 1.0, 1.0, 1.0, f32::INFINITY], ..Default::default() }, "layer-weights"),
+            (
+                Settings {
+                    labels: vec![3, 10],
+                    ..Default::default()
+                },
+                "labels",
+            ),
+            (
+                Settings {
+                    labels: vec![3, 3],
+                    ..Default::default()
+                },
+                "labels",
+            ),
+            (
+                Settings {
+                    batch: 0,
+                    ..Default::default()
+                },
+                "batch",
+            ),
+            (
+                Settings {
+                    lr: -0.01,
+                    ..Default::default()
+                },
+                "lr",
+            ),
+            (
+                Settings {
+                    threshold: 1.0,
+                    ..Default::default()
+                },
+                "threshold",
+            ),
+            (
+                Settings {
+                    sim_coeff: f32::NAN,
+                    ..Default::default()
+                },
+                "sim-coeff",
+            ),
+            (
+                Settings {
+                    layer_weights: [1.0, 1.0, 1.0, 1.0, f32::INFINITY],
+                    ..Default::default()
+                },
+                "layer-weights",
+            ),
         ];
         for (s, flag) in bad {
             assert_eq!(s.validate().unwrap_err().flag, flag);

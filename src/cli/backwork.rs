@@ -100,9 +100,14 @@ impl SettingsArgs {
                 .split(',')
                 .map(|p| p.trim().parse::<f32>())
                 .collect::<Result<_, _>>()
-                .map_err(|_| anyhow::anyhow!("--layer-weights: {w:?} is not five comma-separated numbers"))?;
+                .map_err(|_| {
+                    anyhow::anyhow!("--layer-weights: {w:?} is not five comma-separated numbers")
+                })?;
             s.layer_weights = v.try_into().map_err(|v: Vec<f32>| {
-                anyhow::anyhow!("--layer-weights: expected 5 numbers (inputs,conv0,conv1,fc,softmax), got {}", v.len())
+                anyhow::anyhow!(
+                    "--layer-weights: expected 5 numbers (inputs,conv0,conv1,fc,softmax), got {}",
+                    v.len()
+                )
             })?;
         }
         if let Some(m) = &self.fc_distance {
@@ -139,7 +144,9 @@ pub fn parse_labels(text: &str) -> Result<Vec<u8>> {
             match p.parse::<u32>() {
                 Ok(v) if v <= 9 => Ok(v as u8),
                 Ok(v) => bail!("--labels: label {v} is outside 0..=9"),
-                Err(_) => bail!("--labels: {p:?} is not a label (use all, or a list such as 0,3,7)"),
+                Err(_) => {
+                    bail!("--labels: {p:?} is not a label (use all, or a list such as 0,3,7)")
+                }
             }
         })
         .collect()
@@ -178,12 +185,7 @@ pub struct CostArgs {
 /// The CLI's default step budget for `run` (the engine issue's 1,500).
 pub const RUN_MAX_STEPS: usize = 1500;
 
-fn build_refs(
-    net: &FrozenCnn,
-    train: &Dataset,
-    labels: &[u8],
-    quiet: bool,
-) -> Vec<Arc<LabelRefs>> {
+fn build_refs(net: &FrozenCnn, train: &Dataset, labels: &[u8], quiet: bool) -> Vec<Arc<LabelRefs>> {
     let mut cache = RefCache::default();
     let bar = if quiet {
         ProgressBar::hidden()
@@ -427,7 +429,12 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-pub fn bench_backwork(s: &SettingsArgs, steps: usize, app: &AppArgs, model: Option<&Path>) -> Result<()> {
+pub fn bench_backwork(
+    s: &SettingsArgs,
+    steps: usize,
+    app: &AppArgs,
+    model: Option<&Path>,
+) -> Result<()> {
     if steps == 0 {
         bail!("--steps: must be at least 1");
     }

@@ -108,7 +108,7 @@ pub enum BenchWhat {
     /// peak memory.
     Backwork {
         #[command(flatten)]
-        settings: backwork::SettingsArgs,
+        settings: Box<backwork::SettingsArgs>,
         /// Steps to time after one warm-up step.
         #[arg(long, default_value_t = 5)]
         steps: usize,
@@ -181,7 +181,9 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
         .context("cannot install the Ctrl-C handler")?;
 
-    let n = cfg.limit.map_or(train_set.len(), |l| l.min(train_set.len()));
+    let n = cfg
+        .limit
+        .map_or(train_set.len(), |l| l.min(train_set.len()));
     let batches = n.div_ceil(cfg.batch_size);
     let bar = ProgressBar::new((batches * cfg.epochs) as u64);
     bar.set_style(
@@ -228,11 +230,20 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
 
     let mut meta = HashMap::new();
     meta.insert("format".into(), "backwork-cnn/1".into());
-    meta.insert("architecture".into(), "tf-deep-mnist (ALGORITHM.md §1)".into());
+    meta.insert(
+        "architecture".into(),
+        "tf-deep-mnist (ALGORITHM.md §1)".into(),
+    );
     meta.insert("dataset".into(), train_set.source.clone());
-    meta.insert(META_TEST_ACCURACY.into(), format!("{:.4}", outcome.test_accuracy));
+    meta.insert(
+        META_TEST_ACCURACY.into(),
+        format!("{:.4}", outcome.test_accuracy),
+    );
     meta.insert("recipe".into(), serde_json::to_string(&cfg)?);
-    meta.insert("epochs_completed".into(), outcome.epochs_completed.to_string());
+    meta.insert(
+        "epochs_completed".into(),
+        outcome.epochs_completed.to_string(),
+    );
     meta.insert("stopped_early".into(), outcome.is_cancelled.to_string());
     meta.insert("date".into(), crate::util::utc_now_iso());
     meta.insert(
@@ -269,7 +280,11 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&ev.report())?);
     } else {
         println!("model:    {}", info.name);
-        println!("data:     {} (test split, {} images)", test.source, test.len());
+        println!(
+            "data:     {} (test split, {} images)",
+            test.source,
+            test.len()
+        );
         println!(
             "accuracy: {:.2}% ({} / {})",
             ev.accuracy() * 100.0,

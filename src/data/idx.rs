@@ -40,7 +40,10 @@ pub fn parse_images(name: &str, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
     if bytes.len() < 16 {
         return Err(DataError::corrupt(
             name,
-            format!("truncated header: {} bytes, an IDX image file needs 16", bytes.len()),
+            format!(
+                "truncated header: {} bytes, an IDX image file needs 16",
+                bytes.len()
+            ),
         ));
     }
     let magic = read_u32(bytes, 0);
@@ -67,7 +70,10 @@ pub fn parse_labels(name: &str, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
     if bytes.len() < 8 {
         return Err(DataError::corrupt(
             name,
-            format!("truncated header: {} bytes, an IDX label file needs 8", bytes.len()),
+            format!(
+                "truncated header: {} bytes, an IDX label file needs 8",
+                bytes.len()
+            ),
         ));
     }
     let magic = read_u32(bytes, 0);
@@ -107,7 +113,9 @@ fn check_len(
     if len < expected {
         return Err(DataError::corrupt(
             name,
-            format!("truncated: the header announces {n} items ({expected} bytes) but the file has {len} bytes"),
+            format!(
+                "truncated: the header announces {n} items ({expected} bytes) but the file has {len} bytes"
+            ),
         ));
     }
     if len > expected {
@@ -156,7 +164,10 @@ mod tests {
         let px = parse_images("img", &good_images(3)).unwrap();
         assert_eq!(px.len(), 3 * PIXELS);
         assert_eq!(px[PIXELS + 1], ((PIXELS + 1) % 251) as u8);
-        assert_eq!(parse_labels("lab", &encode_labels(&[0, 9, 4])).unwrap(), vec![0, 9, 4]);
+        assert_eq!(
+            parse_labels("lab", &encode_labels(&[0, 9, 4])).unwrap(),
+            vec![0, 9, 4]
+        );
     }
 
     #[test]
@@ -164,7 +175,10 @@ mod tests {
         let mut bad_magic = good_images(1);
         bad_magic[3] = 0x01;
         let e = parse_images("x.idx", &bad_magic).unwrap_err().to_string();
-        assert!(e.contains("x.idx") && e.contains("magic number 2049"), "{e}");
+        assert!(
+            e.contains("x.idx") && e.contains("magic number 2049"),
+            "{e}"
+        );
 
         let mut wrong_dims = good_images(1);
         wrong_dims[11] = 32;

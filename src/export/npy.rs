@@ -18,8 +18,7 @@ pub fn npy_bytes(data: &[f32], shape: &[usize]) -> Vec<u8> {
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // Magic (6) + version (2) + length (2) + header + '\n' is padded to a multiple of 64.
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
@@ -132,7 +131,9 @@ mod tests {
         f8[at + 2] = b'8';
         let e = parse_npy("x.npy", &f8).unwrap_err().to_string();
         assert!(e.contains("x.npy") && e.contains("'<f8'"), "{e}");
-        let e = parse_npy("x.npy", &b[..b.len() - 1]).unwrap_err().to_string();
+        let e = parse_npy("x.npy", &b[..b.len() - 1])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs 8 bytes"), "{e}");
         assert!(parse_npy("x.npy", b"hello").is_err());
     }

@@ -133,8 +133,7 @@ pub fn write_run(
     };
     for img in results.images {
         let grey: Vec<u8> = img.pixels.iter().map(|&v| to_u8(v)).collect();
-        let bytes =
-            png_bytes(SIDE as u32, SIDE as u32, &grey).map_err(|e| png_err(&img.png, e))?;
+        let bytes = png_bytes(SIDE as u32, SIDE as u32, &grey).map_err(|e| png_err(&img.png, e))?;
         put(&img.png, &bytes)?;
     }
     let all: Vec<f32> = results

@@ -70,7 +70,14 @@ pub fn render_sheet(rows: &[(u8, Vec<SheetTile>)]) -> GrayImage {
     let mut img = GrayImage::from_pixel(w.max(1), h.max(1), Luma([255]));
     for (r, (label, tiles)) in rows.iter().enumerate() {
         let top = GAP + r as u32 * (TILE + TITLE + GAP);
-        draw_text(&mut img, &label.to_string(), 8, top + TITLE + TILE / 2 - 7, 3, 0);
+        draw_text(
+            &mut img,
+            &label.to_string(),
+            8,
+            top + TITLE + TILE / 2 - 7,
+            3,
+            0,
+        );
         for (c, tile) in tiles.iter().enumerate() {
             let left = LEFT + GAP + c as u32 * (TILE + GAP);
             let title = format!("{:.5}", tile.p_label);
@@ -82,7 +89,11 @@ pub fn render_sheet(rows: &[(u8, Vec<SheetTile>)]) -> GrayImage {
                     let g = to_u8(v);
                     for dy in 0..ZOOM {
                         for dx in 0..ZOOM {
-                            img.put_pixel(left + x * ZOOM + dx, top + TITLE + y * ZOOM + dy, Luma([g]));
+                            img.put_pixel(
+                                left + x * ZOOM + dx,
+                                top + TITLE + y * ZOOM + dy,
+                                Luma([g]),
+                            );
                         }
                     }
                 }
@@ -109,8 +120,23 @@ mod tests {
     fn sheet_has_one_row_per_label_and_draws_titles() {
         let white = vec![1.0f32; 784];
         let rows = vec![
-            (3u8, vec![SheetTile { pixels: &white, p_label: 0.99912 }]),
-            (7u8, vec![SheetTile { pixels: &white, p_label: 0.5 }; 2]),
+            (
+                3u8,
+                vec![SheetTile {
+                    pixels: &white,
+                    p_label: 0.99912,
+                }],
+            ),
+            (
+                7u8,
+                vec![
+                    SheetTile {
+                        pixels: &white,
+                        p_label: 0.5
+                    };
+                    2
+                ],
+            ),
         ];
         let img = render_sheet(&rows);
         assert_eq!(img.width(), LEFT + 2 * (TILE + GAP) + GAP);

@@ -92,9 +92,7 @@ impl Cnn {
         let conv0 = conv_relu_pool(&inputs, &self.conv0_w, &self.conv0_b)?;
         let conv1 = conv_relu_pool(&conv0, &self.conv1_w, &self.conv1_b)?;
         let flat = conv1.flatten_from(1)?;
-        let fc = flat
-            .matmul(&self.fc_w.t()?)?
-            .broadcast_add(&self.fc_b)?;
+        let fc = flat.matmul(&self.fc_w.t()?)?.broadcast_add(&self.fc_b)?;
         let logits = fc
             .relu()?
             .matmul(&self.softmax_w.t()?)?

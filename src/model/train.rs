@@ -9,9 +9,9 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde::{Deserialize, Serialize};
 
+use super::Cnn;
 use super::eval::evaluate;
 use super::weights::init_cnn;
-use super::Cnn;
 use crate::data::{Dataset, PIXELS};
 
 /// How to train. Defaults are the recipe of the shipped model.
@@ -77,7 +77,10 @@ impl TrainConfig {
             return bad("lr", &format!("must be a positive number, got {}", self.lr));
         }
         if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
-            return bad("lr-decay", &format!("must be in (0, 1], got {}", self.lr_decay));
+            return bad(
+                "lr-decay",
+                &format!("must be in (0, 1], got {}", self.lr_decay),
+            );
         }
         if self.limit == Some(0) {
             return bad("limit", "must be at least 1");

@@ -158,7 +158,10 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
         tensors.push(t);
     }
     let mut it = tensors.into_iter();
-    let mut next = || it.next().ok_or_else(|| invalid("internal: tensor count".into()));
+    let mut next = || {
+        it.next()
+            .ok_or_else(|| invalid("internal: tensor count".into()))
+    };
     let cnn = Cnn {
         conv0_w: next()?,
         conv0_b: next()?,
