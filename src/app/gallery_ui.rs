@@ -106,7 +106,7 @@ impl Gallery {
             ui.selectable_value(&mut self.filter, Filter::Misclassified, wrong);
             ui.separator();
             if ui
-                .add_enabled(self.page > 0, egui::Button::new("◀ Previous"))
+                .add_enabled(self.page > 0, egui::Button::new("< Previous"))
                 .clicked()
             {
                 self.page -= 1;
@@ -125,7 +125,7 @@ impl Gallery {
                 ));
             }
             if ui
-                .add_enabled(self.page + 1 < pages, egui::Button::new("Next ▶"))
+                .add_enabled(self.page + 1 < pages, egui::Button::new("Next >"))
                 .clicked()
             {
                 self.page += 1;
@@ -143,12 +143,17 @@ impl Gallery {
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
             .show(ui, |ui| {
-                ui.horizontal_wrapped(|ui| {
-                    ui.spacing_mut().item_spacing = vec2(6.0, 6.0);
-                    for i in shown {
-                        self.tile_ui(ui, i);
-                    }
-                });
+                ui.spacing_mut().item_spacing = vec2(6.0, 6.0);
+                // Tile width: the image, the frame's margin and stroke, and the spacing.
+                let tile = SIDE as f32 * SCALE + 2.0 * 4.0 + 2.0 * 2.0 + 6.0;
+                let cols = ((ui.available_width() / tile).floor() as usize).max(1);
+                for row in shown.chunks(cols) {
+                    ui.horizontal(|ui| {
+                        for &i in row {
+                            self.tile_ui(ui, i);
+                        }
+                    });
+                }
             });
     }
 
