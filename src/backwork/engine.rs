@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::cost::{CostTerms, GroupActs, Nearest, group_cost};
 use super::frozen::{Forward, FrozenCnn, TapGrads};
 use super::refs::{LabelRefs, TAP_DIMS};
-use super::settings::{PixelConstraint, Settings, SettingsError};
+use super::settings::{PixelConstraint, Settings, SettingsError, StallMode};
 use crate::data::PIXELS;
 
 /// Adam's moment decay rates and epsilon (TensorFlow's AdamOptimizer defaults, as the original).
@@ -46,9 +46,22 @@ pub enum EndReason {
     Error(String),
 }
 
+/// Which rule replaced or moved an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReinitKind {
+    /// The original rule: T probes of non-increasing p(label) below the cap.
+    MonoDec,
+    /// The stall rule, `reinit` mode: fresh noise.
+    StallReinit,
+    /// The stall rule, `perturb` mode: noise added to the image.
+    StallPerturb,
+}
+
 /// One re-initialised image.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Reinit {
+    pub kind: ReinitKind,
     pub step: usize,
     /// Row of the image in the run (group-major: label group, then index within it).
     pub image: usize,
@@ -90,6 +103,22 @@ pub struct ImageState {
     pub probs: Vec<f32>,
     /// Adam steps taken since its last (re)initialisation (for bias correction).
     adam_t: u32,
+    /// Probes since the last (re)initialisation or perturbation.
+    probes: usize,
+    /// Best p(label) since then, and the probe at which it last rose by more than the
+    /// stall tolerance.
+    best_p: f32,
+    best_probe: usize,
+}
+
+impl ImageState {
+    fn restart(&mut self) {
+        self.window.clear();
+        self.adam_t = 0;
+        self.probes = 0;
+        self.best_p = f32::NEG_INFINITY;
+        self.best_probe = 0;
+    }
 }
 
 /// One label group.
@@ -169,7 +198,13 @@ impl Engine {
             m1: vec![0.0; x.len()],
             m2: vec![0.0; x.len()],
             x,
-            images: vec![ImageState::default(); total],
+            images: (0..total)
+                .map(|_| {
+                    let mut i = ImageState::default();
+                    i.restart();
+                    i
+                })
+                .collect(),
             step: 0,
             fwd: Forward::default(),
             ended: None,
@@ -226,8 +261,7 @@ impl Engine {
         self.m1.fill(0.0);
         self.m2.fill(0.0);
         for img in &mut self.images {
-            img.window.clear();
-            img.adam_t = 0;
+            img.restart();
         }
         Ok(())
     }
@@ -354,13 +388,14 @@ impl Engine {
                 }
                 for i in 0..n {
                     let row = g * n + i;
-                    if self.reinit_due(row, label) {
+                    if let Some(kind) = self.reinit_due(row, label) {
                         reinits.push(Reinit {
+                            kind,
                             step,
                             image: row,
                             p_label: self.images[row].probs[label],
                         });
-                        reinit_rows.push(row);
+                        reinit_rows.push((row, kind));
                     }
                 }
             }
@@ -374,18 +409,26 @@ impl Engine {
             for i in 0..n {
                 let row = g * n + i;
                 let span = row * PIXELS..(row + 1) * PIXELS;
-                if reinit_rows.contains(&row) {
+                if let Some(&(_, kind)) = reinit_rows.iter().find(|(r, _)| *r == row) {
                     let rng = &mut self.groups[g].rng;
+                    let amp = self.settings.stall_noise;
+                    let clip = self.settings.pixels == PixelConstraint::Clip;
                     for v in &mut self.x[span.clone()] {
-                        *v = rng.random::<f32>();
+                        *v = if kind == ReinitKind::StallPerturb {
+                            let moved = *v + rng.random_range(-amp..=amp);
+                            if clip { moved.clamp(0.0, 1.0) } else { moved }
+                        } else {
+                            rng.random::<f32>()
+                        };
                     }
                     self.m1[span.clone()].fill(0.0);
                     self.m2[span].fill(0.0);
                     let img = &mut self.images[row];
-                    img.window.clear();
+                    img.restart();
                     img.reinits += 1;
-                    img.init_step = step;
-                    img.adam_t = 0;
+                    if kind != ReinitKind::StallPerturb {
+                        img.init_step = step;
+                    }
                     continue;
                 }
                 let img = &mut self.images[row];
@@ -433,23 +476,39 @@ impl Engine {
         })
     }
 
-    /// Records the probe and applies ALGORITHM.md §4's rule: T probes since the last
-    /// (re)initialisation, monotonically non-increasing, and the latest below the cap.
-    fn reinit_due(&mut self, row: usize, label: usize) -> bool {
-        let t = self.settings.reinit_window;
-        let cap = self.settings.reinit_cap;
+    /// Records the probe and applies ALGORITHM.md §4's rule (T probes since the last
+    /// (re)initialisation, monotonically non-increasing, the latest below the cap), then the
+    /// optional stall rule.
+    fn reinit_due(&mut self, row: usize, label: usize) -> Option<ReinitKind> {
+        let s = &self.settings;
         let img = &mut self.images[row];
-        img.window.push_back(img.probs[label]);
-        while img.window.len() > t {
+        let p = img.probs[label];
+        img.window.push_back(p);
+        while img.window.len() > s.reinit_window {
             img.window.pop_front();
         }
-        img.window.len() == t
+        img.probes += 1;
+        if img.best_p == f32::NEG_INFINITY || p > img.best_p + s.stall_tol {
+            img.best_p = img.best_p.max(p);
+            img.best_probe = img.probes;
+        }
+        let is_mono_dec = img.window.len() == s.reinit_window
             && img
                 .window
                 .iter()
                 .zip(img.window.iter().skip(1))
                 .all(|(a, b)| b - a <= 0.0)
-            && img.window.back().is_some_and(|&p| p < cap)
+            && p < s.reinit_cap;
+        if is_mono_dec {
+            return Some(ReinitKind::MonoDec);
+        }
+        let is_stalled = img.probes - img.best_probe >= s.stall_window && p <= s.threshold;
+        match s.stall {
+            _ if !is_stalled => None,
+            StallMode::Off => None,
+            StallMode::Reinit => Some(ReinitKind::StallReinit),
+            StallMode::Perturb => Some(ReinitKind::StallPerturb),
+        }
     }
 
     fn fail(&mut self, step: usize, what: String) -> EngineError {

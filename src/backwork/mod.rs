@@ -8,4 +8,4 @@ pub mod linalg;
 pub mod refs;
 pub mod settings;
 
-pub use settings::{FcDistance, PixelConstraint, Settings};
+pub use settings::{FcDistance, PixelConstraint, Settings, StallMode};

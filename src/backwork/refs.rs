@@ -1,6 +1,7 @@
 //! The reference sets (ALGORITHM.md §2): the four taps of every training image of a label,
 //! computed once per (model, label) and reused by every step.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::frozen::{Forward, FrozenCnn};
@@ -98,23 +99,160 @@ impl LabelRefs {
     }
 }
 
-/// Reference sets for the ten labels of one model, built on demand.
+/// Magic bytes of a reference-set file (format version 1).
+const FILE_MAGIC: &[u8; 8] = b"BWREFS1\0";
+
+impl LabelRefs {
+    /// The file form: magic, label (u8), R (u32 LE), the R training indices (u32 LE), then
+    /// the four tap matrices (f32 LE) in tap order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let floats: usize = self.taps.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(13 + 4 * (self.len() + floats));
+        out.extend_from_slice(FILE_MAGIC);
+        out.push(self.label);
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        for i in &self.indices {
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        for t in &self.taps {
+            for v in t {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Parses [`Self::to_bytes`]; `None` if the bytes are not a complete file for `label`.
+    pub fn from_bytes(label: u8, bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < 13 || &bytes[..8] != FILE_MAGIC || bytes[8] != label {
+            return None;
+        }
+        let r = u32::from_le_bytes(bytes[9..13].try_into().ok()?) as usize;
+        let floats: usize = TAP_DIMS.iter().map(|d| d * r).sum();
+        if bytes.len() != 13 + 4 * (r + floats) {
+            return None;
+        }
+        let words = |b: &[u8]| -> Vec<[u8; 4]> {
+            b.chunks_exact(4)
+                .map(|c| [c[0], c[1], c[2], c[3]])
+                .collect()
+        };
+        let mut at = 13;
+        let indices: Vec<u32> = words(&bytes[at..at + 4 * r])
+            .into_iter()
+            .map(u32::from_le_bytes)
+            .collect();
+        at += 4 * r;
+        let mut taps: [Vec<f32>; 4] = Default::default();
+        for (k, t) in taps.iter_mut().enumerate() {
+            let len = 4 * r * TAP_DIMS[k];
+            *t = words(&bytes[at..at + len])
+                .into_iter()
+                .map(f32::from_le_bytes)
+                .collect();
+            at += len;
+        }
+        if taps.iter().flatten().any(|v| !v.is_finite()) {
+            return None;
+        }
+        Some(Self::from_taps(label, indices, taps))
+    }
+}
+
+/// Where a reference set came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefSource {
+    Memory,
+    Disk,
+    Built,
+}
+
+/// Reference sets for the ten labels of one (model, dataset), built on demand and, with a
+/// folder, kept on disk so a later run of the same model starts warm.
 #[derive(Default)]
 pub struct RefCache {
     labels: [Option<Arc<LabelRefs>>; 10],
+    /// Folder and file-name stem (model and dataset fingerprints) of the disk cache.
+    disk: Option<(PathBuf, String)>,
+}
+
+/// The default disk-cache folder: `$BACKWORK_CACHE_DIR`, else `$XDG_CACHE_HOME/backwork`,
+/// else `~/.cache/backwork`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("BACKWORK_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    Some(base.join("backwork"))
+}
+
+/// A fingerprint of a dataset's content (SHA-256 of its pixels and labels, shortened).
+pub fn dataset_fingerprint(data: &Dataset) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(&data.pixels);
+    h.update(&data.labels);
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl RefCache {
-    /// The reference set of `label`, building it first if needed.
+    /// A cache that also reads and writes `dir` for the model with SHA-256 `model_sha` on
+    /// `train`.
+    pub fn with_disk(dir: PathBuf, model_sha: &str, train: &Dataset) -> Self {
+        let stem = format!(
+            "refs-{}-{}",
+            &model_sha[..16.min(model_sha.len())],
+            dataset_fingerprint(train)
+        );
+        Self {
+            labels: Default::default(),
+            disk: Some((dir, stem)),
+        }
+    }
+
+    fn file(&self, label: u8) -> Option<PathBuf> {
+        self.disk
+            .as_ref()
+            .map(|(dir, stem)| dir.join(format!("{stem}-label{label}.bin")))
+    }
+
+    /// The reference set of `label`: from memory, else from disk, else built (and saved).
+    /// A failure to save is not an error: the next run builds it again.
     pub fn get_or_build(
         &mut self,
         net: &FrozenCnn,
         train: &Dataset,
         label: u8,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Arc<LabelRefs> {
-        self.labels[label as usize]
-            .get_or_insert_with(|| Arc::new(LabelRefs::build(net, train, label, progress)))
-            .clone()
+    ) -> (Arc<LabelRefs>, RefSource) {
+        if let Some(r) = &self.labels[label as usize] {
+            return (r.clone(), RefSource::Memory);
+        }
+        let file = self.file(label);
+        let from_disk = file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| LabelRefs::from_bytes(label, &b));
+        let (refs, source) = match from_disk {
+            Some(r) => (r, RefSource::Disk),
+            None => {
+                let r = LabelRefs::build(net, train, label, progress);
+                if let Some(f) = &file {
+                    if let Some(dir) = f.parent() {
+                        let _ = std::fs::create_dir_all(dir);
+                    }
+                    let _ = crate::export::write_atomic(f, &r.to_bytes(), true);
+                }
+                (r, RefSource::Built)
+            }
+        };
+        let refs = Arc::new(refs);
+        self.labels[label as usize] = Some(refs.clone());
+        (refs, source)
     }
 }

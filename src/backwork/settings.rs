@@ -27,6 +27,21 @@ pub enum FcDistance {
     PerExample,
 }
 
+/// The optional stall rule (not in the original; see the engine issue): what to do with an
+/// image whose best p(label) has not improved by more than `stall_tol` over `stall_window`
+/// probes while it is still below the threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StallMode {
+    /// No stall rule: the original method.
+    #[default]
+    Off,
+    /// Replace it with fresh noise, as the original's reinit rule does.
+    Reinit,
+    /// Add uniform noise of ±`stall_noise` to its pixels and restart Adam for it.
+    Perturb,
+}
+
 /// Index of each tap in per-tap arrays.
 pub const TAPS: [&str; 4] = ["inputs", "conv0", "conv1", "fc"];
 
@@ -68,6 +83,15 @@ pub struct Settings {
     pub seed: u64,
     /// Stop after this many steps (none: run until the threshold).
     pub max_steps: Option<usize>,
+    /// The stall rule; default off (the original has none).
+    pub stall: StallMode,
+    /// Probes without improvement that make an image stalled. Range 2..=100000; default 100.
+    pub stall_window: usize,
+    /// Smallest rise of the best p(label) that counts as improvement. Range [0, 1);
+    /// default 1e-4.
+    pub stall_tol: f32,
+    /// Amplitude of the `perturb` noise. Range (0, 1]; default 0.1.
+    pub stall_noise: f32,
 }
 
 impl Default for Settings {
@@ -87,6 +111,10 @@ impl Default for Settings {
             fc_distance: FcDistance::PerNeuron,
             seed: 0,
             max_steps: None,
+            stall: StallMode::Off,
+            stall_window: 100,
+            stall_tol: 1e-4,
+            stall_noise: 0.1,
         }
     }
 }
@@ -165,6 +193,24 @@ impl Settings {
             return err(
                 "reinit-cap",
                 format!("must be in [0, 1], got {}", self.reinit_cap),
+            );
+        }
+        if !(2..=100_000).contains(&self.stall_window) {
+            return err(
+                "stall-window",
+                format!("must be in 2..=100000, got {}", self.stall_window),
+            );
+        }
+        if !(self.stall_tol >= 0.0 && self.stall_tol < 1.0) {
+            return err(
+                "stall-tol",
+                format!("must be in [0, 1), got {}", self.stall_tol),
+            );
+        }
+        if !(self.stall_noise > 0.0 && self.stall_noise <= 1.0) {
+            return err(
+                "stall-noise",
+                format!("must be in (0, 1], got {}", self.stall_noise),
             );
         }
         if self.max_steps == Some(0) {

@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::backwork::cost::{GroupActs, group_cost};
 use crate::backwork::engine::{EndReason, Engine};
 use crate::backwork::frozen::{Forward, FrozenCnn};
-use crate::backwork::refs::{LabelRefs, RefCache};
-use crate::backwork::{FcDistance, PixelConstraint, Settings};
+use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
+use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
 use crate::data::{Dataset, PIXELS, SIDE, Split};
 use crate::export::npy::{npy_bytes, read_npy};
 use crate::export::run::{ExportImage, ModelRef, RunResults, png_name, prepare_dir, write_run};
@@ -68,6 +68,18 @@ pub struct SettingsArgs {
     /// Stop after this many steps.
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Stall rule (not in the original): off, reinit or perturb [default: off].
+    #[arg(long, value_name = "MODE")]
+    pub stall: Option<String>,
+    /// Probes without improvement that make an image stalled [default: 100].
+    #[arg(long)]
+    pub stall_window: Option<usize>,
+    /// Smallest rise of the best p(label) that counts as improvement [default: 1e-4].
+    #[arg(long, allow_hyphen_values = true)]
+    pub stall_tol: Option<f32>,
+    /// Amplitude of the perturb noise [default: 0.1].
+    #[arg(long, allow_hyphen_values = true)]
+    pub stall_noise: Option<f32>,
 }
 
 impl SettingsArgs {
@@ -89,6 +101,17 @@ impl SettingsArgs {
         take!(threshold);
         take!(save_freq);
         take!(seed);
+        take!(stall_window);
+        take!(stall_tol);
+        take!(stall_noise);
+        if let Some(m) = &self.stall {
+            s.stall = match m.as_str() {
+                "off" => StallMode::Off,
+                "reinit" => StallMode::Reinit,
+                "perturb" => StallMode::Perturb,
+                _ => bail!("--stall: {m:?} is not off, reinit or perturb"),
+            };
+        }
         if let Some(b) = self.batch {
             if b < 1 {
                 bail!("--batch: must be at least 1, got {b}");
@@ -185,13 +208,19 @@ pub struct CostArgs {
 /// The CLI's default step budget for `run` (the engine issue's 1,500).
 pub const RUN_MAX_STEPS: usize = 1500;
 
-fn build_refs(net: &FrozenCnn, train: &Dataset, labels: &[u8], quiet: bool) -> Vec<Arc<LabelRefs>> {
-    let mut cache = RefCache::default();
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(labels.len() as u64)
+/// The reference sets of `labels`, from the disk cache where it has them (see
+/// [`default_cache_dir`]), with a progress bar.
+fn build_refs(
+    net: &FrozenCnn,
+    train: &Dataset,
+    model_sha: &str,
+    labels: &[u8],
+) -> Vec<Arc<LabelRefs>> {
+    let mut cache = match default_cache_dir() {
+        Some(dir) => RefCache::with_disk(dir, model_sha, train),
+        None => RefCache::default(),
     };
+    let bar = ProgressBar::new(labels.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("reference sets {bar:20} {pos}/{len} labels {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -200,7 +229,7 @@ fn build_refs(net: &FrozenCnn, train: &Dataset, labels: &[u8], quiet: bool) -> V
         .iter()
         .map(|&l| {
             bar.set_message(format!("(label {l})"));
-            let r = cache.get_or_build(net, train, l, &mut |_, _| {});
+            let (r, _) = cache.get_or_build(net, train, l, &mut |_, _| {});
             bar.inc(1);
             r
         })
@@ -215,7 +244,7 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
-    let refs = build_refs(&net, &train, &settings.labels, false);
+    let refs = build_refs(&net, &train, &info.sha256, &settings.labels);
     let mut engine = Engine::new(net, &refs, settings.clone())?;
 
     let cancel = Arc::new(AtomicBool::new(false));
@@ -442,9 +471,14 @@ pub fn bench_backwork(
     let (cnn, _) = load_or_shipped(model)?;
     let net = FrozenCnn::new(&cnn)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    // Built from scratch, never read from the disk cache: this times the computation.
     let t = Instant::now();
     let all: Vec<u8> = (0..10).collect();
-    let refs = build_refs(&net, &train, &all, true);
+    let mut cache = RefCache::default();
+    let refs: Vec<Arc<LabelRefs>> = all
+        .iter()
+        .map(|&l| cache.get_or_build(&net, &train, l, &mut |_, _| {}).0)
+        .collect();
     let cache_s = t.elapsed().as_secs_f64();
     let time_steps = |labels: Vec<u8>| -> Result<f64> {
         let settings = Settings {
