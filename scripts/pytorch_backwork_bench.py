@@ -38,8 +38,13 @@ def group_cost(a_taps, probs, refs, label, c=(1e-5, 1e-4, 1e-3, 1e-2, 10.0), pre
     for k, a in enumerate(a_taps):
         b, bn = refs[k]
         n, d = a.shape
-        if k == 3:  # fc, per neuron: nearest training value of each neuron
-            ref = torch.stack([(b - a[i]).pow(2).min(0).values for i in range(n)]).mean()
+        if k == 3:  # fc, per neuron: nearest training value, by binary search in sorted columns
+            cols = refs[4]  # 1024 x R, each row sorted
+            q = a.T.contiguous()  # 1024 x N
+            i = torch.searchsorted(cols, q.detach()).clamp(1, cols.shape[1] - 1)
+            lo, hi = cols.gather(1, i - 1), cols.gather(1, i)
+            near = torch.where((q.detach() - lo).abs() <= (hi - q.detach()).abs(), lo, hi)
+            ref = ((q - near) ** 2).mean()
         else:  # nearest training image via |a|^2 + |b|^2 - 2ab
             d2 = (a * a).sum(1, keepdim=True) + bn - 2 * a @ b.T
             best = d2.argmin(1)
@@ -64,7 +69,7 @@ def main():
             xs = xtr[ytr == l]
             parts = [taps(w, xs[s:s + 500])[0] for s in range(0, len(xs), 500)]
             bs = [torch.cat([p[k] for p in parts]) for k in range(4)]
-            refs[l] = [(b, (b * b).sum(1)) for b in bs]
+            refs[l] = [(b, (b * b).sum(1)) for b in bs] + [bs[3].T.sort(1).values.contiguous()]
     cache_s = time.time() - t
 
     def time_steps(labels):

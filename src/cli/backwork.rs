@@ -17,6 +17,7 @@ use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
 use crate::data::{Dataset, PIXELS, SIDE, Split};
 use crate::export::npy::{npy_bytes, read_npy};
 use crate::export::run::{ExportImage, ModelRef, RunResults, png_name, prepare_dir, write_run};
+use crate::export::sheet::to_u8;
 use crate::export::write_atomic;
 use crate::model::weights::load_or_shipped;
 
@@ -295,7 +296,8 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
 
-    let images = export_images(&engine);
+    let mut images = export_images(&engine);
+    set_png_probabilities(&cnn, &mut images)?;
     let results = RunResults {
         backwork_version: env!("CARGO_PKG_VERSION"),
         settings: &settings,
@@ -332,6 +334,22 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     Ok(())
 }
 
+/// Classifies each image as its PNG stores it and records p(label).
+pub fn set_png_probabilities(cnn: &crate::model::Cnn, images: &mut [ExportImage]) -> Result<()> {
+    let quantised: Vec<f32> = images
+        .iter()
+        .flat_map(|i| i.pixels.iter().map(|&v| to_u8(v) as f32 / 255.0))
+        .collect();
+    if quantised.is_empty() {
+        return Ok(());
+    }
+    let probs = cnn.predict(&quantised)?;
+    for (img, p) in images.iter_mut().zip(probs) {
+        img.p_label_png = p.get(img.label as usize).copied();
+    }
+    Ok(())
+}
+
 fn end_text(end: &EndReason) -> String {
     match end {
         EndReason::Threshold => "threshold reached".into(),
@@ -357,6 +375,7 @@ pub fn export_images(engine: &Engine) -> Vec<ExportImage> {
                 index: i,
                 probabilities: st.probs.clone(),
                 p_label,
+                p_label_png: None,
                 reached_threshold: p_label > engine.settings.threshold,
                 steps,
                 steps_since_init: steps.saturating_sub(st.init_step),

@@ -21,6 +21,9 @@ pub struct ExportImage {
     pub index: usize,
     pub probabilities: Vec<f32>,
     pub p_label: f32,
+    /// p(label) of the image as its 8-bit PNG stores it (clamped to [0, 1], rounded to 1/255),
+    /// classified again by the same model.
+    pub p_label_png: Option<f32>,
     pub reached_threshold: bool,
     /// Steps the run took until this image's group stopped (or the run ended).
     pub steps: usize,

@@ -1,0 +1,204 @@
+//! `backwork run` and `backwork cost` as a user runs them: the files they write, the terms they
+//! print, the same seed giving the same images, and one-line errors for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use backwork::export::npy::{npy_bytes, read_npy};
+
+fn backwork(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backwork"))
+        .args(args)
+        .env("BACKWORK_CACHE_DIR", cache)
+        .output()
+        .unwrap()
+}
+
+fn fails_with(args: &[&str], cache: &Path, needles: &[&str]) {
+    let out = backwork(args, cache);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line for {args:?}: {err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
+    }
+}
+
+#[test]
+fn run_writes_every_file_and_repeats_with_its_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let args = [
+        "run",
+        "--labels",
+        "3,7",
+        "--batch",
+        "2",
+        "--max-steps",
+        "4",
+        "--seed",
+        "9",
+        "--out",
+        o,
+    ];
+    let r = backwork(&args, &cache);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        stdout.contains("max steps reached") && stdout.contains("not reached"),
+        "{stdout}"
+    );
+
+    let (shape, x) = read_npy(&out.join("images.npy")).unwrap();
+    assert_eq!(shape, vec![4, 28, 28]);
+    assert!(
+        x.iter().all(|v| (0.0..=1.0).contains(v)),
+        "clip keeps pixels in [0, 1]"
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let images = results["images"].as_array().unwrap();
+    assert_eq!(images.len(), 4);
+    assert_eq!(results["seed"], 9);
+    assert_eq!(results["steps"], 4);
+    for (row, img) in images.iter().enumerate() {
+        let label = [3, 3, 7, 7][row];
+        assert_eq!(img["label"], label);
+        let p = img["probabilities"].as_array().unwrap();
+        assert_eq!(p.len(), 10);
+        let sum: f64 = p.iter().map(|v| v.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4);
+        assert!(img["nearest_index"].as_u64().is_some());
+        // The PNG holds the npy row, clamped and rounded to 8 bits.
+        let png = image::open(out.join(img["png"].as_str().unwrap()))
+            .unwrap()
+            .to_luma8();
+        assert_eq!(png.dimensions(), (28, 28));
+        for (j, px) in png.as_raw().iter().enumerate() {
+            let want = (x[row * 784 + j] * 255.0).round() as u8;
+            assert_eq!(*px, want);
+        }
+    }
+    let sheet = image::open(out.join("sheet.png")).unwrap();
+    assert!(sheet.height() > 2 * 84, "two rows of 84-pixel tiles");
+
+    // A non-empty folder is refused, nothing in it changes; --force replaces.
+    let before = std::fs::read(out.join("images.npy")).unwrap();
+    fails_with(&args, &cache, &[o, "not empty"]);
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert!(backwork(&forced, &cache).status.success());
+    assert_eq!(
+        before,
+        std::fs::read(out.join("images.npy")).unwrap(),
+        "same seed, same images"
+    );
+    // The reference sets were cached on disk for the next run.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+}
+
+#[test]
+fn cost_prints_every_term_and_writes_the_gradient() {
+    let tmp = tempfile::tempdir().unwrap();
+    let x: Vec<f32> = (0..3 * 784)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    for shape in [vec![3, 28, 28], vec![3, 784]] {
+        let xin = tmp.path().join(format!("x{}.npy", shape.len()));
+        std::fs::write(&xin, npy_bytes(&x, &shape)).unwrap();
+        let g = tmp.path().join(format!("g{}.npy", shape.len()));
+        let r = backwork(
+            &[
+                "cost",
+                "--inputs",
+                xin.to_str().unwrap(),
+                "--label",
+                "4",
+                "--json",
+                "--grad-out",
+                g.to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        let mut sum = 0.0;
+        for tap in ["inputs", "conv0", "conv1", "fc"] {
+            for term in ["prev", "sim", "ref_dist", "sim_dist"] {
+                let t = v[format!("{tap}.{term}")].as_f64().unwrap();
+                assert!(t.is_finite() && t > 0.0, "{tap}.{term} = {t}");
+                if term == "prev" || term == "sim" {
+                    sum += t;
+                }
+            }
+        }
+        let soft = v["softmax"].as_f64().unwrap();
+        let total = v["total"].as_f64().unwrap();
+        assert!((sum + soft - total).abs() < 1e-9 * total.abs().max(1.0));
+        let (gshape, grad) = read_npy(&g).unwrap();
+        assert_eq!(gshape, shape);
+        assert!(grad.iter().any(|v| *v != 0.0) && grad.iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn bad_input_gets_one_line_and_a_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = tmp.path();
+    let nan = tmp.path().join("nan.npy");
+    let mut v = vec![0.5f32; 2 * 784];
+    v[100] = f32::NAN;
+    std::fs::write(&nan, npy_bytes(&v, &[2, 28, 28])).unwrap();
+    let n = nan.to_str().unwrap();
+    fails_with(
+        &["cost", "--inputs", n, "--label", "3"],
+        c,
+        &[n, "not finite"],
+    );
+    let wrong = tmp.path().join("wrong.npy");
+    std::fs::write(&wrong, npy_bytes(&[0.5; 2 * 700], &[2, 700])).unwrap();
+    let w = wrong.to_str().unwrap();
+    fails_with(&["cost", "--inputs", w, "--label", "3"], c, &[w, "shape"]);
+    fails_with(
+        &["cost", "--inputs", w, "--label", "10"],
+        c,
+        &["--label", "10"],
+    );
+    let out = tmp.path().join("o");
+    let o = out.to_str().unwrap();
+    fails_with(&["run", "--batch", "0", "--out", o], c, &["--batch"]);
+    fails_with(&["run", "--lr", "-0.1", "--out", o], c, &["--lr"]);
+    fails_with(
+        &["run", "--threshold", "1.5", "--out", o],
+        c,
+        &["--threshold"],
+    );
+    fails_with(
+        &["run", "--labels", "3,12", "--out", o],
+        c,
+        &["--labels", "12"],
+    );
+    fails_with(
+        &["run", "--layer-weights", "1,2,3", "--out", o],
+        c,
+        &["--layer-weights"],
+    );
+    fails_with(&["run", "--pixels", "wrap", "--out", o], c, &["--pixels"]);
+    fails_with(
+        &["run", "--out", "/proc/backwork-out"],
+        c,
+        &["/proc/backwork-out"],
+    );
+    fails_with(
+        &["run", "--out", "/no/such/parent/dir"],
+        c,
+        &["/no/such/parent/dir"],
+    );
+    assert!(!out.exists(), "a refused run creates nothing");
+}
