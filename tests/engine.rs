@@ -553,3 +553,42 @@ fn guards_keep_everything_finite() {
         Some(EndReason::Threshold | EndReason::MaxSteps)
     ));
 }
+
+#[test]
+fn pruned_nearest_search_equals_the_full_search_step_after_step() {
+    // The engine skips references by triangle-inequality bounds between steps; every step's
+    // terms must equal a fresh full search on the same images.
+    let net = FrozenCnn::new(&model()).unwrap();
+    let train = Dataset::mnist(Split::Train).unwrap();
+    let refs = vec![Arc::new(LabelRefs::build(&net, &subset(&train, 3, 400), 3, &mut |_, _| {}))];
+    let s = Settings {
+        labels: vec![3],
+        batch: 4,
+        max_steps: Some(25),
+        reinit_window: 3,
+        fc_distance: FcDistance::PerExample,
+        ..Settings::default()
+    };
+    let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
+    let mut f = Forward::default();
+    while e.end_reason().is_none() {
+        let x = e.images().to_vec();
+        let ev = e.step().unwrap();
+        net.forward(&x, &mut f);
+        let acts = GroupActs {
+            n: 4,
+            taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
+            probs: &f.probs,
+            classes: 10,
+        };
+        let full = group_cost(&acts, &refs[0], &s);
+        for ((name, a), (_, b)) in ev.group_terms[0].named().iter().zip(full.terms.named()) {
+            assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-12), "step {}: {name} {a} vs {b}", ev.step);
+        }
+        for i in 0..4 {
+            for k in 0..4 {
+                assert_eq!(e.images[i].nearest[k].map(|n| n.index), full.nearest[k].get(i).map(|n| n.index), "step {} image {i} tap {k}", ev.step);
+            }
+        }
+    }
+}

@@ -106,6 +106,139 @@ pub struct GroupActs<'a> {
     pub classes: usize,
 }
 
+/// Exact Euclidean distance between two rows, accumulated in f64.
+fn exact_dist(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let t = (x - y) as f64;
+            t * t
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// What the nearest-row search remembers of one generated image between steps, so that it
+/// can skip references that cannot have become the nearest (see [`nearest_rows_pruned`]).
+#[derive(Clone, Default)]
+pub struct ImageSearch {
+    /// The image's activation at the last search.
+    prev: Vec<f32>,
+    /// How far (Euclidean) the activation has moved in total since the bounds were set.
+    moved: f64,
+    /// Per reference r: a lower bound of its distance at the time it was set, plus `moved`
+    /// at that time. `base[r] − moved` is a lower bound of its distance now (triangle
+    /// inequality). Empty when nothing is known (a new or re-initialised image).
+    base: Vec<f32>,
+    best: usize,
+}
+
+/// The search state of one label group: per tap, per image.
+#[derive(Clone, Default)]
+pub struct GroupSearch {
+    taps: [Vec<ImageSearch>; 4],
+    /// References whose exact distance was computed by the last call (for the benchmark).
+    pub rows_read: usize,
+}
+
+impl GroupSearch {
+    /// Forgets what is known about image `i` (it was replaced by fresh noise).
+    pub fn forget(&mut self, i: usize) {
+        for t in &mut self.taps {
+            if let Some(s) = t.get_mut(i) {
+                *s = ImageSearch::default();
+            }
+        }
+    }
+}
+
+/// The nearest reference of each image, exactly, reading only the references that can be it.
+///
+/// A reference's distance changes by at most the image's movement in the tap's space between
+/// two steps, so any reference whose lower bound already exceeds the distance to the current
+/// best cannot be the new minimum and is skipped; the others get their exact distance (which
+/// also tightens their bound). An image with no bounds yet gets them from one matrix product
+/// (‖a‖² + ‖b‖² − 2a·b, loosened by a margin that covers f32 rounding), and then the same
+/// exact check. Returns (best row, mean squared difference per coordinate).
+fn nearest_rows_pruned(
+    a: &[f32],
+    n: usize,
+    d: usize,
+    refs: &[f32],
+    sq: &[f32],
+    states: &mut Vec<ImageSearch>,
+    rows_read: &mut usize,
+) -> Vec<(usize, f64)> {
+    let r = sq.len();
+    states.resize_with(n, ImageSearch::default);
+    let fresh: Vec<usize> = (0..n).filter(|&i| states[i].base.len() != r).collect();
+    if !fresh.is_empty() {
+        let rows: Vec<f32> = fresh
+            .iter()
+            .flat_map(|&i| a[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let mut dots = vec![0.0f32; fresh.len() * r];
+        matmul(
+            Mat::rows(&rows, fresh.len(), d),
+            Mat::rows(refs, r, d).t(),
+            &mut dots,
+            false,
+        );
+        *rows_read += r * fresh.len();
+        for (f, &i) in fresh.iter().enumerate() {
+            let row = &a[i * d..(i + 1) * d];
+            let an: f32 = row.iter().map(|v| v * v).sum();
+            let st = &mut states[i];
+            st.base = dots[f * r..(f + 1) * r]
+                .iter()
+                .zip(sq)
+                .map(|(dot, bn)| {
+                    // f32 rounding of the expansion is far below 1e-3 of ‖a‖² + ‖b‖².
+                    let d2 = an + bn - 2.0 * dot - 1e-3 * (an + bn);
+                    d2.max(0.0).sqrt()
+                })
+                .collect();
+            st.best = st
+                .base
+                .iter()
+                .enumerate()
+                .fold((0, f32::INFINITY), |acc, (j, v)| if *v < acc.1 { (j, *v) } else { acc })
+                .0;
+            st.moved = 0.0;
+            st.prev = row.to_vec();
+        }
+    }
+    (0..n)
+        .map(|i| {
+            let row = &a[i * d..(i + 1) * d];
+            let st = &mut states[i];
+            st.moved += exact_dist(row, &st.prev);
+            st.prev.copy_from_slice(row);
+            let mut best = st.best;
+            let mut ub = exact_dist(row, &refs[best * d..(best + 1) * d]);
+            st.base[best] = (ub + st.moved) as f32;
+            *rows_read += 1;
+            for j in 0..r {
+                if j == best || (st.base[j] as f64 - st.moved) >= ub {
+                    continue;
+                }
+                let dj = exact_dist(row, &refs[j * d..(j + 1) * d]);
+                *rows_read += 1;
+                // Stored rounded down, so the f32 bound stays a lower bound.
+                st.base[j] = ((dj + st.moved) as f32).min(f32::from_bits(
+                    ((dj + st.moved) as f32).to_bits().saturating_sub(1),
+                ));
+                if dj < ub || (dj == ub && j < best) {
+                    ub = dj;
+                    best = j;
+                }
+            }
+            st.best = best;
+            (best, ub * ub / d as f64)
+        })
+        .collect()
+}
+
 /// For each row of `a` (N×D), the nearest row of the reference matrix, by one product.
 fn nearest_rows(a: &[f32], n: usize, d: usize, refs: &[f32], sq: &[f32]) -> Vec<(usize, f64)> {
     let r = sq.len();
@@ -163,6 +296,17 @@ pub fn nearest_value(col: &[f32], v: f32) -> f32 {
 
 /// The cost of one group against its label's reference set.
 pub fn group_cost(acts: &GroupActs, refs: &LabelRefs, s: &Settings) -> GroupCost {
+    group_cost_with(acts, refs, s, None)
+}
+
+/// [`group_cost`], remembering bounds between calls in `search` so that the nearest-image
+/// searches read only the references that can have become the nearest.
+pub fn group_cost_with(
+    acts: &GroupActs,
+    refs: &LabelRefs,
+    s: &Settings,
+    mut search: Option<&mut GroupSearch>,
+) -> GroupCost {
     let n = acts.n;
     let label = refs.label as usize;
     let mut terms = CostTerms::default();
@@ -191,7 +335,18 @@ pub fn group_cost(acts: &GroupActs, refs: &LabelRefs, s: &Settings) -> GroupCost
             }
             ref_dist = sum * scale;
         } else {
-            let best = nearest_rows(a, n, d, &refs.taps[k], &refs.sq_norms[k]);
+            let best = match search.as_deref_mut() {
+                Some(gs) => nearest_rows_pruned(
+                    a,
+                    n,
+                    d,
+                    &refs.taps[k],
+                    &refs.sq_norms[k],
+                    &mut gs.taps[k],
+                    &mut gs.rows_read,
+                ),
+                None => nearest_rows(a, n, d, &refs.taps[k], &refs.sq_norms[k]),
+            };
             let scale = 2.0 / (n * d) as f64;
             for (i, &(r, _)) in best.iter().enumerate() {
                 let b = &refs.taps[k][r * d..(r + 1) * d];

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use super::cost::{CostTerms, GroupActs, Nearest, group_cost};
+use super::cost::{CostTerms, GroupActs, GroupSearch, Nearest, group_cost_with};
 use super::frozen::{Forward, FrozenCnn, TapGrads};
 use super::refs::{LabelRefs, TAP_DIMS};
 use super::settings::{PixelConstraint, Settings, SettingsError, StallMode};
@@ -131,6 +131,8 @@ pub struct Group {
     /// Draws this group's noise: seeded by (seed, label), so a group's images do not depend
     /// on which other labels share the run.
     rng: StdRng,
+    /// Bounds that let the nearest-image searches skip references between steps.
+    search: GroupSearch,
 }
 
 /// The random stream of label `label` under `seed`.
@@ -178,6 +180,7 @@ impl Engine {
                     done_at: None,
                     terms: CostTerms::default(),
                     rng: group_rng(settings.seed, l),
+                    search: GroupSearch::default(),
                 })
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
@@ -263,6 +266,9 @@ impl Engine {
         for img in &mut self.images {
             img.restart();
         }
+        for g in &mut self.groups {
+            g.search = GroupSearch::default();
+        }
         Ok(())
     }
 
@@ -330,7 +336,8 @@ impl Engine {
                 probs: &fwd.probs[ai * n * kc..(ai + 1) * n * kc],
                 classes: kc,
             };
-            let gc = group_cost(&acts, &self.groups[g].refs, &self.settings);
+            let grp = &mut self.groups[g];
+            let gc = group_cost_with(&acts, &grp.refs, &self.settings, Some(&mut grp.search));
             let dst = [
                 &mut grads.inputs,
                 &mut grads.conv0,
@@ -423,6 +430,9 @@ impl Engine {
                     }
                     self.m1[span.clone()].fill(0.0);
                     self.m2[span].fill(0.0);
+                    if kind != ReinitKind::StallPerturb {
+                        self.groups[g].search.forget(i);
+                    }
                     let img = &mut self.images[row];
                     img.restart();
                     img.reinits += 1;
