@@ -560,7 +560,12 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
     // terms must equal a fresh full search on the same images.
     let net = FrozenCnn::new(&model()).unwrap();
     let train = Dataset::mnist(Split::Train).unwrap();
-    let refs = vec![Arc::new(LabelRefs::build(&net, &subset(&train, 3, 400), 3, &mut |_, _| {}))];
+    let refs = vec![Arc::new(LabelRefs::build(
+        &net,
+        &subset(&train, 3, 400),
+        3,
+        &mut |_, _| {},
+    ))];
     let s = Settings {
         labels: vec![3],
         batch: 4,
@@ -583,11 +588,20 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
         };
         let full = group_cost(&acts, &refs[0], &s);
         for ((name, a), (_, b)) in ev.group_terms[0].named().iter().zip(full.terms.named()) {
-            assert!((a - b).abs() <= 1e-5 * b.abs().max(1e-12), "step {}: {name} {a} vs {b}", ev.step);
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1e-12),
+                "step {}: {name} {a} vs {b}",
+                ev.step
+            );
         }
         for i in 0..4 {
             for k in 0..4 {
-                assert_eq!(e.images[i].nearest[k].map(|n| n.index), full.nearest[k].get(i).map(|n| n.index), "step {} image {i} tap {k}", ev.step);
+                assert_eq!(
+                    e.images[i].nearest[k].map(|n| n.index),
+                    full.nearest[k].get(i).map(|n| n.index),
+                    "step {} image {i} tap {k}",
+                    ev.step
+                );
             }
         }
     }
