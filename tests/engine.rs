@@ -163,7 +163,7 @@ fn frozen_backward_matches_candle_autograd() {
     };
     let mut f = Forward::default();
     net.forward(&x, &mut f);
-    let fast = net.backward(&f, &g);
+    let fast = net.backward(&mut f, &g);
 
     // The same linear functional of the taps, differentiated by candle.
     let dev = Device::Cpu;
@@ -318,7 +318,11 @@ fn fast_cost(
         logits: gc.g_logits.clone(),
     };
     let terms: Vec<f64> = gc.terms.named().into_iter().map(|(_, v)| v).collect();
-    (terms[..17].to_vec(), gc.terms.total, net.backward(&f, &g))
+    (
+        terms[..17].to_vec(),
+        gc.terms.total,
+        net.backward(&mut f, &g),
+    )
 }
 
 fn compare(settings: &Settings, label: u8, r: usize, n: usize, seed: u64) {

@@ -357,7 +357,7 @@ impl Engine {
             }
             new_terms.push((g, gc.terms));
         }
-        let gx = self.net.backward(&fwd, &grads);
+        let gx = self.net.backward(&mut fwd, &grads);
         self.fwd = fwd;
 
         // Nothing non-finite may reach the images or the user.

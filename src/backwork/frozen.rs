@@ -191,7 +191,9 @@ impl FrozenCnn {
     }
 
     /// d cost / d inputs (M×784) from the gradients at every tap of the forward `f`.
-    pub fn backward(&self, f: &Forward, g: &TapGrads) -> Vec<f32> {
+    /// Reuses `f`'s scratch buffers (the im2col matrix and the pre-pool outputs, which the
+    /// backward does not need), so a step allocates no large buffer.
+    pub fn backward(&self, f: &mut Forward, g: &TapGrads) -> Vec<f32> {
         let m = f.m;
         let k = self.classes;
         // Into fc: the tap's own gradient plus what comes back from the logits through ReLU.
@@ -227,10 +229,12 @@ impl FrozenCnn {
             true,
         );
         // Through pool1 + ReLU, the conv1 product and col2im, into conv0 (pooled).
-        let g_pre1 = unpool(&g_c1, &f.conv1, &f.arg1, m, S1, C1);
-        let mut g_col = vec![0.0; m * S1 * S1 * PATCH1];
+        let mut g_pre = std::mem::take(&mut f.pre);
+        unpool(&g_c1, &f.conv1, &f.arg1, m, S1, C1, &mut g_pre);
+        let mut g_col = std::mem::take(&mut f.col);
+        g_col.resize(m * S1 * S1 * PATCH1, 0.0);
         matmul(
-            Mat::rows(&g_pre1, m * S1 * S1, C1),
+            Mat::rows(&g_pre, m * S1 * S1, C1),
             Mat::rows(&self.w1, C1, PATCH1),
             &mut g_col,
             false,
@@ -242,12 +246,12 @@ impl FrozenCnn {
         };
         col2im_add(&g_col, m, S1, C0, &mut g_c0);
         // Through pool0 + ReLU, the conv0 product and col2im, into the pixels.
-        let g_pre0 = unpool(&g_c0, &f.conv0, &f.arg0, m, S0, C0);
-        let mut g_col0 = vec![0.0; m * S0 * S0 * PATCH0];
+        unpool(&g_c0, &f.conv0, &f.arg0, m, S0, C0, &mut g_pre);
+        // conv0's patch matrix (M·784 × 25) is smaller than conv1's: reuse its front.
         matmul(
-            Mat::rows(&g_pre0, m * S0 * S0, C0),
+            Mat::rows(&g_pre, m * S0 * S0, C0),
             Mat::rows(&self.w0, C0, PATCH0),
-            &mut g_col0,
+            &mut g_col[..m * S0 * S0 * PATCH0],
             false,
         );
         let mut g_x = if g.inputs.is_empty() {
@@ -255,7 +259,9 @@ impl FrozenCnn {
         } else {
             g.inputs.clone()
         };
-        col2im_add(&g_col0, m, S0, 1, &mut g_x);
+        col2im_add(&g_col[..m * S0 * S0 * PATCH0], m, S0, 1, &mut g_x);
+        f.col = g_col;
+        f.pre = g_pre;
         g_x
     }
 }
@@ -382,9 +388,10 @@ fn conv_relu_pool(
 
 /// Gradient through ReLU + max-pool: each pooled gradient goes to its window's winner, and
 /// only where the pooled value is positive (ReLU's derivative is 0 at and below 0).
-fn unpool(g: &[f32], pooled: &[f32], arg: &[u8], m: usize, s: usize, c: usize) -> Vec<f32> {
+fn unpool(g: &[f32], pooled: &[f32], arg: &[u8], m: usize, s: usize, c: usize, out: &mut Vec<f32>) {
     let h = s / 2;
-    let mut out = vec![0.0; m * s * s * c];
+    out.clear();
+    out.resize(m * s * s * c, 0.0);
     out.par_chunks_mut(s * s * c)
         .zip(g.par_chunks(h * h * c))
         .zip(pooled.par_chunks(h * h * c).zip(arg.par_chunks(h * h * c)))
@@ -401,5 +408,4 @@ fn unpool(g: &[f32], pooled: &[f32], arg: &[u8], m: usize, s: usize, c: usize) -
                 }
             }
         });
-    out
 }

@@ -437,7 +437,7 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     let gc = group_cost(&acts, &refs, &settings);
     if let Some(path) = &a.grad_out {
         let g = net.backward(
-            &f,
+            &mut f,
             &crate::backwork::frozen::TapGrads {
                 inputs: gc.grads[0].clone(),
                 conv0: gc.grads[1].clone(),
