@@ -10,10 +10,12 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use super::cost::{CostTerms, GroupActs, GroupSearch, Nearest, group_cost_with};
+use rayon::prelude::*;
+
+use super::cost::{CostTerms, GroupActs, GroupCost, GroupSearch, Nearest, group_cost_with};
 use super::frozen::{Forward, FrozenCnn, TapGrads};
 use super::refs::{LabelRefs, TAP_DIMS};
-use super::settings::{PixelConstraint, Settings, SettingsError, StallMode};
+use super::settings::{FcDistance, PixelConstraint, Settings, SettingsError, StallMode};
 use crate::data::PIXELS;
 
 /// Adam's moment decay rates and epsilon (TensorFlow's AdamOptimizer defaults, as the original).
@@ -155,6 +157,8 @@ pub struct Engine {
     step: usize,
     fwd: Forward,
     ended: Option<EndReason>,
+    /// Rows a full nearest search would have read over all steps so far.
+    full_rows: usize,
 }
 
 impl Engine {
@@ -211,8 +215,16 @@ impl Engine {
             step: 0,
             fwd: Forward::default(),
             ended: None,
+            full_rows: 0,
             settings,
         })
+    }
+
+    /// Reference rows whose distance the nearest-image searches computed so far, and the
+    /// rows a full search of every step would have read: their ratio is what pruning saves.
+    pub fn search_rows(&self) -> (usize, usize) {
+        let read = self.groups.iter().map(|g| g.search.rows_read).sum();
+        (read, self.full_rows)
     }
 
     /// Images per group.
@@ -321,23 +333,45 @@ impl Engine {
             fc: vec![0.0; fwd.fc.len()],
             logits: vec![0.0; fwd.logits.len()],
         };
-        let mut new_terms = Vec::with_capacity(active.len());
-        for (ai, &g) in active.iter().enumerate() {
-            let rows = |k: usize| ai * n * TAP_DIMS[k]..(ai + 1) * n * TAP_DIMS[k];
-            let taps = [
-                &fwd.inputs[rows(0)],
-                &fwd.conv0[rows(1)],
-                &fwd.conv1[rows(2)],
-                &fwd.fc[rows(3)],
-            ];
-            let acts = GroupActs {
-                n,
-                taps,
-                probs: &fwd.probs[ai * n * kc..(ai + 1) * n * kc],
-                classes: kc,
-            };
-            let grp = &mut self.groups[g];
-            let gc = group_cost_with(&acts, &grp.refs, &self.settings, Some(&mut grp.search));
+        // The groups' costs are independent: compute them on all cores.
+        let settings = &self.settings;
+        let fwd_ref = &fwd;
+        let mut active_groups: Vec<(usize, usize, &mut Group)> = self
+            .groups
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, grp)| grp.done_at.is_none())
+            .enumerate()
+            .map(|(ai, (g, grp))| (ai, g, grp))
+            .collect();
+        let costs: Vec<(usize, usize, GroupCost)> = active_groups
+            .par_iter_mut()
+            .map(|(ai, g, grp)| {
+                let ai = *ai;
+                let rows = |k: usize| ai * n * TAP_DIMS[k]..(ai + 1) * n * TAP_DIMS[k];
+                let acts = GroupActs {
+                    n,
+                    taps: [
+                        &fwd_ref.inputs[rows(0)],
+                        &fwd_ref.conv0[rows(1)],
+                        &fwd_ref.conv1[rows(2)],
+                        &fwd_ref.fc[rows(3)],
+                    ],
+                    probs: &fwd_ref.probs[ai * n * kc..(ai + 1) * n * kc],
+                    classes: kc,
+                };
+                let gc = group_cost_with(&acts, &grp.refs, settings, Some(&mut grp.search));
+                (ai, *g, gc)
+            })
+            .collect();
+        drop(active_groups);
+        let taps_searched = if self.settings.fc_distance == FcDistance::PerExample {
+            4
+        } else {
+            3
+        };
+        let mut new_terms = Vec::with_capacity(costs.len());
+        for (ai, g, gc) in costs {
             let dst = [
                 &mut grads.inputs,
                 &mut grads.conv0,
@@ -355,6 +389,7 @@ impl Engine {
                     img.nearest[k] = gc.nearest[k].get(i).copied();
                 }
             }
+            self.full_rows += taps_searched * n * self.groups[g].refs.len();
             new_terms.push((g, gc.terms));
         }
         let gx = self.net.backward(&mut fwd, &grads);
