@@ -11,3 +11,4 @@ pub mod data;
 pub mod export;
 pub mod model;
 pub mod util;
+pub mod worker;

@@ -1,0 +1,379 @@
+//! The background thread that owns the engine: commands in on an unbounded channel, events
+//! out on a bounded one. It never blocks on a full channel: curve points accumulate and go out
+//! with the next snapshot, throttled to the frame rate, so none is lost and memory stays
+//! bounded. Every run has an id; a run always ends with an explicit event.
+
+use std::sync::Arc;
+use std::sync::mpsc::{
+    Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel,
+};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::backwork::Settings;
+use crate::backwork::cost::CostTerms;
+use crate::backwork::engine::{EndReason, Engine, Reinit};
+use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::refs::{LabelRefs, RefCache};
+use crate::data::Dataset;
+
+/// What the UI asks of the worker.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Start a new run with these settings (ends the current one).
+    Start(Settings),
+    Pause,
+    Resume,
+    /// One step while paused.
+    Step,
+    /// End the current run and forget it.
+    Reset,
+    /// New settings for the running engine, from its next step on.
+    Settings(Settings),
+}
+
+/// One point of the curves: the summed terms at one step.
+#[derive(Clone, Debug)]
+pub struct CurvePoint {
+    pub step: usize,
+    pub terms: CostTerms,
+    /// Per group: min and mean p(label).
+    pub min_p: Vec<f32>,
+    pub mean_p: Vec<f32>,
+}
+
+/// The state of a run as the UI shows it.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub run: u64,
+    pub step: usize,
+    /// Labels of the groups, in row order.
+    pub labels: Vec<u8>,
+    pub batch: usize,
+    /// All images, group-major, (groups·N)×784.
+    pub images: Vec<f32>,
+    /// Per image, its class probabilities.
+    pub probs: Vec<Vec<f32>>,
+    /// Per image, its reinit count.
+    pub reinits: Vec<usize>,
+    /// Curve points since the last snapshot (none is dropped).
+    pub points: Vec<CurvePoint>,
+    /// Reinitialisations since the last snapshot.
+    pub new_reinits: Vec<Reinit>,
+    pub steps_per_s: f64,
+    pub is_paused: bool,
+}
+
+/// What the worker tells the UI.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Building reference sets: `done` of `total` labels.
+    Cache {
+        run: u64,
+        done: usize,
+        total: usize,
+    },
+    Snapshot(Box<Snapshot>),
+    /// A command was refused (a setting out of range); the run goes on unchanged.
+    Refused {
+        run: u64,
+        message: String,
+    },
+    /// The run ended; the last snapshot before it holds its final state.
+    Ended {
+        run: u64,
+        reason: EndReason,
+    },
+}
+
+/// The handle the UI keeps; dropping it stops and joins the thread.
+pub struct Worker {
+    tx: Option<Sender<(u64, Command)>>,
+    pub events: Receiver<Event>,
+    thread: Option<JoinHandle<()>>,
+    next_run: u64,
+}
+
+/// Least time between two snapshots (about the frame rate).
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(16);
+
+impl Worker {
+    /// Starts the thread for `net` on `train`; `wake` is called after every event sent.
+    pub fn spawn(
+        net: FrozenCnn,
+        model_sha: String,
+        train: Arc<Dataset>,
+        cache_dir: Option<std::path::PathBuf>,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = channel();
+        let (etx, events) = sync_channel(8);
+        let thread = std::thread::Builder::new()
+            .name("backwork-engine".into())
+            .spawn(move || {
+                let cache = match cache_dir {
+                    Some(d) => RefCache::with_disk(d, &model_sha, &train),
+                    None => RefCache::default(),
+                };
+                Loop {
+                    net,
+                    train,
+                    cache,
+                    rx,
+                    etx,
+                    wake,
+                }
+                .run()
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            events,
+            thread: Some(thread),
+            next_run: 0,
+        })
+    }
+
+    /// Sends a command; a `Start` gets a new run id, which it returns.
+    pub fn send(&mut self, c: Command) -> u64 {
+        if matches!(c, Command::Start(_)) {
+            self.next_run += 1;
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send((self.next_run, c));
+        }
+        self.next_run
+    }
+
+    /// Whether the thread is still alive.
+    pub fn is_alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing the command channel ends the loop at its next check.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Run {
+    id: u64,
+    engine: Engine,
+    is_paused: bool,
+    points: Vec<CurvePoint>,
+    reinits: Vec<Reinit>,
+    last_sent: Instant,
+    steps_since: usize,
+    rate_since: Instant,
+    steps_per_s: f64,
+}
+
+struct Loop {
+    net: FrozenCnn,
+    train: Arc<Dataset>,
+    cache: RefCache,
+    rx: Receiver<(u64, Command)>,
+    etx: SyncSender<Event>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Loop {
+    /// Sends an event that must arrive (run ends, cache progress): waits for room.
+    fn send_sure(&self, e: Event) -> bool {
+        let ok = self.etx.send(e).is_ok();
+        (self.wake)();
+        ok
+    }
+
+    fn run(mut self) {
+        let mut run: Option<Run> = None;
+        loop {
+            // Commands: block when there is nothing to do, else just look.
+            let idle = run.as_ref().is_none_or(|r| r.is_paused);
+            let cmd = if idle {
+                match self.rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => return,
+                }
+            } else {
+                match self.rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            };
+            let mut single_step = false;
+            if let Some((id, c)) = cmd {
+                match c {
+                    Command::Start(s) => {
+                        if let Some(r) = run.take() {
+                            self.send_sure(Event::Ended {
+                                run: r.id,
+                                reason: EndReason::Cancelled,
+                            });
+                        }
+                        run = self.start(id, s);
+                    }
+                    Command::Pause => run.iter_mut().for_each(|r| r.is_paused = true),
+                    Command::Resume => run.iter_mut().for_each(|r| r.is_paused = false),
+                    Command::Step => single_step = true,
+                    Command::Reset => {
+                        if let Some(r) = run.take() {
+                            self.send_sure(Event::Ended {
+                                run: r.id,
+                                reason: EndReason::Cancelled,
+                            });
+                        }
+                    }
+                    Command::Settings(s) => {
+                        // A refused value leaves the run going on its old settings.
+                        if let Some(Err(e)) = run.as_mut().map(|r| r.engine.set_settings(s)) {
+                            self.send_sure(Event::Refused {
+                                run: id,
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            let Some(r) = run.as_mut() else { continue };
+            if r.is_paused && !single_step {
+                self.flush(r, true);
+                continue;
+            }
+            match r.engine.step() {
+                Ok(ev) => {
+                    let groups = &r.engine.groups;
+                    let n = r.engine.batch();
+                    let (min_p, mean_p) = groups
+                        .iter()
+                        .enumerate()
+                        .map(|(g, grp)| {
+                            let ps: Vec<f32> = (0..n)
+                                .map(|i| ev.probs[g * n + i][grp.label as usize])
+                                .collect();
+                            let min = ps.iter().copied().fold(f32::INFINITY, f32::min);
+                            (min, ps.iter().sum::<f32>() / n as f32)
+                        })
+                        .unzip();
+                    r.points.push(CurvePoint {
+                        step: ev.step,
+                        terms: ev.terms,
+                        min_p,
+                        mean_p,
+                    });
+                    r.reinits.extend(ev.reinits);
+                    r.steps_since += 1;
+                    let force = ev.end.is_some() || single_step;
+                    self.flush(r, force);
+                    if let Some(reason) = ev.end {
+                        let id = r.id;
+                        run = None;
+                        self.send_sure(Event::Ended { run: id, reason });
+                    }
+                }
+                Err(e) => {
+                    let id = r.id;
+                    self.flush(r, true);
+                    run = None;
+                    self.send_sure(Event::Ended {
+                        run: id,
+                        reason: EndReason::Error(e.to_string()),
+                    });
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, id: u64, s: Settings) -> Option<Run> {
+        let total = s.labels.len();
+        let mut refs: Vec<Arc<LabelRefs>> = Vec::with_capacity(total);
+        for (i, &l) in s.labels.iter().enumerate() {
+            if !self.send_sure(Event::Cache {
+                run: id,
+                done: i,
+                total,
+            }) {
+                return None;
+            }
+            refs.push(
+                self.cache
+                    .get_or_build(&self.net, &self.train, l, &mut |_, _| {})
+                    .0,
+            );
+        }
+        self.send_sure(Event::Cache {
+            run: id,
+            done: total,
+            total,
+        });
+        match Engine::new(self.net.clone(), &refs, s) {
+            Ok(engine) => {
+                let mut r = Run {
+                    id,
+                    engine,
+                    is_paused: false,
+                    points: Vec::new(),
+                    reinits: Vec::new(),
+                    last_sent: Instant::now(),
+                    steps_since: 0,
+                    rate_since: Instant::now(),
+                    steps_per_s: 0.0,
+                };
+                self.flush(&mut r, true);
+                Some(r)
+            }
+            Err(e) => {
+                self.send_sure(Event::Ended {
+                    run: id,
+                    reason: EndReason::Error(e.to_string()),
+                });
+                None
+            }
+        }
+    }
+
+    /// Sends a snapshot if one is due (or `force`) and the channel has room; otherwise keeps
+    /// the points for the next one.
+    fn flush(&self, r: &mut Run, force: bool) {
+        if !force && r.last_sent.elapsed() < SNAPSHOT_EVERY {
+            return;
+        }
+        let dt = r.rate_since.elapsed().as_secs_f64();
+        if dt >= 0.5 {
+            r.steps_per_s = r.steps_since as f64 / dt;
+            r.steps_since = 0;
+            r.rate_since = Instant::now();
+        }
+        let snap = Snapshot {
+            run: r.id,
+            step: r.engine.steps(),
+            labels: r.engine.groups.iter().map(|g| g.label).collect(),
+            batch: r.engine.batch(),
+            images: r.engine.images().to_vec(),
+            probs: r.engine.images.iter().map(|i| i.probs.clone()).collect(),
+            reinits: r.engine.images.iter().map(|i| i.reinits).collect(),
+            points: std::mem::take(&mut r.points),
+            new_reinits: std::mem::take(&mut r.reinits),
+            steps_per_s: r.steps_per_s,
+            is_paused: r.is_paused,
+        };
+        match self.etx.try_send(Event::Snapshot(Box::new(snap))) {
+            Ok(()) => {
+                r.last_sent = Instant::now();
+                (self.wake)();
+            }
+            Err(TrySendError::Full(Event::Snapshot(s))) => {
+                // Keep the points and reinits for the next snapshot.
+                let s = *s;
+                r.points = s.points;
+                r.reinits = s.new_reinits;
+            }
+            Err(_) => {}
+        }
+    }
+}

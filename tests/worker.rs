@@ -1,0 +1,144 @@
+//! The worker thread: a run streams snapshots without losing a curve point even when the UI
+//! reads slowly, wakes the UI through its callback, ends with an explicit event, and obeys
+//! pause, single step, settings changes and reset.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backwork::backwork::Settings;
+use backwork::backwork::engine::EndReason;
+use backwork::backwork::frozen::FrozenCnn;
+use backwork::data::{Dataset, PIXELS, Split};
+use backwork::model::weights::shipped_cnn;
+use backwork::worker::{Command, Event, Worker};
+
+fn worker(wakes: Arc<AtomicUsize>) -> Worker {
+    let (cnn, info) = shipped_cnn().unwrap();
+    // A reduced training set keeps the reference sets quick to build.
+    let mut train = Dataset::mnist(Split::Train).unwrap();
+    train.labels.truncate(3000);
+    train.pixels.truncate(3000 * PIXELS);
+    Worker::spawn(
+        FrozenCnn::new(&cnn).unwrap(),
+        info.sha256,
+        Arc::new(train),
+        None,
+        Arc::new(move || {
+            wakes.fetch_add(1, Ordering::Relaxed);
+        }),
+    )
+    .unwrap()
+}
+
+fn next(w: &Worker) -> Event {
+    w.events
+        .recv_timeout(Duration::from_secs(60))
+        .expect("an event within a minute")
+}
+
+#[test]
+fn a_run_streams_every_point_to_a_slow_reader_and_ends() {
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let mut w = worker(wakes.clone());
+    let s = Settings {
+        labels: vec![1, 7],
+        batch: 2,
+        max_steps: Some(40),
+        ..Settings::default()
+    };
+    let run = w.send(Command::Start(s));
+    let mut steps = Vec::new();
+    let mut last_step = 0;
+    let reason = loop {
+        match next(&w) {
+            Event::Cache { run: r, .. } => assert_eq!(r, run),
+            Event::Snapshot(snap) => {
+                assert_eq!(snap.run, run);
+                assert_eq!(snap.images.len(), 4 * 784);
+                steps.extend(snap.points.iter().map(|p| p.step));
+                last_step = snap.step;
+                // A reader slower than the engine: the worker must accumulate, not drop.
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            Event::Ended { run: r, reason } => {
+                assert_eq!(r, run);
+                break reason;
+            }
+            Event::Refused { message, .. } => panic!("{message}"),
+        }
+    };
+    assert_eq!(reason, EndReason::MaxSteps);
+    assert_eq!(
+        steps,
+        (1..=40).collect::<Vec<_>>(),
+        "every step's point arrives once, in order"
+    );
+    assert_eq!(last_step, 40);
+    assert!(wakes.load(Ordering::Relaxed) >= 3);
+}
+
+#[test]
+fn pause_step_settings_and_reset() {
+    let mut w = worker(Arc::new(AtomicUsize::new(0)));
+    let s = Settings {
+        labels: vec![4],
+        batch: 2,
+        ..Settings::default()
+    };
+    let run = w.send(Command::Start(s.clone()));
+    w.send(Command::Pause);
+    // Drain until a paused snapshot arrives.
+    let paused_at = loop {
+        if let Event::Snapshot(snap) = next(&w)
+            && snap.is_paused
+        {
+            break snap.step;
+        }
+    };
+    w.send(Command::Step);
+    let stepped = loop {
+        if let Event::Snapshot(snap) = next(&w)
+            && snap.step > paused_at
+        {
+            break snap.step;
+        }
+    };
+    assert_eq!(stepped, paused_at + 1, "one step while paused");
+    // An out-of-range value is refused and the run goes on.
+    w.send(Command::Settings(Settings {
+        lr: -1.0,
+        ..s.clone()
+    }));
+    loop {
+        if let Event::Refused { message, .. } = next(&w) {
+            assert!(message.contains("--lr"), "{message}");
+            break;
+        }
+    }
+    // A settings change takes effect: a step budget just ahead ends the run.
+    w.send(Command::Settings(Settings {
+        max_steps: Some(stepped + 3),
+        ..s.clone()
+    }));
+    w.send(Command::Resume);
+    let end = loop {
+        if let Event::Ended { run: r, reason } = next(&w) {
+            assert_eq!(r, run);
+            break reason;
+        }
+    };
+    assert_eq!(end, EndReason::MaxSteps);
+    // A new run, then reset: it ends as cancelled, under its own id.
+    let run2 = w.send(Command::Start(s));
+    assert_eq!(run2, run + 1);
+    w.send(Command::Reset);
+    loop {
+        if let Event::Ended { run: r, reason } = next(&w) {
+            assert_eq!((r, reason), (run2, EndReason::Cancelled));
+            break;
+        }
+    }
+    assert!(w.is_alive());
+    drop(w); // joins the thread
+}
