@@ -13,4 +13,6 @@ if grep -rnE '\b(egui|eframe|rfd|egui_plot)::|^\s*use (egui|eframe|rfd|egui_plot
   exit 1
 fi
 
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+
 cargo test --release --all-targets

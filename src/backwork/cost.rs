@@ -37,7 +37,7 @@ pub struct TapTerms {
 pub struct CostTerms {
     /// inputs, conv0, conv1, fc.
     pub taps: [TapTerms; 4],
-    /// c_softmax · mean(1 − p[label]).
+    /// c_softmax · mean(1 − p(label)).
     pub softmax: f64,
     pub total: f64,
     /// Terms that were clamped or disabled by a guard, e.g. "conv0.sim_dist".
@@ -147,7 +147,7 @@ fn exact_dist_portable(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// What the nearest-row search remembers of one generated image between steps, so that it
-/// can skip references that cannot have become the nearest (see [`nearest_rows_pruned`]).
+/// can skip references that cannot have become the nearest (see `nearest_rows_pruned`).
 #[derive(Clone, Default)]
 pub struct ImageSearch {
     /// The image's activation at the last search.

@@ -42,7 +42,7 @@ pub struct SettingsArgs {
     /// fc reference distance: per-neuron (the original) or per-example [default: per-neuron].
     #[arg(long, value_name = "MODE")]
     pub fc_distance: Option<String>,
-    /// Pixel constraint: clip to [0,1] after each step, or none (the original) [default: clip].
+    /// Pixel constraint: clip to 0..1 after each step, or none (the original) [default: clip].
     #[arg(long, value_name = "MODE")]
     pub pixels: Option<String>,
     /// Probes of non-increasing p(label) that re-initialise an image [default: 5].

@@ -24,8 +24,8 @@ pub const CONV0_DIM: usize = 32 * 14 * 14;
 /// The parameters of the network; each tensor is f32 on the CPU.
 ///
 /// # Shapes
-/// `conv0_w` [32,1,5,5], `conv0_b` [32], `conv1_w` [64,32,5,5], `conv1_b` [64],
-/// `fc_w` [1024,3136], `fc_b` [1024], `softmax_w` [K,1024], `softmax_b` [K], K = 10 (or 11
+/// `conv0_w` `[32,1,5,5]`, `conv0_b` `[32]`, `conv1_w` `[64,32,5,5]`, `conv1_b` `[64]`,
+/// `fc_w` `[1024,3136]`, `fc_b` `[1024]`, `softmax_w` `[K,1024]`, `softmax_b` `[K]`, K = 10 (or 11
 /// for a model trained with an extra "fooling" class).
 #[derive(Clone, Debug)]
 pub struct Cnn {
