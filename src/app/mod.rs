@@ -2,6 +2,7 @@
 //! network's prediction and confidence, classified on a background thread.
 
 mod gallery_ui;
+mod run_ui;
 
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
@@ -15,11 +16,25 @@ use crate::model::weights::load_or_shipped;
 use crate::model::{Cnn, ModelInfo};
 
 pub use gallery_ui::Gallery;
+pub use run_ui::RunView;
+
+use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::refs::default_cache_dir;
+use crate::worker::Worker;
+
+/// Which view fills the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Backwork,
+    TestSet,
+}
 
 /// Opens the window and blocks until it is closed.
 pub fn run(args: &AppArgs) -> Result<()> {
     let (cnn, info) = load_or_shipped(args.model.as_deref())?;
     let test = Dataset::load(args.data.as_deref(), Split::Test)?;
+    let train = std::sync::Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);
+    let net = FrozenCnn::new(&cnn)?;
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("backwork")
@@ -32,7 +47,19 @@ pub fn run(args: &AppArgs) -> Result<()> {
     eframe::run_native(
         "backwork",
         options,
-        Box::new(move |cc| Ok(Box::new(BackworkApp::new(&cc.egui_ctx, cnn, info, test)))),
+        Box::new(move |cc| {
+            let ctx = cc.egui_ctx.clone();
+            let worker = Worker::spawn(
+                net,
+                info.sha256.clone(),
+                train,
+                default_cache_dir(),
+                std::sync::Arc::new(move || ctx.request_repaint()),
+            )?;
+            let mut app = BackworkApp::new(&cc.egui_ctx, cnn, info, test);
+            app.run_view = Some(RunView::new(worker));
+            Ok(Box::new(app))
+        }),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))
     .context("cannot open the window")
@@ -52,6 +79,8 @@ pub struct BackworkApp {
     rx: Option<Receiver<Result<PredictionChunk, String>>>,
     worker: Option<JoinHandle<()>>,
     pub status: Option<String>,
+    pub tab: Tab,
+    pub run_view: Option<RunView>,
 }
 
 impl BackworkApp {
@@ -78,6 +107,8 @@ impl BackworkApp {
             rx: Some(rx),
             worker,
             status,
+            tab: Tab::Backwork,
+            run_view: None,
         }
     }
 
@@ -138,12 +169,28 @@ impl BackworkApp {
 impl eframe::App for BackworkApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.poll();
+        if let Some(v) = &mut self.run_view {
+            v.poll(ui.ctx());
+        }
         egui::Panel::top("header").show(ui, |ui| {
             ui.add_space(4.0);
             self.header_ui(ui);
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.tab, Tab::Backwork, "Fooling images");
+                ui.selectable_value(&mut self.tab, Tab::TestSet, "Test set");
+            });
+            if self.tab == Tab::Backwork
+                && let Some(v) = &mut self.run_view
+            {
+                ui.separator();
+                v.controls_ui(ui);
+            }
             ui.add_space(4.0);
         });
-        egui::CentralPanel::default().show(ui, |ui| self.gallery.ui(ui));
+        egui::CentralPanel::default().show(ui, |ui| match (self.tab, &mut self.run_view) {
+            (Tab::Backwork, Some(v)) => v.grid_ui(ui),
+            _ => self.gallery.ui(ui),
+        });
     }
 }
 

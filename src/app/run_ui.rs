@@ -1,0 +1,248 @@
+//! The backwork view: Start / Pause / Step / Reset, and the live images of the run, one row
+//! per label, each with its p(label) to 5 decimals, marked when past the threshold and counting
+//! its reinitialisations. The engine runs on the worker thread; this view only draws snapshots.
+
+use std::sync::mpsc::TryRecvError;
+
+use egui::{Color32, RichText, Stroke, TextureHandle, TextureOptions, vec2};
+
+use crate::backwork::Settings;
+use crate::backwork::engine::EndReason;
+use crate::data::{PIXELS, SIDE};
+use crate::export::sheet::to_u8;
+use crate::worker::{Command, Event, Snapshot, Worker};
+
+/// Pixels on screen per image pixel.
+const SCALE: f32 = 3.0;
+
+/// Runtime state of the backwork view.
+pub struct RunView {
+    worker: Worker,
+    pub settings: Settings,
+    run: Option<u64>,
+    snapshot: Option<Box<Snapshot>>,
+    textures: Vec<TextureHandle>,
+    cache: Option<(usize, usize)>,
+    total_reinits: usize,
+    pub status: String,
+}
+
+impl RunView {
+    pub fn new(worker: Worker) -> Self {
+        Self {
+            worker,
+            settings: Settings::default(),
+            run: None,
+            snapshot: None,
+            textures: Vec::new(),
+            cache: None,
+            total_reinits: 0,
+            status: "Press Start (or space) to optimise 8 noise images per digit.".into(),
+        }
+    }
+
+    /// Sends a command to the worker (the view's intents go through here).
+    pub fn command(&mut self, c: Command) {
+        let is_start = matches!(c, Command::Start(_));
+        let is_reset = matches!(c, Command::Reset);
+        let id = self.worker.send(c);
+        if is_start {
+            self.run = Some(id);
+            self.snapshot = None;
+            self.total_reinits = 0;
+            self.status = "building the reference sets…".into();
+        } else if is_reset {
+            self.run = None;
+            self.snapshot = None;
+            self.status = "reset".into();
+        }
+    }
+
+    /// Takes the events that arrived since the last frame; only the newest snapshot is drawn.
+    pub fn poll(&mut self, ctx: &egui::Context) {
+        loop {
+            match self.worker.events.try_recv() {
+                Ok(Event::Cache { run, done, total }) if Some(run) == self.run => {
+                    self.cache = (done < total).then_some((done, total));
+                }
+                Ok(Event::Snapshot(s)) if Some(s.run) == self.run => {
+                    self.total_reinits += s.new_reinits.len();
+                    self.status = format!(
+                        "step {} · {:.1} steps/s · {} reinitialisations{}",
+                        s.step,
+                        s.steps_per_s,
+                        self.total_reinits,
+                        if s.is_paused { " · paused" } else { "" }
+                    );
+                    self.snapshot = Some(s);
+                }
+                Ok(Event::Refused { message, .. }) => self.status = message,
+                Ok(Event::Ended { run, reason }) if Some(run) == self.run => {
+                    self.status = match reason {
+                        EndReason::Threshold => {
+                            format!("every image passed p > {} — done", self.settings.threshold)
+                        }
+                        EndReason::MaxSteps => "stopped at the step budget".into(),
+                        EndReason::Cancelled => "cancelled".into(),
+                        EndReason::Error(e) => format!("error: {e}"),
+                    };
+                    self.run = None;
+                }
+                // Events of a run that was reset or replaced.
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.status = "the engine thread stopped; restart the app".into();
+                    break;
+                }
+            }
+        }
+        self.update_textures(ctx);
+    }
+
+    fn update_textures(&mut self, ctx: &egui::Context) {
+        let Some(s) = &self.snapshot else { return };
+        let n = s.images.len() / PIXELS;
+        for i in 0..n {
+            let grey: Vec<u8> = s.images[i * PIXELS..(i + 1) * PIXELS]
+                .iter()
+                .map(|&v| to_u8(v))
+                .collect();
+            let img = egui::ColorImage::from_gray([SIDE, SIDE], &grey);
+            if let Some(t) = self.textures.get_mut(i) {
+                t.set(img, TextureOptions::NEAREST);
+            } else {
+                self.textures.push(ctx.load_texture(
+                    format!("run-{i}"),
+                    img,
+                    TextureOptions::NEAREST,
+                ));
+            }
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.run.is_some()
+    }
+
+    pub fn controls_ui(&mut self, ui: &mut egui::Ui) {
+        let paused = self.snapshot.as_ref().is_some_and(|s| s.is_paused);
+        ui.horizontal(|ui| {
+            if ui
+                .button("Start")
+                .on_hover_text("Start a new run with the settings below")
+                .clicked()
+            {
+                self.command(Command::Start(self.settings.clone()));
+            }
+            let running = self.is_running();
+            let label = if paused { "Resume" } else { "Pause" };
+            if ui
+                .add_enabled(running, egui::Button::new(label))
+                .on_hover_text("space")
+                .clicked()
+            {
+                self.command(if paused {
+                    Command::Resume
+                } else {
+                    Command::Pause
+                });
+            }
+            if ui
+                .add_enabled(running, egui::Button::new("Step"))
+                .on_hover_text("S: one step while paused")
+                .clicked()
+            {
+                self.command(Command::Step);
+            }
+            if ui
+                .add_enabled(running, egui::Button::new("Reset"))
+                .on_hover_text("R")
+                .clicked()
+            {
+                self.command(Command::Reset);
+            }
+            ui.separator();
+            ui.label("images per label");
+            ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=64));
+            ui.separator();
+            if let Some((done, total)) = self.cache {
+                ui.spinner();
+                ui.label(format!("reference sets {done} / {total}"));
+            }
+            ui.label(&self.status);
+        });
+        // Keyboard shortcuts: space pauses or resumes, S steps, R resets.
+        let (space, s, r) = ui.input(|i| {
+            (
+                i.key_pressed(egui::Key::Space),
+                i.key_pressed(egui::Key::S),
+                i.key_pressed(egui::Key::R),
+            )
+        });
+        if space {
+            if !self.is_running() {
+                self.command(Command::Start(self.settings.clone()));
+            } else {
+                self.command(if paused {
+                    Command::Resume
+                } else {
+                    Command::Pause
+                });
+            }
+        }
+        if s && self.is_running() {
+            self.command(Command::Step);
+        }
+        if r && self.is_running() {
+            self.command(Command::Reset);
+        }
+    }
+
+    pub fn grid_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(s) = &self.snapshot else {
+            ui.weak("No run yet.");
+            return;
+        };
+        let threshold = self.settings.threshold;
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                for (g, &label) in s.labels.iter().enumerate() {
+                    ui.horizontal(|ui| {
+                        ui.label(RichText::new(label.to_string()).heading());
+                        for i in 0..s.batch {
+                            let row = g * s.batch + i;
+                            let p = s.probs[row].get(label as usize).copied().unwrap_or(0.0);
+                            let passed = p > threshold;
+                            let stroke = if passed {
+                                Stroke::new(2.0, Color32::from_rgb(80, 200, 120))
+                            } else {
+                                Stroke::new(
+                                    1.0,
+                                    ui.visuals().widgets.noninteractive.bg_stroke.color,
+                                )
+                            };
+                            egui::Frame::group(ui.style())
+                                .stroke(stroke)
+                                .inner_margin(3.0)
+                                .show(ui, |ui| {
+                                    ui.vertical(|ui| {
+                                        if let Some(t) = self.textures.get(row) {
+                                            let side = SIDE as f32 * SCALE;
+                                            ui.add(
+                                                egui::Image::from_texture(t)
+                                                    .fit_to_exact_size(vec2(side, side))
+                                                    .alt_text(format!("label {label} image {i}")),
+                                            );
+                                        }
+                                        ui.label(RichText::new(format!("{p:.5}")).monospace());
+                                        ui.small(format!("reinits {}", s.reinits[row]));
+                                    });
+                                });
+                        }
+                    });
+                }
+            });
+    }
+}
