@@ -342,6 +342,16 @@ pub fn nearest_value(col: &[f32], v: f32) -> f32 {
     }
 }
 
+/// `weight / dist` and its derivative in `dist`; below [`DIST_EPS`] the clamped value and no
+/// gradient (the caller reports the clamp).
+fn inverse_term(weight: f64, dist: f64) -> (f64, Option<f64>) {
+    if dist < DIST_EPS {
+        (weight / DIST_EPS, None)
+    } else {
+        (weight / dist, Some(-weight / (dist * dist)))
+    }
+}
+
 /// The cost of one group against its label's reference set.
 pub fn group_cost(acts: &GroupActs, refs: &LabelRefs, s: &Settings) -> GroupCost {
     group_cost_with(acts, refs, s, None)
@@ -412,15 +422,15 @@ pub fn group_cost_with(
                 .collect();
         }
         terms.taps[k].ref_dist = ref_dist;
-        if ref_dist < DIST_EPS {
-            terms.taps[k].prev = c_k * s.prev_coeff as f64 / DIST_EPS;
-            terms.clamped.push(format!("{}.ref_dist", TAPS[k]));
-        } else {
-            terms.taps[k].prev = c_k * s.prev_coeff as f64 / ref_dist;
-            let chain = -c_k * s.prev_coeff as f64 / (ref_dist * ref_dist);
-            for (gv, gr) in g.iter_mut().zip(&g_ref) {
-                *gv += (*gr as f64 * chain) as f32;
+        let (prev, chain) = inverse_term(c_k * s.prev_coeff as f64, ref_dist);
+        terms.taps[k].prev = prev;
+        match chain {
+            Some(chain) => {
+                for (gv, gr) in g.iter_mut().zip(&g_ref) {
+                    *gv += (*gr as f64 * chain) as f32;
+                }
             }
+            None => terms.clamped.push(format!("{}.ref_dist", TAPS[k])),
         }
 
         // Similarity: (2/D) Σ_j Var_n, population variance; needs two images.
@@ -444,18 +454,18 @@ pub fn group_cost_with(
         }
         let sim_dist = 2.0 * var_sum / (n * d) as f64;
         terms.taps[k].sim_dist = sim_dist;
-        if sim_dist < DIST_EPS {
-            terms.taps[k].sim = c_k * s.sim_coeff as f64 / DIST_EPS;
-            terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
-        } else {
-            terms.taps[k].sim = c_k * s.sim_coeff as f64 / sim_dist;
+        let (sim, chain) = inverse_term(c_k * s.sim_coeff as f64, sim_dist);
+        terms.taps[k].sim = sim;
+        if let Some(chain) = chain {
             // d sim / d a[i,j] = 4 (a[i,j] − mean_j) / (N·D)
-            let chain = -c_k * s.sim_coeff as f64 / (sim_dist * sim_dist) * 4.0 / (n * d) as f64;
+            let chain = chain * 4.0 / (n * d) as f64;
             for (row, grow) in a.chunks_exact(d).zip(g.chunks_exact_mut(d)) {
                 for ((gv, v), m) in grow.iter_mut().zip(row).zip(&mean) {
                     *gv += ((*v as f64 - m) * chain) as f32;
                 }
             }
+        } else {
+            terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
         }
     }
 
