@@ -1,8 +1,10 @@
 //! The egui window: the loaded model (name, test accuracy) and the test images with the
 //! network's prediction and confidence, classified on a background thread.
 
+mod curves_ui;
 mod gallery_ui;
 mod run_ui;
+mod settings_ui;
 
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
@@ -187,6 +189,18 @@ impl eframe::App for BackworkApp {
             }
             ui.add_space(4.0);
         });
+        if self.tab == Tab::Backwork
+            && let Some(v) = &mut self.run_view
+        {
+            egui::Panel::left("settings")
+                .default_size(270.0)
+                .show(ui, |ui| {
+                    egui::ScrollArea::vertical().show(ui, |ui| v.settings_panel_ui(ui));
+                });
+            egui::Panel::right("curves")
+                .default_size(400.0)
+                .show(ui, |ui| v.curves.ui(ui));
+        }
         egui::CentralPanel::default().show(ui, |ui| match (self.tab, &mut self.run_view) {
             (Tab::Backwork, Some(v)) => v.grid_ui(ui),
             _ => self.gallery.ui(ui),

@@ -6,6 +6,8 @@ use std::sync::mpsc::TryRecvError;
 
 use egui::{Color32, RichText, Stroke, TextureHandle, TextureOptions, vec2};
 
+use super::curves_ui::Curves;
+use super::settings_ui::settings_ui;
 use crate::backwork::Settings;
 use crate::backwork::engine::EndReason;
 use crate::data::{PIXELS, SIDE};
@@ -13,7 +15,7 @@ use crate::export::sheet::to_u8;
 use crate::worker::{Command, Event, Snapshot, Worker};
 
 /// Pixels on screen per image pixel.
-const SCALE: f32 = 3.0;
+const SCALE: f32 = 2.0;
 
 /// Runtime state of the backwork view.
 pub struct RunView {
@@ -25,6 +27,7 @@ pub struct RunView {
     cache: Option<(usize, usize)>,
     total_reinits: usize,
     pub status: String,
+    pub curves: Curves,
 }
 
 impl RunView {
@@ -38,6 +41,7 @@ impl RunView {
             cache: None,
             total_reinits: 0,
             status: "Press Start (or space) to optimise 8 noise images per digit.".into(),
+            curves: Curves::default(),
         }
     }
 
@@ -66,6 +70,10 @@ impl RunView {
                     self.cache = (done < total).then_some((done, total));
                 }
                 Ok(Event::Snapshot(s)) if Some(s.run) == self.run => {
+                    if self.snapshot.as_ref().is_none_or(|old| old.run != s.run) {
+                        self.curves.reset(&s.labels);
+                    }
+                    self.curves.add(&s.points, &s.new_reinits);
                     self.total_reinits += s.new_reinits.len();
                     self.status = format!(
                         "step {} · {:.1} steps/s · {} reinitialisations{}",
@@ -117,6 +125,19 @@ impl RunView {
                     img,
                     TextureOptions::NEAREST,
                 ));
+            }
+        }
+    }
+
+    /// The sliders; a change goes to the running engine before its next step and is marked
+    /// on the curves.
+    pub fn settings_panel_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(new) = settings_ui(ui, &self.settings) {
+            self.settings = new.clone();
+            if self.is_running() {
+                let step = self.snapshot.as_ref().map_or(0, |s| s.step);
+                self.curves.mark_settings(step);
+                self.command(Command::Settings(new));
             }
         }
     }
