@@ -10,6 +10,7 @@ use backwork::backwork::Settings;
 use backwork::backwork::engine::EndReason;
 use backwork::backwork::frozen::FrozenCnn;
 use backwork::data::{Dataset, PIXELS, Split};
+use backwork::export::run::ModelRef;
 use backwork::model::weights::shipped_cnn;
 use backwork::worker::{Command, Event, Worker};
 
@@ -21,7 +22,10 @@ fn worker(wakes: Arc<AtomicUsize>) -> Worker {
     train.pixels.truncate(3000 * PIXELS);
     Worker::spawn(
         FrozenCnn::new(&cnn).unwrap(),
-        info.sha256,
+        ModelRef {
+            name: info.name,
+            sha256: info.sha256,
+        },
         Arc::new(train),
         None,
         Arc::new(move || {
@@ -66,6 +70,7 @@ fn a_run_streams_every_point_to_a_slow_reader_and_ends() {
                 break reason;
             }
             Event::Refused { message, .. } => panic!("{message}"),
+            Event::Exported { .. } => panic!("no export was asked for"),
         }
     };
     assert_eq!(reason, EndReason::MaxSteps);
@@ -129,6 +134,38 @@ fn pause_step_settings_and_reset() {
         }
     };
     assert_eq!(end, EndReason::MaxSteps);
+    // The finished run exports like `backwork run`: one row here, into a new folder.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("export");
+    w.send(Command::Export {
+        dir: dir.clone(),
+        rows: Some(vec![1]),
+    });
+    loop {
+        match next(&w) {
+            Event::Exported { files, .. } => {
+                assert_eq!(files, 4, "one PNG, images.npy, results.json, sheet.png");
+                break;
+            }
+            Event::Refused { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["images"].as_array().unwrap().len(), 1);
+    assert_eq!(results["images"][0]["index"], 1);
+    // Never over an existing export.
+    w.send(Command::Export {
+        dir: dir.clone(),
+        rows: None,
+    });
+    loop {
+        if let Event::Refused { message, .. } = next(&w) {
+            assert!(message.contains("not empty"), "{message}");
+            break;
+        }
+    }
     // A new run, then reset: it ends as cancelled, under its own id.
     let run2 = w.send(Command::Start(s));
     assert_eq!(run2, run + 1);

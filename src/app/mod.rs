@@ -53,7 +53,10 @@ pub fn run(args: &AppArgs) -> Result<()> {
             let ctx = cc.egui_ctx.clone();
             let worker = Worker::spawn(
                 net,
-                info.sha256.clone(),
+                crate::export::run::ModelRef {
+                    name: info.name.clone(),
+                    sha256: info.sha256.clone(),
+                },
                 train,
                 default_cache_dir(),
                 std::sync::Arc::new(move || ctx.request_repaint()),

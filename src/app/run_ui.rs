@@ -28,6 +28,8 @@ pub struct RunView {
     total_reinits: usize,
     pub status: String,
     pub curves: Curves,
+    /// Rows selected for export.
+    pub selected: std::collections::BTreeSet<usize>,
 }
 
 impl RunView {
@@ -42,6 +44,7 @@ impl RunView {
             total_reinits: 0,
             status: "Press Start (or space) to optimise 8 noise images per digit.".into(),
             curves: Curves::default(),
+            selected: Default::default(),
         }
     }
 
@@ -51,6 +54,7 @@ impl RunView {
         let is_reset = matches!(c, Command::Reset);
         let id = self.worker.send(c);
         if is_start {
+            self.selected.clear();
             self.run = Some(id);
             self.snapshot = None;
             self.total_reinits = 0;
@@ -85,6 +89,9 @@ impl RunView {
                     self.snapshot = Some(s);
                 }
                 Ok(Event::Refused { message, .. }) => self.status = message,
+                Ok(Event::Exported { dir, files, .. }) => {
+                    self.status = format!("wrote {files} files to {}", dir.display());
+                }
                 Ok(Event::Ended { run, reason }) if Some(run) == self.run => {
                     self.status = match reason {
                         EndReason::Threshold => {
@@ -142,6 +149,41 @@ impl RunView {
         }
     }
 
+    fn select_passed(&mut self) {
+        let Some(s) = &self.snapshot else { return };
+        self.selected = (0..s.probs.len())
+            .filter(|&row| {
+                let label = s.labels[row / s.batch] as usize;
+                s.probs[row]
+                    .get(label)
+                    .is_some_and(|p| *p > self.settings.threshold)
+            })
+            .collect();
+    }
+
+    /// Asks for a folder and sends the export; an empty selection is refused here.
+    pub fn export_selected(&mut self) {
+        if self.selected.is_empty() {
+            self.status = "select images to export first (click tiles, or Select passed)".into();
+            return;
+        }
+        match rfd::FileDialog::new()
+            .set_title("Export the selected images into a new or empty folder")
+            .pick_folder()
+        {
+            Some(dir) => {
+                let rows = self.selected.iter().copied().collect();
+                self.command(Command::Export {
+                    dir,
+                    rows: Some(rows),
+                });
+            }
+            None => {
+                self.status = "export cancelled (no folder chosen, or no file dialog: install zenity or a desktop portal)".into();
+            }
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.run.is_some()
     }
@@ -182,6 +224,23 @@ impl RunView {
                 .clicked()
             {
                 self.command(Command::Reset);
+            }
+            ui.separator();
+            let has_images = self.snapshot.is_some();
+            if ui
+                .add_enabled(has_images, egui::Button::new("Select passed"))
+                .on_hover_text("Select every image past the threshold (click a tile to toggle it)")
+                .clicked()
+            {
+                self.select_passed();
+            }
+            let export = format!("Export {} selected…", self.selected.len());
+            if ui
+                .add_enabled(has_images, egui::Button::new(export))
+                .on_hover_text("Write the selected images as `backwork run` does: PNGs, images.npy, results.json, sheet.png, into a new or empty folder")
+                .clicked()
+            {
+                self.export_selected();
             }
             ui.separator();
             ui.label("images per label");
@@ -226,6 +285,7 @@ impl RunView {
             return;
         };
         let threshold = self.settings.threshold;
+        let mut toggled = Vec::new();
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
             .show(ui, |ui| {
@@ -236,7 +296,10 @@ impl RunView {
                             let row = g * s.batch + i;
                             let p = s.probs[row].get(label as usize).copied().unwrap_or(0.0);
                             let passed = p > threshold;
-                            let stroke = if passed {
+                            let is_selected = self.selected.contains(&row);
+                            let stroke = if is_selected {
+                                Stroke::new(3.0, ui.visuals().selection.stroke.color)
+                            } else if passed {
                                 Stroke::new(2.0, Color32::from_rgb(80, 200, 120))
                             } else {
                                 Stroke::new(
@@ -251,11 +314,18 @@ impl RunView {
                                     ui.vertical(|ui| {
                                         if let Some(t) = self.textures.get(row) {
                                             let side = SIDE as f32 * SCALE;
-                                            ui.add(
+                                            let r = ui.add(
                                                 egui::Image::from_texture(t)
                                                     .fit_to_exact_size(vec2(side, side))
-                                                    .alt_text(format!("label {label} image {i}")),
+                                                    .alt_text(format!("label {label} image {i}"))
+                                                    .sense(egui::Sense::click()),
                                             );
+                                            if r.clicked() {
+                                                toggled.push(row);
+                                            }
+                                            r.on_hover_text(format!(
+                                                "label {label}, image {i}: p(label) = {p:.5}\nclick to select for export"
+                                            ));
                                         }
                                         ui.label(RichText::new(format!("{p:.5}")).monospace());
                                         ui.small(format!("reinits {}", s.reinits[row]));
@@ -265,5 +335,10 @@ impl RunView {
                     });
                 }
             });
+        for row in toggled {
+            if !self.selected.remove(&row) {
+                self.selected.insert(row);
+            }
+        }
     }
 }

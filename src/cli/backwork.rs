@@ -16,8 +16,9 @@ use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
 use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
 use crate::data::{Dataset, PIXELS, SIDE, Split};
 use crate::export::npy::{npy_bytes, read_npy};
-use crate::export::run::{ExportImage, ModelRef, RunResults, png_name, prepare_dir, write_run};
-use crate::export::sheet::to_u8;
+use crate::export::run::{
+    ModelRef, RunResults, export_images, prepare_dir, set_png_probabilities, write_run,
+};
 use crate::export::write_atomic;
 use crate::model::weights::load_or_shipped;
 
@@ -246,6 +247,7 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     let net = FrozenCnn::new(&cnn)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let refs = build_refs(&net, &train, &info.sha256, &settings.labels);
+    let png_net = net.clone();
     let mut engine = Engine::new(net, &refs, settings.clone())?;
 
     let cancel = Arc::new(AtomicBool::new(false));
@@ -296,8 +298,8 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
 
-    let mut images = export_images(&engine);
-    set_png_probabilities(&cnn, &mut images)?;
+    let mut images = export_images(&engine, None);
+    set_png_probabilities(&png_net, &mut images);
     let results = RunResults {
         backwork_version: env!("CARGO_PKG_VERSION"),
         settings: &settings,
@@ -334,22 +336,6 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     Ok(())
 }
 
-/// Classifies each image as its PNG stores it and records p(label).
-pub fn set_png_probabilities(cnn: &crate::model::Cnn, images: &mut [ExportImage]) -> Result<()> {
-    let quantised: Vec<f32> = images
-        .iter()
-        .flat_map(|i| i.pixels.iter().map(|&v| to_u8(v) as f32 / 255.0))
-        .collect();
-    if quantised.is_empty() {
-        return Ok(());
-    }
-    let probs = cnn.predict(&quantised)?;
-    for (img, p) in images.iter_mut().zip(probs) {
-        img.p_label_png = p.get(img.label as usize).copied();
-    }
-    Ok(())
-}
-
 fn end_text(end: &EndReason) -> String {
     match end {
         EndReason::Threshold => "threshold reached".into(),
@@ -357,40 +343,6 @@ fn end_text(end: &EndReason) -> String {
         EndReason::Cancelled => "cancelled".into(),
         EndReason::Error(e) => format!("error: {e}"),
     }
-}
-
-/// The engine's images with everything results.json says of them.
-pub fn export_images(engine: &Engine) -> Vec<ExportImage> {
-    let n = engine.batch();
-    let x = engine.images();
-    let mut out = Vec::new();
-    for (g, grp) in engine.groups.iter().enumerate() {
-        let steps = grp.done_at.unwrap_or(engine.steps());
-        for i in 0..n {
-            let row = g * n + i;
-            let st = &engine.images[row];
-            let p_label = st.probs.get(grp.label as usize).copied().unwrap_or(0.0);
-            let mut img = ExportImage {
-                label: grp.label,
-                index: i,
-                probabilities: st.probs.clone(),
-                p_label,
-                p_label_png: None,
-                reached_threshold: p_label > engine.settings.threshold,
-                steps,
-                steps_since_init: steps.saturating_sub(st.init_step),
-                reinits: st.reinits,
-                nearest_index: None,
-                nearest_distance: None,
-                nearest_by_tap: Default::default(),
-                png: png_name(grp.label, i),
-                pixels: x[row * PIXELS..(row + 1) * PIXELS].to_vec(),
-            };
-            img.set_nearest(&st.nearest);
-            out.push(img);
-        }
-    }
-    out
 }
 
 pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {

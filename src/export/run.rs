@@ -10,6 +10,8 @@ use super::sheet::{SheetTile, render_sheet, to_u8};
 use super::{ExportError, png_bytes, write_atomic};
 use crate::backwork::Settings;
 use crate::backwork::cost::Nearest;
+use crate::backwork::engine::Engine;
+use crate::backwork::frozen::{Forward, FrozenCnn};
 use crate::backwork::settings::TAPS;
 use crate::data::{PIXELS, SIDE};
 
@@ -169,4 +171,58 @@ pub fn write_run(
         .map_err(|e| png_err("sheet.png", e))?;
     put("sheet.png", &bytes)?;
     Ok(written)
+}
+
+/// The engine's images (all, or the rows listed) with everything results.json says of them.
+pub fn export_images(engine: &Engine, rows: Option<&[usize]>) -> Vec<ExportImage> {
+    let n = engine.batch();
+    let x = engine.images();
+    let mut out = Vec::new();
+    for (g, grp) in engine.groups.iter().enumerate() {
+        let steps = grp.done_at.unwrap_or(engine.steps());
+        for i in 0..n {
+            let row = g * n + i;
+            if rows.is_some_and(|r| !r.contains(&row)) {
+                continue;
+            }
+            let st = &engine.images[row];
+            let p_label = st.probs.get(grp.label as usize).copied().unwrap_or(0.0);
+            let mut img = ExportImage {
+                label: grp.label,
+                index: i,
+                probabilities: st.probs.clone(),
+                p_label,
+                p_label_png: None,
+                reached_threshold: p_label > engine.settings.threshold,
+                steps,
+                steps_since_init: steps.saturating_sub(st.init_step),
+                reinits: st.reinits,
+                nearest_index: None,
+                nearest_distance: None,
+                nearest_by_tap: Default::default(),
+                png: png_name(grp.label, i),
+                pixels: x[row * PIXELS..(row + 1) * PIXELS].to_vec(),
+            };
+            img.set_nearest(&st.nearest);
+            out.push(img);
+        }
+    }
+    out
+}
+
+/// Classifies each image as its PNG stores it (clamped, 8-bit) and records p(label).
+pub fn set_png_probabilities(net: &FrozenCnn, images: &mut [ExportImage]) {
+    let quantised: Vec<f32> = images
+        .iter()
+        .flat_map(|i| i.pixels.iter().map(|&v| to_u8(v) as f32 / 255.0))
+        .collect();
+    if quantised.is_empty() {
+        return;
+    }
+    let mut f = Forward::default();
+    net.forward(&quantised, &mut f);
+    let k = net.classes();
+    for (img, p) in images.iter_mut().zip(f.probs.chunks_exact(k)) {
+        img.p_label_png = p.get(img.label as usize).copied();
+    }
 }

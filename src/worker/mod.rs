@@ -16,6 +16,7 @@ use crate::backwork::engine::{EndReason, Engine, Reinit};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::{LabelRefs, RefCache};
 use crate::data::Dataset;
+use crate::export::run::{ModelRef, RunResults, export_images, set_png_probabilities, write_run};
 
 /// What the UI asks of the worker.
 #[derive(Clone, Debug)]
@@ -30,6 +31,12 @@ pub enum Command {
     Reset,
     /// New settings for the running engine, from its next step on.
     Settings(Settings),
+    /// Write the current (or last finished) run's images, all or the rows listed, into a
+    /// folder exactly as `backwork run` does. Never overwrites: the folder must be empty or new.
+    Export {
+        dir: std::path::PathBuf,
+        rows: Option<Vec<usize>>,
+    },
 }
 
 /// One point of the curves: the summed terms at one step.
@@ -74,7 +81,14 @@ pub enum Event {
         total: usize,
     },
     Snapshot(Box<Snapshot>),
-    /// A command was refused (a setting out of range); the run goes on unchanged.
+    /// An export finished: the files written.
+    Exported {
+        run: u64,
+        dir: std::path::PathBuf,
+        files: usize,
+    },
+    /// A command was refused (a setting out of range, an export that cannot be written); the
+    /// run goes on unchanged.
     Refused {
         run: u64,
         message: String,
@@ -101,7 +115,7 @@ impl Worker {
     /// Starts the thread for `net` on `train`; `wake` is called after every event sent.
     pub fn spawn(
         net: FrozenCnn,
-        model_sha: String,
+        model: ModelRef,
         train: Arc<Dataset>,
         cache_dir: Option<std::path::PathBuf>,
         wake: Arc<dyn Fn() + Send + Sync>,
@@ -112,11 +126,13 @@ impl Worker {
             .name("backwork-engine".into())
             .spawn(move || {
                 let cache = match cache_dir {
-                    Some(d) => RefCache::with_disk(d, &model_sha, &train),
+                    Some(d) => RefCache::with_disk(d, &model.sha256, &train),
                     None => RefCache::default(),
                 };
                 Loop {
                     net,
+                    model,
+                    finished: None,
                     train,
                     cache,
                     rx,
@@ -174,6 +190,9 @@ struct Run {
 
 struct Loop {
     net: FrozenCnn,
+    model: ModelRef,
+    /// The last run that ended, kept for export.
+    finished: Option<Run>,
     train: Arc<Dataset>,
     cache: RefCache,
     rx: Receiver<(u64, Command)>,
@@ -229,6 +248,23 @@ impl Loop {
                             });
                         }
                     }
+                    Command::Export { dir, rows } => {
+                        let r = run.as_ref().or(self.finished.as_ref());
+                        let msg = match r {
+                            None => Err("nothing to export: no run yet".to_string()),
+                            Some(r) => self
+                                .export(r, &dir, rows.as_deref())
+                                .map(|files| (r.id, files)),
+                        };
+                        match msg {
+                            Ok((rid, files)) => self.send_sure(Event::Exported {
+                                run: rid,
+                                dir,
+                                files,
+                            }),
+                            Err(message) => self.send_sure(Event::Refused { run: id, message }),
+                        };
+                    }
                     Command::Settings(s) => {
                         // A refused value leaves the run going on its old settings.
                         if let Some(Err(e)) = run.as_mut().map(|r| r.engine.set_settings(s)) {
@@ -272,7 +308,7 @@ impl Loop {
                     self.flush(r, force);
                     if let Some(reason) = ev.end {
                         let id = r.id;
-                        run = None;
+                        self.finished = run.take();
                         self.send_sure(Event::Ended { run: id, reason });
                     }
                 }
@@ -287,6 +323,37 @@ impl Loop {
                 }
             }
         }
+    }
+
+    /// Writes the run's images (all or `rows`) into `dir`; returns the number of files.
+    fn export(
+        &self,
+        r: &Run,
+        dir: &std::path::Path,
+        rows: Option<&[usize]>,
+    ) -> Result<usize, String> {
+        let mut images = export_images(&r.engine, rows);
+        if images.is_empty() {
+            return Err("nothing selected to export".into());
+        }
+        set_png_probabilities(&self.net, &mut images);
+        let end = r
+            .engine
+            .end_reason()
+            .map_or("running".to_string(), |e| format!("{e:?}"));
+        let results = RunResults {
+            backwork_version: env!("CARGO_PKG_VERSION"),
+            settings: &r.engine.settings,
+            seed: r.engine.settings.seed,
+            model: self.model.clone(),
+            steps: r.engine.steps(),
+            end_reason: end,
+            date: crate::util::utc_now_iso(),
+            images: &images,
+        };
+        write_run(dir, &results, false)
+            .map(|f| f.len())
+            .map_err(|e| e.to_string())
     }
 
     fn start(&mut self, id: u64, s: Settings) -> Option<Run> {
