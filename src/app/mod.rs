@@ -37,6 +37,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
     let test = Dataset::load(args.data.as_deref(), Split::Test)?;
     let train = std::sync::Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);
     let net = FrozenCnn::new(&cnn)?;
+    let (autostart, frame_stats) = (args.autostart, args.frame_stats.clone());
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("backwork")
@@ -62,7 +63,12 @@ pub fn run(args: &AppArgs) -> Result<()> {
                 std::sync::Arc::new(move || ctx.request_repaint()),
             )?;
             let mut app = BackworkApp::new(&cc.egui_ctx, cnn, info, test);
-            app.run_view = Some(RunView::new(worker));
+            let mut view = RunView::new(worker);
+            if autostart {
+                view.command(crate::worker::Command::Start(view.settings.clone()));
+            }
+            app.run_view = Some(view);
+            app.frame_stats = frame_stats.map(FrameStats::new);
             Ok(Box::new(app))
         }),
     )
@@ -86,6 +92,54 @@ pub struct BackworkApp {
     pub status: Option<String>,
     pub tab: Tab,
     pub run_view: Option<RunView>,
+    pub frame_stats: Option<FrameStats>,
+}
+
+/// Frame-time statistics, rewritten to a file every second (`--frame-stats`).
+pub struct FrameStats {
+    file: std::path::PathBuf,
+    last_frame: Option<std::time::Instant>,
+    window_start: std::time::Instant,
+    frame_ms: Vec<f64>,
+    frames: u64,
+}
+
+impl FrameStats {
+    pub fn new(file: std::path::PathBuf) -> Self {
+        Self {
+            file,
+            last_frame: None,
+            window_start: std::time::Instant::now(),
+            frame_ms: Vec::new(),
+            frames: 0,
+        }
+    }
+
+    /// Records a frame; once a second writes the JSON. A write failure goes to the status.
+    pub fn frame(&mut self, steps_per_s: f64) -> Option<String> {
+        let now = std::time::Instant::now();
+        if let Some(last) = self.last_frame {
+            self.frame_ms.push((now - last).as_secs_f64() * 1000.0);
+        }
+        self.last_frame = Some(now);
+        self.frames += 1;
+        if now.duration_since(self.window_start).as_secs_f64() < 1.0 || self.frame_ms.is_empty() {
+            return None;
+        }
+        self.frame_ms.sort_by(f64::total_cmp);
+        let pct = |q: f64| self.frame_ms[((self.frame_ms.len() - 1) as f64 * q).round() as usize];
+        let json = serde_json::json!({
+            "frames": self.frames,
+            "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99),
+            "engine_steps_per_s": steps_per_s,
+        });
+        self.frame_ms.clear();
+        self.window_start = now;
+        crate::export::write_atomic(&self.file, json.to_string().as_bytes(), true)
+            .err()
+            .map(|e| format!("--frame-stats: {e}"))
+    }
 }
 
 impl BackworkApp {
@@ -114,6 +168,7 @@ impl BackworkApp {
             status,
             tab: Tab::Backwork,
             run_view: None,
+            frame_stats: None,
         }
     }
 
@@ -176,6 +231,14 @@ impl eframe::App for BackworkApp {
         self.poll();
         if let Some(v) = &mut self.run_view {
             v.poll(ui.ctx());
+        }
+        if let Some(fs) = &mut self.frame_stats {
+            let rate = self.run_view.as_ref().map_or(0.0, RunView::steps_per_s);
+            if let Some(e) = fs.frame(rate) {
+                self.status = Some(e);
+            }
+            // Keep frames coming so the statistics describe a live window.
+            ui.ctx().request_repaint();
         }
         egui::Panel::top("header").show(ui, |ui| {
             ui.add_space(4.0);

@@ -184,6 +184,11 @@ impl RunView {
         }
     }
 
+    /// The engine's steps/s in the latest snapshot.
+    pub fn steps_per_s(&self) -> f64 {
+        self.snapshot.as_ref().map_or(0.0, |s| s.steps_per_s)
+    }
+
     pub fn is_running(&self) -> bool {
         self.run.is_some()
     }

@@ -38,6 +38,13 @@ pub struct AppArgs {
     /// Folder of IDX files (raw or .gz) to use instead of the embedded MNIST.
     #[arg(long, value_name = "DIR", global = true)]
     pub data: Option<PathBuf>,
+    /// Open the window and start the default run at once.
+    #[arg(long)]
+    pub autostart: bool,
+    /// Rewrite FILE every second with frame statistics as JSON
+    /// ({"frames", "p50_ms", "p99_ms", "engine_steps_per_s"}).
+    #[arg(long, value_name = "FILE")]
+    pub frame_stats: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
