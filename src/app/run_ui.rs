@@ -30,6 +30,8 @@ pub struct RunView {
     pub curves: Curves,
     /// Rows selected for export.
     pub selected: std::collections::BTreeSet<usize>,
+    /// A snapshot arrived whose images are not uploaded yet.
+    is_dirty: bool,
 }
 
 impl RunView {
@@ -45,6 +47,7 @@ impl RunView {
             status: "Press Start (or space) to optimise 8 noise images per digit.".into(),
             curves: Curves::default(),
             selected: Default::default(),
+            is_dirty: false,
         }
     }
 
@@ -87,6 +90,7 @@ impl RunView {
                         if s.is_paused { " · paused" } else { "" }
                     );
                     self.snapshot = Some(s);
+                    self.is_dirty = true;
                 }
                 Ok(Event::Refused { message, .. }) => self.status = message,
                 Ok(Event::Exported { dir, files, .. }) => {
@@ -115,7 +119,11 @@ impl RunView {
         self.update_textures(ctx);
     }
 
+    /// Uploads the newest snapshot's images, once per snapshot (not once per frame).
     fn update_textures(&mut self, ctx: &egui::Context) {
+        if !std::mem::take(&mut self.is_dirty) {
+            return;
+        }
         let Some(s) = &self.snapshot else { return };
         let n = s.images.len() / PIXELS;
         for i in 0..n {
