@@ -336,9 +336,14 @@ impl RunView {
                                             if r.clicked() {
                                                 toggled.push(row);
                                             }
-                                            r.on_hover_text(format!(
-                                                "label {label}, image {i}: p(label) = {p:.5}\nclick to select for export"
-                                            ));
+                                            let probs = &s.probs[row];
+                                            r.on_hover_ui(|ui| {
+                                                ui.label(format!(
+                                                    "label {label}, image {i}: p(label) = {p:.5}"
+                                                ));
+                                                prob_bars_ui(ui, probs, label as usize);
+                                                ui.weak("click to select for export");
+                                            });
                                         }
                                         ui.label(RichText::new(format!("{p:.5}")).monospace());
                                         ui.small(format!("reinits {}", s.reinits[row]));
@@ -353,5 +358,33 @@ impl RunView {
                 self.selected.insert(row);
             }
         }
+    }
+}
+
+/// A compact bar chart of the class probabilities, the target class highlighted.
+fn prob_bars_ui(ui: &mut egui::Ui, probs: &[f32], target: usize) {
+    let (w, h) = (16.0 * probs.len() as f32, 48.0);
+    let (rect, _) = ui.allocate_exact_size(vec2(w, h + 14.0), egui::Sense::hover());
+    let painter = ui.painter_at(rect);
+    for (k, &p) in probs.iter().enumerate() {
+        let x0 = rect.left() + 16.0 * k as f32 + 2.0;
+        let top = rect.top() + h * (1.0 - p.clamp(0.0, 1.0));
+        let color = if k == target {
+            Color32::from_rgb(80, 200, 120)
+        } else {
+            ui.visuals().weak_text_color()
+        };
+        painter.rect_filled(
+            egui::Rect::from_min_max(egui::pos2(x0, top), egui::pos2(x0 + 12.0, rect.top() + h)),
+            1.0,
+            color,
+        );
+        painter.text(
+            egui::pos2(x0 + 6.0, rect.top() + h + 1.0),
+            egui::Align2::CENTER_TOP,
+            k.to_string(),
+            egui::FontId::monospace(10.0),
+            ui.visuals().text_color(),
+        );
     }
 }
