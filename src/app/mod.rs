@@ -24,6 +24,9 @@ use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::default_cache_dir;
 use crate::worker::Worker;
 
+/// Storage key of the persisted engine settings.
+const SETTINGS_KEY: &str = "backwork-settings";
+
 /// Which view fills the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tab {
@@ -64,6 +67,15 @@ pub fn run(args: &AppArgs) -> Result<()> {
             )?;
             let mut app = BackworkApp::new(&cc.egui_ctx, cnn, info, test);
             let mut view = RunView::new(worker);
+            // Settings persist between launches; a stored value that no longer validates
+            // (an older version's, or edited by hand) falls back to the defaults.
+            if let Some(saved) = cc
+                .storage
+                .and_then(|st| eframe::get_value::<crate::backwork::Settings>(st, SETTINGS_KEY))
+                .filter(|s| s.validate().is_ok())
+            {
+                view.settings = saved;
+            }
             if autostart {
                 view.command(crate::worker::Command::Start(view.settings.clone()));
             }
@@ -227,7 +239,13 @@ impl BackworkApp {
 }
 
 impl eframe::App for BackworkApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        if let Some(v) = &self.run_view {
+            eframe::set_value(storage, SETTINGS_KEY, &v.settings);
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.poll();
         if let Some(v) = &mut self.run_view {
             v.poll(ui.ctx());
@@ -266,6 +284,14 @@ impl eframe::App for BackworkApp {
             egui::Panel::right("curves")
                 .default_size(400.0)
                 .show(ui, |ui| v.curves.ui(ui));
+        }
+        // A changed setting is written at once, not only at exit: a crash keeps it too.
+        if let Some(v) = &mut self.run_view
+            && std::mem::take(&mut v.settings_changed)
+            && let Some(st) = frame.storage_mut()
+        {
+            eframe::set_value(st, SETTINGS_KEY, &v.settings);
+            st.flush();
         }
         egui::CentralPanel::default().show(ui, |ui| match (self.tab, &mut self.run_view) {
             (Tab::Backwork, Some(v)) => v.grid_ui(ui),

@@ -32,6 +32,8 @@ pub struct RunView {
     pub selected: std::collections::BTreeSet<usize>,
     /// A snapshot arrived whose images are not uploaded yet.
     is_dirty: bool,
+    /// The user changed a setting since the app last stored them.
+    pub settings_changed: bool,
 }
 
 impl RunView {
@@ -48,6 +50,7 @@ impl RunView {
             curves: Curves::default(),
             selected: Default::default(),
             is_dirty: false,
+            settings_changed: false,
         }
     }
 
@@ -149,6 +152,7 @@ impl RunView {
     pub fn settings_panel_ui(&mut self, ui: &mut egui::Ui) {
         if let Some(new) = settings_ui(ui, &self.settings) {
             self.settings = new.clone();
+            self.settings_changed = true;
             if self.is_running() {
                 let step = self.snapshot.as_ref().map_or(0, |s| s.step);
                 self.curves.mark_settings(step);
