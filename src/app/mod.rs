@@ -55,6 +55,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
         options,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
+            let train_for_view = train.clone();
             let worker = Worker::spawn(
                 net,
                 crate::export::run::ModelRef {
@@ -66,7 +67,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
                 std::sync::Arc::new(move || ctx.request_repaint()),
             )?;
             let mut app = BackworkApp::new(&cc.egui_ctx, cnn, info, test);
-            let mut view = RunView::new(worker);
+            let mut view = RunView::new(worker, train_for_view);
             // Settings persist between launches; a stored value that no longer validates
             // (an older version's, or edited by hand) falls back to the defaults.
             if let Some(saved) = cc

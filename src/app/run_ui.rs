@@ -34,10 +34,15 @@ pub struct RunView {
     is_dirty: bool,
     /// The user changed a setting since the app last stored them.
     pub settings_changed: bool,
+    /// The training set, to show an image's nearest training image.
+    train: std::sync::Arc<crate::data::Dataset>,
+    /// The row shown enlarged, if any.
+    pub enlarged: Option<usize>,
+    nearest_texture: Option<(u32, TextureHandle)>,
 }
 
 impl RunView {
-    pub fn new(worker: Worker) -> Self {
+    pub fn new(worker: Worker, train: std::sync::Arc<crate::data::Dataset>) -> Self {
         Self {
             worker,
             settings: Settings::default(),
@@ -51,6 +56,9 @@ impl RunView {
             selected: Default::default(),
             is_dirty: false,
             settings_changed: false,
+            train,
+            enlarged: None,
+            nearest_texture: None,
         }
     }
 
@@ -303,6 +311,7 @@ impl RunView {
         };
         let threshold = self.settings.threshold;
         let mut toggled = Vec::new();
+        let mut enlarge = None;
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
             .show(ui, |ui| {
@@ -337,7 +346,9 @@ impl RunView {
                                                     .alt_text(format!("label {label} image {i}"))
                                                     .sense(egui::Sense::click()),
                                             );
-                                            if r.clicked() {
+                                            if r.double_clicked() {
+                                                enlarge = Some(row);
+                                            } else if r.clicked() {
                                                 toggled.push(row);
                                             }
                                             let probs = &s.probs[row];
@@ -346,7 +357,7 @@ impl RunView {
                                                     "label {label}, image {i}: p(label) = {p:.5}"
                                                 ));
                                                 prob_bars_ui(ui, probs, label as usize);
-                                                ui.weak("click to select for export");
+                                                ui.weak("click: select for export · double-click: enlarge");
                                             });
                                         }
                                         ui.label(RichText::new(format!("{p:.5}")).monospace());
@@ -361,6 +372,88 @@ impl RunView {
             if !self.selected.remove(&row) {
                 self.selected.insert(row);
             }
+        }
+        if enlarge.is_some() {
+            self.enlarged = enlarge;
+        }
+        self.enlarged_ui(ui.ctx());
+    }
+
+    /// The enlarged view of one image: large, its ten probabilities, and its nearest training
+    /// image (pixel space) with the distance, plus the nearest at each conv tap.
+    fn enlarged_ui(&mut self, ctx: &egui::Context) {
+        let (Some(row), Some(s)) = (self.enlarged, &self.snapshot) else {
+            return;
+        };
+        if row >= s.probs.len() {
+            self.enlarged = None;
+            return;
+        }
+        let label = s.labels[row / s.batch];
+        let nearest = s.nearest[row];
+        if let Some(n) = nearest[0]
+            && self
+                .nearest_texture
+                .as_ref()
+                .is_none_or(|(i, _)| *i != n.index)
+            && (n.index as usize) < self.train.len()
+        {
+            let img = egui::ColorImage::from_gray([SIDE, SIDE], self.train.image(n.index as usize));
+            let tex = ctx.load_texture("nearest", img, TextureOptions::NEAREST);
+            self.nearest_texture = Some((n.index, tex));
+        }
+        let mut open = true;
+        egui::Window::new(format!("label {label}, image {}", row % s.batch))
+            .open(&mut open)
+            .resizable(false)
+            .show(ctx, |ui| {
+                ui.horizontal(|ui| {
+                    let side = SIDE as f32 * 8.0;
+                    if let Some(t) = self.textures.get(row) {
+                        ui.vertical(|ui| {
+                            ui.add(
+                                egui::Image::from_texture(t)
+                                    .fit_to_exact_size(vec2(side, side))
+                                    .alt_text("the generated image"),
+                            );
+                            ui.label("generated");
+                        });
+                    }
+                    if let (Some(n), Some((_, t))) = (nearest[0], &self.nearest_texture) {
+                        ui.vertical(|ui| {
+                            ui.add(
+                                egui::Image::from_texture(t)
+                                    .fit_to_exact_size(vec2(side, side))
+                                    .alt_text("its nearest training image"),
+                            );
+                            ui.label(format!(
+                                "nearest training image #{} (distance {:.4})",
+                                n.index, n.dist
+                            ));
+                        });
+                    }
+                });
+                ui.separator();
+                let probs = &s.probs[row];
+                for (k, p) in probs.iter().enumerate() {
+                    let text = format!("{k}: {p:.6}");
+                    if k == label as usize {
+                        ui.strong(text);
+                    } else {
+                        ui.monospace(text);
+                    }
+                }
+                prob_bars_ui(ui, probs, label as usize);
+                ui.separator();
+                for (tap, n) in ["inputs", "conv0", "conv1", "fc"].iter().zip(nearest) {
+                    if let Some(n) = n {
+                        ui.label(format!("nearest at {tap}: #{} ({:.4})", n.index, n.dist));
+                    }
+                }
+                ui.label(format!("reinitialised {} times", s.reinits[row]));
+            });
+        if !open {
+            self.enlarged = None;
         }
     }
 }

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::backwork::Settings;
-use crate::backwork::cost::CostTerms;
+use crate::backwork::cost::{CostTerms, Nearest};
 use crate::backwork::engine::{EndReason, Engine, Reinit};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::{LabelRefs, RefCache};
@@ -63,6 +63,8 @@ pub struct Snapshot {
     pub probs: Vec<Vec<f32>>,
     /// Per image, its reinit count.
     pub reinits: Vec<usize>,
+    /// Per image, its nearest training image at inputs, conv0, conv1 (and fc per-example).
+    pub nearest: Vec<[Option<Nearest>; 4]>,
     /// Curve points since the last snapshot (none is dropped).
     pub points: Vec<CurvePoint>,
     /// Reinitialisations since the last snapshot.
@@ -424,6 +426,7 @@ impl Loop {
             images: r.engine.images().to_vec(),
             probs: r.engine.images.iter().map(|i| i.probs.clone()).collect(),
             reinits: r.engine.images.iter().map(|i| i.reinits).collect(),
+            nearest: r.engine.images.iter().map(|i| i.nearest).collect(),
             points: std::mem::take(&mut r.points),
             new_reinits: std::mem::take(&mut r.reinits),
             steps_per_s: r.steps_per_s,
