@@ -8,8 +8,8 @@ cargo clippy --all-targets -- -D warnings
 
 # The core never depends on the UI (../shared/STYLE.md).
 if grep -rnE '\b(egui|eframe|rfd|egui_plot)::|^\s*use (egui|eframe|rfd|egui_plot)\b' \
-    src/data src/model src/export src/util.rs; then
-  echo "error: the core (src/data, src/model, src/export) must not use the UI crates" >&2
+    src/data src/model src/export src/backwork src/worker src/util.rs; then
+  echo "error: the core (src/data, src/model, src/export, src/backwork, src/worker) must not use the UI crates" >&2
   exit 1
 fi
 

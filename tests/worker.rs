@@ -10,9 +10,8 @@ use backwork::backwork::Settings;
 use backwork::backwork::engine::EndReason;
 use backwork::backwork::frozen::FrozenCnn;
 use backwork::data::{Dataset, PIXELS, Split};
-use backwork::export::run::ModelRef;
 use backwork::model::weights::shipped_cnn;
-use backwork::worker::{Command, Event, Worker};
+use backwork::worker::{Command, Event, Worker, WorkerSpec};
 
 fn worker(wakes: Arc<AtomicUsize>) -> Worker {
     let (cnn, info) = shipped_cnn().unwrap();
@@ -20,18 +19,15 @@ fn worker(wakes: Arc<AtomicUsize>) -> Worker {
     let mut train = Dataset::mnist(Split::Train).unwrap();
     train.labels.truncate(3000);
     train.pixels.truncate(3000 * PIXELS);
-    Worker::spawn(
-        FrozenCnn::new(&cnn).unwrap(),
-        ModelRef {
-            name: info.name,
-            sha256: info.sha256,
-        },
-        Arc::new(train),
-        None,
-        Arc::new(move || {
+    Worker::spawn(WorkerSpec {
+        net: FrozenCnn::new(&cnn).unwrap(),
+        model: info.model_ref(),
+        train: Arc::new(train),
+        cache_dir: None,
+        wake: Arc::new(move || {
             wakes.fetch_add(1, Ordering::Relaxed);
         }),
-    )
+    })
     .unwrap()
 }
 

@@ -1,6 +1,7 @@
-//! The curves of a run: every cost term (toggle each; linear or log scale) and the minimum
-//! p(label) of each label, with reinitialisations and settings changes marked. History is
-//! bounded: past `MAX_POINTS` every series is thinned to every other point.
+//! The curves of a run: every cost term (toggle each; linear or log scale), the minimum or
+//! mean p(label) of each label, and the engine's steps/s, with reinitialisations and settings
+//! changes marked. History is bounded: past `MAX_POINTS` every series is thinned to every
+//! other point, so 100,000 steps cost what 4,096 points do, in memory and in drawing.
 
 use egui_plot::{Legend, Line, MarkerShape, Plot, PlotPoints, Points, VLine};
 
@@ -8,7 +9,7 @@ use crate::backwork::engine::Reinit;
 use crate::worker::CurvePoint;
 
 /// Points kept per series before thinning (memory stays bounded over 100,000 steps).
-const MAX_POINTS: usize = 20_000;
+const MAX_POINTS: usize = 4096;
 
 /// Names of the term series, in the order of [`term_values`].
 pub const TERM_NAMES: [&str; 10] = [
@@ -44,11 +45,16 @@ fn term_values(p: &CurvePoint) -> [f64; 10] {
 pub struct Curves {
     terms: [Vec<[f64; 2]>; 10],
     min_p: Vec<Vec<[f64; 2]>>,
+    mean_p: Vec<Vec<[f64; 2]>>,
     labels: Vec<u8>,
     reinits: Vec<[f64; 2]>,
     settings_marks: Vec<f64>,
+    /// (step, steps/s) at each snapshot that brought a new rate.
+    rate: Vec<[f64; 2]>,
     pub shown: [bool; 10],
     pub is_log: bool,
+    /// Show the mean p(label) per label instead of the minimum.
+    pub is_mean: bool,
 }
 
 impl Default for Curves {
@@ -56,13 +62,16 @@ impl Default for Curves {
         Self {
             terms: Default::default(),
             min_p: Vec::new(),
+            mean_p: Vec::new(),
             labels: Vec::new(),
             reinits: Vec::new(),
             settings_marks: Vec::new(),
+            rate: Vec::new(),
             shown: [
                 true, true, false, false, false, false, false, false, true, true,
             ],
             is_log: true,
+            is_mean: false,
         }
     }
 }
@@ -82,12 +91,14 @@ fn thin(v: &mut Vec<[f64; 2]>) {
 impl Curves {
     /// Starts a new history for a run of `labels`.
     pub fn reset(&mut self, labels: &[u8]) {
-        let (shown, is_log) = (self.shown, self.is_log);
+        let (shown, is_log, is_mean) = (self.shown, self.is_log, self.is_mean);
         *self = Self {
             labels: labels.to_vec(),
             min_p: vec![Vec::new(); labels.len()],
+            mean_p: vec![Vec::new(); labels.len()],
             shown,
             is_log,
+            is_mean,
             ..Self::default()
         };
     }
@@ -101,12 +112,34 @@ impl Curves {
             for (s, m) in self.min_p.iter_mut().zip(&p.min_p) {
                 s.push([x, *m as f64]);
             }
+            for (s, m) in self.mean_p.iter_mut().zip(&p.mean_p) {
+                s.push([x, *m as f64]);
+            }
         }
+        self.mean_p.iter_mut().for_each(thin);
         self.reinits
             .extend(reinits.iter().map(|r| [r.step as f64, r.p_label as f64]));
         self.terms.iter_mut().for_each(thin);
         self.min_p.iter_mut().for_each(thin);
         thin(&mut self.reinits);
+    }
+
+    /// Records the engine's rate at `step` (a new point only when it changed).
+    pub fn add_rate(&mut self, step: usize, steps_per_s: f64) {
+        if steps_per_s > 0.0 && self.rate.last().is_none_or(|l| l[1] != steps_per_s) {
+            self.rate.push([step as f64, steps_per_s]);
+            thin(&mut self.rate);
+        }
+    }
+
+    /// Reinitialisation markers on the p(label) curves.
+    pub fn reinit_markers(&self) -> usize {
+        self.reinits.len()
+    }
+
+    /// Settings-change markers.
+    pub fn settings_markers(&self) -> usize {
+        self.settings_marks.len()
     }
 
     /// Marks a settings change at `step`.
@@ -121,8 +154,14 @@ impl Curves {
             }
             ui.separator();
             ui.checkbox(&mut self.is_log, "log scale");
+            ui.separator();
+            ui.selectable_value(&mut self.is_mean, false, "min p")
+                .on_hover_text("Lowest p(label) of each label's images");
+            ui.selectable_value(&mut self.is_mean, true, "mean p")
+                .on_hover_text("Mean p(label) of each label's images");
         });
-        let h = (ui.available_height() / 2.0 - 10.0).max(120.0);
+        let rate_h = 70.0;
+        let h = ((ui.available_height() - rate_h) / 2.0 - 16.0).max(100.0);
         let is_log = self.is_log;
         let marks = &self.settings_marks;
         Plot::new("terms")
@@ -150,9 +189,18 @@ impl Curves {
             .height(h)
             .legend(Legend::default())
             .x_axis_label("step")
-            .y_axis_label("min p(label)")
+            .y_axis_label(if self.is_mean {
+                "mean p(label)"
+            } else {
+                "min p(label)"
+            })
             .show(ui, |p| {
-                for (label, series) in self.labels.iter().zip(&self.min_p) {
+                let per_label = if self.is_mean {
+                    &self.mean_p
+                } else {
+                    &self.min_p
+                };
+                for (label, series) in self.labels.iter().zip(per_label) {
                     p.line(Line::new(
                         format!("{label}"),
                         PlotPoints::from(series.clone()),
@@ -166,6 +214,13 @@ impl Curves {
                 for &m in marks {
                     p.vline(VLine::new("settings changed", m));
                 }
+            });
+        Plot::new("rate")
+            .height(rate_h)
+            .x_axis_label("step")
+            .y_axis_label("steps/s")
+            .show(ui, |p| {
+                p.line(Line::new("steps/s", PlotPoints::from(self.rate.clone())));
             });
     }
 }

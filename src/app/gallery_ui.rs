@@ -22,7 +22,7 @@ pub enum Filter {
 
 /// Runtime state of the gallery.
 pub struct Gallery {
-    data: Dataset,
+    data: std::sync::Arc<Dataset>,
     predictions: Vec<Option<(usize, f32)>>,
     done: usize,
     correct: usize,
@@ -32,7 +32,7 @@ pub struct Gallery {
 }
 
 impl Gallery {
-    pub fn new(data: Dataset) -> Self {
+    pub fn new(data: std::sync::Arc<Dataset>) -> Self {
         let n = data.len();
         Self {
             data,
@@ -43,6 +43,18 @@ impl Gallery {
             filter: Filter::All,
             textures: HashMap::new(),
         }
+    }
+
+    /// The images it shows.
+    pub fn data(&self) -> std::sync::Arc<Dataset> {
+        self.data.clone()
+    }
+
+    /// Forgets the predictions (another model is about to classify the images).
+    pub fn reset_predictions(&mut self) {
+        self.predictions.iter_mut().for_each(|p| *p = None);
+        self.done = 0;
+        self.correct = 0;
     }
 
     pub fn add_predictions(&mut self, chunk: PredictionChunk) {

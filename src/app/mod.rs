@@ -1,11 +1,14 @@
-//! The egui window: the loaded model (name, test accuracy) and the test images with the
-//! network's prediction and confidence, classified on a background thread.
+//! The egui window: the model in use (opened, dropped or trained in the app), the backwork
+//! view (live run, sliders, curves, export) and the test images with the network's
+//! predictions. The engine, the trainer and the classifier each run on their own thread.
 
 mod curves_ui;
 mod gallery_ui;
+mod model_ui;
 mod run_ui;
 mod settings_ui;
 
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 
@@ -17,12 +20,15 @@ use crate::model::eval::EVAL_BATCH;
 use crate::model::weights::load_or_shipped;
 use crate::model::{Cnn, ModelInfo};
 
+pub use curves_ui::Curves;
 pub use gallery_ui::Gallery;
+pub use model_ui::{ModelIntent, ModelView};
 pub use run_ui::RunView;
+pub use settings_ui::settings_ui;
 
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::default_cache_dir;
-use crate::worker::Worker;
+use crate::worker::{Worker, WorkerSpec};
 
 /// Storage key of the persisted engine settings.
 const SETTINGS_KEY: &str = "backwork-settings";
@@ -32,20 +38,22 @@ const SETTINGS_KEY: &str = "backwork-settings";
 pub enum Tab {
     Backwork,
     TestSet,
+    Model,
 }
 
 /// Opens the window and blocks until it is closed.
 pub fn run(args: &AppArgs) -> Result<()> {
     let (cnn, info) = load_or_shipped(args.model.as_deref())?;
-    let test = Dataset::load(args.data.as_deref(), Split::Test)?;
-    let train = std::sync::Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);
+    let test = Arc::new(Dataset::load(args.data.as_deref(), Split::Test)?);
+    let train = Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);
     let net = FrozenCnn::new(&cnn)?;
     let (autostart, frame_stats) = (args.autostart, args.frame_stats.clone());
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("backwork")
             .with_inner_size([1280.0, 860.0])
-            .with_min_inner_size([640.0, 420.0]),
+            .with_min_inner_size([640.0, 420.0])
+            .with_drag_and_drop(true),
         // glow renders correctly on Mesa llvmpipe and keeps the build lean (../shared/STACK.md).
         renderer: eframe::Renderer::Glow,
         ..Default::default()
@@ -55,32 +63,31 @@ pub fn run(args: &AppArgs) -> Result<()> {
         options,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
-            let train_for_view = train.clone();
-            let worker = Worker::spawn(
+            let wake: Wake = Arc::new(move || ctx.request_repaint());
+            let spec = WorkerSpec {
                 net,
-                crate::export::run::ModelRef {
-                    name: info.name.clone(),
-                    sha256: info.sha256.clone(),
-                },
-                train,
-                default_cache_dir(),
-                std::sync::Arc::new(move || ctx.request_repaint()),
-            )?;
-            let mut app = BackworkApp::new(&cc.egui_ctx, cnn, info, test);
-            let mut view = RunView::new(worker, train_for_view);
-            // Settings persist between launches; a stored value that no longer validates
-            // (an older version's, or edited by hand) falls back to the defaults.
-            if let Some(saved) = cc
-                .storage
-                .and_then(|st| eframe::get_value::<crate::backwork::Settings>(st, SETTINGS_KEY))
-                .filter(|s| s.validate().is_ok())
-            {
-                view.settings = saved;
+                model: info.model_ref(),
+                train: train.clone(),
+                cache_dir: default_cache_dir(),
+                wake: wake.clone(),
+            };
+            let worker = Worker::spawn(spec.clone())?;
+            let mut app = BackworkApp::new(&cc.egui_ctx, cnn, info, test, train, worker);
+            if let Some(v) = &mut app.run_view {
+                v.spec = Some(spec);
+                // Settings persist between launches; a stored value that no longer validates
+                // (an older version's, or edited by hand) falls back to the defaults.
+                if let Some(saved) = cc
+                    .storage
+                    .and_then(|st| eframe::get_value::<crate::backwork::Settings>(st, SETTINGS_KEY))
+                    .filter(|s| s.validate().is_ok())
+                {
+                    v.settings = saved;
+                }
+                if autostart {
+                    v.command(crate::worker::Command::Start(v.settings.clone()));
+                }
             }
-            if autostart {
-                view.command(crate::worker::Command::Start(view.settings.clone()));
-            }
-            app.run_view = Some(view);
             app.frame_stats = frame_stats.map(FrameStats::new);
             Ok(Box::new(app))
         }),
@@ -89,6 +96,9 @@ pub fn run(args: &AppArgs) -> Result<()> {
     .context("cannot open the window")
 }
 
+/// The callback that asks the window for a repaint.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
 /// Predictions for a run of consecutive test images, from the classifier thread.
 pub struct PredictionChunk {
     pub start: usize,
@@ -96,16 +106,19 @@ pub struct PredictionChunk {
     pub predictions: Vec<(usize, f32)>,
 }
 
-/// The application: one model, one dataset, their predictions.
+/// The application: the model in use, its views, and the threads that work for them.
 pub struct BackworkApp {
     pub info: ModelInfo,
+    cnn: Cnn,
     pub gallery: Gallery,
     rx: Option<Receiver<Result<PredictionChunk, String>>>,
     worker: Option<JoinHandle<()>>,
     pub status: Option<String>,
     pub tab: Tab,
     pub run_view: Option<RunView>,
+    pub model_view: ModelView,
     pub frame_stats: Option<FrameStats>,
+    wake: Wake,
 }
 
 /// Frame-time statistics, rewritten to a file every second (`--frame-stats`).
@@ -156,32 +169,104 @@ impl FrameStats {
 }
 
 impl BackworkApp {
-    pub fn new(ctx: &egui::Context, cnn: Cnn, info: ModelInfo, test: Dataset) -> Self {
-        let (tx, rx) = channel();
-        let pixels = test.pixels.clone();
+    /// The app on `cnn`, with `worker` running backwork (spawned, or detached in tests).
+    pub fn new(
+        ctx: &egui::Context,
+        cnn: Cnn,
+        info: ModelInfo,
+        test: Arc<Dataset>,
+        train: Arc<Dataset>,
+        worker: Worker,
+    ) -> Self {
         let repaint = ctx.clone();
-        let worker = std::thread::Builder::new()
+        let wake: Wake = Arc::new(move || repaint.request_repaint());
+        let mut app = Self {
+            info,
+            cnn,
+            gallery: Gallery::new(test.clone()),
+            rx: None,
+            worker: None,
+            status: None,
+            tab: Tab::Backwork,
+            run_view: Some(RunView::new(worker, train.clone())),
+            model_view: ModelView::new(train, test),
+            frame_stats: None,
+            wake,
+        };
+        app.classify_test_set();
+        app
+    }
+
+    /// (Re)starts classifying the test set with the model in use, on a background thread.
+    fn classify_test_set(&mut self) {
+        let (tx, rx) = channel();
+        let cnn = self.cnn.clone();
+        let data = self.gallery.data();
+        let wake = self.wake.clone();
+        // The previous thread, if any, stops at its next send: its receiver is dropped here.
+        self.rx = Some(rx);
+        self.gallery.reset_predictions();
+        self.worker = std::thread::Builder::new()
             .name("backwork-classifier".into())
             .spawn(move || {
-                classify_all(&cnn, &pixels, &mut |chunk| {
+                classify_all(&cnn, &data.pixels, &mut |chunk| {
                     let alive = tx.send(chunk).is_ok();
-                    repaint.request_repaint();
+                    wake();
                     alive
                 })
             })
             .ok();
-        let status = worker
-            .is_none()
-            .then(|| "could not start the classifier thread".to_string());
-        Self {
-            info,
-            gallery: Gallery::new(test),
-            rx: Some(rx),
-            worker,
-            status,
-            tab: Tab::Backwork,
-            run_view: None,
-            frame_stats: None,
+        if self.worker.is_none() {
+            self.status = Some("could not start the classifier thread".into());
+        }
+    }
+
+    /// Switches every view to another network; a running backwork run ends (its images stay
+    /// exportable).
+    pub fn set_model(&mut self, cnn: Cnn, info: ModelInfo) {
+        let net = match FrozenCnn::new(&cnn) {
+            Ok(n) => n,
+            Err(e) => {
+                self.status = Some(format!(
+                    "{}: not usable, the model in use stays: {e}",
+                    info.name
+                ));
+                return;
+            }
+        };
+        if let Some(v) = &mut self.run_view {
+            v.set_model(net, info.model_ref());
+        }
+        self.status = Some(format!("now using {}", info.name));
+        self.info = info;
+        self.cnn = cnn;
+        self.classify_test_set();
+    }
+
+    /// Loads weight files dropped onto the window (the last one that loads wins).
+    fn dropped_files_ui(&mut self, ui: &mut egui::Ui) {
+        let (dropped, hovering) =
+            ui.input(|i| (i.raw.dropped_files.clone(), !i.raw.hovered_files.is_empty()));
+        if hovering {
+            let rect = ui.ctx().content_rect();
+            ui.ctx()
+                .layer_painter(egui::LayerId::new(
+                    egui::Order::Foreground,
+                    egui::Id::unique("backwork-drop-overlay"),
+                ))
+                .text(
+                    rect.center(),
+                    egui::Align2::CENTER_CENTER,
+                    "Drop a .safetensors weights file to use it",
+                    egui::FontId::proportional(24.0),
+                    ui.visuals().strong_text_color(),
+                );
+        }
+        for f in dropped {
+            match model_ui::open_model(f.path()) {
+                Ok((cnn, info)) => self.set_model(cnn, info),
+                Err(e) => self.status = Some(e),
+            }
         }
     }
 
@@ -213,7 +298,8 @@ impl BackworkApp {
             ui.heading("backwork");
             ui.separator();
             ui.label("model:");
-            ui.strong(&self.info.name);
+            ui.strong(&self.info.name)
+                .on_hover_text("Open, train or drop another model in the Model view");
             ui.weak(format!("sha256 {}…", &self.info.sha256[..12]));
             ui.separator();
             match self.info.test_accuracy() {
@@ -247,7 +333,23 @@ impl eframe::App for BackworkApp {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        self.show(ui);
+        // A changed setting is written at once, not only at exit: a crash keeps it too.
+        if let Some(v) = &mut self.run_view
+            && std::mem::take(&mut v.settings_changed)
+            && let Some(st) = frame.storage_mut()
+        {
+            eframe::set_value(st, SETTINGS_KEY, &v.settings);
+            st.flush();
+        }
+    }
+}
+
+impl BackworkApp {
+    /// The whole window, one frame (everything but persistence, so tests can drive it).
+    pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll();
+        self.model_view.poll();
         if let Some(v) = &mut self.run_view {
             v.poll(ui.ctx());
         }
@@ -259,12 +361,19 @@ impl eframe::App for BackworkApp {
             // Keep frames coming so the statistics describe a live window.
             ui.ctx().request_repaint();
         }
+        self.dropped_files_ui(ui);
         egui::Panel::top("header").show(ui, |ui| {
             ui.add_space(4.0);
             self.header_ui(ui);
             ui.horizontal(|ui| {
                 ui.selectable_value(&mut self.tab, Tab::Backwork, "Fooling images");
                 ui.selectable_value(&mut self.tab, Tab::TestSet, "Test set");
+                let model_tab = if self.model_view.is_training() {
+                    "Model (training…)"
+                } else {
+                    "Model"
+                };
+                ui.selectable_value(&mut self.tab, Tab::Model, model_tab);
             });
             if self.tab == Tab::Backwork
                 && let Some(v) = &mut self.run_view
@@ -284,20 +393,22 @@ impl eframe::App for BackworkApp {
                 });
             egui::Panel::right("curves")
                 .default_size(400.0)
-                .show(ui, |ui| v.curves.ui(ui));
+                .show(ui, |ui| v.side_ui(ui));
         }
-        // A changed setting is written at once, not only at exit: a crash keeps it too.
-        if let Some(v) = &mut self.run_view
-            && std::mem::take(&mut v.settings_changed)
-            && let Some(st) = frame.storage_mut()
-        {
-            eframe::set_value(st, SETTINGS_KEY, &v.settings);
-            st.flush();
-        }
+        let mut intent = None;
         egui::CentralPanel::default().show(ui, |ui| match (self.tab, &mut self.run_view) {
             (Tab::Backwork, Some(v)) => v.grid_ui(ui),
+            (Tab::Model, _) => {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    intent = self.model_view.ui(ui, &self.info, &self.wake);
+                });
+            }
             _ => self.gallery.ui(ui),
         });
+        if let Some(ModelIntent::Use(m)) = intent {
+            let (cnn, info) = *m;
+            self.set_model(cnn, info);
+        }
     }
 }
 

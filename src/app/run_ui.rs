@@ -1,18 +1,34 @@
-//! The backwork view: Start / Pause / Step / Reset, and the live images of the run, one row
-//! per label, each with its p(label) to 5 decimals, marked when past the threshold and counting
-//! its reinitialisations. The engine runs on the worker thread; this view only draws snapshots.
+//! The backwork view: Start / Pause / Step / Reset, the target labels, and the live images of
+//! the run, one row per label, each with its p(label) to 5 decimals and its ten probabilities
+//! as bars; marked when past the threshold, flashing when just re-initialised, saying so when
+//! stalled. The engine runs on the worker thread; this view only draws snapshots.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::TryRecvError;
+use std::time::{Duration, Instant};
 
 use egui::{Color32, RichText, Stroke, TextureHandle, TextureOptions, vec2};
 
 use super::curves_ui::Curves;
 use super::settings_ui::settings_ui;
 use crate::backwork::Settings;
-use crate::backwork::engine::EndReason;
+use crate::backwork::engine::{EndReason, ReinitKind};
+use crate::backwork::frozen::FrozenCnn;
 use crate::data::{PIXELS, SIDE};
+use crate::export::run::ModelRef;
 use crate::export::sheet::to_u8;
-use crate::worker::{Command, Event, Snapshot, Worker};
+use crate::worker::{Command, Event, Snapshot, Worker, WorkerSpec};
+
+/// How long a re-initialised tile flashes.
+const FLASH: Duration = Duration::from_millis(800);
+/// Lines kept in the event log.
+const LOG_LINES: usize = 500;
+/// Colour of a tile past the threshold, and of the target class's bar.
+const PASSED: Color32 = Color32::from_rgb(80, 200, 120);
+/// Colour of a re-initialisation flash.
+const FLASH_COLOR: Color32 = Color32::from_rgb(240, 150, 40);
+/// Colour of the "stalled" mark.
+const STALLED: Color32 = Color32::from_rgb(220, 190, 60);
 
 /// Pixels on screen per image pixel.
 const SCALE: f32 = 2.0;
@@ -39,6 +55,19 @@ pub struct RunView {
     /// The row shown enlarged, if any.
     pub enlarged: Option<usize>,
     nearest_texture: Option<(u32, TextureHandle)>,
+    /// What starts the worker again after it died (None for a detached test worker).
+    pub spec: Option<WorkerSpec>,
+    pub is_worker_alive: bool,
+    /// When each image was last re-initialised (for the flash).
+    last_reinit: Vec<Option<Instant>>,
+    /// Last tile clicked, the anchor of a shift-click range.
+    anchor: Option<usize>,
+    /// Newest first: (step, what happened).
+    pub log: VecDeque<(usize, String)>,
+    /// Per group, whether it has passed the threshold (to log it once).
+    passed_groups: Vec<bool>,
+    /// Per image, whether it was stalled at the last snapshot (to log changes once).
+    was_stalled: Vec<bool>,
 }
 
 impl RunView {
@@ -59,6 +88,52 @@ impl RunView {
             train,
             enlarged: None,
             nearest_texture: None,
+            spec: None,
+            is_worker_alive: true,
+            last_reinit: Vec::new(),
+            anchor: None,
+            log: VecDeque::new(),
+            passed_groups: Vec::new(),
+            was_stalled: Vec::new(),
+        }
+    }
+
+    /// Adds a line to the event log (newest first, bounded).
+    pub fn log_event(&mut self, step: usize, what: String) {
+        self.log.push_front((step, what));
+        self.log.truncate(LOG_LINES);
+    }
+
+    /// Uses another network from now on: the worker ends the current run and builds
+    /// reference sets for the new one at the next Start.
+    pub fn set_model(&mut self, net: FrozenCnn, model: ModelRef) {
+        if let Some(spec) = &mut self.spec {
+            spec.net = net.clone();
+            spec.model = model.clone();
+        }
+        let step = self.snapshot.as_ref().map_or(0, |s| s.step);
+        self.log_event(step, format!("model changed to {}", model.name));
+        self.worker
+            .send(Command::SetModel(Box::new((net, model.clone()))));
+        self.run = None;
+        self.cache = None;
+        self.status = format!("model {}: press Start to run against it", model.name);
+    }
+
+    /// Starts a fresh worker thread after the old one died.
+    pub fn restart_worker(&mut self) {
+        let Some(spec) = self.spec.clone() else {
+            return;
+        };
+        match Worker::spawn(spec) {
+            Ok(w) => {
+                self.worker = w;
+                self.is_worker_alive = true;
+                self.run = None;
+                self.cache = None;
+                self.status = "engine restarted: press Start".into();
+            }
+            Err(e) => self.status = format!("could not restart the engine: {e}"),
         }
     }
 
@@ -69,9 +144,22 @@ impl RunView {
         let id = self.worker.send(c);
         if is_start {
             self.selected.clear();
+            self.anchor = None;
             self.run = Some(id);
             self.snapshot = None;
             self.total_reinits = 0;
+            self.last_reinit.clear();
+            self.passed_groups.clear();
+            self.was_stalled.clear();
+            let labels: Vec<String> = self.settings.labels.iter().map(u8::to_string).collect();
+            self.log_event(
+                0,
+                format!(
+                    "run started: labels {}, {} images each",
+                    labels.join(","),
+                    self.settings.batch
+                ),
+            );
             self.status = "building the reference sets…".into();
         } else if is_reset {
             self.run = None;
@@ -92,7 +180,9 @@ impl RunView {
                         self.curves.reset(&s.labels);
                     }
                     self.curves.add(&s.points, &s.new_reinits);
+                    self.curves.add_rate(s.step, s.steps_per_s);
                     self.total_reinits += s.new_reinits.len();
+                    self.note_snapshot(&s);
                     self.status = format!(
                         "step {} · {:.1} steps/s · {} reinitialisations{}",
                         s.step,
@@ -108,6 +198,8 @@ impl RunView {
                     self.status = format!("wrote {files} files to {}", dir.display());
                 }
                 Ok(Event::Ended { run, reason }) if Some(run) == self.run => {
+                    let step = self.snapshot.as_ref().map_or(0, |s| s.step);
+                    self.log_event(step, format!("run ended: {reason:?}"));
                     self.status = match reason {
                         EndReason::Threshold => {
                             format!("every image passed p > {} — done", self.settings.threshold)
@@ -122,12 +214,82 @@ impl RunView {
                 Ok(_) => {}
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
-                    self.status = "the engine thread stopped; restart the app".into();
+                    if self.is_worker_alive {
+                        self.is_worker_alive = false;
+                        self.run = None;
+                        self.status =
+                            "the engine thread stopped unexpectedly: press Restart engine".into();
+                    }
                     break;
                 }
             }
         }
         self.update_textures(ctx);
+    }
+
+    /// Logs what a snapshot brings (reinitialisations, labels passing, images stalling) and
+    /// starts the flashes.
+    fn note_snapshot(&mut self, s: &Snapshot) {
+        let rows = s.probs.len();
+        self.last_reinit.resize(rows, None);
+        self.was_stalled.resize(rows, false);
+        self.passed_groups.resize(s.labels.len(), false);
+        let now = Instant::now();
+        for r in &s.new_reinits {
+            if let Some(t) = self.last_reinit.get_mut(r.image) {
+                *t = Some(now);
+            }
+            let label = s.labels.get(r.image / s.batch.max(1)).copied().unwrap_or(0);
+            self.log_event(
+                r.step,
+                format!(
+                    "label {label} image {}: {} at p = {:.5}",
+                    r.image % s.batch.max(1),
+                    match r.kind {
+                        ReinitKind::MonoDec => "re-initialised",
+                        ReinitKind::StallReinit => "re-initialised (stalled)",
+                        ReinitKind::StallPerturb => "perturbed (stalled)",
+                    },
+                    r.p_label
+                ),
+            );
+        }
+        for (g, &label) in s.labels.iter().enumerate() {
+            let all_passed = (0..s.batch).all(|i| {
+                s.probs[g * s.batch + i]
+                    .get(label as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+                    > self.settings.threshold
+            });
+            if all_passed && !self.passed_groups[g] {
+                self.passed_groups[g] = true;
+                self.log_event(
+                    s.step,
+                    format!("label {label}: every image past the threshold"),
+                );
+            }
+        }
+        for row in 0..rows {
+            let stalled = s.stalled.get(row).copied().unwrap_or(false);
+            if stalled && !self.was_stalled[row] {
+                let label = s.labels[row / s.batch.max(1)];
+                self.log_event(
+                    s.step,
+                    format!("label {label} image {}: stalled", row % s.batch.max(1)),
+                );
+            }
+            self.was_stalled[row] = stalled;
+        }
+    }
+
+    /// Whether image `row` is flashing after a re-initialisation.
+    fn is_flashing(&self, row: usize) -> bool {
+        self.last_reinit
+            .get(row)
+            .copied()
+            .flatten()
+            .is_some_and(|t| t.elapsed() < FLASH)
     }
 
     /// Uploads the newest snapshot's images, once per snapshot (not once per frame).
@@ -159,11 +321,13 @@ impl RunView {
     /// on the curves.
     pub fn settings_panel_ui(&mut self, ui: &mut egui::Ui) {
         if let Some(new) = settings_ui(ui, &self.settings) {
+            let changed = self.settings.changed_fields(&new);
             self.settings = new.clone();
             self.settings_changed = true;
             if self.is_running() {
                 let step = self.snapshot.as_ref().map_or(0, |s| s.step);
                 self.curves.mark_settings(step);
+                self.log_event(step, format!("settings changed: {}", changed.join(", ")));
                 self.command(Command::Settings(new));
             }
         }
@@ -268,9 +432,20 @@ impl RunView {
                 self.export_selected();
             }
             ui.separator();
+            self.labels_ui(ui);
             ui.label("images per label");
-            ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=64));
+            ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=64))
+                .on_hover_text("Images optimised per label (8 in the original figure); takes effect at the next Start");
             ui.separator();
+            if !self.is_worker_alive
+                && self.spec.is_some()
+                && ui
+                    .button("Restart engine")
+                    .on_hover_text("Start a fresh engine thread (the last run is lost)")
+                    .clicked()
+            {
+                self.restart_worker();
+            }
             if let Some((done, total)) = self.cache {
                 ui.spinner();
                 ui.label(format!("reference sets {done} / {total}"));
@@ -304,14 +479,92 @@ impl RunView {
         }
     }
 
+    /// The target labels, one toggle per digit; at least one stays selected.
+    fn labels_ui(&mut self, ui: &mut egui::Ui) {
+        ui.label("labels");
+        for d in 0..10u8 {
+            let mut on = self.settings.labels.contains(&d);
+            if ui
+                .toggle_value(&mut on, d.to_string())
+                .on_hover_text(format!(
+                    "Optimise images classified as {d} (at the next Start)"
+                ))
+                .changed()
+            {
+                if on {
+                    self.settings.labels.push(d);
+                    self.settings.labels.sort_unstable();
+                } else if self.settings.labels.len() > 1 {
+                    self.settings.labels.retain(|&l| l != d);
+                }
+                self.settings_changed = true;
+            }
+        }
+        if ui
+            .small_button("all")
+            .on_hover_text("All ten digits (the default)")
+            .clicked()
+        {
+            self.settings.labels = (0..10).collect();
+            self.settings_changed = true;
+        }
+    }
+
+    /// Applies a click on tile `row`: toggles it, or with shift selects the range from the
+    /// last clicked tile.
+    pub fn click_tile(&mut self, row: usize, shift: bool) {
+        match (shift, self.anchor) {
+            (true, Some(a)) => {
+                let (lo, hi) = (a.min(row), a.max(row));
+                self.selected.extend(lo..=hi);
+            }
+            _ => {
+                if !self.selected.remove(&row) {
+                    self.selected.insert(row);
+                }
+            }
+        }
+        self.anchor = Some(row);
+    }
+
+    /// The right-hand side: the curves, then the event log.
+    pub fn side_ui(&mut self, ui: &mut egui::Ui) {
+        let log_h = 140.0;
+        let curves_h = (ui.available_height() - log_h - 30.0).max(200.0);
+        ui.allocate_ui(vec2(ui.available_width(), curves_h), |ui| {
+            self.curves.ui(ui)
+        });
+        ui.separator();
+        ui.label(RichText::new("Events").strong());
+        egui::ScrollArea::vertical()
+            .id_salt("event-log")
+            .max_height(log_h)
+            .auto_shrink([false, true])
+            .show(ui, |ui| {
+                if self.log.is_empty() {
+                    ui.weak("Reinitialisations, settings changes and labels passing show here.");
+                }
+                for (step, what) in &self.log {
+                    ui.small(format!("step {step:>5}  {what}"));
+                }
+            });
+    }
+
     pub fn grid_ui(&mut self, ui: &mut egui::Ui) {
         let Some(s) = &self.snapshot else {
-            ui.weak("No run yet.");
+            ui.weak(match self.cache {
+                Some((done, total)) => {
+                    format!("Building the reference sets: label {done} of {total}…")
+                }
+                None => "No run yet: press Start (or space).".into(),
+            });
             return;
         };
         let threshold = self.settings.threshold;
-        let mut toggled = Vec::new();
+        let shift = ui.input(|i| i.modifiers.shift);
+        let mut clicked = Vec::new();
         let mut enlarge = None;
+        let mut is_any_flashing = false;
         egui::ScrollArea::vertical()
             .auto_shrink([false, false])
             .show(ui, |ui| {
@@ -321,57 +574,36 @@ impl RunView {
                         for i in 0..s.batch {
                             let row = g * s.batch + i;
                             let p = s.probs[row].get(label as usize).copied().unwrap_or(0.0);
-                            let passed = p > threshold;
-                            let is_selected = self.selected.contains(&row);
-                            let stroke = if is_selected {
-                                Stroke::new(3.0, ui.visuals().selection.stroke.color)
-                            } else if passed {
-                                Stroke::new(2.0, Color32::from_rgb(80, 200, 120))
-                            } else {
-                                Stroke::new(
-                                    1.0,
-                                    ui.visuals().widgets.noninteractive.bg_stroke.color,
-                                )
+                            let tile = TileState {
+                                row,
+                                label,
+                                index: i,
+                                p,
+                                passed: p > threshold,
+                                selected: self.selected.contains(&row),
+                                flashing: self.is_flashing(row),
+                                stalled: s.stalled.get(row).copied().unwrap_or(false),
+                                reinits: s.reinits[row],
                             };
-                            egui::Frame::group(ui.style())
-                                .stroke(stroke)
-                                .inner_margin(3.0)
-                                .show(ui, |ui| {
-                                    ui.vertical(|ui| {
-                                        if let Some(t) = self.textures.get(row) {
-                                            let side = SIDE as f32 * SCALE;
-                                            let r = ui.add(
-                                                egui::Image::from_texture(t)
-                                                    .fit_to_exact_size(vec2(side, side))
-                                                    .alt_text(format!("label {label} image {i}"))
-                                                    .sense(egui::Sense::click()),
-                                            );
-                                            if r.double_clicked() {
-                                                enlarge = Some(row);
-                                            } else if r.clicked() {
-                                                toggled.push(row);
-                                            }
-                                            let probs = &s.probs[row];
-                                            r.on_hover_ui(|ui| {
-                                                ui.label(format!(
-                                                    "label {label}, image {i}: p(label) = {p:.5}"
-                                                ));
-                                                prob_bars_ui(ui, probs, label as usize);
-                                                ui.weak("click: select for export · double-click: enlarge");
-                                            });
-                                        }
-                                        ui.label(RichText::new(format!("{p:.5}")).monospace());
-                                        ui.small(format!("reinits {}", s.reinits[row]));
-                                    });
-                                });
+                            is_any_flashing |= tile.flashing;
+                            let r = tile_ui(ui, &tile, self.textures.get(row), &s.probs[row]);
+                            if let Some(r) = r {
+                                if r.double_clicked() {
+                                    enlarge = Some(row);
+                                } else if r.clicked() {
+                                    clicked.push(row);
+                                }
+                            }
                         }
                     });
                 }
             });
-        for row in toggled {
-            if !self.selected.remove(&row) {
-                self.selected.insert(row);
-            }
+        for row in clicked {
+            self.click_tile(row, shift);
+        }
+        if is_any_flashing {
+            // Repaint once more when the flash is over, even if no snapshot comes.
+            ui.ctx().request_repaint_after(FLASH);
         }
         if enlarge.is_some() {
             self.enlarged = enlarge;
@@ -458,6 +690,115 @@ impl RunView {
     }
 }
 
+/// What a tile shows about its image.
+struct TileState {
+    row: usize,
+    label: u8,
+    index: usize,
+    p: f32,
+    passed: bool,
+    selected: bool,
+    flashing: bool,
+    stalled: bool,
+    reinits: usize,
+}
+
+/// One tile: the image, its p(label), its ten probabilities as small bars, and its marks
+/// (passed, flashing after a reinit, stalled, selected). Returns the image's response.
+fn tile_ui(
+    ui: &mut egui::Ui,
+    t: &TileState,
+    texture: Option<&TextureHandle>,
+    probs: &[f32],
+) -> Option<egui::Response> {
+    let stroke = if t.selected {
+        Stroke::new(3.0, ui.visuals().selection.stroke.color)
+    } else if t.flashing {
+        Stroke::new(3.0, FLASH_COLOR)
+    } else if t.passed {
+        Stroke::new(2.0, PASSED)
+    } else {
+        Stroke::new(1.0, ui.visuals().widgets.noninteractive.bg_stroke.color)
+    };
+    let mut frame = egui::Frame::group(ui.style())
+        .stroke(stroke)
+        .inner_margin(3.0);
+    if t.flashing {
+        frame = frame.fill(FLASH_COLOR.gamma_multiply(0.35));
+    }
+    let side = SIDE as f32 * SCALE;
+    frame
+        .show(ui, |ui| {
+            ui.set_width(side);
+            ui.vertical(|ui| {
+                let r = texture.map(|tex| {
+                    ui.add(
+                        egui::Image::from_texture(tex)
+                            .fit_to_exact_size(vec2(side, side))
+                            .alt_text(format!("label {} image {}", t.label, t.index))
+                            .sense(egui::Sense::click()),
+                    )
+                });
+                ui.label(RichText::new(format!("{:.5}", t.p)).monospace());
+                mini_bars_ui(ui, probs, t.label as usize, side);
+                ui.horizontal(|ui| {
+                    ui.spacing_mut().item_spacing.x = 3.0;
+                    if t.passed {
+                        ui.colored_label(PASSED, "passed")
+                            .on_hover_text("p(label) is past the threshold");
+                    }
+                    if t.flashing {
+                        ui.colored_label(FLASH_COLOR, "re-initialised");
+                    } else if t.stalled {
+                        ui.colored_label(STALLED, "stalled").on_hover_text(
+                            "p(label) has not risen by the stall tolerance within the stall window (probes) and is below the threshold",
+                        );
+                    } else {
+                        ui.small(format!("{} reinits", t.reinits))
+                            .on_hover_text(format!("re-initialised {} times", t.reinits));
+                    }
+                });
+                r.map(|r| {
+                    let probs = probs.to_vec();
+                    let (label, index, p, row) = (t.label, t.index, t.p, t.row);
+                    r.on_hover_ui(move |ui| {
+                        ui.label(format!("label {label}, image {index} (row {row}): p(label) = {p:.5}"));
+                        prob_bars_ui(ui, &probs, label as usize);
+                        ui.weak("click: select for export · shift-click: select a range · double-click: enlarge");
+                    })
+                })
+            })
+            .inner
+        })
+        .inner
+}
+
+/// Ten tiny bars under a tile, the target class in green; no labels (hover for detail).
+fn mini_bars_ui(ui: &mut egui::Ui, probs: &[f32], target: usize, width: f32) {
+    let h = 14.0;
+    let (rect, _) = ui.allocate_exact_size(vec2(width, h), egui::Sense::hover());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 0.0, ui.visuals().extreme_bg_color);
+    let bw = width / probs.len().max(1) as f32;
+    for (k, &p) in probs.iter().enumerate() {
+        let x0 = rect.left() + bw * k as f32;
+        let top = rect.bottom() - h * p.clamp(0.0, 1.0);
+        let color = if k == target {
+            PASSED
+        } else {
+            ui.visuals().text_color()
+        };
+        painter.rect_filled(
+            egui::Rect::from_min_max(
+                egui::pos2(x0 + 0.5, top),
+                egui::pos2(x0 + bw - 0.5, rect.bottom()),
+            ),
+            0.0,
+            color,
+        );
+    }
+}
+
 /// A compact bar chart of the class probabilities, the target class highlighted.
 fn prob_bars_ui(ui: &mut egui::Ui, probs: &[f32], target: usize) {
     let (w, h) = (16.0 * probs.len() as f32, 48.0);
@@ -467,7 +808,7 @@ fn prob_bars_ui(ui: &mut egui::Ui, probs: &[f32], target: usize) {
         let x0 = rect.left() + 16.0 * k as f32 + 2.0;
         let top = rect.top() + h * (1.0 - p.clamp(0.0, 1.0));
         let color = if k == target {
-            Color32::from_rgb(80, 200, 120)
+            PASSED
         } else {
             ui.visuals().weak_text_color()
         };

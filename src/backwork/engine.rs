@@ -114,6 +114,14 @@ pub struct ImageState {
 }
 
 impl ImageState {
+    /// Whether its best p(label) has not risen by more than the stall tolerance for the stall
+    /// window (in probes) while still at or below the threshold: what the app marks as
+    /// stalled, whether or not the stall rule is on.
+    pub fn is_stalled(&self, s: &Settings, label: usize) -> bool {
+        let p = self.probs.get(label).copied().unwrap_or(0.0);
+        self.probes.saturating_sub(self.best_probe) >= s.stall_window && p <= s.threshold
+    }
+
     fn restart(&mut self) {
         self.window.clear();
         self.adam_t = 0;

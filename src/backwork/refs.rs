@@ -215,6 +215,14 @@ impl RefCache {
         }
     }
 
+    /// An empty cache for another model on the same dataset, in the same folder (if any).
+    pub fn for_model(&self, model_sha: &str, train: &Dataset) -> Self {
+        match &self.disk {
+            Some((dir, _)) => Self::with_disk(dir.clone(), model_sha, train),
+            None => Self::default(),
+        }
+    }
+
     fn file(&self, label: u8) -> Option<PathBuf> {
         self.disk
             .as_ref()

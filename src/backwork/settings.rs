@@ -131,6 +131,18 @@ pub struct SettingsError {
 pub const MAX_COEFF: f32 = 1e6;
 
 impl Settings {
+    /// The names of the fields (as in the serialised settings) whose values differ in `other`.
+    pub fn changed_fields(&self, other: &Settings) -> Vec<String> {
+        let (a, b) = (serde_json::to_value(self), serde_json::to_value(other));
+        let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (a, b) else {
+            return Vec::new();
+        };
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Checks every setting against its documented range.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let err = |flag, reason: String| Err(SettingsError { flag, reason });

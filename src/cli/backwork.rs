@@ -17,7 +17,7 @@ use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
 use crate::data::{Dataset, PIXELS, SIDE, Split};
 use crate::export::npy::{npy_bytes, read_npy};
 use crate::export::run::{
-    ModelRef, RunResults, export_images, prepare_dir, set_png_probabilities, write_run,
+    RunResults, export_images, prepare_dir, set_png_probabilities, write_run,
 };
 use crate::export::write_atomic;
 use crate::model::weights::load_or_shipped;
@@ -304,10 +304,7 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
         backwork_version: env!("CARGO_PKG_VERSION"),
         settings: &settings,
         seed: settings.seed,
-        model: ModelRef {
-            name: info.name.clone(),
-            sha256: info.sha256.clone(),
-        },
+        model: info.model_ref(),
         steps: engine.steps(),
         end_reason: end_text(&end),
         date: crate::util::utc_now_iso(),

@@ -2,7 +2,6 @@
 
 pub mod backwork;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::{Dataset, NUM_LABELS, Split};
 use crate::model::eval::evaluate;
 use crate::model::train::{TrainConfig, TrainEvent, train};
-use crate::model::weights::{META_TEST_ACCURACY, load_or_shipped, save_cnn};
+use crate::model::weights::{load_or_shipped, save_cnn};
 
 /// backwork: find and study fooling images of an MNIST CNN.
 ///
@@ -235,31 +234,11 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
 
-    let mut meta = HashMap::new();
-    meta.insert("format".into(), "backwork-cnn/1".into());
-    meta.insert(
-        "architecture".into(),
-        "tf-deep-mnist (ALGORITHM.md §1)".into(),
-    );
-    meta.insert("dataset".into(), train_set.source.clone());
-    meta.insert(
-        META_TEST_ACCURACY.into(),
-        format!("{:.4}", outcome.test_accuracy),
-    );
-    meta.insert("recipe".into(), serde_json::to_string(&cfg)?);
-    meta.insert(
-        "epochs_completed".into(),
-        outcome.epochs_completed.to_string(),
-    );
-    meta.insert("stopped_early".into(), outcome.is_cancelled.to_string());
-    meta.insert("date".into(), crate::util::utc_now_iso());
-    meta.insert(
-        "trained_with".into(),
-        format!("backwork {} train", env!("CARGO_PKG_VERSION")),
-    );
-    meta.insert(
-        "train_seconds".into(),
-        format!("{:.0}", started.elapsed().as_secs_f64()),
+    let meta = outcome.metadata(
+        &cfg,
+        &train_set.source,
+        started.elapsed().as_secs_f64(),
+        &format!("backwork {} train", env!("CARGO_PKG_VERSION")),
     );
     save_cnn(&outcome.cnn, &meta, &a.out, a.force)?;
     let how = if outcome.is_cancelled {

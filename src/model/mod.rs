@@ -132,10 +132,17 @@ impl Cnn {
 }
 
 /// 5×5 convolution (stride 1, padding 2), bias, ReLU, 2×2 max-pool.
+///
+/// The pool is a reshape and two maxima rather than candle's `max_pool2d`: the values are the
+/// same, but candle 0.11's `max_pool2d` backward scales the gradient by 1/4 (it multiplies by
+/// the share of tied maxima instead of routing the gradient to the maximum), which a
+/// finite-difference check catches; the maxima's backward is exact.
 fn conv_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor) -> CandleResult<Tensor> {
     let c = b.dim(0)?;
-    x.conv2d(w, 2, 1, 1, 1)?
+    let y = x
+        .conv2d(w, 2, 1, 1, 1)?
         .broadcast_add(&b.reshape((1, c, 1, 1))?)?
-        .relu()?
-        .max_pool2d(2)
+        .relu()?;
+    let (n, c, h, w) = y.dims4()?;
+    y.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
 }

@@ -120,6 +120,40 @@ pub struct TrainOutcome {
     pub is_cancelled: bool,
 }
 
+impl TrainOutcome {
+    /// The weight-file metadata of the trained model: the recipe, the accuracy, the dataset,
+    /// the date and who trained it (`trained_with`, e.g. "backwork 0.1.0 train").
+    pub fn metadata(
+        &self,
+        cfg: &TrainConfig,
+        dataset: &str,
+        seconds: f64,
+        trained_with: &str,
+    ) -> std::collections::HashMap<String, String> {
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("format".into(), "backwork-cnn/1".into());
+        meta.insert(
+            "architecture".into(),
+            "tf-deep-mnist (ALGORITHM.md §1)".into(),
+        );
+        meta.insert("dataset".into(), dataset.to_string());
+        meta.insert(
+            super::weights::META_TEST_ACCURACY.into(),
+            format!("{:.4}", self.test_accuracy),
+        );
+        meta.insert(
+            "recipe".into(),
+            serde_json::to_string(cfg).unwrap_or_default(),
+        );
+        meta.insert("epochs_completed".into(), self.epochs_completed.to_string());
+        meta.insert("stopped_early".into(), self.is_cancelled.to_string());
+        meta.insert("date".into(), crate::util::utc_now_iso());
+        meta.insert("trained_with".into(), trained_with.to_string());
+        meta.insert("train_seconds".into(), format!("{seconds:.0}"));
+        meta
+    }
+}
+
 /// Trains a fresh network on `train`, evaluating on `test` after each epoch and at the end.
 /// Checks `cancel` before every step; when it is set, stops and returns the model as it is.
 pub fn train(

@@ -52,6 +52,14 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// Its name and hash, as a run's results record them.
+    pub fn model_ref(&self) -> crate::export::run::ModelRef {
+        crate::export::run::ModelRef {
+            name: self.name.clone(),
+            sha256: self.sha256.clone(),
+        }
+    }
+
     /// The test accuracy recorded in the metadata, if any.
     pub fn test_accuracy(&self) -> Option<f64> {
         self.metadata.get(META_TEST_ACCURACY)?.parse().ok()

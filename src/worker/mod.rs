@@ -3,6 +3,8 @@
 //! with the next snapshot, throttled to the frame rate, so none is lost and memory stays
 //! bounded. Every run has an id; a run always ends with an explicit event.
 
+pub mod trainer;
+
 use std::sync::Arc;
 use std::sync::mpsc::{
     Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel,
@@ -19,7 +21,7 @@ use crate::data::Dataset;
 use crate::export::run::{ModelRef, RunResults, export_images, set_png_probabilities, write_run};
 
 /// What the UI asks of the worker.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Command {
     /// Start a new run with these settings (ends the current one).
     Start(Settings),
@@ -37,6 +39,40 @@ pub enum Command {
         dir: std::path::PathBuf,
         rows: Option<Vec<usize>>,
     },
+    /// Use another network from now on: ends the current run (its images stay exportable
+    /// under the old model) and builds reference sets for the new one when a run starts.
+    SetModel(Box<(FrozenCnn, ModelRef)>),
+}
+
+impl std::fmt::Debug for FrozenCnnName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FrozenCnn({})", self.0)
+    }
+}
+
+/// How the Debug of a [`Command::SetModel`] shows the network: by its model's name.
+struct FrozenCnnName<'a>(&'a str);
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Start(s) => f.debug_tuple("Start").field(s).finish(),
+            Command::Pause => f.write_str("Pause"),
+            Command::Resume => f.write_str("Resume"),
+            Command::Step => f.write_str("Step"),
+            Command::Reset => f.write_str("Reset"),
+            Command::Settings(s) => f.debug_tuple("Settings").field(s).finish(),
+            Command::Export { dir, rows } => f
+                .debug_struct("Export")
+                .field("dir", dir)
+                .field("rows", rows)
+                .finish(),
+            Command::SetModel(m) => f
+                .debug_tuple("SetModel")
+                .field(&FrozenCnnName(&m.1.name))
+                .finish(),
+        }
+    }
 }
 
 /// One point of the curves: the summed terms at one step.
@@ -63,6 +99,9 @@ pub struct Snapshot {
     pub probs: Vec<Vec<f32>>,
     /// Per image, its reinit count.
     pub reinits: Vec<usize>,
+    /// Per image, whether its p(label) has stalled below the threshold (no rise above the
+    /// stall tolerance for the stall window).
+    pub stalled: Vec<bool>,
     /// Per image, its nearest training image at inputs, conv0, conv1 (and fc per-example).
     pub nearest: Vec<[Option<Nearest>; 4]>,
     /// Curve points since the last snapshot (none is dropped).
@@ -102,6 +141,26 @@ pub enum Event {
     },
 }
 
+/// Everything a worker thread starts from; kept by the UI so that a worker that died can be
+/// started again.
+#[derive(Clone)]
+pub struct WorkerSpec {
+    pub net: FrozenCnn,
+    pub model: ModelRef,
+    pub train: Arc<Dataset>,
+    /// Where reference sets are cached on disk (`None`: in memory only).
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Called after every event sent (the app asks egui for a repaint).
+    pub wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// The other end of a [`Worker::detached`] handle: what a test reads and writes in place of
+/// the thread.
+pub struct WorkerPeer {
+    pub commands: Receiver<(u64, Command)>,
+    pub events: SyncSender<Event>,
+}
+
 /// The handle the UI keeps; dropping it stops and joins the thread.
 pub struct Worker {
     tx: Option<Sender<(u64, Command)>>,
@@ -114,14 +173,15 @@ pub struct Worker {
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(16);
 
 impl Worker {
-    /// Starts the thread for `net` on `train`; `wake` is called after every event sent.
-    pub fn spawn(
-        net: FrozenCnn,
-        model: ModelRef,
-        train: Arc<Dataset>,
-        cache_dir: Option<std::path::PathBuf>,
-        wake: Arc<dyn Fn() + Send + Sync>,
-    ) -> std::io::Result<Self> {
+    /// Starts the thread for the spec's network on its training set.
+    pub fn spawn(spec: WorkerSpec) -> std::io::Result<Self> {
+        let WorkerSpec {
+            net,
+            model,
+            train,
+            cache_dir,
+            wake,
+        } = spec;
         let (tx, rx) = channel();
         let (etx, events) = sync_channel(8);
         let thread = std::thread::Builder::new()
@@ -149,6 +209,25 @@ impl Worker {
             thread: Some(thread),
             next_run: 0,
         })
+    }
+
+    /// A handle with no thread behind it: the returned peer receives its commands and sends
+    /// its events (tests play the worker with it).
+    pub fn detached() -> (Self, WorkerPeer) {
+        let (tx, commands) = channel();
+        let (events_tx, events) = sync_channel(64);
+        (
+            Self {
+                tx: Some(tx),
+                events,
+                thread: None,
+                next_run: 0,
+            },
+            WorkerPeer {
+                commands,
+                events: events_tx,
+            },
+        )
     }
 
     /// Sends a command; a `Start` gets a new run id, which it returns.
@@ -266,6 +345,19 @@ impl Loop {
                             }),
                             Err(message) => self.send_sure(Event::Refused { run: id, message }),
                         };
+                    }
+                    Command::SetModel(m) => {
+                        if let Some(r) = run.take() {
+                            self.send_sure(Event::Ended {
+                                run: r.id,
+                                reason: EndReason::Cancelled,
+                            });
+                            self.finished = Some(r);
+                        }
+                        let (net, model) = *m;
+                        self.cache = self.cache.for_model(&model.sha256, &self.train);
+                        self.net = net;
+                        self.model = model;
                     }
                     Command::Settings(s) => {
                         // A refused value leaves the run going on its old settings.
@@ -426,6 +518,16 @@ impl Loop {
             images: r.engine.images().to_vec(),
             probs: r.engine.images.iter().map(|i| i.probs.clone()).collect(),
             reinits: r.engine.images.iter().map(|i| i.reinits).collect(),
+            stalled: r
+                .engine
+                .images
+                .iter()
+                .enumerate()
+                .map(|(row, i)| {
+                    let label = r.engine.groups[row / r.engine.batch()].label as usize;
+                    i.is_stalled(&r.engine.settings, label)
+                })
+                .collect(),
             nearest: r.engine.images.iter().map(|i| i.nearest).collect(),
             points: std::mem::take(&mut r.points),
             new_reinits: std::mem::take(&mut r.reinits),

@@ -1,0 +1,413 @@
+//! The model view: the loaded network, opening another weights file (dialog or drag and drop),
+//! and training a new one on a background thread with live loss and accuracy curves,
+//! images/s, ETA, cancel, use and save. A file that does not load is refused with its reason;
+//! the model in use stays.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+
+use crate::data::Dataset;
+use crate::export::write_atomic;
+use crate::model::train::{TrainConfig, TrainEvent};
+use crate::model::weights::{cnn_to_bytes, load_cnn, sha256_hex};
+use crate::model::{Cnn, ModelInfo};
+use crate::worker::trainer::{Trainer, TrainerEvent};
+
+/// Loss points kept before thinning (bounded memory over long trainings).
+const MAX_LOSS_POINTS: usize = 4096;
+
+/// What the model view asks of the app.
+pub enum ModelIntent {
+    /// Use this network from now on.
+    Use(Box<(Cnn, ModelInfo)>),
+}
+
+/// A model trained in the app, not yet used or saved.
+struct Trained {
+    cnn: Cnn,
+    info: ModelInfo,
+    /// Its weight file, serialised once so the saved file has the hash shown.
+    bytes: Vec<u8>,
+    saved_to: Option<std::path::PathBuf>,
+}
+
+/// Runtime state of the model view.
+pub struct ModelView {
+    pub config: TrainConfig,
+    trainer: Option<Trainer>,
+    train_set: Arc<Dataset>,
+    test_set: Arc<Dataset>,
+    /// (epoch as a fraction, loss) per step, and the running accuracy.
+    loss: Vec<[f64; 2]>,
+    running_acc: Vec<[f64; 2]>,
+    /// (epoch, test accuracy) per finished epoch.
+    test_acc: Vec<[f64; 2]>,
+    last: Option<TrainEvent>,
+    trained: Option<Trained>,
+    pub status: String,
+}
+
+fn thin(v: &mut Vec<[f64; 2]>) {
+    if v.len() > MAX_LOSS_POINTS {
+        let mut i = 0;
+        v.retain(|_| {
+            i += 1;
+            i % 2 == 1
+        });
+    }
+}
+
+/// Loads a weights file for the app: the model, or a one-line reason naming the file.
+pub fn open_model(path: &Path) -> Result<(Cnn, ModelInfo), String> {
+    load_cnn(path).map_err(|e| format!("not loaded, the model in use stays: {e}"))
+}
+
+impl ModelView {
+    pub fn new(train_set: Arc<Dataset>, test_set: Arc<Dataset>) -> Self {
+        Self {
+            config: TrainConfig::default(),
+            trainer: None,
+            train_set,
+            test_set,
+            loss: Vec::new(),
+            running_acc: Vec::new(),
+            test_acc: Vec::new(),
+            last: None,
+            trained: None,
+            status: String::new(),
+        }
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.trainer.is_some()
+    }
+
+    /// Starts training with the current configuration.
+    pub fn start_training(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
+        if let Err(e) = self.config.validate() {
+            self.status = e.to_string();
+            return;
+        }
+        match Trainer::spawn(
+            self.config.clone(),
+            self.train_set.clone(),
+            self.test_set.clone(),
+            wake,
+        ) {
+            Ok(t) => {
+                self.trainer = Some(t);
+                self.loss.clear();
+                self.running_acc.clear();
+                self.test_acc.clear();
+                self.last = None;
+                self.trained = None;
+                self.status = "training…".into();
+            }
+            Err(e) => self.status = format!("could not start the training thread: {e}"),
+        }
+    }
+
+    /// Takes the training thread's events.
+    pub fn poll(&mut self) {
+        let Some(t) = &self.trainer else { return };
+        let mut finished = None;
+        while let Ok(ev) = t.events.try_recv() {
+            match ev {
+                TrainerEvent::Progress(p) => {
+                    match &p {
+                        TrainEvent::Batch {
+                            epoch,
+                            batch,
+                            batches,
+                            loss,
+                            running_accuracy,
+                            ..
+                        } => {
+                            let x = (*epoch - 1) as f64 + *batch as f64 / *batches as f64;
+                            self.loss.push([x, *loss as f64]);
+                            self.running_acc.push([x, *running_accuracy]);
+                            thin(&mut self.loss);
+                            thin(&mut self.running_acc);
+                        }
+                        TrainEvent::Epoch {
+                            epoch,
+                            test_accuracy,
+                            ..
+                        } => self.test_acc.push([*epoch as f64, *test_accuracy]),
+                    }
+                    self.last = Some(p);
+                }
+                TrainerEvent::Done(m) => finished = Some(Ok(m)),
+                TrainerEvent::Failed(e) => finished = Some(Err(e)),
+            }
+        }
+        match finished {
+            Some(Ok(m)) => {
+                self.trainer = None;
+                let bytes = match cnn_to_bytes(&m.cnn, &m.metadata) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.status = format!("the trained model cannot be serialised: {e}");
+                        return;
+                    }
+                };
+                let how = if m.is_cancelled {
+                    format!("stopped after {} full epoch(s)", m.epochs_completed)
+                } else {
+                    format!("{} epoch(s)", m.epochs_completed)
+                };
+                self.status = format!(
+                    "trained ({how}): test accuracy {:.2}%. Use it, or save it.",
+                    m.test_accuracy * 100.0
+                );
+                let info = ModelInfo {
+                    name: format!("trained in the app ({how})"),
+                    sha256: sha256_hex(&bytes),
+                    metadata: m.metadata,
+                };
+                self.trained = Some(Trained {
+                    cnn: m.cnn,
+                    info,
+                    bytes,
+                    saved_to: None,
+                });
+            }
+            Some(Err(e)) => {
+                self.trainer = None;
+                self.status = format!("training failed: {e}");
+            }
+            None => {}
+        }
+    }
+
+    /// Writes the trained model to `path`; never replaces an existing file.
+    fn save_trained(&mut self, path: &Path) {
+        let Some(t) = &mut self.trained else { return };
+        match write_atomic(path, &t.bytes, false) {
+            Ok(()) => {
+                self.status = format!("saved {}", path.display());
+                t.info.name = path
+                    .file_name()
+                    .map_or(t.info.name.clone(), |f| f.to_string_lossy().into_owned());
+                t.saved_to = Some(path.to_path_buf());
+            }
+            Err(e) => self.status = format!("not saved: {e}"),
+        }
+    }
+
+    /// Progress line of the running training: epoch, step, loss, accuracy, images/s, ETA.
+    fn progress_text(&self) -> Option<(f32, String)> {
+        let Some(TrainEvent::Batch {
+            epoch,
+            batch,
+            batches,
+            loss,
+            running_accuracy,
+            images_per_s,
+        }) = &self.last
+        else {
+            return None;
+        };
+        let epochs = self.config.epochs.max(1);
+        let done = (epoch - 1) * batches + batch;
+        let total = epochs * batches;
+        let left_images = (total - done.min(total)) * self.config.batch_size;
+        let eta = left_images as f64 / images_per_s.max(1e-9);
+        Some((
+            done as f32 / total as f32,
+            format!(
+                "epoch {epoch}/{epochs} · step {batch}/{batches} · loss {loss:.4} · accuracy {:.2}% · {images_per_s:.0} images/s · ETA {}",
+                running_accuracy * 100.0,
+                fmt_duration(eta)
+            ),
+        ))
+    }
+
+    /// The view; returns the intent to switch models, if the user asked for it.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        current: &ModelInfo,
+        wake: &Arc<dyn Fn() + Send + Sync>,
+    ) -> Option<ModelIntent> {
+        let mut intent = None;
+        ui.heading("Model in use");
+        ui.label(format!("name: {}", current.name));
+        ui.label(format!("sha256: {}", current.sha256));
+        match current.test_accuracy() {
+            Some(a) => ui.label(format!("test accuracy (recorded): {:.2}%", a * 100.0)),
+            None => ui.weak("no test accuracy recorded in its file"),
+        };
+        ui.horizontal(|ui| {
+            if ui
+                .button("Open a weights file…")
+                .on_hover_text(
+                    "A safetensors file with the names and shapes of ALGORITHM.md §1 (you can also drop one onto the window)",
+                )
+                .clicked()
+            {
+                match rfd::FileDialog::new()
+                    .set_title("Open a weights file")
+                    .add_filter("safetensors", &["safetensors"])
+                    .pick_file()
+                {
+                    Some(path) => match open_model(&path) {
+                        Ok(m) => intent = Some(ModelIntent::Use(Box::new(m))),
+                        Err(e) => self.status = e,
+                    },
+                    None => {
+                        self.status = "no file chosen (no file dialog? install zenity or a desktop portal, or drop the file onto the window)".into();
+                    }
+                }
+            }
+            ui.weak("or drop a .safetensors file onto the window");
+        });
+        ui.separator();
+        ui.heading("Train a new model");
+        let training = self.is_training();
+        ui.add_enabled_ui(!training, |ui| {
+            egui::Grid::new("train-config").show(ui, |ui| {
+                ui.label("epochs");
+                ui.add(egui::DragValue::new(&mut self.config.epochs).range(1..=100));
+                ui.end_row();
+                ui.label("batch size");
+                ui.add(egui::DragValue::new(&mut self.config.batch_size).range(1..=1024));
+                ui.end_row();
+                ui.label("learning rate");
+                ui.add(
+                    egui::Slider::new(&mut self.config.lr, 1e-5..=1e-1)
+                        .logarithmic(true)
+                        .text("Adam"),
+                );
+                ui.end_row();
+                ui.label("decay per epoch");
+                ui.add(egui::Slider::new(&mut self.config.lr_decay, 0.05..=1.0).text("×"));
+                ui.end_row();
+                ui.label("seed");
+                ui.add(egui::DragValue::new(&mut self.config.seed));
+                ui.end_row();
+                ui.label("training images");
+                let mut limited = self.config.limit.is_some();
+                ui.horizontal(|ui| {
+                    if ui
+                        .checkbox(&mut limited, "only the first")
+                        .on_hover_text("Train on fewer images, for a quick try")
+                        .changed()
+                    {
+                        self.config.limit = limited.then_some(6000);
+                    }
+                    if let Some(l) = &mut self.config.limit {
+                        ui.add(egui::DragValue::new(l).range(1..=self.train_set.len()));
+                    } else {
+                        ui.label(format!("all {}", self.train_set.len()));
+                    }
+                });
+                ui.end_row();
+            });
+        });
+        let mut save = false;
+        ui.horizontal(|ui| {
+            if !training {
+                if ui
+                    .button("Train")
+                    .on_hover_text("Train on a background thread; the model in use stays until you choose this one")
+                    .clicked()
+                {
+                    self.start_training(wake.clone());
+                }
+            } else if let Some(t) = &self.trainer {
+                let label = if t.is_cancelled() {
+                    "Stopping…"
+                } else {
+                    "Cancel"
+                };
+                if ui
+                    .add_enabled(!t.is_cancelled(), egui::Button::new(label))
+                    .on_hover_text("Stop after the current step; the model so far can still be used or saved")
+                    .clicked()
+                {
+                    t.cancel();
+                }
+            }
+            if let Some(t) = &self.trained {
+                if ui
+                    .button("Use this model")
+                    .on_hover_text("Run backwork against the model just trained")
+                    .clicked()
+                {
+                    intent = Some(ModelIntent::Use(Box::new((t.cnn.clone(), t.info.clone()))));
+                }
+                if ui
+                    .button("Save…")
+                    .on_hover_text("Write it as a safetensors file (never over an existing file)")
+                    .clicked()
+                {
+                    save = true;
+                }
+                if let Some(p) = &t.saved_to {
+                    ui.weak(format!("saved to {}", p.display()));
+                }
+            }
+        });
+        if save {
+            match rfd::FileDialog::new()
+                .set_title("Save the trained model")
+                .set_file_name("mnist-cnn.safetensors")
+                .save_file()
+            {
+                Some(p) => self.save_trained(&p),
+                None => self.status = "not saved: no file chosen".into(),
+            }
+        }
+        if let Some((frac, text)) = self.progress_text()
+            && training
+        {
+            ui.add(egui::ProgressBar::new(frac).show_percentage());
+            ui.label(text);
+        }
+        if !self.status.is_empty() {
+            ui.label(&self.status);
+        }
+        if !self.loss.is_empty() {
+            let h = (ui.available_height() - 20.0).max(160.0) / 2.0;
+            Plot::new("train-loss")
+                .height(h)
+                .legend(Legend::default())
+                .x_axis_label("epoch")
+                .y_axis_label("loss")
+                .show(ui, |p| {
+                    p.line(Line::new("loss", PlotPoints::from(self.loss.clone())));
+                });
+            Plot::new("train-acc")
+                .height(h)
+                .legend(Legend::default())
+                .x_axis_label("epoch")
+                .y_axis_label("accuracy")
+                .show(ui, |p| {
+                    p.line(Line::new(
+                        "running training accuracy",
+                        PlotPoints::from(self.running_acc.clone()),
+                    ));
+                    p.points(
+                        Points::new("test accuracy", PlotPoints::from(self.test_acc.clone()))
+                            .radius(4.0),
+                    );
+                });
+        }
+        intent
+    }
+}
+
+/// "1 h 02 min", "3 min 05 s", "12 s".
+pub fn fmt_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        format!("{s} s")
+    }
+}

@@ -1,0 +1,430 @@
+//! The window, driven as a user would through egui_kittest (no display needed): each panel
+//! alone with plain state, the whole app with a test that plays the worker, and one run of the
+//! real worker that ends and exports.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backwork::app::{BackworkApp, RunView, settings_ui};
+use backwork::backwork::Settings;
+use backwork::backwork::engine::{EndReason, Reinit, ReinitKind};
+use backwork::backwork::frozen::FrozenCnn;
+use backwork::data::{Dataset, PIXELS, Split};
+use backwork::model::weights::shipped_cnn;
+use backwork::worker::{Command, CurvePoint, Event, Snapshot, Worker, WorkerPeer, WorkerSpec};
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+/// A small dataset stands in for the training set where only its images are shown.
+fn small_set() -> Arc<Dataset> {
+    let mut d = Dataset::mnist(Split::Test).unwrap();
+    d.labels.truncate(2000);
+    d.pixels.truncate(2000 * PIXELS);
+    Arc::new(d)
+}
+
+/// A snapshot of run `run` for `labels` × `batch` images, every p(label) at `p`.
+fn snapshot(run: u64, step: usize, labels: &[u8], batch: usize, p: f32) -> Snapshot {
+    let rows = labels.len() * batch;
+    let probs = (0..rows)
+        .map(|row| {
+            let label = labels[row / batch] as usize;
+            let mut v = vec![(1.0 - p) / 9.0; 10];
+            v[label] = p;
+            v
+        })
+        .collect();
+    Snapshot {
+        run,
+        step,
+        labels: labels.to_vec(),
+        batch,
+        images: vec![0.5; rows * PIXELS],
+        probs,
+        reinits: vec![0; rows],
+        stalled: vec![false; rows],
+        nearest: vec![[None; 4]; rows],
+        points: vec![CurvePoint {
+            step,
+            terms: Default::default(),
+            min_p: vec![p; labels.len()],
+            mean_p: vec![p; labels.len()],
+        }],
+        new_reinits: Vec::new(),
+        steps_per_s: 5.0,
+        is_paused: false,
+    }
+}
+
+/// Every command the view has sent so far.
+fn commands(peer: &WorkerPeer) -> Vec<Command> {
+    peer.commands.try_iter().map(|(_, c)| c).collect()
+}
+
+fn run_view() -> (RunView, WorkerPeer) {
+    let (worker, peer) = Worker::detached();
+    (RunView::new(worker, small_set()), peer)
+}
+
+/// The backwork view's panels, as the app lays them out.
+fn run_view_harness(view: RunView) -> Harness<'static, RunView> {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 900.0))
+        .build_ui_state(
+            |ui, v: &mut RunView| {
+                v.poll(ui.ctx());
+                v.controls_ui(ui);
+                ui.columns(2, |cols| {
+                    v.settings_panel_ui(&mut cols[0]);
+                    v.grid_ui(&mut cols[1]);
+                });
+            },
+            view,
+        );
+    h.run_steps(2);
+    h
+}
+
+#[test]
+fn moving_the_sim_coeff_slider_yields_exactly_that_setting() {
+    let mut h = Harness::new_ui_state(
+        |ui, state: &mut (Settings, Option<Settings>)| {
+            if let Some(new) = settings_ui(ui, &state.0) {
+                state.1 = Some(new);
+            }
+        },
+        (Settings::default(), None),
+    );
+    h.run();
+    h.get_by_role_and_label(Role::Slider, "sim_coeff")
+        .set_value_accesskit(2.0);
+    h.run();
+    let new = h
+        .state()
+        .1
+        .clone()
+        .expect("the slider produced new settings");
+    assert_eq!(new.sim_coeff, 2.0);
+    assert_eq!(
+        Settings::default().changed_fields(&new),
+        vec!["sim_coeff".to_string()]
+    );
+}
+
+#[test]
+fn restore_defaults_brings_back_the_original_values() {
+    let changed = Settings {
+        sim_coeff: 3.0,
+        lr: 0.1,
+        ..Settings::default()
+    };
+    let mut h = Harness::new_ui_state(
+        |ui, state: &mut (Settings, Option<Settings>)| {
+            if let Some(new) = settings_ui(ui, &state.0) {
+                state.1 = Some(new);
+            }
+        },
+        (changed, None),
+    );
+    h.run();
+    h.get_by_label("Restore the original defaults").click();
+    h.run();
+    assert_eq!(h.state().1.clone(), Some(Settings::default()));
+}
+
+#[test]
+fn start_then_a_slider_sends_start_and_settings_and_marks_the_curves() {
+    let (view, peer) = run_view();
+    let mut h = run_view_harness(view);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = commands(&peer);
+    assert!(
+        matches!(&sent[..], [Command::Start(s)] if s.labels.len() == 10 && s.batch == 8),
+        "{sent:?}"
+    );
+    peer.events
+        .send(Event::Snapshot(Box::new(snapshot(1, 12, &[3], 8, 0.5))))
+        .unwrap();
+    h.run_steps(2);
+    h.get_by_role_and_label(Role::Slider, "sim_coeff")
+        .set_value_accesskit(4.0);
+    h.run_steps(2);
+    let sent = commands(&peer);
+    assert!(
+        matches!(&sent[..], [Command::Settings(s)] if s.sim_coeff == 4.0),
+        "{sent:?}"
+    );
+    assert_eq!(h.state().curves.settings_markers(), 1);
+    assert!(
+        h.state()
+            .log
+            .iter()
+            .any(|(step, what)| *step == 12 && what.contains("sim_coeff")),
+        "{:?}",
+        h.state().log
+    );
+}
+
+#[test]
+fn export_with_no_selection_is_refused_with_a_message() {
+    let (view, peer) = run_view();
+    let mut h = run_view_harness(view);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    peer.events
+        .send(Event::Snapshot(Box::new(snapshot(1, 3, &[7], 4, 0.2))))
+        .unwrap();
+    h.run_steps(2);
+    let _ = commands(&peer);
+    h.get_by_label("Export 0 selected…").click();
+    h.run_steps(2);
+    assert!(commands(&peer).is_empty(), "no export may be sent");
+    h.get_by_label_contains("select images to export first");
+}
+
+#[test]
+fn click_toggles_and_shift_click_selects_a_range() {
+    let (view, peer) = run_view();
+    let mut h = run_view_harness(view);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    peer.events
+        .send(Event::Snapshot(Box::new(snapshot(1, 3, &[3], 8, 0.9995))))
+        .unwrap();
+    h.run_steps(2);
+    h.get_by_label("label 3 image 1").click();
+    h.run_steps(2);
+    h.get_by_label("label 3 image 4")
+        .click_modifiers(egui::Modifiers::SHIFT);
+    h.run_steps(2);
+    let sel: Vec<usize> = h.state().selected.iter().copied().collect();
+    assert_eq!(sel, vec![1, 2, 3, 4]);
+    // A plain click toggles one tile off again.
+    h.get_by_label("label 3 image 2").click();
+    h.run_steps(2);
+    let sel: Vec<usize> = h.state().selected.iter().copied().collect();
+    assert_eq!(sel, vec![1, 3, 4]);
+    h.get_by_label("Export 3 selected…");
+}
+
+#[test]
+fn space_starts_and_then_pauses() {
+    let (view, peer) = run_view();
+    let mut h = run_view_harness(view);
+    h.key_press(egui::Key::Space);
+    h.run_steps(2);
+    assert!(matches!(&commands(&peer)[..], [Command::Start(_)]));
+    h.key_press(egui::Key::Space);
+    h.run_steps(2);
+    assert!(matches!(&commands(&peer)[..], [Command::Pause]));
+}
+
+fn app_with_fake_worker() -> (BackworkApp, WorkerPeer) {
+    let (cnn, info) = shipped_cnn().unwrap();
+    let (worker, peer) = Worker::detached();
+    let set = small_set();
+    let app = BackworkApp::new(
+        &egui::Context::default(),
+        cnn,
+        info,
+        set.clone(),
+        set,
+        worker,
+    );
+    (app, peer)
+}
+
+fn app_harness(app: BackworkApp) -> Harness<'static, BackworkApp> {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 900.0))
+        .build_ui_state(|ui, app: &mut BackworkApp| app.show(ui), app);
+    h.run_steps(2);
+    h
+}
+
+#[test]
+fn the_app_flashes_and_marks_a_reinit_and_shows_an_error_in_the_status_line() {
+    let (app, peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let mut s = snapshot(1, 20, &[0, 1], 8, 0.3);
+    s.reinits[3] = 1;
+    s.new_reinits = vec![Reinit {
+        kind: ReinitKind::MonoDec,
+        step: 20,
+        image: 3,
+        p_label: 0.01,
+    }];
+    peer.events.send(Event::Snapshot(Box::new(s))).unwrap();
+    h.run_steps(2);
+    // The tile flashes and says so; the curves carry a marker; the log a line.
+    h.get_by_label("re-initialised");
+    let view = h.state().run_view.as_ref().unwrap();
+    assert_eq!(view.curves.reinit_markers(), 1);
+    assert!(
+        view.log
+            .iter()
+            .any(|(step, what)| *step == 20 && what.contains("label 0 image 3: re-initialised"))
+    );
+    peer.events
+        .send(Event::Ended {
+            run: 1,
+            reason: EndReason::Error(
+                "numeric failure at step 21: label 1 fc.prev is not finite".into(),
+            ),
+        })
+        .unwrap();
+    h.run_steps(2);
+    h.get_by_label_contains("error: numeric failure at step 21");
+}
+
+/// A file dropped onto the window, as the platform hands it over.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn drop_file(h: &mut Harness<'static, BackworkApp>, path: &std::path::Path) {
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(Dropped(path.to_path_buf())));
+    h.run_steps(2);
+}
+
+#[test]
+fn a_dropped_bad_file_is_refused_and_a_good_one_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, peer) = app_with_fake_worker();
+    let shipped_name = app.info.name.clone();
+    let mut h = app_harness(app);
+
+    let bad = dir.path().join("truncated.safetensors");
+    std::fs::write(&bad, b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    drop_file(&mut h, &bad);
+    h.get_by_label_contains("not loaded, the model in use stays");
+    h.get_by_label_contains("truncated.safetensors");
+    assert_eq!(h.state().info.name, shipped_name);
+    assert!(commands(&peer).is_empty());
+
+    // The shipped weights under another name load, and the worker is told.
+    let good = dir.path().join("mine.safetensors");
+    std::fs::write(
+        &good,
+        include_bytes!("../assets/models/mnist-cnn.safetensors"),
+    )
+    .unwrap();
+    drop_file(&mut h, &good);
+    assert_eq!(h.state().info.name, "mine.safetensors");
+    assert!(
+        matches!(&commands(&peer)[..], [Command::SetModel(m)] if m.1.name == "mine.safetensors")
+    );
+}
+
+#[test]
+fn the_real_worker_runs_a_tiny_run_to_its_end_and_exports_it() {
+    let (cnn, info) = shipped_cnn().unwrap();
+    let train = small_set();
+    let spec = WorkerSpec {
+        net: FrozenCnn::new(&cnn).unwrap(),
+        model: info.model_ref(),
+        train: train.clone(),
+        cache_dir: None,
+        wake: Arc::new(|| {}),
+    };
+    let worker = Worker::spawn(spec).unwrap();
+    let mut app = BackworkApp::new(
+        &egui::Context::default(),
+        cnn,
+        info,
+        train.clone(),
+        train,
+        worker,
+    );
+    {
+        let v = app.run_view.as_mut().unwrap();
+        v.settings.labels = vec![1];
+        v.settings.batch = 2;
+        v.settings.max_steps = Some(25);
+    }
+    let mut h = app_harness(app);
+    h.get_by_label("Start").click();
+    let started = Instant::now();
+    loop {
+        h.step();
+        let status = &h.state().run_view.as_ref().unwrap().status;
+        if status.contains("step budget") || status.contains("every image passed") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run did not end: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run_steps(2);
+    h.get_by_label("label 1 image 0");
+    h.get_by_label("label 1 image 1");
+
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("export");
+    h.state_mut()
+        .run_view
+        .as_mut()
+        .unwrap()
+        .command(Command::Export {
+            dir: dir.clone(),
+            rows: Some(vec![1]),
+        });
+    let started = Instant::now();
+    while !h
+        .state()
+        .run_view
+        .as_ref()
+        .unwrap()
+        .status
+        .contains("wrote")
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "no export");
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for f in ["images.npy", "results.json", "sheet.png", "label1_01.png"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+}
+
+#[test]
+fn a_model_trained_in_the_app_can_be_used() {
+    let (mut app, peer) = app_with_fake_worker();
+    app.model_view.config.epochs = 1;
+    app.model_view.config.limit = Some(256);
+    let mut h = app_harness(app);
+    h.get_by_label("Model").click();
+    h.run_steps(2);
+    h.get_by_label("Train").click();
+    let started = Instant::now();
+    while h.query_by_label("Use this model").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "training did not finish: {}",
+            h.state().model_view.status
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.get_by_label_contains("Use it, or save it");
+    h.get_by_label("Use this model").click();
+    h.run_steps(2);
+    assert!(h.state().info.name.starts_with("trained in the app"));
+    assert!(matches!(&commands(&peer)[..], [Command::SetModel(_)]));
+}
