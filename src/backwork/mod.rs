@@ -6,6 +6,7 @@ pub mod engine;
 pub mod frozen;
 pub mod linalg;
 pub mod refs;
+pub mod saliency;
 pub mod settings;
 
 pub use settings::{FcDistance, PixelConstraint, Settings, StallMode};

@@ -14,8 +14,8 @@ use crate::backwork::engine::{EndReason, Engine};
 use crate::backwork::frozen::{Forward, FrozenCnn};
 use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
 use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
-use crate::data::{Dataset, PIXELS, SIDE, Split};
-use crate::export::npy::{npy_bytes, read_npy};
+use crate::data::{Dataset, PIXELS, Split};
+use crate::export::npy::{npy_bytes, read_images};
 use crate::export::run::{
     RunResults, export_images, prepare_dir, set_png_probabilities, write_run,
 };
@@ -349,25 +349,8 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     let mut settings = a.settings.settings(None)?;
     settings.labels = vec![a.label as u8];
     settings.validate()?;
-    let (shape, x) = read_npy(&a.inputs)?;
-    let n = match shape.as_slice() {
-        [n, h, w] if *h == SIDE && *w == SIDE => *n,
-        [n, d] if *d == PIXELS => *n,
-        _ => bail!(
-            "{}: shape {shape:?} is not (N, 28, 28) or (N, 784)",
-            a.inputs.display()
-        ),
-    };
-    if n == 0 {
-        bail!("{}: holds no images", a.inputs.display());
-    }
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "{}: value {} at flat index {i} is not finite",
-            a.inputs.display(),
-            x[i]
-        );
-    }
+    let (shape, x) = read_images(&a.inputs)?;
+    let n = x.len() / PIXELS;
     if let Some(g) = &a.grad_out {
         super::check_out_file(g, false)?;
     }

@@ -1,6 +1,7 @@
 //! The command line: clap commands, each calling into the core and printing its result.
 
 pub mod backwork;
+pub mod study;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +57,10 @@ pub enum Command {
     Run(backwork::RunArgs),
     /// Evaluate every cost term (and optionally its gradient) for given images.
     Cost(backwork::CostArgs),
+    /// The training images the model classifies worst, per label (sheet.png, worst.json).
+    Worst(study::WorstArgs),
+    /// Which pixels raise p(label) most: the gradient, its top-k mask, overlays.
+    Saliency(study::SaliencyArgs),
     /// Measure speed (prints JSON).
     Bench {
         #[command(subcommand)]
@@ -131,6 +136,8 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
         Command::Eval(a) => eval_cmd(a, app),
         Command::Run(a) => backwork::run_cmd(a, app),
         Command::Cost(a) => backwork::cost_cmd(a, app),
+        Command::Worst(a) => study::worst_cmd(a, app),
+        Command::Saliency(a) => study::saliency_cmd(a, app),
         Command::Bench { what } => bench_cmd(what, app),
     }
 }

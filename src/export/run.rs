@@ -80,6 +80,63 @@ pub struct ModelRef {
     pub sha256: String,
 }
 
+/// The images of a run's folder (as `backwork run` or the app's export writes it) with the
+/// label of each, read back for saliency and retraining.
+pub struct RunFolder {
+    /// N×784, the exact values of `images.npy`.
+    pub images: Vec<f32>,
+    /// N labels, from `results.json`'s `images[].label`, in the same order.
+    pub labels: Vec<u8>,
+}
+
+/// Reads `images.npy` and `results.json` of a run's folder; every problem is one line naming
+/// the file: a missing file, a wrong shape, non-finite values, labels outside 0..=9, or a
+/// count that differs between the two files.
+pub fn read_run(dir: &Path) -> Result<RunFolder, String> {
+    if !dir.is_dir() {
+        return Err(format!("{}: not a folder", dir.display()));
+    }
+    let npy = dir.join("images.npy");
+    let json = dir.join("results.json");
+    for f in [&npy, &json] {
+        if !f.is_file() {
+            return Err(format!(
+                "{}: missing (a run folder holds images.npy and results.json)",
+                f.display()
+            ));
+        }
+    }
+    let (_, images) = super::npy::read_images(&npy).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&json).map_err(|e| format!("{}: {e}", json.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", json.display()))?;
+    let list = v
+        .get("images")
+        .and_then(|i| i.as_array())
+        .ok_or_else(|| format!("{}: no list `images`", json.display()))?;
+    let labels = list
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            img.get("label")
+                .and_then(|l| l.as_u64())
+                .filter(|l| *l <= 9)
+                .map(|l| l as u8)
+                .ok_or_else(|| format!("{}: images[{i}].label is not a digit 0-9", json.display()))
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    if labels.len() * PIXELS != images.len() {
+        return Err(format!(
+            "{}: {} images, but {} has {}",
+            json.display(),
+            labels.len(),
+            npy.display(),
+            images.len() / PIXELS
+        ));
+    }
+    Ok(RunFolder { images, labels })
+}
+
 /// The PNG file name of image `index` of `label`.
 pub fn png_name(label: u8, index: usize) -> String {
     format!("label{label}_{index:02}.png")

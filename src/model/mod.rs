@@ -4,6 +4,7 @@
 pub mod eval;
 pub mod train;
 pub mod weights;
+pub mod worst;
 
 use candle_core::{D, Device, Tensor};
 

@@ -1,0 +1,78 @@
+//! The folder of `backwork worst`: `sheet.png` (one row per label, each training image titled
+//! with its p(correct) to 5 decimals, worst first) and `worst.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::run::{ModelRef, prepare_dir};
+use super::sheet::{SheetTile, render_sheet};
+use super::{ExportError, png_bytes, write_atomic};
+use crate::data::{Dataset, PIXELS};
+use crate::model::worst::WorstLabel;
+
+/// What worst.json holds: `labels` as the issue names it, then where it came from.
+#[derive(Serialize)]
+pub struct WorstResults<'a> {
+    pub labels: &'a [WorstLabel],
+    pub k: usize,
+    pub model: ModelRef,
+    pub dataset: &'a str,
+}
+
+/// Writes `sheet.png` and `worst.json` into `dir` (see [`prepare_dir`]); returns their paths.
+pub fn write_worst(
+    dir: &Path,
+    results: &WorstResults,
+    data: &Dataset,
+    force: bool,
+) -> Result<Vec<PathBuf>, ExportError> {
+    prepare_dir(dir, force)?;
+    let io = |name: &str, e: String| ExportError::Io {
+        file: dir.join(name).display().to_string(),
+        source: std::io::Error::other(e),
+    };
+    let pixels: Vec<Vec<Vec<f32>>> = results
+        .labels
+        .iter()
+        .map(|l| {
+            l.images
+                .iter()
+                .map(|w| {
+                    data.pixels[w.index * PIXELS..(w.index + 1) * PIXELS]
+                        .iter()
+                        .map(|&p| p as f32 / 255.0)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let rows: Vec<(u8, Vec<SheetTile>)> = results
+        .labels
+        .iter()
+        .zip(&pixels)
+        .map(|(l, px)| {
+            let tiles = l
+                .images
+                .iter()
+                .zip(px)
+                .map(|(w, p)| SheetTile {
+                    pixels: p,
+                    p_label: w.p_correct,
+                })
+                .collect();
+            (l.label, tiles)
+        })
+        .collect();
+    let sheet = render_sheet(&rows);
+    let png = png_bytes(sheet.width(), sheet.height(), sheet.as_raw())
+        .map_err(|e| io("sheet.png", e.to_string()))?;
+    let json = serde_json::to_vec_pretty(results).map_err(|e| io("worst.json", e.to_string()))?;
+    let mut written = Vec::new();
+    for (name, bytes) in [("sheet.png", &png), ("worst.json", &json)] {
+        let p = dir.join(name);
+        write_atomic(&p, bytes, force)?;
+        written.push(p);
+    }
+    Ok(written)
+}

@@ -1,0 +1,79 @@
+//! The training images the network classifies worst, per label (the post's second figure):
+//! for each label, the k images of that label with the lowest p(correct), worst first.
+
+use candle_core::Result as CandleResult;
+use serde::Serialize;
+
+use super::Cnn;
+use super::eval::EVAL_BATCH;
+use crate::data::{Dataset, NUM_LABELS, PIXELS};
+
+/// One badly classified image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorstImage {
+    /// Row in the dataset (the MNIST training file for `backwork worst`).
+    pub index: usize,
+    /// The network's probability of its true label.
+    pub p_correct: f32,
+    /// The class the network picks for it.
+    pub predicted: usize,
+}
+
+/// The worst images of one label, worst first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorstLabel {
+    pub label: u8,
+    pub images: Vec<WorstImage>,
+}
+
+/// Classifies every image of `data` and keeps, per label, the `k` with the lowest
+/// p(correct) (ties: lower index first). `progress` gets (done, total) after each batch.
+pub fn worst_images(
+    cnn: &Cnn,
+    data: &Dataset,
+    k: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> CandleResult<Vec<WorstLabel>> {
+    let n = data.len();
+    let mut per_label: Vec<Vec<WorstImage>> = vec![Vec::new(); NUM_LABELS];
+    let mut start = 0;
+    while start < n {
+        let end = (start + EVAL_BATCH).min(n);
+        let x: Vec<f32> = data.pixels[start * PIXELS..end * PIXELS]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect();
+        for (i, probs) in cnn.predict(&x)?.into_iter().enumerate() {
+            let index = start + i;
+            let label = data.labels[index] as usize;
+            let predicted = probs
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(c, _)| c);
+            per_label[label].push(WorstImage {
+                index,
+                p_correct: probs.get(label).copied().unwrap_or(0.0),
+                predicted,
+            });
+        }
+        start = end;
+        progress(start, n);
+    }
+    Ok(per_label
+        .into_iter()
+        .enumerate()
+        .map(|(label, mut images)| {
+            images.sort_by(|a, b| {
+                a.p_correct
+                    .total_cmp(&b.p_correct)
+                    .then(a.index.cmp(&b.index))
+            });
+            images.truncate(k);
+            WorstLabel {
+                label: label as u8,
+                images,
+            }
+        })
+        .collect())
+}
