@@ -127,7 +127,7 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     put("saliency.npy", &npy_bytes(&s, &[n, SIDE, SIDE]))?;
     let mask_f: Vec<f32> = mask.iter().map(|&m| f32::from(u8::from(m))).collect();
     put("mask.npy", &npy_bytes(&mask_f, &[n, SIDE, SIDE]))?;
-    let mut counts = vec![0usize; 10];
+    let mut counts = [0usize; 10];
     let mut summary = Vec::new();
     for i in 0..n {
         let l = labels[i];

@@ -107,6 +107,35 @@ pub fn parse_npy(file: &str, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), Npy
     Ok((shape, values))
 }
 
+/// Reads a batch of images: f32 of shape (N, 28, 28) or (N, 784), N ≥ 1, every value finite.
+/// Returns the shape as stored and the N×784 values.
+pub fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    let (shape, x) = read_npy(path)?;
+    let bad = |reason: String| NpyError {
+        file: path.display().to_string(),
+        reason,
+    };
+    let n = match shape.as_slice() {
+        [n, h, w] if *h == crate::data::SIDE && *w == crate::data::SIDE => *n,
+        [n, d] if *d == crate::data::PIXELS => *n,
+        _ => {
+            return Err(bad(format!(
+                "shape {shape:?} is not (N, 28, 28) or (N, 784)"
+            )));
+        }
+    };
+    if n == 0 {
+        return Err(bad("holds no images".into()));
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "value {} at flat index {i} is not finite",
+            x[i]
+        )));
+    }
+    Ok((shape, x))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,33 +166,4 @@ mod tests {
         assert!(e.contains("needs 8 bytes"), "{e}");
         assert!(parse_npy("x.npy", b"hello").is_err());
     }
-}
-
-/// Reads a batch of images: f32 of shape (N, 28, 28) or (N, 784), N ≥ 1, every value finite.
-/// Returns the shape as stored and the N×784 values.
-pub fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
-    let (shape, x) = read_npy(path)?;
-    let bad = |reason: String| NpyError {
-        file: path.display().to_string(),
-        reason,
-    };
-    let n = match shape.as_slice() {
-        [n, h, w] if *h == crate::data::SIDE && *w == crate::data::SIDE => *n,
-        [n, d] if *d == crate::data::PIXELS => *n,
-        _ => {
-            return Err(bad(format!(
-                "shape {shape:?} is not (N, 28, 28) or (N, 784)"
-            )));
-        }
-    };
-    if n == 0 {
-        return Err(bad("holds no images".into()));
-    }
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!(
-            "value {} at flat index {i} is not finite",
-            x[i]
-        )));
-    }
-    Ok((shape, x))
 }
