@@ -44,6 +44,7 @@ fn snapshot(run: u64, step: usize, labels: &[u8], batch: usize, p: f32) -> Snaps
         probs,
         reinits: vec![0; rows],
         stalled: vec![false; rows],
+        saliency: None,
         nearest: vec![[None; 4]; rows],
         points: vec![CurvePoint {
             step,
@@ -427,4 +428,55 @@ fn a_model_trained_in_the_app_can_be_used() {
     h.run_steps(2);
     assert!(h.state().info.name.starts_with("trained in the app"));
     assert!(matches!(&commands(&peer)[..], [Command::SetModel(_)]));
+}
+
+#[test]
+fn saliency_and_nearest_toggles_reach_the_worker_and_the_tiles() {
+    let (app, peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    h.get_by_label("saliency").click();
+    h.run_steps(2);
+    let sent = commands(&peer);
+    assert!(
+        matches!(&sent[..], [Command::Start(_), Command::Saliency(true)]),
+        "{sent:?}"
+    );
+    let mut s = snapshot(1, 5, &[4], 2, 0.4);
+    s.saliency = Some(vec![0.01; 2 * PIXELS]);
+    s.nearest[1][0] = Some(backwork::backwork::cost::Nearest {
+        index: 17,
+        dist: 0.125,
+    });
+    peer.events.send(Event::Snapshot(Box::new(s))).unwrap();
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("nearest training image of label 4 image 1")
+            .is_none()
+    );
+    h.get_by_label("nearest").click();
+    h.run_steps(2);
+    h.get_by_label("nearest training image of label 4 image 1");
+    h.get_by_label("d 0.125");
+}
+
+#[test]
+fn the_worst_view_finds_each_labels_worst_images() {
+    let (app, _peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    h.get_by_label("Worst training images").click();
+    h.run_steps(2);
+    h.get_by_label("Find them").click();
+    let started = Instant::now();
+    while h.state().worst_view.result.is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no result");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.run_steps(2);
+    let result = h.state().worst_view.result.clone().unwrap();
+    assert_eq!(result.len(), 10);
+    let first = result[0].images[0].index;
+    h.get_by_label(&format!("training image {first}"));
 }

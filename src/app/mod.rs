@@ -7,6 +7,7 @@ mod gallery_ui;
 mod model_ui;
 mod run_ui;
 mod settings_ui;
+mod worst_ui;
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
@@ -25,6 +26,7 @@ pub use gallery_ui::Gallery;
 pub use model_ui::{ModelIntent, ModelView};
 pub use run_ui::RunView;
 pub use settings_ui::settings_ui;
+pub use worst_ui::WorstView;
 
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::default_cache_dir;
@@ -38,6 +40,7 @@ const SETTINGS_KEY: &str = "backwork-settings";
 pub enum Tab {
     Backwork,
     TestSet,
+    Worst,
     Model,
 }
 
@@ -117,6 +120,7 @@ pub struct BackworkApp {
     pub tab: Tab,
     pub run_view: Option<RunView>,
     pub model_view: ModelView,
+    pub worst_view: WorstView,
     pub frame_stats: Option<FrameStats>,
     wake: Wake,
 }
@@ -189,6 +193,7 @@ impl BackworkApp {
             status: None,
             tab: Tab::Backwork,
             run_view: Some(RunView::new(worker, train.clone())),
+            worst_view: WorstView::new(train.clone()),
             model_view: ModelView::new(train, test),
             frame_stats: None,
             wake,
@@ -350,6 +355,7 @@ impl BackworkApp {
     pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll();
         self.model_view.poll();
+        self.worst_view.poll();
         if let Some(v) = &mut self.run_view {
             v.poll(ui.ctx());
         }
@@ -368,6 +374,7 @@ impl BackworkApp {
             ui.horizontal(|ui| {
                 ui.selectable_value(&mut self.tab, Tab::Backwork, "Fooling images");
                 ui.selectable_value(&mut self.tab, Tab::TestSet, "Test set");
+                ui.selectable_value(&mut self.tab, Tab::Worst, "Worst training images");
                 let model_tab = if self.model_view.is_training() {
                     "Model (training…)"
                 } else {
@@ -380,6 +387,7 @@ impl BackworkApp {
             {
                 ui.separator();
                 v.controls_ui(ui);
+                v.view_toggles_ui(ui);
             }
             ui.add_space(4.0);
         });
@@ -398,6 +406,7 @@ impl BackworkApp {
         let mut intent = None;
         egui::CentralPanel::default().show(ui, |ui| match (self.tab, &mut self.run_view) {
             (Tab::Backwork, Some(v)) => v.grid_ui(ui),
+            (Tab::Worst, _) => self.worst_view.ui(ui, &self.cnn, &self.info, &self.wake),
             (Tab::Model, _) => {
                 egui::ScrollArea::vertical().show(ui, |ui| {
                     intent = self.model_view.ui(ui, &self.info, &self.wake);

@@ -14,7 +14,9 @@ use super::settings_ui::settings_ui;
 use crate::backwork::Settings;
 use crate::backwork::engine::{EndReason, ReinitKind};
 use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::saliency::top_k_mask;
 use crate::data::{PIXELS, SIDE};
+use crate::export::overlay_rgb;
 use crate::export::run::ModelRef;
 use crate::export::sheet::to_u8;
 use crate::worker::{Command, Event, Snapshot, Worker, WorkerSpec};
@@ -54,7 +56,13 @@ pub struct RunView {
     train: std::sync::Arc<crate::data::Dataset>,
     /// The row shown enlarged, if any.
     pub enlarged: Option<usize>,
-    nearest_texture: Option<(u32, TextureHandle)>,
+    /// Textures of training images shown as nearest neighbours, by index (bounded).
+    train_textures: std::collections::HashMap<u32, TextureHandle>,
+    /// Overlay each tile with its saliency mask (the top-k pixels of d p(label) / d input).
+    pub show_saliency: bool,
+    pub saliency_k: usize,
+    /// Show each tile's nearest training image (pixel space) under it.
+    pub show_nearest: bool,
     /// What starts the worker again after it died (None for a detached test worker).
     pub spec: Option<WorkerSpec>,
     pub is_worker_alive: bool,
@@ -87,7 +95,10 @@ impl RunView {
             settings_changed: false,
             train,
             enlarged: None,
-            nearest_texture: None,
+            train_textures: Default::default(),
+            show_saliency: false,
+            saliency_k: crate::backwork::saliency::DEFAULT_TOP_K,
+            show_nearest: false,
             spec: None,
             is_worker_alive: true,
             last_reinit: Vec::new(),
@@ -299,12 +310,22 @@ impl RunView {
         }
         let Some(s) = &self.snapshot else { return };
         let n = s.images.len() / PIXELS;
+        let mask = match (&s.saliency, self.show_saliency) {
+            (Some(sal), true) => Some(top_k_mask(sal, self.saliency_k)),
+            _ => None,
+        };
         for i in 0..n {
-            let grey: Vec<u8> = s.images[i * PIXELS..(i + 1) * PIXELS]
-                .iter()
-                .map(|&v| to_u8(v))
-                .collect();
-            let img = egui::ColorImage::from_gray([SIDE, SIDE], &grey);
+            let px = &s.images[i * PIXELS..(i + 1) * PIXELS];
+            let img = match &mask {
+                Some(m) => egui::ColorImage::from_rgb(
+                    [SIDE, SIDE],
+                    &overlay_rgb(px, &m[i * PIXELS..(i + 1) * PIXELS]),
+                ),
+                None => {
+                    let grey: Vec<u8> = px.iter().map(|&v| to_u8(v)).collect();
+                    egui::ColorImage::from_gray([SIDE, SIDE], &grey)
+                }
+            };
             if let Some(t) = self.textures.get_mut(i) {
                 t.set(img, TextureOptions::NEAREST);
             } else {
@@ -315,6 +336,52 @@ impl RunView {
                 ));
             }
         }
+    }
+
+    /// The texture of training image `index` (uploaded once, kept while shown).
+    fn train_texture(&mut self, ctx: &egui::Context, index: u32) -> Option<TextureHandle> {
+        if (index as usize) >= self.train.len() {
+            return None;
+        }
+        if self.train_textures.len() > 512 {
+            self.train_textures.clear();
+        }
+        let train = &self.train;
+        Some(
+            self.train_textures
+                .entry(index)
+                .or_insert_with(|| {
+                    let img =
+                        egui::ColorImage::from_gray([SIDE, SIDE], train.image(index as usize));
+                    ctx.load_texture(format!("train-{index}"), img, TextureOptions::NEAREST)
+                })
+                .clone(),
+        )
+    }
+
+    /// The view toggles: saliency overlay (and its k), nearest training image under each tile.
+    pub fn view_toggles_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label("show");
+            if ui
+                .toggle_value(&mut self.show_saliency, "saliency")
+                .on_hover_text("Overlay each image with the pixels that raise p(label) most (the top k of d p(label) / d input, in red)")
+                .changed()
+            {
+                self.worker.send(Command::Saliency(self.show_saliency));
+                self.is_dirty = true;
+            }
+            if self.show_saliency
+                && ui
+                    .add(egui::DragValue::new(&mut self.saliency_k).range(1..=PIXELS).suffix(" px"))
+                    .on_hover_text("Pixels in each saliency mask")
+                    .changed()
+            {
+                self.is_dirty = true;
+            }
+            ui.toggle_value(&mut self.show_nearest, "nearest")
+                .on_hover_text("Show each image's nearest training image (pixel space, the arg-min of the inputs term) with its distance");
+        });
     }
 
     /// The sliders; a change goes to the running engine before its next step and is marked
@@ -551,6 +618,15 @@ impl RunView {
     }
 
     pub fn grid_ui(&mut self, ui: &mut egui::Ui) {
+        let pixel_nearest: Vec<Option<crate::backwork::cost::Nearest>> = match &self.snapshot {
+            Some(s) if self.show_nearest => s.nearest.iter().map(|n| n[0]).collect(),
+            _ => Vec::new(),
+        };
+        let nearest_tiles: Vec<Option<(TextureHandle, crate::backwork::cost::Nearest)>> =
+            pixel_nearest
+                .into_iter()
+                .map(|n| n.and_then(|n| self.train_texture(ui.ctx(), n.index).map(|t| (t, n))))
+                .collect();
         let Some(s) = &self.snapshot else {
             ui.weak(match self.cache {
                 Some((done, total)) => {
@@ -586,7 +662,9 @@ impl RunView {
                                 reinits: s.reinits[row],
                             };
                             is_any_flashing |= tile.flashing;
-                            let r = tile_ui(ui, &tile, self.textures.get(row), &s.probs[row]);
+                            let nearest = nearest_tiles.get(row).and_then(|n| n.as_ref());
+                            let r =
+                                tile_ui(ui, &tile, self.textures.get(row), &s.probs[row], nearest);
                             if let Some(r) = r {
                                 if r.double_clicked() {
                                     enlarge = Some(row);
@@ -623,17 +701,15 @@ impl RunView {
         }
         let label = s.labels[row / s.batch];
         let nearest = s.nearest[row];
-        if let Some(n) = nearest[0]
-            && self
-                .nearest_texture
-                .as_ref()
-                .is_none_or(|(i, _)| *i != n.index)
-            && (n.index as usize) < self.train.len()
-        {
-            let img = egui::ColorImage::from_gray([SIDE, SIDE], self.train.image(n.index as usize));
-            let tex = ctx.load_texture("nearest", img, TextureOptions::NEAREST);
-            self.nearest_texture = Some((n.index, tex));
-        }
+        let tap_textures: Vec<(usize, crate::backwork::cost::Nearest, TextureHandle)> = nearest
+            .iter()
+            .enumerate()
+            .filter_map(|(k, n)| n.map(|n| (k, n)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|(k, n)| self.train_texture(ctx, n.index).map(|t| (k, n, t)))
+            .collect();
+        let Some(s) = &self.snapshot else { return };
         let mut open = true;
         egui::Window::new(format!("label {label}, image {}", row % s.batch))
             .open(&mut open)
@@ -651,7 +727,7 @@ impl RunView {
                             ui.label("generated");
                         });
                     }
-                    if let (Some(n), Some((_, t))) = (nearest[0], &self.nearest_texture) {
+                    if let Some((_, n, t)) = tap_textures.iter().find(|(k, _, _)| *k == 0) {
                         ui.vertical(|ui| {
                             ui.add(
                                 egui::Image::from_texture(t)
@@ -677,11 +753,21 @@ impl RunView {
                 }
                 prob_bars_ui(ui, probs, label as usize);
                 ui.separator();
-                for (tap, n) in ["inputs", "conv0", "conv1", "fc"].iter().zip(nearest) {
-                    if let Some(n) = n {
-                        ui.label(format!("nearest at {tap}: #{} ({:.4})", n.index, n.dist));
+                ui.label("Nearest training image at each tap (the arg-min of its prev term):");
+                ui.horizontal(|ui| {
+                    for (k, n, t) in &tap_textures {
+                        let tap = crate::backwork::settings::TAPS[*k];
+                        ui.vertical(|ui| {
+                            ui.add(
+                                egui::Image::from_texture(t)
+                                    .fit_to_exact_size(vec2(84.0, 84.0))
+                                    .alt_text(format!("nearest at {tap}")),
+                            );
+                            ui.small(format!("{tap}: #{}", n.index));
+                            ui.small(format!("distance {:.4}", n.dist));
+                        });
                     }
-                }
+                });
                 ui.label(format!("reinitialised {} times", s.reinits[row]));
             });
         if !open {
@@ -710,6 +796,7 @@ fn tile_ui(
     t: &TileState,
     texture: Option<&TextureHandle>,
     probs: &[f32],
+    nearest: Option<&(TextureHandle, crate::backwork::cost::Nearest)>,
 ) -> Option<egui::Response> {
     let stroke = if t.selected {
         Stroke::new(3.0, ui.visuals().selection.stroke.color)
@@ -741,6 +828,18 @@ fn tile_ui(
                 });
                 ui.label(RichText::new(format!("{:.5}", t.p)).monospace());
                 mini_bars_ui(ui, probs, t.label as usize, side);
+                if let Some((tex, n)) = nearest {
+                    ui.horizontal(|ui| {
+                        ui.spacing_mut().item_spacing.x = 3.0;
+                        ui.add(
+                            egui::Image::from_texture(tex)
+                                .fit_to_exact_size(vec2(SIDE as f32, SIDE as f32))
+                                .alt_text(format!("nearest training image of label {} image {}", t.label, t.index)),
+                        )
+                        .on_hover_text(format!("nearest training image #{} (mean squared distance per pixel {:.4})", n.index, n.dist));
+                        ui.small(format!("d {:.3}", n.dist));
+                    });
+                }
                 ui.horizontal(|ui| {
                     ui.spacing_mut().item_spacing.x = 3.0;
                     if t.passed {

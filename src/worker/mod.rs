@@ -39,6 +39,8 @@ pub enum Command {
         dir: std::path::PathBuf,
         rows: Option<Vec<usize>>,
     },
+    /// Send the saliency (d p(label) / d input) of every image with the snapshots, or stop.
+    Saliency(bool),
     /// Use another network from now on: ends the current run (its images stay exportable
     /// under the old model) and builds reference sets for the new one when a run starts.
     SetModel(Box<(FrozenCnn, ModelRef)>),
@@ -67,6 +69,7 @@ impl std::fmt::Debug for Command {
                 .field("dir", dir)
                 .field("rows", rows)
                 .finish(),
+            Command::Saliency(on) => f.debug_tuple("Saliency").field(on).finish(),
             Command::SetModel(m) => f
                 .debug_tuple("SetModel")
                 .field(&FrozenCnnName(&m.1.name))
@@ -104,6 +107,9 @@ pub struct Snapshot {
     pub stalled: Vec<bool>,
     /// Per image, its nearest training image at inputs, conv0, conv1 (and fc per-example).
     pub nearest: Vec<[Option<Nearest>; 4]>,
+    /// d p(label) / d input of every image ((groups·N)×784), when the UI asked for it
+    /// ([`Command::Saliency`]); computed at most every [`SALIENCY_EVERY`].
+    pub saliency: Option<Vec<f32>>,
     /// Curve points since the last snapshot (none is dropped).
     pub points: Vec<CurvePoint>,
     /// Reinitialisations since the last snapshot.
@@ -169,6 +175,9 @@ pub struct Worker {
     next_run: u64,
 }
 
+/// Least time between two saliency computations (one forward and backward of the batch).
+pub const SALIENCY_EVERY: Duration = Duration::from_millis(300);
+
 /// Least time between two snapshots (about the frame rate).
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(16);
 
@@ -195,6 +204,7 @@ impl Worker {
                     net,
                     model,
                     finished: None,
+                    want_saliency: false,
                     train,
                     cache,
                     rx,
@@ -267,6 +277,8 @@ struct Run {
     steps_since: usize,
     rate_since: Instant,
     steps_per_s: f64,
+    /// When the saliency was last computed, and its value.
+    saliency: Option<(Instant, Vec<f32>)>,
 }
 
 struct Loop {
@@ -274,6 +286,8 @@ struct Loop {
     model: ModelRef,
     /// The last run that ended, kept for export.
     finished: Option<Run>,
+    /// Whether snapshots carry the saliency.
+    want_saliency: bool,
     train: Arc<Dataset>,
     cache: RefCache,
     rx: Receiver<(u64, Command)>,
@@ -358,6 +372,13 @@ impl Loop {
                         self.cache = self.cache.for_model(&model.sha256, &self.train);
                         self.net = net;
                         self.model = model;
+                    }
+                    Command::Saliency(on) => {
+                        self.want_saliency = on;
+                        if let Some(r) = run.as_mut() {
+                            r.saliency = None;
+                            self.flush(r, true);
+                        }
                     }
                     Command::Settings(s) => {
                         // A refused value leaves the run going on its old settings.
@@ -484,6 +505,7 @@ impl Loop {
                     steps_since: 0,
                     rate_since: Instant::now(),
                     steps_per_s: 0.0,
+                    saliency: None,
                 };
                 self.flush(&mut r, true);
                 Some(r)
@@ -510,8 +532,28 @@ impl Loop {
             r.steps_since = 0;
             r.rate_since = Instant::now();
         }
+        let saliency = if self.want_saliency {
+            let stale = r
+                .saliency
+                .as_ref()
+                .is_none_or(|(at, _)| force || at.elapsed() >= SALIENCY_EVERY);
+            if stale {
+                let n = r.engine.batch();
+                let labels: Vec<usize> = (0..r.engine.images.len())
+                    .map(|row| r.engine.groups[row / n].label as usize)
+                    .collect();
+                r.saliency = Some((
+                    Instant::now(),
+                    self.net.saliency(r.engine.images(), &labels),
+                ));
+            }
+            r.saliency.as_ref().map(|(_, s)| s.clone())
+        } else {
+            None
+        };
         let snap = Snapshot {
             run: r.id,
+            saliency,
             step: r.engine.steps(),
             labels: r.engine.groups.iter().map(|g| g.label).collect(),
             batch: r.engine.batch(),

@@ -1,0 +1,214 @@
+//! The worst training images (the post's second figure): for each label, the k training
+//! images the model in use classifies worst, with p(correct) and the class it picks,
+//! computed on a background thread; they can be exported as `backwork worst` writes them.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+
+use egui::{RichText, TextureHandle, TextureOptions, vec2};
+
+use super::Wake;
+use crate::data::{Dataset, SIDE};
+use crate::export::worst::{WorstResults, write_worst};
+use crate::model::worst::{WorstLabel, worst_images};
+use crate::model::{Cnn, ModelInfo};
+
+enum Msg {
+    Progress(usize, usize),
+    Done(Vec<WorstLabel>),
+    Failed(String),
+}
+
+/// Runtime state of the worst-images view.
+pub struct WorstView {
+    pub k: usize,
+    train: Arc<Dataset>,
+    rx: Option<Receiver<Msg>>,
+    progress: (usize, usize),
+    pub result: Option<Vec<WorstLabel>>,
+    /// The model the result is for.
+    model: Option<ModelInfo>,
+    textures: std::collections::HashMap<usize, TextureHandle>,
+    pub status: String,
+}
+
+impl WorstView {
+    pub fn new(train: Arc<Dataset>) -> Self {
+        Self {
+            k: 8,
+            train,
+            rx: None,
+            progress: (0, 0),
+            result: None,
+            model: None,
+            textures: Default::default(),
+            status: String::new(),
+        }
+    }
+
+    /// Starts classifying the training set with `cnn` on a background thread.
+    pub fn start(&mut self, cnn: &Cnn, info: &ModelInfo, wake: Wake) {
+        let (tx, rx) = channel();
+        let (cnn, train, k) = (cnn.clone(), self.train.clone(), self.k);
+        let spawned = std::thread::Builder::new()
+            .name("backwork-worst".into())
+            .spawn(move || {
+                let res = worst_images(&cnn, &train, k, &mut |d, t| {
+                    let _ = tx.send(Msg::Progress(d, t));
+                    wake();
+                });
+                let _ = tx.send(match res {
+                    Ok(r) => Msg::Done(r),
+                    Err(e) => Msg::Failed(e.to_string()),
+                });
+                wake();
+            });
+        match spawned {
+            Ok(_) => {
+                self.rx = Some(rx);
+                self.result = None;
+                self.model = Some(info.clone());
+                self.progress = (0, self.train.len());
+                self.status.clear();
+            }
+            Err(e) => self.status = format!("could not start: {e}"),
+        }
+    }
+
+    pub fn poll(&mut self) {
+        let Some(rx) = &self.rx else { return };
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Msg::Progress(d, t) => self.progress = (d, t),
+                Msg::Done(r) => {
+                    self.result = Some(r);
+                    self.rx = None;
+                    break;
+                }
+                Msg::Failed(e) => {
+                    self.status = format!("failed: {e}");
+                    self.rx = None;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn export(&mut self) {
+        let (Some(r), Some(m)) = (&self.result, &self.model) else {
+            return;
+        };
+        let Some(dir) = rfd::FileDialog::new()
+            .set_title("Write sheet.png and worst.json into a new or empty folder")
+            .pick_folder()
+        else {
+            self.status = "not exported: no folder chosen".into();
+            return;
+        };
+        let results = WorstResults {
+            labels: r,
+            k: self.k,
+            model: m.model_ref(),
+            dataset: &self.train.source,
+        };
+        self.status = match write_worst(&dir, &results, &self.train, false) {
+            Ok(files) => format!("wrote {} files to {}", files.len(), dir.display()),
+            Err(e) => format!("not exported: {e}"),
+        };
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, cnn: &Cnn, info: &ModelInfo, wake: &Wake) {
+        let busy = self.rx.is_some();
+        ui.horizontal(|ui| {
+            ui.label(format!("The {} training images of each label the model classifies worst, worst first, with p(correct) and the class it picks.", self.k));
+        });
+        ui.horizontal(|ui| {
+            ui.label("per label");
+            ui.add_enabled(!busy, egui::DragValue::new(&mut self.k).range(1..=64));
+            let stale = self.model.as_ref().is_none_or(|m| m.sha256 != info.sha256);
+            let label = if self.result.is_some() && !stale {
+                "Recompute"
+            } else {
+                "Find them"
+            };
+            if ui
+                .add_enabled(!busy, egui::Button::new(label))
+                .on_hover_text("Classify all training images on a background thread")
+                .clicked()
+            {
+                self.start(cnn, info, wake.clone());
+            }
+            if ui
+                .add_enabled(self.result.is_some(), egui::Button::new("Export…"))
+                .on_hover_text("sheet.png and worst.json, as `backwork worst` writes them")
+                .clicked()
+            {
+                self.export();
+            }
+            if busy {
+                ui.spinner();
+                ui.label(format!(
+                    "classifying {} / {}",
+                    self.progress.0, self.progress.1
+                ));
+            }
+            if let Some(m) = &self.model
+                && m.sha256 != info.sha256
+                && self.result.is_some()
+            {
+                ui.weak(format!("(for {}, not the model in use)", m.name));
+            }
+            ui.label(&self.status);
+        });
+        ui.separator();
+        let Some(result) = self.result.clone() else {
+            if !busy {
+                ui.weak("Press Find them.");
+            }
+            return;
+        };
+        egui::ScrollArea::vertical()
+            .auto_shrink([false, false])
+            .show(ui, |ui| {
+                for l in &result {
+                    ui.horizontal(|ui| {
+                        ui.label(RichText::new(l.label.to_string()).heading());
+                        for w in &l.images {
+                            let tex = self.texture(ui.ctx(), w.index);
+                            egui::Frame::group(ui.style())
+                                .inner_margin(3.0)
+                                .show(ui, |ui| {
+                                    ui.vertical(|ui| {
+                                        ui.add(
+                                            egui::Image::from_texture(&tex)
+                                                .fit_to_exact_size(vec2(56.0, 56.0))
+                                                .alt_text(format!("training image {}", w.index)),
+                                        )
+                                        .on_hover_text(format!("training image #{}", w.index));
+                                        ui.label(
+                                            RichText::new(format!("{:.5}", w.p_correct))
+                                                .monospace(),
+                                        );
+                                        ui.small(format!("seen as {}", w.predicted));
+                                    });
+                                });
+                        }
+                    });
+                }
+            });
+    }
+
+    fn texture(&mut self, ctx: &egui::Context, i: usize) -> TextureHandle {
+        let train = &self.train;
+        self.textures
+            .entry(i)
+            .or_insert_with(|| {
+                ctx.load_texture(
+                    format!("worst-{i}"),
+                    egui::ColorImage::from_gray([SIDE, SIDE], train.image(i)),
+                    TextureOptions::NEAREST,
+                )
+            })
+            .clone()
+    }
+}
