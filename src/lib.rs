@@ -10,5 +10,6 @@ pub mod cli;
 pub mod data;
 pub mod export;
 pub mod model;
+pub mod retrain;
 pub mod util;
 pub mod worker;

@@ -287,3 +287,127 @@ fn saliency_reads_a_run_folder_and_refuses_bad_ones() {
         &["images.npy", "not (N, 28, 28)"],
     );
 }
+
+/// A run folder of `n` noise images, labels cycling through 0..=9.
+fn noise_run(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("images.npy"),
+        npy_bytes(&noise(n, 3), &[n, 28, 28]),
+    )
+    .unwrap();
+    let images: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"label": i % 10}))
+        .collect();
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::json!({ "images": images }).to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn retrain_writes_a_model_and_a_report_in_both_modes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_data_dir(&data, 600);
+    let run = tmp.path().join("run");
+    noise_run(&run, 10);
+    let cache = tmp.path().join("cache");
+    for (mode, classes) in [("uniform", 10), ("extra-class", 11)] {
+        let out_dir = tmp.path().join(mode);
+        std::fs::create_dir(&out_dir).unwrap();
+        let model = out_dir.join("m.safetensors");
+        let args = [
+            "retrain",
+            "--data",
+            data.to_str().unwrap(),
+            "--from",
+            run.to_str().unwrap(),
+            "--mode",
+            mode,
+            "--rounds",
+            "2",
+            "--budget",
+            "4",
+            "--measure-batch",
+            "1",
+            "--repeat",
+            "3",
+            "--out",
+            model.to_str().unwrap(),
+        ];
+        let r = Command::new(env!("CARGO_BIN_EXE_backwork"))
+            .args(args)
+            .env("BACKWORK_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(
+            r.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let (cnn, info) = backwork::model::weights::load_cnn(&model).unwrap();
+        assert_eq!(cnn.num_classes(), classes);
+        assert_eq!(info.metadata.contains_key("extra_class"), classes == 11);
+        assert!(info.metadata["retrained_from"].contains("shipped"));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+        let rounds = report["rounds"].as_array().unwrap();
+        // The starting model, then one row per round.
+        assert_eq!(rounds.len(), 3);
+        for (i, row) in rounds.iter().enumerate() {
+            assert_eq!(row["round"], i);
+            assert_eq!(row["images"], 10);
+            let acc = row["test_accuracy"].as_f64().unwrap();
+            assert!((0.5..=1.0).contains(&acc), "{acc}");
+        }
+        // Round 1 trains on the 10 given images, round 2 adds the 10 found in round 1.
+        assert_eq!(rounds[1]["fooling_images_trained_on"], 10);
+        assert_eq!(rounds[2]["fooling_images_trained_on"], 20);
+        assert_eq!(rounds[2]["classes"], classes);
+        assert!(out_dir.join("report.png").is_file());
+        // A second time: the model and the report exist, and nothing is overwritten.
+        one_line_failure(&args, &["m.safetensors", "already exists"]);
+    }
+}
+
+#[test]
+fn retrain_refuses_bad_input_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bare = tmp.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    let out = tmp.path().join("m.safetensors");
+    let o = out.to_str().unwrap();
+    one_line_failure(
+        &[
+            "retrain",
+            "--from",
+            bare.to_str().unwrap(),
+            "--mode",
+            "uniform",
+            "--out",
+            o,
+        ],
+        &["images.npy", "missing"],
+    );
+    let run = tmp.path().join("run");
+    noise_run(&run, 2);
+    let r = run.to_str().unwrap();
+    one_line_failure(
+        &[
+            "retrain", "--from", r, "--mode", "uniform", "--rounds", "0", "--out", o,
+        ],
+        &["--rounds"],
+    );
+    one_line_failure(
+        &["retrain", "--from", r, "--mode", "sideways", "--out", o],
+        &["sideways"],
+    );
+    one_line_failure(
+        &[
+            "retrain", "--from", r, "--mode", "uniform", "--lr", "-1", "--out", o,
+        ],
+        &["lr"],
+    );
+}

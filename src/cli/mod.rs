@@ -61,6 +61,9 @@ pub enum Command {
     Worst(study::WorstArgs),
     /// Which pixels raise p(label) most: the gradient, its top-k mask, overlays.
     Saliency(study::SaliencyArgs),
+    /// Train again with fooling images (uniform soft labels or an 11th class), round after
+    /// round, and report old against new (report.json, report.png).
+    Retrain(study::RetrainArgs),
     /// Measure speed (prints JSON).
     Bench {
         #[command(subcommand)]
@@ -138,6 +141,7 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
         Command::Cost(a) => backwork::cost_cmd(a, app),
         Command::Worst(a) => study::worst_cmd(a, app),
         Command::Saliency(a) => study::saliency_cmd(a, app),
+        Command::Retrain(a) => study::retrain_cmd(a, app),
         Command::Bench { what } => bench_cmd(what, app),
     }
 }

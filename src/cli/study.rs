@@ -1,5 +1,6 @@
 //! Commands that study a model's artifacts (issue 5): `worst` (the training images it
-//! classifies worst) and `saliency` (which pixels raise p(label) most).
+//! classifies worst), `saliency` (which pixels raise p(label) most) and `retrain` (train
+//! again with the fooling images and measure old against new).
 
 use std::path::PathBuf;
 
@@ -9,14 +10,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::AppArgs;
 use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::refs::default_cache_dir;
 use crate::backwork::saliency::{DEFAULT_TOP_K, top_k_mask};
 use crate::data::{Dataset, PIXELS, SIDE, Split};
 use crate::export::npy::{npy_bytes, read_images};
+use crate::export::report::{RetrainReport, write_report};
 use crate::export::run::{prepare_dir, read_run};
 use crate::export::worst::{WorstResults, write_worst};
 use crate::export::{overlay_rgb, rgb_png_bytes, write_atomic};
-use crate::model::weights::load_or_shipped;
+use crate::model::train::TrainEvent;
+use crate::model::weights::{load_or_shipped, save_cnn};
 use crate::model::worst::worst_images;
+use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, RetrainMode, retrain};
 
 #[derive(Args, Debug)]
 pub struct WorstArgs {
@@ -150,4 +155,178 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct RetrainArgs {
+    /// A run's folder (images.npy and results.json): the fooling images of the first round.
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// How fooling images are labelled: 0.1 per digit (the original) or an 11th class.
+    #[arg(long, value_enum)]
+    pub mode: RetrainMode,
+    /// Rounds of (train, measure); from the second on, the fooling images found against the
+    /// newest model are added too.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Where to write the final model (never overwritten unless --force).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Folder for report.json and report.png (default: the folder of --out).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Epochs per round.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Adam learning rate of each round (1e-4: the original recipe's).
+    #[arg(long, default_value_t = 1e-4, allow_hyphen_values = true)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Each fooling image appears this many times per epoch (1: appended once, as the original).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Train each round from fresh weights instead of fine-tuning the previous round's.
+    #[arg(long)]
+    pub from_scratch: bool,
+    /// Step budget of the measurement runs (the same for every model).
+    #[arg(long, default_value_t = 300)]
+    pub budget: usize,
+    /// Images per label of the measurement runs.
+    #[arg(long, default_value_t = 8)]
+    pub measure_batch: usize,
+    /// Seed of the measurement runs (the same for every model) and of the training.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace --out, report.json and report.png if they exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `backwork retrain`: adds fooling images to the training set, trains again (round after
+/// round), and reports old against new.
+pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
+    let mut cfg = RetrainConfig::new(a.mode);
+    cfg.rounds = a.rounds;
+    cfg.repeat = a.repeat;
+    cfg.from_scratch = a.from_scratch;
+    cfg.train.epochs = a.epochs;
+    cfg.train.lr = a.lr;
+    cfg.train.batch_size = a.batch_size;
+    cfg.train.seed = a.seed;
+    cfg.measure.max_steps = Some(a.budget);
+    cfg.measure.batch = a.measure_batch;
+    cfg.measure.seed = a.seed;
+    cfg.validate()?;
+    let fooling = read_run(&a.from).map_err(anyhow::Error::msg)?;
+    super::check_out_file(&a.out, a.force)?;
+    let report_dir = a.report.clone().unwrap_or_else(|| match a.out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
+    if !report_dir.is_dir() {
+        bail!("--report {}: not a folder", report_dir.display());
+    }
+    for f in ["report.json", "report.png"] {
+        let p = report_dir.join(f);
+        if p.exists() && !a.force {
+            bail!(
+                "{}: already exists (refusing to overwrite it; pass --force or --report DIR)",
+                p.display()
+            );
+        }
+    }
+    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
+    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let test = Dataset::load(app.data.as_deref(), Split::Test)?;
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let c = cancel.clone();
+    ctrlc::set_handler(move || c.store(true, std::sync::atomic::Ordering::Relaxed))?;
+    let bar = ProgressBar::new_spinner();
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let say = |bar: &ProgressBar, line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let mut stage = String::new();
+    let out = retrain(
+        (&cnn, &info),
+        &fooling.images,
+        &cfg,
+        &train,
+        &test,
+        default_cache_dir().as_deref(),
+        &cancel,
+        &mut |ev| {
+            match ev {
+            RetrainEvent::Stage { round, what } => {
+                stage = format!("round {round}: {what}");
+                say(&bar, stage.clone());
+            }
+            RetrainEvent::Train(TrainEvent::Batch {
+                epoch,
+                batch,
+                batches,
+                loss,
+                images_per_s,
+                ..
+            }) => bar.set_message(format!(
+                "{stage} · epoch {epoch} step {batch}/{batches} · loss {loss:.4} · {images_per_s:.0} images/s"
+            )),
+            RetrainEvent::Train(TrainEvent::Epoch {
+                epoch,
+                test_accuracy,
+                ..
+            }) => say(
+                &bar,
+                format!("  epoch {epoch}: test accuracy {:.2}%", test_accuracy * 100.0),
+            ),
+            RetrainEvent::Measure { step, budget } => {
+                bar.set_message(format!("{stage} · step {step}/{budget}"));
+            }
+            RetrainEvent::Measured(m) => say(&bar, measurement_line(&m)),
+        }
+        },
+    )?;
+    bar.finish_and_clear();
+    save_cnn(&out.cnn, &out.metadata, &a.out, a.force)?;
+    let report = RetrainReport {
+        backwork_version: env!("CARGO_PKG_VERSION"),
+        config: &cfg,
+        base_model: info.model_ref(),
+        model_file: a.out.display().to_string(),
+        date: crate::util::utc_now_iso(),
+        rounds: &out.measurements,
+    };
+    write_report(&report_dir, &report, a.force)?;
+    println!(
+        "round  test acc  fooled   median steps  (budget {} steps, {} images)",
+        a.budget,
+        out.measurements.first().map_or(0, |m| m.images)
+    );
+    for m in &out.measurements {
+        println!("{}", measurement_line(m));
+    }
+    println!(
+        "wrote {}, and report.json and report.png in {}",
+        a.out.display(),
+        report_dir.display()
+    );
+    Ok(())
+}
+
+/// One row of the report as text.
+fn measurement_line(m: &Measurement) -> String {
+    format!(
+        "{:>5}  {:>7.2}%  {:>3}/{:<3}  {:>12}",
+        m.round,
+        m.test_accuracy * 100.0,
+        m.reached,
+        m.images,
+        m.median_steps
+            .map_or("-".to_string(), |s| format!("{s:.0}"))
+    )
 }

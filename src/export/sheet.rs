@@ -3,8 +3,9 @@
 
 use image::{GrayImage, Luma};
 
-/// 3×5 glyphs, one row of 3 bits per line, for '0'..='9', '.', and '-'.
-const GLYPHS: [(char, [u8; 5]); 12] = [
+/// 3×5 glyphs, one row of 3 bits per line: digits, '.', '-', upper-case letters (lower case
+/// is drawn as upper case) and a little punctuation, enough for titles and axis labels.
+const GLYPHS: &[(char, [u8; 5])] = &[
     ('0', [0b111, 0b101, 0b101, 0b101, 0b111]),
     ('1', [0b010, 0b110, 0b010, 0b010, 0b111]),
     ('2', [0b111, 0b001, 0b111, 0b100, 0b111]),
@@ -17,22 +18,61 @@ const GLYPHS: [(char, [u8; 5]); 12] = [
     ('9', [0b111, 0b101, 0b111, 0b001, 0b111]),
     ('.', [0b000, 0b000, 0b000, 0b000, 0b010]),
     ('-', [0b000, 0b000, 0b111, 0b000, 0b000]),
+    ('A', [0b010, 0b101, 0b111, 0b101, 0b101]),
+    ('B', [0b110, 0b101, 0b110, 0b101, 0b110]),
+    ('C', [0b011, 0b100, 0b100, 0b100, 0b011]),
+    ('D', [0b110, 0b101, 0b101, 0b101, 0b110]),
+    ('E', [0b111, 0b100, 0b110, 0b100, 0b111]),
+    ('F', [0b111, 0b100, 0b110, 0b100, 0b100]),
+    ('G', [0b011, 0b100, 0b101, 0b101, 0b011]),
+    ('H', [0b101, 0b101, 0b111, 0b101, 0b101]),
+    ('I', [0b111, 0b010, 0b010, 0b010, 0b111]),
+    ('J', [0b001, 0b001, 0b001, 0b101, 0b010]),
+    ('K', [0b101, 0b101, 0b110, 0b101, 0b101]),
+    ('L', [0b100, 0b100, 0b100, 0b100, 0b111]),
+    ('M', [0b101, 0b111, 0b111, 0b101, 0b101]),
+    ('N', [0b110, 0b101, 0b101, 0b101, 0b101]),
+    ('O', [0b010, 0b101, 0b101, 0b101, 0b010]),
+    ('P', [0b110, 0b101, 0b110, 0b100, 0b100]),
+    ('Q', [0b010, 0b101, 0b101, 0b110, 0b011]),
+    ('R', [0b110, 0b101, 0b110, 0b101, 0b101]),
+    ('S', [0b011, 0b100, 0b010, 0b001, 0b110]),
+    ('T', [0b111, 0b010, 0b010, 0b010, 0b010]),
+    ('U', [0b101, 0b101, 0b101, 0b101, 0b111]),
+    ('V', [0b101, 0b101, 0b101, 0b101, 0b010]),
+    ('W', [0b101, 0b101, 0b111, 0b111, 0b101]),
+    ('X', [0b101, 0b101, 0b010, 0b101, 0b101]),
+    ('Y', [0b101, 0b101, 0b010, 0b010, 0b010]),
+    ('Z', [0b111, 0b001, 0b010, 0b100, 0b111]),
+    ('%', [0b101, 0b001, 0b010, 0b100, 0b101]),
+    (':', [0b000, 0b010, 0b000, 0b010, 0b000]),
+    ('/', [0b001, 0b001, 0b010, 0b100, 0b100]),
+    ('(', [0b010, 0b100, 0b100, 0b100, 0b010]),
+    (')', [0b010, 0b001, 0b001, 0b001, 0b010]),
+    ('=', [0b000, 0b111, 0b000, 0b111, 0b000]),
 ];
 
 /// Draws `text` with its top-left corner at (x, y), each font pixel `scale`×`scale`.
 fn draw_text(img: &mut GrayImage, text: &str, x: u32, y: u32, scale: u32, ink: u8) {
+    draw_text_with(text, x, y, scale, &mut |px, py| {
+        if px < img.width() && py < img.height() {
+            img.put_pixel(px, py, Luma([ink]));
+        }
+    });
+}
+
+/// Calls `put` for every pixel of `text` drawn with its top-left corner at (x, y), each font
+/// pixel `scale`×`scale` (unknown characters are blank).
+pub fn draw_text_with(text: &str, x: u32, y: u32, scale: u32, put: &mut dyn FnMut(u32, u32)) {
     let mut cx = x;
-    for ch in text.chars() {
+    for ch in text.chars().map(|c| c.to_ascii_uppercase()) {
         if let Some((_, rows)) = GLYPHS.iter().find(|(c, _)| *c == ch) {
             for (ry, bits) in rows.iter().enumerate() {
                 for rx in 0..3 {
                     if bits & (0b100 >> rx) != 0 {
                         for dy in 0..scale {
                             for dx in 0..scale {
-                                let (px, py) = (cx + rx * scale + dx, y + ry as u32 * scale + dy);
-                                if px < img.width() && py < img.height() {
-                                    img.put_pixel(px, py, Luma([ink]));
-                                }
+                                put(cx + rx * scale + dx, y + ry as u32 * scale + dy);
                             }
                         }
                     }
@@ -44,7 +84,7 @@ fn draw_text(img: &mut GrayImage, text: &str, x: u32, y: u32, scale: u32, ink: u
 }
 
 /// Width in pixels of `text` drawn at `scale`.
-fn text_width(text: &str, scale: u32) -> u32 {
+pub fn text_width(text: &str, scale: u32) -> u32 {
     (text.chars().count() as u32 * 4).saturating_sub(1) * scale
 }
 

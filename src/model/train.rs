@@ -154,6 +154,17 @@ impl TrainOutcome {
     }
 }
 
+/// Images added to the training set with soft targets (fooling images, when retraining).
+pub struct ExtraSet {
+    /// E×784 pixels.
+    pub images: Vec<f32>,
+    /// E×K target distributions (K = the model's classes): 0.1 for each digit in the
+    /// original's uniform mode, one-hot on class 10 in the extra-class mode.
+    pub targets: Vec<f32>,
+    /// Each extra image appears this many times per epoch (1: appended once, as the original).
+    pub repeat: usize,
+}
+
 /// Trains a fresh network on `train`, evaluating on `test` after each epoch and at the end.
 /// Checks `cancel` before every step; when it is set, stops and returns the model as it is.
 pub fn train(
@@ -163,8 +174,44 @@ pub fn train(
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome, TrainError> {
+    train_from(train, test, cfg, None, None, cancel, on_event)
+}
+
+/// [`train`], starting from `start`'s weights when given (an explicit choice: the original
+/// silently resumed from an existing file), with `extra` images added to every epoch. With
+/// extra images the loss is the cross-entropy against soft targets (one-hot for the training
+/// images), over `start`'s classes (or the targets' width for a fresh network).
+pub fn train_from(
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    start: Option<&Cnn>,
+    extra: Option<&ExtraSet>,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<TrainOutcome, TrainError> {
     cfg.validate()?;
-    let init = init_cnn(cfg.seed, 10)?;
+    let classes = match (start, extra) {
+        (Some(c), _) => c.num_classes(),
+        (None, Some(e)) if !e.images.is_empty() => e.targets.len() / (e.images.len() / PIXELS),
+        _ => 10,
+    };
+    if let Some(e) = extra
+        && e.targets.len() * PIXELS != e.images.len() * classes
+    {
+        return Err(TrainError::Config {
+            option: "extra",
+            reason: format!(
+                "{} targets for {} images of {classes} classes",
+                e.targets.len(),
+                e.images.len() / PIXELS
+            ),
+        });
+    }
+    let init = match start {
+        Some(c) => c.clone(),
+        None => init_cnn(cfg.seed, classes)?,
+    };
     let vars: Vec<Var> = init
         .named_tensors()
         .iter()
@@ -190,9 +237,12 @@ pub fn train(
         },
     )?;
     let n = cfg.limit.map_or(train.len(), |l| l.min(train.len()));
-    let mut order: Vec<usize> = (0..n).collect();
+    // Indices past n are extra images (index − n modulo their count).
+    let n_extra = extra.map_or(0, |e| e.images.len() / PIXELS);
+    let total = n + n_extra * extra.map_or(0, |e| e.repeat);
+    let mut order: Vec<usize> = (0..total).collect();
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_5eed);
-    let batches = n.div_ceil(cfg.batch_size);
+    let batches = total.div_ceil(cfg.batch_size);
     let mut epochs_completed = 0;
     let mut is_cancelled = false;
     let mut test_accuracy = f64::NAN;
@@ -200,39 +250,80 @@ pub fn train(
         order.shuffle(&mut rng);
         let started = Instant::now();
         let (mut seen, mut right, mut loss_sum) = (0usize, 0usize, 0f64);
+        let mut batch_images = 0usize;
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 is_cancelled = true;
                 break 'epochs;
             }
-            let x = Tensor::from_vec(train.batch_f32(idx), (idx.len(), PIXELS), &Device::Cpu)?;
-            let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i] as u32).collect();
-            let y = Tensor::from_slice(&labels, idx.len(), &Device::Cpu)?;
-            let logits = cnn.logits(&x)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let (loss, logits, labels) = match extra {
+                None => {
+                    let x =
+                        Tensor::from_vec(train.batch_f32(idx), (idx.len(), PIXELS), &Device::Cpu)?;
+                    let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i] as u32).collect();
+                    let y = Tensor::from_slice(&labels, idx.len(), &Device::Cpu)?;
+                    let logits = cnn.logits(&x)?;
+                    let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+                    (
+                        loss,
+                        logits,
+                        labels.into_iter().map(Some).collect::<Vec<_>>(),
+                    )
+                }
+                Some(e) => {
+                    let mut x = Vec::with_capacity(idx.len() * PIXELS);
+                    let mut t = vec![0f32; idx.len() * classes];
+                    let mut labels = Vec::with_capacity(idx.len());
+                    for (row, &i) in idx.iter().enumerate() {
+                        if i < n {
+                            x.extend(train.image(i).iter().map(|&p| p as f32 / 255.0));
+                            t[row * classes + train.labels[i] as usize] = 1.0;
+                            labels.push(Some(train.labels[i] as u32));
+                        } else {
+                            let j = (i - n) % n_extra;
+                            x.extend_from_slice(&e.images[j * PIXELS..(j + 1) * PIXELS]);
+                            t[row * classes..(row + 1) * classes]
+                                .copy_from_slice(&e.targets[j * classes..(j + 1) * classes]);
+                            labels.push(None);
+                        }
+                    }
+                    let x = Tensor::from_vec(x, (idx.len(), PIXELS), &Device::Cpu)?;
+                    let t = Tensor::from_vec(t, (idx.len(), classes), &Device::Cpu)?;
+                    let logits = cnn.logits(&x)?;
+                    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                    let loss = (t * logp)?.sum(D::Minus1)?.mean(0)?.neg()?;
+                    (loss, logits, labels)
+                }
+            };
             opt.backward_step(&loss)?;
             let loss_v = loss.to_scalar::<f32>()?;
             if !loss_v.is_finite() {
                 return Err(TrainError::Diverged(loss_v, epoch + 1, b + 1));
             }
+            // Running accuracy over the training images (extra images have no single label).
             let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-            right += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
-            seen += idx.len();
+            for (p, l) in pred.iter().zip(&labels) {
+                if let Some(l) = l {
+                    right += usize::from(p == l);
+                    seen += 1;
+                }
+            }
             loss_sum += loss_v as f64 * idx.len() as f64;
+            batch_images += idx.len();
             on_event(TrainEvent::Batch {
                 epoch: epoch + 1,
                 batch: b + 1,
                 batches,
                 loss: loss_v,
-                running_accuracy: right as f64 / seen as f64,
-                images_per_s: seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                running_accuracy: right as f64 / seen.max(1) as f64,
+                images_per_s: batch_images as f64 / started.elapsed().as_secs_f64().max(1e-9),
             });
         }
         epochs_completed = epoch + 1;
         test_accuracy = evaluate(&cnn, test, &mut |_, _| {})?.accuracy();
         on_event(TrainEvent::Epoch {
             epoch: epoch + 1,
-            mean_loss: loss_sum / seen.max(1) as f64,
+            mean_loss: loss_sum / batch_images.max(1) as f64,
             test_accuracy,
         });
         opt.set_learning_rate(opt.learning_rate() * cfg.lr_decay);

@@ -281,6 +281,22 @@ pub fn init_cnn(seed: u64, num_classes: usize) -> Result<Cnn, candle_core::Error
     })
 }
 
+/// A copy of a 10-class model with an 11th output ("fooling", Nguyen, Yosinski & Clune 2015)
+/// whose weights and bias start at zero, so it begins as the 10-class model with one more,
+/// unused, logit. An 11-class model is returned unchanged.
+pub fn with_extra_class(cnn: &Cnn) -> Result<Cnn, candle_core::Error> {
+    if cnn.num_classes() == 11 {
+        return Ok(cnn.clone());
+    }
+    let zeros_w = Tensor::zeros((1, FC_UNITS), DType::F32, &Device::Cpu)?;
+    let zeros_b = Tensor::zeros(1, DType::F32, &Device::Cpu)?;
+    Ok(Cnn {
+        softmax_w: Tensor::cat(&[&cnn.softmax_w, &zeros_w], 0)?,
+        softmax_b: Tensor::cat(&[&cnn.softmax_b, &zeros_b], 0)?,
+        ..cnn.clone()
+    })
+}
+
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

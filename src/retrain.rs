@@ -1,0 +1,396 @@
+//! Retraining with the artifacts (ALGORITHM.md §5): add fooling images to the training set,
+//! train again, and measure whether new fooling images are harder to find. Two modes: the
+//! original's uniform soft label (0.1 per digit) and Nguyen, Yosinski & Clune's 11th
+//! "fooling" class. Each round fine-tunes the newest model on the training set plus every
+//! fooling image so far, then runs the same backwork (same seeds, same settings, a fixed step
+//! budget) against it; that run's images are the next round's fooling images.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backwork::Settings;
+use crate::backwork::engine::{EndReason, Engine};
+use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::refs::RefCache;
+use crate::data::{Dataset, PIXELS};
+use crate::model::train::{ExtraSet, TrainConfig, TrainEvent, train_from};
+use crate::model::weights::{cnn_to_bytes, sha256_hex, with_extra_class};
+use crate::model::{Cnn, ModelInfo};
+
+/// How fooling images are labelled for training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrainMode {
+    /// 0.1 for each digit (the original).
+    Uniform,
+    /// An 11th class, "fooling" (Nguyen, Yosinski & Clune 2015).
+    ExtraClass,
+}
+
+/// Everything a retraining run needs besides the data and the starting model.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetrainConfig {
+    pub mode: RetrainMode,
+    /// Rounds of (train, measure); at least 1.
+    pub rounds: usize,
+    /// How each round trains: from the previous round's weights (fine-tuning) by default.
+    pub train: TrainConfig,
+    /// Train each round from fresh weights instead of the previous round's.
+    pub from_scratch: bool,
+    /// Each fooling image appears this many times per epoch (1: appended once, the original).
+    pub repeat: usize,
+    /// The backwork run that measures every model (labels, batch, seed, `max_steps` = the
+    /// step budget).
+    pub measure: Settings,
+}
+
+impl RetrainConfig {
+    /// The defaults: one round, fine-tuning one epoch at Adam 1e-4 (the original recipe's
+    /// rate), each fooling image once, measured on the 10 × 8 figure with a 300-step budget.
+    pub fn new(mode: RetrainMode) -> Self {
+        Self {
+            mode,
+            rounds: 1,
+            train: TrainConfig {
+                epochs: 1,
+                lr: 1e-4,
+                lr_decay: 1.0,
+                ..TrainConfig::default()
+            },
+            from_scratch: false,
+            repeat: 1,
+            measure: Settings {
+                max_steps: Some(300),
+                ..Settings::default()
+            },
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), RetrainError> {
+        if self.rounds == 0 {
+            return Err(RetrainError::Config("--rounds: must be at least 1".into()));
+        }
+        if self.repeat == 0 {
+            return Err(RetrainError::Config("--repeat: must be at least 1".into()));
+        }
+        if self.measure.max_steps.is_none() {
+            return Err(RetrainError::Config(
+                "--budget: the measurement needs a step budget".into(),
+            ));
+        }
+        self.train
+            .validate()
+            .map_err(|e| RetrainError::Config(e.to_string()))?;
+        self.measure
+            .validate()
+            .map_err(|e| RetrainError::Config(e.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetrainError {
+    #[error("{0}")]
+    Config(String),
+    #[error("retraining stopped: {0}")]
+    Train(#[from] crate::model::train::TrainError),
+    #[error("{0}")]
+    Numeric(#[from] candle_core::Error),
+    #[error("the measurement run failed: {0}")]
+    Engine(#[from] crate::backwork::engine::EngineError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// One model's row of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    /// 0 for the starting model, then the round that trained it.
+    pub round: usize,
+    pub model_sha256: String,
+    pub classes: usize,
+    /// Share of the test set classified correctly (arg-max over all classes).
+    pub test_accuracy: f64,
+    /// Fooling images in its training set (cumulative over rounds).
+    pub fooling_images_trained_on: usize,
+    /// Images of the measurement run, and how many ended past the threshold.
+    pub images: usize,
+    pub reached: usize,
+    pub share_reached: f64,
+    /// Median over the images that reached it of the first step at which p(label) passed the
+    /// threshold (None when none did).
+    pub median_steps: Option<f64>,
+    /// Steps the measurement run took (the budget, unless every label passed earlier).
+    pub run_steps: usize,
+    pub seconds: f64,
+}
+
+/// What the retraining reports as it goes.
+pub enum RetrainEvent {
+    /// A new stage of a round ("measuring", "training").
+    Stage {
+        round: usize,
+        what: String,
+    },
+    Train(TrainEvent),
+    /// A measurement run advanced: step of budget.
+    Measure {
+        step: usize,
+        budget: usize,
+    },
+    /// A model was measured.
+    Measured(Measurement),
+}
+
+/// The outcome: the final model (and its weight-file metadata) and one measurement per
+/// model, the starting one first.
+pub struct RetrainOutcome {
+    pub cnn: Cnn,
+    pub metadata: HashMap<String, String>,
+    pub measurements: Vec<Measurement>,
+}
+
+/// The soft targets of `labels.len()` fooling images in `mode`, for a model of `classes`.
+fn fooling_targets(mode: RetrainMode, count: usize, classes: usize) -> Vec<f32> {
+    let mut t = vec![0.0; count * classes];
+    for row in t.chunks_exact_mut(classes) {
+        match mode {
+            RetrainMode::Uniform => row[..10].iter_mut().for_each(|v| *v = 0.1),
+            RetrainMode::ExtraClass => row[10] = 1.0,
+        }
+    }
+    t
+}
+
+/// Runs the measurement backwork against `cnn`; returns its row (without accuracy) and the
+/// run's final images with their labels.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    (cnn, sha): (&Cnn, Option<&str>),
+    round: usize,
+    fooling_trained_on: usize,
+    cfg: &RetrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    cache_dir: Option<&std::path::Path>,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(RetrainEvent),
+) -> Result<(Measurement, Vec<f32>, Vec<u8>), RetrainError> {
+    let started = Instant::now();
+    // A model without a file (a retrained one) is named by the hash of its weights.
+    let sha = match sha {
+        Some(s) => s.to_string(),
+        None => sha256_hex(&cnn_to_bytes(cnn, &HashMap::new())?),
+    };
+    let net = FrozenCnn::new(cnn)?;
+    let mut cache = match cache_dir {
+        Some(d) => RefCache::with_disk(d.to_path_buf(), &sha, train),
+        None => RefCache::default(),
+    };
+    let refs: Vec<Arc<_>> = cfg
+        .measure
+        .labels
+        .iter()
+        .map(|&l| cache.get_or_build(&net, train, l, &mut |_, _| {}).0)
+        .collect();
+    let budget = cfg.measure.max_steps.unwrap_or(0);
+    let mut engine = Engine::new(net, &refs, cfg.measure.clone())?;
+    let n = engine.batch();
+    let threshold = cfg.measure.threshold;
+    let mut first_pass: Vec<Option<usize>> = vec![None; engine.images.len()];
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RetrainError::Cancelled);
+        }
+        let ev = engine.step()?;
+        for (row, p) in ev.probs.iter().enumerate() {
+            let label = engine.groups[row / n].label as usize;
+            if first_pass[row].is_none() && p.get(label).is_some_and(|&p| p > threshold) {
+                first_pass[row] = Some(ev.step);
+            }
+        }
+        on_event(RetrainEvent::Measure {
+            step: ev.step,
+            budget,
+        });
+        match ev.end {
+            None => {}
+            Some(EndReason::Error(e)) => {
+                return Err(RetrainError::Config(format!("measurement run: {e}")));
+            }
+            Some(_) => break,
+        }
+    }
+    let labels: Vec<u8> = (0..engine.images.len())
+        .map(|row| engine.groups[row / n].label)
+        .collect();
+    let mut steps: Vec<usize> = Vec::new();
+    let mut reached = 0;
+    for (row, img) in engine.images.iter().enumerate() {
+        if img.probs[labels[row] as usize] > threshold {
+            reached += 1;
+            steps.extend(first_pass[row]);
+        }
+    }
+    steps.sort_unstable();
+    let median_steps = match steps.len() {
+        0 => None,
+        k if k % 2 == 1 => Some(steps[k / 2] as f64),
+        k => Some((steps[k / 2 - 1] + steps[k / 2]) as f64 / 2.0),
+    };
+    let total = engine.images.len();
+    let test_accuracy = crate::model::eval::evaluate(cnn, test, &mut |_, _| {})?.accuracy();
+    let m = Measurement {
+        round,
+        model_sha256: sha,
+        classes: cnn.num_classes(),
+        test_accuracy,
+        fooling_images_trained_on: fooling_trained_on,
+        images: total,
+        reached,
+        share_reached: reached as f64 / total.max(1) as f64,
+        median_steps,
+        run_steps: engine.steps(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((m, engine.images().to_vec(), labels))
+}
+
+/// Retrains `base` with the fooling images `fooling` (N×784, with their labels), round after
+/// round, measuring the starting model and every retrained one.
+#[allow(clippy::too_many_arguments)]
+pub fn retrain(
+    base: (&Cnn, &ModelInfo),
+    fooling: &[f32],
+    cfg: &RetrainConfig,
+    train: &Dataset,
+    test: &Dataset,
+    cache_dir: Option<&std::path::Path>,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(RetrainEvent),
+) -> Result<RetrainOutcome, RetrainError> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let mut measurements = Vec::new();
+    on_event(RetrainEvent::Stage {
+        round: 0,
+        what: format!("measuring the starting model ({})", base.1.name),
+    });
+    let (m0, _, _) = measure(
+        (base.0, Some(&base.1.sha256)),
+        0,
+        0,
+        cfg,
+        train,
+        test,
+        cache_dir,
+        cancel,
+        on_event,
+    )?;
+    on_event(RetrainEvent::Measured(m0.clone()));
+    measurements.push(m0);
+
+    let mut model = match cfg.mode {
+        RetrainMode::Uniform => base.0.clone(),
+        RetrainMode::ExtraClass => with_extra_class(base.0)?,
+    };
+    let classes = model.num_classes();
+    let mut all_fooling: Vec<f32> = fooling.to_vec();
+    for round in 1..=cfg.rounds {
+        on_event(RetrainEvent::Stage {
+            round,
+            what: format!(
+                "training on the training set plus {} fooling images",
+                all_fooling.len() / PIXELS
+            ),
+        });
+        let count = all_fooling.len() / PIXELS;
+        let extra = ExtraSet {
+            images: all_fooling.clone(),
+            targets: fooling_targets(cfg.mode, count, classes),
+            repeat: cfg.repeat,
+        };
+        let start = if cfg.from_scratch { None } else { Some(&model) };
+        let train_cfg = TrainConfig {
+            seed: cfg.train.seed.wrapping_add(round as u64),
+            ..cfg.train.clone()
+        };
+        let out = train_from(
+            train,
+            test,
+            &train_cfg,
+            start,
+            Some(&extra),
+            cancel,
+            &mut |e| on_event(RetrainEvent::Train(e)),
+        )?;
+        if out.is_cancelled {
+            return Err(RetrainError::Cancelled);
+        }
+        model = out.cnn;
+        on_event(RetrainEvent::Stage {
+            round,
+            what: "measuring the retrained model".into(),
+        });
+        let (m, images, _) = measure(
+            (&model, None),
+            round,
+            count,
+            cfg,
+            train,
+            test,
+            cache_dir,
+            cancel,
+            on_event,
+        )?;
+        on_event(RetrainEvent::Measured(m.clone()));
+        measurements.push(m);
+        // The images found against this model join the next round's training set.
+        all_fooling.extend_from_slice(&images);
+    }
+    let mut metadata = HashMap::new();
+    metadata.insert("format".into(), "backwork-cnn/1".into());
+    metadata.insert(
+        "architecture".into(),
+        "tf-deep-mnist (ALGORITHM.md §1)".into(),
+    );
+    metadata.insert("dataset".into(), train.source.clone());
+    if let Some(last) = measurements.last() {
+        metadata.insert(
+            crate::model::weights::META_TEST_ACCURACY.into(),
+            format!("{:.4}", last.test_accuracy),
+        );
+    }
+    metadata.insert(
+        "retrained_from".into(),
+        format!("{} (sha256 {})", base.1.name, base.1.sha256),
+    );
+    metadata.insert(
+        "retrain".into(),
+        serde_json::to_string(cfg).unwrap_or_default(),
+    );
+    if classes == 11 {
+        metadata.insert(
+            "extra_class".into(),
+            "class 10 is 'fooling' (Nguyen, Yosinski & Clune 2015); classes 0-9 are the digits"
+                .into(),
+        );
+    }
+    metadata.insert("date".into(), crate::util::utc_now_iso());
+    metadata.insert(
+        "trained_with".into(),
+        format!("backwork {} retrain", env!("CARGO_PKG_VERSION")),
+    );
+    metadata.insert(
+        "train_seconds".into(),
+        format!("{:.0}", started.elapsed().as_secs_f64()),
+    );
+    Ok(RetrainOutcome {
+        cnn: model,
+        metadata,
+        measurements,
+    })
+}
