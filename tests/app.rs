@@ -480,3 +480,41 @@ fn the_worst_view_finds_each_labels_worst_images() {
     let first = result[0].images[0].index;
     h.get_by_label(&format!("training image {first}"));
 }
+
+#[test]
+fn the_retrain_panel_retrains_on_the_current_run_and_offers_the_model() {
+    let (mut app, peer) = app_with_fake_worker();
+    app.retrain_view.cache_dir = None;
+    app.retrain_view.config.measure.max_steps = Some(3);
+    app.retrain_view.config.measure.batch = 1;
+    app.retrain_view.config.measure.labels = vec![0, 1];
+    let mut h = app_harness(app);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    peer.events
+        .send(Event::Snapshot(Box::new(snapshot(1, 9, &[0, 1], 2, 0.5))))
+        .unwrap();
+    h.run_steps(2);
+    h.get_by_label("Model").click();
+    h.run_steps(2);
+    h.get_by_label("the current run (4)");
+    h.get_by_label("extra class").click();
+    h.run_steps(1);
+    h.get_by_label("Retrain").click();
+    let started = Instant::now();
+    while h.query_by_label("Use the retrained model").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "retraining did not finish: {}",
+            h.state().retrain_view.status
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The starting model and the retrained one, side by side.
+    assert_eq!(h.state().retrain_view.measurements.len(), 2);
+    h.get_by_label("Use the retrained model").click();
+    h.run_steps(2);
+    assert!(h.state().info.name.starts_with("retrained"));
+    let _ = commands(&peer);
+}

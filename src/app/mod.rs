@@ -5,6 +5,7 @@
 mod curves_ui;
 mod gallery_ui;
 mod model_ui;
+mod retrain_ui;
 mod run_ui;
 mod settings_ui;
 mod worst_ui;
@@ -24,6 +25,7 @@ use crate::model::{Cnn, ModelInfo};
 pub use curves_ui::Curves;
 pub use gallery_ui::Gallery;
 pub use model_ui::{ModelIntent, ModelView};
+pub use retrain_ui::RetrainView;
 pub use run_ui::RunView;
 pub use settings_ui::settings_ui;
 pub use worst_ui::WorstView;
@@ -121,6 +123,7 @@ pub struct BackworkApp {
     pub run_view: Option<RunView>,
     pub model_view: ModelView,
     pub worst_view: WorstView,
+    pub retrain_view: RetrainView,
     pub frame_stats: Option<FrameStats>,
     wake: Wake,
 }
@@ -194,6 +197,7 @@ impl BackworkApp {
             tab: Tab::Backwork,
             run_view: Some(RunView::new(worker, train.clone())),
             worst_view: WorstView::new(train.clone()),
+            retrain_view: RetrainView::new(train.clone(), test.clone()),
             model_view: ModelView::new(train, test),
             frame_stats: None,
             wake,
@@ -356,6 +360,7 @@ impl BackworkApp {
         self.poll();
         self.model_view.poll();
         self.worst_view.poll();
+        self.retrain_view.poll(&self.info);
         if let Some(v) = &mut self.run_view {
             v.poll(ui.ctx());
         }
@@ -410,6 +415,14 @@ impl BackworkApp {
             (Tab::Model, _) => {
                 egui::ScrollArea::vertical().show(ui, |ui| {
                     intent = self.model_view.ui(ui, &self.info, &self.wake);
+                    ui.separator();
+                    let run_images = self.run_view.as_ref().and_then(RunView::current_images);
+                    if let Some(m) =
+                        self.retrain_view
+                            .ui(ui, (&self.cnn, &self.info), run_images, &self.wake)
+                    {
+                        intent = Some(ModelIntent::Use(Box::new(m)));
+                    }
                 });
             }
             _ => self.gallery.ui(ui),

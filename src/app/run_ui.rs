@@ -435,6 +435,11 @@ impl RunView {
         }
     }
 
+    /// The images of the latest snapshot (N×784), if any.
+    pub fn current_images(&self) -> Option<Vec<f32>> {
+        self.snapshot.as_ref().map(|s| s.images.clone())
+    }
+
     /// The engine's steps/s in the latest snapshot.
     pub fn steps_per_s(&self) -> f64 {
         self.snapshot.as_ref().map_or(0.0, |s| s.steps_per_s)

@@ -1,0 +1,420 @@
+//! Retraining in the app: the fooling images of the current run (or of an exported folder)
+//! are added to the training set, in uniform or extra-class mode, for one or more rounds, on
+//! a background thread; each model is measured by the same backwork run, and the report
+//! (test accuracy, share fooled, median steps per round) is shown as a table and curves and
+//! can be saved as report.json and report.png.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::thread::JoinHandle;
+
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+
+use super::Wake;
+use crate::data::{Dataset, PIXELS};
+use crate::export::report::{RetrainReport, write_report};
+use crate::model::train::TrainEvent;
+use crate::model::weights::{cnn_to_bytes, sha256_hex};
+use crate::model::{Cnn, ModelInfo};
+use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, RetrainMode, retrain};
+
+enum Msg {
+    Event(RetrainEvent),
+    Done(Box<Result<crate::retrain::RetrainOutcome, String>>),
+}
+
+/// A finished retraining: its model and report.
+struct Finished {
+    cnn: Cnn,
+    info: ModelInfo,
+    bytes: Vec<u8>,
+    base: ModelInfo,
+    config: RetrainConfig,
+}
+
+/// Runtime state of the retraining panel.
+pub struct RetrainView {
+    pub config: RetrainConfig,
+    /// Where reference sets are cached (the default cache folder; None: memory only).
+    pub cache_dir: Option<std::path::PathBuf>,
+    train: Arc<Dataset>,
+    test: Arc<Dataset>,
+    /// Fooling images chosen from a folder (N×784 and labels), instead of the current run's.
+    folder: Option<(std::path::PathBuf, Vec<f32>)>,
+    rx: Option<Receiver<Msg>>,
+    cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    progress: String,
+    stage: String,
+    pub measurements: Vec<Measurement>,
+    finished: Option<Finished>,
+    pub status: String,
+}
+
+impl RetrainView {
+    pub fn new(train: Arc<Dataset>, test: Arc<Dataset>) -> Self {
+        Self {
+            config: RetrainConfig::new(RetrainMode::Uniform),
+            cache_dir: crate::backwork::refs::default_cache_dir(),
+            train,
+            test,
+            folder: None,
+            rx: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            thread: None,
+            progress: String::new(),
+            stage: String::new(),
+            measurements: Vec::new(),
+            finished: None,
+            status: String::new(),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// Starts retraining `base` with `fooling` (N×784) on a background thread.
+    pub fn start(&mut self, base: (&Cnn, &ModelInfo), fooling: Vec<f32>, wake: Wake) {
+        if let Err(e) = self.config.validate() {
+            self.status = e.to_string();
+            return;
+        }
+        if fooling.is_empty() {
+            self.status =
+                "no fooling images: run backwork first, or choose an exported folder".into();
+            return;
+        }
+        let (tx, rx) = channel();
+        self.cancel = Arc::new(AtomicBool::new(false));
+        let cancel = self.cancel.clone();
+        let (cnn, info) = (base.0.clone(), base.1.clone());
+        let (train, test, cfg) = (self.train.clone(), self.test.clone(), self.config.clone());
+        let cache = self.cache_dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("backwork-retrain".into())
+            .spawn(move || {
+                let tx2 = tx.clone();
+                let w2 = wake.clone();
+                let res = retrain(
+                    (&cnn, &info),
+                    &fooling,
+                    &cfg,
+                    &train,
+                    &test,
+                    cache.as_deref(),
+                    &cancel,
+                    &mut |e| {
+                        let _ = tx2.send(Msg::Event(e));
+                        w2();
+                    },
+                );
+                let _ = tx.send(Msg::Done(Box::new(res.map_err(|e| e.to_string()))));
+                wake();
+            });
+        match spawned {
+            Ok(t) => {
+                self.thread = Some(t);
+                self.rx = Some(rx);
+                self.measurements.clear();
+                self.finished = None;
+                self.stage.clear();
+                self.progress.clear();
+                self.status = "retraining…".into();
+            }
+            Err(e) => self.status = format!("could not start: {e}"),
+        }
+    }
+
+    /// Takes the thread's events; the base model is remembered for the report.
+    pub fn poll(&mut self, base: &ModelInfo) {
+        let Some(rx) = &self.rx else { return };
+        let mut done = None;
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Msg::Event(RetrainEvent::Stage { round, what }) => {
+                    self.stage = format!("round {round}: {what}");
+                    self.progress.clear();
+                }
+                Msg::Event(RetrainEvent::Train(TrainEvent::Batch {
+                    epoch,
+                    batch,
+                    batches,
+                    loss,
+                    images_per_s,
+                    ..
+                })) => {
+                    self.progress = format!(
+                        "epoch {epoch}, step {batch}/{batches}, loss {loss:.4}, {images_per_s:.0} images/s"
+                    );
+                }
+                Msg::Event(RetrainEvent::Train(TrainEvent::Epoch { .. })) => {}
+                Msg::Event(RetrainEvent::Measure { step, budget }) => {
+                    self.progress = format!("backwork step {step} / {budget}");
+                }
+                Msg::Event(RetrainEvent::Measured(m)) => self.measurements.push(m),
+                Msg::Done(r) => done = Some(*r),
+            }
+        }
+        match done {
+            Some(Ok(out)) => {
+                self.rx = None;
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+                match cnn_to_bytes(&out.cnn, &out.metadata) {
+                    Ok(bytes) => {
+                        let info = ModelInfo {
+                            name: format!(
+                                "retrained ({:?}, {} rounds, unsaved)",
+                                self.config.mode, self.config.rounds
+                            ),
+                            sha256: sha256_hex(&bytes),
+                            metadata: out.metadata,
+                        };
+                        self.finished = Some(Finished {
+                            cnn: out.cnn,
+                            info,
+                            bytes,
+                            base: base.clone(),
+                            config: self.config.clone(),
+                        });
+                        self.status =
+                            "done: use the retrained model, save it, or save the report".into();
+                    }
+                    Err(e) => {
+                        self.status = format!("the retrained model cannot be serialised: {e}")
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                self.rx = None;
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+                self.status = format!("retraining stopped: {e}");
+            }
+            None => {}
+        }
+    }
+
+    fn save_model(&mut self) {
+        let Some(f) = &mut self.finished else { return };
+        let Some(path) = rfd::FileDialog::new()
+            .set_title("Save the retrained model")
+            .set_file_name("retrained.safetensors")
+            .save_file()
+        else {
+            self.status = "not saved: no file chosen".into();
+            return;
+        };
+        self.status = match crate::export::write_atomic(&path, &f.bytes, false) {
+            Ok(()) => {
+                f.info.name = path
+                    .file_name()
+                    .map_or(f.info.name.clone(), |n| n.to_string_lossy().into_owned());
+                format!("saved {}", path.display())
+            }
+            Err(e) => format!("not saved: {e}"),
+        };
+    }
+
+    fn save_report(&mut self) {
+        let Some(f) = &self.finished else { return };
+        let Some(dir) = rfd::FileDialog::new()
+            .set_title("Write report.json and report.png into a folder")
+            .pick_folder()
+        else {
+            self.status = "report not saved: no folder chosen".into();
+            return;
+        };
+        let report = RetrainReport {
+            backwork_version: env!("CARGO_PKG_VERSION"),
+            config: &f.config,
+            base_model: f.base.model_ref(),
+            model_file: f.info.name.clone(),
+            date: crate::util::utc_now_iso(),
+            rounds: &self.measurements,
+        };
+        self.status = match write_report(&dir, &report, false) {
+            Ok(files) => format!("wrote {} files to {}", files.len(), dir.display()),
+            Err(e) => format!("report not saved: {e}"),
+        };
+    }
+
+    /// The panel; `run_images` are the current run's images (N×784), if any. Returns a
+    /// model to use when the user asks for the retrained one.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        base: (&Cnn, &ModelInfo),
+        run_images: Option<Vec<f32>>,
+        wake: &Wake,
+    ) -> Option<(Cnn, ModelInfo)> {
+        let mut use_model = None;
+        let running = self.is_running();
+        ui.heading("Retrain with the fooling images");
+        ui.label("Add fooling images to the training set and train again; each model is then measured by the same backwork run (same seed and settings, a fixed step budget).");
+        ui.add_enabled_ui(!running, |ui| {
+            ui.horizontal(|ui| {
+                ui.label("fooling images:");
+                let n_run = run_images.as_ref().map_or(0, |v| v.len() / PIXELS);
+                if ui
+                    .selectable_label(self.folder.is_none(), format!("the current run ({n_run})"))
+                    .on_hover_text("The images on the Fooling images view")
+                    .clicked()
+                {
+                    self.folder = None;
+                }
+                let folder_label = match &self.folder {
+                    Some((p, x)) => format!("{} ({})", p.display(), x.len() / PIXELS),
+                    None => "an exported folder…".into(),
+                };
+                if ui
+                    .selectable_label(self.folder.is_some(), folder_label)
+                    .on_hover_text(
+                        "A folder written by `backwork run` or Export (images.npy, results.json)",
+                    )
+                    .clicked()
+                    && let Some(dir) = rfd::FileDialog::new().pick_folder()
+                {
+                    match crate::export::run::read_run(&dir) {
+                        Ok(r) => self.folder = Some((dir, r.images)),
+                        Err(e) => self.status = e,
+                    }
+                }
+            });
+            ui.horizontal(|ui| {
+                ui.label("mode:");
+                ui.selectable_value(&mut self.config.mode, RetrainMode::Uniform, "uniform")
+                    .on_hover_text(
+                        "Each fooling image labelled 0.1 for every digit (the original)",
+                    );
+                ui.selectable_value(
+                    &mut self.config.mode,
+                    RetrainMode::ExtraClass,
+                    "extra class",
+                )
+                .on_hover_text("An 11th output, 'fooling' (Nguyen, Yosinski & Clune 2015)");
+                ui.separator();
+                ui.label("rounds");
+                ui.add(egui::DragValue::new(&mut self.config.rounds).range(1..=20));
+                ui.label("epochs per round");
+                ui.add(egui::DragValue::new(&mut self.config.train.epochs).range(1..=20));
+                ui.label("repeat each image");
+                ui.add(egui::DragValue::new(&mut self.config.repeat).range(1..=1000))
+                    .on_hover_text(
+                        "Times each fooling image appears per epoch (1: once, the original)",
+                    );
+                ui.label("budget");
+                let mut budget = self.config.measure.max_steps.unwrap_or(300);
+                if ui
+                    .add(
+                        egui::DragValue::new(&mut budget)
+                            .range(1..=100_000)
+                            .suffix(" steps"),
+                    )
+                    .on_hover_text("Step budget of every measurement run")
+                    .changed()
+                {
+                    self.config.measure.max_steps = Some(budget);
+                }
+            });
+        });
+        ui.horizontal(|ui| {
+            if !running {
+                if ui.button("Retrain").clicked() {
+                    let fooling = match &self.folder {
+                        Some((_, x)) => x.clone(),
+                        None => run_images.clone().unwrap_or_default(),
+                    };
+                    self.start(base, fooling, wake.clone());
+                }
+            } else if ui
+                .add_enabled(
+                    !self.cancel.load(Ordering::Relaxed),
+                    egui::Button::new("Cancel"),
+                )
+                .clicked()
+            {
+                self.cancel.store(true, Ordering::Relaxed);
+            }
+            if self.finished.is_some() {
+                if ui.button("Use the retrained model").clicked()
+                    && let Some(f) = &self.finished
+                {
+                    use_model = Some((f.cnn.clone(), f.info.clone()));
+                }
+                if ui.button("Save model…").clicked() {
+                    self.save_model();
+                }
+                if ui.button("Save report…").clicked() {
+                    self.save_report();
+                }
+            }
+        });
+        if running {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("{} · {}", self.stage, self.progress));
+            });
+        }
+        if !self.status.is_empty() {
+            ui.label(&self.status);
+        }
+        if !self.measurements.is_empty() {
+            egui::Grid::new("retrain-report")
+                .striped(true)
+                .show(ui, |ui| {
+                    for h in [
+                        "round",
+                        "test accuracy",
+                        "fooled (past threshold)",
+                        "median steps",
+                        "fooling images trained on",
+                    ] {
+                        ui.strong(h);
+                    }
+                    ui.end_row();
+                    for m in &self.measurements {
+                        ui.label(m.round.to_string());
+                        ui.label(format!("{:.2}%", m.test_accuracy * 100.0));
+                        ui.label(format!("{} / {}", m.reached, m.images));
+                        ui.label(m.median_steps.map_or("–".into(), |s| format!("{s:.0}")));
+                        ui.label(m.fooling_images_trained_on.to_string());
+                        ui.end_row();
+                    }
+                });
+            let pts = |f: &dyn Fn(&Measurement) -> Option<f64>| -> Vec<[f64; 2]> {
+                self.measurements
+                    .iter()
+                    .filter_map(|m| f(m).map(|v| [m.round as f64, v]))
+                    .collect()
+            };
+            let share = pts(&|m| Some(m.share_reached * 100.0));
+            let acc = pts(&|m| Some(m.test_accuracy * 100.0));
+            Plot::new("retrain-plot")
+                .height(200.0)
+                .legend(Legend::default())
+                .x_axis_label("round")
+                .y_axis_label("%")
+                .show(ui, |p| {
+                    p.line(Line::new("fooled %", PlotPoints::from(share.clone())));
+                    p.points(Points::new("fooled %", PlotPoints::from(share)).radius(4.0));
+                    p.line(Line::new("test accuracy %", PlotPoints::from(acc.clone())));
+                    p.points(Points::new("test accuracy %", PlotPoints::from(acc)).radius(4.0));
+                });
+        }
+        use_model
+    }
+}
+
+impl Drop for RetrainView {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
