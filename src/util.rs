@@ -1,4 +1,4 @@
-//! Small helpers shared by the CLI and the app: dates and time formatting.
+//! Small helpers shared by the CLI and the app: dates and time formatting, thread priority.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,4 +45,22 @@ mod tests {
             "2000-02-29T00:00:00Z"
         );
     }
+}
+
+/// Lowers the calling thread's scheduling priority (nice +`by`), so that on a machine with
+/// few cores the window's thread gets the processor first and frames keep coming while the
+/// engine uses what is left. Best effort: a failure leaves the priority as it was.
+pub fn lower_thread_priority(by: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
+        // On Linux, nice values are per thread, and PRIO_PROCESS with a thread id sets one.
+        unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            libc::setpriority(libc::PRIO_PROCESS, tid, now + by);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = by;
 }

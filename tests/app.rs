@@ -262,7 +262,7 @@ fn the_app_flashes_and_marks_a_reinit_and_shows_an_error_in_the_status_line() {
     peer.events.send(Event::Snapshot(Box::new(s))).unwrap();
     h.run_steps(2);
     // The tile flashes and says so; the curves carry a marker; the log a line.
-    h.get_by_label("re-initialised");
+    h.get_by_label("reinit #1");
     let view = h.state().run_view.as_ref().unwrap();
     assert_eq!(view.curves.reinit_markers(), 1);
     assert!(

@@ -10,6 +10,10 @@ use crate::worker::CurvePoint;
 
 /// Points kept per series before thinning (memory stays bounded over 100,000 steps).
 const MAX_POINTS: usize = 4096;
+/// Points drawn per series: each bucket of the history is drawn as its lowest and highest
+/// point, so spikes stay visible while a frame tessellates a few hundred points, not
+/// thousands (software rendering is the bottleneck).
+const DRAWN_POINTS: usize = 600;
 
 /// Names of the term series, in the order of [`term_values`].
 pub const TERM_NAMES: [&str; 10] = [
@@ -55,6 +59,39 @@ pub struct Curves {
     pub is_log: bool,
     /// Show the mean p(label) per label instead of the minimum.
     pub is_mean: bool,
+    /// The decimated series as drawn, rebuilt only when points arrive or the scale changes.
+    drawn: Option<Drawn>,
+}
+
+/// What the plots draw, computed once per change rather than once per frame.
+struct Drawn {
+    is_log: bool,
+    is_mean: bool,
+    terms: Vec<Vec<[f64; 2]>>,
+    per_label: Vec<Vec<[f64; 2]>>,
+    reinits: Vec<[f64; 2]>,
+    rate: Vec<[f64; 2]>,
+}
+
+/// At most about `max` points of `v`: per bucket, its lowest and highest point in step order.
+fn decimate(v: &[[f64; 2]], max: usize) -> Vec<[f64; 2]> {
+    if v.len() <= max {
+        return v.to_vec();
+    }
+    let bucket = v.len().div_ceil(max / 2);
+    let mut out = Vec::with_capacity(max + 2);
+    for chunk in v.chunks(bucket) {
+        let lo = chunk.iter().min_by(|a, b| a[1].total_cmp(&b[1]));
+        let hi = chunk.iter().max_by(|a, b| a[1].total_cmp(&b[1]));
+        if let (Some(&lo), Some(&hi)) = (lo, hi) {
+            if lo[0] <= hi[0] {
+                out.extend([lo, hi]);
+            } else {
+                out.extend([hi, lo]);
+            }
+        }
+    }
+    out
 }
 
 impl Default for Curves {
@@ -72,6 +109,7 @@ impl Default for Curves {
             ],
             is_log: true,
             is_mean: false,
+            drawn: None,
         }
     }
 }
@@ -122,6 +160,7 @@ impl Curves {
         self.terms.iter_mut().for_each(thin);
         self.min_p.iter_mut().for_each(thin);
         thin(&mut self.reinits);
+        self.drawn = None;
     }
 
     /// Records the engine's rate at `step` (a new point only when it changed).
@@ -129,6 +168,7 @@ impl Curves {
         if steps_per_s > 0.0 && self.rate.last().is_none_or(|l| l[1] != steps_per_s) {
             self.rate.push([step as f64, steps_per_s]);
             thin(&mut self.rate);
+            self.drawn = None;
         }
     }
 
@@ -147,6 +187,46 @@ impl Curves {
         self.settings_marks.push(step as f64);
     }
 
+    /// The series as drawn, rebuilt when stale.
+    fn drawn(&mut self) -> &Drawn {
+        let stale = self
+            .drawn
+            .as_ref()
+            .is_none_or(|d| d.is_log != self.is_log || d.is_mean != self.is_mean);
+        if stale {
+            let is_log = self.is_log;
+            let terms = self
+                .terms
+                .iter()
+                .map(|series| {
+                    let pts: Vec<[f64; 2]> = series
+                        .iter()
+                        .filter(|[_, y]| !is_log || *y > 0.0)
+                        .map(|&[x, y]| [x, if is_log { y.log10() } else { y }])
+                        .collect();
+                    decimate(&pts, DRAWN_POINTS)
+                })
+                .collect();
+            let per_label = if self.is_mean {
+                &self.mean_p
+            } else {
+                &self.min_p
+            };
+            self.drawn = Some(Drawn {
+                is_log,
+                is_mean: self.is_mean,
+                terms,
+                per_label: per_label
+                    .iter()
+                    .map(|v| decimate(v, DRAWN_POINTS))
+                    .collect(),
+                reinits: self.reinits.clone(),
+                rate: decimate(&self.rate, DRAWN_POINTS),
+            });
+        }
+        self.drawn.as_ref().expect("just built")
+    }
+
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal_wrapped(|ui| {
             for (name, on) in TERM_NAMES.iter().zip(self.shown.iter_mut()) {
@@ -163,25 +243,23 @@ impl Curves {
         let rate_h = 70.0;
         let h = ((ui.available_height() - rate_h) / 2.0 - 16.0).max(100.0);
         let is_log = self.is_log;
-        let marks = &self.settings_marks;
+        let is_mean = self.is_mean;
+        let shown = self.shown;
+        let labels = self.labels.clone();
+        let marks = self.settings_marks.clone();
+        let d = self.drawn();
         Plot::new("terms")
             .height(h)
             .legend(Legend::default())
             .x_axis_label("step")
             .y_axis_label(if is_log { "log10(term)" } else { "term" })
             .show(ui, |p| {
-                for ((name, series), on) in TERM_NAMES.iter().zip(&self.terms).zip(self.shown) {
-                    if !on {
-                        continue;
+                for ((name, series), on) in TERM_NAMES.iter().zip(&d.terms).zip(shown) {
+                    if on {
+                        p.line(Line::new(*name, PlotPoints::from(series.clone())));
                     }
-                    let pts: Vec<[f64; 2]> = series
-                        .iter()
-                        .filter(|[_, y]| !is_log || *y > 0.0)
-                        .map(|&[x, y]| [x, if is_log { y.log10() } else { y }])
-                        .collect();
-                    p.line(Line::new(*name, PlotPoints::from(pts)));
                 }
-                for &m in marks {
+                for &m in &marks {
                     p.vline(VLine::new("settings changed", m));
                 }
             });
@@ -189,29 +267,24 @@ impl Curves {
             .height(h)
             .legend(Legend::default())
             .x_axis_label("step")
-            .y_axis_label(if self.is_mean {
+            .y_axis_label(if is_mean {
                 "mean p(label)"
             } else {
                 "min p(label)"
             })
             .show(ui, |p| {
-                let per_label = if self.is_mean {
-                    &self.mean_p
-                } else {
-                    &self.min_p
-                };
-                for (label, series) in self.labels.iter().zip(per_label) {
+                for (label, series) in labels.iter().zip(&d.per_label) {
                     p.line(Line::new(
                         format!("{label}"),
                         PlotPoints::from(series.clone()),
                     ));
                 }
                 p.points(
-                    Points::new("reinitialised", PlotPoints::from(self.reinits.clone()))
+                    Points::new("reinitialised", PlotPoints::from(d.reinits.clone()))
                         .shape(MarkerShape::Cross)
                         .radius(3.0),
                 );
-                for &m in marks {
+                for &m in &marks {
                     p.vline(VLine::new("settings changed", m));
                 }
             });
@@ -220,7 +293,24 @@ impl Curves {
             .x_axis_label("step")
             .y_axis_label("steps/s")
             .show(ui, |p| {
-                p.line(Line::new("steps/s", PlotPoints::from(self.rate.clone())));
+                p.line(Line::new("steps/s", PlotPoints::from(d.rate.clone())));
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimation_keeps_each_buckets_extremes_and_bounds_the_count() {
+        let v: Vec<[f64; 2]> = (0..10_000)
+            .map(|i| [i as f64, if i == 4321 { 99.0 } else { (i % 7) as f64 }])
+            .collect();
+        let d = decimate(&v, 600);
+        assert!(d.len() <= 602, "{}", d.len());
+        assert!(d.iter().any(|p| p[1] == 99.0), "the spike survives");
+        assert!(d.windows(2).all(|w| w[0][0] <= w[1][0]), "in step order");
+        assert_eq!(decimate(&v[..100], 600), v[..100].to_vec());
     }
 }

@@ -48,6 +48,12 @@ pub enum Tab {
 
 /// Opens the window and blocks until it is closed.
 pub fn run(args: &AppArgs) -> Result<()> {
+    // The compute pool (the engine's parallel groups, gemm, candle) runs below the window's
+    // priority, so frames keep coming on a machine with few cores.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("backwork-compute-{i}"))
+        .start_handler(|_| crate::util::lower_thread_priority(crate::worker::ENGINE_NICE))
+        .build_global();
     let (cnn, info) = load_or_shipped(args.model.as_deref())?;
     let test = Arc::new(Dataset::load(args.data.as_deref(), Split::Test)?);
     let train = Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);

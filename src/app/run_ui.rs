@@ -845,23 +845,21 @@ fn tile_ui(
                         ui.small(format!("d {:.3}", n.dist));
                     });
                 }
-                ui.horizontal(|ui| {
-                    ui.spacing_mut().item_spacing.x = 3.0;
-                    if t.passed {
-                        ui.colored_label(PASSED, "passed")
-                            .on_hover_text("p(label) is past the threshold");
-                    }
-                    if t.flashing {
-                        ui.colored_label(FLASH_COLOR, "re-initialised");
-                    } else if t.stalled {
-                        ui.colored_label(STALLED, "stalled").on_hover_text(
-                            "p(label) has not risen by the stall tolerance within the stall window (probes) and is below the threshold",
-                        );
-                    } else {
-                        ui.small(format!("{} reinits", t.reinits))
-                            .on_hover_text(format!("re-initialised {} times", t.reinits));
-                    }
-                });
+                // One short line, so every tile keeps the same width.
+                if t.flashing {
+                    ui.colored_label(FLASH_COLOR, RichText::new(format!("reinit #{}", t.reinits)).small())
+                        .on_hover_text("just re-initialised with fresh noise");
+                } else if t.stalled {
+                    ui.colored_label(STALLED, RichText::new("stalled").small()).on_hover_text(
+                        "p(label) has not risen by the stall tolerance within the stall window (probes) and is below the threshold",
+                    );
+                } else if t.passed {
+                    ui.colored_label(PASSED, RichText::new("passed").small())
+                        .on_hover_text(format!("past the threshold; re-initialised {} times", t.reinits));
+                } else {
+                    ui.small(format!("{} reinits", t.reinits))
+                        .on_hover_text(format!("re-initialised {} times", t.reinits));
+                }
                 r.map(|r| {
                     let probs = probs.to_vec();
                     let (label, index, p, row) = (t.label, t.index, t.p, t.row);

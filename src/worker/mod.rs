@@ -178,6 +178,9 @@ pub struct Worker {
 /// Least time between two saliency computations (one forward and backward of the batch).
 pub const SALIENCY_EVERY: Duration = Duration::from_millis(300);
 
+/// How much lower than the window's the engine's threads run (nice levels).
+pub const ENGINE_NICE: i32 = 5;
+
 /// Least time between two snapshots (about the frame rate).
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(16);
 
@@ -196,6 +199,8 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name("backwork-engine".into())
             .spawn(move || {
+                // The window's thread comes first; the engine uses what is left.
+                crate::util::lower_thread_priority(ENGINE_NICE);
                 let cache = match cache_dir {
                     Some(d) => RefCache::with_disk(d, &model.sha256, &train),
                     None => RefCache::default(),

@@ -55,6 +55,7 @@ impl Trainer {
         let thread = std::thread::Builder::new()
             .name("backwork-trainer".into())
             .spawn(move || {
+                crate::util::lower_thread_priority(super::ENGINE_NICE);
                 let started = Instant::now();
                 let result = train(&train_set, &test_set, &cfg, &flag, &mut |ev| {
                     let _ = tx.send(TrainerEvent::Progress(ev));
