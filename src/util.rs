@@ -32,21 +32,6 @@ pub fn iso_from_unix(secs: u64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso_dates() {
-        assert_eq!(super::iso_from_unix(0), "1970-01-01T00:00:00Z");
-        // `date -u -d @1795520096` prints 2026-11-24 11:34:56 UTC.
-        assert_eq!(super::iso_from_unix(1_795_520_096), "2026-11-24T11:34:56Z");
-        // 2000-02-29 (a leap day of a century leap year) is day 11,016.
-        assert_eq!(
-            super::iso_from_unix(11_016 * 86_400),
-            "2000-02-29T00:00:00Z"
-        );
-    }
-}
-
 /// Lowers the calling thread's scheduling priority (nice +`by`), so that on a machine with
 /// few cores the window's thread gets the processor first and frames keep coming while the
 /// engine uses what is left. Best effort: a failure leaves the priority as it was.
@@ -63,4 +48,19 @@ pub fn lower_thread_priority(by: i32) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = by;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_dates() {
+        assert_eq!(super::iso_from_unix(0), "1970-01-01T00:00:00Z");
+        // `date -u -d @1795520096` prints 2026-11-24 11:34:56 UTC.
+        assert_eq!(super::iso_from_unix(1_795_520_096), "2026-11-24T11:34:56Z");
+        // 2000-02-29 (a leap day of a century leap year) is day 11,016.
+        assert_eq!(
+            super::iso_from_unix(11_016 * 86_400),
+            "2000-02-29T00:00:00Z"
+        );
+    }
 }
