@@ -165,20 +165,31 @@ fn fooling_targets(mode: RetrainMode, count: usize, classes: usize) -> Vec<f32> 
     t
 }
 
-/// Runs the measurement backwork against `cnn`; returns its row (without accuracy) and the
-/// run's final images with their labels.
-#[allow(clippy::too_many_arguments)]
+/// What every measurement shares.
+struct Bench<'a> {
+    cfg: &'a RetrainConfig,
+    train: &'a Dataset,
+    test: &'a Dataset,
+    cache_dir: Option<&'a std::path::Path>,
+    cancel: &'a AtomicBool,
+}
+
+/// Runs the measurement backwork against `cnn` (named by `sha`, or by the hash of its
+/// weights) and its test accuracy; returns its row and the run's final images.
 fn measure(
+    b: &Bench,
     (cnn, sha): (&Cnn, Option<&str>),
     round: usize,
     fooling_trained_on: usize,
-    cfg: &RetrainConfig,
-    train: &Dataset,
-    test: &Dataset,
-    cache_dir: Option<&std::path::Path>,
-    cancel: &AtomicBool,
     on_event: &mut dyn FnMut(RetrainEvent),
-) -> Result<(Measurement, Vec<f32>, Vec<u8>), RetrainError> {
+) -> Result<(Measurement, Vec<f32>), RetrainError> {
+    let Bench {
+        cfg,
+        train,
+        test,
+        cache_dir,
+        cancel,
+    } = *b;
     let started = Instant::now();
     // A model without a file (a retrained one) is named by the hash of its weights.
     let sha = match sha {
@@ -256,11 +267,11 @@ fn measure(
         run_steps: engine.steps(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok((m, engine.images().to_vec(), labels))
+    Ok((m, engine.images().to_vec()))
 }
 
-/// Retrains `base` with the fooling images `fooling` (N×784, with their labels), round after
-/// round, measuring the starting model and every retrained one.
+/// Retrains `base` with the fooling images `fooling` (N×784), round after round, measuring
+/// the starting model and every retrained one.
 #[allow(clippy::too_many_arguments)]
 pub fn retrain(
     base: (&Cnn, &ModelInfo),
@@ -279,17 +290,14 @@ pub fn retrain(
         round: 0,
         what: format!("measuring the starting model ({})", base.1.name),
     });
-    let (m0, _, _) = measure(
-        (base.0, Some(&base.1.sha256)),
-        0,
-        0,
+    let bench = Bench {
         cfg,
         train,
         test,
         cache_dir,
         cancel,
-        on_event,
-    )?;
+    };
+    let (m0, _) = measure(&bench, (base.0, Some(&base.1.sha256)), 0, 0, on_event)?;
     on_event(RetrainEvent::Measured(m0.clone()));
     measurements.push(m0);
 
@@ -335,17 +343,7 @@ pub fn retrain(
             round,
             what: "measuring the retrained model".into(),
         });
-        let (m, images, _) = measure(
-            (&model, None),
-            round,
-            count,
-            cfg,
-            train,
-            test,
-            cache_dir,
-            cancel,
-            on_event,
-        )?;
+        let (m, images) = measure(&bench, (&model, None), round, count, on_event)?;
         on_event(RetrainEvent::Measured(m.clone()));
         measurements.push(m);
         // The images found against this model join the next round's training set.

@@ -24,13 +24,58 @@ pub enum ModelIntent {
     Use(Box<(Cnn, ModelInfo)>),
 }
 
-/// A model trained in the app, not yet used or saved.
-struct Trained {
-    cnn: Cnn,
-    info: ModelInfo,
+/// A model made in the app (trained or retrained), not saved yet.
+pub(super) struct UnsavedModel {
+    pub cnn: Cnn,
+    pub info: ModelInfo,
     /// Its weight file, serialised once so the saved file has the hash shown.
     bytes: Vec<u8>,
-    saved_to: Option<std::path::PathBuf>,
+    pub saved_to: Option<std::path::PathBuf>,
+}
+
+impl UnsavedModel {
+    /// Serialises `cnn` with `metadata` under the display name `name`.
+    pub fn new(
+        cnn: Cnn,
+        metadata: std::collections::HashMap<String, String>,
+        name: String,
+    ) -> Result<Self, String> {
+        let bytes = cnn_to_bytes(&cnn, &metadata)
+            .map_err(|e| format!("the model cannot be serialised: {e}"))?;
+        Ok(Self {
+            info: ModelInfo {
+                name,
+                sha256: sha256_hex(&bytes),
+                metadata,
+            },
+            cnn,
+            bytes,
+            saved_to: None,
+        })
+    }
+
+    /// Asks for a file name and writes the model there, never over an existing file;
+    /// returns what to tell the user.
+    pub fn save_dialog(&mut self, title: &str, file_name: &str) -> String {
+        let Some(path) = rfd::FileDialog::new()
+            .set_title(title)
+            .set_file_name(file_name)
+            .save_file()
+        else {
+            return "not saved: no file chosen".into();
+        };
+        match write_atomic(&path, &self.bytes, false) {
+            Ok(()) => {
+                if let Some(f) = path.file_name() {
+                    self.info.name = f.to_string_lossy().into_owned();
+                }
+                let msg = format!("saved {}", path.display());
+                self.saved_to = Some(path);
+                msg
+            }
+            Err(e) => format!("not saved: {e}"),
+        }
+    }
 }
 
 /// Runtime state of the model view.
@@ -45,7 +90,7 @@ pub struct ModelView {
     /// (epoch, test accuracy) per finished epoch.
     test_acc: Vec<[f64; 2]>,
     last: Option<TrainEvent>,
-    trained: Option<Trained>,
+    trained: Option<UnsavedModel>,
     pub status: String,
 }
 
@@ -146,54 +191,28 @@ impl ModelView {
         match finished {
             Some(Ok(m)) => {
                 self.trainer = None;
-                let bytes = match cnn_to_bytes(&m.cnn, &m.metadata) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        self.status = format!("the trained model cannot be serialised: {e}");
-                        return;
-                    }
-                };
                 let how = if m.is_cancelled {
                     format!("stopped after {} full epoch(s)", m.epochs_completed)
                 } else {
                     format!("{} epoch(s)", m.epochs_completed)
                 };
-                self.status = format!(
-                    "trained ({how}): test accuracy {:.2}%. Use it, or save it.",
-                    m.test_accuracy * 100.0
-                );
-                let info = ModelInfo {
-                    name: format!("trained in the app ({how})"),
-                    sha256: sha256_hex(&bytes),
-                    metadata: m.metadata,
-                };
-                self.trained = Some(Trained {
-                    cnn: m.cnn,
-                    info,
-                    bytes,
-                    saved_to: None,
-                });
+                let accuracy = m.test_accuracy;
+                match UnsavedModel::new(m.cnn, m.metadata, format!("trained in the app ({how})")) {
+                    Ok(t) => {
+                        self.trained = Some(t);
+                        self.status = format!(
+                            "trained ({how}): test accuracy {:.2}%. Use it, or save it.",
+                            accuracy * 100.0
+                        );
+                    }
+                    Err(e) => self.status = e,
+                }
             }
             Some(Err(e)) => {
                 self.trainer = None;
                 self.status = format!("training failed: {e}");
             }
             None => {}
-        }
-    }
-
-    /// Writes the trained model to `path`; never replaces an existing file.
-    fn save_trained(&mut self, path: &Path) {
-        let Some(t) = &mut self.trained else { return };
-        match write_atomic(path, &t.bytes, false) {
-            Ok(()) => {
-                self.status = format!("saved {}", path.display());
-                t.info.name = path
-                    .file_name()
-                    .map_or(t.info.name.clone(), |f| f.to_string_lossy().into_owned());
-                t.saved_to = Some(path.to_path_buf());
-            }
-            Err(e) => self.status = format!("not saved: {e}"),
         }
     }
 
@@ -351,15 +370,8 @@ impl ModelView {
                 }
             }
         });
-        if save {
-            match rfd::FileDialog::new()
-                .set_title("Save the trained model")
-                .set_file_name("mnist-cnn.safetensors")
-                .save_file()
-            {
-                Some(p) => self.save_trained(&p),
-                None => self.status = "not saved: no file chosen".into(),
-            }
+        if save && let Some(t) = &mut self.trained {
+            self.status = t.save_dialog("Save the trained model", "mnist-cnn.safetensors");
         }
         if let Some((frac, text)) = self.progress_text()
             && training

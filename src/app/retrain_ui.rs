@@ -12,10 +12,10 @@ use std::thread::JoinHandle;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use super::Wake;
+use super::model_ui::UnsavedModel;
 use crate::data::{Dataset, PIXELS};
 use crate::export::report::{RetrainReport, write_report};
 use crate::model::train::TrainEvent;
-use crate::model::weights::{cnn_to_bytes, sha256_hex};
 use crate::model::{Cnn, ModelInfo};
 use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, RetrainMode, retrain};
 
@@ -24,11 +24,9 @@ enum Msg {
     Done(Box<Result<crate::retrain::RetrainOutcome, String>>),
 }
 
-/// A finished retraining: its model and report.
+/// A finished retraining: its model and what its report needs.
 struct Finished {
-    cnn: Cnn,
-    info: ModelInfo,
-    bytes: Vec<u8>,
+    model: UnsavedModel,
     base: ModelInfo,
     config: RetrainConfig,
 }
@@ -163,29 +161,21 @@ impl RetrainView {
                 if let Some(t) = self.thread.take() {
                     let _ = t.join();
                 }
-                match cnn_to_bytes(&out.cnn, &out.metadata) {
-                    Ok(bytes) => {
-                        let info = ModelInfo {
-                            name: format!(
-                                "retrained ({:?}, {} rounds, unsaved)",
-                                self.config.mode, self.config.rounds
-                            ),
-                            sha256: sha256_hex(&bytes),
-                            metadata: out.metadata,
-                        };
+                let name = format!(
+                    "retrained ({:?}, {} rounds, unsaved)",
+                    self.config.mode, self.config.rounds
+                );
+                match UnsavedModel::new(out.cnn, out.metadata, name) {
+                    Ok(model) => {
                         self.finished = Some(Finished {
-                            cnn: out.cnn,
-                            info,
-                            bytes,
+                            model,
                             base: base.clone(),
                             config: self.config.clone(),
                         });
                         self.status =
                             "done: use the retrained model, save it, or save the report".into();
                     }
-                    Err(e) => {
-                        self.status = format!("the retrained model cannot be serialised: {e}")
-                    }
+                    Err(e) => self.status = e,
                 }
             }
             Some(Err(e)) => {
@@ -197,27 +187,6 @@ impl RetrainView {
             }
             None => {}
         }
-    }
-
-    fn save_model(&mut self) {
-        let Some(f) = &mut self.finished else { return };
-        let Some(path) = rfd::FileDialog::new()
-            .set_title("Save the retrained model")
-            .set_file_name("retrained.safetensors")
-            .save_file()
-        else {
-            self.status = "not saved: no file chosen".into();
-            return;
-        };
-        self.status = match crate::export::write_atomic(&path, &f.bytes, false) {
-            Ok(()) => {
-                f.info.name = path
-                    .file_name()
-                    .map_or(f.info.name.clone(), |n| n.to_string_lossy().into_owned());
-                format!("saved {}", path.display())
-            }
-            Err(e) => format!("not saved: {e}"),
-        };
     }
 
     fn save_report(&mut self) {
@@ -233,7 +202,11 @@ impl RetrainView {
             backwork_version: env!("CARGO_PKG_VERSION"),
             config: &f.config,
             base_model: f.base.model_ref(),
-            model_file: f.info.name.clone(),
+            model_file: f
+                .model
+                .saved_to
+                .as_ref()
+                .map_or(f.model.info.name.clone(), |p| p.display().to_string()),
             date: crate::util::utc_now_iso(),
             rounds: &self.measurements,
         };
@@ -344,10 +317,14 @@ impl RetrainView {
                 if ui.button("Use the retrained model").clicked()
                     && let Some(f) = &self.finished
                 {
-                    use_model = Some((f.cnn.clone(), f.info.clone()));
+                    use_model = Some((f.model.cnn.clone(), f.model.info.clone()));
                 }
-                if ui.button("Save model…").clicked() {
-                    self.save_model();
+                if ui.button("Save model…").clicked()
+                    && let Some(f) = &mut self.finished
+                {
+                    self.status = f
+                        .model
+                        .save_dialog("Save the retrained model", "retrained.safetensors");
                 }
                 if ui.button("Save report…").clicked() {
                     self.save_report();
