@@ -34,10 +34,10 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            epochs: 3,
+            epochs: 5,
             batch_size: 64,
             lr: 1e-3,
-            lr_decay: 0.3,
+            lr_decay: 0.5,
             seed: 0,
             limit: None,
         }
