@@ -411,3 +411,40 @@ fn retrain_refuses_bad_input_with_one_line() {
         &["lr"],
     );
 }
+
+#[test]
+fn the_engine_runs_on_an_eleven_class_model() {
+    use backwork::backwork::Settings;
+    use backwork::backwork::engine::Engine;
+    use backwork::backwork::refs::LabelRefs;
+    let (cnn, _) = shipped_cnn().unwrap();
+    let cnn11 = backwork::model::weights::with_extra_class(&cnn).unwrap();
+    assert_eq!(cnn11.num_classes(), 11);
+    let net = FrozenCnn::new(&cnn11).unwrap();
+    let mut train = Dataset::mnist(Split::Test).unwrap();
+    train.labels.truncate(500);
+    train.pixels.truncate(500 * PIXELS);
+    let refs = std::sync::Arc::new(LabelRefs::build(&net, &train, 6, &mut |_, _| {}));
+    let settings = Settings {
+        labels: vec![6],
+        batch: 3,
+        max_steps: Some(5),
+        ..Settings::default()
+    };
+    let mut engine = Engine::new(net, &[refs], settings).unwrap();
+    for _ in 0..5 {
+        let ev = engine.step().unwrap();
+        for p in &ev.probs {
+            assert_eq!(p.len(), 11);
+            assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+        }
+    }
+    // The new class starts with zero weights: the model's digits keep their order.
+    let x = noise(4, 5);
+    let p10 = cnn.predict(&x).unwrap();
+    let p11 = cnn11.predict(&x).unwrap();
+    for (a, b) in p10.iter().zip(&p11) {
+        let arg = |v: &[f32]| (0..v.len()).max_by(|&i, &j| v[i].total_cmp(&v[j])).unwrap();
+        assert_eq!(arg(a), arg(&b[..10]));
+    }
+}

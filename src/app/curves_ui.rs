@@ -115,14 +115,20 @@ impl Default for Curves {
 }
 
 fn thin(v: &mut Vec<[f64; 2]>) {
-    if v.len() > MAX_POINTS {
-        let last = v[v.len() - 1];
+    thin_to(v, MAX_POINTS);
+}
+
+/// Halves the series (every other point, the newest always kept) until it has at most
+/// `max` points.
+pub(super) fn thin_to(v: &mut Vec<[f64; 2]>, max: usize) {
+    while v.len() > max.max(2) {
+        let last = v.len() - 1;
         let mut i = 0;
         v.retain(|_| {
+            let keep = i % 2 == 0 || i == last;
             i += 1;
-            i % 2 == 1
+            keep
         });
-        v.push(last);
     }
 }
 
@@ -312,5 +318,35 @@ mod tests {
         assert!(d.iter().any(|p| p[1] == 99.0), "the spike survives");
         assert!(d.windows(2).all(|w| w[0][0] <= w[1][0]), "in step order");
         assert_eq!(decimate(&v[..100], 600), v[..100].to_vec());
+    }
+
+    #[test]
+    fn a_hundred_thousand_steps_keep_memory_bounded() {
+        let mut c = Curves::default();
+        c.reset(&[0, 1]);
+        let batch: Vec<CurvePoint> = (0..100_000)
+            .map(|step| CurvePoint {
+                step,
+                terms: Default::default(),
+                min_p: vec![0.5, 0.6],
+                mean_p: vec![0.7, 0.8],
+            })
+            .collect();
+        for chunk in batch.chunks(997) {
+            c.add(chunk, &[]);
+            c.add_rate(chunk[0].step, chunk[0].step as f64);
+        }
+        assert!(c.terms.iter().all(|s| s.len() <= MAX_POINTS));
+        assert!(
+            c.min_p
+                .iter()
+                .chain(&c.mean_p)
+                .all(|s| s.len() <= MAX_POINTS)
+        );
+        assert!(c.rate.len() <= MAX_POINTS);
+        // The history still spans the whole run.
+        assert_eq!(c.terms[0].first().map(|p| p[0]), Some(0.0));
+        assert!(c.terms[0].last().is_some_and(|p| p[0] >= 99_000.0));
+        assert!(c.drawn().terms.iter().all(|s| s.len() <= DRAWN_POINTS + 2));
     }
 }

@@ -95,13 +95,7 @@ pub struct ModelView {
 }
 
 fn thin(v: &mut Vec<[f64; 2]>) {
-    if v.len() > MAX_LOSS_POINTS {
-        let mut i = 0;
-        v.retain(|_| {
-            i += 1;
-            i % 2 == 1
-        });
-    }
+    super::curves_ui::thin_to(v, MAX_LOSS_POINTS);
 }
 
 /// Loads a weights file for the app: the model, or a one-line reason naming the file.
