@@ -73,6 +73,17 @@ struct Drawn {
     rate: Vec<[f64; 2]>,
 }
 
+/// Reinitialisation markers drawn at most (evenly spread over the run when there are more).
+const DRAWN_MARKERS: usize = 400;
+
+/// At most `max` points of `v`, evenly spread (for markers, where extremes mean nothing).
+fn spread(v: &[[f64; 2]], max: usize) -> Vec<[f64; 2]> {
+    if v.len() <= max {
+        return v.to_vec();
+    }
+    (0..max).map(|i| v[i * v.len() / max]).collect()
+}
+
 /// At most about `max` points of `v`: per bucket, its lowest and highest point in step order.
 fn decimate(v: &[[f64; 2]], max: usize) -> Vec<[f64; 2]> {
     if v.len() <= max {
@@ -226,7 +237,7 @@ impl Curves {
                     .iter()
                     .map(|v| decimate(v, DRAWN_POINTS))
                     .collect(),
-                reinits: self.reinits.clone(),
+                reinits: spread(&self.reinits, DRAWN_MARKERS),
                 rate: decimate(&self.rate, DRAWN_POINTS),
             });
         }

@@ -34,10 +34,6 @@ use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::default_cache_dir;
 use crate::worker::{Worker, WorkerSpec};
 
-/// Frame interval the app keeps while it measures itself (`--frame-stats`): 50 frames a
-/// second, under the 33 ms goal with room for a slow frame.
-const FRAME_STATS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// Storage key of the persisted engine settings.
 const SETTINGS_KEY: &str = "backwork-settings";
 
@@ -139,11 +135,18 @@ pub struct BackworkApp {
 }
 
 /// Frame-time statistics, rewritten to a file every second (`--frame-stats`).
+///
+/// A frame's time runs from the start of its `ui` call to the moment its pixels are
+/// rendered: a paint callback drawn last calls `glFinish`, so software rendering (Mesa
+/// llvmpipe, which rasterises lazily) is counted in full. Frames are drawn when something
+/// changes (a snapshot of the engine, about once per step; input), as in normal use; the
+/// statistics are over the frames of the last second.
 pub struct FrameStats {
     file: std::path::PathBuf,
-    last_frame: Option<std::time::Instant>,
     window_start: std::time::Instant,
-    frame_ms: Vec<f64>,
+    frame_start: std::time::Instant,
+    /// Durations (ms) of rendered frames, pushed by the paint callback.
+    done: Arc<std::sync::Mutex<Vec<f64>>>,
     frames: u64,
 }
 
@@ -151,37 +154,63 @@ impl FrameStats {
     pub fn new(file: std::path::PathBuf) -> Self {
         Self {
             file,
-            last_frame: None,
             window_start: std::time::Instant::now(),
-            frame_ms: Vec::new(),
+            frame_start: std::time::Instant::now(),
+            done: Default::default(),
             frames: 0,
         }
     }
 
-    /// Records a frame; once a second writes the JSON. A write failure goes to the status.
-    pub fn frame(&mut self, steps_per_s: f64) -> Option<String> {
+    /// Marks the start of a frame; once a second writes the JSON of the frames rendered
+    /// since (a write failure goes to the status line).
+    pub fn begin_frame(&mut self, steps_per_s: f64) -> Option<String> {
         let now = std::time::Instant::now();
-        if let Some(last) = self.last_frame {
-            self.frame_ms.push((now - last).as_secs_f64() * 1000.0);
-        }
-        self.last_frame = Some(now);
-        self.frames += 1;
-        if now.duration_since(self.window_start).as_secs_f64() < 1.0 || self.frame_ms.is_empty() {
+        self.frame_start = now;
+        if now.duration_since(self.window_start).as_secs_f64() < 1.0 {
             return None;
         }
-        self.frame_ms.sort_by(f64::total_cmp);
-        let pct = |q: f64| self.frame_ms[((self.frame_ms.len() - 1) as f64 * q).round() as usize];
+        let mut ms = std::mem::take(&mut *self.done.lock().ok()?);
+        self.window_start = now;
+        if ms.is_empty() {
+            return None;
+        }
+        self.frames += ms.len() as u64;
+        ms.sort_by(f64::total_cmp);
+        let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
         let json = serde_json::json!({
             "frames": self.frames,
             "p50_ms": pct(0.5),
             "p99_ms": pct(0.99),
             "engine_steps_per_s": steps_per_s,
         });
-        self.frame_ms.clear();
-        self.window_start = now;
         crate::export::write_atomic(&self.file, json.to_string().as_bytes(), true)
             .err()
             .map(|e| format!("--frame-stats: {e}"))
+    }
+
+    /// Adds, on top of everything, the paint callback that times this frame's rendering.
+    pub fn end_frame_ui(&self, ui: &egui::Ui) {
+        let (start, done) = (self.frame_start, self.done.clone());
+        let callback = eframe::egui_glow::CallbackFn::new(move |_info, painter| {
+            use eframe::glow::HasContext as _;
+            // SAFETY: a plain GL call on the painter's current context, on its thread.
+            unsafe { painter.gl().finish() };
+            if let Ok(mut d) = done.lock() {
+                d.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        });
+        let rect = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1.0, 1.0));
+        ui.ctx()
+            .layer_painter(egui::LayerId::new(
+                egui::Order::Debug,
+                egui::Id::unique("backwork-frame-timer"),
+            ))
+            .add(egui::PaintCallback {
+                rect,
+                callback: Arc::new(callback),
+            });
+        // Write the statistics every second even when nothing else asks for a frame.
+        ui.ctx().request_repaint_after(std::time::Duration::from_secs(1));
     }
 }
 
@@ -345,6 +374,10 @@ impl BackworkApp {
 }
 
 impl eframe::App for BackworkApp {
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        visuals.panel_fill.to_normalized_gamma_f32()
+    }
+
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         if let Some(v) = &self.run_view {
             eframe::set_value(storage, SETTINGS_KEY, &v.settings);
@@ -376,16 +409,17 @@ impl BackworkApp {
         }
         if let Some(fs) = &mut self.frame_stats {
             let rate = self.run_view.as_ref().map_or(0.0, RunView::steps_per_s);
-            if let Some(e) = fs.frame(rate) {
+            if let Some(e) = fs.begin_frame(rate) {
                 self.status = Some(e);
             }
-            // Keep frames coming so the statistics describe a live window, at a steady
-            // rate rather than flat out: every frame drawn in software is time the engine
-            // does not get on a machine with few cores.
-            ui.ctx().request_repaint_after(FRAME_STATS_INTERVAL);
         }
         self.dropped_files_ui(ui);
-        egui::Panel::top("header").show(ui, |ui| {
+        // Panels without their own fill: the window's clear colour is the panel colour, so
+        // software rendering shades each pixel once less per frame.
+        let style = ui.style().clone();
+        let side = egui::Frame::side_top_panel(&style).fill(egui::Color32::TRANSPARENT);
+        let central = egui::Frame::central_panel(&style).fill(egui::Color32::TRANSPARENT);
+        egui::Panel::top("header").frame(side).show(ui, |ui| {
             ui.add_space(4.0);
             self.header_ui(ui);
             ui.horizontal(|ui| {
@@ -412,16 +446,20 @@ impl BackworkApp {
             && let Some(v) = &mut self.run_view
         {
             egui::Panel::left("settings")
+                .frame(side)
                 .default_size(270.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| v.settings_panel_ui(ui));
                 });
             egui::Panel::right("curves")
+                .frame(side)
                 .default_size(400.0)
                 .show(ui, |ui| v.side_ui(ui));
         }
         let mut intent = None;
-        egui::CentralPanel::default().show(ui, |ui| match (self.tab, &mut self.run_view) {
+        egui::CentralPanel::default()
+            .frame(central)
+            .show(ui, |ui| match (self.tab, &mut self.run_view) {
             (Tab::Backwork, Some(v)) => v.grid_ui(ui),
             (Tab::Worst, _) => self.worst_view.ui(ui, &self.cnn, &self.info, &self.wake),
             (Tab::Model, _) => {
@@ -442,6 +480,9 @@ impl BackworkApp {
         if let Some(ModelIntent::Use(m)) = intent {
             let (cnn, info) = *m;
             self.set_model(cnn, info);
+        }
+        if let Some(fs) = &self.frame_stats {
+            fs.end_frame_ui(ui);
         }
     }
 }

@@ -505,6 +505,23 @@ impl RunView {
             }
             ui.separator();
             self.labels_ui(ui);
+            let mut has_budget = self.settings.max_steps.is_some();
+            if ui
+                .checkbox(&mut has_budget, "stop at")
+                .on_hover_text("Stop the run after a number of steps (the CLI's --max-steps; 1,500 by default there)")
+                .changed()
+            {
+                self.settings.max_steps = has_budget.then_some(crate::cli::backwork::RUN_MAX_STEPS);
+                self.settings_changed = true;
+            }
+            if let Some(m) = &mut self.settings.max_steps
+                && ui
+                    .add(egui::DragValue::new(m).range(1..=1_000_000).suffix(" steps"))
+                    .changed()
+            {
+                self.settings_changed = true;
+            }
+            ui.separator();
             ui.label("images per label");
             ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=64))
                 .on_hover_text("Images optimised per label (8 in the original figure); takes effect at the next Start");
@@ -608,15 +625,18 @@ impl RunView {
         });
         ui.separator();
         ui.label(RichText::new("Events").strong());
+        if self.log.is_empty() {
+            ui.weak("Reinitialisations, settings changes and labels passing show here.");
+            return;
+        }
+        // Only the visible lines are laid out: the log holds up to LOG_LINES.
+        let row_h = ui.text_style_height(&egui::TextStyle::Small);
         egui::ScrollArea::vertical()
             .id_salt("event-log")
             .max_height(log_h)
             .auto_shrink([false, true])
-            .show(ui, |ui| {
-                if self.log.is_empty() {
-                    ui.weak("Reinitialisations, settings changes and labels passing show here.");
-                }
-                for (step, what) in &self.log {
+            .show_rows(ui, row_h, self.log.len(), |ui, rows| {
+                for (step, what) in self.log.range(rows) {
                     ui.small(format!("step {step:>5}  {what}"));
                 }
             });
