@@ -41,7 +41,8 @@ pub struct RetrainConfig {
     pub train: TrainConfig,
     /// Train each round from fresh weights instead of the previous round's.
     pub from_scratch: bool,
-    /// Each fooling image appears this many times per epoch (1: appended once, the original).
+    /// Each fooling image appears this many times per epoch (1: appended once, the original;
+    /// 0: the control, the same training without them).
     pub repeat: usize,
     /// The backwork run that measures every model (labels, batch, seed, `max_steps` = the
     /// step budget).
@@ -73,9 +74,6 @@ impl RetrainConfig {
     pub fn validate(&self) -> Result<(), RetrainError> {
         if self.rounds == 0 {
             return Err(RetrainError::Config("--rounds: must be at least 1".into()));
-        }
-        if self.repeat == 0 {
-            return Err(RetrainError::Config("--repeat: must be at least 1".into()));
         }
         if self.measure.max_steps.is_none() {
             return Err(RetrainError::Config(
@@ -308,14 +306,19 @@ pub fn retrain(
     let classes = model.num_classes();
     let mut all_fooling: Vec<f32> = fooling.to_vec();
     for round in 1..=cfg.rounds {
+        let count = if cfg.repeat == 0 {
+            0
+        } else {
+            all_fooling.len() / PIXELS
+        };
         on_event(RetrainEvent::Stage {
             round,
-            what: format!(
-                "training on the training set plus {} fooling images",
-                all_fooling.len() / PIXELS
-            ),
+            what: if cfg.repeat == 0 {
+                "training on the training set alone (the control: --repeat 0)".into()
+            } else {
+                format!("training on the training set plus {count} fooling images")
+            },
         });
-        let count = all_fooling.len() / PIXELS;
         let extra = ExtraSet {
             images: all_fooling.clone(),
             targets: fooling_targets(cfg.mode, count, classes),

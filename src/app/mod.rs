@@ -210,7 +210,8 @@ impl FrameStats {
                 callback: Arc::new(callback),
             });
         // Write the statistics every second even when nothing else asks for a frame.
-        ui.ctx().request_repaint_after(std::time::Duration::from_secs(1));
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_secs(1));
     }
 }
 
@@ -457,25 +458,27 @@ impl BackworkApp {
                 .show(ui, |ui| v.side_ui(ui));
         }
         let mut intent = None;
-        egui::CentralPanel::default()
-            .frame(central)
-            .show(ui, |ui| match (self.tab, &mut self.run_view) {
-            (Tab::Backwork, Some(v)) => v.grid_ui(ui),
-            (Tab::Worst, _) => self.worst_view.ui(ui, &self.cnn, &self.info, &self.wake),
-            (Tab::Model, _) => {
-                egui::ScrollArea::vertical().show(ui, |ui| {
-                    intent = self.model_view.ui(ui, &self.info, &self.wake);
-                    ui.separator();
-                    let run_images = self.run_view.as_ref().and_then(RunView::current_images);
-                    if let Some(m) =
-                        self.retrain_view
-                            .ui(ui, (&self.cnn, &self.info), run_images, &self.wake)
-                    {
-                        intent = Some(ModelIntent::Use(Box::new(m)));
-                    }
-                });
+        egui::CentralPanel::default().frame(central).show(ui, |ui| {
+            match (self.tab, &mut self.run_view) {
+                (Tab::Backwork, Some(v)) => v.grid_ui(ui),
+                (Tab::Worst, _) => self.worst_view.ui(ui, &self.cnn, &self.info, &self.wake),
+                (Tab::Model, _) => {
+                    egui::ScrollArea::vertical().show(ui, |ui| {
+                        intent = self.model_view.ui(ui, &self.info, &self.wake);
+                        ui.separator();
+                        let run_images = self.run_view.as_ref().and_then(RunView::current_images);
+                        if let Some(m) = self.retrain_view.ui(
+                            ui,
+                            (&self.cnn, &self.info),
+                            run_images,
+                            &self.wake,
+                        ) {
+                            intent = Some(ModelIntent::Use(Box::new(m)));
+                        }
+                    });
+                }
+                _ => self.gallery.ui(ui),
             }
-            _ => self.gallery.ui(ui),
         });
         if let Some(ModelIntent::Use(m)) = intent {
             let (cnn, info) = *m;

@@ -183,7 +183,8 @@ pub struct RetrainArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// Each fooling image appears this many times per epoch (1: appended once, as the original).
+    /// Each fooling image appears this many times per epoch (1: appended once, as the
+    /// original; 0: the control, the same training without them).
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
     /// Train each round from fresh weights instead of fine-tuning the previous round's.
