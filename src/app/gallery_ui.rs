@@ -192,7 +192,8 @@ impl Gallery {
                     ui.add(img).on_hover_text(format!(
                         "test image #{i}\ntrue label {label}{}",
                         match pred {
-                            Some((p, c)) => format!("\npredicted {p} with p = {c:.5}"),
+                            Some((p, c)) =>
+                                format!("\npredicted {} with p = {c:.5}", super::class_name(p)),
                             None => String::new(),
                         }
                     ));
@@ -204,7 +205,12 @@ impl Gallery {
                                 ui.visuals().text_color()
                             };
                             ui.label(
-                                RichText::new(format!("{p} · {:.2}%", c * 100.0)).color(color),
+                                RichText::new(format!(
+                                    "{} · {:.2}%",
+                                    super::class_name(p),
+                                    c * 100.0
+                                ))
+                                .color(color),
                             );
                             if wrong {
                                 ui.small(format!("true {label}"));

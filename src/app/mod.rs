@@ -107,6 +107,16 @@ pub fn run(args: &AppArgs) -> Result<()> {
     .context("cannot open the window")
 }
 
+/// How a class is called: its digit, or "fooling" for the 11th class of a model retrained in
+/// extra-class mode.
+pub fn class_name(k: usize) -> String {
+    if k == 10 {
+        "fooling".into()
+    } else {
+        k.to_string()
+    }
+}
+
 /// The callback that asks the window for a repaint.
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 

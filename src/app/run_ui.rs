@@ -769,7 +769,7 @@ impl RunView {
                 ui.separator();
                 let probs = &s.probs[row];
                 for (k, p) in probs.iter().enumerate() {
-                    let text = format!("{k}: {p:.6}");
+                    let text = format!("{}: {p:.6}", super::class_name(k));
                     if k == label as usize {
                         ui.strong(text);
                     } else {

@@ -189,7 +189,10 @@ impl WorstView {
                                             RichText::new(format!("{:.5}", w.p_correct))
                                                 .monospace(),
                                         );
-                                        ui.small(format!("seen as {}", w.predicted));
+                                        ui.small(format!(
+                                            "seen as {}",
+                                            super::class_name(w.predicted)
+                                        ));
                                     });
                                 });
                         }
