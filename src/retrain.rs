@@ -189,7 +189,9 @@ fn measure(
         cancel,
     } = *b;
     let started = Instant::now();
-    // A model without a file (a retrained one) is named by the hash of its weights.
+    // Only the starting model's reference sets go to the disk cache (3 GB for ten labels):
+    // a retrained model is measured once. It is named by the hash of its weights.
+    let cache_dir = cache_dir.filter(|_| sha.is_some());
     let sha = match sha {
         Some(s) => s.to_string(),
         None => sha256_hex(&cnn_to_bytes(cnn, &HashMap::new())?),
