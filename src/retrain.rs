@@ -93,11 +93,11 @@ impl RetrainConfig {
 pub enum RetrainError {
     #[error("{0}")]
     Config(String),
-    #[error("retraining stopped: {0}")]
+    #[error(transparent)]
     Train(#[from] crate::model::train::TrainError),
-    #[error("{0}")]
+    #[error(transparent)]
     Numeric(#[from] candle_core::Error),
-    #[error("the measurement run failed: {0}")]
+    #[error(transparent)]
     Engine(#[from] crate::backwork::engine::EngineError),
     #[error("cancelled")]
     Cancelled,
@@ -323,7 +323,7 @@ pub fn retrain(
         });
         let extra = ExtraSet {
             images: all_fooling.clone(),
-            targets: fooling_targets(cfg.mode, count, classes),
+            targets: fooling_targets(cfg.mode, all_fooling.len() / PIXELS, classes),
             repeat: cfg.repeat,
         };
         let start = if cfg.from_scratch { None } else { Some(&model) };

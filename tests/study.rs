@@ -448,3 +448,39 @@ fn the_engine_runs_on_an_eleven_class_model() {
         assert_eq!(arg(a), arg(&b[..10]));
     }
 }
+
+#[test]
+fn retrain_with_repeat_zero_is_the_control_without_fooling_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_data_dir(&data, 400);
+    let run = tmp.path().join("run");
+    noise_run(&run, 4);
+    let model = tmp.path().join("control.safetensors");
+    let r = Command::new(env!("CARGO_BIN_EXE_backwork"))
+        .args([
+            "retrain",
+            "--data",
+            data.to_str().unwrap(),
+            "--from",
+            run.to_str().unwrap(),
+            "--mode",
+            "uniform",
+            "--repeat",
+            "0",
+            "--budget",
+            "2",
+            "--measure-batch",
+            "1",
+            "--out",
+            model.to_str().unwrap(),
+        ])
+        .env("BACKWORK_CACHE_DIR", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["rounds"][1]["fooling_images_trained_on"], 0);
+    assert_eq!(report["config"]["repeat"], 0);
+}
