@@ -21,6 +21,9 @@ use crate::export::run::ModelRef;
 use crate::export::sheet::to_u8;
 use crate::worker::{Command, Event, Snapshot, Worker, WorkerSpec};
 
+/// Images per row of the texture atlas.
+const ATLAS_COLS: usize = 16;
+
 /// How long a re-initialised tile flashes.
 const FLASH: Duration = Duration::from_millis(800);
 /// Lines kept in the event log.
@@ -41,7 +44,11 @@ pub struct RunView {
     pub settings: Settings,
     run: Option<u64>,
     snapshot: Option<Box<Snapshot>>,
-    textures: Vec<TextureHandle>,
+    /// Every image of the snapshot in one texture ([`ATLAS_COLS`] per row), uploaded once
+    /// per snapshot: one texture update instead of one per image, which software rendering
+    /// pays for with a flush each.
+    atlas: Option<TextureHandle>,
+    atlas_size: [usize; 2],
     cache: Option<(usize, usize)>,
     total_reinits: usize,
     pub status: String,
@@ -85,7 +92,8 @@ impl RunView {
             settings: Settings::default(),
             run: None,
             snapshot: None,
-            textures: Vec::new(),
+            atlas: None,
+            atlas_size: [0, 0],
             cache: None,
             total_reinits: 0,
             status: "Press Start (or space) to optimise 8 noise images per digit.".into(),
@@ -314,28 +322,43 @@ impl RunView {
             (Some(sal), true) => Some(top_k_mask(sal, self.saliency_k)),
             _ => None,
         };
+        let rows = n.div_ceil(ATLAS_COLS).max(1);
+        let (w, h) = (ATLAS_COLS * SIDE, rows * SIDE);
+        let mut rgb = vec![0u8; w * h * 3];
         for i in 0..n {
             let px = &s.images[i * PIXELS..(i + 1) * PIXELS];
-            let img = match &mask {
-                Some(m) => egui::ColorImage::from_rgb(
-                    [SIDE, SIDE],
-                    &overlay_rgb(px, &m[i * PIXELS..(i + 1) * PIXELS]),
-                ),
-                None => {
-                    let grey: Vec<u8> = px.iter().map(|&v| to_u8(v)).collect();
-                    egui::ColorImage::from_gray([SIDE, SIDE], &grey)
-                }
+            let tile = match &mask {
+                Some(m) => overlay_rgb(px, &m[i * PIXELS..(i + 1) * PIXELS]),
+                None => px.iter().flat_map(|&v| [to_u8(v); 3]).collect(),
             };
-            if let Some(t) = self.textures.get_mut(i) {
-                t.set(img, TextureOptions::NEAREST);
-            } else {
-                self.textures.push(ctx.load_texture(
-                    format!("run-{i}"),
-                    img,
-                    TextureOptions::NEAREST,
-                ));
+            let (x0, y0) = ((i % ATLAS_COLS) * SIDE, (i / ATLAS_COLS) * SIDE);
+            for y in 0..SIDE {
+                let dst = ((y0 + y) * w + x0) * 3;
+                rgb[dst..dst + SIDE * 3].copy_from_slice(&tile[y * SIDE * 3..(y + 1) * SIDE * 3]);
             }
         }
+        let img = egui::ColorImage::from_rgb([w, h], &rgb);
+        match &mut self.atlas {
+            Some(t) if self.atlas_size == [w, h] => t.set(img, TextureOptions::NEAREST),
+            _ => self.atlas = Some(ctx.load_texture("run-images", img, TextureOptions::NEAREST)),
+        }
+        self.atlas_size = [w, h];
+    }
+
+    /// Image `row` of the snapshot, from the atlas.
+    fn run_image(&self, row: usize) -> Option<egui::Image<'static>> {
+        let atlas = self.atlas.as_ref()?;
+        let [w, h] = self.atlas_size;
+        if (row / ATLAS_COLS + 1) * SIDE > h {
+            return None;
+        }
+        let (x0, y0) = ((row % ATLAS_COLS) * SIDE, (row / ATLAS_COLS) * SIDE);
+        let uv = egui::Rect::from_min_size(
+            egui::pos2(x0 as f32 / w as f32, y0 as f32 / h as f32),
+            vec2(SIDE as f32 / w as f32, SIDE as f32 / h as f32),
+        );
+        let tex = egui::load::SizedTexture::new(atlas.id(), vec2(SIDE as f32, SIDE as f32));
+        Some(egui::Image::from_texture(tex).uv(uv))
     }
 
     /// The texture of training image `index` (uploaded once, kept while shown).
@@ -689,7 +712,7 @@ impl RunView {
                             is_any_flashing |= tile.flashing;
                             let nearest = nearest_tiles.get(row).and_then(|n| n.as_ref());
                             let r =
-                                tile_ui(ui, &tile, self.textures.get(row), &s.probs[row], nearest);
+                                tile_ui(ui, &tile, self.run_image(row), &s.probs[row], nearest);
                             if let Some(r) = r {
                                 if r.double_clicked() {
                                     enlarge = Some(row);
@@ -742,11 +765,10 @@ impl RunView {
             .show(ctx, |ui| {
                 ui.horizontal(|ui| {
                     let side = SIDE as f32 * 8.0;
-                    if let Some(t) = self.textures.get(row) {
+                    if let Some(img) = self.run_image(row) {
                         ui.vertical(|ui| {
                             ui.add(
-                                egui::Image::from_texture(t)
-                                    .fit_to_exact_size(vec2(side, side))
+                                img.fit_to_exact_size(vec2(side, side))
                                     .alt_text("the generated image"),
                             );
                             ui.label("generated");
@@ -819,7 +841,7 @@ struct TileState {
 fn tile_ui(
     ui: &mut egui::Ui,
     t: &TileState,
-    texture: Option<&TextureHandle>,
+    image: Option<egui::Image<'static>>,
     probs: &[f32],
     nearest: Option<&(TextureHandle, crate::backwork::cost::Nearest)>,
 ) -> Option<egui::Response> {
@@ -843,10 +865,9 @@ fn tile_ui(
         .show(ui, |ui| {
             ui.set_width(side);
             ui.vertical(|ui| {
-                let r = texture.map(|tex| {
+                let r = image.map(|img| {
                     ui.add(
-                        egui::Image::from_texture(tex)
-                            .fit_to_exact_size(vec2(side, side))
+                        img.fit_to_exact_size(vec2(side, side))
                             .alt_text(format!("label {} image {}", t.label, t.index))
                             .sense(egui::Sense::click()),
                     )
