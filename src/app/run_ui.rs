@@ -711,8 +711,7 @@ impl RunView {
                             };
                             is_any_flashing |= tile.flashing;
                             let nearest = nearest_tiles.get(row).and_then(|n| n.as_ref());
-                            let r =
-                                tile_ui(ui, &tile, self.run_image(row), &s.probs[row], nearest);
+                            let r = tile_ui(ui, &tile, self.run_image(row), &s.probs[row], nearest);
                             if let Some(r) = r {
                                 if r.double_clicked() {
                                     enlarge = Some(row);
