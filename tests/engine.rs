@@ -406,8 +406,10 @@ fn fast_cost_matches_naive_on_a_full_mnist_label() {
     // largest entry (seeds 14, 13; it passed 1e-4 with the previous model, whose fc
     // activations were smaller): f32 conditioning, not another formula; the values still
     // agree to 1e-5, and the small problems above check this term's gradient to 1e-4.
-    let mut s = Settings::default();
-    s.layer_weights = [0.0, 0.0, 0.0, 1e-2, 0.0];
+    let s = Settings {
+        layer_weights: [0.0, 0.0, 0.0, 1e-2, 0.0],
+        ..Settings::default()
+    };
     compare_within(&s, 5, 6000, 8, 13, DType::F64, 5e-4);
 }
 
