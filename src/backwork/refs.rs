@@ -2,6 +2,8 @@
 //! computed once per (model, label) and reused by every step.
 
 use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
 use std::sync::Arc;
 
 use super::frozen::{Forward, FrozenCnn};
@@ -73,16 +75,18 @@ impl LabelRefs {
                 .collect()
         });
         let mut fc_sorted = vec![0.0; FC_UNITS * r];
-        for (j, col) in fc_sorted
-            .chunks_exact_mut(r.max(1))
+        // 1,024 independent column sorts: on all cores.
+        let fc = &taps[3];
+        fc_sorted
+            .par_chunks_exact_mut(r.max(1))
             .enumerate()
             .take(FC_UNITS)
-        {
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = taps[3][i * FC_UNITS + j];
-            }
-            col.sort_unstable_by(f32::total_cmp);
-        }
+            .for_each(|(j, col)| {
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = fc[i * FC_UNITS + j];
+                }
+                col.sort_unstable_by(f32::total_cmp);
+            });
         Self {
             label,
             indices,
@@ -132,23 +136,19 @@ impl LabelRefs {
         if bytes.len() != 13 + 4 * (r + floats) {
             return None;
         }
-        let words = |b: &[u8]| -> Vec<[u8; 4]> {
-            b.chunks_exact(4)
-                .map(|c| [c[0], c[1], c[2], c[3]])
-                .collect()
-        };
+        // Decoded straight from the bytes (no intermediate copy: a label is ~300 MB).
         let mut at = 13;
-        let indices: Vec<u32> = words(&bytes[at..at + 4 * r])
-            .into_iter()
-            .map(u32::from_le_bytes)
+        let indices: Vec<u32> = bytes[at..at + 4 * r]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         at += 4 * r;
         let mut taps: [Vec<f32>; 4] = Default::default();
         for (k, t) in taps.iter_mut().enumerate() {
             let len = 4 * r * TAP_DIMS[k];
-            *t = words(&bytes[at..at + len])
-                .into_iter()
-                .map(f32::from_le_bytes)
+            *t = bytes[at..at + len]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
             at += len;
         }
