@@ -689,7 +689,9 @@ impl RunView {
         let mut clicked = Vec::new();
         let mut enlarge = None;
         let mut is_any_flashing = false;
-        egui::ScrollArea::vertical()
+        // Both ways: with nearest images shown, or a narrow window, a row can be wider.
+        egui::ScrollArea::both()
+            .id_salt("run-grid")
             .auto_shrink([false, false])
             .show(ui, |ui| {
                 for (g, &label) in s.labels.iter().enumerate() {
