@@ -206,14 +206,18 @@ impl Curves {
 
     /// The series as drawn, rebuilt when stale.
     fn drawn(&mut self) -> &Drawn {
-        let stale = self
+        let (is_log, is_mean) = (self.is_log, self.is_mean);
+        if self
             .drawn
             .as_ref()
-            .is_none_or(|d| d.is_log != self.is_log || d.is_mean != self.is_mean);
-        if stale {
-            let is_log = self.is_log;
-            let terms = self
-                .terms
+            .is_some_and(|d| d.is_log != is_log || d.is_mean != is_mean)
+        {
+            self.drawn = None;
+        }
+        let (terms, min_p, mean_p) = (&self.terms, &self.min_p, &self.mean_p);
+        let (reinits, rate) = (&self.reinits, &self.rate);
+        self.drawn.get_or_insert_with(|| {
+            let terms = terms
                 .iter()
                 .map(|series| {
                     let pts: Vec<[f64; 2]> = series
@@ -224,24 +228,19 @@ impl Curves {
                     decimate(&pts, DRAWN_POINTS)
                 })
                 .collect();
-            let per_label = if self.is_mean {
-                &self.mean_p
-            } else {
-                &self.min_p
-            };
-            self.drawn = Some(Drawn {
+            let per_label = if is_mean { mean_p } else { min_p };
+            Drawn {
                 is_log,
-                is_mean: self.is_mean,
+                is_mean,
                 terms,
                 per_label: per_label
                     .iter()
                     .map(|v| decimate(v, DRAWN_POINTS))
                     .collect(),
-                reinits: spread(&self.reinits, DRAWN_MARKERS),
-                rate: decimate(&self.rate, DRAWN_POINTS),
-            });
-        }
-        self.drawn.as_ref().expect("just built")
+                reinits: spread(reinits, DRAWN_MARKERS),
+                rate: decimate(rate, DRAWN_POINTS),
+            }
+        })
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui) {
