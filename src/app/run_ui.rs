@@ -24,6 +24,9 @@ use crate::worker::{Command, Event, Snapshot, Worker, WorkerSpec};
 /// Images per row of the texture atlas.
 const ATLAS_COLS: usize = 16;
 
+/// Outline width of every tile, whatever its state (a wider one would shift the row).
+const TILE_STROKE: f32 = 2.0;
+
 /// How long a re-initialised tile flashes.
 const FLASH: Duration = Duration::from_millis(800);
 /// Lines kept in the event log.
@@ -847,13 +850,16 @@ fn tile_ui(
     nearest: Option<&(TextureHandle, crate::backwork::cost::Nearest)>,
 ) -> Option<egui::Response> {
     let stroke = if t.selected {
-        Stroke::new(3.0, ui.visuals().selection.stroke.color)
+        Stroke::new(TILE_STROKE, ui.visuals().selection.stroke.color)
     } else if t.flashing {
-        Stroke::new(3.0, FLASH_COLOR)
+        Stroke::new(TILE_STROKE, FLASH_COLOR)
     } else if t.passed {
-        Stroke::new(2.0, PASSED)
+        Stroke::new(TILE_STROKE, PASSED)
     } else {
-        Stroke::new(1.0, ui.visuals().widgets.noninteractive.bg_stroke.color)
+        Stroke::new(
+            TILE_STROKE,
+            ui.visuals().widgets.noninteractive.bg_stroke.color,
+        )
     };
     let mut frame = egui::Frame::group(ui.style())
         .stroke(stroke)
