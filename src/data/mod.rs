@@ -160,6 +160,14 @@ impl Dataset {
     }
 
     /// Pixels of the images at `indices`, scaled to [0, 1] (raw / 255, ALGORITHM.md §1).
+    /// Images `start..end` as f32 in [0, 1] (N×784).
+    pub fn range_f32(&self, start: usize, end: usize) -> Vec<f32> {
+        self.pixels[start * PIXELS..end * PIXELS]
+            .iter()
+            .map(|&p| p as f32 / 255.0)
+            .collect()
+    }
+
     pub fn batch_f32(&self, indices: &[usize]) -> Vec<f32> {
         let mut out = Vec::with_capacity(indices.len() * PIXELS);
         for &i in indices {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::run::{ModelRef, prepare_dir};
 use super::sheet::{SheetTile, render_sheet};
 use super::{ExportError, png_bytes, write_atomic};
-use crate::data::{Dataset, PIXELS};
+use crate::data::Dataset;
 use crate::model::worst::WorstLabel;
 
 /// What worst.json holds: `labels` as the issue names it, then where it came from.
@@ -38,12 +38,7 @@ pub fn write_worst(
         .map(|l| {
             l.images
                 .iter()
-                .map(|w| {
-                    data.pixels[w.index * PIXELS..(w.index + 1) * PIXELS]
-                        .iter()
-                        .map(|&p| p as f32 / 255.0)
-                        .collect()
-                })
+                .map(|w| data.range_f32(w.index, w.index + 1))
                 .collect()
         })
         .collect();

@@ -65,10 +65,7 @@ pub fn evaluate(
     let mut start = 0;
     while start < n {
         let end = (start + EVAL_BATCH).min(n);
-        let pixels: Vec<f32> = data.pixels[start * PIXELS..end * PIXELS]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect();
+        let pixels = data.range_f32(start, end);
         let x = Tensor::from_vec(pixels, (end - start, PIXELS), &Device::Cpu)?;
         let pred: Vec<u32> = cnn.logits(&x)?.argmax(D::Minus1)?.to_vec1()?;
         for (p, &l) in pred.iter().zip(&data.labels[start..end]) {

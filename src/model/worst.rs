@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::Cnn;
 use super::eval::EVAL_BATCH;
-use crate::data::{Dataset, NUM_LABELS, PIXELS};
+use crate::data::{Dataset, NUM_LABELS};
 
 /// One badly classified image.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -39,10 +39,7 @@ pub fn worst_images(
     let mut start = 0;
     while start < n {
         let end = (start + EVAL_BATCH).min(n);
-        let x: Vec<f32> = data.pixels[start * PIXELS..end * PIXELS]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect();
+        let x = data.range_f32(start, end);
         for (i, probs) in cnn.predict(&x)?.into_iter().enumerate() {
             let index = start + i;
             let label = data.labels[index] as usize;
