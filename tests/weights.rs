@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use backwork::data::PIXELS;
 use backwork::model::weights::{
-    WeightsError, cnn_from_bytes, cnn_to_bytes, init_cnn, load_cnn, save_cnn,
+    WeightInit, WeightsError, cnn_from_bytes, cnn_to_bytes, init_cnn, init_cnn_with, load_cnn,
+    save_cnn,
 };
 use candle_core::{DType, Device, Tensor};
 
@@ -126,5 +127,39 @@ fn a_missing_file_is_named() {
     assert!(
         e.starts_with("/no/such/model.safetensors: cannot read"),
         "{e}"
+    );
+}
+
+/// The original init (ALGORITHM.md §1: truncated normal, std 0.1, biases 0.1): every weight
+/// within two deviations, biases exactly 0.1, and the spread of a normal truncated at ±2σ
+/// (σ·0.880 = 0.088, the truncated normal's standard deviation) over the 3.2 M fc weights.
+#[test]
+fn original_init_is_a_truncated_normal_with_biases_of_0_1() {
+    let cnn = init_cnn_with(3, 10, WeightInit::Original).unwrap();
+    for (name, t) in cnn.named_tensors() {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        if name.ends_with("bias") {
+            assert!(v.iter().all(|&b| b == 0.1), "{name}");
+        } else {
+            assert!(v.iter().all(|w| w.abs() <= 0.2), "{name} within ±2σ");
+        }
+    }
+    let w: Vec<f32> = cnn.fc_w.flatten_all().unwrap().to_vec1().unwrap();
+    let n = w.len() as f64;
+    let mean = w.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let sd = (w.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    assert!(mean.abs() < 1e-3, "mean {mean}");
+    assert!((sd - 0.0880).abs() < 1e-3, "std {sd}");
+    // The same seed, the same weights; the uniform init is another draw.
+    let again = init_cnn_with(3, 10, WeightInit::Original).unwrap();
+    assert_eq!(
+        again.fc_w.to_vec2::<f32>().unwrap(),
+        cnn.fc_w.to_vec2::<f32>().unwrap()
+    );
+    let uniform = init_cnn(3, 10).unwrap();
+    let u: Vec<f32> = uniform.conv0_b.to_vec1().unwrap();
+    assert!(
+        u.iter().all(|&b| b != 0.1 && b.abs() <= 0.2),
+        "uniform ±1/√25"
     );
 }

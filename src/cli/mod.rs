@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::data::{Dataset, NUM_LABELS, Split};
 use crate::model::eval::evaluate;
 use crate::model::train::{TrainConfig, TrainEvent, train};
-use crate::model::weights::{load_or_shipped, save_cnn};
+use crate::model::weights::{WeightInit, load_or_shipped, save_cnn};
 
 /// backwork: find and study fooling images of an MNIST CNN.
 ///
@@ -94,6 +94,10 @@ pub struct TrainArgs {
     /// Train on only the first N training images.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// How the fresh weights are drawn: `original` (the TensorFlow tutorial's truncated normal,
+    /// std 0.1, biases 0.1) or `uniform` (PyTorch's ±1/√fan_in).
+    #[arg(long, value_enum, default_value_t = TrainConfig::default().init)]
+    pub init: WeightInit,
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
@@ -187,6 +191,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
         lr_decay: a.lr_decay,
         seed: a.seed,
         limit: a.limit,
+        init: a.init,
     };
     cfg.validate()?;
     check_out_file(&a.out, a.force)?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Cnn;
 use super::eval::evaluate;
-use super::weights::init_cnn;
+use super::weights::{WeightInit, init_cnn_with};
 use crate::data::{Dataset, PIXELS};
 
 /// How to train. Defaults are the recipe of the shipped model.
@@ -29,6 +29,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Train on only the first `limit` training images (for quick experiments and tests).
     pub limit: Option<usize>,
+    /// How a fresh network's weights are drawn (ignored when training from a model).
+    #[serde(default)]
+    pub init: WeightInit,
 }
 
 impl Default for TrainConfig {
@@ -40,6 +43,7 @@ impl Default for TrainConfig {
             lr_decay: 0.5,
             seed: 0,
             limit: None,
+            init: WeightInit::Original,
         }
     }
 }
@@ -210,7 +214,7 @@ pub fn train_from(
     }
     let init = match start {
         Some(c) => c.clone(),
-        None => init_cnn(cfg.seed, classes)?,
+        None => init_cnn_with(cfg.seed, classes, cfg.init)?,
     };
     let vars: Vec<Var> = init
         .named_tensors()

@@ -259,26 +259,77 @@ pub fn save_cnn(
     Ok(())
 }
 
-/// A freshly initialised network, reproducible from `seed`: weights and biases uniform in
-/// ±1/√fan_in (PyTorch's default for conv and linear layers).
+/// How a fresh network's weights are drawn.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightInit {
+    /// The original TensorFlow tutorial's (ALGORITHM.md §1): weights from a normal of standard
+    /// deviation 0.1 truncated at two deviations, biases 0.1. The cost's default layer weights
+    /// were tuned at the activation scale this gives (see the README, "The shipped model").
+    #[default]
+    Original,
+    /// PyTorch's default: weights and biases uniform in ±1/√fan_in.
+    Uniform,
+}
+
+/// A freshly initialised network with `num_classes` outputs (10, or 11 with the extra class),
+/// drawn as [`WeightInit::Uniform`] says; the same seed gives the same weights.
 pub fn init_cnn(seed: u64, num_classes: usize) -> Result<Cnn, candle_core::Error> {
+    init_cnn_with(seed, num_classes, WeightInit::Uniform)
+}
+
+/// A freshly initialised network drawn as `init` says; the same seed gives the same weights.
+pub fn init_cnn_with(
+    seed: u64,
+    num_classes: usize,
+    init: WeightInit,
+) -> Result<Cnn, candle_core::Error> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut uniform = |shape: &[usize], fan_in: usize| {
-        let b = 1.0 / (fan_in as f32).sqrt();
+    let mut draw = |shape: &[usize], fan_in: usize, is_bias: bool| {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
+        let v: Vec<f32> = match init {
+            WeightInit::Uniform => {
+                let b = 1.0 / (fan_in as f32).sqrt();
+                (0..n).map(|_| rng.random_range(-b..b)).collect()
+            }
+            WeightInit::Original if is_bias => vec![0.1; n],
+            WeightInit::Original => (0..n).map(|_| 0.1 * truncated_normal(&mut rng)).collect(),
+        };
         Tensor::from_vec(v, shape, &Device::Cpu)
     };
     Ok(Cnn {
-        conv0_w: uniform(&[32, 1, 5, 5], 25)?,
-        conv0_b: uniform(&[32], 25)?,
-        conv1_w: uniform(&[64, 32, 5, 5], 800)?,
-        conv1_b: uniform(&[64], 800)?,
-        fc_w: uniform(&[FC_UNITS, CONV1_DIM], CONV1_DIM)?,
-        fc_b: uniform(&[FC_UNITS], CONV1_DIM)?,
-        softmax_w: uniform(&[num_classes, FC_UNITS], FC_UNITS)?,
-        softmax_b: uniform(&[num_classes], FC_UNITS)?,
+        conv0_w: draw(&[32, 1, 5, 5], 25, false)?,
+        conv0_b: draw(&[32], 25, true)?,
+        conv1_w: draw(&[64, 32, 5, 5], 800, false)?,
+        conv1_b: draw(&[64], 800, true)?,
+        fc_w: draw(&[FC_UNITS, CONV1_DIM], CONV1_DIM, false)?,
+        fc_b: draw(&[FC_UNITS], CONV1_DIM, true)?,
+        softmax_w: draw(&[num_classes, FC_UNITS], FC_UNITS, false)?,
+        softmax_b: draw(&[num_classes], FC_UNITS, true)?,
     })
+}
+
+/// A standard normal sample redrawn until it lies within two deviations (TensorFlow's
+/// `truncated_normal`), by the Box–Muller transform.
+fn truncated_normal(rng: &mut StdRng) -> f32 {
+    loop {
+        let u: f64 = 1.0 - rng.random::<f64>(); // (0, 1], so the logarithm is finite
+        let v: f64 = rng.random::<f64>();
+        let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+        if z.abs() <= 2.0 {
+            return z as f32;
+        }
+    }
 }
 
 /// A copy of a 10-class model with an 11th output ("fooling", Nguyen, Yosinski & Clune 2015)
