@@ -7,7 +7,7 @@ use std::sync::Arc;
 use backwork::backwork::cost::{GroupActs, group_cost};
 use backwork::backwork::engine::{EndReason, Engine};
 use backwork::backwork::frozen::{Forward, FrozenCnn, TapGrads};
-use backwork::backwork::refs::{LabelRefs, TAP_DIMS};
+use backwork::backwork::refs::{F32s, LabelRefs, RefCache, RefSource, TAP_DIMS};
 use backwork::backwork::{FcDistance, Settings};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::model::Cnn;
@@ -642,4 +642,51 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
             }
         }
     }
+}
+
+/// Every array of two reference sets, value for value.
+fn assert_same_refs(a: &LabelRefs, b: &LabelRefs) {
+    assert_eq!(a.label, b.label);
+    assert_eq!(a.indices, b.indices);
+    for k in 0..4 {
+        assert_eq!(&a.taps[k][..], &b.taps[k][..], "tap {k}");
+        assert_eq!(&a.sq_norms[k][..], &b.sq_norms[k][..], "norms {k}");
+    }
+    assert_eq!(&a.fc_sorted[..], &b.fc_sorted[..]);
+}
+
+/// The disk cache: a file written for one label is read back memory-mapped with the same
+/// values; a truncated file, another label's file or a NaN is refused (and then rebuilt).
+#[test]
+fn reference_files_map_back_identically_and_bad_ones_are_refused() {
+    let net = FrozenCnn::new(&model()).unwrap();
+    let train = Dataset::mnist(Split::Train).unwrap();
+    let small = subset(&train, 6, 40);
+    let built = LabelRefs::build(&net, &small, 6, &mut |_, _| {});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refs.bin");
+    let bytes = built.to_bytes();
+    std::fs::write(&path, &bytes).unwrap();
+
+    let mapped = LabelRefs::map_file(6, &path).expect("a complete file maps");
+    assert!(matches!(mapped.taps[1], F32s::Mapped { .. }));
+    assert_same_refs(&built, &mapped);
+    assert_same_refs(&built, &LabelRefs::from_bytes(6, &bytes).unwrap());
+
+    assert!(LabelRefs::map_file(5, &path).is_none(), "another label");
+    std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+    assert!(LabelRefs::map_file(6, &path).is_none(), "truncated");
+    let mut bad = bytes.clone();
+    let last = bad.len() - 4;
+    bad[last..].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(LabelRefs::from_bytes(6, &bad).is_none(), "NaN");
+
+    // Through the cache: built and saved once, then read from disk, equal.
+    let mut cache = RefCache::with_disk(dir.path().to_path_buf(), "0123456789abcdef", &small);
+    let (first, source) = cache.get_or_build(&net, &small, 6, &mut |_, _| {});
+    assert_eq!(source, RefSource::Built);
+    let mut again = cache.for_model("0123456789abcdef", &small);
+    let (second, source) = again.get_or_build(&net, &small, 6, &mut |_, _| {});
+    assert_eq!(source, RefSource::Disk);
+    assert_same_refs(&first, &second);
 }

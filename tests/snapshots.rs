@@ -36,7 +36,7 @@ fn played_snapshot(images: Vec<f32>) -> Snapshot {
         .map(|row| {
             let label = labels[row / batch] as usize;
             let p = p_of(row) as f32;
-            let mut v = vec![(1.0 - p) / 9.0; 10];
+            let mut v = [(1.0 - p) / 9.0; 10];
             // A runner-up class, so each tile's bars differ.
             v[(label + 1 + row % 7) % 10] += (1.0 - p) / 2.0;
             v[label] = p;

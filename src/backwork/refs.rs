@@ -25,9 +25,45 @@ pub struct LabelRefs {
     pub label: u8,
     /// Row r is training image `indices[r]` (its row in the MNIST training file).
     pub indices: Vec<u32>,
-    pub taps: [Vec<f32>; 4],
-    pub sq_norms: [Vec<f32>; 4],
-    pub fc_sorted: Vec<f32>,
+    pub taps: [F32s; 4],
+    pub sq_norms: [F32s; 4],
+    pub fc_sorted: F32s,
+}
+
+/// f32 values held in memory, or read in place from a memory-mapped cache file (a warm start
+/// then costs no decoding: pages come from the OS's file cache as the engine touches them).
+pub enum F32s {
+    Owned(Vec<f32>),
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        /// Byte offset of the first value: a multiple of 4, so the values are aligned.
+        start: usize,
+        len: usize,
+    },
+}
+
+impl std::ops::Deref for F32s {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match self {
+            F32s::Owned(v) => v,
+            F32s::Mapped { map, start, len } => {
+                let bytes = &map[*start..*start + 4 * *len];
+                // SAFETY: `bytes` is 4·len bytes inside the mapping (checked when the file was
+                // opened), starts 4-byte aligned (a page-aligned mapping plus a multiple of 4),
+                // every bit pattern is a valid f32, the file's values are little-endian (only
+                // mapped on little-endian targets), and the mapping lives as long as `self`.
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), *len) }
+            }
+        }
+    }
+}
+
+impl From<Vec<f32>> for F32s {
+    fn from(v: Vec<f32>) -> Self {
+        F32s::Owned(v)
+    }
 }
 
 impl LabelRefs {
@@ -68,7 +104,7 @@ impl LabelRefs {
     /// Derives the norms and the sorted fc columns from the four tap matrices.
     pub fn from_taps(label: u8, indices: Vec<u32>, taps: [Vec<f32>; 4]) -> Self {
         let r = indices.len();
-        let sq_norms = std::array::from_fn(|k| {
+        let sq_norms: [Vec<f32>; 4] = std::array::from_fn(|k| {
             taps[k]
                 .chunks_exact(TAP_DIMS[k])
                 .map(|row| row.iter().map(|v| v * v).sum())
@@ -90,9 +126,9 @@ impl LabelRefs {
         Self {
             label,
             indices,
-            taps,
-            sq_norms,
-            fc_sorted,
+            taps: taps.map(F32s::from),
+            sq_norms: sq_norms.map(F32s::from),
+            fc_sorted: fc_sorted.into(),
         }
     }
 
@@ -103,59 +139,129 @@ impl LabelRefs {
     }
 }
 
-/// Magic bytes of a reference-set file (format version 1).
-const FILE_MAGIC: &[u8; 8] = b"BWREFS1\0";
+/// Magic bytes of a reference-set file (format version 2).
+const FILE_MAGIC: &[u8; 8] = b"BWREFS2\0";
+/// Magic, label, three zero bytes, R: every later field starts 4-byte aligned.
+const HEADER_BYTES: usize = 16;
 
 impl LabelRefs {
-    /// The file form: magic, label (u8), R (u32 LE), the R training indices (u32 LE), then
-    /// the four tap matrices (f32 LE) in tap order.
+    /// Values in the file after the header: the R indices, the four tap matrices, the four
+    /// norm vectors and the sorted fc columns.
+    fn file_words(r: usize) -> usize {
+        r + TAP_DIMS.iter().map(|d| d * r).sum::<usize>() + 4 * r + FC_UNITS * r
+    }
+
+    /// The file form: magic, label (u8), 3 zero bytes, R (u32 LE), the R training indices
+    /// (u32 LE), then (f32 LE) the four tap matrices, the four norm vectors and the sorted fc
+    /// columns, in that order, so that a file can be used in place, memory-mapped.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let floats: usize = self.taps.iter().map(Vec::len).sum();
-        let mut out = Vec::with_capacity(13 + 4 * (self.len() + floats));
+        let r = self.len();
+        let mut out = Vec::with_capacity(HEADER_BYTES + 4 * Self::file_words(r));
         out.extend_from_slice(FILE_MAGIC);
-        out.push(self.label);
-        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        out.extend_from_slice(&[self.label, 0, 0, 0]);
+        out.extend_from_slice(&(r as u32).to_le_bytes());
         for i in &self.indices {
             out.extend_from_slice(&i.to_le_bytes());
         }
-        for t in &self.taps {
-            for v in t {
+        let arrays = self
+            .taps
+            .iter()
+            .chain(&self.sq_norms)
+            .chain([&self.fc_sorted]);
+        for a in arrays {
+            for v in a.iter() {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
         out
     }
 
-    /// Parses [`Self::to_bytes`]; `None` if the bytes are not a complete file for `label`.
-    pub fn from_bytes(label: u8, bytes: &[u8]) -> Option<Self> {
-        if bytes.len() < 13 || &bytes[..8] != FILE_MAGIC || bytes[8] != label {
+    /// R of a complete file for `label`, or `None` (wrong magic, label or length).
+    fn check_header(label: u8, bytes: &[u8]) -> Option<usize> {
+        if bytes.len() < HEADER_BYTES
+            || &bytes[..8] != FILE_MAGIC
+            || bytes[8..12] != [label, 0, 0, 0]
+        {
             return None;
         }
-        let r = u32::from_le_bytes(bytes[9..13].try_into().ok()?) as usize;
-        let floats: usize = TAP_DIMS.iter().map(|d| d * r).sum();
-        if bytes.len() != 13 + 4 * (r + floats) {
-            return None;
-        }
-        // Decoded straight from the bytes (no intermediate copy: a label is ~300 MB).
-        let mut at = 13;
-        let indices: Vec<u32> = bytes[at..at + 4 * r]
+        let r = u32::from_le_bytes(bytes[12..16].try_into().ok()?) as usize;
+        (bytes.len() == HEADER_BYTES + 4 * Self::file_words(r)).then_some(r)
+    }
+
+    /// The arrays of a checked file, each as `make(byte offset, length)`.
+    fn from_parts(
+        label: u8,
+        bytes: &[u8],
+        r: usize,
+        make: &mut dyn FnMut(usize, usize) -> F32s,
+    ) -> Self {
+        let mut at = HEADER_BYTES;
+        let indices = bytes[at..at + 4 * r]
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         at += 4 * r;
-        let mut taps: [Vec<f32>; 4] = Default::default();
-        for (k, t) in taps.iter_mut().enumerate() {
-            let len = 4 * r * TAP_DIMS[k];
-            *t = bytes[at..at + len]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            at += len;
+        let mut next = |len: usize| {
+            let a = make(at, len);
+            at += 4 * len;
+            a
+        };
+        let taps = TAP_DIMS.map(|d| next(r * d));
+        let sq_norms = [(); 4].map(|_| next(r));
+        let fc_sorted = next(FC_UNITS * r);
+        Self {
+            label,
+            indices,
+            taps,
+            sq_norms,
+            fc_sorted,
         }
-        if taps.iter().flatten().any(|v| !v.is_finite()) {
-            return None;
+    }
+
+    /// Parses [`Self::to_bytes`] into memory; `None` if the bytes are not a complete file for
+    /// `label` or hold a value that is not finite.
+    pub fn from_bytes(label: u8, bytes: &[u8]) -> Option<Self> {
+        let r = Self::check_header(label, bytes)?;
+        let refs = Self::from_parts(label, bytes, r, &mut |at, len| {
+            F32s::Owned(
+                bytes[at..at + 4 * len]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            )
+        });
+        refs.is_finite().then_some(refs)
+    }
+
+    /// Opens a file written by [`Self::to_bytes`] memory-mapped, its arrays used in place;
+    /// `None` if it is missing or not a complete file for `label`. Its values are not scanned
+    /// (that would read every page): the engine's guard ends a run whose cost is not finite.
+    pub fn map_file(label: u8, path: &Path) -> Option<Self> {
+        let file = std::fs::File::open(path).ok()?;
+        // SAFETY: cache files are only ever replaced by an atomic rename, never written in
+        // place, so the mapped bytes do not change under us.
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.ok()?);
+        let r = Self::check_header(label, &map)?;
+        if cfg!(target_endian = "big") {
+            return Self::from_bytes(label, &map);
         }
-        Some(Self::from_taps(label, indices, taps))
+        Some(Self::from_parts(label, &map, r, &mut |start, len| {
+            F32s::Mapped {
+                map: map.clone(),
+                start,
+                len,
+            }
+        }))
+    }
+
+    /// Whether every stored value is finite.
+    pub fn is_finite(&self) -> bool {
+        let arrays = self
+            .taps
+            .iter()
+            .chain(&self.sq_norms)
+            .chain([&self.fc_sorted]);
+        arrays.flat_map(|a| a.iter()).all(|v| v.is_finite())
     }
 }
 
@@ -242,10 +348,7 @@ impl RefCache {
             return (r.clone(), RefSource::Memory);
         }
         let file = self.file(label);
-        let from_disk = file
-            .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
-            .and_then(|b| LabelRefs::from_bytes(label, &b));
+        let from_disk = file.as_ref().and_then(|f| LabelRefs::map_file(label, f));
         let (refs, source) = match from_disk {
             Some(r) => (r, RefSource::Disk),
             None => {
