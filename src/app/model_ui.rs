@@ -11,7 +11,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 use crate::data::Dataset;
 use crate::export::write_atomic;
 use crate::model::train::{TrainConfig, TrainEvent};
-use crate::model::weights::{cnn_to_bytes, load_cnn, sha256_hex};
+use crate::model::weights::{WeightInit, cnn_to_bytes, load_cnn, sha256_hex};
 use crate::model::{Cnn, ModelInfo};
 use crate::worker::trainer::{Trainer, TrainerEvent};
 
@@ -300,6 +300,21 @@ impl ModelView {
                 ui.end_row();
                 ui.label("seed");
                 ui.add(egui::DragValue::new(&mut self.config.seed));
+                ui.end_row();
+                ui.label("initial weights");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut self.config.init, WeightInit::Original, "original")
+                        .on_hover_text(
+                            "The TensorFlow tutorial's: truncated normal, std 0.1, biases 0.1. \
+                             The cost's default layer weights were tuned at the activation \
+                             scale this gives.",
+                        );
+                    ui.radio_value(&mut self.config.init, WeightInit::Uniform, "uniform")
+                        .on_hover_text(
+                            "PyTorch's default, ±1/√fan_in: activations about ten times \
+                             smaller, so the default cost over-weights the distance terms.",
+                        );
+                });
                 ui.end_row();
                 ui.label("training images");
                 let mut limited = self.config.limit.is_some();

@@ -537,7 +537,7 @@ impl RunView {
                 .on_hover_text("Stop the run after a number of steps (the CLI's --max-steps; 1,500 by default there)")
                 .changed()
             {
-                self.settings.max_steps = has_budget.then_some(crate::cli::backwork::RUN_MAX_STEPS);
+                self.settings.max_steps = has_budget.then_some(crate::backwork::settings::DEFAULT_STEP_BUDGET);
                 self.settings_changed = true;
             }
             if let Some(m) = &mut self.settings.max_steps

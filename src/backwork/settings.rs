@@ -130,6 +130,10 @@ pub struct SettingsError {
 /// Largest accepted coefficient or layer weight: beyond it f32 costs overflow.
 pub const MAX_COEFF: f32 = 1e6;
 
+/// The step budget of `backwork run` and of the app's "stop at" (the engine issue's 1,500);
+/// the engine itself has none unless `max_steps` is set.
+pub const DEFAULT_STEP_BUDGET: usize = 1500;
+
 impl Settings {
     /// The names of the fields (as in the serialised settings) whose values differ in `other`.
     pub fn changed_fields(&self, other: &Settings) -> Vec<String> {

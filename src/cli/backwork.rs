@@ -13,6 +13,7 @@ use crate::backwork::cost::{GroupActs, group_cost};
 use crate::backwork::engine::{EndReason, Engine};
 use crate::backwork::frozen::{Forward, FrozenCnn};
 use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
+use crate::backwork::settings::DEFAULT_STEP_BUDGET;
 use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
 use crate::data::{Dataset, PIXELS, Split};
 use crate::export::npy::{npy_bytes, read_images};
@@ -207,9 +208,6 @@ pub struct CostArgs {
     pub grad_out: Option<PathBuf>,
 }
 
-/// The CLI's default step budget for `run` (the engine issue's 1,500).
-pub const RUN_MAX_STEPS: usize = 1500;
-
 /// The reference sets of `labels`, from the disk cache where it has them (see
 /// [`default_cache_dir`]), with a progress bar.
 fn build_refs(
@@ -241,7 +239,7 @@ fn build_refs(
 }
 
 pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
-    let settings = a.settings.settings(Some(RUN_MAX_STEPS))?;
+    let settings = a.settings.settings(Some(DEFAULT_STEP_BUDGET))?;
     prepare_dir(&a.out, a.force).with_context(|| format!("--out {}", a.out.display()))?;
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;
@@ -254,7 +252,7 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     let c = cancel.clone();
     ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
         .context("cannot install the Ctrl-C handler")?;
-    let bar = ProgressBar::new(settings.max_steps.unwrap_or(RUN_MAX_STEPS) as u64);
+    let bar = ProgressBar::new(settings.max_steps.unwrap_or(DEFAULT_STEP_BUDGET) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps {per_sec} | {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
