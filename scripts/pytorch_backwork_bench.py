@@ -4,7 +4,7 @@ formulation, timed on the same machine as `backwork bench backwork`, for the sid
 the README. It loads the shipped model's weights and the embedded MNIST.
 
     pip install torch safetensors numpy
-    python3 scripts/pytorch_backwork_bench.py [--steps 5]
+    python3 scripts/pytorch_backwork_bench.py [--steps 100]
 
 Prints one JSON object: step_ms_10x8, step_ms_1x8, cache_s.
 """
@@ -56,7 +56,7 @@ def group_cost(a_taps, probs, refs, label, c=(1e-5, 1e-4, 1e-3, 1e-2, 10.0), pre
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=100)
     a = ap.parse_args()
     torch.manual_seed(0)
     w = load_file(os.path.join(ROOT, "assets", "models", "mnist-cnn.safetensors"))

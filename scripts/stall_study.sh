@@ -2,18 +2,19 @@
 # The stall study of the engine issue: each digit alone (8 images, seed 0, at most 1,500 steps)
 # under the original rule with clipped pixels, with the stall rule (perturb, and reinit), and
 # with unclipped pixels as the original. Prints one line per run; results in $OUT (default
-# /tmp/backwork-stall-study).
+# /tmp/backwork-stall-study). THRESHOLD=0.9999 runs the same at the paper's bar.
 set -euo pipefail
 BIN=${BIN:-target/release/backwork}
 OUT=${OUT:-/tmp/backwork-stall-study}
 mkdir -p "$OUT"
+THRESHOLD_FLAG=${THRESHOLD:+--threshold=$THRESHOLD}
 configs=${CONFIGS:-"original:--pixels=clip perturb:--stall=perturb reinit:--stall=reinit none:--pixels=none"}
 for cfg in $configs; do
   name=${cfg%%:*}; flags=${cfg#*:}
   for d in 0 1 2 3 4 5 6 7 8 9; do
     dir="$OUT/$name-$d"
     rm -rf "$dir"
-    "$BIN" run --labels "$d" $flags --out "$dir" >/dev/null 2>&1 || true
+    "$BIN" run --labels "$d" $flags $THRESHOLD_FLAG --out "$dir" >/dev/null 2>&1 || true
     python3 - "$dir/results.json" "$name" "$d" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

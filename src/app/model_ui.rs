@@ -305,14 +305,15 @@ impl ModelView {
                 ui.horizontal(|ui| {
                     ui.radio_value(&mut self.config.init, WeightInit::Original, "original")
                         .on_hover_text(
-                            "The TensorFlow tutorial's: truncated normal, std 0.1, biases 0.1. \
-                             The cost's default layer weights were tuned at the activation \
-                             scale this gives.",
+                            "The TensorFlow tutorial's: truncated normal, std 0.1, biases 0.1, \
+                             as the original. With the default cost, its networks' fooling \
+                             images converge in a few hundred steps (README).",
                         );
                     ui.radio_value(&mut self.config.init, WeightInit::Uniform, "uniform")
                         .on_hover_text(
-                            "PyTorch's default, ±1/√fan_in: activations about ten times \
-                             smaller, so the default cost over-weights the distance terms.",
+                            "PyTorch's default, ±1/√fan_in. With the default cost, some \
+                             digits of such networks thrash: re-initialised again and again \
+                             (README).",
                         );
                 });
                 ui.end_row();

@@ -127,8 +127,9 @@ pub enum BenchWhat {
     Backwork {
         #[command(flatten)]
         settings: Box<backwork::SettingsArgs>,
-        /// Steps to time after one warm-up step.
-        #[arg(long, default_value_t = 5)]
+        /// Steps to time after one warm-up step, every image kept running (100: about the
+        /// length of the default figure's run; the first steps, from fresh noise, cost most).
+        #[arg(long, default_value_t = 100)]
         steps: usize,
         /// Output is always one JSON object; accepted for symmetry with the other commands.
         #[arg(long)]

@@ -274,8 +274,9 @@ pub fn save_cnn(
 #[serde(rename_all = "kebab-case")]
 pub enum WeightInit {
     /// The original TensorFlow tutorial's (ALGORITHM.md §1): weights from a normal of standard
-    /// deviation 0.1 truncated at two deviations, biases 0.1. The cost's default layer weights
-    /// were tuned at the activation scale this gives (see the README, "The shipped model").
+    /// deviation 0.1 truncated at two deviations, biases 0.1. With the original cost's defaults
+    /// the fooling images of such networks converge; on uniform-init networks some digits
+    /// thrash (see the README, "Convergence").
     #[default]
     Original,
     /// PyTorch's default: weights and biases uniform in ±1/√fan_in.
