@@ -74,7 +74,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
         options,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
-            let wake: Wake = Arc::new(move || ctx.request_repaint());
+            let wake: Wake = Arc::new(move || ctx.request_repaint_after(EVENT_FRAME_INTERVAL));
             let spec = WorkerSpec {
                 net,
                 model: info.model_ref(),
@@ -142,7 +142,15 @@ pub struct BackworkApp {
     pub retrain_view: RetrainView,
     pub frame_stats: Option<FrameStats>,
     wake: Wake,
+    /// Set while the engine computes (a run neither paused nor ended): the test-set
+    /// classifier waits between chunks, so the two do not share the cores.
+    hold: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Background events (a snapshot per engine step, progress) wake the window at most this
+/// often: the events of 100 ms share one frame, so a fast engine does not pay for a frame per
+/// step (input still repaints at once).
+const EVENT_FRAME_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Frame-time statistics, rewritten to a file every second (`--frame-stats`).
 ///
@@ -236,7 +244,7 @@ impl BackworkApp {
         worker: Worker,
     ) -> Self {
         let repaint = ctx.clone();
-        let wake: Wake = Arc::new(move || repaint.request_repaint());
+        let wake: Wake = Arc::new(move || repaint.request_repaint_after(EVENT_FRAME_INTERVAL));
         let mut app = Self {
             info,
             cnn,
@@ -251,6 +259,7 @@ impl BackworkApp {
             model_view: ModelView::new(train, test),
             frame_stats: None,
             wake,
+            hold: Default::default(),
         };
         app.classify_test_set();
         app
@@ -262,15 +271,21 @@ impl BackworkApp {
         let cnn = self.cnn.clone();
         let data = self.gallery.data();
         let wake = self.wake.clone();
+        let hold = self.hold.clone();
         // The previous thread, if any, stops at its next send: its receiver is dropped here.
         self.rx = Some(rx);
         self.gallery.reset_predictions();
         self.worker = std::thread::Builder::new()
             .name("backwork-classifier".into())
             .spawn(move || {
+                // Behind the window and the engine: the gallery can wait.
+                crate::util::lower_thread_priority(crate::worker::ENGINE_NICE + 5);
                 classify_all(&cnn, &data.pixels, &mut |chunk| {
                     let alive = tx.send(chunk).is_ok();
                     wake();
+                    while alive && hold.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
                     alive
                 })
             })
@@ -368,8 +383,17 @@ impl BackworkApp {
             ui.separator();
             let (done, total) = self.gallery.progress();
             if done < total {
-                ui.spinner();
-                ui.label(format!("classifying the test set: {done} / {total}"));
+                // A label, not a spinner: a spinner repaints every frame, and the engine
+                // needs those cycles.
+                let waiting = self.hold.load(std::sync::atomic::Ordering::Relaxed);
+                ui.label(format!(
+                    "classifying the test set: {done} / {total}{}",
+                    if waiting {
+                        " (waits while the engine runs)"
+                    } else {
+                        "…"
+                    }
+                ));
             } else {
                 ui.label(format!(
                     "measured now: {:.2}% of {} test images correct",
@@ -417,6 +441,8 @@ impl BackworkApp {
         self.retrain_view.poll(&self.info);
         if let Some(v) = &mut self.run_view {
             v.poll(ui.ctx());
+            self.hold
+                .store(v.is_computing(), std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(fs) = &mut self.frame_stats {
             let rate = self.run_view.as_ref().map_or(0.0, RunView::steps_per_s);

@@ -475,6 +475,11 @@ impl RunView {
         self.run.is_some()
     }
 
+    /// Whether the engine is busy with this view's run: started, neither paused nor ended.
+    pub fn is_computing(&self) -> bool {
+        self.run.is_some() && !self.snapshot.as_ref().is_some_and(|s| s.is_paused)
+    }
+
     pub fn controls_ui(&mut self, ui: &mut egui::Ui) {
         let paused = self.snapshot.as_ref().is_some_and(|s| s.is_paused);
         ui.horizontal(|ui| {
@@ -562,8 +567,8 @@ impl RunView {
                 self.restart_worker();
             }
             if let Some((done, total)) = self.cache {
-                ui.spinner();
-                ui.label(format!("reference sets {done} / {total}"));
+                // No spinner: it would repaint every frame while the sets are built.
+                ui.label(format!("reference sets {done} / {total}…"));
             }
             ui.label(&self.status);
         });

@@ -179,7 +179,7 @@ pub struct Worker {
 pub const SALIENCY_EVERY: Duration = Duration::from_millis(300);
 
 /// How much lower than the window's the engine's threads run (nice levels).
-pub const ENGINE_NICE: i32 = 5;
+pub const ENGINE_NICE: i32 = 10;
 
 /// Least time between two snapshots (about the frame rate).
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(16);
