@@ -25,6 +25,13 @@ def idx(name, offset):
         return np.frombuffer(f.read(), np.uint8, offset=offset)
 
 
+def test_correct(net, xte, yte):
+    """How many test images `net` classifies correctly."""
+    with torch.no_grad():
+        pred = torch.cat([net(xte[s:s + 500]).argmax(1) for s in range(0, len(xte), 500)])
+    return int((pred == yte).sum())
+
+
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
@@ -59,9 +66,7 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        pred = torch.cat([net(xte[s:s + 500]).argmax(1) for s in range(0, len(xte), 500)])
-    correct = int((pred == yte).sum())
+    correct = test_correct(net, xte, yte)
     print(f"trained {a.steps} steps in {time.time() - t:.0f} s; PyTorch test accuracy {correct / 100:.2f}% ({correct} / 10000)")
     sd = {k: v.contiguous() for k, v in net.state_dict().items()}
     save_file(sd, a.out, metadata={

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pytorch_crosscheck import Net, idx
+from pytorch_crosscheck import Net, idx, test_correct
 
 
 def main():
@@ -58,9 +58,7 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        pred = torch.cat([net(xte[s:s + 500]).argmax(1) for s in range(0, len(xte), 500)])
-    correct = int((pred == yte).sum())
+    correct = test_correct(net, xte, yte)
     print(f"{total} Adam steps in {time.time() - t:.0f} s; PyTorch test accuracy {correct / 100:.2f}%")
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, a.out, metadata={
         "dataset": "MNIST",
