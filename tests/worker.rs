@@ -175,3 +175,37 @@ fn pause_step_settings_and_reset() {
     assert!(w.is_alive());
     drop(w); // joins the thread
 }
+
+/// Switching the saliency on after a run has ended sends the finished run's images again,
+/// now with their saliency (a user inspects a finished figure).
+#[test]
+fn saliency_switched_on_after_the_end_comes_with_the_finished_images() {
+    let mut w = worker(Arc::new(AtomicUsize::new(0)));
+    let run = w.send(Command::Start(Settings {
+        labels: vec![3],
+        batch: 2,
+        max_steps: Some(3),
+        ..Settings::default()
+    }));
+    let mut last = None;
+    loop {
+        match next(&w) {
+            Event::Snapshot(s) => last = Some(s),
+            Event::Ended { .. } => break,
+            _ => {}
+        }
+    }
+    let last = last.expect("snapshots before the end");
+    assert!(last.saliency.is_none());
+    w.send(Command::Saliency(true));
+    let again = loop {
+        if let Event::Snapshot(s) = next(&w) {
+            break s;
+        }
+    };
+    assert_eq!(again.run, run);
+    assert_eq!(again.images, last.images, "the finished images, unchanged");
+    let sal = again.saliency.expect("with their saliency");
+    assert_eq!(sal.len(), 2 * PIXELS);
+    assert!(sal.iter().all(|v| v.is_finite()) && sal.iter().any(|&v| v != 0.0));
+}

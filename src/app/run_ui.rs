@@ -197,21 +197,31 @@ impl RunView {
                 Ok(Event::Cache { run, done, total }) if Some(run) == self.run => {
                     self.cache = (done < total).then_some((done, total));
                 }
-                Ok(Event::Snapshot(s)) if Some(s.run) == self.run => {
+                // The running run's, or the finished run's still on screen (sent again when
+                // the saliency is switched on after its end).
+                Ok(Event::Snapshot(s))
+                    if Some(s.run) == self.run
+                        || self.snapshot.as_ref().is_some_and(|old| old.run == s.run) =>
+                {
                     if self.snapshot.as_ref().is_none_or(|old| old.run != s.run) {
                         self.curves.reset(&s.labels);
                     }
+                    let is_live = Some(s.run) == self.run;
                     self.curves.add(&s.points, &s.new_reinits);
-                    self.curves.add_rate(s.step, s.steps_per_s);
+                    if is_live {
+                        self.curves.add_rate(s.step, s.steps_per_s);
+                    }
                     self.total_reinits += s.new_reinits.len();
                     self.note_snapshot(&s);
-                    self.status = format!(
-                        "step {} · {:.1} steps/s · {} reinitialisations{}",
-                        s.step,
-                        s.steps_per_s,
-                        self.total_reinits,
-                        if s.is_paused { " · paused" } else { "" }
-                    );
+                    if is_live {
+                        self.status = format!(
+                            "step {} · {:.1} steps/s · {} reinitialisations{}",
+                            s.step,
+                            s.steps_per_s,
+                            self.total_reinits,
+                            if s.is_paused { " · paused" } else { "" }
+                        );
+                    }
                     self.snapshot = Some(s);
                     self.is_dirty = true;
                 }

@@ -383,6 +383,12 @@ impl Loop {
                         if let Some(r) = run.as_mut() {
                             r.saliency = None;
                             self.flush(r, true);
+                        } else if let Some(mut r) = self.finished.take() {
+                            // A finished run's images are still on screen: send them again
+                            // with (or without) their saliency.
+                            r.saliency = None;
+                            self.flush(&mut r, true);
+                            self.finished = Some(r);
                         }
                     }
                     Command::Settings(s) => {
