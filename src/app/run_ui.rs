@@ -576,10 +576,6 @@ impl RunView {
             {
                 self.restart_worker();
             }
-            if let Some((done, total)) = self.cache {
-                // No spinner: it would repaint every frame while the sets are built.
-                ui.label(format!("reference sets {done} / {total}…"));
-            }
             ui.label(&self.status);
         });
         // Keyboard shortcuts: space pauses or resumes, S steps, R resets.
@@ -694,12 +690,22 @@ impl RunView {
                 .map(|n| n.and_then(|n| self.train_texture(ui.ctx(), n.index).map(|t| (t, n))))
                 .collect();
         let Some(s) = &self.snapshot else {
-            ui.weak(match self.cache {
+            match self.cache {
+                // A bar without animation: a spinner would repaint every frame while the
+                // sets are built.
                 Some((done, total)) => {
-                    format!("Building the reference sets: label {done} of {total}…")
+                    ui.add(
+                        egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                            .desired_width(360.0)
+                            .text(format!(
+                                "building the reference sets: {done} of {total} labels"
+                            )),
+                    );
                 }
-                None => "No run yet: press Start (or space).".into(),
-            });
+                None => {
+                    ui.weak("No run yet: press Start (or space).");
+                }
+            }
             return;
         };
         let threshold = self.settings.threshold;
