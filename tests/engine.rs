@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use backwork::backwork::cost::{GroupActs, group_cost};
-use backwork::backwork::engine::{EndReason, Engine};
+use backwork::backwork::engine::{EndReason, Engine, ImageState, ReinitKind};
 use backwork::backwork::frozen::{Forward, FrozenCnn, TapGrads};
 use backwork::backwork::refs::{F32s, LabelRefs, RefCache, RefSource, TAP_DIMS};
-use backwork::backwork::{FcDistance, Settings};
+use backwork::backwork::{FcDistance, Settings, StallMode};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::model::Cnn;
 use backwork::model::weights::shipped_cnn;
@@ -505,6 +505,149 @@ fn a_batched_run_equals_separate_runs_and_repeats_with_its_seed() {
     });
     let e = rel_err(&[one, four].concat(), &both);
     assert!(e < 1e-4, "{e}");
+}
+
+/// The images a run hands out are the ones its probabilities belong to, however it ended:
+/// the step that ends a run by its step budget still updates and re-initialises images, and
+/// the original paired such fresh noise with old probabilities (ALGORITHM.md §6).
+#[test]
+fn an_ended_run_hands_out_the_images_it_classified() {
+    let net = FrozenCnn::new(&model()).unwrap();
+    let refs = small_refs(&net, &[2, 6], 40);
+    // As above: no softmax term and a window of 2 with a cap of 1, so images are
+    // re-initialised every few steps, the last step included most likely.
+    let s = Settings {
+        labels: vec![2, 6],
+        batch: 4,
+        max_steps: Some(9),
+        seed: 3,
+        reinit_window: 2,
+        reinit_cap: 1.0,
+        layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 0.0],
+        ..Settings::default()
+    };
+    let mut e = Engine::new(net.clone(), &refs, s).unwrap();
+    let mut last = None;
+    while e.end_reason().is_none() {
+        last = Some(e.step().unwrap());
+    }
+    let last = last.unwrap();
+    assert_eq!(last.end, Some(EndReason::MaxSteps));
+    assert!(
+        !last.reinits.is_empty(),
+        "the last step re-initialised images"
+    );
+    let mut f = Forward::default();
+    net.forward(e.images(), &mut f);
+    for (row, img) in e.images.iter().enumerate() {
+        let again = &f.probs[row * 10..(row + 1) * 10];
+        assert!(
+            rel_err(again, &img.probs) < 1e-5,
+            "image {row}: {again:?} vs {:?}",
+            img.probs
+        );
+        assert_eq!(img.probs, last.probs[row]);
+    }
+}
+
+/// A numeric failure ends the run with an error event and keeps the last good images:
+/// nothing non-finite reaches the images, their probabilities or the events. A network
+/// whose first two layers are scaled by 1e38 overflows f32 (inf − inf gives NaN at fc).
+#[test]
+fn a_numeric_failure_ends_the_run_and_keeps_the_last_good_images() {
+    let cnn = model();
+    let net = FrozenCnn::new(&cnn).unwrap();
+    let refs = small_refs(&net, &[5], 20);
+    let broken = backwork::model::Cnn {
+        conv0_w: (&cnn.conv0_w * 1e38).unwrap(),
+        conv1_w: (&cnn.conv1_w * 1e38).unwrap(),
+        ..cnn.clone()
+    };
+    let s = Settings {
+        labels: vec![5],
+        batch: 2,
+        max_steps: Some(5),
+        ..Settings::default()
+    };
+    let mut e = Engine::new(FrozenCnn::new(&broken).unwrap(), &refs, s).unwrap();
+    let before = e.images().to_vec();
+    let err = e.step().unwrap_err().to_string();
+    assert!(err.contains("not finite"), "{err}");
+    assert_eq!(e.images(), &before[..], "the last good images are kept");
+    assert!(
+        e.images
+            .iter()
+            .all(|i| i.probs.iter().all(|p| p.is_finite()))
+    );
+    let ev = e.step().unwrap();
+    assert!(matches!(ev.end, Some(EndReason::Error(_))), "{:?}", ev.end);
+    assert!(ev.probs.iter().flatten().all(|p| p.is_finite()));
+    assert!(ev.terms.named().iter().all(|(_, v)| v.is_finite()));
+}
+
+/// ALGORITHM.md §4's rule, probe by probe (T = 3, cap 0.99), and the stall rule.
+#[test]
+fn the_reinit_rule_is_the_original_one() {
+    let s = Settings {
+        reinit_window: 3,
+        reinit_cap: 0.99,
+        ..Settings::default()
+    };
+    let mut img = ImageState::default();
+    img.restart();
+    let probes = |img: &mut ImageState, ps: &[f32]| -> Vec<Option<ReinitKind>> {
+        ps.iter().map(|&p| img.probe(p, &s)).collect()
+    };
+    let mono = Some(ReinitKind::MonoDec);
+    // Fewer than T probes since the start: never; the third non-increasing one (a tie
+    // counts as non-increasing) below the cap: now.
+    assert_eq!(probes(&mut img, &[0.5, 0.4, 0.4]), [None, None, mono]);
+    // The window is cleared by the restart: two probes are not enough again; a rise
+    // within the window holds the rule off until T falling probes follow it.
+    img.restart();
+    assert_eq!(
+        probes(&mut img, &[0.3, 0.2, 0.25, 0.24, 0.23]),
+        [None, None, None, None, mono]
+    );
+    // At or above the cap an image is never re-initialised, falling or not.
+    img.restart();
+    assert_eq!(
+        probes(&mut img, &[0.995, 0.994, 0.99, 0.98]),
+        [None, None, None, mono]
+    );
+
+    // The stall rule: no rise above the tolerance for the window (4 probes) while below
+    // the threshold.
+    let s = Settings {
+        stall: StallMode::Perturb,
+        stall_window: 4,
+        stall_tol: 1e-3,
+        reinit_window: 50,
+        ..Settings::default()
+    };
+    let mut img = ImageState::default();
+    img.restart();
+    let got: Vec<_> = [0.5, 0.5004, 0.5006, 0.5008, 0.5009]
+        .iter()
+        .map(|&p| img.probe(p, &s))
+        .collect();
+    assert_eq!(
+        got,
+        [None, None, None, None, Some(ReinitKind::StallPerturb)]
+    );
+    img.restart();
+    let got: Vec<_> = [0.5, 0.6, 0.7, 0.8, 0.9, 0.9]
+        .iter()
+        .map(|&p| img.probe(p, &s))
+        .collect();
+    assert!(got.iter().all(Option::is_none), "rising: {got:?}");
+    let s_off = Settings {
+        stall: StallMode::Off,
+        ..s.clone()
+    };
+    img.restart();
+    let got: Vec<_> = [0.5; 8].iter().map(|&p| img.probe(p, &s_off)).collect();
+    assert!(got.iter().all(Option::is_none), "off: {got:?}");
 }
 
 #[test]

@@ -185,6 +185,22 @@ fn bad_input_gets_one_line_and_a_failure() {
         &["--labels", "12"],
     );
     fails_with(
+        &["run", "--threshold", "0", "--out", o],
+        c,
+        &["--threshold"],
+    );
+    fails_with(
+        &["run", "--labels", "10", "--out", o],
+        c,
+        &["--labels", "10"],
+    );
+    // A model that does not load is found after --out was checked (and made): the run
+    // fails without leaving an empty folder behind.
+    let bad_model = tmp.path().join("bad.safetensors");
+    std::fs::write(&bad_model, b"not a safetensors file").unwrap();
+    let m = bad_model.to_str().unwrap();
+    fails_with(&["--model", m, "run", "--out", o], c, &[m]);
+    fails_with(
         &["run", "--layer-weights", "1,2,3", "--out", o],
         c,
         &["--layer-weights"],

@@ -484,3 +484,74 @@ fn retrain_with_repeat_zero_is_the_control_without_fooling_images() {
     assert_eq!(report["rounds"][1]["fooling_images_trained_on"], 0);
     assert_eq!(report["config"]["repeat"], 0);
 }
+
+/// `backwork bench backwork` prints its figures as one JSON object (here on a 300-image
+/// dataset, two steps: the keys and their sense, not the speed); a dataset without a label's
+/// images is refused by `run` and `cost` with one line, not a panic.
+#[test]
+fn bench_prints_its_figures_and_a_missing_label_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_data_dir(&data, 300);
+    let d = data.to_str().unwrap();
+    let cache = tmp.path().join("cache");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_backwork"))
+            .args(args)
+            .env("BACKWORK_CACHE_DIR", &cache)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--data", d, "bench", "backwork", "--steps", "2", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["step_ms_10x8", "step_ms_1x8", "cache_s", "peak_rss_mb"] {
+        let x = v[key].as_f64().unwrap_or(-1.0);
+        assert!(x > 0.0 && x.is_finite(), "{key} = {x}");
+    }
+    assert!(v["step_ms_10x8"].as_f64() > v["step_ms_1x8"].as_f64());
+
+    // The first 5 test images are 7, 2, 1, 0, 4: no 3 among them.
+    let few = tmp.path().join("few");
+    small_data_dir(&few, 5);
+    let f = few.to_str().unwrap();
+    let o = tmp.path().join("out");
+    for args in [
+        vec![
+            "--data",
+            f,
+            "run",
+            "--labels",
+            "3",
+            "--out",
+            o.to_str().unwrap(),
+        ],
+        vec!["--data", f, "cost", "--inputs", "x.npy", "--label", "3"],
+    ] {
+        let x = tmp.path().join("x.npy");
+        std::fs::write(&x, npy_bytes(&noise(2, 1), &[2, 28, 28])).unwrap();
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| {
+                if *a == "x.npy" {
+                    x.to_str().unwrap()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let out = run(&args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("label 3") || err.contains("--label 3"),
+            "{err}"
+        );
+    }
+    assert!(!o.exists(), "a failed run leaves no empty folder");
+}

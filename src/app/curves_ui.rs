@@ -3,7 +3,7 @@
 //! changes marked. History is bounded: past `MAX_POINTS` every series is thinned to every
 //! other point, so 100,000 steps cost what 4,096 points do, in memory and in drawing.
 
-use egui_plot::{Legend, Line, MarkerShape, Plot, PlotPoints, Points, VLine};
+use egui_plot::{Corner, GridMark, Legend, Line, MarkerShape, Plot, PlotPoints, Points, VLine};
 
 use crate::backwork::engine::Reinit;
 use crate::worker::CurvePoint;
@@ -199,9 +199,16 @@ impl Curves {
         self.settings_marks.len()
     }
 
-    /// Marks a settings change at `step`.
+    /// Marks a settings change at `step` (once per step: a slider drag changes it every
+    /// frame); at most [`MAX_POINTS`] marks are kept, the newest.
     pub fn mark_settings(&mut self, step: usize) {
+        if self.settings_marks.last() == Some(&(step as f64)) {
+            return;
+        }
         self.settings_marks.push(step as f64);
+        if self.settings_marks.len() > MAX_POINTS {
+            self.settings_marks.remove(0);
+        }
     }
 
     /// The series as drawn, rebuilt when stale.
@@ -264,24 +271,32 @@ impl Curves {
         let labels = self.labels.clone();
         let marks = self.settings_marks.clone();
         let d = self.drawn();
-        Plot::new("terms")
+        // The terms fall over a run: their legend goes where the curves are not, low left.
+        let terms = Plot::new("terms")
             .height(h)
-            .legend(Legend::default())
+            .legend(small_legend(Corner::LeftBottom))
             .x_axis_label("step")
-            .y_axis_label(if is_log { "log10(term)" } else { "term" })
-            .show(ui, |p| {
-                for ((name, series), on) in TERM_NAMES.iter().zip(&d.terms).zip(shown) {
-                    if on {
-                        p.line(Line::new(*name, PlotPoints::from(series.clone())));
-                    }
+            .y_axis_label("term");
+        let terms = if is_log {
+            terms.y_axis_formatter(power_of_ten)
+        } else {
+            terms
+        };
+        terms.show(ui, |p| {
+            for ((name, series), on) in TERM_NAMES.iter().zip(&d.terms).zip(shown) {
+                if on {
+                    p.line(Line::new(*name, PlotPoints::from(series.clone())));
                 }
-                for &m in &marks {
-                    p.vline(VLine::new("settings changed", m));
-                }
-            });
+            }
+            for &m in &marks {
+                p.vline(VLine::new("settings changed", m));
+            }
+        });
+        // p(label) climbs from 0 to 1: its legend goes low right, where the climbed curves
+        // are not.
         Plot::new("p_label")
             .height(h)
-            .legend(Legend::default())
+            .legend(small_legend(Corner::RightBottom))
             .x_axis_label("step")
             .y_axis_label(if is_mean {
                 "mean p(label)"
@@ -311,6 +326,29 @@ impl Curves {
             .show(ui, |p| {
                 p.line(Line::new("steps/s", PlotPoints::from(d.rate.clone())));
             });
+    }
+}
+
+/// A compact, translucent legend in `corner`.
+fn small_legend(corner: Corner) -> Legend {
+    Legend::default()
+        .position(corner)
+        .text_style(egui::TextStyle::Small)
+        .background_alpha(0.6)
+}
+
+/// A log-scale axis mark (the value is log10 of the term) as the term itself: 1e-2, 0.1, 1,
+/// 10, 1e2.
+fn power_of_ten(mark: GridMark, _range: &std::ops::RangeInclusive<f64>) -> String {
+    let e = mark.value;
+    if (e - e.round()).abs() > 1e-6 {
+        return format!("{:.2e}", 10f64.powf(e));
+    }
+    match e.round() as i32 {
+        -1 => "0.1".into(),
+        0 => "1".into(),
+        1 => "10".into(),
+        k => format!("1e{k}"),
     }
 }
 

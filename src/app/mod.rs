@@ -3,6 +3,7 @@
 //! predictions. The engine, the trainer and the classifier each run on their own thread.
 
 mod curves_ui;
+mod dialog;
 mod gallery_ui;
 mod model_ui;
 mod retrain_ui;
@@ -181,7 +182,7 @@ impl FrameStats {
 
     /// Marks the start of a frame; once a second writes the JSON of the frames rendered
     /// since (a write failure goes to the status line).
-    pub fn begin_frame(&mut self, steps_per_s: f64) -> Option<String> {
+    pub fn begin_frame(&mut self, steps_per_s: f64, run: Option<(usize, f64)>) -> Option<String> {
         let now = std::time::Instant::now();
         self.frame_start = now;
         if now.duration_since(self.window_start).as_secs_f64() < 1.0 {
@@ -195,11 +196,16 @@ impl FrameStats {
         self.frames += ms.len() as u64;
         ms.sort_by(f64::total_cmp);
         let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        let (run_steps, run_seconds) = run.unzip();
         let json = serde_json::json!({
             "frames": self.frames,
             "p50_ms": pct(0.5),
             "p99_ms": pct(0.99),
             "engine_steps_per_s": steps_per_s,
+            // The run so far: its steps, and the seconds since its first snapshot (to its end
+            // once it has ended), whose ratio is its mean rate beside the window.
+            "run_steps": run_steps,
+            "run_seconds": run_seconds,
         });
         crate::export::write_atomic(&self.file, json.to_string().as_bytes(), true)
             .err()
@@ -374,7 +380,10 @@ impl BackworkApp {
             ui.label("model:");
             ui.strong(&self.info.name)
                 .on_hover_text("Open, train or drop another model in the Model view");
-            ui.weak(format!("sha256 {}…", &self.info.sha256[..12]));
+            ui.weak(format!(
+                "sha256 {}…",
+                self.info.sha256.get(..12).unwrap_or(&self.info.sha256)
+            ));
             ui.separator();
             match self.info.test_accuracy() {
                 Some(a) => ui.label(format!("test accuracy (recorded): {:.2}%", a * 100.0)),
@@ -421,8 +430,11 @@ impl eframe::App for BackworkApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.show(ui);
-        // A changed setting is written at once, not only at exit: a crash keeps it too.
+        // A changed setting is written at once, not only at exit: a crash keeps it too. Not
+        // during a drag: once the pointer is released.
+        let is_dragging = ui.input(|i| i.pointer.any_down());
         if let Some(v) = &mut self.run_view
+            && !is_dragging
             && std::mem::take(&mut v.settings_changed)
             && let Some(st) = frame.storage_mut()
         {
@@ -446,7 +458,8 @@ impl BackworkApp {
         }
         if let Some(fs) = &mut self.frame_stats {
             let rate = self.run_view.as_ref().map_or(0.0, RunView::steps_per_s);
-            if let Some(e) = fs.begin_frame(rate) {
+            let run = self.run_view.as_ref().and_then(RunView::run_rate);
+            if let Some(e) = fs.begin_frame(rate, run) {
                 self.status = Some(e);
             }
         }
@@ -482,6 +495,12 @@ impl BackworkApp {
         if self.tab == Tab::Backwork
             && let Some(v) = &mut self.run_view
         {
+            egui::Panel::bottom("status-bar")
+                .frame(side)
+                .show(ui, |ui| {
+                    ui.add_space(2.0);
+                    v.status_bar_ui(ui);
+                });
             egui::Panel::left("settings")
                 .frame(side)
                 .default_size(270.0)

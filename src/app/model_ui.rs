@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
+use super::dialog::{Dialog, NO_DIALOG};
 use crate::data::Dataset;
 use crate::export::write_atomic;
 use crate::model::train::{TrainConfig, TrainEvent};
@@ -54,15 +55,27 @@ impl UnsavedModel {
         })
     }
 
-    /// Asks for a file name and writes the model there, never over an existing file;
-    /// returns what to tell the user.
-    pub fn save_dialog(&mut self, title: &str, file_name: &str) -> String {
-        let Some(path) = rfd::FileDialog::new()
-            .set_title(title)
-            .set_file_name(file_name)
-            .save_file()
-        else {
-            return "not saved: no file chosen".into();
+    /// A save dialog for this model (it runs beside the window; see [`Dialog`]).
+    pub fn save_dialog<P>(
+        purpose: P,
+        ctx: &egui::Context,
+        title: &'static str,
+        file_name: &'static str,
+    ) -> Dialog<P> {
+        Dialog::open(purpose, ctx, move || {
+            rfd::FileDialog::new()
+                .set_title(title)
+                .set_file_name(file_name)
+                .add_filter("safetensors", &["safetensors"])
+                .save_file()
+        })
+    }
+
+    /// Writes the model to `path` (what the save dialog answered), never over an existing
+    /// file; returns what to tell the user.
+    pub fn save_to(&mut self, path: Option<std::path::PathBuf>) -> String {
+        let Some(path) = path else {
+            return format!("not saved: {NO_DIALOG}");
         };
         match write_atomic(&path, &self.bytes, false) {
             Ok(()) => {
@@ -92,6 +105,14 @@ pub struct ModelView {
     last: Option<TrainEvent>,
     trained: Option<UnsavedModel>,
     pub status: String,
+    /// The open or save dialog, while open.
+    dialog: Option<Dialog<ModelDialog>>,
+}
+
+/// What the model view's file dialog is for.
+enum ModelDialog {
+    Open,
+    SaveTrained,
 }
 
 fn thin(v: &mut Vec<[f64; 2]>) {
@@ -116,6 +137,7 @@ impl ModelView {
             last: None,
             trained: None,
             status: String::new(),
+            dialog: None,
         }
     }
 
@@ -246,6 +268,21 @@ impl ModelView {
         wake: &Arc<dyn Fn() + Send + Sync>,
     ) -> Option<ModelIntent> {
         let mut intent = None;
+        match Dialog::poll(&mut self.dialog) {
+            Some((ModelDialog::Open, Some(path))) => match open_model(&path) {
+                Ok(m) => intent = Some(ModelIntent::Use(Box::new(m))),
+                Err(e) => self.status = e,
+            },
+            Some((ModelDialog::Open, None)) => {
+                self.status = format!("{NO_DIALOG}; or drop the file onto the window");
+            }
+            Some((ModelDialog::SaveTrained, path)) => {
+                if let Some(t) = &mut self.trained {
+                    self.status = t.save_to(path);
+                }
+            }
+            None => {}
+        }
         ui.heading("Model in use");
         ui.label(format!("name: {}", current.name));
         ui.label(format!("sha256: {}", current.sha256));
@@ -260,20 +297,14 @@ impl ModelView {
                     "A safetensors file with the names and shapes of ALGORITHM.md §1 (you can also drop one onto the window)",
                 )
                 .clicked()
+                && self.dialog.is_none()
             {
-                match rfd::FileDialog::new()
-                    .set_title("Open a weights file")
-                    .add_filter("safetensors", &["safetensors"])
-                    .pick_file()
-                {
-                    Some(path) => match open_model(&path) {
-                        Ok(m) => intent = Some(ModelIntent::Use(Box::new(m))),
-                        Err(e) => self.status = e,
-                    },
-                    None => {
-                        self.status = "no file chosen (no file dialog? install zenity or a desktop portal, or drop the file onto the window)".into();
-                    }
-                }
+                self.dialog = Some(Dialog::open(ModelDialog::Open, ui.ctx(), || {
+                    rfd::FileDialog::new()
+                        .set_title("Open a weights file")
+                        .add_filter("safetensors", &["safetensors"])
+                        .pick_file()
+                }));
             }
             ui.weak("or drop a .safetensors file onto the window");
         });
@@ -380,8 +411,13 @@ impl ModelView {
                 }
             }
         });
-        if save && let Some(t) = &mut self.trained {
-            self.status = t.save_dialog("Save the trained model", "mnist-cnn.safetensors");
+        if save && self.trained.is_some() && self.dialog.is_none() {
+            self.dialog = Some(UnsavedModel::save_dialog(
+                ModelDialog::SaveTrained,
+                ui.ctx(),
+                "Save the trained model",
+                "mnist-cnn.safetensors",
+            ));
         }
         if let Some((frac, text)) = self.progress_text()
             && training

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use super::Wake;
+use super::dialog::{Dialog, NO_DIALOG};
 use super::model_ui::UnsavedModel;
 use crate::data::{Dataset, PIXELS};
 use crate::export::report::{RetrainReport, write_report};
@@ -48,6 +49,16 @@ pub struct RetrainView {
     pub measurements: Vec<Measurement>,
     finished: Option<Finished>,
     pub status: String,
+    /// A folder or file dialog, while open.
+    dialog: Option<Dialog<RetrainDialog>>,
+}
+
+/// What the retraining panel's dialog is for.
+enum RetrainDialog {
+    /// An exported run's folder, as the fooling images.
+    Images,
+    SaveModel,
+    SaveReport,
 }
 
 impl RetrainView {
@@ -66,6 +77,7 @@ impl RetrainView {
             measurements: Vec::new(),
             finished: None,
             status: String::new(),
+            dialog: None,
         }
     }
 
@@ -189,15 +201,51 @@ impl RetrainView {
         }
     }
 
-    fn save_report(&mut self) {
-        let Some(f) = &self.finished else { return };
-        let Some(dir) = rfd::FileDialog::new()
-            .set_title("Write report.json and report.png into a folder")
-            .pick_folder()
-        else {
-            self.status = "report not saved: no folder chosen".into();
+    /// Acts on a dialog's answer once it has closed.
+    fn poll_dialog(&mut self) {
+        match Dialog::poll(&mut self.dialog) {
+            Some((RetrainDialog::Images, Some(dir))) => match crate::export::run::read_run(&dir) {
+                Ok(r) => self.folder = Some((dir, r.images)),
+                Err(e) => self.status = e,
+            },
+            Some((RetrainDialog::SaveModel, path)) => {
+                if let Some(f) = &mut self.finished {
+                    self.status = f.model.save_to(path);
+                }
+            }
+            Some((RetrainDialog::SaveReport, Some(dir))) => self.save_report(&dir),
+            Some((_, None)) => self.status = NO_DIALOG.into(),
+            None => {}
+        }
+    }
+
+    /// Opens a dialog for `purpose` unless one is open already.
+    fn open_dialog(&mut self, ctx: &egui::Context, purpose: RetrainDialog) {
+        if self.dialog.is_some() {
             return;
-        };
+        }
+        self.dialog = Some(match purpose {
+            RetrainDialog::SaveModel => UnsavedModel::save_dialog(
+                purpose,
+                ctx,
+                "Save the retrained model",
+                "retrained.safetensors",
+            ),
+            RetrainDialog::Images => Dialog::open(purpose, ctx, || {
+                rfd::FileDialog::new()
+                    .set_title("A folder written by backwork run or Export")
+                    .pick_folder()
+            }),
+            RetrainDialog::SaveReport => Dialog::open(purpose, ctx, || {
+                rfd::FileDialog::new()
+                    .set_title("Write report.json and report.png into a folder")
+                    .pick_folder()
+            }),
+        });
+    }
+
+    fn save_report(&mut self, dir: &std::path::Path) {
+        let Some(f) = &self.finished else { return };
         let report = RetrainReport {
             backwork_version: env!("CARGO_PKG_VERSION"),
             config: &f.config,
@@ -210,7 +258,7 @@ impl RetrainView {
             date: crate::util::utc_now_iso(),
             rounds: &self.measurements,
         };
-        self.status = match write_report(&dir, &report, false) {
+        self.status = match write_report(dir, &report, false) {
             Ok(files) => format!("wrote {} files to {}", files.len(), dir.display()),
             Err(e) => format!("report not saved: {e}"),
         };
@@ -225,6 +273,7 @@ impl RetrainView {
         run_images: Option<Vec<f32>>,
         wake: &Wake,
     ) -> Option<(Cnn, ModelInfo)> {
+        self.poll_dialog();
         let mut use_model = None;
         let running = self.is_running();
         ui.heading("Retrain with the fooling images");
@@ -250,12 +299,8 @@ impl RetrainView {
                         "A folder written by `backwork run` or Export (images.npy, results.json)",
                     )
                     .clicked()
-                    && let Some(dir) = rfd::FileDialog::new().pick_folder()
                 {
-                    match crate::export::run::read_run(&dir) {
-                        Ok(r) => self.folder = Some((dir, r.images)),
-                        Err(e) => self.status = e,
-                    }
+                    self.open_dialog(ui.ctx(), RetrainDialog::Images);
                 }
             });
             ui.horizontal(|ui| {
@@ -319,15 +364,11 @@ impl RetrainView {
                 {
                     use_model = Some((f.model.cnn.clone(), f.model.info.clone()));
                 }
-                if ui.button("Save model…").clicked()
-                    && let Some(f) = &mut self.finished
-                {
-                    self.status = f
-                        .model
-                        .save_dialog("Save the retrained model", "retrained.safetensors");
+                if ui.button("Save model…").clicked() {
+                    self.open_dialog(ui.ctx(), RetrainDialog::SaveModel);
                 }
                 if ui.button("Save report…").clicked() {
-                    self.save_report();
+                    self.open_dialog(ui.ctx(), RetrainDialog::SaveReport);
                 }
             }
         });

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use egui::{Color32, RichText, Stroke, TextureHandle, TextureOptions, vec2};
 
 use super::curves_ui::Curves;
+use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
 use crate::backwork::Settings;
 use crate::backwork::engine::{EndReason, ReinitKind};
@@ -38,8 +39,16 @@ const FLASH_COLOR: Color32 = Color32::from_rgb(240, 150, 40);
 /// Colour of the "stalled" mark.
 const STALLED: Color32 = Color32::from_rgb(220, 190, 60);
 
-/// Pixels on screen per image pixel.
-const SCALE: f32 = 2.0;
+/// Pixels on screen per image pixel: the tiles grow or shrink with the window, from a
+/// compact grid to large crisp pixels.
+const MIN_SCALE: f32 = 1.5;
+const MAX_SCALE: f32 = 4.0;
+/// Gap between two tiles of a row.
+const TILE_GAP: f32 = 4.0;
+/// What a tile adds around its image: frame margins, outline, the gap to the next tile.
+const TILE_CHROME: f32 = 2.0 * 3.0 + 2.0 * TILE_STROKE + TILE_GAP;
+/// Width of the digit heading at the start of each row of tiles.
+const ROW_HEADING: f32 = 28.0;
 
 /// Runtime state of the backwork view.
 pub struct RunView {
@@ -54,7 +63,11 @@ pub struct RunView {
     atlas_size: [usize; 2],
     cache: Option<(usize, usize)>,
     total_reinits: usize,
+    /// The last thing the user should read: an export's folder, a refusal, how a run ended,
+    /// an error. It stays until the next one (a live run does not overwrite it).
     pub status: String,
+    /// The live state of the run: step, steps/s, reinitialisations, paused.
+    pub progress: String,
     pub curves: Curves,
     /// Rows selected for export.
     pub selected: std::collections::BTreeSet<usize>,
@@ -86,6 +99,10 @@ pub struct RunView {
     passed_groups: Vec<bool>,
     /// Per image, whether it was stalled at the last snapshot (to log changes once).
     was_stalled: Vec<bool>,
+    /// The export folder dialog, while open, with the rows to export.
+    export_dialog: Option<Dialog<Vec<usize>>>,
+    /// When the run's first snapshot came (its reference sets built) and when it ended.
+    run_clock: Option<(Instant, Option<Instant>)>,
 }
 
 impl RunView {
@@ -99,7 +116,8 @@ impl RunView {
             atlas_size: [0, 0],
             cache: None,
             total_reinits: 0,
-            status: "Press Start (or space) to optimise 8 noise images per digit.".into(),
+            status: String::new(),
+            progress: "Press Start (or space) to optimise 8 noise images per digit.".into(),
             curves: Curves::default(),
             selected: Default::default(),
             is_dirty: false,
@@ -117,6 +135,8 @@ impl RunView {
             log: VecDeque::new(),
             passed_groups: Vec::new(),
             was_stalled: Vec::new(),
+            export_dialog: None,
+            run_clock: None,
         }
     }
 
@@ -154,6 +174,7 @@ impl RunView {
                 self.run = None;
                 self.cache = None;
                 self.status = "engine restarted: press Start".into();
+                self.progress.clear();
             }
             Err(e) => self.status = format!("could not restart the engine: {e}"),
         }
@@ -161,6 +182,10 @@ impl RunView {
 
     /// Sends a command to the worker (the view's intents go through here).
     pub fn command(&mut self, c: Command) {
+        if !self.is_worker_alive {
+            self.status = "the engine thread stopped: press Restart engine first".into();
+            return;
+        }
         let is_start = matches!(c, Command::Start(_));
         let is_reset = matches!(c, Command::Reset);
         let id = self.worker.send(c);
@@ -173,6 +198,7 @@ impl RunView {
             self.last_reinit.clear();
             self.passed_groups.clear();
             self.was_stalled.clear();
+            self.run_clock = None;
             let labels: Vec<String> = self.settings.labels.iter().map(u8::to_string).collect();
             self.log_event(
                 0,
@@ -182,16 +208,18 @@ impl RunView {
                     self.settings.batch
                 ),
             );
-            self.status = "building the reference sets…".into();
+            self.status.clear();
+            self.progress = "building the reference sets…".into();
         } else if is_reset {
             self.run = None;
             self.snapshot = None;
-            self.status = "reset".into();
+            self.progress = "reset: press Start for a new run".into();
         }
     }
 
     /// Takes the events that arrived since the last frame; only the newest snapshot is drawn.
     pub fn poll(&mut self, ctx: &egui::Context) {
+        self.poll_export_dialog();
         loop {
             match self.worker.events.try_recv() {
                 Ok(Event::Cache { run, done, total }) if Some(run) == self.run => {
@@ -210,11 +238,12 @@ impl RunView {
                     self.curves.add(&s.points, &s.new_reinits);
                     if is_live {
                         self.curves.add_rate(s.step, s.steps_per_s);
+                        self.run_clock.get_or_insert((Instant::now(), None));
                     }
                     self.total_reinits += s.new_reinits.len();
                     self.note_snapshot(&s);
                     if is_live {
-                        self.status = format!(
+                        self.progress = format!(
                             "step {} · {:.1} steps/s · {} reinitialisations{}",
                             s.step,
                             s.steps_per_s,
@@ -225,22 +254,41 @@ impl RunView {
                     self.snapshot = Some(s);
                     self.is_dirty = true;
                 }
-                Ok(Event::Refused { message, .. }) => self.status = message,
+                Ok(Event::Refused { message, .. }) => {
+                    self.status = format!("error: {message}");
+                    let step = self.snapshot.as_ref().map_or(0, |s| s.step);
+                    self.log_event(step, self.status.clone());
+                }
                 Ok(Event::Exported { dir, files, .. }) => {
                     self.status = format!("wrote {files} files to {}", dir.display());
+                    let step = self.snapshot.as_ref().map_or(0, |s| s.step);
+                    self.log_event(step, self.status.clone());
                 }
                 Ok(Event::Ended { run, reason }) if Some(run) == self.run => {
                     let step = self.snapshot.as_ref().map_or(0, |s| s.step);
-                    self.log_event(step, format!("run ended: {reason:?}"));
                     self.status = match reason {
                         EndReason::Threshold => {
-                            format!("every image passed p > {} — done", self.settings.threshold)
+                            format!(
+                                "every image passed p > {} at step {step}: done",
+                                self.settings.threshold
+                            )
                         }
-                        EndReason::MaxSteps => "stopped at the step budget".into(),
+                        EndReason::MaxSteps => {
+                            let missed = self.missed();
+                            format!(
+                                "stopped at the step budget (step {step}): {missed} images below the threshold"
+                            )
+                        }
                         EndReason::Cancelled => "cancelled".into(),
-                        EndReason::Error(e) => format!("error: {e}"),
+                        EndReason::Error(e) => {
+                            format!("error: {e} (the last good images stay, and can be exported)")
+                        }
                     };
+                    self.log_event(step, format!("run ended: {}", self.status));
                     self.run = None;
+                    if let Some((_, end @ None)) = &mut self.run_clock {
+                        *end = Some(Instant::now());
+                    }
                 }
                 // Events of a run that was reset or replaced.
                 Ok(_) => {}
@@ -249,6 +297,7 @@ impl RunView {
                     if self.is_worker_alive {
                         self.is_worker_alive = false;
                         self.run = None;
+                        self.progress.clear();
                         self.status =
                             "the engine thread stopped unexpectedly: press Restart engine".into();
                     }
@@ -313,6 +362,20 @@ impl RunView {
             }
             self.was_stalled[row] = stalled;
         }
+    }
+
+    /// Images of the snapshot at or below the threshold.
+    fn missed(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, |s| {
+            (0..s.probs.len())
+                .filter(|&row| {
+                    let label = s.labels[row / s.batch.max(1)] as usize;
+                    s.probs[row]
+                        .get(label)
+                        .is_none_or(|p| *p <= self.settings.threshold)
+                })
+                .count()
+        })
     }
 
     /// Whether image `row` is flashing after a re-initialisation.
@@ -430,7 +493,21 @@ impl RunView {
             if self.is_running() {
                 let step = self.snapshot.as_ref().map_or(0, |s| s.step);
                 self.curves.mark_settings(step);
-                self.log_event(step, format!("settings changed: {}", changed.join(", ")));
+                // A drag changes the value every frame: one log line per step, naming every
+                // field changed within it.
+                let mut fields = changed;
+                if let Some((s, what)) = self.log.front()
+                    && *s == step
+                    && let Some(prev) = what.strip_prefix("settings changed: ")
+                {
+                    for f in prev.split(", ") {
+                        if !fields.iter().any(|x| x == f) {
+                            fields.insert(0, f.to_string());
+                        }
+                    }
+                    self.log.pop_front();
+                }
+                self.log_event(step, format!("settings changed: {}", fields.join(", ")));
                 self.command(Command::Settings(new));
             }
         }
@@ -448,32 +525,52 @@ impl RunView {
             .collect();
     }
 
-    /// Asks for a folder and sends the export; an empty selection is refused here.
-    pub fn export_selected(&mut self) {
+    /// Asks for a folder (the dialog runs beside the window) for the export of the
+    /// selection; an empty selection is refused here.
+    pub fn export_selected(&mut self, ctx: &egui::Context) {
         if self.selected.is_empty() {
             self.status = "select images to export first (click tiles, or Select passed)".into();
             return;
         }
-        match rfd::FileDialog::new()
-            .set_title("Export the selected images into a new or empty folder")
-            .pick_folder()
-        {
-            Some(dir) => {
-                let rows = self.selected.iter().copied().collect();
+        if self.export_dialog.is_some() {
+            return;
+        }
+        let rows = self.selected.iter().copied().collect();
+        self.export_dialog = Some(Dialog::open(rows, ctx, || {
+            rfd::FileDialog::new()
+                .set_title("Export the selected images into a new or empty folder")
+                .pick_folder()
+        }));
+        self.status = "choose a new or empty folder for the export…".into();
+    }
+
+    /// Sends the export once its folder dialog has closed.
+    fn poll_export_dialog(&mut self) {
+        match Dialog::poll(&mut self.export_dialog) {
+            Some((rows, Some(dir))) => {
+                self.status = format!("exporting {} images to {}…", rows.len(), dir.display());
                 self.command(Command::Export {
                     dir,
                     rows: Some(rows),
                 });
             }
-            None => {
-                self.status = "export cancelled (no folder chosen, or no file dialog: install zenity or a desktop portal)".into();
-            }
+            Some((_, None)) => self.status = format!("export cancelled: {NO_DIALOG}"),
+            None => {}
         }
     }
 
     /// The images of the latest snapshot (N×784), if any.
     pub fn current_images(&self) -> Option<Vec<f32>> {
         self.snapshot.as_ref().map(|s| s.images.clone())
+    }
+
+    /// The steps of the current (or last) run and the seconds it has computed them in,
+    /// from its first snapshot (the reference sets built) to its end or now.
+    pub fn run_rate(&self) -> Option<(usize, f64)> {
+        let (start, end) = self.run_clock?;
+        let steps = self.snapshot.as_ref()?.step;
+        let secs = end.unwrap_or_else(Instant::now).duration_since(start);
+        Some((steps, secs.as_secs_f64()))
     }
 
     /// The engine's steps/s in the latest snapshot.
@@ -490,9 +587,28 @@ impl RunView {
         self.run.is_some() && !self.snapshot.as_ref().is_some_and(|s| s.is_paused)
     }
 
+    /// The status bar: the run's live state, then the last message (errors in red).
+    pub fn status_bar_ui(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label(&self.progress);
+            if !self.status.is_empty() {
+                ui.separator();
+                let is_error = self.status.starts_with("error")
+                    || self.status.contains("stopped unexpectedly")
+                    || self.status.contains("cannot")
+                    || self.status.contains("could not");
+                if is_error {
+                    ui.colored_label(ui.visuals().error_fg_color, &self.status);
+                } else {
+                    ui.strong(&self.status);
+                }
+            }
+        });
+    }
+
     pub fn controls_ui(&mut self, ui: &mut egui::Ui) {
         let paused = self.snapshot.as_ref().is_some_and(|s| s.is_paused);
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             if ui
                 .button("Start")
                 .on_hover_text("Start a new run with the settings below")
@@ -542,7 +658,7 @@ impl RunView {
                 .on_hover_text("Write the selected images as `backwork run` does: PNGs, images.npy, results.json, sheet.png, into a new or empty folder")
                 .clicked()
             {
-                self.export_selected();
+                self.export_selected(ui.ctx());
             }
             ui.separator();
             self.labels_ui(ui);
@@ -566,7 +682,6 @@ impl RunView {
             ui.label("images per label");
             ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=64))
                 .on_hover_text("Images optimised per label (8 in the original figure); takes effect at the next Start");
-            ui.separator();
             if !self.is_worker_alive
                 && self.spec.is_some()
                 && ui
@@ -576,14 +691,16 @@ impl RunView {
             {
                 self.restart_worker();
             }
-            ui.label(&self.status);
         });
-        // Keyboard shortcuts: space pauses or resumes, S steps, R resets.
+        // Keyboard shortcuts: space pauses or resumes, S steps, R resets; not while typing
+        // into a field, and not with Ctrl, Alt or Cmd (those belong to the system).
+        let is_typing = ui.ctx().egui_wants_keyboard_input();
         let (space, s, r) = ui.input(|i| {
+            let plain = !is_typing && !(i.modifiers.ctrl || i.modifiers.alt || i.modifiers.command);
             (
-                i.key_pressed(egui::Key::Space),
-                i.key_pressed(egui::Key::S),
-                i.key_pressed(egui::Key::R),
+                plain && i.key_pressed(egui::Key::Space),
+                plain && i.key_pressed(egui::Key::S),
+                plain && i.key_pressed(egui::Key::R),
             )
         });
         if space {
@@ -710,6 +827,9 @@ impl RunView {
         };
         let threshold = self.settings.threshold;
         let shift = ui.input(|i| i.modifiers.shift);
+        // As large as lets a row of `batch` tiles fit the width, within bounds.
+        let per_tile = (ui.available_width() - ROW_HEADING) / s.batch.max(1) as f32 - TILE_CHROME;
+        let side = tile_scale(per_tile) * SIDE as f32;
         let mut clicked = Vec::new();
         let mut enlarge = None;
         let mut is_any_flashing = false;
@@ -720,7 +840,11 @@ impl RunView {
             .show(ui, |ui| {
                 for (g, &label) in s.labels.iter().enumerate() {
                     ui.horizontal(|ui| {
-                        ui.label(RichText::new(label.to_string()).heading());
+                        ui.spacing_mut().item_spacing.x = TILE_GAP;
+                        ui.add_sized(
+                            vec2(ROW_HEADING - 8.0, 20.0),
+                            egui::Label::new(RichText::new(label.to_string()).heading()),
+                        );
                         for i in 0..s.batch {
                             let row = g * s.batch + i;
                             let p = s.probs[row].get(label as usize).copied().unwrap_or(0.0);
@@ -737,7 +861,14 @@ impl RunView {
                             };
                             is_any_flashing |= tile.flashing;
                             let nearest = nearest_tiles.get(row).and_then(|n| n.as_ref());
-                            let r = tile_ui(ui, &tile, self.run_image(row), &s.probs[row], nearest);
+                            let r = tile_ui(
+                                ui,
+                                &tile,
+                                side,
+                                self.run_image(row),
+                                &s.probs[row],
+                                nearest,
+                            );
                             if let Some(r) = r {
                                 if r.double_clicked() {
                                     enlarge = Some(row);
@@ -816,11 +947,12 @@ impl RunView {
                 ui.separator();
                 let probs = &s.probs[row];
                 for (k, p) in probs.iter().enumerate() {
-                    let text = format!("{}: {p:.6}", super::class_name(k));
+                    let text = format!("{:>7}: {p:.6}", super::class_name(k));
+                    let text = RichText::new(text).monospace();
                     if k == label as usize {
-                        ui.strong(text);
+                        ui.label(text.strong().color(PASSED));
                     } else {
-                        ui.monospace(text);
+                        ui.label(text);
                     }
                 }
                 prob_bars_ui(ui, probs, label as usize);
@@ -866,6 +998,7 @@ struct TileState {
 fn tile_ui(
     ui: &mut egui::Ui,
     t: &TileState,
+    side: f32,
     image: Option<egui::Image<'static>>,
     probs: &[f32],
     nearest: Option<&(TextureHandle, crate::backwork::cost::Nearest)>,
@@ -888,7 +1021,6 @@ fn tile_ui(
     if t.flashing {
         frame = frame.fill(FLASH_COLOR.gamma_multiply(0.35));
     }
-    let side = SIDE as f32 * SCALE;
     frame
         .show(ui, |ui| {
             ui.set_width(side);
@@ -926,7 +1058,10 @@ fn tile_ui(
                     ui.colored_label(PASSED, RichText::new("passed").small())
                         .on_hover_text(format!("past the threshold; re-initialised {} times", t.reinits));
                 } else {
-                    ui.small(format!("{} reinits", t.reinits))
+                    ui.small(match t.reinits {
+                        1 => "1 reinit".to_string(),
+                        n => format!("{n} reinits"),
+                    })
                         .on_hover_text(format!("re-initialised {} times", t.reinits));
                 }
                 r.map(|r| {
@@ -995,5 +1130,17 @@ fn prob_bars_ui(ui: &mut egui::Ui, probs: &[f32], target: usize) {
             egui::FontId::monospace(10.0),
             ui.visuals().text_color(),
         );
+    }
+}
+
+/// The tile scale for `px` screen pixels of image: whole screen pixels per image pixel from
+/// 2 up, so every image pixel is the same square (crisp); 1.5 below that, and the grid
+/// scrolls when even that does not fit.
+fn tile_scale(px: f32) -> f32 {
+    let s = px / SIDE as f32;
+    if s >= 2.0 {
+        s.floor().min(MAX_SCALE)
+    } else {
+        MIN_SCALE
     }
 }

@@ -1,20 +1,51 @@
 //! The sliders: every cost coefficient and loop setting, logarithmic where the range spans
-//! decades, each with a tooltip saying what it does and its original default. Returns the
-//! intent (new settings) instead of applying it.
+//! decades (a coefficient's slider reaches 0 at its left end: the term switched off), each
+//! with a tooltip saying what it does and its original default. Returns the intent (new
+//! settings) instead of applying it.
 
 use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
 
-/// A logarithmic slider for a positive coefficient; 0 is reachable through its drag value.
-fn log_slider(
+/// A logarithmic slider for a coefficient from 0 (the term switched off: the far left) to
+/// `max`, `smallest` being the least positive value it shows.
+fn coeff_slider(
     ui: &mut egui::Ui,
     v: &mut f32,
-    range: std::ops::RangeInclusive<f32>,
+    smallest: f64,
+    max: f32,
     name: &str,
     tip: &str,
 ) -> bool {
-    ui.add(egui::Slider::new(v, range).logarithmic(true).text(name))
+    ui.add(
+        egui::Slider::new(v, 0.0..=max)
+            .logarithmic(true)
+            .smallest_positive(smallest)
+            .text(name),
+    )
+    .on_hover_text(tip)
+    .changed()
+}
+
+/// The stop threshold on a logarithmic scale of its distance to 1 (0.9, 0.99, 0.999, … are
+/// evenly spaced), higher to the right; its value reads and types as the threshold.
+fn threshold_slider(ui: &mut egui::Ui, threshold: &mut f32, tip: &str) -> bool {
+    let mut miss = 1.0 - f64::from(*threshold);
+    let changed = ui
+        .add(
+            egui::Slider::new(&mut miss, 0.5..=1e-6)
+                .logarithmic(true)
+                .custom_formatter(|m, _| {
+                    format!("{:.6}", 1.0 - m).trim_end_matches('0').to_string()
+                })
+                .custom_parser(|t| t.trim().parse::<f64>().ok().map(|p| 1.0 - p))
+                .text("threshold"),
+        )
         .on_hover_text(tip)
-        .changed()
+        .changed();
+    if changed {
+        // Whole millionths: 1 − (1 − 0.999) must read back as 0.999.
+        *threshold = ((1.0 - miss) * 1e6).round() as f32 / 1e6;
+    }
+    changed
 }
 
 /// Draws the settings; returns the edited settings when the user changed one.
@@ -23,20 +54,22 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
     let mut changed = false;
     let d = Settings::default();
     ui.heading("Cost");
-    changed |= log_slider(
+    changed |= coeff_slider(
         ui,
         &mut e.sim_coeff,
-        1e-4..=1e4,
+        1e-4,
+        1e4,
         "sim_coeff",
         &format!(
             "Weight of the 'far from each other' terms (1/sim at every tap). Original default {}.",
             d.sim_coeff
         ),
     );
-    changed |= log_slider(
+    changed |= coeff_slider(
         ui,
         &mut e.prev_coeff,
-        1e-4..=1e4,
+        1e-4,
+        1e4,
         "prev_coeff",
         &format!(
             "Weight of the 'far from the training images' terms (1/ref at every tap). Original default {}.",
@@ -52,10 +85,11 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
         "the classification term, mean(1 − p(label))",
     ];
     for k in 0..5 {
-        changed |= log_slider(
+        changed |= coeff_slider(
             ui,
             &mut e.layer_weights[k],
-            1e-8..=1e3,
+            1e-8,
+            1e3,
             &format!("c {}", names[k]),
             &format!(
                 "Layer weight of the {} ({}). Original default {:e}.",
@@ -65,16 +99,25 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
     }
     ui.separator();
     ui.heading("Optimiser");
-    changed |= log_slider(
-        ui,
-        &mut e.lr,
-        1e-4..=1.0,
-        "learning rate",
-        &format!("Adam step size on the pixels. Original default {}.", d.lr),
-    );
-    changed |= ui.add(egui::Slider::new(&mut e.threshold, 0.5..=0.99999).text("threshold"))
-        .on_hover_text(format!("A label stops when all its images pass this p(label) (prob_cap_min). Original default {}.", d.threshold))
+    changed |= ui
+        .add(
+            egui::Slider::new(&mut e.lr, 1e-4..=1.0)
+                .logarithmic(true)
+                .text("learning rate"),
+        )
+        .on_hover_text(format!(
+            "Adam step size on the pixels. Original default {}.",
+            d.lr
+        ))
         .changed();
+    changed |= threshold_slider(
+        ui,
+        &mut e.threshold,
+        &format!(
+            "A label stops when all its images pass this p(label) (prob_cap_min); 0.9999 is the paper's bar. Original default {}.",
+            d.threshold
+        ),
+    );
     changed |= ui.add(egui::Slider::new(&mut e.reinit_window, 2..=50).text("reinit window"))
         .on_hover_text(format!("Probes of non-increasing p(label) that re-initialise an image (num_mono_dec_saves). Original default {}.", d.reinit_window))
         .changed();
@@ -134,9 +177,12 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
         .on_hover_text("Every setting above back to ALGORITHM.md's defaults")
         .clicked()
     {
+        // What is not a cost or loop setting stays: the labels, the batch, the step budget.
         e = Settings {
             labels: e.labels.clone(),
             batch: e.batch,
+            max_steps: e.max_steps,
+            seed: e.seed,
             ..Settings::default()
         };
         changed = true;

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, channel};
 use egui::{RichText, TextureHandle, TextureOptions, vec2};
 
 use super::Wake;
+use super::dialog::{Dialog, NO_DIALOG};
 use crate::data::{Dataset, SIDE};
 use crate::export::worst::{WorstResults, write_worst};
 use crate::model::worst::{WorstLabel, worst_images};
@@ -30,6 +31,8 @@ pub struct WorstView {
     model: Option<ModelInfo>,
     textures: std::collections::HashMap<usize, TextureHandle>,
     pub status: String,
+    /// The export folder dialog, while open.
+    dialog: Option<Dialog<()>>,
 }
 
 impl WorstView {
@@ -43,6 +46,7 @@ impl WorstView {
             model: None,
             textures: Default::default(),
             status: String::new(),
+            dialog: None,
         }
     }
 
@@ -94,15 +98,13 @@ impl WorstView {
         }
     }
 
-    fn export(&mut self) {
+    /// Writes the figure into `dir` (the export dialog's answer).
+    fn export(&mut self, dir: Option<std::path::PathBuf>) {
         let (Some(r), Some(m)) = (&self.result, &self.model) else {
             return;
         };
-        let Some(dir) = rfd::FileDialog::new()
-            .set_title("Write sheet.png and worst.json into a new or empty folder")
-            .pick_folder()
-        else {
-            self.status = "not exported: no folder chosen".into();
+        let Some(dir) = dir else {
+            self.status = format!("not exported: {NO_DIALOG}");
             return;
         };
         let results = WorstResults {
@@ -118,6 +120,9 @@ impl WorstView {
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, cnn: &Cnn, info: &ModelInfo, wake: &Wake) {
+        if let Some(((), dir)) = Dialog::poll(&mut self.dialog) {
+            self.export(dir);
+        }
         let busy = self.rx.is_some();
         ui.horizontal(|ui| {
             ui.label(format!("The {} training images of each label the model classifies worst, worst first, with p(correct) and the class it picks.", self.k));
@@ -142,8 +147,13 @@ impl WorstView {
                 .add_enabled(self.result.is_some(), egui::Button::new("Export…"))
                 .on_hover_text("sheet.png and worst.json, as `backwork worst` writes them")
                 .clicked()
+                && self.dialog.is_none()
             {
-                self.export();
+                self.dialog = Some(Dialog::open((), ui.ctx(), || {
+                    rfd::FileDialog::new()
+                        .set_title("Write sheet.png and worst.json into a new or empty folder")
+                        .pick_folder()
+                }));
             }
             if busy {
                 ui.spinner();

@@ -32,6 +32,8 @@ pub enum EngineError {
     Shape { expected: usize, got: f64 },
     #[error("no reference set for label {0}")]
     MissingRefs(u8),
+    #[error("the training set has no image of label {0}: there is nothing to stay far from")]
+    EmptyRefs(u8),
     #[error("numeric failure at step {step}: {what} is not finite; the last good images are kept")]
     NotFinite { step: usize, what: String },
 }
@@ -122,7 +124,41 @@ impl ImageState {
         self.probes.saturating_sub(self.best_probe) >= s.stall_window && p <= s.threshold
     }
 
-    fn restart(&mut self) {
+    /// Records a probe of p(label) = `p` and applies ALGORITHM.md §4's rule (T probes since
+    /// the last (re)initialisation, monotonically non-increasing, the latest below the cap),
+    /// then the optional stall rule. The caller re-initialises (or perturbs) the image and
+    /// calls [`ImageState::restart`] when it returns a kind.
+    pub fn probe(&mut self, p: f32, s: &Settings) -> Option<ReinitKind> {
+        self.window.push_back(p);
+        while self.window.len() > s.reinit_window {
+            self.window.pop_front();
+        }
+        self.probes += 1;
+        if self.best_p == f32::NEG_INFINITY || p > self.best_p + s.stall_tol {
+            self.best_p = self.best_p.max(p);
+            self.best_probe = self.probes;
+        }
+        let is_mono_dec = self.window.len() == s.reinit_window
+            && self
+                .window
+                .iter()
+                .zip(self.window.iter().skip(1))
+                .all(|(a, b)| b - a <= 0.0)
+            && p < s.reinit_cap;
+        if is_mono_dec {
+            return Some(ReinitKind::MonoDec);
+        }
+        let is_stalled = self.probes - self.best_probe >= s.stall_window && p <= s.threshold;
+        match s.stall {
+            _ if !is_stalled => None,
+            StallMode::Off => None,
+            StallMode::Reinit => Some(ReinitKind::StallReinit),
+            StallMode::Perturb => Some(ReinitKind::StallPerturb),
+        }
+    }
+
+    /// Forgets the image's history: its probe window, Adam's step count, its best p(label).
+    pub fn restart(&mut self) {
         self.window.clear();
         self.adam_t = 0;
         self.probes = 0;
@@ -145,6 +181,11 @@ pub struct Group {
     search: GroupSearch,
 }
 
+/// The index of the first non-finite probability, if any.
+fn fwd_probs_bad(probs: &[f32]) -> Option<usize> {
+    probs.iter().position(|p| !p.is_finite())
+}
+
 /// The random stream of label `label` under `seed`.
 fn group_rng(seed: u64, label: u8) -> StdRng {
     StdRng::seed_from_u64(seed ^ (u64::from(label) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
@@ -157,8 +198,12 @@ pub struct Engine {
     pub groups: Vec<Group>,
     /// Number of images per group, fixed at the start.
     n: usize,
-    /// All images, group-major, (groups·N)×784.
+    /// All images, group-major, (groups·N)×784: what the next step classifies.
     x: Vec<f32>,
+    /// The images as the last step classified them (before its Adam update and any
+    /// reinitialisation), so that they always match `images[..].probs` (ALGORITHM.md §6:
+    /// the original paired fresh noise with old probabilities).
+    classified: Vec<f32>,
     m1: Vec<f32>,
     m2: Vec<f32>,
     pub images: Vec<ImageState>,
@@ -167,6 +212,8 @@ pub struct Engine {
     ended: Option<EndReason>,
     /// Rows a full nearest search would have read over all steps so far.
     full_rows: usize,
+    /// Whether the stop rule is off (benchmarks time steps with every image kept running).
+    is_endless: bool,
 }
 
 impl Engine {
@@ -186,6 +233,9 @@ impl Engine {
                     .iter()
                     .find(|r| r.label == l)
                     .ok_or(EngineError::MissingRefs(l))?;
+                if r.is_empty() {
+                    return Err(EngineError::EmptyRefs(l));
+                }
                 Ok(Group {
                     label: l,
                     refs: r.clone(),
@@ -212,6 +262,7 @@ impl Engine {
             n,
             m1: vec![0.0; x.len()],
             m2: vec![0.0; x.len()],
+            classified: x.clone(),
             x,
             images: (0..total)
                 .map(|_| {
@@ -224,6 +275,7 @@ impl Engine {
             fwd: Forward::default(),
             ended: None,
             full_rows: 0,
+            is_endless: false,
             settings,
         })
     }
@@ -245,9 +297,16 @@ impl Engine {
         self.step
     }
 
-    /// All images, group-major, (groups·N)×784: the exact values last classified.
+    /// All images, group-major, (groups·N)×784: the exact values last classified, the ones
+    /// `images[..].probs` belong to (before the start: the initial noise).
     pub fn images(&self) -> &[f32] {
-        &self.x
+        &self.classified
+    }
+
+    /// Turns the stop rule off: groups never finish, whatever their p(label), until
+    /// `max_steps` or a cancel. For benchmarks, which time steps of a full batch.
+    pub fn set_endless(&mut self, is_endless: bool) {
+        self.is_endless = is_endless;
     }
 
     /// Why the run ended, once it has.
@@ -281,6 +340,7 @@ impl Engine {
             });
         }
         self.x.copy_from_slice(x);
+        self.classified.copy_from_slice(x);
         self.m1.fill(0.0);
         self.m2.fill(0.0);
         for img in &mut self.images {
@@ -390,21 +450,14 @@ impl Engine {
                 d[ai * n * TAP_DIMS[k]..(ai + 1) * n * TAP_DIMS[k]].copy_from_slice(&gc.grads[k]);
             }
             grads.logits[ai * n * kc..(ai + 1) * n * kc].copy_from_slice(&gc.g_logits);
-            for i in 0..n {
-                let img = &mut self.images[g * n + i];
-                img.probs = fwd.probs[(ai * n + i) * kc..(ai * n + i + 1) * kc].to_vec();
-                for k in 0..4 {
-                    img.nearest[k] = gc.nearest[k].get(i).copied();
-                }
-            }
             self.full_rows += taps_searched * n * self.groups[g].refs.len();
-            new_terms.push((g, gc.terms));
+            new_terms.push((ai, g, gc.terms, gc.nearest));
         }
         let gx = self.net.backward(&mut fwd, &grads);
         self.fwd = fwd;
 
         // Nothing non-finite may reach the images or the user.
-        for (g, t) in &new_terms {
+        for (_, g, t, _) in &new_terms {
             let bad = t
                 .named()
                 .into_iter()
@@ -414,12 +467,24 @@ impl Engine {
                 return Err(self.fail(step, what));
             }
         }
+        if let Some(i) = fwd_probs_bad(&self.fwd.probs) {
+            return Err(self.fail(step, format!("probability {i}")));
+        }
         if gx.iter().any(|v| !v.is_finite()) {
             return Err(self.fail(step, "the gradient".into()));
         }
-        for (g, t) in new_terms {
+        // The step is good: only now do its numbers replace the last good ones.
+        for (ai, g, t, nearest) in new_terms {
             self.groups[g].terms = t;
+            for i in 0..n {
+                let img = &mut self.images[g * n + i];
+                img.probs = self.fwd.probs[(ai * n + i) * kc..(ai * n + i + 1) * kc].to_vec();
+                for (k, near) in nearest.iter().enumerate() {
+                    img.nearest[k] = near.get(i).copied();
+                }
+            }
         }
+        self.classified.copy_from_slice(&self.x);
         self.step = step;
 
         // Probe: stop and reinit rules on the probabilities of the images just classified.
@@ -432,7 +497,7 @@ impl Engine {
                 let min_p = (0..n)
                     .map(|i| self.images[g * n + i].probs[label])
                     .fold(f32::INFINITY, f32::min);
-                if min_p > self.settings.threshold {
+                if !self.is_endless && min_p > self.settings.threshold {
                     self.groups[g].done_at = Some(step);
                     continue;
                 }
@@ -529,39 +594,12 @@ impl Engine {
         })
     }
 
-    /// Records the probe and applies ALGORITHM.md §4's rule (T probes since the last
-    /// (re)initialisation, monotonically non-increasing, the latest below the cap), then the
-    /// optional stall rule.
+    /// Records the probe of image `row` and applies the reinit rules (see
+    /// [`ImageState::probe`]).
     fn reinit_due(&mut self, row: usize, label: usize) -> Option<ReinitKind> {
-        let s = &self.settings;
         let img = &mut self.images[row];
         let p = img.probs[label];
-        img.window.push_back(p);
-        while img.window.len() > s.reinit_window {
-            img.window.pop_front();
-        }
-        img.probes += 1;
-        if img.best_p == f32::NEG_INFINITY || p > img.best_p + s.stall_tol {
-            img.best_p = img.best_p.max(p);
-            img.best_probe = img.probes;
-        }
-        let is_mono_dec = img.window.len() == s.reinit_window
-            && img
-                .window
-                .iter()
-                .zip(img.window.iter().skip(1))
-                .all(|(a, b)| b - a <= 0.0)
-            && p < s.reinit_cap;
-        if is_mono_dec {
-            return Some(ReinitKind::MonoDec);
-        }
-        let is_stalled = img.probes - img.best_probe >= s.stall_window && p <= s.threshold;
-        match s.stall {
-            _ if !is_stalled => None,
-            StallMode::Off => None,
-            StallMode::Reinit => Some(ReinitKind::StallReinit),
-            StallMode::Perturb => Some(ReinitKind::StallPerturb),
-        }
+        img.probe(p, &self.settings)
     }
 
     fn fail(&mut self, step: usize, what: String) -> EngineError {

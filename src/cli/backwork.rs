@@ -240,7 +240,20 @@ fn build_refs(
 
 pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     let settings = a.settings.settings(Some(DEFAULT_STEP_BUDGET))?;
-    prepare_dir(&a.out, a.force).with_context(|| format!("--out {}", a.out.display()))?;
+    // The folder is checked (and made) before the long work, so a bad --out fails at once;
+    // a run that fails before writing anything leaves no empty folder behind.
+    let out = a.out.clone();
+    let is_new = !out.exists();
+    prepare_dir(&out, a.force).with_context(|| format!("--out {}", out.display()))?;
+    let result = run_into(a, app, settings);
+    if result.is_err() && is_new {
+        // Only an empty folder goes: remove_dir refuses anything else.
+        let _ = std::fs::remove_dir(&out);
+    }
+    result
+}
+
+fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
@@ -352,10 +365,20 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     if let Some(g) = &a.grad_out {
         super::check_out_file(g, false)?;
     }
-    let (cnn, _) = load_or_shipped(app.model.as_deref())?;
+    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
-    let refs = LabelRefs::build(&net, &train, a.label as u8, &mut |_, _| {});
+    // From the disk cache, as `run` does: a script that calls `cost` in a loop pays for the
+    // reference set once.
+    let refs = build_refs(&net, &train, &info.sha256, &[a.label as u8])
+        .pop()
+        .context("no reference set was built")?;
+    if refs.is_empty() {
+        bail!(
+            "--label {}: the training set has no image of this label",
+            a.label
+        );
+    }
     let mut f = Forward::default();
     net.forward(&x, &mut f);
     let acts = GroupActs {
@@ -433,11 +456,11 @@ pub fn bench_backwork(
         let settings = Settings {
             labels,
             max_steps: None,
-            // The bench times steps, not convergence: never stop early.
-            threshold: 1.0 - f32::EPSILON,
             ..base.clone()
         };
         let mut e = Engine::new(net.clone(), &refs, settings)?;
+        // The bench times steps of the whole batch, not convergence: no group ever finishes.
+        e.set_endless(true);
         e.step()?; // warm-up: first-touch allocations
         let t = Instant::now();
         for _ in 0..steps {

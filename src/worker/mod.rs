@@ -213,6 +213,7 @@ impl Worker {
                     train,
                     cache,
                     rx,
+                    pending: Default::default(),
                     etx,
                     wake,
                 }
@@ -264,8 +265,12 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Closing the command channel ends the loop at its next check.
+        // Closing the command channel ends the loop at its next check; closing the event
+        // channel too makes a send the thread is blocked in (a full channel) fail, so the
+        // join below cannot wait for a reader that is gone.
         self.tx = None;
+        let (_, closed) = sync_channel(0);
+        drop(std::mem::replace(&mut self.events, closed));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -275,6 +280,10 @@ impl Drop for Worker {
 struct Run {
     id: u64,
     engine: Engine,
+    /// The network and model the run was made against: an export after a model change
+    /// still re-classifies and describes the run's images with them.
+    net: FrozenCnn,
+    model: ModelRef,
     is_paused: bool,
     points: Vec<CurvePoint>,
     reinits: Vec<Reinit>,
@@ -296,6 +305,8 @@ struct Loop {
     train: Arc<Dataset>,
     cache: RefCache,
     rx: Receiver<(u64, Command)>,
+    /// Commands that arrived while reference sets were built, handled next.
+    pending: std::collections::VecDeque<(u64, Command)>,
     etx: SyncSender<Event>,
     wake: Arc<dyn Fn() + Send + Sync>,
 }
@@ -313,7 +324,9 @@ impl Loop {
         loop {
             // Commands: block when there is nothing to do, else just look.
             let idle = run.as_ref().is_none_or(|r| r.is_paused);
-            let cmd = if idle {
+            let cmd = if let Some(c) = self.pending.pop_front() {
+                Some(c)
+            } else if idle {
                 match self.rx.recv() {
                     Ok(c) => Some(c),
                     Err(_) => return,
@@ -441,7 +454,8 @@ impl Loop {
                 Err(e) => {
                     let id = r.id;
                     self.flush(r, true);
-                    run = None;
+                    // The last good images stay on screen and exportable.
+                    self.finished = run.take();
                     self.send_sure(Event::Ended {
                         run: id,
                         reason: EndReason::Error(e.to_string()),
@@ -462,7 +476,7 @@ impl Loop {
         if images.is_empty() {
             return Err("nothing selected to export".into());
         }
-        set_png_probabilities(&self.net, &mut images);
+        set_png_probabilities(&r.net, &mut images);
         let end = r
             .engine
             .end_reason()
@@ -471,7 +485,7 @@ impl Loop {
             backwork_version: env!("CARGO_PKG_VERSION"),
             settings: &r.engine.settings,
             seed: r.engine.settings.seed,
-            model: self.model.clone(),
+            model: r.model.clone(),
             steps: r.engine.steps(),
             end_reason: end,
             date: crate::util::utc_now_iso(),
@@ -498,6 +512,28 @@ impl Loop {
                     .get_or_build(&self.net, &self.train, l, &mut |_, _| {})
                     .0,
             );
+            // A label takes seconds to build: a Reset, a new Start, a new model or a closed
+            // window must not wait for the others. Other commands wait for the run.
+            loop {
+                match self.rx.try_recv() {
+                    Ok(c) => {
+                        let is_abort = matches!(
+                            c.1,
+                            Command::Start(_) | Command::Reset | Command::SetModel(_)
+                        );
+                        self.pending.push_back(c);
+                        if is_abort {
+                            self.send_sure(Event::Ended {
+                                run: id,
+                                reason: EndReason::Cancelled,
+                            });
+                            return None;
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return None,
+                }
+            }
         }
         self.send_sure(Event::Cache {
             run: id,
@@ -509,6 +545,8 @@ impl Loop {
                 let mut r = Run {
                     id,
                     engine,
+                    net: self.net.clone(),
+                    model: self.model.clone(),
                     is_paused: false,
                     points: Vec::new(),
                     reinits: Vec::new(),
@@ -553,10 +591,7 @@ impl Loop {
                 let labels: Vec<usize> = (0..r.engine.images.len())
                     .map(|row| r.engine.groups[row / n].label as usize)
                     .collect();
-                r.saliency = Some((
-                    Instant::now(),
-                    self.net.saliency(r.engine.images(), &labels),
-                ));
+                r.saliency = Some((Instant::now(), r.net.saliency(r.engine.images(), &labels)));
             }
             r.saliency.as_ref().map(|(_, s)| s.clone())
         } else {
