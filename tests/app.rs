@@ -76,6 +76,7 @@ fn run_view_harness(view: RunView) -> Harness<'static, RunView> {
             |ui, v: &mut RunView| {
                 v.poll(ui.ctx());
                 v.controls_ui(ui);
+                v.status_bar_ui(ui);
                 ui.columns(2, |cols| {
                     v.settings_panel_ui(&mut cols[0]);
                     v.grid_ui(&mut cols[1]);
@@ -279,7 +280,12 @@ fn the_app_flashes_and_marks_a_reinit_and_shows_an_error_in_the_status_line() {
         })
         .unwrap();
     h.run_steps(2);
-    h.get_by_label_contains("error: numeric failure at step 21");
+    // In the status bar and, as the run's end, in the event log.
+    assert_eq!(
+        h.get_all_by_label_contains("error: numeric failure at step 21")
+            .count(),
+        2
+    );
 }
 
 /// A file dropped onto the window, as the platform hands it over.

@@ -303,6 +303,12 @@ impl Engine {
         &self.classified
     }
 
+    /// The images the next step classifies: the last classified ones after their Adam update
+    /// and any reinitialisation.
+    pub fn next_images(&self) -> &[f32] {
+        &self.x
+    }
+
     /// Turns the stop rule off: groups never finish, whatever their p(label), until
     /// `max_steps` or a cancel. For benchmarks, which time steps of a full batch.
     pub fn set_endless(&mut self, is_endless: bool) {
