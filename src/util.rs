@@ -32,18 +32,25 @@ pub fn iso_from_unix(secs: u64) -> String {
     )
 }
 
-/// Lowers the calling thread's scheduling priority (nice +`by`), so that on a machine with
-/// few cores the window's thread gets the processor first and frames keep coming while the
-/// engine uses what is left. Best effort: a failure leaves the priority as it was.
+/// Lowers the calling thread's scheduling priority, so that on a machine with few cores the
+/// window's threads (its own and the software rasteriser's) get the processor first and
+/// frames keep coming while the engine uses what is left: nice +`by`, and on Linux the
+/// SCHED_IDLE policy, under which a thread runs only when no normal thread wants the core
+/// (nice alone still let the engine's threads delay a frame by a scheduler slice). Among
+/// SCHED_IDLE threads the nice values still order them. Best effort: a failure leaves the
+/// priority as it was.
 pub fn lower_thread_priority(by: i32) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
-        // On Linux, nice values are per thread, and PRIO_PROCESS with a thread id sets one.
+        // On Linux, nice values and policies are per thread: PRIO_PROCESS with a thread id,
+        // and sched_setscheduler with 0, set the calling thread's.
         unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
             let now = libc::getpriority(libc::PRIO_PROCESS, tid);
             libc::setpriority(libc::PRIO_PROCESS, tid, now + by);
+            let param = libc::sched_param { sched_priority: 0 };
+            libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
         }
     }
     #[cfg(not(target_os = "linux"))]

@@ -504,12 +504,14 @@ impl BackworkApp {
             egui::Panel::left("settings")
                 .frame(side)
                 .default_size(270.0)
+                .min_size(220.0)
                 .show(ui, |ui| {
                     egui::ScrollArea::vertical().show(ui, |ui| v.settings_panel_ui(ui));
                 });
             egui::Panel::right("curves")
                 .frame(side)
                 .default_size(400.0)
+                .min_size(300.0)
                 .show(ui, |ui| v.side_ui(ui));
         }
         let mut intent = None;
