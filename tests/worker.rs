@@ -209,3 +209,71 @@ fn saliency_switched_on_after_the_end_comes_with_the_finished_images() {
     assert_eq!(sal.len(), 2 * PIXELS);
     assert!(sal.iter().all(|v| v.is_finite()) && sal.iter().any(|&v| v != 0.0));
 }
+
+/// A Reset while the reference sets are built ends the run at once (at the next label, not
+/// after all ten), and an export made after a model change still describes the run's images
+/// with the model they were made against.
+#[test]
+fn reset_does_not_wait_for_the_reference_sets_and_exports_keep_their_model() {
+    let (cnn, info) = shipped_cnn().unwrap();
+    let net = FrozenCnn::new(&cnn).unwrap();
+    let mut w = Worker::spawn(WorkerSpec {
+        net: net.clone(),
+        model: info.model_ref(),
+        // All 60,000 images: each label's set takes seconds to build.
+        train: Arc::new(Dataset::mnist(Split::Train).unwrap()),
+        cache_dir: None,
+        wake: Arc::new(|| {}),
+    })
+    .unwrap();
+    let all = Settings::default();
+    let run = w.send(Command::Start(all));
+    w.send(Command::Reset);
+    let mut built = 0;
+    loop {
+        match next(&w) {
+            Event::Cache { run: r, done, .. } if r == run => built = built.max(done),
+            Event::Ended { run: r, reason } if r == run => {
+                assert_eq!(reason, EndReason::Cancelled);
+                break;
+            }
+            Event::Snapshot(s) if s.run == run => panic!("the reset run went on"),
+            _ => {}
+        }
+    }
+    assert!(built < 10, "it stopped after {built} of 10 labels");
+
+    let s = Settings {
+        labels: vec![4],
+        batch: 2,
+        max_steps: Some(3),
+        ..Settings::default()
+    };
+    let run = w.send(Command::Start(s));
+    while !matches!(next(&w), Event::Ended { run: r, .. } if r == run) {}
+    let other = backwork::export::run::ModelRef {
+        name: "another-model.safetensors".into(),
+        sha256: "0".repeat(64),
+    };
+    w.send(Command::SetModel(Box::new((net, other))));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("export");
+    w.send(Command::Export {
+        dir: dir.clone(),
+        rows: None,
+    });
+    loop {
+        match next(&w) {
+            Event::Exported { .. } => break,
+            Event::Refused { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        results["model"]["sha256"],
+        info.sha256.as_str(),
+        "{results}"
+    );
+}

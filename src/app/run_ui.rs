@@ -702,7 +702,7 @@ impl RunView {
         // into a field, and not with Ctrl, Alt or Cmd (those belong to the system).
         let is_typing = ui.ctx().egui_wants_keyboard_input();
         let (space, s, r) = ui.input(|i| {
-            let plain = !is_typing && !(i.modifiers.ctrl || i.modifiers.alt || i.modifiers.command);
+            let plain = !(is_typing || i.modifiers.ctrl || i.modifiers.alt || i.modifiers.command);
             (
                 plain && i.key_pressed(egui::Key::Space),
                 plain && i.key_pressed(egui::Key::S),
