@@ -200,7 +200,7 @@ impl Curves {
     }
 
     /// Marks a settings change at `step` (once per step: a slider drag changes it every
-    /// frame); at most [`MAX_POINTS`] marks are kept, the newest.
+    /// frame); at most `MAX_POINTS` marks are kept, the newest.
     pub fn mark_settings(&mut self, step: usize) {
         if self.settings_marks.last() == Some(&(step as f64)) {
             return;
