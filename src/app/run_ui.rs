@@ -176,14 +176,14 @@ impl RunView {
                 self.status = "engine restarted: press Start".into();
                 self.progress.clear();
             }
-            Err(e) => self.status = format!("could not restart the engine: {e}"),
+            Err(e) => self.status = format!("error: could not restart the engine: {e}"),
         }
     }
 
     /// Sends a command to the worker (the view's intents go through here).
     pub fn command(&mut self, c: Command) {
         if !self.is_worker_alive {
-            self.status = "the engine thread stopped: press Restart engine first".into();
+            self.status = "error: the engine thread stopped: press Restart engine first".into();
             return;
         }
         let is_start = matches!(c, Command::Start(_));
@@ -299,7 +299,8 @@ impl RunView {
                         self.run = None;
                         self.progress.clear();
                         self.status =
-                            "the engine thread stopped unexpectedly: press Restart engine".into();
+                            "error: the engine thread stopped unexpectedly: press Restart engine"
+                                .into();
                     }
                     break;
                 }
@@ -599,10 +600,8 @@ impl RunView {
             ui.label(&self.progress);
             if !self.status.is_empty() {
                 ui.separator();
-                let is_error = self.status.starts_with("error")
-                    || self.status.contains("stopped unexpectedly")
-                    || self.status.contains("cannot")
-                    || self.status.contains("could not");
+                // Every error the view reports starts so (see `poll` and `restart_worker`).
+                let is_error = self.status.starts_with("error");
                 if is_error {
                     ui.colored_label(ui.visuals().error_fg_color, &self.status);
                 } else {

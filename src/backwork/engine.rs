@@ -181,11 +181,6 @@ pub struct Group {
     search: GroupSearch,
 }
 
-/// The index of the first non-finite probability, if any.
-fn fwd_probs_bad(probs: &[f32]) -> Option<usize> {
-    probs.iter().position(|p| !p.is_finite())
-}
-
 /// The random stream of label `label` under `seed`.
 fn group_rng(seed: u64, label: u8) -> StdRng {
     StdRng::seed_from_u64(seed ^ (u64::from(label) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
@@ -473,7 +468,7 @@ impl Engine {
                 return Err(self.fail(step, what));
             }
         }
-        if let Some(i) = fwd_probs_bad(&self.fwd.probs) {
+        if let Some(i) = self.fwd.probs.iter().position(|p| !p.is_finite()) {
             return Err(self.fail(step, format!("probability {i}")));
         }
         if gx.iter().any(|v| !v.is_finite()) {
