@@ -45,6 +45,74 @@ fn term_values(p: &CurvePoint) -> [f64; 10] {
     ]
 }
 
+/// How a plot mapped its values to the screen on the last frame: screen pixels per unit on
+/// each axis. The series are simplified for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct View {
+    px_per_x: f64,
+    px_per_y: f64,
+}
+
+impl View {
+    fn of(t: &egui_plot::PlotTransform) -> Self {
+        Self {
+            px_per_x: t.dpos_dvalue_x().abs(),
+            px_per_y: t.dpos_dvalue_y().abs(),
+        }
+    }
+
+    /// Whether drawing for `self` still looks right on `other`: scales within 10% (a live
+    /// run's bounds grow by a step per snapshot, which changes nothing visible; a zoom does).
+    fn is_close(&self, other: &Self) -> bool {
+        let near = |a: f64, b: f64| (a - b).abs() <= 0.1 * a.abs().max(b.abs());
+        near(self.px_per_x, other.px_per_x) && near(self.px_per_y, other.px_per_y)
+    }
+}
+
+/// Screen pixels a simplified curve may stray from the full one: below what a 1.5 px
+/// anti-aliased line shows.
+const TOLERANCE_PX: f64 = 0.25;
+
+/// The points of `v` that draw the same curve at `view`'s scale, within [`TOLERANCE_PX`]
+/// (Ramer–Douglas–Peucker in screen pixels). A smooth or flat curve needs a few dozen points
+/// where it has hundreds, and software rendering pays for every segment's triangles.
+pub(super) fn simplify(v: &[[f64; 2]], view: &View) -> Vec<[f64; 2]> {
+    if v.len() <= 2 {
+        return v.to_vec();
+    }
+    let px = |p: [f64; 2]| [p[0] * view.px_per_x, p[1] * view.px_per_y];
+    let mut keep = vec![false; v.len()];
+    keep[0] = true;
+    keep[v.len() - 1] = true;
+    let mut stack = vec![(0, v.len() - 1)];
+    while let Some((a, b)) = stack.pop() {
+        let (pa, pb) = (px(v[a]), px(v[b]));
+        let (dx, dy) = (pb[0] - pa[0], pb[1] - pa[1]);
+        let len = dx.hypot(dy);
+        let mut worst = (0.0, a);
+        for (i, &p) in v.iter().enumerate().take(b).skip(a + 1) {
+            let q = px(p);
+            let d = if len > 0.0 {
+                (dx * (q[1] - pa[1]) - dy * (q[0] - pa[0])).abs() / len
+            } else {
+                (q[0] - pa[0]).hypot(q[1] - pa[1])
+            };
+            if d > worst.0 {
+                worst = (d, i);
+            }
+        }
+        if worst.0 > TOLERANCE_PX {
+            keep[worst.1] = true;
+            stack.push((a, worst.1));
+            stack.push((worst.1, b));
+        }
+    }
+    v.iter()
+        .zip(keep)
+        .filter_map(|(p, k)| k.then_some(*p))
+        .collect()
+}
+
 /// The curve history of the current run.
 pub struct Curves {
     terms: [Vec<[f64; 2]>; 10],
@@ -61,12 +129,15 @@ pub struct Curves {
     pub is_mean: bool,
     /// The decimated series as drawn, rebuilt only when points arrive or the scale changes.
     drawn: Option<Drawn>,
+    /// How each plot (terms, p(label), steps/s) showed on the last frame.
+    views: [Option<View>; 3],
 }
 
 /// What the plots draw, computed once per change rather than once per frame.
 struct Drawn {
     is_log: bool,
     is_mean: bool,
+    views: [Option<View>; 3],
     terms: Vec<Vec<[f64; 2]>>,
     per_label: Vec<Vec<[f64; 2]>>,
     reinits: Vec<[f64; 2]>,
@@ -76,8 +147,8 @@ struct Drawn {
 /// Reinitialisation markers drawn at most (evenly spread over the run when there are more).
 const DRAWN_MARKERS: usize = 400;
 
-/// At most `max` points of `v`, evenly spread (for markers, where extremes mean nothing).
-fn spread(v: &[[f64; 2]], max: usize) -> Vec<[f64; 2]> {
+/// At most `max` items of `v`, evenly spread (for markers, where extremes mean nothing).
+fn spread<T: Copy>(v: &[T], max: usize) -> Vec<T> {
     if v.len() <= max {
         return v.to_vec();
     }
@@ -121,6 +192,7 @@ impl Default for Curves {
             is_log: true,
             is_mean: false,
             drawn: None,
+            views: [None; 3],
         }
     }
 }
@@ -213,16 +285,29 @@ impl Curves {
 
     /// The series as drawn, rebuilt when stale.
     fn drawn(&mut self) -> &Drawn {
-        let (is_log, is_mean) = (self.is_log, self.is_mean);
-        if self
-            .drawn
-            .as_ref()
-            .is_some_and(|d| d.is_log != is_log || d.is_mean != is_mean)
-        {
+        let (is_log, is_mean, views) = (self.is_log, self.is_mean, self.views);
+        let is_stale = |d: &Drawn| {
+            d.is_log != is_log
+                || d.is_mean != is_mean
+                || d.views.iter().zip(&views).any(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => !a.is_close(b),
+                    (None, None) => false,
+                    _ => true,
+                })
+        };
+        if self.drawn.as_ref().is_some_and(is_stale) {
             self.drawn = None;
         }
         let (terms, min_p, mean_p) = (&self.terms, &self.min_p, &self.mean_p);
         let (reinits, rate) = (&self.reinits, &self.rate);
+        // Bounded first (each bucket's extremes), then only what shows on the plot's view.
+        let draw = |v: &[[f64; 2]], view: &Option<View>| {
+            let d = decimate(v, DRAWN_POINTS);
+            match view {
+                Some(view) => simplify(&d, view),
+                None => d,
+            }
+        };
         self.drawn.get_or_insert_with(|| {
             let terms = terms
                 .iter()
@@ -232,20 +317,18 @@ impl Curves {
                         .filter(|[_, y]| !is_log || *y > 0.0)
                         .map(|&[x, y]| [x, if is_log { y.log10() } else { y }])
                         .collect();
-                    decimate(&pts, DRAWN_POINTS)
+                    draw(&pts, &views[0])
                 })
                 .collect();
             let per_label = if is_mean { mean_p } else { min_p };
             Drawn {
                 is_log,
                 is_mean,
+                views,
                 terms,
-                per_label: per_label
-                    .iter()
-                    .map(|v| decimate(v, DRAWN_POINTS))
-                    .collect(),
+                per_label: per_label.iter().map(|v| draw(v, &views[1])).collect(),
                 reinits: spread(reinits, DRAWN_MARKERS),
-                rate: decimate(rate, DRAWN_POINTS),
+                rate: draw(rate, &views[2]),
             }
         })
     }
@@ -269,7 +352,7 @@ impl Curves {
         let is_mean = self.is_mean;
         let shown = self.shown;
         let labels = self.labels.clone();
-        let marks = self.settings_marks.clone();
+        let marks = spread(&self.settings_marks, DRAWN_MARKERS);
         let d = self.drawn();
         // The terms fall over a run: their legend goes where the curves are not, low left.
         let terms = Plot::new("terms")
@@ -282,7 +365,13 @@ impl Curves {
         } else {
             terms
         };
-        terms.show(ui, |p| {
+        let mut views = [None; 3];
+        let mut is_touched = false;
+        let mut note = |r: &egui_plot::PlotResponse<()>| {
+            is_touched |= r.response.hovered() || r.response.dragged();
+            Some(View::of(&r.transform))
+        };
+        views[0] = note(&terms.show(ui, |p| {
             for ((name, series), on) in TERM_NAMES.iter().zip(&d.terms).zip(shown) {
                 if on {
                     p.line(Line::new(*name, PlotPoints::from(series.clone())));
@@ -291,10 +380,10 @@ impl Curves {
             for &m in &marks {
                 p.vline(VLine::new("settings changed", m));
             }
-        });
+        }));
         // p(label) climbs from 0 to 1: its legend goes low right, where the climbed curves
         // are not.
-        Plot::new("p_label")
+        let p_label = Plot::new("p_label")
             .height(h)
             .legend(small_legend(Corner::RightBottom))
             .x_axis_label("step")
@@ -319,13 +408,26 @@ impl Curves {
                     p.vline(VLine::new("settings changed", m));
                 }
             });
-        Plot::new("rate")
+        views[1] = note(&p_label);
+        let rate = Plot::new("rate")
             .height(rate_h)
             .x_axis_label("step")
             .y_axis_label("steps/s")
             .show(ui, |p| {
                 p.line(Line::new("steps/s", PlotPoints::from(d.rate.clone())));
             });
+        views[2] = note(&rate);
+        if is_touched
+            && views.iter().zip(&self.views).any(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => !a.is_close(b),
+                _ => true,
+            })
+        {
+            // Zoomed by the user: the next frame draws for the new scale. (A scale that
+            // changes by itself, as a live run's bounds grow, waits for the next snapshot.)
+            ui.ctx().request_repaint();
+        }
+        self.views = views;
     }
 }
 
@@ -366,6 +468,43 @@ mod tests {
         assert!(d.iter().any(|p| p[1] == 99.0), "the spike survives");
         assert!(d.windows(2).all(|w| w[0][0] <= w[1][0]), "in step order");
         assert_eq!(decimate(&v[..100], 600), v[..100].to_vec());
+    }
+
+    #[test]
+    fn simplification_keeps_the_curve_within_a_quarter_pixel() {
+        // 1,000 steps on a 350 px wide plot whose y axis spans 0..1 over 145 px (the
+        // p(label) plot's size in a 1280 x 860 window).
+        let view = View {
+            px_per_x: 350.0 / 1000.0,
+            px_per_y: 145.0,
+        };
+        let sigmoid: Vec<[f64; 2]> = (0..1000)
+            .map(|i| [i as f64, 1.0 / (1.0 + (-(i as f64 - 400.0) / 20.0).exp())])
+            .collect();
+        let s = simplify(&sigmoid, &view);
+        assert!(
+            s.len() < 60,
+            "a sigmoid needs a few dozen points, kept {}",
+            s.len()
+        );
+        assert_eq!(s.first(), sigmoid.first());
+        assert_eq!(s.last(), sigmoid.last());
+        // Every dropped point lies within the tolerance (in screen pixels) of the drawn
+        // segment over it.
+        let px = |p: [f64; 2]| [p[0] * view.px_per_x, p[1] * view.px_per_y];
+        for &p in &sigmoid {
+            let k = s.partition_point(|q| q[0] <= p[0]).clamp(1, s.len() - 1);
+            let (a, b, p) = (px(s[k - 1]), px(s[k]), px(p));
+            let (dx, dy) = (b[0] - a[0], b[1] - a[1]);
+            let d = (dx * (p[1] - a[1]) - dy * (p[0] - a[0])).abs() / dx.hypot(dy);
+            assert!(d <= TOLERANCE_PX, "{p:?} is {d} px off");
+        }
+        // A one-step spike of a pixel survives; a flat line keeps its two ends.
+        let mut flat = vec![[0.0, 0.5]; 0];
+        flat.extend((0..1000).map(|i| [i as f64, 0.5]));
+        assert_eq!(simplify(&flat, &view).len(), 2);
+        flat[500][1] += 1.0 / 145.0;
+        assert!(simplify(&flat, &view).contains(&[500.0, 0.5 + 1.0 / 145.0]));
     }
 
     #[test]
