@@ -86,6 +86,7 @@ fn settings_panel_at_the_original_defaults() {
             },
             Settings::default(),
         );
+    backwork::app::apply_style(&h.ctx);
     h.run_steps(2);
     h.snapshot("settings_defaults");
 }
@@ -104,6 +105,7 @@ fn image_grid_with_passed_stalled_and_reinitialised_tiles() {
             },
             RunView::new(worker, train),
         );
+    backwork::app::apply_style(&h.ctx);
     h.run_steps(2);
     h.state_mut().command(Command::Start(Settings::default()));
     peer.events

@@ -2,6 +2,7 @@
 //! view (live run, sliders, curves, export) and the test images with the network's
 //! predictions. The engine, the trainer and the classifier each run on their own thread.
 
+mod captions;
 mod curves_ui;
 mod dialog;
 mod gallery_ui;
@@ -184,7 +185,9 @@ const EVENT_FRAME_INTERVAL: std::time::Duration = std::time::Duration::from_mill
 /// rendered: a paint callback drawn last calls `glFinish`, so software rendering (Mesa
 /// llvmpipe, which rasterises lazily) is counted in full. Frames are drawn when something
 /// changes (a snapshot of the engine, about once per step; input), as in normal use; the
-/// statistics are over the frames of the last second.
+/// statistics are over the frames of the last second. The window's very first frame, which
+/// builds the font atlas and compiles the shaders (about 30 ms under llvmpipe) before
+/// anything of a run shows, is counted in `frames` but not in the percentiles.
 pub struct FrameStats {
     file: std::path::PathBuf,
     window_start: std::time::Instant,
@@ -192,6 +195,7 @@ pub struct FrameStats {
     /// Durations (ms) of rendered frames, pushed by the paint callback.
     done: Arc<std::sync::Mutex<Vec<f64>>>,
     frames: u64,
+    is_first_seen: bool,
 }
 
 impl FrameStats {
@@ -202,6 +206,7 @@ impl FrameStats {
             frame_start: std::time::Instant::now(),
             done: Default::default(),
             frames: 0,
+            is_first_seen: false,
         }
     }
 
@@ -219,6 +224,12 @@ impl FrameStats {
             return None;
         }
         self.frames += ms.len() as u64;
+        if !std::mem::replace(&mut self.is_first_seen, true) {
+            ms.remove(0);
+            if ms.is_empty() {
+                return None;
+            }
+        }
         ms.sort_by(f64::total_cmp);
         let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
         let (run_steps, run_seconds) = run.unzip();

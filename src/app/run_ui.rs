@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use egui::{Color32, RichText, TextureHandle, TextureOptions, vec2};
 
+use super::captions::{Caption, CaptionLayout, Captions};
 use super::curves_ui::Curves;
 use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
@@ -33,7 +34,7 @@ const FLASH: Duration = Duration::from_millis(800);
 /// Lines kept in the event log.
 const LOG_LINES: usize = 500;
 /// Colour of a tile past the threshold, and of the target class's bar.
-const PASSED: Color32 = Color32::from_rgb(80, 200, 120);
+pub(super) const PASSED: Color32 = Color32::from_rgb(80, 200, 120);
 /// Colour of a re-initialisation flash.
 const FLASH_COLOR: Color32 = Color32::from_rgb(240, 150, 40);
 /// Colour of the "stalled" mark.
@@ -61,6 +62,8 @@ pub struct RunView {
     /// pays for with a flush each.
     atlas: Option<TextureHandle>,
     atlas_size: [usize; 2],
+    /// Every tile's caption (p, bars, status line) in one texture.
+    captions: Captions,
     cache: Option<(usize, usize)>,
     total_reinits: usize,
     /// The last thing the user should read: an export's folder, a refusal, how a run ended,
@@ -114,6 +117,7 @@ impl RunView {
             snapshot: None,
             atlas: None,
             atlas_size: [0, 0],
+            captions: Captions::default(),
             cache: None,
             total_reinits: 0,
             status: String::new(),
@@ -835,6 +839,38 @@ impl RunView {
         // As large as lets a row of `batch` tiles fit the width, within bounds.
         let per_tile = (ui.available_width() - ROW_HEADING) / s.batch.max(1) as f32 - TILE_CHROME;
         let side = tile_scale(per_tile) * SIDE as f32;
+        let layout = CaptionLayout::new(ui, side);
+        let tiles: Vec<TileState> = (0..s.probs.len())
+            .map(|row| {
+                let label = s.labels[row / s.batch.max(1)];
+                let p = s.probs[row].get(label as usize).copied().unwrap_or(0.0);
+                TileState {
+                    row,
+                    label,
+                    index: row % s.batch.max(1),
+                    p,
+                    passed: p > threshold,
+                    selected: self.selected.contains(&row),
+                    flashing: self.is_flashing(row),
+                    stalled: s.stalled.get(row).copied().unwrap_or(false),
+                    reinits: s.reinits[row],
+                }
+            })
+            .collect();
+        let statuses: Vec<(String, Color32)> =
+            tiles.iter().map(|t| t.status(ui.visuals())).collect();
+        let captions: Vec<Caption<'_>> = tiles
+            .iter()
+            .zip(&statuses)
+            .map(|(t, (status, color))| Caption {
+                p: t.p,
+                probs: &s.probs[t.row],
+                target: t.label as usize,
+                status,
+                status_color: *color,
+            })
+            .collect();
+        self.captions.update(ui, layout, &captions);
         let mut clicked = Vec::new();
         let mut enlarge = None;
         let mut is_any_flashing = false;
@@ -850,6 +886,7 @@ impl RunView {
                     .atlas
                     .as_ref()
                     .map(|a| egui::Mesh::with_texture(a.id()));
+                let mut captions_mesh: Option<egui::Mesh> = None;
                 for (g, &label) in s.labels.iter().enumerate() {
                     ui.horizontal(|ui| {
                         ui.spacing_mut().item_spacing.x = TILE_GAP;
@@ -859,23 +896,17 @@ impl RunView {
                         );
                         for i in 0..s.batch {
                             let row = g * s.batch + i;
-                            let p = s.probs[row].get(label as usize).copied().unwrap_or(0.0);
-                            let tile = TileState {
-                                row,
-                                label,
-                                index: i,
-                                p,
-                                passed: p > threshold,
-                                selected: self.selected.contains(&row),
-                                flashing: self.is_flashing(row),
-                                stalled: s.stalled.get(row).copied().unwrap_or(false),
-                                reinits: s.reinits[row],
-                            };
+                            let Some(tile) = tiles.get(row) else { break };
                             is_any_flashing |= tile.flashing;
                             let nearest = nearest_tiles.get(row).and_then(|n| n.as_ref());
-                            let r = tile_ui(ui, &tile, side, &s.probs[row], nearest);
+                            let (r, caption) = tile_ui(ui, tile, layout, &s.probs[row], nearest);
                             if let (Some(mesh), Some(uv)) = (&mut images, self.atlas_uv(row)) {
                                 mesh.add_rect_with_uv(r.rect, uv, Color32::WHITE);
+                            }
+                            if let Some((id, uv)) = self.captions.uv(row) {
+                                let mesh = captions_mesh
+                                    .get_or_insert_with(|| egui::Mesh::with_texture(id));
+                                mesh.add_rect_with_uv(caption, uv, Color32::WHITE);
                             }
                             if r.double_clicked() {
                                 enlarge = Some(row);
@@ -885,7 +916,7 @@ impl RunView {
                         }
                     });
                 }
-                if let Some(mesh) = images {
+                for mesh in [images, captions_mesh].into_iter().flatten() {
                     ui.painter().add(egui::Shape::mesh(mesh));
                 }
             });
@@ -1002,15 +1033,52 @@ struct TileState {
     reinits: usize,
 }
 
-/// One tile: the image, its p(label), its ten probabilities as small bars, and its marks
-/// (passed, flashing after a reinit, stalled, selected). Returns the image's response.
+impl TileState {
+    /// The tile's one-line status and its colour: just re-initialised, stalled, passed, or
+    /// how often it was re-initialised.
+    fn status(&self, visuals: &egui::Visuals) -> (String, Color32) {
+        if self.flashing {
+            (format!("reinit #{}", self.reinits), FLASH_COLOR)
+        } else if self.stalled {
+            ("stalled".into(), STALLED)
+        } else if self.passed {
+            ("passed".into(), PASSED)
+        } else {
+            let n = self.reinits;
+            let s = if n == 1 {
+                "1 reinit".into()
+            } else {
+                format!("{n} reinits")
+            };
+            (s, visuals.text_color())
+        }
+    }
+
+    fn status_hover(&self) -> String {
+        if self.flashing {
+            "just re-initialised with fresh noise".into()
+        } else if self.stalled {
+            "p(label) has not risen by the stall tolerance within the stall window (probes) and is below the threshold".into()
+        } else if self.passed {
+            format!("past the threshold; re-initialised {} times", self.reinits)
+        } else {
+            format!("re-initialised {} times", self.reinits)
+        }
+    }
+}
+
+/// One tile: the image, its caption (p(label), ten bars, status line: drawn by the caller
+/// from [`Captions`], as is the image), its nearest training image if shown, and its marks
+/// (passed, flashing after a reinit, stalled, selected). Returns the image's response and
+/// the caption's place.
 fn tile_ui(
     ui: &mut egui::Ui,
     t: &TileState,
-    side: f32,
+    layout: CaptionLayout,
     probs: &[f32],
     nearest: Option<&(TextureHandle, crate::backwork::cost::Nearest)>,
-) -> egui::Response {
+) -> (egui::Response, egui::Rect) {
+    let side = layout.width;
     let outline = if t.selected {
         ui.visuals().selection.stroke.color
     } else if t.flashing {
@@ -1038,8 +1106,18 @@ fn tile_ui(
                         format!("label {} image {}", t.label, t.index),
                     )
                 });
-                ui.label(RichText::new(format!("{:.5}", t.p)).monospace());
-                mini_bars_ui(ui, probs, t.label as usize, side);
+                // The caption's place: its text is in the texture, and here for screen
+                // readers and tests, with the status line's tooltip.
+                let (caption, _) =
+                    ui.allocate_exact_size(vec2(side, layout.height()), egui::Sense::hover());
+                let [text, _, status] = layout.parts().map(|p| p.translate(caption.min.to_vec2()));
+                let p_text = format!("{:.5}", t.p);
+                ui.interact(text, r.id.with("p"), egui::Sense::hover())
+                    .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &p_text));
+                let (status_text, _) = t.status(ui.visuals());
+                ui.interact(status, r.id.with("status"), egui::Sense::hover())
+                    .on_hover_text(t.status_hover())
+                    .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &status_text));
                 if let Some((tex, n)) = nearest {
                     ui.horizontal(|ui| {
                         ui.spacing_mut().item_spacing.x = 3.0;
@@ -1052,31 +1130,14 @@ fn tile_ui(
                         ui.small(format!("d {:.3}", n.dist));
                     });
                 }
-                // One short line, so every tile keeps the same width.
-                if t.flashing {
-                    ui.colored_label(FLASH_COLOR, RichText::new(format!("reinit #{}", t.reinits)).small())
-                        .on_hover_text("just re-initialised with fresh noise");
-                } else if t.stalled {
-                    ui.colored_label(STALLED, RichText::new("stalled").small()).on_hover_text(
-                        "p(label) has not risen by the stall tolerance within the stall window (probes) and is below the threshold",
-                    );
-                } else if t.passed {
-                    ui.colored_label(PASSED, RichText::new("passed").small())
-                        .on_hover_text(format!("past the threshold; re-initialised {} times", t.reinits));
-                } else {
-                    ui.small(match t.reinits {
-                        1 => "1 reinit".to_string(),
-                        n => format!("{n} reinits"),
-                    })
-                        .on_hover_text(format!("re-initialised {} times", t.reinits));
-                }
                 let probs = probs.to_vec();
                 let (label, index, p, row) = (t.label, t.index, t.p, t.row);
-                r.on_hover_ui(move |ui| {
+                let r = r.on_hover_ui(move |ui| {
                     ui.label(format!("label {label}, image {index} (row {row}): p(label) = {p:.5}"));
                     prob_bars_ui(ui, &probs, label as usize);
                     ui.weak("click: select for export · shift-click: select a range · double-click: enlarge");
-                })
+                });
+                (r, caption)
             })
             .inner
         });
@@ -1096,35 +1157,6 @@ fn tile_ui(
     }
     ui.painter().set(behind, egui::Shape::mesh(mesh));
     shown.inner
-}
-
-/// Ten tiny bars under a tile, the target class in green; no labels (hover for detail).
-/// One mesh of plain rectangles, without anti-aliased edges: 22 triangles a tile instead of
-/// a hundred, which software rendering pays for on every frame.
-fn mini_bars_ui(ui: &mut egui::Ui, probs: &[f32], target: usize, width: f32) {
-    let h = 14.0;
-    let (rect, _) = ui.allocate_exact_size(vec2(width, h), egui::Sense::hover());
-    let mut mesh = egui::Mesh::default();
-    mesh.add_colored_rect(rect, ui.visuals().extreme_bg_color);
-    let bw = width / probs.len().max(1) as f32;
-    for (k, &p) in probs.iter().enumerate() {
-        let x0 = (rect.left() + bw * k as f32).round();
-        let x1 = (rect.left() + bw * (k + 1) as f32).round() - 1.0;
-        let top = (rect.bottom() - h * p.clamp(0.0, 1.0)).round();
-        if top >= rect.bottom() || x1 <= x0 {
-            continue;
-        }
-        let color = if k == target {
-            PASSED
-        } else {
-            ui.visuals().text_color()
-        };
-        mesh.add_colored_rect(
-            egui::Rect::from_min_max(egui::pos2(x0, top), egui::pos2(x1, rect.bottom())),
-            color,
-        );
-    }
-    ui.painter().add(egui::Shape::mesh(mesh));
 }
 
 /// A compact bar chart of the class probabilities, the target class highlighted.
