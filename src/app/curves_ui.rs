@@ -69,6 +69,15 @@ impl View {
     }
 }
 
+/// Whether any plot's scale in `a` is not close to its scale in `b` (or known in only one).
+fn views_differ(a: &[Option<View>; 3], b: &[Option<View>; 3]) -> bool {
+    a.iter().zip(b).any(|(a, b)| match (a, b) {
+        (Some(a), Some(b)) => !a.is_close(b),
+        (None, None) => false,
+        _ => true,
+    })
+}
+
 /// Screen pixels a simplified curve may stray from the full one: below what a 1.5 px
 /// anti-aliased line shows.
 const TOLERANCE_PX: f64 = 0.25;
@@ -287,20 +296,14 @@ impl Curves {
     fn drawn(&mut self) -> &Drawn {
         let (is_log, is_mean, views) = (self.is_log, self.is_mean, self.views);
         let is_stale = |d: &Drawn| {
-            d.is_log != is_log
-                || d.is_mean != is_mean
-                || d.views.iter().zip(&views).any(|(a, b)| match (a, b) {
-                    (Some(a), Some(b)) => !a.is_close(b),
-                    (None, None) => false,
-                    _ => true,
-                })
+            d.is_log != is_log || d.is_mean != is_mean || views_differ(&d.views, &views)
         };
         if self.drawn.as_ref().is_some_and(is_stale) {
             self.drawn = None;
         }
         let (terms, min_p, mean_p) = (&self.terms, &self.min_p, &self.mean_p);
         let (reinits, rate) = (&self.reinits, &self.rate);
-        // Bounded first (each bucket's extremes), then only what shows on the plot's view.
+        // Bounded first (each bucket's extremes), then simplified for the plot's last scale.
         let draw = |v: &[[f64; 2]], view: &Option<View>| {
             let d = decimate(v, DRAWN_POINTS);
             match view {
@@ -417,12 +420,7 @@ impl Curves {
                 p.line(Line::new("steps/s", PlotPoints::from(d.rate.clone())));
             });
         views[2] = note(&rate);
-        if is_touched
-            && views.iter().zip(&self.views).any(|(a, b)| match (a, b) {
-                (Some(a), Some(b)) => !a.is_close(b),
-                _ => true,
-            })
-        {
+        if is_touched && views_differ(&views, &self.views) {
             // Zoomed by the user: the next frame draws for the new scale. (A scale that
             // changes by itself, as a live run's bounds grow, waits for the next snapshot.)
             ui.ctx().request_repaint();

@@ -899,7 +899,9 @@ impl RunView {
                             let Some(tile) = tiles.get(row) else { break };
                             is_any_flashing |= tile.flashing;
                             let nearest = nearest_tiles.get(row).and_then(|n| n.as_ref());
-                            let (r, caption) = tile_ui(ui, tile, layout, &s.probs[row], nearest);
+                            let status = statuses.get(row).map_or("", |s| s.0.as_str());
+                            let (r, caption) =
+                                tile_ui(ui, tile, status, layout, &s.probs[row], nearest);
                             if let (Some(mesh), Some(uv)) = (&mut images, self.atlas_uv(row)) {
                                 mesh.add_rect_with_uv(r.rect, uv, Color32::WHITE);
                             }
@@ -1070,10 +1072,11 @@ impl TileState {
 /// One tile: the image, its caption (p(label), ten bars, status line: drawn by the caller
 /// from [`Captions`], as is the image), its nearest training image if shown, and its marks
 /// (passed, flashing after a reinit, stalled, selected). Returns the image's response and
-/// the caption's place.
+/// the caption's place. `status_text` is the caption's status line, [`TileState::status`].
 fn tile_ui(
     ui: &mut egui::Ui,
     t: &TileState,
+    status_text: &str,
     layout: CaptionLayout,
     probs: &[f32],
     nearest: Option<&(TextureHandle, crate::backwork::cost::Nearest)>,
@@ -1114,10 +1117,9 @@ fn tile_ui(
                 let p_text = format!("{:.5}", t.p);
                 ui.interact(text, r.id.with("p"), egui::Sense::hover())
                     .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &p_text));
-                let (status_text, _) = t.status(ui.visuals());
                 ui.interact(status, r.id.with("status"), egui::Sense::hover())
                     .on_hover_text(t.status_hover())
-                    .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &status_text));
+                    .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, status_text));
                 if let Some((tex, n)) = nearest {
                     ui.horizontal(|ui| {
                         ui.spacing_mut().item_spacing.x = 3.0;
