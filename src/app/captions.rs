@@ -12,6 +12,11 @@ use egui::{Color32, ColorImage, FontId, TextureHandle, TextureOptions, vec2};
 /// Captions per row of the texture.
 const COLS: usize = 16;
 
+/// A probability as a caption (and its accessible label) shows it: 5 decimals.
+pub fn p_text(p: f32) -> String {
+    format!("{p:.5}")
+}
+
 /// What one caption shows.
 pub struct Caption<'a> {
     pub p: f32,
@@ -118,11 +123,8 @@ impl Captions {
     pub fn update(&mut self, ui: &egui::Ui, layout: CaptionLayout, captions: &[Caption<'_>]) {
         let ppp = ui.ctx().pixels_per_point();
         let visuals = ui.visuals();
-        let (text_color, bar_color, bar_bg) = (
-            visuals.text_color(),
-            visuals.text_color(),
-            visuals.extreme_bg_color,
-        );
+        // Text and the non-target bars in the text colour, as the labels they replace.
+        let (text_color, bar_bg) = (visuals.text_color(), visuals.extreme_bg_color);
         let mut h = std::hash::DefaultHasher::new();
         ppp.to_bits().hash(&mut h);
         [
@@ -157,7 +159,7 @@ impl Captions {
             .iter()
             .map(|c| {
                 (
-                    layout_text(format!("{:.5}", c.p), &mono),
+                    layout_text(p_text(c.p), &mono),
                     layout_text(c.status.to_owned(), &small),
                 )
             })
@@ -199,7 +201,7 @@ impl Captions {
                 let color = if k as usize == c.target {
                     super::run_ui::PASSED
                 } else {
-                    bar_color
+                    text_color
                 };
                 fill(&mut img, clip, [l, by + top, r, by + bh], color);
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use egui::{Color32, RichText, TextureHandle, TextureOptions, vec2};
 
-use super::captions::{Caption, CaptionLayout, Captions};
+use super::captions::{Caption, CaptionLayout, Captions, p_text};
 use super::curves_ui::Curves;
 use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
@@ -1114,7 +1114,7 @@ fn tile_ui(
                 let (caption, _) =
                     ui.allocate_exact_size(vec2(side, layout.height()), egui::Sense::hover());
                 let [text, _, status] = layout.parts().map(|p| p.translate(caption.min.to_vec2()));
-                let p_text = format!("{:.5}", t.p);
+                let p_text = p_text(t.p);
                 ui.interact(text, r.id.with("p"), egui::Sense::hover())
                     .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Label, true, &p_text));
                 ui.interact(status, r.id.with("status"), egui::Sense::hover())
