@@ -14,7 +14,7 @@ for cfg in $configs; do
   for d in 0 1 2 3 4 5 6 7 8 9; do
     dir="$OUT/$name-$d"
     rm -rf "$dir"
-    "$BIN" run --labels "$d" $flags $THRESHOLD_FLAG --out "$dir" >/dev/null 2>&1 || true
+    "$BIN" run --preset original --labels "$d" $flags $THRESHOLD_FLAG --out "$dir" >/dev/null 2>&1 || true
     python3 - "$dir/results.json" "$name" "$d" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

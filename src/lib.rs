@@ -11,5 +11,6 @@ pub mod data;
 pub mod export;
 pub mod model;
 pub mod retrain;
+pub mod sweep;
 pub mod util;
 pub mod worker;

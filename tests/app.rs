@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backwork::app::{BackworkApp, RunView, settings_ui};
-use backwork::backwork::Settings;
+use backwork::app::{BackworkApp, RunView, SweepView, settings_ui};
+use backwork::backwork::{Preset, Settings};
 use backwork::backwork::engine::{EndReason, Reinit, ReinitKind};
 use backwork::backwork::frozen::FrozenCnn;
 use backwork::data::{Dataset, PIXELS, Split};
@@ -115,11 +115,11 @@ fn moving_the_sim_coeff_slider_yields_exactly_that_setting() {
 }
 
 #[test]
-fn restore_defaults_brings_back_the_original_values() {
+fn restore_defaults_brings_back_the_default_preset() {
     let changed = Settings {
         sim_coeff: 3.0,
         lr: 0.1,
-        ..Settings::default()
+        ..Settings::original()
     };
     let mut h = Harness::new_ui_state(
         |ui, state: &mut (Settings, Option<Settings>)| {
@@ -130,9 +130,46 @@ fn restore_defaults_brings_back_the_original_values() {
         (changed, None),
     );
     h.run();
-    h.get_by_label("Restore the original defaults").click();
+    h.get_by_label("Restore defaults").click();
     h.run();
     assert_eq!(h.state().1.clone(), Some(Settings::default()));
+}
+
+/// The preset picker: the default preset is selected; a slider makes the settings "custom"
+/// (shown beside the picker); clicking "original" sets the 2016 method and keeps the labels.
+#[test]
+fn the_preset_picker_shows_custom_after_a_slider_and_applies_a_preset() {
+    let mut h = Harness::new_ui_state(
+        |ui, state: &mut (Settings, Option<Settings>)| {
+            if let Some(new) = settings_ui(ui, &state.0) {
+                state.0 = new.clone();
+                state.1 = Some(new);
+            }
+        },
+        (
+            Settings {
+                labels: vec![2, 4],
+                ..Settings::default()
+            },
+            None,
+        ),
+    );
+    h.run();
+    assert!(h.query_by_label("custom").is_none());
+    h.get_by_role_and_label(Role::Slider, "prev_coeff")
+        .set_value_accesskit(2.0);
+    h.run();
+    h.run();
+    assert_eq!(h.state().0.preset_name(), "custom");
+    h.get_by_label("custom");
+    h.get_by_label("original").click();
+    h.run();
+    h.run();
+    let s = h.state().0.clone();
+    assert_eq!(s.preset(), Some(Preset::Original));
+    assert_eq!(s.prev_coeff, 0.5);
+    assert_eq!(s.labels, vec![2, 4]);
+    assert!(h.query_by_label("custom").is_none());
 }
 
 #[test]
@@ -584,4 +621,54 @@ fn the_window_mid_run_stays_within_its_triangle_budget() {
     assert!(triangles < 10_000, "{triangles} triangles");
     // The captions are drawn, and still there for screen readers and tests.
     assert!(h.get_all_by_label("0.99000").count() >= 8);
+}
+
+/// The Sweep view runs a real grid (2 values of sim_coeff, one label, 2 images, 3 steps, the
+/// shipped model, a small training set) on its thread, fills the heatmap, and a click on a
+/// cell hands back that cell's settings.
+#[test]
+fn the_sweep_view_fills_its_heatmap_and_a_cell_loads_its_settings() {
+    let (cnn, info) = shipped_cnn().unwrap();
+    let mut view = SweepView::new(small_set());
+    view.cache_dir = None;
+    view.axes[0].values = "0.25, 4".into();
+    view.max_steps = 3;
+    let base = Settings {
+        labels: vec![3],
+        batch: 2,
+        ..Settings::default()
+    };
+    let wake: backwork::app::Wake = Arc::new(|| {});
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .build_ui_state(
+            move |ui, state: &mut (SweepView, Option<Settings>)| {
+                if let Some(s) = state.0.ui(ui, (&cnn, &info), &base, &wake) {
+                    state.1 = Some(s);
+                }
+            },
+            (view, None),
+        );
+    h.run();
+    h.get_by_label("Run sweep").click();
+    let t = Instant::now();
+    while !h.state().0.status.starts_with("done") {
+        assert!(t.elapsed() < Duration::from_secs(120), "{}", h.state().0.status);
+        std::thread::sleep(Duration::from_millis(50));
+        h.run();
+    }
+    assert_eq!(h.state().0.cells.len(), 2);
+    for c in &h.state().0.cells {
+        assert_eq!(c.outcome.steps, 3);
+        assert_eq!(c.outcome.images, 2);
+    }
+    // Two cells, labelled with their fooled share and number of runs; click the second.
+    let cells: Vec<_> = h.query_all_by_label_contains("%  (1)").collect();
+    assert_eq!(cells.len(), 2);
+    cells[1].click();
+    h.run();
+    let s = h.state().1.clone().expect("a cell click hands back its settings");
+    assert_eq!(s.sim_coeff, 4.0);
+    assert_eq!(s.labels, vec![3]);
+    assert_eq!(s.max_steps, Some(3));
 }

@@ -8,7 +8,7 @@ use backwork::backwork::cost::{GroupActs, group_cost};
 use backwork::backwork::engine::{EndReason, Engine, ImageState, ReinitKind};
 use backwork::backwork::frozen::{Forward, FrozenCnn, TapGrads};
 use backwork::backwork::refs::{F32s, LabelRefs, RefCache, RefSource, TAP_DIMS};
-use backwork::backwork::{FcDistance, Settings, StallMode};
+use backwork::backwork::{FcDistance, Settings, SoftmaxTerm, StallMode};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::model::Cnn;
 use backwork::model::weights::shipped_cnn;
@@ -267,9 +267,11 @@ fn naive_cost(
         total = ((total + prev).unwrap() + sim).unwrap();
     }
     let p_l = t.probs.narrow(D::Minus1, label, 1).unwrap();
-    let soft = ((p_l.neg().unwrap() + 1.0).unwrap().mean_all().unwrap()
-        * s.layer_weights[4] as f64)
-        .unwrap();
+    let miss = match s.softmax_term {
+        SoftmaxTerm::Prob => (p_l.neg().unwrap() + 1.0).unwrap(),
+        SoftmaxTerm::Log => p_l.log().unwrap().neg().unwrap(),
+    };
+    let soft = (miss.mean_all().unwrap() * s.layer_weights[4] as f64).unwrap();
     terms.push(
         soft.to_dtype(DType::F64)
             .unwrap()
@@ -363,10 +365,10 @@ fn compare_as(settings: &Settings, label: u8, r: usize, n: usize, seed: u64, dty
 
 #[test]
 fn fast_cost_matches_naive_on_small_problems() {
-    compare(&Settings::default(), 3, 40, 4, 10);
+    compare(&Settings::original(), 3, 40, 4, 10);
     let per_example = Settings {
         fc_distance: FcDistance::PerExample,
-        ..Settings::default()
+        ..Settings::original()
     };
     compare(&per_example, 7, 25, 3, 11);
     // Every term weighted alike, so no term hides behind another's scale.
@@ -374,9 +376,21 @@ fn fast_cost_matches_naive_on_small_problems() {
         layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],
         prev_coeff: 0.3,
         sim_coeff: 2.0,
-        ..Settings::default()
+        ..Settings::original()
     };
     compare(&flat, 0, 30, 5, 12);
+    // The robust preset: the softmax term in log space (−ln p), against candle's log.
+    compare(&Settings::default(), 3, 40, 4, 14);
+    compare(
+        &Settings {
+            layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],
+            ..Settings::default()
+        },
+        8,
+        30,
+        5,
+        15,
+    );
 }
 
 #[test]
@@ -384,7 +398,7 @@ fn fast_cost_matches_naive_on_a_full_mnist_label() {
     // Label 5 has 5,421 training images, the smallest reference set (../shared/DATA.md).
     // Every term's value, and the gradient of every term but fc's per-neuron minimum (see
     // the next test), at the tolerances.
-    let mut s = Settings::default();
+    let mut s = Settings::original();
     s.layer_weights[3] = 0.0;
     compare(&s, 5, 6000, 8, 13);
 }
@@ -405,7 +419,7 @@ fn fc_per_neuron_term_matches_a_plain_scan_on_a_full_mnist_label() {
         layer_weights: [0.0, 0.0, 0.0, c_fc as f32, 0.0],
         prev_coeff: prev as f32,
         sim_coeff: 0.0,
-        ..Settings::default()
+        ..Settings::original()
     };
     let net = FrozenCnn::new(&model()).unwrap();
     let train = Dataset::mnist(Split::Train).unwrap();
@@ -496,7 +510,7 @@ fn gradient_matches_finite_differences_in_f64() {
     let refs_x: Vec<f32> = sub.pixels.iter().map(|&p| p as f32 / 255.0).collect();
     let s = Settings {
         layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],
-        ..Settings::default()
+        ..Settings::original()
     };
     let n = 2;
     let x = noise(n, 20);
@@ -551,7 +565,7 @@ fn a_batched_run_equals_separate_runs_and_repeats_with_its_seed() {
         reinit_window: 2,
         reinit_cap: 1.0,
         layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 0.0],
-        ..Settings::default()
+        ..Settings::original()
     };
     let run = |s: &Settings| {
         let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
@@ -597,7 +611,7 @@ fn an_ended_run_hands_out_the_images_it_classified() {
         reinit_window: 2,
         reinit_cap: 1.0,
         layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 0.0],
-        ..Settings::default()
+        ..Settings::original()
     };
     // The first step that re-initialises an image, then the same run stopped right there.
     let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
@@ -650,7 +664,7 @@ fn a_numeric_failure_ends_the_run_and_keeps_the_last_good_images() {
         labels: vec![5],
         batch: 2,
         max_steps: Some(5),
-        ..Settings::default()
+        ..Settings::original()
     };
     let mut e = Engine::new(FrozenCnn::new(&broken).unwrap(), &refs, s).unwrap();
     let before = e.images().to_vec();
@@ -674,7 +688,7 @@ fn the_reinit_rule_is_the_original_one() {
     let s = Settings {
         reinit_window: 3,
         reinit_cap: 0.99,
-        ..Settings::default()
+        ..Settings::original()
     };
     let mut img = ImageState::default();
     img.restart();
@@ -706,7 +720,7 @@ fn the_reinit_rule_is_the_original_one() {
         stall_window: 4,
         stall_tol: 1e-3,
         reinit_window: 50,
-        ..Settings::default()
+        ..Settings::original()
     };
     let mut img = ImageState::default();
     img.restart();
@@ -743,7 +757,7 @@ fn guards_keep_everything_finite() {
             labels: vec![6],
             batch: 1,
             max_steps: Some(3),
-            ..Settings::default()
+            ..Settings::original()
         },
         Settings {
             labels: vec![6],
@@ -752,7 +766,7 @@ fn guards_keep_everything_finite() {
             prev_coeff: 0.0,
             layer_weights: [1e6; 5],
             max_steps: Some(3),
-            ..Settings::default()
+            ..Settings::original()
         },
     ] {
         let mut e = Engine::new(net.clone(), &refs, s).unwrap();
@@ -771,7 +785,7 @@ fn guards_keep_everything_finite() {
             labels: vec![6],
             batch: 2,
             max_steps: Some(2),
-            ..Settings::default()
+            ..Settings::original()
         },
     )
     .unwrap();
@@ -798,7 +812,7 @@ fn guards_keep_everything_finite() {
             labels: vec![6],
             batch: 1,
             max_steps: Some(1),
-            ..Settings::default()
+            ..Settings::original()
         },
     )
     .unwrap();
@@ -835,7 +849,7 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
         max_steps: Some(25),
         reinit_window: 3,
         fc_distance: FcDistance::PerExample,
-        ..Settings::default()
+        ..Settings::original()
     };
     let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
     let mut f = Forward::default();
@@ -930,7 +944,7 @@ fn the_shipped_model_converges_with_the_default_settings() {
     let s = Settings {
         labels: vec![3],
         max_steps: Some(200),
-        ..Settings::default()
+        ..Settings::original()
     };
     let mut e = Engine::new(net, &refs, s).unwrap();
     while e.end_reason().is_none() {

@@ -429,7 +429,7 @@ fn the_engine_runs_on_an_eleven_class_model() {
         labels: vec![6],
         batch: 3,
         max_steps: Some(5),
-        ..Settings::default()
+        ..Settings::original()
     };
     let mut engine = Engine::new(net, &[refs], settings).unwrap();
     for _ in 0..5 {

@@ -10,6 +10,7 @@ mod model_ui;
 mod retrain_ui;
 mod run_ui;
 mod settings_ui;
+mod sweep_ui;
 mod worst_ui;
 
 use std::sync::Arc;
@@ -30,14 +31,18 @@ pub use model_ui::{ModelIntent, ModelView};
 pub use retrain_ui::RetrainView;
 pub use run_ui::RunView;
 pub use settings_ui::settings_ui;
+pub use sweep_ui::SweepView;
 pub use worst_ui::WorstView;
 
+use crate::backwork::Settings;
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::default_cache_dir;
 use crate::worker::{Worker, WorkerSpec};
 
-/// Storage key of the persisted engine settings.
-const SETTINGS_KEY: &str = "backwork-settings";
+/// Storage key of the persisted engine settings. Version 2 since the default preset changed
+/// (issue 11): settings saved under the old defaults would otherwise come back as a mix of
+/// the two presets.
+const SETTINGS_KEY: &str = "backwork-settings-2";
 
 /// Which view fills the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +51,7 @@ pub enum Tab {
     TestSet,
     Worst,
     Model,
+    Sweep,
 }
 
 /// Opens the window and blocks until it is closed.
@@ -168,6 +174,7 @@ pub struct BackworkApp {
     pub model_view: ModelView,
     pub worst_view: WorstView,
     pub retrain_view: RetrainView,
+    pub sweep_view: SweepView,
     pub frame_stats: Option<FrameStats>,
     wake: Wake,
     /// Set while the engine computes (a run neither paused nor ended): the test-set
@@ -300,6 +307,7 @@ impl BackworkApp {
             run_view: Some(RunView::new(worker, train.clone())),
             worst_view: WorstView::new(train.clone()),
             retrain_view: RetrainView::new(train.clone(), test.clone()),
+            sweep_view: SweepView::new(train.clone()),
             model_view: ModelView::new(train, test),
             frame_stats: None,
             wake,
@@ -489,6 +497,7 @@ impl BackworkApp {
         self.model_view.poll();
         self.worst_view.poll();
         self.retrain_view.poll(&self.info);
+        self.sweep_view.poll();
         if let Some(v) = &mut self.run_view {
             v.poll(ui.ctx());
             self.hold
@@ -520,6 +529,12 @@ impl BackworkApp {
                     "Model"
                 };
                 ui.selectable_value(&mut self.tab, Tab::Model, model_tab);
+                let sweep_tab = if self.sweep_view.is_running() {
+                    "Sweep (running…)"
+                } else {
+                    "Sweep"
+                };
+                ui.selectable_value(&mut self.tab, Tab::Sweep, sweep_tab);
             });
             if self.tab == Tab::Backwork
                 && let Some(v) = &mut self.run_view
@@ -557,6 +572,24 @@ impl BackworkApp {
             match (self.tab, &mut self.run_view) {
                 (Tab::Backwork, Some(v)) => v.grid_ui(ui),
                 (Tab::Worst, _) => self.worst_view.ui(ui, &self.cnn, &self.info, &self.wake),
+                (Tab::Sweep, _) => {
+                    let base = self
+                        .run_view
+                        .as_ref()
+                        .map_or_else(Settings::default, |v| v.settings.clone());
+                    let picked = egui::ScrollArea::both()
+                        .show(ui, |ui| {
+                            self.sweep_view
+                                .ui(ui, (&self.cnn, &self.info), &base, &self.wake)
+                        })
+                        .inner;
+                    if let (Some(s), Some(v)) = (picked, &mut self.run_view) {
+                        v.settings = s;
+                        v.settings_changed = true;
+                        v.status = "settings loaded from the sweep".into();
+                        self.tab = Tab::Backwork;
+                    }
+                }
                 (Tab::Model, _) => {
                     egui::ScrollArea::vertical().show(ui, |ui| {
                         intent = self.model_view.ui(ui, &self.info, &self.wake);

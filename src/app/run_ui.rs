@@ -13,7 +13,7 @@ use super::captions::{Caption, CaptionLayout, Captions, p_text};
 use super::curves_ui::Curves;
 use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
-use crate::backwork::Settings;
+use crate::backwork::{Init, Settings};
 use crate::backwork::engine::{EndReason, ReinitKind};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::saliency::top_k_mask;
@@ -104,6 +104,8 @@ pub struct RunView {
     was_stalled: Vec<bool>,
     /// The export folder dialog, while open, with the rows to export.
     export_dialog: Option<Dialog<Vec<usize>>>,
+    /// The start-images file dialog, while open.
+    init_dialog: Option<Dialog<()>>,
     /// When the run's first snapshot came (its reference sets built) and when it ended.
     run_clock: Option<(Instant, Option<Instant>)>,
 }
@@ -140,6 +142,7 @@ impl RunView {
             passed_groups: Vec::new(),
             was_stalled: Vec::new(),
             export_dialog: None,
+            init_dialog: None,
             run_clock: None,
         }
     }
@@ -224,6 +227,7 @@ impl RunView {
     /// Takes the events that arrived since the last frame; only the newest snapshot is drawn.
     pub fn poll(&mut self, ctx: &egui::Context) {
         self.poll_export_dialog();
+        self.poll_init_dialog();
         loop {
             match self.worker.events.try_recv() {
                 Ok(Event::Cache { run, done, total }) if Some(run) == self.run => {
@@ -671,6 +675,7 @@ impl RunView {
             }
             ui.separator();
             self.labels_ui(ui);
+            self.init_ui(ui);
             let mut has_budget = self.settings.max_steps.is_some();
             if ui
                 .checkbox(&mut has_budget, "stop at")
@@ -759,6 +764,60 @@ impl RunView {
         {
             self.settings.labels = (0..10).collect();
             self.settings_changed = true;
+        }
+    }
+
+    /// Where the next run's images start: noise, class means, the current images, or a
+    /// `.npy` file (the CLI's `--init`). Re-initialised images always restart from noise.
+    fn init_ui(&mut self, ui: &mut egui::Ui) {
+        let text = match &self.settings.init {
+            Init::Noise => "noise".to_string(),
+            Init::ClassMeans => "class means".to_string(),
+            Init::Current => "the current images".to_string(),
+            Init::File(p) => p
+                .file_name()
+                .map_or("a file".into(), |f| f.to_string_lossy().into_owned()),
+        };
+        let before = self.settings.init.clone();
+        let mut wants_file = false;
+        egui::ComboBox::from_label("start from")
+            .selected_text(text)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut self.settings.init, Init::Noise, "noise")
+                    .on_hover_text("Uniform [0, 1) noise, seeded (the default)");
+                ui.selectable_value(&mut self.settings.init, Init::ClassMeans, "class means")
+                    .on_hover_text("Each image the mean of a group of the label's training images (the original's init_w_train_vals)");
+                ui.selectable_value(&mut self.settings.init, Init::Current, "the current images")
+                    .on_hover_text("Go on from the images on screen (same labels and images per label)");
+                wants_file = ui
+                    .button("a file…")
+                    .on_hover_text("A .npy of (labels × images per label, 28, 28) images, group-major, e.g. an export's images.npy")
+                    .clicked();
+            });
+        if wants_file && self.init_dialog.is_none() {
+            self.init_dialog = Some(Dialog::open((), ui.ctx(), || {
+                rfd::FileDialog::new()
+                    .set_title("Start the next run from these images (.npy)")
+                    .add_filter("NumPy array", &["npy"])
+                    .pick_file()
+            }));
+            self.status = "choose a .npy file of start images…".into();
+        }
+        if self.settings.init != before {
+            self.settings_changed = true;
+        }
+    }
+
+    /// Takes the start-images file once its dialog has closed.
+    fn poll_init_dialog(&mut self) {
+        match Dialog::poll(&mut self.init_dialog) {
+            Some(((), Some(path))) => {
+                self.status = format!("the next run starts from {}", path.display());
+                self.settings.init = Init::File(path);
+                self.settings_changed = true;
+            }
+            Some(((), None)) => self.status = format!("start images unchanged: {NO_DIALOG}"),
+            None => {}
         }
     }
 

@@ -1,9 +1,10 @@
 //! The sliders: every cost coefficient and loop setting, logarithmic where the range spans
 //! decades (a coefficient's slider reaches 0 at its left end: the term switched off), each
-//! with a tooltip saying what it does and its original default. Returns the intent (new
+//! with a tooltip saying what it does and its original default; above them the preset picker
+//! (robust, original, or "custom" once a setting differs from both). Returns the intent (new
 //! settings) instead of applying it.
 
-use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
+use crate::backwork::{FcDistance, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode};
 
 /// A logarithmic slider for a coefficient from 0 (the term switched off: the far left) to
 /// `max`, `smallest` being the least positive value it shows.
@@ -52,7 +53,31 @@ fn threshold_slider(ui: &mut egui::Ui, threshold: &mut f32, tip: &str) -> bool {
 pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
     let mut e = s.clone();
     let mut changed = false;
-    let d = Settings::default();
+    let d = Settings::original();
+    ui.horizontal(|ui| {
+        ui.label("preset");
+        let current = s.preset();
+        for p in Preset::ALL {
+            let tip = match p {
+                Preset::Robust => "backwork's default: the softmax term as log-odds, a 20-probe reinit window, the stall rule perturbing stuck images. Converges on networks trained in any common way.",
+                Preset::Original => "The 2016 method exactly (ALGORITHM.md): 1 − p softmax term, 5-probe reinit window, no stall rule; pixels clipped.",
+            };
+            if ui
+                .selectable_label(current == Some(p), p.name())
+                .on_hover_text(tip)
+                .clicked()
+                && current != Some(p)
+            {
+                p.apply(&mut e);
+                changed = true;
+            }
+        }
+        if current.is_none() {
+            ui.label(egui::RichText::new("custom").strong())
+                .on_hover_text("Some setting differs from every preset; pick one to return to it.");
+        }
+    });
+    ui.separator();
     ui.heading("Cost");
     changed |= coeff_slider(
         ui,
@@ -82,7 +107,7 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
         "distance after the first conv layer",
         "distance after the second conv layer",
         "distance at the fully connected layer",
-        "the classification term, mean(1 − p(label))",
+        "the classification term: log-odds, −ln p or 1 − p of the label",
     ];
     for k in 0..5 {
         changed |= coeff_slider(
@@ -97,6 +122,31 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
             ),
         );
     }
+    ui.horizontal(|ui| {
+        ui.label("softmax term");
+        for (t, name, tip) in [
+            (
+                SoftmaxTerm::Margin,
+                "log-odds",
+                "c softmax · mean(ln((1 − p)/p)) (robust preset): its pull on the logits keeps its size up to p = 1, so Adam's steps do not fade as p nears 1.",
+            ),
+            (
+                SoftmaxTerm::Log,
+                "−ln p",
+                "c softmax · mean(−ln p(label)), the cross-entropy: no vanishing pull at p ≈ 0, but it fades like 1 − p near 1.",
+            ),
+            (
+                SoftmaxTerm::Prob,
+                "1 − p",
+                "c softmax · mean(1 − p(label)), the original: its pull p(1 − p) vanishes while p(label) ≈ 0.",
+            ),
+        ] {
+            changed |= ui
+                .selectable_value(&mut e.softmax_term, t, name)
+                .on_hover_text(tip)
+                .changed();
+        }
+    });
     ui.separator();
     ui.heading("Optimiser");
     changed |= ui
@@ -118,7 +168,7 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
             d.threshold
         ),
     );
-    changed |= ui.add(egui::Slider::new(&mut e.reinit_window, 2..=50).text("reinit window"))
+    changed |= ui.add(egui::Slider::new(&mut e.reinit_window, 2..=100).text("reinit window"))
         .on_hover_text(format!("Probes of non-increasing p(label) that re-initialise an image (num_mono_dec_saves). Original default {}.", d.reinit_window))
         .changed();
     changed |= ui
@@ -152,12 +202,12 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
             (
                 StallMode::Off,
                 "off",
-                "No stall rule (the original, default).",
+                "No stall rule (the original).",
             ),
             (
                 StallMode::Perturb,
                 "perturb",
-                "Add noise to an image whose best p(label) has not improved for the stall window.",
+                "Add noise to an image whose best p(label) has not improved for the stall window (robust preset).",
             ),
             (
                 StallMode::Reinit,
@@ -173,18 +223,13 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
     });
     ui.separator();
     if ui
-        .button("Restore the original defaults")
-        .on_hover_text("Every setting above back to ALGORITHM.md's defaults")
+        .button("Restore defaults")
+        .on_hover_text("Every setting above back to the default preset (robust)")
         .clicked()
     {
-        // What is not a cost or loop setting stays: the labels, the batch, the step budget.
-        e = Settings {
-            labels: e.labels.clone(),
-            batch: e.batch,
-            max_steps: e.max_steps,
-            seed: e.seed,
-            ..Settings::default()
-        };
+        // What is not a cost or loop setting stays: the labels, the batch, the step budget,
+        // the seed, the start images.
+        Preset::Robust.apply(&mut e);
         changed = true;
     }
     (changed && e != *s).then_some(e)

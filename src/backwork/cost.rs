@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::linalg::{Mat, matmul};
 use super::refs::{LabelRefs, TAP_DIMS};
-use super::settings::{FcDistance, Settings, TAPS};
+use super::settings::{FcDistance, Settings, SoftmaxTerm, TAPS};
 
 /// A distance below this (mean squared difference per coordinate) is clamped to it, and the
 /// term's gradient is zero while it is clamped: 1/distance would otherwise overflow
@@ -37,7 +37,7 @@ pub struct TapTerms {
 pub struct CostTerms {
     /// inputs, conv0, conv1, fc.
     pub taps: [TapTerms; 4],
-    /// c_softmax · mean(1 − p(label)).
+    /// c_softmax · mean(1 − p(label)), or c_softmax · mean(−ln p(label)) in `log` form.
     pub softmax: f64,
     pub total: f64,
     /// Terms that were clamped or disabled by a guard, e.g. "conv0.sim_dist".
@@ -469,22 +469,47 @@ pub fn group_cost_with(
         }
     }
 
-    // Softmax term c_s · mean(1 − p[l]); d/dz_j = −(c_s/N) p_l (δ_lj − p_j).
+    // Softmax term, `prob`: c_s · mean(1 − p[l]), d/dz_j = −(c_s/N) p_l (δ_lj − p_j);
+    // `log`: c_s · mean(−ln p[l]), d/dz_j = −(c_s/N) (δ_lj − p_j);
+    // `margin`: c_s · mean(ln(1 − p[l]) − ln p[l]), d/dz_j = (c_s/N) (q_j − δ_lj) with q the
+    // softmax over the other classes (q_l = 0).
     let kc = acts.classes;
     let c_s = s.layer_weights[4] as f64;
     let mut g_logits = vec![0.0f32; n * kc];
     let mut miss = 0.0f64;
+    // A probability that underflowed to 0 in f32 counts as the smallest normal f32, so the
+    // term stays finite (about 87.3 per image); its gradient is exact either way.
+    let ln = |v: f64| v.max(f32::MIN_POSITIVE as f64).ln();
     for (p, gz) in acts
         .probs
         .chunks_exact(kc)
         .zip(g_logits.chunks_exact_mut(kc))
     {
         let pl = p[label] as f64;
-        miss += 1.0 - pl;
+        // 1 − p(label) as the sum of the others: no cancellation near p(label) = 1.
+        let others: f64 = p
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != label)
+            .map(|(_, v)| *v as f64)
+            .sum();
+        let scale = c_s / n as f64;
         for (j, (gj, pj)) in gz.iter_mut().zip(p).enumerate() {
+            let pj = *pj as f64;
             let delta = if j == label { 1.0 } else { 0.0 };
-            *gj = (-c_s / n as f64 * pl * (delta - *pj as f64)) as f32;
+            *gj = match s.softmax_term {
+                SoftmaxTerm::Prob => -scale * pl * (delta - pj),
+                SoftmaxTerm::Log => -scale * (delta - pj),
+                SoftmaxTerm::Margin if j == label => -scale,
+                SoftmaxTerm::Margin if others > 0.0 => scale * pj / others,
+                SoftmaxTerm::Margin => 0.0,
+            } as f32;
         }
+        miss += match s.softmax_term {
+            SoftmaxTerm::Prob => 1.0 - pl,
+            SoftmaxTerm::Log => -ln(pl),
+            SoftmaxTerm::Margin => ln(others) - ln(pl),
+        };
     }
     terms.softmax = c_s * miss / n as f64;
     terms.total = terms.taps.iter().map(|t| t.prev + t.sim).sum::<f64>() + terms.softmax;

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::cost::{CostTerms, GroupActs, GroupCost, GroupSearch, Nearest, group_cost_with};
 use super::frozen::{Forward, FrozenCnn, TapGrads};
 use super::refs::{LabelRefs, TAP_DIMS};
-use super::settings::{FcDistance, PixelConstraint, Settings, SettingsError, StallMode};
+use super::settings::{FcDistance, Init, PixelConstraint, Settings, SettingsError, StallMode};
 use crate::data::PIXELS;
 
 /// Adam's moment decay rates and epsilon (TensorFlow's AdamOptimizer defaults, as the original).
@@ -186,6 +186,37 @@ fn group_rng(seed: u64, label: u8) -> StdRng {
     StdRng::seed_from_u64(seed ^ (u64::from(label) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// `n` starting images for `refs`' label: its training images shuffled (seeded by (seed,
+/// label)) and split into `n` groups of nearly equal size, each image the mean of its group
+/// (the original's `init_w_train_vals`, there with 8 groups hard-coded). With fewer training
+/// images than `n`, groups repeat images.
+pub fn class_means(refs: &LabelRefs, n: usize, seed: u64) -> Vec<f32> {
+    let rows = refs.len();
+    let mut order: Vec<usize> = (0..rows).collect();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xC1A5_5E5A_u64 ^ (u64::from(refs.label) << 40));
+    for i in (1..rows).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let pixels = &refs.taps[0];
+    let mut out = vec![0.0f32; n * PIXELS];
+    for (k, img) in out.chunks_exact_mut(PIXELS).enumerate() {
+        // Group k holds the shuffled rows [k·R/n, (k+1)·R/n), at least one.
+        let lo = k * rows / n;
+        let hi = ((k + 1) * rows / n).max(lo + 1);
+        let members: Vec<usize> = (lo..hi).map(|i| order[i % rows]).collect();
+        let mut sum = vec![0.0f64; PIXELS];
+        for &r in &members {
+            for (s, v) in sum.iter_mut().zip(&pixels[r * PIXELS..(r + 1) * PIXELS]) {
+                *s += *v as f64;
+            }
+        }
+        for (o, s) in img.iter_mut().zip(sum) {
+            *o = (s / members.len() as f64) as f32;
+        }
+    }
+    out
+}
+
 /// The state of a run; it owns the images, Adam's moments and the reinit windows.
 pub struct Engine {
     net: FrozenCnn,
@@ -246,9 +277,12 @@ impl Engine {
         let x: Vec<f32> = groups
             .iter_mut()
             .flat_map(|g| {
-                (0..n * PIXELS)
-                    .map(|_| g.rng.random::<f32>())
-                    .collect::<Vec<_>>()
+                let noise: Vec<f32> = (0..n * PIXELS).map(|_| g.rng.random::<f32>()).collect();
+                match settings.init {
+                    Init::ClassMeans => class_means(&g.refs, n, settings.seed),
+                    // Noise; given images replace it through `set_images`.
+                    Init::Noise | Init::File(_) | Init::Current => noise,
+                }
             })
             .collect();
         Ok(Self {
@@ -326,7 +360,8 @@ impl Engine {
     }
 
     /// Replaces every image (group-major, (groups·N)×784) and resets Adam's moments and the
-    /// reinit windows: a run that starts from given images.
+    /// reinit windows: a run that starts from given images (clipped to [0, 1] when the
+    /// pixels are clipped, so the first image classified is one a PNG can hold).
     pub fn set_images(&mut self, x: &[f32]) -> Result<(), EngineError> {
         if x.len() != self.x.len() {
             return Err(EngineError::Shape {
@@ -341,7 +376,10 @@ impl Engine {
             });
         }
         self.x.copy_from_slice(x);
-        self.classified.copy_from_slice(x);
+        if self.settings.pixels == PixelConstraint::Clip {
+            self.x.iter_mut().for_each(|v| *v = v.clamp(0.0, 1.0));
+        }
+        self.classified.copy_from_slice(&self.x);
         self.m1.fill(0.0);
         self.m2.fill(0.0);
         for img in &mut self.images {

@@ -5,8 +5,10 @@ pub mod cost;
 pub mod engine;
 pub mod frozen;
 pub mod linalg;
+pub mod measure;
 pub mod refs;
 pub mod saliency;
 pub mod settings;
+pub mod trace;
 
-pub use settings::{FcDistance, PixelConstraint, Settings, StallMode};
+pub use settings::{FcDistance, Init, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode};

@@ -42,11 +42,116 @@ pub enum StallMode {
     Perturb,
 }
 
+/// The form of the softmax term (ALGORITHM.md §3 and issue 11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SoftmaxTerm {
+    /// The original: c_softmax · mean(1 − p(label)). Its gradient on the logits is
+    /// p(label)·(1 − p(label)): it vanishes while p(label) ≈ 0, so an image the network gives
+    /// almost no chance of the label feels only the distance terms.
+    #[default]
+    Prob,
+    /// The same term in log space: c_softmax · mean(−ln p(label)), the cross-entropy. Near
+    /// p(label) = 1 it equals the original to first order (−ln p ≈ 1 − p) with the same
+    /// gradient; far from it the pull on the logits stays of size 1 instead of vanishing.
+    Log,
+    /// The log-odds against the label, c_softmax · mean(ln(1 − p) − ln p): the log form's
+    /// value far from the label, but its pull on the logits keeps size 1 up to p = 1 (the log
+    /// form's fades like 1 − p). Unbounded below: a group stops at its threshold.
+    Margin,
+}
+
+/// Where a run's images start (the original's `init_w_train_vals`; issue 11). Re-initialised
+/// images always restart from noise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// Uniform [0, 1) noise, seeded by (seed, label).
+    #[default]
+    Noise,
+    /// The label's training images shuffled (seeded) and split into N groups, N the images
+    /// per label; each image the mean of its group (the original hard-coded 8 groups).
+    ClassMeans,
+    /// Given images, group-major, from a `.npy` file (`--init FILE.npy`).
+    File(std::path::PathBuf),
+    /// The images of the previous run in the app (its "from the current images"), to go on
+    /// from where it stopped; the worker hands them over.
+    Current,
+}
+
+/// A named set of the settings that shape the cost and the rules: everything but what a run
+/// is asked for (the labels, the batch size, the threshold, the step budget) and where it
+/// starts (the seed, the start images). So `--preset original --threshold 0.9999` is still
+/// the original method, at the paper's bar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// The 2016 method exactly as ALGORITHM.md §3–§4 states it (with clipped pixels, its
+    /// stated default).
+    Original,
+    /// backwork's default (issue 11): the same cost terms with the softmax term as log-odds
+    /// ([`SoftmaxTerm::Margin`]), a 20-probe reinit window and the stall rule perturbing stuck
+    /// images, so that images converge on networks trained in any common way (README,
+    /// "Convergence on the networks people bring").
+    Robust,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 2] = [Preset::Robust, Preset::Original];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Original => "original",
+            Preset::Robust => "robust",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Preset> {
+        Preset::ALL.into_iter().find(|p| p.name() == text)
+    }
+
+    /// Sets the fields this preset governs; labels, batch, threshold, step budget, seed and
+    /// start images stay.
+    pub fn apply(self, s: &mut Settings) {
+        s.prev_coeff = 0.5;
+        s.sim_coeff = 0.5;
+        s.layer_weights = [1e-5, 1e-4, 1e-3, 1e-2, 10.0];
+        s.lr = 0.01;
+        s.save_freq = 1;
+        s.reinit_cap = 0.99;
+        s.pixels = PixelConstraint::Clip;
+        s.fc_distance = FcDistance::PerNeuron;
+        s.stall_tol = 1e-4;
+        s.stall_noise = 0.1;
+        match self {
+            Preset::Original => {
+                s.softmax_term = SoftmaxTerm::Prob;
+                s.reinit_window = 5;
+                s.stall = StallMode::Off;
+                s.stall_window = 100;
+            }
+            Preset::Robust => {
+                s.softmax_term = SoftmaxTerm::Margin;
+                s.reinit_window = 20;
+                s.stall = StallMode::Perturb;
+                s.stall_window = 100;
+            }
+        }
+    }
+
+    /// The settings of this preset with the default labels, batch and seed.
+    pub fn settings(self) -> Settings {
+        let mut s = Settings::default();
+        self.apply(&mut s);
+        s
+    }
+}
+
 /// Index of each tap in per-tap arrays.
 pub const TAPS: [&str; 4] = ["inputs", "conv0", "conv1", "fc"];
 
-/// Everything that shapes a run. Defaults are the original method's (ALGORITHM.md §3–§4),
-/// except `pixels`, which defaults to `clip` so exported images are the ones classified.
+/// Everything that shapes a run. Defaults are the `robust` preset's ([`Preset`]); the
+/// original method's (ALGORITHM.md §3–§4) are `Preset::Original.settings()`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -92,11 +197,15 @@ pub struct Settings {
     pub stall_tol: f32,
     /// Amplitude of the `perturb` noise. Range (0, 1]; default 0.1.
     pub stall_noise: f32,
+    /// The softmax term's form; `margin` in the default preset, `prob` in the original.
+    pub softmax_term: SoftmaxTerm,
+    /// Where the images start; default noise.
+    pub init: Init,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
+        let mut s = Self {
             prev_coeff: 0.5,
             sim_coeff: 0.5,
             layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 10.0],
@@ -115,7 +224,11 @@ impl Default for Settings {
             stall_window: 100,
             stall_tol: 1e-4,
             stall_noise: 0.1,
-        }
+            softmax_term: SoftmaxTerm::Margin,
+            init: Init::Noise,
+        };
+        Preset::Robust.apply(&mut s);
+        s
     }
 }
 
@@ -135,6 +248,25 @@ pub const MAX_COEFF: f32 = 1e6;
 pub const DEFAULT_STEP_BUDGET: usize = 1500;
 
 impl Settings {
+    /// The original method's settings (ALGORITHM.md §3–§4, pixels clipped).
+    pub fn original() -> Settings {
+        Preset::Original.settings()
+    }
+
+    /// The preset whose governed fields these settings equal, if any.
+    pub fn preset(&self) -> Option<Preset> {
+        Preset::ALL.into_iter().find(|p| {
+            let mut t = self.clone();
+            p.apply(&mut t);
+            t == *self
+        })
+    }
+
+    /// The preset's name, or "custom" when the settings match none.
+    pub fn preset_name(&self) -> &'static str {
+        self.preset().map_or("custom", Preset::name)
+    }
+
     /// The names of the fields (as in the serialised settings) whose values differ in `other`.
     pub fn changed_fields(&self, other: &Settings) -> Vec<String> {
         let (a, b) = (serde_json::to_value(self), serde_json::to_value(other));
@@ -241,12 +373,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_the_originals_and_valid() {
-        let s = Settings::default();
+    fn original_preset_is_the_2016_method_and_valid() {
+        let s = Settings::original();
+        assert_eq!(s.softmax_term, SoftmaxTerm::Prob);
+        assert_eq!(s.stall, StallMode::Off);
+        assert_eq!(s.pixels, PixelConstraint::Clip);
+        assert_eq!(s.preset(), Some(Preset::Original));
         assert_eq!(s.layer_weights, [1e-5, 1e-4, 1e-3, 1e-2, 10.0]);
         assert_eq!((s.prev_coeff, s.sim_coeff, s.lr), (0.5, 0.5, 0.01));
         assert_eq!((s.batch, s.labels.len(), s.reinit_window), (8, 10, 5));
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn presets_are_recognised_and_any_change_is_custom() {
+        let d = Settings::default();
+        assert_eq!(d.preset(), Some(Preset::Robust));
+        // Labels, batch, seed, budget and init are not part of a preset.
+        let mut s = Settings {
+            labels: vec![3],
+            batch: 2,
+            seed: 7,
+            max_steps: Some(9),
+            threshold: 0.9999,
+            init: Init::ClassMeans,
+            ..Settings::original()
+        };
+        assert_eq!(s.preset_name(), "original");
+        s.sim_coeff = 0.25;
+        assert_eq!(s.preset_name(), "custom");
+        Preset::Robust.apply(&mut s);
+        assert_eq!((s.preset_name(), s.labels.as_slice(), s.seed), ("robust", &[3u8][..], 7));
+        for p in Preset::ALL {
+            assert_eq!(Preset::parse(p.name()), Some(p));
+            p.settings().validate().unwrap();
+        }
     }
 
     #[test]

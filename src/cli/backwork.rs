@@ -1,5 +1,6 @@
 //! The engine's commands: `run`, `cost` and `bench backwork`, sharing one set of settings flags.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,9 +15,10 @@ use crate::backwork::engine::{EndReason, Engine};
 use crate::backwork::frozen::{Forward, FrozenCnn};
 use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
 use crate::backwork::settings::DEFAULT_STEP_BUDGET;
-use crate::backwork::{FcDistance, PixelConstraint, Settings, StallMode};
+use crate::backwork::trace::term_pulls;
+use crate::backwork::{FcDistance, Init, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode};
 use crate::data::{Dataset, PIXELS, Split};
-use crate::export::npy::{npy_bytes, read_images};
+use crate::export::npy::{npy_bytes, read_images, read_start_images};
 use crate::export::run::{
     RunResults, export_images, prepare_dir, set_png_probabilities, write_run,
 };
@@ -25,97 +27,162 @@ use crate::model::weights::load_or_shipped;
 
 use super::AppArgs;
 
-/// The settings flags shared by `run`, `cost` and `bench backwork`; unset flags keep the
-/// original defaults (ALGORITHM.md §3–§4).
+/// The settings flags shared by `run`, `cost`, `bench backwork` and `sweep`; unset flags keep
+/// the preset's values (`--preset`, default `robust`). The values are kept as text so that
+/// `sweep` can read each one as a comma-separated list of values (see [`SettingsArgs::grid`]).
 #[derive(Args, Debug, Clone, Default)]
 pub struct SettingsArgs {
+    /// Start from a preset: robust (the default) or original (the 2016 method exactly);
+    /// any other flag overrides it.
+    #[arg(long, value_name = "robust|original")]
+    pub preset: Option<String>,
     /// Weight of the "far from the training images" terms [default: 0.5].
     #[arg(long, allow_hyphen_values = true)]
-    pub prev_coeff: Option<f32>,
+    pub prev_coeff: Option<String>,
     /// Weight of the "far from each other" terms [default: 0.5].
     #[arg(long, allow_hyphen_values = true)]
-    pub sim_coeff: Option<f32>,
-    /// Five layer weights: inputs,conv0,conv1,fc,softmax [default: 1e-5,1e-4,1e-3,1e-2,10].
+    pub sim_coeff: Option<String>,
+    /// Five layer weights: inputs,conv0,conv1,fc,softmax [default: 1e-5,1e-4,1e-3,1e-2,10]
+    /// (sweep: alternatives separated by ';').
     #[arg(long, value_name = "W,W,W,W,W", allow_hyphen_values = true)]
     pub layer_weights: Option<String>,
+    /// The softmax term: margin (the log-odds ln((1 − p)/p), robust), prob (1 − p, the
+    /// original) or log (−ln p) [default: margin].
+    #[arg(long, value_name = "margin|prob|log")]
+    pub softmax_term: Option<String>,
     /// Adam learning rate on the pixels [default: 0.01].
     #[arg(long, allow_hyphen_values = true)]
-    pub lr: Option<f32>,
+    pub lr: Option<String>,
     /// fc reference distance: per-neuron (the original) or per-example [default: per-neuron].
     #[arg(long, value_name = "MODE")]
     pub fc_distance: Option<String>,
     /// Pixel constraint: clip to 0..1 after each step, or none (the original) [default: clip].
     #[arg(long, value_name = "MODE")]
     pub pixels: Option<String>,
-    /// Probes of non-increasing p(label) that re-initialise an image [default: 5].
+    /// Probes of non-increasing p(label) that re-initialise an image [default: 20; original 5].
     #[arg(long)]
-    pub reinit_window: Option<usize>,
+    pub reinit_window: Option<String>,
     /// Only images with p(label) below this are re-initialised [default: 0.99].
     #[arg(long, allow_hyphen_values = true)]
-    pub reinit_cap: Option<f32>,
+    pub reinit_cap: Option<String>,
     /// Stop when every image's p(label) exceeds this [default: 0.999].
     #[arg(long, allow_hyphen_values = true)]
-    pub threshold: Option<f32>,
+    pub threshold: Option<String>,
     /// Probe every this many steps [default: 1].
     #[arg(long)]
-    pub save_freq: Option<usize>,
+    pub save_freq: Option<String>,
     /// Images per label [default: 8].
     #[arg(long, allow_hyphen_values = true)]
-    pub batch: Option<i64>,
+    pub batch: Option<String>,
     /// Target labels: all, or a list such as 0,3,7 [default: all].
     #[arg(long, value_name = "all|L,L,...")]
     pub labels: Option<String>,
     /// Seed of the initial noise and of every re-initialisation [default: 0].
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[arg(long, alias = "seeds", allow_hyphen_values = true)]
+    pub seed: Option<String>,
     /// Stop after this many steps.
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Stall rule (not in the original): off, reinit or perturb [default: off].
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_steps: Option<String>,
+    /// Stall rule: off (the original), reinit or perturb [default: perturb].
     #[arg(long, value_name = "MODE")]
     pub stall: Option<String>,
     /// Probes without improvement that make an image stalled [default: 100].
     #[arg(long)]
-    pub stall_window: Option<usize>,
+    pub stall_window: Option<String>,
     /// Smallest rise of the best p(label) that counts as improvement [default: 1e-4].
     #[arg(long, allow_hyphen_values = true)]
-    pub stall_tol: Option<f32>,
+    pub stall_tol: Option<String>,
     /// Amplitude of the perturb noise [default: 0.1].
     #[arg(long, allow_hyphen_values = true)]
-    pub stall_noise: Option<f32>,
+    pub stall_noise: Option<String>,
+    /// Where the images start: noise (uniform [0, 1)), class-means (means of groups of the
+    /// label's training images), or a .npy file of (labels·batch, 28, 28) images, group-major
+    /// [default: noise].
+    #[arg(long, value_name = "noise|class-means|FILE.npy")]
+    pub init: Option<String>,
+}
+
+/// Parses one flag's value as a `T`, naming the flag on failure.
+fn parse_flag<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
+    v.trim()
+        .parse::<T>()
+        .map_err(|_| anyhow::anyhow!("--{flag}: {v:?} is not a valid value"))
 }
 
 impl SettingsArgs {
-    /// The settings these flags describe, over the defaults; checked.
+    /// Every flag that holds a setting, by name, with its value (the preset first, so that a
+    /// sweep's grid lists it first).
+    pub fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 21] {
+        [
+            ("preset", &mut self.preset),
+            ("prev-coeff", &mut self.prev_coeff),
+            ("sim-coeff", &mut self.sim_coeff),
+            ("layer-weights", &mut self.layer_weights),
+            ("softmax-term", &mut self.softmax_term),
+            ("lr", &mut self.lr),
+            ("fc-distance", &mut self.fc_distance),
+            ("pixels", &mut self.pixels),
+            ("reinit-window", &mut self.reinit_window),
+            ("reinit-cap", &mut self.reinit_cap),
+            ("threshold", &mut self.threshold),
+            ("save-freq", &mut self.save_freq),
+            ("batch", &mut self.batch),
+            ("labels", &mut self.labels),
+            ("init", &mut self.init),
+            ("max-steps", &mut self.max_steps),
+            ("stall", &mut self.stall),
+            ("stall-window", &mut self.stall_window),
+            ("stall-tol", &mut self.stall_tol),
+            ("stall-noise", &mut self.stall_noise),
+            ("seed", &mut self.seed),
+        ]
+    }
+
+    /// The settings these flags describe, over the preset; checked.
     pub fn settings(&self, max_steps_default: Option<usize>) -> Result<Settings> {
         let mut s = Settings::default();
+        if let Some(p) = &self.preset {
+            let preset = Preset::parse(p.trim()).with_context(|| {
+                format!("--preset: {p:?} is not one of robust, original")
+            })?;
+            preset.apply(&mut s);
+        }
         macro_rules! take {
-            ($field:ident) => {
-                if let Some(v) = self.$field.clone() {
-                    s.$field = v;
+            ($field:ident, $flag:literal) => {
+                if let Some(v) = &self.$field {
+                    s.$field = parse_flag($flag, v)?;
                 }
             };
         }
-        take!(prev_coeff);
-        take!(sim_coeff);
-        take!(lr);
-        take!(reinit_window);
-        take!(reinit_cap);
-        take!(threshold);
-        take!(save_freq);
-        take!(seed);
-        take!(stall_window);
-        take!(stall_tol);
-        take!(stall_noise);
+        take!(prev_coeff, "prev-coeff");
+        take!(sim_coeff, "sim-coeff");
+        take!(lr, "lr");
+        take!(reinit_window, "reinit-window");
+        take!(reinit_cap, "reinit-cap");
+        take!(threshold, "threshold");
+        take!(save_freq, "save-freq");
+        take!(seed, "seed");
+        take!(stall_window, "stall-window");
+        take!(stall_tol, "stall-tol");
+        take!(stall_noise, "stall-noise");
         if let Some(m) = &self.stall {
-            s.stall = match m.as_str() {
+            s.stall = match m.trim() {
                 "off" => StallMode::Off,
                 "reinit" => StallMode::Reinit,
                 "perturb" => StallMode::Perturb,
                 _ => bail!("--stall: {m:?} is not off, reinit or perturb"),
             };
         }
-        if let Some(b) = self.batch {
+        if let Some(m) = &self.softmax_term {
+            s.softmax_term = match m.trim() {
+                "log" => SoftmaxTerm::Log,
+                "prob" => SoftmaxTerm::Prob,
+                "margin" => SoftmaxTerm::Margin,
+                _ => bail!("--softmax-term: {m:?} is not log, prob or margin"),
+            };
+        }
+        if let Some(b) = &self.batch {
+            let b: i64 = parse_flag("batch", b)?;
             if b < 1 {
                 bail!("--batch: must be at least 1, got {b}");
             }
@@ -137,14 +204,14 @@ impl SettingsArgs {
             })?;
         }
         if let Some(m) = &self.fc_distance {
-            s.fc_distance = match m.as_str() {
+            s.fc_distance = match m.trim() {
                 "per-neuron" => FcDistance::PerNeuron,
                 "per-example" => FcDistance::PerExample,
                 _ => bail!("--fc-distance: {m:?} is not per-neuron or per-example"),
             };
         }
         if let Some(m) = &self.pixels {
-            s.pixels = match m.as_str() {
+            s.pixels = match m.trim() {
                 "clip" => PixelConstraint::Clip,
                 "none" => PixelConstraint::None,
                 _ => bail!("--pixels: {m:?} is not clip or none"),
@@ -153,9 +220,54 @@ impl SettingsArgs {
         if let Some(l) = &self.labels {
             s.labels = parse_labels(l)?;
         }
-        s.max_steps = self.max_steps.or(max_steps_default);
+        if let Some(i) = &self.init {
+            s.init = match i.trim() {
+                "noise" => Init::Noise,
+                "class-means" => Init::ClassMeans,
+                "" => bail!("--init: give noise, class-means or a .npy file"),
+                f => Init::File(PathBuf::from(f)),
+            };
+        }
+        s.max_steps = match &self.max_steps {
+            Some(m) => Some(parse_flag("max-steps", m)?),
+            None => max_steps_default,
+        };
         s.validate()?;
         Ok(s)
+    }
+
+    /// The flags as a sweep grid: each flag's value split into its alternatives (at ',', or
+    /// at ';' for `--layer-weights` and `--labels`, whose single values hold commas), and
+    /// one `SettingsArgs` per point of their product, in a fixed order (the first flag of
+    /// [`SettingsArgs::fields_mut`] varies slowest).
+    pub fn grid(&self) -> Vec<SettingsArgs> {
+        let mut points = vec![self.clone()];
+        let names: Vec<&'static str> = self.clone().fields_mut().map(|(n, _)| n).to_vec();
+        for (k, name) in names.iter().enumerate() {
+            let sep = if matches!(*name, "layer-weights" | "labels") {
+                ';'
+            } else {
+                ','
+            };
+            let Some(value) = self.clone().fields_mut()[k].1.clone() else {
+                continue;
+            };
+            let alternatives: Vec<String> = value
+                .split(sep)
+                .map(|v| v.trim().to_string())
+                .collect();
+            points = points
+                .into_iter()
+                .flat_map(|p| {
+                    alternatives.iter().map(move |alt| {
+                        let mut q = p.clone();
+                        *q.fields_mut()[k].1 = Some(alt.clone());
+                        q
+                    })
+                })
+                .collect();
+        }
+        points
     }
 }
 
@@ -188,6 +300,12 @@ pub struct RunArgs {
     /// Write into a non-empty folder, replacing files of the same names.
     #[arg(long)]
     pub force: bool,
+    /// Also write FILE (JSON lines): every step, each image's p(label) and the norm on its
+    /// pixels of the softmax term's gradient, of the reference terms' and of the similarity
+    /// terms', and the images re-initialised (best with one label: it costs three extra
+    /// passes a step).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -210,7 +328,7 @@ pub struct CostArgs {
 
 /// The reference sets of `labels`, from the disk cache where it has them (see
 /// [`default_cache_dir`]), with a progress bar.
-fn build_refs(
+pub fn build_refs(
     net: &FrozenCnn,
     train: &Dataset,
     model_sha: &str,
@@ -254,13 +372,30 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
 }
 
 fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
+    // Start images are read before the long work, so a bad file fails at once.
+    let start = match &settings.init {
+        Init::File(path) => Some(
+            read_start_images(path, settings.labels.len() * settings.batch).context("--init")?,
+        ),
+        _ => None,
+    };
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let refs = build_refs(&net, &train, &info.sha256, &settings.labels);
     let png_net = net.clone();
     let mut engine = Engine::new(net, &refs, settings.clone())?;
+    if let Some(x) = &start {
+        engine.set_images(x)?;
+    }
 
+    let mut trace_prev = engine.images().to_vec();
+    let mut trace = match &a.trace {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("--trace {}", p.display()))?,
+        )),
+        None => None,
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let c = cancel.clone();
     ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
@@ -288,6 +423,42 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
             }
         };
         reinits += ev.reinits.len();
+        let mut is_trace_broken = false;
+        if let Some(t) = &mut trace {
+            let n = engine.batch();
+            let x = engine.images();
+            let pulls: Vec<_> = engine
+                .groups
+                .iter()
+                .enumerate()
+                .flat_map(|(g, grp)| {
+                    term_pulls(
+                        &png_net,
+                        &grp.refs,
+                        &x[g * n * PIXELS..(g + 1) * n * PIXELS],
+                        &engine.settings,
+                    )
+                })
+                .collect();
+            let reinit_rows: Vec<usize> = ev.reinits.iter().map(|r| r.image).collect();
+            // How far each image moved since the step before (root mean square per pixel):
+            // Adam's step, small when its second moment remembers larger gradients.
+            let moved: Vec<f32> = x
+                .chunks_exact(PIXELS)
+                .zip(trace_prev.chunks_exact(PIXELS))
+                .map(|(a, b)| {
+                    let ss: f32 = a.iter().zip(b).map(|(u, v)| (u - v) * (u - v)).sum();
+                    (ss / PIXELS as f32).sqrt()
+                })
+                .collect();
+            trace_prev = x.to_vec();
+            let line = serde_json::json!({"step": ev.step, "images": pulls, "moved": moved, "reinits": reinit_rows});
+            is_trace_broken = writeln!(t, "{line}").is_err();
+        }
+        if is_trace_broken {
+            eprintln!("warning: --trace: cannot write; the run goes on without its trace");
+            trace = None;
+        }
         bar.set_position(ev.step as u64);
         let mins: Vec<String> = engine
             .groups
@@ -307,12 +478,16 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
         }
     };
     bar.finish_and_clear();
+    if let Some(mut t) = trace {
+        t.flush().with_context(|| "--trace".to_string())?;
+    }
     let elapsed = started.elapsed().as_secs_f64();
 
     let mut images = export_images(&engine, None);
     set_png_probabilities(&png_net, &mut images);
     let results = RunResults {
         backwork_version: env!("CARGO_PKG_VERSION"),
+        preset: settings.preset_name(),
         settings: &settings,
         seed: settings.seed,
         model: info.model_ref(),

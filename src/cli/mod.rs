@@ -2,6 +2,7 @@
 
 pub mod backwork;
 pub mod study;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Train again with fooling images (uniform soft labels or an 11th class), round after
     /// round, and report old against new (report.json, report.png).
     Retrain(study::RetrainArgs),
+    /// Run a grid of headless runs (models × settings × seeds), one line of runs.jsonl per
+    /// run; a stopped sweep resumes, shards split it across machines, --merge joins them.
+    Sweep(sweep::SweepArgs),
     /// Measure speed (prints JSON).
     Bench {
         #[command(subcommand)]
@@ -147,6 +151,7 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
         Command::Worst(a) => study::worst_cmd(a, app),
         Command::Saliency(a) => study::saliency_cmd(a, app),
         Command::Retrain(a) => study::retrain_cmd(a, app),
+        Command::Sweep(a) => sweep::sweep_cmd(a, app),
         Command::Bench { what } => bench_cmd(what, app),
     }
 }

@@ -136,6 +136,24 @@ pub fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     Ok((shape, x))
 }
 
+/// The first `rows` images of `path` (a `.npy` as [`read_images`] accepts), for a run that
+/// starts from given images (`--init FILE.npy`); a file with fewer rows is refused, naming
+/// both counts.
+pub fn read_start_images(path: &Path, rows: usize) -> Result<Vec<f32>, NpyError> {
+    let (_, mut x) = read_images(path)?;
+    let have = x.len() / crate::data::PIXELS;
+    if have < rows {
+        return Err(NpyError {
+            file: path.display().to_string(),
+            reason: format!(
+                "holds {have} images; the run needs {rows} (labels × images per label, group-major)"
+            ),
+        });
+    }
+    x.truncate(rows * crate::data::PIXELS);
+    Ok(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,8 @@ impl ExportImage {
 #[derive(Serialize)]
 pub struct RunResults<'a> {
     pub backwork_version: &'static str,
+    /// The preset the settings equal ("robust", "original"), or "custom".
+    pub preset: &'static str,
     pub settings: &'a Settings,
     pub seed: u64,
     pub model: ModelRef,

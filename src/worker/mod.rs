@@ -12,13 +12,14 @@ use std::sync::mpsc::{
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backwork::Settings;
+use crate::backwork::{Init, Settings};
 use crate::backwork::cost::{CostTerms, Nearest};
 use crate::backwork::engine::{EndReason, Engine, Reinit};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::{LabelRefs, RefCache};
 use crate::data::Dataset;
 use crate::export::run::{ModelRef, RunResults, export_images, set_png_probabilities, write_run};
+use crate::export::npy::read_start_images;
 
 /// What the UI asks of the worker.
 #[derive(Clone)]
@@ -342,13 +343,17 @@ impl Loop {
             if let Some((id, c)) = cmd {
                 match c {
                     Command::Start(s) => {
+                        let previous = run
+                            .as_ref()
+                            .or(self.finished.as_ref())
+                            .map(|r| r.engine.images().to_vec());
                         if let Some(r) = run.take() {
                             self.send_sure(Event::Ended {
                                 run: r.id,
                                 reason: EndReason::Cancelled,
                             });
                         }
-                        run = self.start(id, s);
+                        run = self.start(id, s, previous);
                     }
                     Command::Pause => run.iter_mut().for_each(|r| r.is_paused = true),
                     Command::Resume => run.iter_mut().for_each(|r| r.is_paused = false),
@@ -483,6 +488,7 @@ impl Loop {
             .map_or("running".to_string(), |e| format!("{e:?}"));
         let results = RunResults {
             backwork_version: env!("CARGO_PKG_VERSION"),
+            preset: r.engine.settings.preset_name(),
             settings: &r.engine.settings,
             seed: r.engine.settings.seed,
             model: r.model.clone(),
@@ -496,7 +502,9 @@ impl Loop {
             .map_err(|e| e.to_string())
     }
 
-    fn start(&mut self, id: u64, s: Settings) -> Option<Run> {
+    /// Starts run `id`; `previous` holds the images of the run before it, for
+    /// [`Init::Current`].
+    fn start(&mut self, id: u64, s: Settings, previous: Option<Vec<f32>>) -> Option<Run> {
         let total = s.labels.len();
         let mut refs: Vec<Arc<LabelRefs>> = Vec::with_capacity(total);
         for (i, &l) in s.labels.iter().enumerate() {
@@ -540,7 +548,28 @@ impl Loop {
             done: total,
             total,
         });
-        match Engine::new(self.net.clone(), &refs, s) {
+        let started = Engine::new(self.net.clone(), &refs, s).map_err(|e| e.to_string());
+        let started = started.and_then(|mut engine| {
+            let rows = engine.images.len();
+            let x = match engine.settings.init.clone() {
+                Init::File(path) => read_start_images(&path, rows)
+                    .map_err(|e| format!("start images: {e}"))?,
+                Init::Current => match previous {
+                    Some(x) if x.len() == rows * crate::data::PIXELS => x,
+                    Some(x) => {
+                        return Err(format!(
+                            "start images: the current run has {} images; this run needs {rows} (labels × images per label)",
+                            x.len() / crate::data::PIXELS
+                        ));
+                    }
+                    None => return Err("start images: there is no current run to go on from".into()),
+                },
+                Init::Noise | Init::ClassMeans => return Ok(engine),
+            };
+            engine.set_images(&x).map_err(|e| e.to_string())?;
+            Ok(engine)
+        });
+        match started {
             Ok(engine) => {
                 let mut r = Run {
                     id,
@@ -562,7 +591,7 @@ impl Loop {
             Err(e) => {
                 self.send_sure(Event::Ended {
                     run: id,
-                    reason: EndReason::Error(e.to_string()),
+                    reason: EndReason::Error(e),
                 });
                 None
             }

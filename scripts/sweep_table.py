@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Prints a Markdown table of a `backwork sweep`'s runs.jsonl: one row per model, one column
+group per (preset, threshold), each cell the fooled images of each seed and the median of the
+median steps, with the models' test accuracy from zoo.json where given.
+
+    python3 scripts/sweep_table.py SWEEP_DIR [--zoo zoo/zoo.json]
+"""
+import argparse, collections, json, os, statistics
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dirs", nargs="+", help="sweep folders (their runs.jsonl are read)")
+    ap.add_argument("--zoo", default="", help="zoo.json of scripts/pytorch_zoo.py")
+    a = ap.parse_args()
+    zoo = json.load(open(a.zoo)) if a.zoo and os.path.exists(a.zoo) else {}
+    rows = []
+    for d in a.dirs:
+        with open(os.path.join(d, "runs.jsonl")) as f:
+            rows += [json.loads(l) for l in f if l.strip()]
+    cols = sorted({(r["preset"], r["settings"]["threshold"]) for r in rows},
+                  key=lambda c: (c[1], c[0] != "original", c[0]))
+    cells = collections.defaultdict(list)
+    models = []
+    for r in rows:
+        name = os.path.basename(r["model"]).replace(".safetensors", "")
+        if name not in models:
+            models.append(name)
+        cells[(name, r["preset"], r["settings"]["threshold"])].append(r)
+    head = ["model", "test accuracy"] + [f"{p} @ {t}" for p, t in cols]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for m in models:
+        acc = zoo.get(m, {}).get("test_accuracy")
+        line = [m, f"{acc * 100:.2f}%" if acc else "–"]
+        for p, t in cols:
+            rs = sorted(cells[(m, p, t)], key=lambda r: r["seed"])
+            if not rs:
+                line.append("–")
+                continue
+            fooled = "/".join(str(r["fooled"]) for r in rs)
+            meds = [r["median_steps"] for r in rs if r["median_steps"] is not None]
+            med = f"{statistics.median(meds):.0f}" if meds else "–"
+            minp = min(r["min_p"] for r in rs)
+            line.append(f"{fooled} of {rs[0]['images']}, median {med} steps, min p {minp:.4f}")
+        print("| " + " | ".join(line) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,540 @@
+//! The Sweep view: one or two settings and their values, a grid of runs of the current model
+//! on a background thread (the same runs as `backwork sweep`), and a heatmap of the share of
+//! images fooled (or the median steps) filling in live. Clicking a cell loads its settings
+//! into the run view.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::thread::JoinHandle;
+
+use egui::Color32;
+
+use super::Wake;
+use crate::backwork::Settings;
+use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::measure::Outcome;
+use crate::backwork::refs::{RefCache, default_cache_dir};
+use crate::data::Dataset;
+use crate::model::{Cnn, ModelInfo};
+use crate::sweep::run_point;
+
+/// A setting a sweep can vary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Param {
+    SimCoeff,
+    PrevCoeff,
+    LayerWeight(usize),
+    Lr,
+    ReinitWindow,
+    ReinitCap,
+    Threshold,
+    StallWindow,
+}
+
+impl Param {
+    pub const ALL: [Param; 12] = [
+        Param::SimCoeff,
+        Param::PrevCoeff,
+        Param::LayerWeight(0),
+        Param::LayerWeight(1),
+        Param::LayerWeight(2),
+        Param::LayerWeight(3),
+        Param::LayerWeight(4),
+        Param::Lr,
+        Param::ReinitWindow,
+        Param::ReinitCap,
+        Param::Threshold,
+        Param::StallWindow,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Param::SimCoeff => "sim_coeff",
+            Param::PrevCoeff => "prev_coeff",
+            Param::LayerWeight(0) => "c inputs",
+            Param::LayerWeight(1) => "c conv0",
+            Param::LayerWeight(2) => "c conv1",
+            Param::LayerWeight(3) => "c fc",
+            Param::LayerWeight(_) => "c softmax",
+            Param::Lr => "learning rate",
+            Param::ReinitWindow => "reinit window",
+            Param::ReinitCap => "reinit cap",
+            Param::Threshold => "threshold",
+            Param::StallWindow => "stall window",
+        }
+    }
+
+    /// Sets this setting to `v` (whole numbers for the windows).
+    pub fn apply(self, s: &mut Settings, v: f64) {
+        match self {
+            Param::SimCoeff => s.sim_coeff = v as f32,
+            Param::PrevCoeff => s.prev_coeff = v as f32,
+            Param::LayerWeight(k) => s.layer_weights[k.min(4)] = v as f32,
+            Param::Lr => s.lr = v as f32,
+            Param::ReinitWindow => s.reinit_window = v.round().max(0.0) as usize,
+            Param::ReinitCap => s.reinit_cap = v as f32,
+            Param::Threshold => s.threshold = v as f32,
+            Param::StallWindow => s.stall_window = v.round().max(0.0) as usize,
+        }
+    }
+}
+
+/// One axis of the grid: a setting and the text of its values.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Axis {
+    pub param: Param,
+    pub values: String,
+}
+
+/// Parses "0.1, 0.5, 2" into numbers; a bad entry is named.
+pub fn parse_values(name: &str, text: &str) -> Result<Vec<f64>, String> {
+    let v: Vec<f64> = text
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            t.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("{name}: {:?} is not a number", t.trim()))
+        })
+        .collect::<Result<_, _>>()?;
+    if v.is_empty() {
+        return Err(format!("{name}: give at least one value"));
+    }
+    Ok(v)
+}
+
+/// A finished grid point.
+#[derive(Clone, Debug)]
+pub struct CellRun {
+    pub i: usize,
+    pub j: usize,
+    pub seed: u64,
+    pub outcome: Outcome,
+}
+
+enum Msg {
+    /// Point `done` of `total` is starting (its reference sets, then its steps).
+    Started { done: usize, total: usize },
+    Cell(Box<CellRun>),
+    Done(Result<(), String>),
+}
+
+/// The sweep's grid as it was started: the base settings, the axes' values, the seeds.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub base: Settings,
+    pub axes: Vec<(Param, Vec<f64>)>,
+    pub seeds: Vec<u64>,
+}
+
+impl Plan {
+    /// The settings of cell (i, j) for `seed`.
+    pub fn settings(&self, i: usize, j: usize, seed: u64) -> Settings {
+        let mut s = self.base.clone();
+        for (k, (p, values)) in self.axes.iter().enumerate() {
+            let idx = if k == 0 { i } else { j };
+            p.apply(&mut s, values[idx]);
+        }
+        s.seed = seed;
+        s
+    }
+
+    fn dims(&self) -> (usize, usize) {
+        (
+            self.axes.first().map_or(1, |a| a.1.len()),
+            self.axes.get(1).map_or(1, |a| a.1.len()),
+        )
+    }
+}
+
+/// What the heatmap shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    Fooled,
+    MedianSteps,
+}
+
+/// Runtime state of the Sweep view.
+pub struct SweepView {
+    pub axes: [Axis; 2],
+    pub has_second: bool,
+    pub seeds: String,
+    pub max_steps: usize,
+    pub metric: Metric,
+    pub plan: Option<Plan>,
+    pub cells: Vec<CellRun>,
+    pub status: String,
+    /// Where reference sets are cached (the default cache folder; None: memory only).
+    pub cache_dir: Option<std::path::PathBuf>,
+    progress: (usize, usize),
+    train: Arc<Dataset>,
+    rx: Option<Receiver<Msg>>,
+    cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SweepView {
+    pub fn new(train: Arc<Dataset>) -> Self {
+        Self {
+            axes: [
+                Axis {
+                    param: Param::SimCoeff,
+                    values: "0.05, 0.5, 5".into(),
+                },
+                Axis {
+                    param: Param::PrevCoeff,
+                    values: "0.05, 0.5, 5".into(),
+                },
+            ],
+            has_second: false,
+            seeds: "0".into(),
+            max_steps: 300,
+            metric: Metric::Fooled,
+            plan: None,
+            cells: Vec::new(),
+            status: String::new(),
+            cache_dir: default_cache_dir(),
+            progress: (0, 0),
+            train,
+            rx: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// The plan the controls describe over `base` (labels, batch and every other setting
+    /// from the run view).
+    pub fn plan(&self, base: &Settings) -> Result<Plan, String> {
+        let n = if self.has_second { 2 } else { 1 };
+        let mut axes = Vec::new();
+        for a in &self.axes[..n] {
+            let values = parse_values(a.param.name(), &a.values)?;
+            for &v in &values {
+                let mut s = base.clone();
+                a.param.apply(&mut s, v);
+                s.validate().map_err(|e| format!("{}: {e}", a.param.name()))?;
+            }
+            axes.push((a.param, values));
+        }
+        if n == 2 && self.axes[0].param == self.axes[1].param {
+            return Err("choose two different settings".into());
+        }
+        let seeds = self
+            .seeds
+            .split(',')
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| {
+                t.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("seeds: {:?} is not a whole number", t.trim()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if seeds.is_empty() {
+            return Err("seeds: give at least one".into());
+        }
+        let mut base = base.clone();
+        base.max_steps = Some(self.max_steps.max(1));
+        Ok(Plan { base, axes, seeds })
+    }
+
+    /// Starts the grid on a background thread, on `model`.
+    pub fn start(&mut self, model: (&Cnn, &ModelInfo), base: &Settings, wake: Wake) {
+        let plan = match self.plan(base) {
+            Ok(p) => p,
+            Err(e) => {
+                self.status = format!("error: {e}");
+                return;
+            }
+        };
+        let net = match FrozenCnn::new(model.0) {
+            Ok(n) => n,
+            Err(e) => {
+                self.status = format!("error: {e}");
+                return;
+            }
+        };
+        self.stop();
+        let (tx, rx) = channel();
+        self.cancel = Arc::new(AtomicBool::new(false));
+        let cancel = self.cancel.clone();
+        let (train, sha, job) = (self.train.clone(), model.1.sha256.clone(), plan.clone());
+        let cache_dir = self.cache_dir.clone();
+        let spawned = std::thread::Builder::new()
+            .name("backwork-sweep".into())
+            .spawn(move || {
+                crate::util::lower_thread_priority(10);
+                let mut cache = match cache_dir {
+                    Some(d) => RefCache::with_disk(d, &sha, &train),
+                    None => RefCache::default(),
+                };
+                let (ni, nj) = job.dims();
+                let total = ni * nj * job.seeds.len();
+                let mut done = 0;
+                for i in 0..ni {
+                    for j in 0..nj {
+                        for &seed in &job.seeds {
+                            if cancel.load(Ordering::Relaxed) {
+                                let _ = tx.send(Msg::Done(Err("stopped".into())));
+                                wake();
+                                return;
+                            }
+                            let _ = tx.send(Msg::Started { done, total });
+                            wake();
+                            let s = job.settings(i, j, seed);
+                            let refs: Vec<_> = s
+                                .labels
+                                .iter()
+                                .map(|&l| cache.get_or_build(&net, &train, l, &mut |_, _| {}).0)
+                                .collect();
+                            let res = run_point(&net, &refs, &s, &cancel, &mut |_| {});
+                            if cancel.load(Ordering::Relaxed) {
+                                continue;
+                            }
+                            match res {
+                                Ok((outcome, _)) => {
+                                    let cell = CellRun {
+                                        i,
+                                        j,
+                                        seed,
+                                        outcome,
+                                    };
+                                    let _ = tx.send(Msg::Cell(Box::new(cell)));
+                                }
+                                Err(e) => {
+                                    let _ = tx.send(Msg::Done(Err(e.to_string())));
+                                    wake();
+                                    return;
+                                }
+                            }
+                            done += 1;
+                            wake();
+                        }
+                    }
+                }
+                let _ = tx.send(Msg::Done(Ok(())));
+                wake();
+            });
+        match spawned {
+            Ok(t) => {
+                self.thread = Some(t);
+                self.rx = Some(rx);
+                self.plan = Some(plan);
+                self.cells.clear();
+                self.progress = (0, 0);
+                self.status = "sweeping…".into();
+            }
+            Err(e) => self.status = format!("error: could not start: {e}"),
+        }
+    }
+
+    /// Stops a running sweep and waits for its thread (the run in progress ends at its next
+    /// step).
+    pub fn stop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if self.rx.take().is_some() {
+            self.status = format!("stopped after {} runs", self.cells.len());
+        }
+    }
+
+    /// Takes the thread's events.
+    pub fn poll(&mut self) {
+        let Some(rx) = &self.rx else { return };
+        let mut ended = None;
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Msg::Started { done, total } => self.progress = (done, total),
+                Msg::Cell(c) => self.cells.push(*c),
+                Msg::Done(r) => ended = Some(r),
+            }
+        }
+        if let Some(r) = ended {
+            self.rx = None;
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+            self.status = match r {
+                Ok(()) => format!("done: {} runs", self.cells.len()),
+                Err(e) if e == "stopped" => format!("stopped after {} runs", self.cells.len()),
+                Err(e) => format!("error: {e}"),
+            };
+        }
+    }
+
+    /// The fooled share (0–1) and the median steps of cell (i, j), over its seeds so far.
+    pub fn cell_value(&self, i: usize, j: usize) -> Option<(f64, Option<f64>, usize)> {
+        let runs: Vec<&CellRun> = self
+            .cells
+            .iter()
+            .filter(|c| c.i == i && c.j == j)
+            .collect();
+        if runs.is_empty() {
+            return None;
+        }
+        let fooled: usize = runs.iter().map(|c| c.outcome.fooled).sum();
+        let images: usize = runs.iter().map(|c| c.outcome.images).sum();
+        let mut medians: Vec<f64> = runs.iter().filter_map(|c| c.outcome.median_steps).collect();
+        medians.sort_by(f64::total_cmp);
+        let median = (!medians.is_empty()).then(|| medians[medians.len() / 2]);
+        Some((fooled as f64 / images.max(1) as f64, median, runs.len()))
+    }
+
+    /// Draws the view; returns the settings of a clicked cell.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        model: (&Cnn, &ModelInfo),
+        base: &Settings,
+        wake: &Wake,
+    ) -> Option<Settings> {
+        self.poll();
+        ui.heading("Sweep");
+        ui.label(format!(
+            "Runs a grid of the current settings ({} labels × {} images, the current model) with one or two settings varied, as `backwork sweep` does headless.",
+            base.labels.len(),
+            base.batch
+        ));
+        let running = self.is_running();
+        ui.add_enabled_ui(!running, |ui| {
+            for k in 0..2 {
+                if k == 1 {
+                    ui.checkbox(&mut self.has_second, "second setting");
+                    if !self.has_second {
+                        break;
+                    }
+                }
+                ui.horizontal(|ui| {
+                    let axis = &mut self.axes[k];
+                    egui::ComboBox::from_id_salt(("sweep-axis", k))
+                        .selected_text(axis.param.name())
+                        .show_ui(ui, |ui| {
+                            for p in Param::ALL {
+                                ui.selectable_value(&mut axis.param, p, p.name());
+                            }
+                        });
+                    ui.label(if k == 0 { "rows" } else { "columns" });
+                    ui.add(
+                        egui::TextEdit::singleline(&mut axis.values)
+                            .desired_width(200.0)
+                            .hint_text("0.1, 0.5, 2"),
+                    )
+                    .labelled_by(ui.label("values").id);
+                });
+            }
+            ui.horizontal(|ui| {
+                let l = ui.label("seeds");
+                ui.add(egui::TextEdit::singleline(&mut self.seeds).desired_width(80.0))
+                    .labelled_by(l.id);
+                ui.label("step budget");
+                ui.add(egui::DragValue::new(&mut self.max_steps).range(1..=100_000));
+            });
+        });
+        ui.horizontal(|ui| {
+            if !running && ui.button("Run sweep").clicked() {
+                self.start(model, base, wake.clone());
+            }
+            if running && ui.button("Stop").clicked() {
+                self.stop();
+            }
+            ui.separator();
+            ui.selectable_value(&mut self.metric, Metric::Fooled, "fooled share");
+            ui.selectable_value(&mut self.metric, Metric::MedianSteps, "median steps");
+            if running {
+                ui.label(format!(
+                    "run {} of {}",
+                    (self.progress.0 + 1).min(self.progress.1),
+                    self.progress.1
+                ));
+            }
+            if !self.status.is_empty() {
+                if self.status.starts_with("error") {
+                    ui.colored_label(ui.visuals().error_fg_color, &self.status);
+                } else {
+                    ui.label(&self.status);
+                }
+            }
+        });
+        ui.separator();
+        self.heatmap_ui(ui)
+    }
+
+    fn heatmap_ui(&self, ui: &mut egui::Ui) -> Option<Settings> {
+        let plan = self.plan.as_ref()?;
+        let (ni, nj) = plan.dims();
+        let mut clicked = None;
+        let max_steps = plan.base.max_steps.unwrap_or(1).max(1) as f64;
+        egui::Grid::new("sweep-heatmap")
+            .spacing([2.0, 2.0])
+            .show(ui, |ui| {
+                ui.label(match plan.axes.get(1) {
+                    Some((p, _)) => format!("{} ↓  {} →", plan.axes[0].0.name(), p.name()),
+                    None => format!("{} ↓", plan.axes[0].0.name()),
+                });
+                for j in 0..nj {
+                    ui.label(plan.axes.get(1).map_or(String::new(), |a| format!("{}", a.1[j])));
+                }
+                ui.end_row();
+                for i in 0..ni {
+                    ui.label(format!("{}", plan.axes[0].1[i]));
+                    for j in 0..nj {
+                        let (text, fill) = match self.cell_value(i, j) {
+                            None => ("…".to_string(), ui.visuals().faint_bg_color),
+                            Some((share, median, runs)) => {
+                                let (t, heat) = match self.metric {
+                                    Metric::Fooled => {
+                                        (format!("{:.0}%  ({runs})", share * 100.0), share)
+                                    }
+                                    Metric::MedianSteps => match median {
+                                        Some(m) => (
+                                            format!("{m:.0} steps  ({runs})"),
+                                            1.0 - (m / max_steps).min(1.0),
+                                        ),
+                                        None => ("none passed".into(), 0.0),
+                                    },
+                                };
+                                (t, heat_colour(heat))
+                            }
+                        };
+                        let cell = egui::Button::new(egui::RichText::new(text).color(Color32::BLACK))
+                            .fill(fill)
+                            .min_size(egui::vec2(110.0, 36.0));
+                        if ui
+                            .add(cell)
+                            .on_hover_text("Click to load these settings into the Fooling images view")
+                            .clicked()
+                        {
+                            clicked = Some(plan.settings(i, j, plan.seeds[0]));
+                        }
+                    }
+                    ui.end_row();
+                }
+            });
+        clicked
+    }
+}
+
+/// Red (0) through yellow to green (1).
+fn heat_colour(v: f64) -> Color32 {
+    let v = v.clamp(0.0, 1.0);
+    let (r, g) = if v < 0.5 {
+        (230.0, 80.0 + 300.0 * v)
+    } else {
+        (230.0 - 300.0 * (v - 0.5), 230.0)
+    };
+    Color32::from_rgb(r as u8, g as u8, 90)
+}
+
+impl Drop for SweepView {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,156 @@
+//! A run driven to its end and summed up in a few numbers: how many images passed the
+//! threshold, how soon, how close the rest came, how far the images stayed from the training
+//! data. What `backwork sweep` records per grid point.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use super::engine::{EndReason, Engine, EngineError, StepEvent};
+use super::settings::{FcDistance, TAPS};
+
+/// The numbers of one finished run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Images in the run (labels × images per label).
+    pub images: usize,
+    /// Images whose final p(label) is above the threshold.
+    pub fooled: usize,
+    /// Median, over the fooled images, of the first step at which each passed the threshold
+    /// since its last re-initialisation; none when no image passed.
+    pub median_steps: Option<f64>,
+    /// The lowest final p(label) of any image.
+    pub min_p: f32,
+    /// The lowest final p(label) of each label's images, in the run's label order.
+    pub min_p_by_label: Vec<(u8, f32)>,
+    /// Re-initialisations (and perturbations) over the run.
+    pub reinits: usize,
+    /// Steps the run took.
+    pub steps: usize,
+    /// Why it ended: "threshold", "max_steps", "cancelled".
+    pub end_reason: String,
+    /// Mean over images of the distance to the nearest training image at each tap (for `fc`
+    /// per-neuron: the mean distance to each neuron's nearest training value).
+    pub nearest_distance: BTreeMap<String, f64>,
+    /// The lowest and highest pixel of the final images.
+    pub pixel_range: [f32; 2],
+}
+
+/// Steps `engine` until its run ends or `cancel` is set, calling `on_step` after each step.
+/// A cancelled run returns its outcome so far with `end_reason` "cancelled".
+pub fn run_to_end(
+    engine: &mut Engine,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(&StepEvent),
+) -> Result<Outcome, EngineError> {
+    let n = engine.batch();
+    let threshold = engine.settings.threshold;
+    let rows = engine.images.len();
+    let mut passed_at: Vec<Option<usize>> = vec![None; rows];
+    let mut reinits = 0;
+    let end = loop {
+        if cancel.load(Ordering::Relaxed) {
+            engine.cancel();
+            break EndReason::Cancelled;
+        }
+        let ev = engine.step()?;
+        reinits += ev.reinits.len();
+        for r in &ev.reinits {
+            passed_at[r.image] = None;
+        }
+        for (row, p) in ev.probs.iter().enumerate() {
+            let label = engine.groups[row / n].label as usize;
+            if passed_at[row].is_none() && p.get(label).is_some_and(|&p| p > threshold) {
+                passed_at[row] = Some(ev.step - engine.images[row].init_step);
+            }
+        }
+        on_step(&ev);
+        if let Some(end) = ev.end {
+            break end;
+        }
+    };
+    Ok(outcome(engine, &passed_at, reinits, &end))
+}
+
+fn outcome(
+    engine: &Engine,
+    passed_at: &[Option<usize>],
+    reinits: usize,
+    end: &EndReason,
+) -> Outcome {
+    let n = engine.batch();
+    let threshold = engine.settings.threshold;
+    let mut steps = Vec::new();
+    let mut min_p = f32::INFINITY;
+    for (row, img) in engine.images.iter().enumerate() {
+        let p = img.probs[engine.groups[row / n].label as usize];
+        min_p = min_p.min(p);
+        if p > threshold {
+            steps.extend(passed_at[row]);
+        }
+    }
+    steps.sort_unstable();
+    let median_steps = match steps.len() {
+        0 => None,
+        k if k % 2 == 1 => Some(steps[k / 2] as f64),
+        k => Some((steps[k / 2 - 1] + steps[k / 2]) as f64 / 2.0),
+    };
+    let rows = engine.images.len().max(1) as f64;
+    let mut nearest_distance = BTreeMap::new();
+    for (k, name) in TAPS.iter().enumerate() {
+        let is_per_neuron = k == 3 && engine.settings.fc_distance == FcDistance::PerNeuron;
+        let mean = if is_per_neuron {
+            let groups = engine.groups.len().max(1) as f64;
+            engine.groups.iter().map(|g| g.terms.taps[3].ref_dist).sum::<f64>() / groups
+        } else {
+            engine
+                .images
+                .iter()
+                .filter_map(|i| i.nearest[k])
+                .map(|d| d.dist as f64)
+                .sum::<f64>()
+                / rows
+        };
+        nearest_distance.insert(name.to_string(), mean);
+    }
+    let x = engine.images();
+    let pixel_range = [
+        x.iter().copied().fold(f32::INFINITY, f32::min),
+        x.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    ];
+    Outcome {
+        images: engine.images.len(),
+        fooled: engine
+            .images
+            .iter()
+            .enumerate()
+            .filter(|(row, i)| i.probs[engine.groups[row / n].label as usize] > threshold)
+            .count(),
+        median_steps,
+        min_p: if min_p.is_finite() { min_p } else { 0.0 },
+        min_p_by_label: engine
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, grp)| {
+                let l = grp.label as usize;
+                let m = engine.images[g * n..(g + 1) * n]
+                    .iter()
+                    .map(|i| i.probs[l])
+                    .fold(1.0f32, f32::min);
+                (grp.label, m)
+            })
+            .collect(),
+        reinits,
+        steps: engine.steps(),
+        end_reason: match end {
+            EndReason::Threshold => "threshold".into(),
+            EndReason::MaxSteps => "max_steps".into(),
+            EndReason::Cancelled => "cancelled".into(),
+            EndReason::Error(e) => format!("error: {e}"),
+        },
+        nearest_distance,
+        pixel_range,
+    }
+}

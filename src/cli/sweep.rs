@@ -1,0 +1,204 @@
+//! `backwork sweep`: a grid of headless runs, one line of `runs.jsonl` per finished run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::AppArgs;
+use super::backwork::{SettingsArgs, build_refs};
+use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::settings::DEFAULT_STEP_BUDGET;
+use crate::data::{Dataset, Split};
+use crate::export::write_atomic;
+use crate::model::weights::{ModelInfo, load_or_shipped};
+use crate::sweep::{
+    RUNS_FILE, SweepRow, append_row, done_keys, drop_torn_tail, in_shard, merge, parse_shard,
+    point_key, read_rows, rows_text, run_point,
+};
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Every settings flag of `run` takes a comma-separated list of values (`--layer-weights`
+    /// and `--labels`: alternatives separated by ';'); the grid is their product.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Weights files to sweep, comma-separated; "shipped" is the embedded model [default:
+    /// the --model file, or the shipped model].
+    #[arg(long, value_name = "A,B,...")]
+    pub models: Option<String>,
+    /// Run only every N-th grid point from the I-th (1-based), for job arrays.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Join the runs.jsonl of these sweep folders into --out's runs.jsonl instead of running.
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    pub merge: Vec<PathBuf>,
+    /// The sweep's folder: runs.jsonl is appended to, and a sweep started again skips the
+    /// runs already in it.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// One grid point: its index, the model as given, the settings.
+struct Point {
+    index: usize,
+    model: String,
+    args: SettingsArgs,
+}
+
+/// The grid: models (slowest), then the settings flags in their order, seeds fastest-ish.
+fn grid(a: &SweepArgs, app: &AppArgs) -> Vec<Point> {
+    let models: Vec<String> = match (&a.models, &app.model) {
+        (Some(m), _) => m.split(',').map(|s| s.trim().to_string()).collect(),
+        (None, Some(m)) => vec![m.display().to_string()],
+        (None, None) => vec!["shipped".into()],
+    };
+    let mut settings = a.settings.clone();
+    if settings.max_steps.is_none() {
+        settings.max_steps = Some(DEFAULT_STEP_BUDGET.to_string());
+    }
+    let per_model = settings.grid();
+    models
+        .iter()
+        .flat_map(|m| per_model.iter().map(move |s| (m.clone(), s.clone())))
+        .enumerate()
+        .map(|(index, (model, args))| Point { index, model, args })
+        .collect()
+}
+
+pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
+    if !a.merge.is_empty() {
+        return merge_cmd(&a.merge, &a.out);
+    }
+    let shard = a
+        .shard
+        .as_deref()
+        .map(parse_shard)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let points = grid(&a, app);
+    // Every point's settings are checked before the first run, so a typo fails at once.
+    let mut planned = Vec::new();
+    for p in &points {
+        let s = p.args.settings(None)?;
+        if let crate::backwork::Init::File(path) = &s.init {
+            crate::export::npy::read_start_images(path, s.labels.len() * s.batch)
+                .context("--init")?;
+        }
+        if shard.is_none_or(|sh| in_shard(p.index, sh)) {
+            planned.push((p, s));
+        }
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    let runs = a.out.join(RUNS_FILE);
+    drop_torn_tail(&runs)?;
+    let done = done_keys(&read_rows(&runs)?);
+    let todo: Vec<_> = planned
+        .into_iter()
+        .filter(|(p, s)| !done.contains(&point_key(&p.model, s)))
+        .collect();
+    let skipped = points.len() - todo.len();
+    eprintln!(
+        "sweep: {} grid points, {} to run here ({} done or in other shards)",
+        points.len(),
+        todo.len(),
+        skipped
+    );
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let c = cancel.clone();
+    ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
+        .context("cannot install the Ctrl-C handler")?;
+    let bar = ProgressBar::new(todo.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} runs, ETA {eta} | {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(500));
+    let mut models: HashMap<String, (FrozenCnn, ModelInfo)> = HashMap::new();
+    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    for (p, settings) in todo {
+        if !models.contains_key(&p.model) {
+            let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
+            let (cnn, info) = load_or_shipped(path.as_deref())?;
+            models.insert(p.model.clone(), (FrozenCnn::new(&cnn)?, info));
+        }
+        let (net, info) = &models[&p.model];
+        bar.set_message(format!("point {}: reference sets", p.index));
+        let refs = build_refs(net, &train, &info.sha256, &settings.labels);
+        let started = Instant::now();
+        let point = p.index;
+        let (outcome, png_gap) = run_point(net, &refs, &settings, &cancel, &mut |ev| {
+            if ev.step % 25 == 0 {
+                bar.set_message(format!("point {point}: step {}", ev.step));
+            }
+        })
+        .with_context(|| format!("grid point {} ({})", p.index, p.model))?;
+        if cancel.load(Ordering::Relaxed) {
+            bar.finish_and_clear();
+            bail!(
+                "interrupted: {} runs finished are in {}; run the same command again to go on",
+                bar.position(),
+                runs.display()
+            );
+        }
+        let row = SweepRow {
+            point: p.index,
+            key: point_key(&p.model, &settings),
+            model: p.model.clone(),
+            model_sha256: info.sha256.clone(),
+            seed: settings.seed,
+            preset: settings.preset_name().into(),
+            settings,
+            outcome,
+            png_gap,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        append_row(&runs, &row)?;
+        bar.inc(1);
+        let line = format!(
+            "point {} {} {} seed {}: {}/{} fooled, median {} steps, min p {:.5}, {} reinits, {:.1} s",
+            row.point,
+            row.model,
+            row.preset,
+            row.seed,
+            row.outcome.fooled,
+            row.outcome.images,
+            row.outcome
+                .median_steps
+                .map_or("-".into(), |m| format!("{m}")),
+            row.outcome.min_p,
+            row.outcome.reinits,
+            row.seconds
+        );
+        // The bar hides itself off a terminal, and its println with it.
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    }
+    bar.finish_and_clear();
+    eprintln!("sweep: done; rows in {}", runs.display());
+    Ok(())
+}
+
+fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
+    let rows = merge(dirs)?;
+    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
+    let path = out.join(RUNS_FILE);
+    if path.exists() && !dirs.iter().any(|d| d == out) {
+        bail!(
+            "{}: exists; merge into a new folder (or name it among the merged ones)",
+            path.display()
+        );
+    }
+    write_atomic(&path, rows_text(&rows).as_bytes(), true)?;
+    println!("merged {} rows into {}", rows.len(), path.display());
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! `backwork sweep`'s core: a grid of runs (models × settings × seeds), each run's outcome as
+//! one line of `runs.jsonl`, resuming a stopped sweep, and merging the files of shards.
+//!
+//! A line is appended only when its run has finished, in one write followed by a sync, so a
+//! stopped sweep leaves whole lines (a line torn by a crash is dropped when the file is read
+//! again, and cut off before the next line is appended).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backwork::engine::{Engine, StepEvent};
+use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::measure::{Outcome, run_to_end};
+use crate::backwork::refs::LabelRefs;
+use crate::backwork::{Init, Settings};
+use crate::export::npy::read_start_images;
+use crate::export::run::{export_images, set_png_probabilities};
+
+/// The file a sweep appends to in its folder.
+pub const RUNS_FILE: &str = "runs.jsonl";
+
+/// What can go wrong with a sweep's files.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("{file}: {reason}")]
+    File { file: String, reason: String },
+    #[error(transparent)]
+    Engine(#[from] crate::backwork::engine::EngineError),
+    #[error("--init: {0}")]
+    Start(#[from] crate::export::npy::NpyError),
+}
+
+/// Runs one grid point to its end: the engine on `net` with `refs` (every label of
+/// `settings`), from the start images `settings.init` names. Returns the outcome and the
+/// largest difference between an image's p(label) and its 8-bit PNG's, re-classified.
+pub fn run_point(
+    net: &FrozenCnn,
+    refs: &[Arc<LabelRefs>],
+    settings: &Settings,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(&StepEvent),
+) -> Result<(Outcome, f32), SweepError> {
+    let mut engine = Engine::new(net.clone(), refs, settings.clone())?;
+    if let Init::File(path) = &settings.init {
+        let x = read_start_images(path, engine.images.len())?;
+        engine.set_images(&x)?;
+    }
+    let outcome = run_to_end(&mut engine, cancel, on_step)?;
+    let mut images = export_images(&engine, None);
+    set_png_probabilities(net, &mut images);
+    let png_gap = images
+        .iter()
+        .filter_map(|i| i.p_label_png.map(|q| (q - i.p_label).abs()))
+        .fold(0.0f32, f32::max);
+    Ok((outcome, png_gap))
+}
+
+fn file_error(path: &Path, reason: impl ToString) -> SweepError {
+    SweepError::File {
+        file: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// One line of `runs.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepRow {
+    /// Index of the grid point (the unsharded sweep's order).
+    pub point: usize,
+    /// Identifies the grid point: the model as given and every setting; a resumed sweep skips
+    /// the points whose key is already in the file.
+    pub key: String,
+    /// The model as given to `--models` ("shipped" for the embedded one).
+    pub model: String,
+    pub model_sha256: String,
+    pub seed: u64,
+    /// The preset the settings equal, or "custom".
+    pub preset: String,
+    pub settings: Settings,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// p(label) of the final images as 8-bit PNGs, re-classified: the largest difference from
+    /// the engine's p(label) over the images.
+    pub png_gap: f32,
+    /// Wall time of the run, reference sets excluded.
+    pub seconds: f64,
+}
+
+/// The key of a grid point: the model and every setting, as canonical JSON.
+pub fn point_key(model: &str, settings: &Settings) -> String {
+    let s = serde_json::to_string(settings).unwrap_or_default();
+    format!("{model} {s}")
+}
+
+/// Which grid points shard `index` of `count` (1-based, as a job array numbers its tasks)
+/// runs: every `count`-th from the `index`-th.
+pub fn in_shard(point: usize, shard: (usize, usize)) -> bool {
+    point % shard.1 == shard.0 - 1
+}
+
+/// Parses `I/N` with 1 ≤ I ≤ N.
+pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("--shard: {text:?} is not I/N (for example 1/4)"))?;
+    let i: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard: {text:?} is not I/N"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard: {text:?} is not I/N"))?;
+    if n == 0 || i == 0 || i > n {
+        return Err(format!("--shard: {text:?} needs 1 <= I <= N"));
+    }
+    Ok((i, n))
+}
+
+/// The rows of a `runs.jsonl` (none if the file does not exist). A last line without its
+/// newline is a run torn by a crash and is left out; any other line that does not parse is
+/// an error naming the file and line.
+pub fn read_rows(path: &Path) -> Result<Vec<SweepRow>, SweepError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(file_error(path, e)),
+    };
+    let whole = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    whole
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| file_error(path, format!("line {}: not a sweep row: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// Cuts a torn last line (one without its newline) off `path`, so that the next append
+/// starts a line of its own.
+pub fn drop_torn_tail(path: &Path) -> Result<(), SweepError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(file_error(path, e)),
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    crate::export::write_atomic(path, &bytes[..keep], true).map_err(|e| file_error(path, e))
+}
+
+/// Appends one row as one line, synced to disk before it returns.
+pub fn append_row(path: &Path, row: &SweepRow) -> Result<(), SweepError> {
+    let mut line = serde_json::to_string(row).map_err(|e| file_error(path, e))?;
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| file_error(path, e))?;
+    f.write_all(line.as_bytes())
+        .and_then(|_| f.sync_data())
+        .map_err(|e| file_error(path, e))
+}
+
+/// The keys already in a sweep's file.
+pub fn done_keys(rows: &[SweepRow]) -> HashSet<String> {
+    rows.iter().map(|r| r.key.clone()).collect()
+}
+
+/// Joins the `runs.jsonl` of several folders (shards of one sweep) into one list ordered by
+/// grid point; a point found in several files is kept once.
+pub fn merge(dirs: &[PathBuf]) -> Result<Vec<SweepRow>, SweepError> {
+    let mut by_key: BTreeMap<(usize, String), SweepRow> = BTreeMap::new();
+    for d in dirs {
+        let path = d.join(RUNS_FILE);
+        if !path.is_file() {
+            return Err(file_error(&path, "missing (a sweep folder holds runs.jsonl)"));
+        }
+        for r in read_rows(&path)? {
+            by_key.entry((r.point, r.key.clone())).or_insert(r);
+        }
+    }
+    Ok(by_key.into_values().collect())
+}
+
+/// The rows as `runs.jsonl` text.
+pub fn rows_text(rows: &[SweepRow]) -> String {
+    rows.iter()
+        .filter_map(|r| serde_json::to_string(r).ok())
+        .map(|l| l + "\n")
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_the_grid_without_overlap() {
+        let shards = [(1, 3), (2, 3), (3, 3)];
+        for p in 0..20 {
+            assert_eq!(shards.iter().filter(|s| in_shard(p, **s)).count(), 1);
+        }
+        assert_eq!(parse_shard("2/4"), Ok((2, 4)));
+        for bad in ["0/4", "5/4", "1/0", "x", "1/x"] {
+            assert!(parse_shard(bad).unwrap_err().starts_with("--shard"));
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! `backwork sweep` as a user runs it (issue 11): the grid is the product of the listed values,
+//! shards merged give the rows of the unsharded sweep, a stopped sweep resumes without running
+//! a point twice, presets and start images reach the engine, and bad flags fail at once.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use backwork::export::npy::npy_bytes;
+use backwork::sweep::{SweepRow, read_rows};
+
+fn backwork(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backwork"))
+        .args(args)
+        .env("BACKWORK_CACHE_DIR", cache)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str], cache: &Path) -> Output {
+    let r = backwork(args, cache);
+    assert!(
+        r.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    r
+}
+
+/// Everything of a row but its wall time.
+fn timeless(rows: Vec<SweepRow>) -> Vec<SweepRow> {
+    rows.into_iter()
+        .map(|mut r| {
+            r.seconds = 0.0;
+            r
+        })
+        .collect()
+}
+
+/// A small grid: 2 sim_coeff × 2 presets × 2 seeds = 8 runs of one label, 2 images, 3 steps.
+const GRID: [&str; 12] = [
+    "sweep",
+    "--labels",
+    "3",
+    "--batch",
+    "2",
+    "--max-steps",
+    "3",
+    "--sim-coeff",
+    "0.5,2",
+    "--preset",
+    "original,robust",
+    "--seeds=0,1",
+];
+
+#[test]
+fn shards_merged_equal_the_whole_sweep_and_a_stopped_sweep_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let with_out = |out: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = GRID.iter().map(|s| s.to_string()).collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(["--out".to_string(), out.to_string()]);
+        a
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&refs, &cache)
+    };
+
+    let whole = dir("whole");
+    run(with_out(&whole, &[]));
+    let rows = read_rows(&Path::new(&whole).join("runs.jsonl")).unwrap();
+    assert_eq!(rows.len(), 8, "2 presets x 2 sim_coeff x 2 seeds");
+    let mut points: Vec<usize> = rows.iter().map(|r| r.point).collect();
+    points.sort_unstable();
+    assert_eq!(points, (0..8).collect::<Vec<_>>());
+    for r in &rows {
+        assert_eq!(r.outcome.images, 2);
+        assert_eq!(r.outcome.steps, 3);
+        assert!(r.outcome.min_p.is_finite() && (0.0..=1.0).contains(&r.outcome.min_p));
+        assert!(r.outcome.pixel_range[0] >= 0.0 && r.outcome.pixel_range[1] <= 1.0);
+        assert_eq!(r.preset, r.settings.preset_name());
+        for tap in ["inputs", "conv0", "conv1", "fc"] {
+            assert!(r.outcome.nearest_distance[tap] > 0.0, "{tap}");
+        }
+    }
+    // Both presets and both values of sim_coeff appear, each with both seeds.
+    for preset in ["original", "custom", "robust"] {
+        let n = rows.iter().filter(|r| r.preset == preset).count();
+        assert!(n > 0 || preset == "custom", "{preset}");
+    }
+    assert_eq!(rows.iter().filter(|r| r.seed == 1).count(), 4);
+
+    let (a, b) = (dir("a"), dir("b"));
+    run(with_out(&a, &["--shard", "1/2"]));
+    run(with_out(&b, &["--shard", "2/2"]));
+    let merged = dir("merged");
+    ok(&["sweep", "--merge", &a, &b, "--out", &merged], &cache);
+    let merged_rows = read_rows(&Path::new(&merged).join("runs.jsonl")).unwrap();
+    let mut whole_sorted = rows.clone();
+    whole_sorted.sort_by_key(|r| r.point);
+    assert_eq!(timeless(merged_rows), timeless(whole_sorted));
+
+    // A sweep stopped after its first shard's runs goes on where it stopped: shard 1's
+    // folder, run unsharded, runs only the other half, and its file then holds every row
+    // once.
+    let r = run(with_out(&a, &[]));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("4 to run here"), "{err}");
+    let resumed = read_rows(&Path::new(&a).join("runs.jsonl")).unwrap();
+    assert_eq!(resumed.len(), 8);
+    // A torn last line (a crash mid-write) is dropped and the point run again.
+    let runs = Path::new(&a).join("runs.jsonl");
+    let mut text = std::fs::read_to_string(&runs).unwrap();
+    text.truncate(text.len() - 20);
+    std::fs::write(&runs, &text).unwrap();
+    let r = run(with_out(&a, &[]));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("1 to run here"));
+    assert_eq!(read_rows(&runs).unwrap().len(), 8);
+}
+
+#[test]
+fn presets_and_start_images_reach_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    // Start images: two flat grey images; with --max-steps 1 the run classifies exactly
+    // them, so results.json's probabilities are the network's on grey.
+    let start = tmp.path().join("start.npy");
+    std::fs::write(&start, npy_bytes(&vec![0.5f32; 2 * 784], &[2, 28, 28])).unwrap();
+    let out = tmp.path().join("run");
+    let base = [
+        "run",
+        "--labels",
+        "5",
+        "--batch",
+        "2",
+        "--max-steps",
+        "1",
+        "--preset",
+        "original",
+        "--init",
+        start.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    ok(&base, &cache);
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(v["preset"], "original");
+    assert_eq!(v["settings"]["softmax_term"], "prob");
+    assert_eq!(v["settings"]["reinit_window"], 5);
+    let (_, x) = backwork::export::npy::read_npy(&out.join("images.npy")).unwrap();
+    assert!(x.iter().all(|&p| p == 0.5), "the run classified its start images");
+    let p0 = &v["images"][0]["probabilities"];
+    assert_eq!(p0, &v["images"][1]["probabilities"], "two equal images");
+
+    // A flag after the preset overrides it, and makes the settings custom.
+    let out2 = tmp.path().join("run2");
+    let mut args: Vec<&str> = base.to_vec();
+    let o2 = out2.to_str().unwrap();
+    *args.last_mut().unwrap() = o2;
+    args.extend(["--reinit-window", "7"]);
+    ok(&args, &cache);
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out2.join("results.json")).unwrap()).unwrap();
+    assert_eq!(v["preset"], "custom");
+    assert_eq!(v["settings"]["reinit_window"], 7);
+    assert_eq!(v["settings"]["softmax_term"], "prob");
+
+    // The default is the robust preset; class means start from the label's training mean.
+    let out3 = tmp.path().join("run3");
+    ok(
+        &[
+            "run",
+            "--labels",
+            "5",
+            "--batch",
+            "1",
+            "--max-steps",
+            "1",
+            "--init",
+            "class-means",
+            "--out",
+            out3.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out3.join("results.json")).unwrap()).unwrap();
+    assert_eq!(v["preset"], "robust");
+    assert_eq!(v["settings"]["init"], "class-means");
+    // One group: the mean of all 5,421 training images of 5 (../shared/DATA.md), whose
+    // nearest training image is close, unlike noise's (about 0.1 per pixel and more).
+    let d = v["images"][0]["nearest_distance"].as_f64().unwrap();
+    assert!(d < 0.05, "class mean's nearest distance {d}");
+}
+
+#[test]
+fn bad_sweep_and_init_flags_fail_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("o");
+    let o = out.to_str().unwrap();
+    let short = tmp.path().join("short.npy");
+    std::fs::write(&short, npy_bytes(&vec![0.5f32; 784], &[1, 28, 28])).unwrap();
+    let nan = tmp.path().join("nan.npy");
+    let mut v = vec![0.5f32; 2 * 784];
+    v[7] = f32::NAN;
+    std::fs::write(&nan, npy_bytes(&v, &[2, 28, 28])).unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sweep", "--sim-coeff", "0.5,x", "--out", o], "--sim-coeff"),
+        (vec!["sweep", "--preset", "fast", "--out", o], "--preset"),
+        (vec!["sweep", "--shard", "3/2", "--out", o], "--shard"),
+        (vec!["sweep", "--lr", "0.01,-1", "--out", o], "--lr"),
+        (
+            vec!["sweep", "--merge", "/nonexistent-sweep", "--out", o],
+            "runs.jsonl",
+        ),
+        (
+            vec![
+                "run",
+                "--labels",
+                "3",
+                "--batch",
+                "2",
+                "--init",
+                short.to_str().unwrap(),
+                "--out",
+                o,
+            ],
+            "short.npy",
+        ),
+        (
+            vec![
+                "run",
+                "--labels",
+                "3",
+                "--batch",
+                "2",
+                "--init",
+                nan.to_str().unwrap(),
+                "--out",
+                o,
+            ],
+            "not finite",
+        ),
+        (
+            vec!["run", "--labels", "3", "--init", "/nonexistent.npy", "--out", o],
+            "nonexistent.npy",
+        ),
+    ];
+    for (args, needle) in cases {
+        let r = backwork(&args, &cache);
+        assert!(!r.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+}
