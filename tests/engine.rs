@@ -270,6 +270,10 @@ fn naive_cost(
     let miss = match s.softmax_term {
         SoftmaxTerm::Prob => (p_l.neg().unwrap() + 1.0).unwrap(),
         SoftmaxTerm::Log => p_l.log().unwrap().neg().unwrap(),
+        // ln(1 − p) − ln p, literally (the fast side sums the other classes instead of 1 − p).
+        SoftmaxTerm::Margin => ((p_l.neg().unwrap() + 1.0).unwrap().log().unwrap()
+            - p_l.log().unwrap())
+        .unwrap(),
     };
     let soft = (miss.mean_all().unwrap() * s.layer_weights[4] as f64).unwrap();
     terms.push(
@@ -379,8 +383,19 @@ fn fast_cost_matches_naive_on_small_problems() {
         ..Settings::original()
     };
     compare(&flat, 0, 30, 5, 12);
-    // The robust preset: the softmax term in log space (−ln p), against candle's log.
+    // The robust preset: the softmax term as log-odds, ln(1 − p) − ln p, and the −ln p form,
+    // against candle's log.
     compare(&Settings::default(), 3, 40, 4, 14);
+    compare(
+        &Settings {
+            softmax_term: SoftmaxTerm::Log,
+            ..Settings::default()
+        },
+        6,
+        30,
+        3,
+        16,
+    );
     compare(
         &Settings {
             layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],

@@ -214,6 +214,10 @@ fn bad_sweep_and_init_flags_fail_with_one_line() {
         (vec!["sweep", "--shard", "3/2", "--out", o], "--shard"),
         (vec!["sweep", "--lr", "0.01,-1", "--out", o], "--lr"),
         (
+            vec!["sweep", "--models", "shipped,/nonexistent.safetensors", "--out", o],
+            "nonexistent.safetensors",
+        ),
+        (
             vec!["sweep", "--merge", "/nonexistent-sweep", "--out", o],
             "runs.jsonl",
         ),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backwork::backwork::Settings;
+use backwork::backwork::{Init, Settings};
 use backwork::backwork::engine::EndReason;
 use backwork::backwork::frozen::FrozenCnn;
 use backwork::data::{Dataset, PIXELS, Split};
@@ -45,7 +45,7 @@ fn a_run_streams_every_point_to_a_slow_reader_and_ends() {
         labels: vec![1, 7],
         batch: 2,
         max_steps: Some(40),
-        ..Settings::default()
+        ..Settings::original()
     };
     let run = w.send(Command::Start(s));
     let mut steps = Vec::new();
@@ -85,7 +85,7 @@ fn pause_step_settings_and_reset() {
     let s = Settings {
         labels: vec![4],
         batch: 2,
-        ..Settings::default()
+        ..Settings::original()
     };
     let run = w.send(Command::Start(s.clone()));
     w.send(Command::Pause);
@@ -185,7 +185,7 @@ fn saliency_switched_on_after_the_end_comes_with_the_finished_images() {
         labels: vec![3],
         batch: 2,
         max_steps: Some(3),
-        ..Settings::default()
+        ..Settings::original()
     }));
     let mut last = None;
     loop {
@@ -226,7 +226,7 @@ fn reset_does_not_wait_for_the_reference_sets_and_exports_keep_their_model() {
         wake: Arc::new(|| {}),
     })
     .unwrap();
-    let all = Settings::default();
+    let all = Settings::original();
     let run = w.send(Command::Start(all));
     w.send(Command::Reset);
     let mut built = 0;
@@ -247,7 +247,7 @@ fn reset_does_not_wait_for_the_reference_sets_and_exports_keep_their_model() {
         labels: vec![4],
         batch: 2,
         max_steps: Some(3),
-        ..Settings::default()
+        ..Settings::original()
     };
     let run = w.send(Command::Start(s));
     while !matches!(next(&w), Event::Ended { run: r, .. } if r == run) {}
@@ -276,4 +276,86 @@ fn reset_does_not_wait_for_the_reference_sets_and_exports_keep_their_model() {
         info.sha256.as_str(),
         "{results}"
     );
+}
+
+/// The images of the first snapshot of a run, and its end.
+fn first_images_and_end(w: &Worker, run: u64) -> (Vec<f32>, EndReason) {
+    let mut first = None;
+    loop {
+        match next(w) {
+            Event::Snapshot(s) if s.run == run && first.is_none() => first = Some(s.images),
+            Event::Ended { run: r, reason } if r == run => {
+                return (first.expect("a snapshot before the end"), reason);
+            }
+            Event::Refused { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+}
+
+/// "Start from the current images" (the app's picker, `Init::Current`): the next run's first
+/// step classifies exactly the images the previous run ended with; "class means" starts from
+/// means of training images (smooth, not noise); a start file of the wrong size ends the run
+/// with an error naming the counts.
+#[test]
+fn a_run_starts_from_the_current_images_class_means_or_a_file() {
+    let mut w = worker(Arc::new(AtomicUsize::new(0)));
+    let s = Settings {
+        labels: vec![3],
+        batch: 2,
+        max_steps: Some(3),
+        ..Settings::default()
+    };
+    let a = w.send(Command::Start(s.clone()));
+    let (_, end) = first_images_and_end(&w, a);
+    assert_eq!(end, EndReason::MaxSteps);
+    // The final images of run a, as its last snapshot has them: ask for an export-free
+    // copy by starting run b from them.
+    let b = w.send(Command::Start(Settings {
+        init: Init::Current,
+        max_steps: Some(1),
+        ..s.clone()
+    }));
+    let (b_first, _) = first_images_and_end(&w, b);
+    let c = w.send(Command::Start(Settings {
+        init: Init::Current,
+        max_steps: Some(1),
+        ..s.clone()
+    }));
+    let (c_first, _) = first_images_and_end(&w, c);
+    // Run b's single step classified its start images; run c started from b's.
+    assert_eq!(b_first, c_first, "a run goes on from the images on screen");
+
+    let d = w.send(Command::Start(Settings {
+        init: Init::ClassMeans,
+        max_steps: Some(1),
+        ..s.clone()
+    }));
+    let (d_first, _) = first_images_and_end(&w, d);
+    // A mean of ~150 training images of 3 (3,000 of the training set here): its corners are
+    // black, unlike uniform noise.
+    assert!(d_first[..28].iter().all(|&v| v < 0.05), "top row of a class mean");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("one.npy");
+    std::fs::write(
+        &f,
+        backwork::export::npy::npy_bytes(&vec![0.5f32; 784], &[1, 28, 28]),
+    )
+    .unwrap();
+    let e = w.send(Command::Start(Settings {
+        init: Init::File(f),
+        ..s.clone()
+    }));
+    loop {
+        if let Event::Ended { run, reason } = next(&w)
+            && run == e
+        {
+            let EndReason::Error(msg) = reason else {
+                panic!("{reason:?}")
+            };
+            assert!(msg.contains("one.npy") && msg.contains("needs 2"), "{msg}");
+            break;
+        }
+    }
 }

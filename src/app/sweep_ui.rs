@@ -414,28 +414,30 @@ impl SweepView {
                 }
                 ui.horizontal(|ui| {
                     let axis = &mut self.axes[k];
-                    egui::ComboBox::from_id_salt(("sweep-axis", k))
+                    let role = if k == 0 { "rows" } else { "columns" };
+                    egui::ComboBox::from_label(role)
                         .selected_text(axis.param.name())
                         .show_ui(ui, |ui| {
                             for p in Param::ALL {
                                 ui.selectable_value(&mut axis.param, p, p.name());
                             }
                         });
-                    ui.label(if k == 0 { "rows" } else { "columns" });
+                    let l = ui.label("values");
                     ui.add(
                         egui::TextEdit::singleline(&mut axis.values)
                             .desired_width(200.0)
                             .hint_text("0.1, 0.5, 2"),
                     )
-                    .labelled_by(ui.label("values").id);
+                    .labelled_by(l.id);
                 });
             }
             ui.horizontal(|ui| {
                 let l = ui.label("seeds");
                 ui.add(egui::TextEdit::singleline(&mut self.seeds).desired_width(80.0))
                     .labelled_by(l.id);
-                ui.label("step budget");
-                ui.add(egui::DragValue::new(&mut self.max_steps).range(1..=100_000));
+                let l = ui.label("step budget");
+                ui.add(egui::DragValue::new(&mut self.max_steps).range(1..=100_000))
+                    .labelled_by(l.id);
             });
         });
         ui.horizontal(|ui| {
@@ -476,8 +478,8 @@ impl SweepView {
             .spacing([2.0, 2.0])
             .show(ui, |ui| {
                 ui.label(match plan.axes.get(1) {
-                    Some((p, _)) => format!("{} ↓  {} →", plan.axes[0].0.name(), p.name()),
-                    None => format!("{} ↓", plan.axes[0].0.name()),
+                    Some((p, _)) => format!("rows {}, columns {}", plan.axes[0].0.name(), p.name()),
+                    None => format!("rows {}", plan.axes[0].0.name()),
                 });
                 for j in 0..nj {
                     ui.label(plan.axes.get(1).map_or(String::new(), |a| format!("{}", a.1[j])));

@@ -102,6 +102,16 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         .into_iter()
         .filter(|(p, s)| !done.contains(&point_key(&p.model, s)))
         .collect();
+    // Every model is loaded (and checked) before the first run.
+    let mut models: HashMap<String, (FrozenCnn, ModelInfo)> = HashMap::new();
+    for p in &points {
+        if !models.contains_key(&p.model) {
+            let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
+            let (cnn, info) =
+                load_or_shipped(path.as_deref()).with_context(|| format!("--models {}", p.model))?;
+            models.insert(p.model.clone(), (FrozenCnn::new(&cnn)?, info));
+        }
+    }
     let skipped = points.len() - todo.len();
     eprintln!(
         "sweep: {} grid points, {} to run here ({} done or in other shards)",
@@ -120,14 +130,8 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(500));
-    let mut models: HashMap<String, (FrozenCnn, ModelInfo)> = HashMap::new();
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     for (p, settings) in todo {
-        if !models.contains_key(&p.model) {
-            let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
-            let (cnn, info) = load_or_shipped(path.as_deref())?;
-            models.insert(p.model.clone(), (FrozenCnn::new(&cnn)?, info));
-        }
         let (net, info) = &models[&p.model];
         bar.set_message(format!("point {}: reference sets", p.index));
         let refs = build_refs(net, &train, &info.sha256, &settings.labels);
