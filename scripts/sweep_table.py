@@ -42,7 +42,8 @@ def main():
             meds = [r["median_steps"] for r in rs if r["median_steps"] is not None]
             med = f"{statistics.median(meds):.0f}" if meds else "–"
             minp = min(r["min_p"] for r in rs)
-            line.append(f"{fooled} of {rs[0]['images']}, median {med} steps, min p {minp:.4f}")
+            gap = max(r["png_gap"] for r in rs)
+            line.append(f"{fooled} of {rs[0]['images']}, median {med} steps, min p {minp:.4f}, PNG Δ {gap:.0e}")
         print("| " + " | ".join(line) + " |")
 
 

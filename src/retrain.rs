@@ -13,8 +13,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::backwork::Settings;
-use crate::backwork::engine::{EndReason, Engine};
+use crate::backwork::engine::Engine;
 use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::measure::run_to_end;
 use crate::backwork::refs::RefCache;
 use crate::data::{Dataset, PIXELS};
 use crate::model::train::{ExtraSet, TrainConfig, TrainEvent, train_from};
@@ -212,50 +213,18 @@ fn measure(
         .collect();
     let budget = cfg.measure.max_steps.unwrap_or(0);
     let mut engine = Engine::new(net, &refs, cfg.measure.clone())?;
-    let n = engine.batch();
-    let threshold = cfg.measure.threshold;
-    let mut first_pass: Vec<Option<usize>> = vec![None; engine.images.len()];
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(RetrainError::Cancelled);
-        }
-        let ev = engine.step()?;
-        for (row, p) in ev.probs.iter().enumerate() {
-            let label = engine.groups[row / n].label as usize;
-            if first_pass[row].is_none() && p.get(label).is_some_and(|&p| p > threshold) {
-                first_pass[row] = Some(ev.step);
-            }
-        }
+    let outcome = run_to_end(&mut engine, cancel, &mut |ev| {
         on_event(RetrainEvent::Measure {
             step: ev.step,
             budget,
-        });
-        match ev.end {
-            None => {}
-            Some(EndReason::Error(e)) => {
-                return Err(RetrainError::Config(format!("measurement run: {e}")));
-            }
-            Some(_) => break,
-        }
+        })
+    })?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(RetrainError::Cancelled);
     }
-    let labels: Vec<u8> = (0..engine.images.len())
-        .map(|row| engine.groups[row / n].label)
-        .collect();
-    let mut steps: Vec<usize> = Vec::new();
-    let mut reached = 0;
-    for (row, img) in engine.images.iter().enumerate() {
-        if img.probs[labels[row] as usize] > threshold {
-            reached += 1;
-            steps.extend(first_pass[row]);
-        }
-    }
-    steps.sort_unstable();
-    let median_steps = match steps.len() {
-        0 => None,
-        k if k % 2 == 1 => Some(steps[k / 2] as f64),
-        k => Some((steps[k / 2 - 1] + steps[k / 2]) as f64 / 2.0),
-    };
-    let total = engine.images.len();
+    let total = outcome.images;
+    let reached = outcome.fooled;
+    let median_steps = outcome.median_steps;
     let test_accuracy = crate::model::eval::evaluate(cnn, test, &mut |_, _| {})?.accuracy();
     let m = Measurement {
         round,

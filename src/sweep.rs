@@ -187,7 +187,10 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Vec<SweepRow>, SweepError> {
     for d in dirs {
         let path = d.join(RUNS_FILE);
         if !path.is_file() {
-            return Err(file_error(&path, "missing (a sweep folder holds runs.jsonl)"));
+            return Err(file_error(
+                &path,
+                "missing (a sweep folder holds runs.jsonl)",
+            ));
         }
         for r in read_rows(&path)? {
             by_key.entry((r.point, r.key.clone())).or_insert(r);

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backwork::app::{BackworkApp, RunView, SweepView, settings_ui};
-use backwork::backwork::{Preset, Settings};
 use backwork::backwork::engine::{EndReason, Reinit, ReinitKind};
 use backwork::backwork::frozen::FrozenCnn;
+use backwork::backwork::{Preset, Settings};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::model::weights::shipped_cnn;
 use backwork::worker::{Command, CurvePoint, Event, Snapshot, Worker, WorkerPeer, WorkerSpec};
@@ -653,7 +653,11 @@ fn the_sweep_view_fills_its_heatmap_and_a_cell_loads_its_settings() {
     h.get_by_label("Run sweep").click();
     let t = Instant::now();
     while !h.state().0.status.starts_with("done") {
-        assert!(t.elapsed() < Duration::from_secs(120), "{}", h.state().0.status);
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{}",
+            h.state().0.status
+        );
         std::thread::sleep(Duration::from_millis(50));
         h.run();
     }
@@ -667,7 +671,11 @@ fn the_sweep_view_fills_its_heatmap_and_a_cell_loads_its_settings() {
     assert_eq!(cells.len(), 2);
     cells[1].click();
     h.run();
-    let s = h.state().1.clone().expect("a cell click hands back its settings");
+    let s = h
+        .state()
+        .1
+        .clone()
+        .expect("a cell click hands back its settings");
     assert_eq!(s.sim_coeff, 4.0);
     assert_eq!(s.labels, vec![3]);
     assert_eq!(s.max_steps, Some(3));

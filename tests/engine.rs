@@ -271,9 +271,9 @@ fn naive_cost(
         SoftmaxTerm::Prob => (p_l.neg().unwrap() + 1.0).unwrap(),
         SoftmaxTerm::Log => p_l.log().unwrap().neg().unwrap(),
         // ln(1 − p) − ln p, literally (the fast side sums the other classes instead of 1 − p).
-        SoftmaxTerm::Margin => ((p_l.neg().unwrap() + 1.0).unwrap().log().unwrap()
-            - p_l.log().unwrap())
-        .unwrap(),
+        SoftmaxTerm::Margin => {
+            ((p_l.neg().unwrap() + 1.0).unwrap().log().unwrap() - p_l.log().unwrap()).unwrap()
+        }
     };
     let soft = (miss.mean_all().unwrap() * s.layer_weights[4] as f64).unwrap();
     terms.push(

@@ -151,7 +151,10 @@ fn presets_and_start_images_reach_the_run() {
     assert_eq!(v["settings"]["softmax_term"], "prob");
     assert_eq!(v["settings"]["reinit_window"], 5);
     let (_, x) = backwork::export::npy::read_npy(&out.join("images.npy")).unwrap();
-    assert!(x.iter().all(|&p| p == 0.5), "the run classified its start images");
+    assert!(
+        x.iter().all(|&p| p == 0.5),
+        "the run classified its start images"
+    );
     let p0 = &v["images"][0]["probabilities"];
     assert_eq!(p0, &v["images"][1]["probabilities"], "two equal images");
 
@@ -209,12 +212,21 @@ fn bad_sweep_and_init_flags_fail_with_one_line() {
     v[7] = f32::NAN;
     std::fs::write(&nan, npy_bytes(&v, &[2, 28, 28])).unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["sweep", "--sim-coeff", "0.5,x", "--out", o], "--sim-coeff"),
+        (
+            vec!["sweep", "--sim-coeff", "0.5,x", "--out", o],
+            "--sim-coeff",
+        ),
         (vec!["sweep", "--preset", "fast", "--out", o], "--preset"),
         (vec!["sweep", "--shard", "3/2", "--out", o], "--shard"),
         (vec!["sweep", "--lr", "0.01,-1", "--out", o], "--lr"),
         (
-            vec!["sweep", "--models", "shipped,/nonexistent.safetensors", "--out", o],
+            vec![
+                "sweep",
+                "--models",
+                "shipped,/nonexistent.safetensors",
+                "--out",
+                o,
+            ],
             "nonexistent.safetensors",
         ),
         (
@@ -250,7 +262,15 @@ fn bad_sweep_and_init_flags_fail_with_one_line() {
             "not finite",
         ),
         (
-            vec!["run", "--labels", "3", "--init", "/nonexistent.npy", "--out", o],
+            vec![
+                "run",
+                "--labels",
+                "3",
+                "--init",
+                "/nonexistent.npy",
+                "--out",
+                o,
+            ],
             "nonexistent.npy",
         ),
     ];

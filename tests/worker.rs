@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use backwork::backwork::{Init, Settings};
 use backwork::backwork::engine::EndReason;
 use backwork::backwork::frozen::FrozenCnn;
+use backwork::backwork::{Init, Settings};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::model::weights::shipped_cnn;
 use backwork::worker::{Command, Event, Worker, WorkerSpec};
@@ -334,7 +334,10 @@ fn a_run_starts_from_the_current_images_class_means_or_a_file() {
     let (d_first, _) = first_images_and_end(&w, d);
     // A mean of ~150 training images of 3 (3,000 of the training set here): its corners are
     // black, unlike uniform noise.
-    assert!(d_first[..28].iter().all(|&v| v < 0.05), "top row of a class mean");
+    assert!(
+        d_first[..28].iter().all(|&v| v < 0.05),
+        "top row of a class mean"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("one.npy");

@@ -117,7 +117,10 @@ pub struct CellRun {
 
 enum Msg {
     /// Point `done` of `total` is starting (its reference sets, then its steps).
-    Started { done: usize, total: usize },
+    Started {
+        done: usize,
+        total: usize,
+    },
     Cell(Box<CellRun>),
     Done(Result<(), String>),
 }
@@ -219,7 +222,8 @@ impl SweepView {
             for &v in &values {
                 let mut s = base.clone();
                 a.param.apply(&mut s, v);
-                s.validate().map_err(|e| format!("{}: {e}", a.param.name()))?;
+                s.validate()
+                    .map_err(|e| format!("{}: {e}", a.param.name()))?;
             }
             axes.push((a.param, values));
         }
@@ -372,11 +376,7 @@ impl SweepView {
 
     /// The fooled share (0–1) and the median steps of cell (i, j), over its seeds so far.
     pub fn cell_value(&self, i: usize, j: usize) -> Option<(f64, Option<f64>, usize)> {
-        let runs: Vec<&CellRun> = self
-            .cells
-            .iter()
-            .filter(|c| c.i == i && c.j == j)
-            .collect();
+        let runs: Vec<&CellRun> = self.cells.iter().filter(|c| c.i == i && c.j == j).collect();
         if runs.is_empty() {
             return None;
         }
@@ -474,15 +474,20 @@ impl SweepView {
         let (ni, nj) = plan.dims();
         let mut clicked = None;
         let max_steps = plan.base.max_steps.unwrap_or(1).max(1) as f64;
+        ui.label(match plan.axes.get(1) {
+            Some((p, _)) => format!("rows: {}; columns: {}", plan.axes[0].0.name(), p.name()),
+            None => format!("rows: {}", plan.axes[0].0.name()),
+        });
         egui::Grid::new("sweep-heatmap")
             .spacing([2.0, 2.0])
             .show(ui, |ui| {
-                ui.label(match plan.axes.get(1) {
-                    Some((p, _)) => format!("rows {}, columns {}", plan.axes[0].0.name(), p.name()),
-                    None => format!("rows {}", plan.axes[0].0.name()),
-                });
+                ui.label("");
                 for j in 0..nj {
-                    ui.label(plan.axes.get(1).map_or(String::new(), |a| format!("{}", a.1[j])));
+                    ui.label(
+                        plan.axes
+                            .get(1)
+                            .map_or(String::new(), |a| format!("{}", a.1[j])),
+                    );
                 }
                 ui.end_row();
                 for i in 0..ni {
@@ -506,12 +511,15 @@ impl SweepView {
                                 (t, heat_colour(heat))
                             }
                         };
-                        let cell = egui::Button::new(egui::RichText::new(text).color(Color32::BLACK))
-                            .fill(fill)
-                            .min_size(egui::vec2(110.0, 36.0));
+                        let cell =
+                            egui::Button::new(egui::RichText::new(text).color(Color32::BLACK))
+                                .fill(fill)
+                                .min_size(egui::vec2(110.0, 36.0));
                         if ui
                             .add(cell)
-                            .on_hover_text("Click to load these settings into the Fooling images view")
+                            .on_hover_text(
+                                "Click to load these settings into the Fooling images view",
+                            )
                             .clicked()
                         {
                             clicked = Some(plan.settings(i, j, plan.seeds[0]));

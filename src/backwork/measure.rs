@@ -17,8 +17,8 @@ pub struct Outcome {
     pub images: usize,
     /// Images whose final p(label) is above the threshold.
     pub fooled: usize,
-    /// Median, over the fooled images, of the first step at which each passed the threshold
-    /// since its last re-initialisation; none when no image passed.
+    /// Median, over the fooled images, of the first step of the run at which each passed the
+    /// threshold (re-initialisations before it count in); none when no image passed.
     pub median_steps: Option<f64>,
     /// The lowest final p(label) of any image.
     pub min_p: f32,
@@ -56,13 +56,10 @@ pub fn run_to_end(
         }
         let ev = engine.step()?;
         reinits += ev.reinits.len();
-        for r in &ev.reinits {
-            passed_at[r.image] = None;
-        }
         for (row, p) in ev.probs.iter().enumerate() {
             let label = engine.groups[row / n].label as usize;
             if passed_at[row].is_none() && p.get(label).is_some_and(|&p| p > threshold) {
-                passed_at[row] = Some(ev.step - engine.images[row].init_step);
+                passed_at[row] = Some(ev.step);
             }
         }
         on_step(&ev);
@@ -102,7 +99,12 @@ fn outcome(
         let is_per_neuron = k == 3 && engine.settings.fc_distance == FcDistance::PerNeuron;
         let mean = if is_per_neuron {
             let groups = engine.groups.len().max(1) as f64;
-            engine.groups.iter().map(|g| g.terms.taps[3].ref_dist).sum::<f64>() / groups
+            engine
+                .groups
+                .iter()
+                .map(|g| g.terms.taps[3].ref_dist)
+                .sum::<f64>()
+                / groups
         } else {
             engine
                 .images

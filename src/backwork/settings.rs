@@ -403,7 +403,10 @@ mod tests {
         s.sim_coeff = 0.25;
         assert_eq!(s.preset_name(), "custom");
         Preset::Robust.apply(&mut s);
-        assert_eq!((s.preset_name(), s.labels.as_slice(), s.seed), ("robust", &[3u8][..], 7));
+        assert_eq!(
+            (s.preset_name(), s.labels.as_slice(), s.seed),
+            ("robust", &[3u8][..], 7)
+        );
         for p in Preset::ALL {
             assert_eq!(Preset::parse(p.name()), Some(p));
             p.settings().validate().unwrap();

@@ -16,7 +16,9 @@ use crate::backwork::frozen::{Forward, FrozenCnn};
 use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
 use crate::backwork::settings::DEFAULT_STEP_BUDGET;
 use crate::backwork::trace::term_pulls;
-use crate::backwork::{FcDistance, Init, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode};
+use crate::backwork::{
+    FcDistance, Init, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode,
+};
 use crate::data::{Dataset, PIXELS, Split};
 use crate::export::npy::{npy_bytes, read_images, read_start_images};
 use crate::export::run::{
@@ -142,9 +144,8 @@ impl SettingsArgs {
     pub fn settings(&self, max_steps_default: Option<usize>) -> Result<Settings> {
         let mut s = Settings::default();
         if let Some(p) = &self.preset {
-            let preset = Preset::parse(p.trim()).with_context(|| {
-                format!("--preset: {p:?} is not one of robust, original")
-            })?;
+            let preset = Preset::parse(p.trim())
+                .with_context(|| format!("--preset: {p:?} is not one of robust, original"))?;
             preset.apply(&mut s);
         }
         macro_rules! take {
@@ -252,10 +253,8 @@ impl SettingsArgs {
             let Some(value) = self.clone().fields_mut()[k].1.clone() else {
                 continue;
             };
-            let alternatives: Vec<String> = value
-                .split(sep)
-                .map(|v| v.trim().to_string())
-                .collect();
+            let alternatives: Vec<String> =
+                value.split(sep).map(|v| v.trim().to_string()).collect();
             points = points
                 .into_iter()
                 .flat_map(|p| {

@@ -107,8 +107,8 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     for p in &points {
         if !models.contains_key(&p.model) {
             let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
-            let (cnn, info) =
-                load_or_shipped(path.as_deref()).with_context(|| format!("--models {}", p.model))?;
+            let (cnn, info) = load_or_shipped(path.as_deref())
+                .with_context(|| format!("--models {}", p.model))?;
             models.insert(p.model.clone(), (FrozenCnn::new(&cnn)?, info));
         }
     }

@@ -12,14 +12,14 @@ use std::sync::mpsc::{
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::backwork::{Init, Settings};
 use crate::backwork::cost::{CostTerms, Nearest};
 use crate::backwork::engine::{EndReason, Engine, Reinit};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::{LabelRefs, RefCache};
+use crate::backwork::{Init, Settings};
 use crate::data::Dataset;
-use crate::export::run::{ModelRef, RunResults, export_images, set_png_probabilities, write_run};
 use crate::export::npy::read_start_images;
+use crate::export::run::{ModelRef, RunResults, export_images, set_png_probabilities, write_run};
 
 /// What the UI asks of the worker.
 #[derive(Clone)]
