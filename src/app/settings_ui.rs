@@ -49,6 +49,27 @@ fn threshold_slider(ui: &mut egui::Ui, threshold: &mut f32, tip: &str) -> bool {
     changed
 }
 
+/// A row of mutually exclusive choices, each with its tooltip; whether the value changed.
+fn choice_row<T: PartialEq + Copy>(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut T,
+    choices: &[(T, &str, &str)],
+) -> bool {
+    ui.horizontal(|ui| {
+        ui.label(label);
+        let mut changed = false;
+        for &(v, name, tip) in choices {
+            changed |= ui
+                .selectable_value(value, v, name)
+                .on_hover_text(tip)
+                .changed();
+        }
+        changed
+    })
+    .inner
+}
+
 /// Draws the settings; returns the edited settings when the user changed one.
 pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
     let mut e = s.clone();
@@ -122,9 +143,11 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
             ),
         );
     }
-    ui.horizontal(|ui| {
-        ui.label("softmax term");
-        for (t, name, tip) in [
+    changed |= choice_row(
+        ui,
+        "softmax term",
+        &mut e.softmax_term,
+        &[
             (
                 SoftmaxTerm::Margin,
                 "log-odds",
@@ -140,13 +163,8 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
                 "1 − p",
                 "c softmax · mean(1 − p(label)), the original: its pull p(1 − p) vanishes while p(label) ≈ 0.",
             ),
-        ] {
-            changed |= ui
-                .selectable_value(&mut e.softmax_term, t, name)
-                .on_hover_text(tip)
-                .changed();
-        }
-    });
+        ],
+    );
     ui.separator();
     ui.heading("Optimiser");
     changed |= ui
@@ -178,32 +196,46 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
             d.reinit_cap
         ))
         .changed();
-    ui.horizontal(|ui| {
-        ui.label("pixels");
-        changed |= ui.selectable_value(&mut e.pixels, PixelConstraint::Clip, "clip")
-            .on_hover_text("Project pixels into [0, 1] after every step (default: the PNG is the image classified).").changed();
-        changed |= ui.selectable_value(&mut e.pixels, PixelConstraint::None, "none")
-            .on_hover_text("No constraint, as the original: pixels leave [0, 1].").changed();
-    });
-    ui.horizontal(|ui| {
-        ui.label("fc distance");
-        changed |= ui
-            .selectable_value(&mut e.fc_distance, FcDistance::PerNeuron, "per neuron")
-            .on_hover_text("Nearest training value of each fc neuron (the original, default).")
-            .changed();
-        changed |= ui
-            .selectable_value(&mut e.fc_distance, FcDistance::PerExample, "per example")
-            .on_hover_text("Nearest training image, as at the conv taps.")
-            .changed();
-    });
-    ui.horizontal(|ui| {
-        ui.label("stall rule");
-        for (m, name, tip) in [
+    changed |= choice_row(
+        ui,
+        "pixels",
+        &mut e.pixels,
+        &[
             (
-                StallMode::Off,
-                "off",
-                "No stall rule (the original).",
+                PixelConstraint::Clip,
+                "clip",
+                "Project pixels into [0, 1] after every step (default: the PNG is the image classified).",
             ),
+            (
+                PixelConstraint::None,
+                "none",
+                "No constraint, as the original's code: pixels leave [0, 1].",
+            ),
+        ],
+    );
+    changed |= choice_row(
+        ui,
+        "fc distance",
+        &mut e.fc_distance,
+        &[
+            (
+                FcDistance::PerNeuron,
+                "per neuron",
+                "Nearest training value of each fc neuron (the original, default).",
+            ),
+            (
+                FcDistance::PerExample,
+                "per example",
+                "Nearest training image, as at the conv taps.",
+            ),
+        ],
+    );
+    changed |= choice_row(
+        ui,
+        "stall rule",
+        &mut e.stall,
+        &[
+            (StallMode::Off, "off", "No stall rule (the original)."),
             (
                 StallMode::Perturb,
                 "perturb",
@@ -214,13 +246,8 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
                 "reinit",
                 "Replace such an image with fresh noise.",
             ),
-        ] {
-            changed |= ui
-                .selectable_value(&mut e.stall, m, name)
-                .on_hover_text(tip)
-                .changed();
-        }
-    });
+        ],
+    );
     ui.separator();
     if ui
         .button("Restore defaults")
