@@ -1,11 +1,27 @@
 #!/usr/bin/env python3
 """Prints a Markdown table of a `backwork sweep`'s runs.jsonl: one row per model, one column
-group per (preset, threshold), each cell the fooled images of each seed and the median of the
-median steps, with the models' test accuracy from zoo.json where given.
+per (preset, threshold), each cell the fooled images of each seed, the median of the runs'
+median steps, the lowest p(label), the mean distance of an image to its nearest training
+image in pixel space, and the largest PNG re-classification gap; with the models' test
+accuracy (zoo.json, or the weights file's metadata).
 
     python3 scripts/sweep_table.py SWEEP_DIR [--zoo zoo/zoo.json]
 """
-import argparse, collections, json, os, statistics
+import argparse, collections, json, os, statistics, struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def recorded_accuracy(model):
+    """The test accuracy a weights file's metadata records (backwork train and
+    scripts/pytorch_zoo.py both write it), or None."""
+    path = os.path.join(HERE, "..", "assets", "models", "mnist-cnn.safetensors") if model == "shipped" else model
+    try:
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            return float(json.loads(f.read(n))["__metadata__"]["test_accuracy"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def main():
@@ -22,16 +38,18 @@ def main():
                   key=lambda c: (c[1], c[0] != "original", c[0]))
     cells = collections.defaultdict(list)
     models = []
+    paths = {}
     for r in rows:
         name = os.path.basename(r["model"]).replace(".safetensors", "")
         if name not in models:
             models.append(name)
+            paths[name] = r["model"]
         cells[(name, r["preset"], r["settings"]["threshold"])].append(r)
     head = ["model", "test accuracy"] + [f"{p} @ {t}" for p, t in cols]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for m in models:
-        acc = zoo.get(m, {}).get("test_accuracy")
+        acc = zoo.get(m, {}).get("test_accuracy") or recorded_accuracy(paths[m])
         line = [m, f"{acc * 100:.2f}%" if acc else "–"]
         for p, t in cols:
             rs = sorted(cells[(m, p, t)], key=lambda r: r["seed"])
@@ -43,7 +61,9 @@ def main():
             med = f"{statistics.median(meds):.0f}" if meds else "–"
             minp = min(r["min_p"] for r in rs)
             gap = max(r["png_gap"] for r in rs)
-            line.append(f"{fooled} of {rs[0]['images']}, median {med} steps, min p {minp:.4f}, PNG Δ {gap:.0e}")
+            dist = statistics.mean(r["nearest_distance"]["inputs"] for r in rs)
+            line.append(f"{fooled} of {rs[0]['images']}; median {med} steps; min p {minp:.4f}; "
+                        f"pixel distance {dist:.3f}; PNG Δ {gap:.0e}")
         print("| " + " | ".join(line) + " |")
 
 
