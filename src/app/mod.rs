@@ -105,6 +105,11 @@ pub fn run(args: &AppArgs) -> Result<()> {
                     .filter(|s| s.validate().is_ok())
                 {
                     v.settings = saved;
+                    // "The current images" are those of this session's run: a new launch has
+                    // none, so it starts from noise again.
+                    if v.settings.init == crate::backwork::Init::Current {
+                        v.settings.init = crate::backwork::Init::Noise;
+                    }
                 }
                 if autostart {
                     v.command(crate::worker::Command::Start(v.settings.clone()));
