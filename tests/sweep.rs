@@ -171,6 +171,35 @@ fn presets_and_start_images_reach_the_run() {
     assert_eq!(v["settings"]["reinit_window"], 7);
     assert_eq!(v["settings"]["softmax_term"], "prob");
 
+    // The original preset is the original flags: the same run, bit for bit.
+    let (p1, p2) = (tmp.path().join("p1"), tmp.path().join("p2"));
+    let tiny = ["run", "--labels", "7", "--batch", "2", "--max-steps", "6"];
+    let mut a1: Vec<&str> = tiny.to_vec();
+    a1.extend(["--preset", "original", "--out", p1.to_str().unwrap()]);
+    ok(&a1, &cache);
+    let mut a2: Vec<&str> = tiny.to_vec();
+    a2.extend([
+        "--softmax-term",
+        "prob",
+        "--reinit-window",
+        "5",
+        "--stall",
+        "off",
+        "--out",
+        p2.to_str().unwrap(),
+    ]);
+    ok(&a2, &cache);
+    assert_eq!(
+        std::fs::read(p1.join("images.npy")).unwrap(),
+        std::fs::read(p2.join("images.npy")).unwrap()
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p2.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        v["preset"], "original",
+        "the original's flags make the original preset"
+    );
+
     // The default is the robust preset; class means start from the label's training mean.
     let out3 = tmp.path().join("run3");
     ok(
