@@ -5,7 +5,7 @@ names so that `backwork --model FILE` loads it unchanged. The README's convergen
 `backwork sweep` over these files.
 
     pip install torch safetensors numpy
-    python3 scripts/pytorch_zoo.py --out zoo/            # every recipe (about 15 min on 2 cores)
+    python3 scripts/pytorch_zoo.py --out zoo/            # every recipe (25-35 min on 2 cores)
     python3 scripts/pytorch_zoo.py --out zoo/ --only sgd-momentum
 
 Every recipe has a fixed seed (RECIPES below), so a recipe gives the same weights again on the

@@ -14,7 +14,7 @@ OUT=${2:-zoo-sweep}
 SHARD=${SHARD:-1/1}
 mkdir -p "$ZOO"
 if [ ! -f "$ZOO/zoo.json" ]; then
-  (cd scripts && python3 pytorch_zoo.py --out "$(realpath "../$ZOO")")
+  python3 scripts/pytorch_zoo.py --out "$ZOO"
 fi
 cargo build --release --bins
 B=target/release/backwork
