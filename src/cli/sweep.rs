@@ -144,10 +144,11 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         })
         .with_context(|| format!("grid point {} ({})", p.index, p.model))?;
         if cancel.load(Ordering::Relaxed) {
+            // Read before finishing: finishing a bar moves it to its end.
+            let finished = bar.position();
             bar.finish_and_clear();
             bail!(
-                "interrupted: {} runs finished are in {}; run the same command again to go on",
-                bar.position(),
+                "interrupted: {finished} runs of this sweep finished (in {}); run the same command again to go on",
                 runs.display()
             );
         }
