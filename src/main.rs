@@ -1,5 +1,7 @@
 //! The `backwork` binary: parse the command line, then run a command or open the window.
 
+use std::io::Write;
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
@@ -13,7 +15,11 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // One line: clap's first line names the flag and the problem.
             let text = e.to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}",
+                text.lines().next().unwrap_or("error: bad arguments")
+            );
             return std::process::ExitCode::from(2);
         }
     };
@@ -25,8 +31,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line, naming the file or option and the problem; no backtrace.
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // Not eprintln!: after SIGHUP the terminal may be gone, and a failed write must not panic.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            match e.downcast_ref::<backwork::cli::stop::Stopped>() {
+                Some(s) => std::process::ExitCode::from(s.exit_code()),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -153,6 +153,8 @@ pub struct RetrainOutcome {
     pub cnn: Cnn,
     pub metadata: HashMap<String, String>,
     pub measurements: Vec<Measurement>,
+    /// True when the cancel flag stopped it: the outcome holds the rounds finished before.
+    pub is_stopped: bool,
 }
 
 /// The soft targets of `labels.len()` fooling images in `mode`, for a model of `classes`.
@@ -205,12 +207,13 @@ fn measure(
         Some(d) => RefCache::with_disk(d.to_path_buf(), &sha, train),
         None => RefCache::default(),
     };
-    let refs: Vec<Arc<_>> = cfg
-        .measure
-        .labels
-        .iter()
-        .map(|&l| cache.get_or_build(&net, train, l, &mut |_, _| {}).0)
-        .collect();
+    let mut refs: Vec<Arc<_>> = Vec::new();
+    for &l in &cfg.measure.labels {
+        let (r, _) = cache
+            .get_or_build(&net, train, l, cancel)
+            .ok_or(RetrainError::Cancelled)?;
+        refs.push(r);
+    }
     let budget = cfg.measure.max_steps.unwrap_or(0);
     let mut engine = Engine::new(net, &refs, cfg.measure.clone())?;
     let outcome = run_to_end(&mut engine, cancel, &mut |ev| {
@@ -279,6 +282,7 @@ pub fn retrain(
     };
     let classes = model.num_classes();
     let mut all_fooling: Vec<f32> = fooling.to_vec();
+    let mut is_stopped = false;
     for round in 1..=cfg.rounds {
         let count = if cfg.repeat == 0 {
             0
@@ -312,15 +316,28 @@ pub fn retrain(
             cancel,
             &mut |e| on_event(RetrainEvent::Train(e)),
         )?;
+        // A stop keeps the rounds already finished (trained and measured): their model and
+        // rows are the outcome. With none finished there is nothing to keep.
         if out.is_cancelled {
-            return Err(RetrainError::Cancelled);
+            if round == 1 {
+                return Err(RetrainError::Cancelled);
+            }
+            is_stopped = true;
+            break;
         }
-        model = out.cnn;
+        let trained = out.cnn;
         on_event(RetrainEvent::Stage {
             round,
             what: "measuring the retrained model".into(),
         });
-        let (m, images) = measure(&bench, (&model, None), round, count, on_event)?;
+        let (m, images) = match measure(&bench, (&trained, None), round, count, on_event) {
+            Err(RetrainError::Cancelled) if round > 1 => {
+                is_stopped = true;
+                break;
+            }
+            r => r?,
+        };
+        model = trained;
         on_event(RetrainEvent::Measured(m.clone()));
         measurements.push(m);
         // The images found against this model join the next round's training set.
@@ -354,6 +371,12 @@ pub fn retrain(
                 .into(),
         );
     }
+    if is_stopped {
+        metadata.insert(
+            "stopped_after_round".into(),
+            (measurements.len() - 1).to_string(),
+        );
+    }
     metadata.insert("date".into(), crate::util::utc_now_iso());
     metadata.insert(
         "trained_with".into(),
@@ -367,5 +390,6 @@ pub fn retrain(
         cnn: model,
         metadata,
         measurements,
+        is_stopped,
     })
 }

@@ -3,11 +3,15 @@
 //! problems and on real MNIST; a finite-difference check; and the loop's guarantees.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use backwork::backwork::cost::{GroupActs, group_cost};
 use backwork::backwork::engine::{EndReason, Engine, ImageState, ReinitKind};
 use backwork::backwork::frozen::{Forward, FrozenCnn, TapGrads};
-use backwork::backwork::refs::{F32s, LabelRefs, RefCache, RefSource, TAP_DIMS};
+use backwork::backwork::refs::{
+    LabelRefs, RefCache, RefSource, TAP_DIMS, clear_cache, dataset_fingerprint, enforce_cap,
+    list_cache, remove_stale_temps,
+};
 use backwork::backwork::{FcDistance, Settings, SoftmaxTerm, StallMode};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::model::Cnn;
@@ -341,7 +345,7 @@ fn compare_as(settings: &Settings, label: u8, r: usize, n: usize, seed: u64, dty
     let net = FrozenCnn::new(&cnn).unwrap();
     let train = Dataset::mnist(Split::Train).unwrap();
     let sub = subset(&train, label, r);
-    let refs = LabelRefs::build(&net, &sub, label, &mut |_, _| {});
+    let refs = LabelRefs::build(&net, &sub, label, &AtomicBool::new(false)).unwrap();
     let x = noise(n, seed);
     let (ft, ftotal, fg) = fast_cost(&net, &x, n, &refs, settings);
     let (nt, ntotal, ng) = naive_cost(
@@ -438,7 +442,7 @@ fn fc_per_neuron_term_matches_a_plain_scan_on_a_full_mnist_label() {
     };
     let net = FrozenCnn::new(&model()).unwrap();
     let train = Dataset::mnist(Split::Train).unwrap();
-    let refs = LabelRefs::build(&net, &train, 5, &mut |_, _| {});
+    let refs = LabelRefs::build(&net, &train, 5, &AtomicBool::new(false)).unwrap();
     assert_eq!(refs.len(), 5421);
     let (n, d) = (8, 1024);
     for seed in [13, 14, 15] {
@@ -556,12 +560,9 @@ fn small_refs(net: &FrozenCnn, labels: &[u8], r: usize) -> Vec<Arc<LabelRefs>> {
     labels
         .iter()
         .map(|&l| {
-            Arc::new(LabelRefs::build(
-                net,
-                &subset(&train, l, r),
-                l,
-                &mut |_, _| {},
-            ))
+            Arc::new(
+                LabelRefs::build(net, &subset(&train, l, r), l, &AtomicBool::new(false)).unwrap(),
+            )
         })
         .collect()
 }
@@ -852,12 +853,9 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
     // terms must equal a fresh full search on the same images.
     let net = FrozenCnn::new(&model()).unwrap();
     let train = Dataset::mnist(Split::Train).unwrap();
-    let refs = vec![Arc::new(LabelRefs::build(
-        &net,
-        &subset(&train, 3, 400),
-        3,
-        &mut |_, _| {},
-    ))];
+    let refs = vec![Arc::new(
+        LabelRefs::build(&net, &subset(&train, 3, 400), 3, &AtomicBool::new(false)).unwrap(),
+    )];
     let s = Settings {
         labels: vec![3],
         batch: 4,
@@ -910,40 +908,151 @@ fn assert_same_refs(a: &LabelRefs, b: &LabelRefs) {
     assert_eq!(&a.fc_sorted[..], &b.fc_sorted[..]);
 }
 
-/// The disk cache: a file written for one label is read back memory-mapped with the same
-/// values; a truncated file, another label's file or a NaN is refused (and then rebuilt).
+/// The disk cache: a file written for one label reads back with the same values; a file that
+/// is truncated, of another label, damaged (one bit), with NaN (checksum made to match), with
+/// indices out of range (checksum made to match), or a FIFO is refused with its reason, and
+/// the cache then rebuilds it with a notice (issue 12: NaN made every later run fail at step 1,
+/// 0xFFFFFFFF indices were used silently, a FIFO hung the run, and a file shortened under a
+/// memory map killed the process with SIGBUS: files are now read whole, never mapped).
 #[test]
-fn reference_files_map_back_identically_and_bad_ones_are_refused() {
+fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
     let net = FrozenCnn::new(&model()).unwrap();
     let train = Dataset::mnist(Split::Train).unwrap();
     let small = subset(&train, 6, 40);
-    let built = LabelRefs::build(&net, &small, 6, &mut |_, _| {});
+    let built = LabelRefs::build(&net, &small, 6, &AtomicBool::new(false)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("refs.bin");
     let bytes = built.to_bytes();
     std::fs::write(&path, &bytes).unwrap();
 
-    let mapped = LabelRefs::map_file(6, &path).expect("a complete file maps");
-    assert!(matches!(mapped.taps[1], F32s::Mapped { .. }));
-    assert_same_refs(&built, &mapped);
-    assert_same_refs(&built, &LabelRefs::from_bytes(6, &bytes).unwrap());
+    let read = LabelRefs::read_file(6, &path, &small).expect("a complete file reads");
+    assert_same_refs(&built, &read);
+    assert_same_refs(&built, &LabelRefs::from_bytes(6, &bytes, &small).unwrap());
 
-    assert!(LabelRefs::map_file(5, &path).is_none(), "another label");
-    std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
-    assert!(LabelRefs::map_file(6, &path).is_none(), "truncated");
-    let mut bad = bytes.clone();
-    let last = bad.len() - 4;
-    bad[last..].copy_from_slice(&f32::NAN.to_le_bytes());
-    assert!(LabelRefs::from_bytes(6, &bad).is_none(), "NaN");
+    let refused = |b: &[u8]| LabelRefs::from_bytes(6, b, &small).unwrap_err();
+    assert!(
+        LabelRefs::read_file(5, &path, &small)
+            .unwrap_err()
+            .contains("label 5")
+    );
+    assert!(
+        refused(&bytes[..bytes.len() - 4]).contains("bytes"),
+        "truncated"
+    );
+    let mut flipped = bytes.clone();
+    flipped[5000] ^= 1;
+    assert!(refused(&flipped).contains("checksum"), "one bit");
+    // Valid checksums over bad values: the checks behind the checksum.
+    let rechecksum = |mut b: Vec<u8>| {
+        let crc = crc32fast::hash(&b[24..]);
+        b[16..20].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let mut nan = bytes.clone();
+    let last = nan.len() - 4;
+    nan[last..].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(refused(&rechecksum(nan)).contains("not finite"), "NaN");
+    let mut wild = bytes.clone();
+    wild[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(
+        refused(&rechecksum(wild)).contains("indices"),
+        "index 0xFFFFFFFF"
+    );
+    let mut huge = bytes.clone();
+    huge[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(
+        refused(&huge).contains("holds"),
+        "a count the training set does not have"
+    );
+    let fifo = dir.path().join("fifo.bin");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert!(
+        LabelRefs::read_file(6, &fifo, &small)
+            .unwrap_err()
+            .contains("regular")
+    );
 
     // Through the cache: built and saved once, then read from disk, equal.
+    let go = AtomicBool::new(false);
     let mut cache = RefCache::with_disk(dir.path().to_path_buf(), "0123456789abcdef", &small);
-    let (first, source) = cache.get_or_build(&net, &small, 6, &mut |_, _| {});
+    let (first, source) = cache.get_or_build(&net, &small, 6, &go).unwrap();
     assert_eq!(source, RefSource::Built);
     let mut again = cache.for_model("0123456789abcdef", &small);
-    let (second, source) = again.get_or_build(&net, &small, 6, &mut |_, _| {});
+    let (second, source) = again.get_or_build(&net, &small, 6, &go).unwrap();
     assert_eq!(source, RefSource::Disk);
     assert_same_refs(&first, &second);
+    assert!(again.take_notices().is_empty());
+    // Damaged on disk (shortened in place): rebuilt with a notice naming the file, and
+    // replaced by a good file.
+    let file = dir
+        .path()
+        .join("refs-0123456789abcdef-".to_string() + &dataset_fingerprint(&small) + "-label6.bin");
+    let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    f.set_len(1000).unwrap();
+    let mut third = cache.for_model("0123456789abcdef", &small);
+    let (rebuilt, source) = third.get_or_build(&net, &small, 6, &go).unwrap();
+    assert_eq!(source, RefSource::Built);
+    assert_same_refs(&first, &rebuilt);
+    let notices = third.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(
+        notices[0].contains(&file.display().to_string()),
+        "{}",
+        notices[0]
+    );
+    assert!(LabelRefs::read_file(6, &file, &small).is_ok());
+    // A set stopped while built is not cached.
+    let mut stopped = RefCache::default();
+    assert!(
+        stopped
+            .get_or_build(&net, &small, 6, &AtomicBool::new(true))
+            .is_none()
+    );
+}
+
+/// The cache folder: a killed process's temporary file goes, a live one's stays; the cap
+/// removes the least recently used model first and never the one in use.
+#[test]
+fn the_cache_folder_cleans_stale_files_and_keeps_under_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // PID 0x7FFF_FFF0 is above Linux's PID limit (2^22): never a running process.
+    std::fs::write(d.join(".refs-aa-bb-label1.bin.2147483632-0.tmp"), b"x").unwrap();
+    let mine = format!(".refs-aa-bb-label2.bin.{}-0.tmp", std::process::id());
+    std::fs::write(d.join(&mine), b"x").unwrap();
+    assert_eq!(remove_stale_temps(d), 1);
+    assert!(d.join(&mine).exists());
+
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for (stem, age) in [("refs-old-ds", Some(old)), ("refs-new-ds", None)] {
+        for l in 0..2 {
+            let f = d.join(format!("{stem}-label{l}.bin"));
+            std::fs::write(&f, vec![0u8; 1000]).unwrap();
+            if let Some(t) = age {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&f)
+                    .unwrap()
+                    .set_modified(t)
+                    .unwrap();
+            }
+        }
+    }
+    std::fs::write(d.join("notes.txt"), b"not ours").unwrap();
+    let list = list_cache(d).unwrap();
+    assert_eq!(
+        list.iter().map(|e| e.stem.as_str()).collect::<Vec<_>>(),
+        ["refs-new-ds", "refs-old-ds"]
+    );
+    assert_eq!(list[0].bytes, 2000);
+    // Over a 3,000-byte cap, the older model goes; the model in use stays even if older.
+    assert_eq!(enforce_cap(d, "refs-new-ds", 3000), ["refs-old-ds"]);
+    assert_eq!(enforce_cap(d, "refs-new-ds", 0), Vec::<String>::new());
+    let (files, bytes) = clear_cache(d).unwrap();
+    assert_eq!((files, bytes), (3, 2001));
+    assert!(d.join("notes.txt").exists());
 }
 
 /// The shipped model with the original method's defaults converges: digit 3 alone (its full
@@ -954,7 +1063,9 @@ fn reference_files_map_back_identically_and_bad_ones_are_refused() {
 fn the_shipped_model_converges_with_the_default_settings() {
     let net = FrozenCnn::new(&model()).unwrap();
     let train = Dataset::mnist(Split::Train).unwrap();
-    let refs = vec![Arc::new(LabelRefs::build(&net, &train, 3, &mut |_, _| {}))];
+    let refs = vec![Arc::new(
+        LabelRefs::build(&net, &train, 3, &AtomicBool::new(false)).unwrap(),
+    )];
     assert_eq!(refs[0].len(), 6131);
     let s = Settings {
         labels: vec![3],

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::AtomicBool;
 
 use backwork::backwork::frozen::FrozenCnn;
 use backwork::backwork::saliency::top_k_mask;
@@ -424,7 +425,8 @@ fn the_engine_runs_on_an_eleven_class_model() {
     let mut train = Dataset::mnist(Split::Test).unwrap();
     train.labels.truncate(500);
     train.pixels.truncate(500 * PIXELS);
-    let refs = std::sync::Arc::new(LabelRefs::build(&net, &train, 6, &mut |_, _| {}));
+    let refs =
+        std::sync::Arc::new(LabelRefs::build(&net, &train, 6, &AtomicBool::new(false)).unwrap());
     let settings = Settings {
         labels: vec![6],
         batch: 3,

@@ -65,7 +65,7 @@ fn a_run_streams_every_point_to_a_slow_reader_and_ends() {
                 assert_eq!(r, run);
                 break reason;
             }
-            Event::Refused { message, .. } => panic!("{message}"),
+            Event::Refused { message, .. } | Event::Notice { message } => panic!("{message}"),
             Event::Exported { .. } => panic!("no export was asked for"),
         }
     };

@@ -267,6 +267,11 @@ impl RunView {
                     let step = self.snapshot.as_ref().map_or(0, |s| s.step);
                     self.log_event(step, self.status.clone());
                 }
+                Ok(Event::Notice { message }) => {
+                    self.status = message;
+                    let step = self.snapshot.as_ref().map_or(0, |s| s.step);
+                    self.log_event(step, self.status.clone());
+                }
                 Ok(Event::Exported { dir, files, .. }) => {
                     self.status = format!("wrote {files} files to {}", dir.display());
                     let step = self.snapshot.as_ref().map_or(0, |s| s.step);

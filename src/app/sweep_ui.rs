@@ -292,11 +292,16 @@ impl SweepView {
                             let _ = tx.send(Msg::Started { done, total });
                             wake();
                             let s = job.settings(i, j, seed);
-                            let refs: Vec<_> = s
+                            let refs: Option<Vec<_>> = s
                                 .labels
                                 .iter()
-                                .map(|&l| cache.get_or_build(&net, &train, l, &mut |_, _| {}).0)
+                                .map(|&l| Some(cache.get_or_build(&net, &train, l, &cancel)?.0))
                                 .collect();
+                            let Some(refs) = refs else {
+                                let _ = tx.send(Msg::Done(Err("stopped".into())));
+                                wake();
+                                return;
+                            };
                             let res = run_point(&net, &refs, &s, &cancel, &mut |_| {});
                             if cancel.load(Ordering::Relaxed) {
                                 continue;

@@ -1,10 +1,12 @@
 //! The reference sets (ALGORITHM.md §2): the four taps of every training image of a label,
 //! computed once per (model, label) and reused by every step.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
-use std::sync::Arc;
 
 use super::frozen::{Forward, FrozenCnn};
 use crate::data::{Dataset, PIXELS};
@@ -25,44 +27,14 @@ pub struct LabelRefs {
     pub label: u8,
     /// Row r is training image `indices[r]` (its row in the MNIST training file).
     pub indices: Vec<u32>,
-    pub taps: [F32s; 4],
-    pub sq_norms: [F32s; 4],
-    pub fc_sorted: F32s,
+    pub taps: [Vec<f32>; 4],
+    pub sq_norms: [Vec<f32>; 4],
+    pub fc_sorted: Vec<f32>,
 }
 
-/// f32 values held in memory, or read in place from a memory-mapped cache file (a warm start
-/// then costs no decoding: pages come from the OS's file cache as the engine touches them).
-pub enum F32s {
-    Owned(Vec<f32>),
-    Mapped {
-        map: Arc<memmap2::Mmap>,
-        /// Byte offset of the first value: a multiple of 4, so the values are aligned.
-        start: usize,
-        len: usize,
-    },
-}
-
-impl std::ops::Deref for F32s {
-    type Target = [f32];
-
-    fn deref(&self) -> &[f32] {
-        match self {
-            F32s::Owned(v) => v,
-            F32s::Mapped { map, start, len } => {
-                let bytes = &map[*start..*start + 4 * *len];
-                // SAFETY: `bytes` is 4·len bytes inside the mapping (checked when the file was
-                // opened), starts 4-byte aligned (a page-aligned mapping plus a multiple of 4),
-                // every bit pattern is a valid f32, the file's values are little-endian (only
-                // mapped on little-endian targets), and the mapping lives as long as `self`.
-                unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), *len) }
-            }
-        }
-    }
-}
-
-impl From<Vec<f32>> for F32s {
-    fn from(v: Vec<f32>) -> Self {
-        F32s::Owned(v)
+impl std::fmt::Debug for LabelRefs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LabelRefs {{ label: {}, images: {} }}", self.label, self.len())
     }
 }
 
@@ -76,29 +48,32 @@ impl LabelRefs {
         self.indices.is_empty()
     }
 
-    /// Runs every training image of `label` through the network. `progress` gets (done, R).
-    pub fn build(
-        net: &FrozenCnn,
-        train: &Dataset,
-        label: u8,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Self {
-        let indices: Vec<u32> = (0..train.len() as u32)
+    /// The rows of `train` labelled `label`, in order: a reference set's `indices`.
+    pub fn label_rows(train: &Dataset, label: u8) -> Vec<u32> {
+        (0..train.len() as u32)
             .filter(|&i| train.labels[i as usize] == label)
-            .collect();
+            .collect()
+    }
+
+    /// Runs every training image of `label` through the network; `None` when `cancel` was
+    /// set (it is checked between batches of 256 images, a fraction of a second apart).
+    pub fn build(net: &FrozenCnn, train: &Dataset, label: u8, cancel: &AtomicBool) -> Option<Self> {
+        let indices = Self::label_rows(train, label);
         let r = indices.len();
         let mut taps: [Vec<f32>; 4] = std::array::from_fn(|k| Vec::with_capacity(r * TAP_DIMS[k]));
         let mut f = Forward::default();
         for chunk in indices.chunks(BUILD_BATCH) {
+            if cancel.load(Ordering::Relaxed) {
+                return None;
+            }
             let idx: Vec<usize> = chunk.iter().map(|&i| i as usize).collect();
             net.forward(&train.batch_f32(&idx), &mut f);
             taps[0].extend_from_slice(&f.inputs);
             taps[1].extend_from_slice(&f.conv0);
             taps[2].extend_from_slice(&f.conv1);
             taps[3].extend_from_slice(&f.fc);
-            progress(taps[0].len() / PIXELS, r);
         }
-        Self::from_taps(label, indices, taps)
+        Some(Self::from_taps(label, indices, taps))
     }
 
     /// Derives the norms and the sorted fc columns from the four tap matrices.
@@ -126,9 +101,9 @@ impl LabelRefs {
         Self {
             label,
             indices,
-            taps: taps.map(F32s::from),
-            sq_norms: sq_norms.map(F32s::from),
-            fc_sorted: fc_sorted.into(),
+            taps,
+            sq_norms,
+            fc_sorted,
         }
     }
 
@@ -139,27 +114,72 @@ impl LabelRefs {
     }
 }
 
-/// Magic bytes of a reference-set file (format version 2).
-const FILE_MAGIC: &[u8; 8] = b"BWREFS2\0";
-/// Magic, label, three zero bytes, R: every later field starts 4-byte aligned.
-const HEADER_BYTES: usize = 16;
+/// Magic bytes of a reference-set file (format version 3: version 2 had no checksum).
+const FILE_MAGIC: &[u8; 8] = b"BWREFS3\0";
+/// Magic, label, three zero bytes, R (u32), the CRC-32 of everything after the header (u32),
+/// four zero bytes: every later field starts 4-byte aligned.
+const HEADER_BYTES: usize = 24;
+
+/// Bytes read at a time from a cache file.
+const READ_CHUNK: usize = 1 << 20;
+
+/// A file's bytes after the header, each read once into its array while the checksum runs.
+struct Payload<'a, R: Read> {
+    src: &'a mut R,
+    crc: crc32fast::Hasher,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Payload<'_, R> {
+    /// The next `len` little-endian 4-byte words, decoded by `decode`.
+    fn words<T>(&mut self, len: usize, decode: fn([u8; 4]) -> T) -> Result<Vec<T>, String> {
+        let mut out = Vec::with_capacity(len);
+        let mut left = len;
+        while left > 0 {
+            let take = left.min(READ_CHUNK / 4);
+            self.buf.resize(4 * take, 0);
+            self.src
+                .read_exact(&mut self.buf)
+                .map_err(|e| format!("cannot be read: {e}"))?;
+            self.crc.update(&self.buf);
+            out.extend(
+                self.buf
+                    .chunks_exact(4)
+                    .map(|c| decode([c[0], c[1], c[2], c[3]])),
+            );
+            left -= take;
+        }
+        Ok(out)
+    }
+}
 
 impl LabelRefs {
     /// Values in the file after the header: the R indices, the four tap matrices, the four
-    /// norm vectors and the sorted fc columns.
-    fn file_words(r: usize) -> usize {
-        r + TAP_DIMS.iter().map(|d| d * r).sum::<usize>() + 4 * r + FC_UNITS * r
+    /// norm vectors and the sorted fc columns; `None` if the count overflows.
+    fn file_words(r: usize) -> Option<usize> {
+        let per_row = TAP_DIMS.iter().sum::<usize>() + 1 + 4 + FC_UNITS;
+        r.checked_mul(per_row)
     }
 
-    /// The file form: magic, label (u8), 3 zero bytes, R (u32 LE), the R training indices
-    /// (u32 LE), then (f32 LE) the four tap matrices, the four norm vectors and the sorted fc
-    /// columns, in that order, so that a file can be used in place, memory-mapped.
+    /// The size in bytes of the file of a set of R images; `None` if it overflows.
+    fn file_bytes(r: usize) -> Option<u64> {
+        let words = Self::file_words(r)?;
+        u64::try_from(words)
+            .ok()?
+            .checked_mul(4)?
+            .checked_add(HEADER_BYTES as u64)
+    }
+
+    /// The file form: the header (magic, label, R, CRC-32 of the rest), the R training
+    /// indices (u32 LE), then (f32 LE) the four tap matrices, the four norm vectors and the
+    /// sorted fc columns, in that order.
     pub fn to_bytes(&self) -> Vec<u8> {
         let r = self.len();
-        let mut out = Vec::with_capacity(HEADER_BYTES + 4 * Self::file_words(r));
+        let mut out = Vec::with_capacity(Self::file_bytes(r).unwrap_or(0) as usize);
         out.extend_from_slice(FILE_MAGIC);
         out.extend_from_slice(&[self.label, 0, 0, 0]);
         out.extend_from_slice(&(r as u32).to_le_bytes());
+        out.extend_from_slice(&[0; 8]);
         for i in &self.indices {
             out.extend_from_slice(&i.to_le_bytes());
         }
@@ -173,85 +193,103 @@ impl LabelRefs {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
+        let crc = crc32fast::hash(&out[HEADER_BYTES..]);
+        out[16..20].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// R of a complete file for `label`, or `None` (wrong magic, label or length).
-    fn check_header(label: u8, bytes: &[u8]) -> Option<usize> {
-        if bytes.len() < HEADER_BYTES
-            || &bytes[..8] != FILE_MAGIC
-            || bytes[8..12] != [label, 0, 0, 0]
-        {
-            return None;
-        }
-        let r = u32::from_le_bytes(bytes[12..16].try_into().ok()?) as usize;
-        (bytes.len() == HEADER_BYTES + 4 * Self::file_words(r)).then_some(r)
-    }
-
-    /// The arrays of a checked file, each as `make(byte offset, length)`.
-    fn from_parts(
+    /// Reads a file written by [`Self::to_bytes`] from `src` (of `len` bytes) and checks all
+    /// of it against `train`, the dataset it must describe: its length, label and image
+    /// count, the checksum over the data, the training indices (exactly `label`'s rows of
+    /// `train`) and that every value is finite. Nothing is allocated before the length is
+    /// known to match, so a hostile header cannot ask for memory. The error says what is wrong.
+    pub fn read_from(
         label: u8,
-        bytes: &[u8],
-        r: usize,
-        make: &mut dyn FnMut(usize, usize) -> F32s,
-    ) -> Self {
-        let mut at = HEADER_BYTES;
-        let indices = bytes[at..at + 4 * r]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        at += 4 * r;
-        let mut next = |len: usize| {
-            let a = make(at, len);
-            at += 4 * len;
-            a
+        src: &mut impl Read,
+        len: u64,
+        train: &Dataset,
+    ) -> Result<Self, String> {
+        let mut header = [0u8; HEADER_BYTES];
+        src.read_exact(&mut header)
+            .map_err(|_| "shorter than its header".to_string())?;
+        if &header[..8] != FILE_MAGIC {
+            return Err("not a reference-set file of this version".into());
+        }
+        if header[8..12] != [label, 0, 0, 0] {
+            return Err(format!("not the file of label {label}"));
+        }
+        let word = |at: usize| {
+            u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
         };
-        let taps = TAP_DIMS.map(|d| next(r * d));
-        let sq_norms = [(); 4].map(|_| next(r));
-        let fc_sorted = next(FC_UNITS * r);
-        Self {
+        let r = word(12) as usize;
+        let expected = Self::label_rows(train, label);
+        if r != expected.len() {
+            return Err(format!(
+                "holds {r} images, but the training set has {} of label {label}",
+                expected.len()
+            ));
+        }
+        let want = Self::file_bytes(r).ok_or("declares an impossible size")?;
+        if len != want {
+            return Err(format!("is {len} bytes, but its header implies {want}"));
+        }
+        let mut p = Payload {
+            src,
+            crc: crc32fast::Hasher::new(),
+            buf: Vec::new(),
+        };
+        let indices = p.words(r, u32::from_le_bytes)?;
+        let mut next = |n: usize| p.words(n, f32::from_le_bytes);
+        let taps = [
+            next(r * TAP_DIMS[0])?,
+            next(r * TAP_DIMS[1])?,
+            next(r * TAP_DIMS[2])?,
+            next(r * TAP_DIMS[3])?,
+        ];
+        let sq_norms = [next(r)?, next(r)?, next(r)?, next(r)?];
+        let fc_sorted = next(FC_UNITS * r)?;
+        if p.crc.finalize() != word(16) {
+            return Err("its checksum does not match (the file is damaged)".into());
+        }
+        if indices != expected {
+            return Err("its training-image indices are not the training set's".into());
+        }
+        let refs = Self {
             label,
             indices,
             taps,
             sq_norms,
             fc_sorted,
+        };
+        if !refs.is_finite() {
+            return Err("holds a value that is not finite".into());
         }
+        Ok(refs)
     }
 
-    /// Parses [`Self::to_bytes`] into memory; `None` if the bytes are not a complete file for
-    /// `label` or hold a value that is not finite.
-    pub fn from_bytes(label: u8, bytes: &[u8]) -> Option<Self> {
-        let r = Self::check_header(label, bytes)?;
-        let refs = Self::from_parts(label, bytes, r, &mut |at, len| {
-            F32s::Owned(
-                bytes[at..at + 4 * len]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            )
-        });
-        refs.is_finite().then_some(refs)
+    /// [`Self::read_from`] on bytes in memory.
+    pub fn from_bytes(label: u8, bytes: &[u8], train: &Dataset) -> Result<Self, String> {
+        Self::read_from(label, &mut &bytes[..], bytes.len() as u64, train)
     }
 
-    /// Opens a file written by [`Self::to_bytes`] memory-mapped, its arrays used in place;
-    /// `None` if it is missing or not a complete file for `label`. Its values are not scanned
-    /// (that would read every page): the engine's guard ends a run whose cost is not finite.
-    pub fn map_file(label: u8, path: &Path) -> Option<Self> {
-        let file = std::fs::File::open(path).ok()?;
-        // SAFETY: cache files are only ever replaced by an atomic rename, never written in
-        // place, so the mapped bytes do not change under us.
-        let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.ok()?);
-        let r = Self::check_header(label, &map)?;
-        if cfg!(target_endian = "big") {
-            return Self::from_bytes(label, &map);
+    /// [`Self::read_from`] on a file, read whole into memory (a file shortened or rewritten
+    /// while a run uses it cannot touch the run). Only a regular file is opened, without
+    /// blocking, so a FIFO or a device in its place is refused rather than waited on.
+    pub fn read_file(label: u8, path: &Path, train: &Dataset) -> Result<Self, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| format!("cannot be opened: {e}"))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot be read: {e}"))?;
+        if !meta.is_file() {
+            return Err("is not a regular file".into());
         }
-        Some(Self::from_parts(label, &map, r, &mut |start, len| {
-            F32s::Mapped {
-                map: map.clone(),
-                start,
-                len,
-            }
-        }))
+        let mut reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
+        Self::read_from(label, &mut reader, meta.len(), train)
     }
 
     /// Whether every stored value is finite.
@@ -280,18 +318,32 @@ pub struct RefCache {
     labels: [Option<Arc<LabelRefs>>; 10],
     /// Folder and file-name stem (model and dataset fingerprints) of the disk cache.
     disk: Option<(PathBuf, String)>,
+    /// One-line notices for the user (a damaged file rebuilt), taken by [`Self::take_notices`].
+    notices: Vec<String>,
 }
 
-/// The default disk-cache folder: `$BACKWORK_CACHE_DIR`, else `$XDG_CACHE_HOME/backwork`,
-/// else `~/.cache/backwork`.
+/// The default disk-cache folder: `$BACKWORK_CACHE_DIR` (if set and not empty), else
+/// `$XDG_CACHE_HOME/backwork`, else `~/.cache/backwork`.
 pub fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("BACKWORK_CACHE_DIR") {
+    let set = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = set("BACKWORK_CACHE_DIR") {
         return Some(PathBuf::from(d));
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    let base = set("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+        .or_else(|| set("HOME").map(|h| Path::new(&h).join(".cache")))?;
     Some(base.join("backwork"))
+}
+
+/// The disk cache's size cap in bytes: `$BACKWORK_CACHE_MAX_GB` (a number of GB), else
+/// 10 GB (three models' reference sets).
+pub fn cache_cap_bytes() -> u64 {
+    let gb = std::env::var("BACKWORK_CACHE_MAX_GB")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|g| g.is_finite() && *g >= 0.0)
+        .unwrap_or(10.0);
+    (gb * 1e9) as u64
 }
 
 /// A fingerprint of a dataset's content (SHA-256 of its pixels and labels, shortened).
@@ -316,8 +368,8 @@ impl RefCache {
             dataset_fingerprint(train)
         );
         Self {
-            labels: Default::default(),
             disk: Some((dir, stem)),
+            ..Self::default()
         }
     }
 
@@ -335,35 +387,206 @@ impl RefCache {
             .map(|(dir, stem)| dir.join(format!("{stem}-label{label}.bin")))
     }
 
-    /// The reference set of `label`: from memory, else from disk, else built (and saved).
-    /// A failure to save is not an error: the next run builds it again.
+    /// Notices since the last call: each a line naming a cache file that was damaged and
+    /// rebuilt.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// The reference set of `label`: from memory, else from disk (checked whole, see
+    /// [`LabelRefs::read_from`]), else built (and saved: a new file, renamed into place, never
+    /// written in place). A damaged file is rebuilt with a notice; a failure to save is not an
+    /// error (the next run builds it again). `None` when `cancel` stopped the build.
     pub fn get_or_build(
         &mut self,
         net: &FrozenCnn,
         train: &Dataset,
         label: u8,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> (Arc<LabelRefs>, RefSource) {
+        cancel: &AtomicBool,
+    ) -> Option<(Arc<LabelRefs>, RefSource)> {
         if let Some(r) = &self.labels[label as usize] {
-            return (r.clone(), RefSource::Memory);
+            return Some((r.clone(), RefSource::Memory));
         }
         let file = self.file(label);
-        let from_disk = file.as_ref().and_then(|f| LabelRefs::map_file(label, f));
+        let from_disk = match &file {
+            Some(f) if std::fs::symlink_metadata(f).is_ok() => {
+                match LabelRefs::read_file(label, f, train) {
+                    Ok(r) => {
+                        // The cap removes the least recently used models first.
+                        let _ = std::fs::File::open(f)
+                            .and_then(|h| h.set_modified(std::time::SystemTime::now()));
+                        Some(r)
+                    }
+                    Err(why) => {
+                        self.notices.push(format!(
+                            "reference cache {}: {why}; rebuilding it",
+                            f.display()
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let (refs, source) = match from_disk {
             Some(r) => (r, RefSource::Disk),
             None => {
-                let r = LabelRefs::build(net, train, label, progress);
-                if let Some(f) = &file {
-                    if let Some(dir) = f.parent() {
-                        let _ = std::fs::create_dir_all(dir);
-                    }
-                    let _ = crate::export::write_atomic(f, &r.to_bytes(), true);
+                let r = LabelRefs::build(net, train, label, cancel)?;
+                if let (Some(f), Some((dir, stem))) = (&file, self.disk.clone()) {
+                    self.save(f, &dir, &stem, &r);
                 }
                 (r, RefSource::Built)
             }
         };
         let refs = Arc::new(refs);
         self.labels[label as usize] = Some(refs.clone());
-        (refs, source)
+        Some((refs, source))
     }
+
+    /// Writes a built set to `f` (replacing whatever is there, by rename), after clearing
+    /// stale temporary files and, once written, keeping the folder under its cap.
+    fn save(&mut self, f: &Path, dir: &Path, stem: &str, r: &LabelRefs) {
+        let _ = std::fs::create_dir_all(dir);
+        remove_stale_temps(dir);
+        if std::fs::symlink_metadata(f).is_ok_and(|m| !m.is_file()) {
+            // A rename would not replace a folder; anything else in the way goes.
+            let _ = std::fs::remove_dir_all(f);
+        }
+        if crate::export::write_atomic(f, &r.to_bytes(), true).is_ok() {
+            for gone in enforce_cap(dir, stem, cache_cap_bytes()) {
+                self.notices.push(format!(
+                    "reference cache {}: removed the sets of model {gone} (the cache is capped at {:.0} GB; set BACKWORK_CACHE_MAX_GB)",
+                    dir.display(),
+                    cache_cap_bytes() as f64 / 1e9
+                ));
+            }
+        }
+    }
+}
+
+/// One model's files in the disk cache.
+#[derive(Clone, Debug)]
+pub struct CacheEntry {
+    /// `refs-<model sha prefix>-<dataset fingerprint>`.
+    pub stem: String,
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+    /// The last time one of its files was written or used.
+    pub newest: std::time::SystemTime,
+}
+
+/// The stem of a reference-set file name (`<stem>-label<d>.bin`), if it is one.
+fn cache_stem(name: &str) -> Option<&str> {
+    let rest = name.strip_suffix(".bin")?;
+    let (stem, label) = rest.rsplit_once("-label")?;
+    (stem.starts_with("refs-") && label.len() == 1 && label.as_bytes()[0].is_ascii_digit())
+        .then_some(stem)
+}
+
+/// The models in cache folder `dir`, most recently used first (an empty list if the folder
+/// does not exist).
+pub fn list_cache(dir: &Path) -> std::io::Result<Vec<CacheEntry>> {
+    let mut by_stem: std::collections::BTreeMap<String, CacheEntry> = Default::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = cache_stem(&name) else {
+            continue;
+        };
+        let Ok(meta) = e.metadata() else { continue };
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        let entry = by_stem
+            .entry(stem.to_string())
+            .or_insert_with(|| CacheEntry {
+                stem: stem.to_string(),
+                files: Vec::new(),
+                bytes: 0,
+                newest: std::time::UNIX_EPOCH,
+            });
+        entry.files.push(e.path());
+        entry.bytes += meta.len();
+        entry.newest = entry.newest.max(modified);
+    }
+    let mut list: Vec<CacheEntry> = by_stem.into_values().collect();
+    list.sort_by(|a, b| b.newest.cmp(&a.newest));
+    Ok(list)
+}
+
+/// Removes the reference-set files and temporary files of cache folder `dir`; returns (files,
+/// bytes) removed. Nothing else in the folder is touched.
+pub fn clear_cache(dir: &Path) -> std::io::Result<(usize, u64)> {
+    let mut removed = (0, 0);
+    for entry in list_cache(dir)? {
+        for f in &entry.files {
+            let len = std::fs::metadata(f).map_or(0, |m| m.len());
+            std::fs::remove_file(f)?;
+            removed.0 += 1;
+            removed.1 += len;
+        }
+    }
+    let (n, bytes) = remove_temps(dir, |_| true);
+    Ok((removed.0 + n, removed.1 + bytes))
+}
+
+/// Removes the temporary files a killed process left in `dir` (its own PID no longer
+/// running, or a day old); returns how many.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    remove_temps(dir, |pid| !pid.is_some_and(crate::export::is_process_alive)).0
+}
+
+/// Removes the temporary files (`.refs-….<pid>-<n>.tmp`) of `dir` for which `stale` holds
+/// (given the writer's PID when the name has one) or that are over a day old.
+fn remove_temps(dir: &Path, stale: impl Fn(Option<u32>) -> bool) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let day = std::time::Duration::from_secs(86_400);
+    let mut removed = (0, 0);
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = crate::export::temp_writer_pid(&name) else {
+            continue;
+        };
+        if !name.starts_with(".refs-") {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        let is_old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|a| a > day);
+        if (stale(Some(pid)) || is_old) && std::fs::remove_file(e.path()).is_ok() {
+            removed.0 += 1;
+            removed.1 += meta.len();
+        }
+    }
+    removed
+}
+
+/// Removes whole models, least recently used first, until cache folder `dir` holds at most
+/// `cap` bytes, never the model `keep`; returns the stems removed.
+pub fn enforce_cap(dir: &Path, keep: &str, cap: u64) -> Vec<String> {
+    let Ok(list) = list_cache(dir) else {
+        return Vec::new();
+    };
+    let mut total: u64 = list.iter().map(|e| e.bytes).sum();
+    let mut gone = Vec::new();
+    for e in list.iter().rev() {
+        if total <= cap {
+            break;
+        }
+        if e.stem == keep {
+            continue;
+        }
+        if e.files.iter().all(|f| std::fs::remove_file(f).is_ok()) {
+            total = total.saturating_sub(e.bytes);
+            gone.push(e.stem.clone());
+        }
+    }
+    gone
 }

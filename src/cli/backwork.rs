@@ -332,7 +332,8 @@ pub fn build_refs(
     train: &Dataset,
     model_sha: &str,
     labels: &[u8],
-) -> Vec<Arc<LabelRefs>> {
+    cancel: &AtomicBool,
+) -> Result<Vec<Arc<LabelRefs>>> {
     let mut cache = match default_cache_dir() {
         Some(dir) => RefCache::with_disk(dir, model_sha, train),
         None => RefCache::default(),
@@ -342,17 +343,24 @@ pub fn build_refs(
         ProgressStyle::with_template("reference sets {bar:20} {pos}/{len} labels {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let refs = labels
-        .iter()
-        .map(|&l| {
-            bar.set_message(format!("(label {l})"));
-            let (r, _) = cache.get_or_build(net, train, l, &mut |_, _| {});
-            bar.inc(1);
-            r
-        })
-        .collect();
+    let mut refs = Vec::with_capacity(labels.len());
+    for &l in labels {
+        bar.set_message(format!("(label {l})"));
+        let built = cache.get_or_build(net, train, l, cancel);
+        for notice in cache.take_notices() {
+            bar.suspend(|| eprintln!("notice: {notice}"));
+        }
+        let Some((r, _)) = built else {
+            bar.finish_and_clear();
+            return Err(super::stop::stopped(
+                "while building the reference sets, before any image was made",
+            ));
+        };
+        refs.push(r);
+        bar.inc(1);
+    }
     bar.finish_and_clear();
-    refs
+    Ok(refs)
 }
 
 pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
@@ -381,7 +389,8 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
-    let refs = build_refs(&net, &train, &info.sha256, &settings.labels);
+    let cancel = super::stop::stop_flag()?;
+    let refs = build_refs(&net, &train, &info.sha256, &settings.labels, &cancel)?;
     let png_net = net.clone();
     let mut engine = Engine::new(net, &refs, settings.clone())?;
     if let Some(x) = &start {
@@ -395,10 +404,6 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
         )),
         None => None,
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    let c = cancel.clone();
-    ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
-        .context("cannot install the Ctrl-C handler")?;
     let bar = ProgressBar::new(settings.max_steps.unwrap_or(DEFAULT_STEP_BUDGET) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps {per_sec} | {msg}")
@@ -515,6 +520,13 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
     if let EndReason::Error(e) = end {
         bail!("the run failed: {e} (the last good images were written)");
     }
+    if end == EndReason::Cancelled {
+        return Err(super::stop::stopped(format!(
+            "wrote the images as they were at step {} to {}",
+            engine.steps(),
+            a.out.display()
+        )));
+    }
     Ok(())
 }
 
@@ -544,7 +556,8 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     // From the disk cache, as `run` does: a script that calls `cost` in a loop pays for the
     // reference set once.
-    let refs = build_refs(&net, &train, &info.sha256, &[a.label as u8])
+    let cancel = super::stop::stop_flag()?;
+    let refs = build_refs(&net, &train, &info.sha256, &[a.label as u8], &cancel)?
         .pop()
         .context("no reference set was built")?;
     if refs.is_empty() {
@@ -621,10 +634,14 @@ pub fn bench_backwork(
     let t = Instant::now();
     let all: Vec<u8> = (0..10).collect();
     let mut cache = RefCache::default();
-    let refs: Vec<Arc<LabelRefs>> = all
-        .iter()
-        .map(|&l| cache.get_or_build(&net, &train, l, &mut |_, _| {}).0)
-        .collect();
+    let cancel = super::stop::stop_flag()?;
+    let mut refs: Vec<Arc<LabelRefs>> = Vec::new();
+    for &l in &all {
+        match cache.get_or_build(&net, &train, l, &cancel) {
+            Some((r, _)) => refs.push(r),
+            None => return Err(super::stop::stopped("before any step was timed")),
+        }
+    }
     let cache_s = t.elapsed().as_secs_f64();
     let time_steps = |labels: Vec<u8>| -> Result<f64> {
         let settings = Settings {
@@ -638,6 +655,11 @@ pub fn bench_backwork(
         e.step()?; // warm-up: first-touch allocations
         let t = Instant::now();
         for _ in 0..steps {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(super::stop::stopped(
+                    "before the timing ended; nothing measured",
+                ));
+            }
             e.step()?;
         }
         Ok(1000.0 * t.elapsed().as_secs_f64() / steps as f64)

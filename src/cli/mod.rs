@@ -1,12 +1,11 @@
 //! The command line: clap commands, each calling into the core and printing its result.
 
 pub mod backwork;
+pub mod stop;
 pub mod study;
 pub mod sweep;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -182,9 +181,19 @@ pub(crate) fn check_out_file(out: &Path, force: bool) -> Result<()> {
             dir.display()
         );
     }
+    check_writable_dir(&dir).with_context(|| format!("--out {}", out.display()))
+}
+
+/// Fails if a file cannot be created in `dir` (tried with an empty file, removed at once).
+pub(crate) fn check_writable_dir(dir: &Path) -> Result<()> {
     let probe = dir.join(format!(".backwork-write-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("--out {}: the folder is not writable", out.display()))?;
+    std::fs::write(&probe, b"").map_err(|e| {
+        anyhow::anyhow!(
+            "the folder {} is not writable ({})",
+            dir.display(),
+            e.kind()
+        )
+    })?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }
@@ -204,10 +213,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     let train_set = load_data(app, Split::Train)?;
     let test_set = load_data(app, Split::Test)?;
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    let c = cancel.clone();
-    ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
-        .context("cannot install the Ctrl-C handler")?;
+    let cancel = stop::stop_flag()?;
 
     let n = cfg
         .limit
@@ -263,20 +269,17 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
         &format!("backwork {} train", env!("CARGO_PKG_VERSION")),
     );
     save_cnn(&outcome.cnn, &meta, &a.out, a.force)?;
-    let how = if outcome.is_cancelled {
-        format!(
-            "stopped by Ctrl-C after {} full epoch(s)",
-            outcome.epochs_completed
-        )
-    } else {
-        format!("{} epoch(s)", outcome.epochs_completed)
-    };
-    println!(
-        "saved {} ({how}, test accuracy {:.2}%, {:.0} s)",
+    let line = format!(
+        "saved {} ({} full epoch(s), test accuracy {:.2}%, {:.0} s)",
         a.out.display(),
+        outcome.epochs_completed,
         outcome.test_accuracy * 100.0,
         started.elapsed().as_secs_f64()
     );
+    if outcome.is_cancelled {
+        return Err(stop::stopped(line));
+    }
+    println!("{line}");
     Ok(())
 }
 
@@ -339,7 +342,7 @@ fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
                 &train_set,
                 &probe,
                 &cfg,
-                &AtomicBool::new(false),
+                &std::sync::atomic::AtomicBool::new(false),
                 &mut |ev| {
                     if let TrainEvent::Batch { images_per_s, .. } = ev {
                         rate = images_per_s;

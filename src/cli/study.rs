@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -21,7 +21,9 @@ use crate::export::{overlay_rgb, rgb_png_bytes, write_atomic};
 use crate::model::train::TrainEvent;
 use crate::model::weights::{load_or_shipped, save_cnn};
 use crate::model::worst::worst_images;
-use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, RetrainMode, retrain};
+use crate::retrain::{
+    Measurement, RetrainConfig, RetrainError, RetrainEvent, RetrainMode, retrain,
+};
 
 #[derive(Args, Debug)]
 pub struct WorstArgs {
@@ -228,6 +230,8 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     if !report_dir.is_dir() {
         bail!("--report {}: not a folder", report_dir.display());
     }
+    super::check_writable_dir(&report_dir)
+        .with_context(|| format!("--report {}", report_dir.display()))?;
     for f in ["report.json", "report.png"] {
         let p = report_dir.join(f);
         if p.exists() && !a.force {
@@ -240,9 +244,7 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let test = Dataset::load(app.data.as_deref(), Split::Test)?;
-    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let c = cancel.clone();
-    ctrlc::set_handler(move || c.store(true, std::sync::atomic::Ordering::Relaxed))?;
+    let cancel = super::stop::stop_flag()?;
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let say = |bar: &ProgressBar, line: String| {
@@ -291,8 +293,16 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
             RetrainEvent::Measured(m) => say(&bar, measurement_line(&m)),
         }
         },
-    )?;
+    );
     bar.finish_and_clear();
+    let out = match out {
+        Err(RetrainError::Cancelled) => {
+            return Err(super::stop::stopped(
+                "before the first round finished; nothing written",
+            ));
+        }
+        r => r?,
+    };
     save_cnn(&out.cnn, &out.metadata, &a.out, a.force)?;
     let report = RetrainReport {
         backwork_version: env!("CARGO_PKG_VERSION"),
@@ -316,6 +326,12 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
         a.out.display(),
         report_dir.display()
     );
+    if out.is_stopped {
+        return Err(super::stop::stopped(format!(
+            "after round {}; wrote its model and the report of the rounds finished",
+            out.measurements.len() - 1
+        )));
+    }
     Ok(())
 }
 

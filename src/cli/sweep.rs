@@ -2,8 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -120,10 +119,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         skipped
     );
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    let c = cancel.clone();
-    ctrlc::set_handler(move || c.store(true, Ordering::Relaxed))
-        .context("cannot install the Ctrl-C handler")?;
+    let cancel = super::stop::stop_flag()?;
     let bar = ProgressBar::new(todo.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} runs, ETA {eta} | {msg}")
@@ -134,7 +130,18 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     for (p, settings) in todo {
         let (net, info) = &models[&p.model];
         bar.set_message(format!("point {}: reference sets", p.index));
-        let refs = build_refs(net, &train, &info.sha256, &settings.labels);
+        let refs = match build_refs(net, &train, &info.sha256, &settings.labels, &cancel) {
+            Ok(r) => r,
+            Err(e) if cancel.load(Ordering::Relaxed) => {
+                let finished = bar.position();
+                bar.finish_and_clear();
+                return Err(e.context(format!(
+                    "{finished} runs of this sweep finished (in {}); run the same command again to go on",
+                    runs.display()
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         let started = Instant::now();
         let point = p.index;
         let (outcome, png_gap) = run_point(net, &refs, &settings, &cancel, &mut |ev| {
@@ -147,10 +154,10 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             // Read before finishing: finishing a bar moves it to its end.
             let finished = bar.position();
             bar.finish_and_clear();
-            bail!(
-                "interrupted: {finished} runs of this sweep finished (in {}); run the same command again to go on",
+            return Err(super::stop::stopped(format!(
+                "{finished} runs of this sweep finished (in {}); run the same command again to go on",
                 runs.display()
-            );
+            )));
         }
         let row = SweepRow {
             point: p.index,

@@ -43,6 +43,30 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(unique)
 }
 
+/// The PID of the process that writes temporary file `name` (a name [`temp_path`] makes:
+/// `.<file>.<pid>-<n>.tmp`), if it is one.
+pub fn temp_writer_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, tail) = rest.rsplit_once('.')?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is running (on this machine; a PID of another process that reused
+/// the number counts as running, which only keeps a stale file a little longer).
+pub fn is_process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Writes `bytes` to `path` so that a reader sees either nothing or the whole file, and no
 /// partial file is left behind on failure. With `overwrite` false an existing file is an error.
 pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), ExportError> {

@@ -6,6 +6,7 @@
 pub mod trainer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{
     Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel,
 };
@@ -141,6 +142,10 @@ pub enum Event {
         run: u64,
         message: String,
     },
+    /// Something the user should hear that changes nothing (a damaged cache file rebuilt).
+    Notice {
+        message: String,
+    },
     /// The run ended; the last snapshot before it holds its final state.
     Ended {
         run: u64,
@@ -174,6 +179,8 @@ pub struct Worker {
     pub events: Receiver<Event>,
     thread: Option<JoinHandle<()>>,
     next_run: u64,
+    /// Set when the handle is dropped: a reference-set build in progress stops at once.
+    stop: Arc<AtomicBool>,
 }
 
 /// Least time between two saliency computations (one forward and backward of the batch).
@@ -197,6 +204,8 @@ impl Worker {
         } = spec;
         let (tx, rx) = channel();
         let (etx, events) = sync_channel(8);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_in = stop.clone();
         let thread = std::thread::Builder::new()
             .name("backwork-engine".into())
             .spawn(move || {
@@ -217,6 +226,7 @@ impl Worker {
                     pending: Default::default(),
                     etx,
                     wake,
+                    stop: stop_in,
                 }
                 .run()
             })?;
@@ -225,6 +235,7 @@ impl Worker {
             events,
             thread: Some(thread),
             next_run: 0,
+            stop,
         })
     }
 
@@ -239,6 +250,7 @@ impl Worker {
                 events,
                 thread: None,
                 next_run: 0,
+                stop: Arc::default(),
             },
             WorkerPeer {
                 commands,
@@ -270,6 +282,7 @@ impl Drop for Worker {
         // channel too makes a send the thread is blocked in (a full channel) fail, so the
         // join below cannot wait for a reader that is gone.
         self.tx = None;
+        self.stop.store(true, Ordering::Relaxed);
         let (_, closed) = sync_channel(0);
         drop(std::mem::replace(&mut self.events, closed));
         if let Some(t) = self.thread.take() {
@@ -310,6 +323,8 @@ struct Loop {
     pending: std::collections::VecDeque<(u64, Command)>,
     etx: SyncSender<Event>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    /// Set by the dropped handle.
+    stop: Arc<AtomicBool>,
 }
 
 impl Loop {
@@ -515,11 +530,14 @@ impl Loop {
             }) {
                 return None;
             }
-            refs.push(
-                self.cache
-                    .get_or_build(&self.net, &self.train, l, &mut |_, _| {})
-                    .0,
-            );
+            let built = self
+                .cache
+                .get_or_build(&self.net, &self.train, l, &self.stop);
+            for message in self.cache.take_notices() {
+                self.send_sure(Event::Notice { message });
+            }
+            // `None`: the handle was dropped (the window closed) during the build.
+            refs.push(built?.0);
             // A label takes seconds to build: a Reset, a new Start, a new model or a closed
             // window must not wait for the others. Other commands wait for the run.
             loop {

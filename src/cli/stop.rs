@@ -1,0 +1,86 @@
+//! Stopping long commands. SIGINT (Ctrl-C), SIGTERM (`kill`, `timeout`, a job scheduler's
+//! cancel) and SIGHUP (a closed terminal) all set one flag that every long command polls at
+//! least once a second; the command then writes what it has and returns [`Stopped`], which
+//! `main` turns into the exit status 128 + the signal's number. A second Ctrl-C ends the
+//! process at once (exit 130), for a user who will not wait for the write.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// The signals that stop a command, with their names.
+const SIGNALS: [(i32, &str); 3] = [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SIGHUP, "SIGHUP")];
+
+struct Flags {
+    stop: Arc<AtomicBool>,
+    /// The number of the last signal received, 0 before any.
+    which: Arc<AtomicUsize>,
+}
+
+static FLAGS: OnceLock<Flags> = OnceLock::new();
+
+/// The flag the stop signals set, installing the handlers on first use.
+pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    if let Some(f) = FLAGS.get() {
+        return Ok(f.stop.clone());
+    }
+    let f = Flags {
+        stop: Arc::new(AtomicBool::new(false)),
+        which: Arc::new(AtomicUsize::new(0)),
+    };
+    let install = || -> std::io::Result<()> {
+        // Registered first, so it sees the flag as the earlier signal left it: only a second
+        // Ctrl-C ends the process.
+        signal_hook::flag::register_conditional_shutdown(SIGINT, 130, f.stop.clone())?;
+        for (sig, _) in SIGNALS {
+            signal_hook::flag::register_usize(sig, f.which.clone(), sig as usize)?;
+            signal_hook::flag::register(sig, f.stop.clone())?;
+        }
+        Ok(())
+    };
+    install().map_err(|e| anyhow::anyhow!("cannot install the signal handlers: {e}"))?;
+    let stop = f.stop.clone();
+    // Only the main thread installs them; were it ever raced, both flags would be set by
+    // the signals alike.
+    let _ = FLAGS.set(f);
+    Ok(stop)
+}
+
+/// Whether a stop signal came.
+pub fn is_stopped() -> bool {
+    FLAGS.get().is_some_and(|f| f.stop.load(Ordering::Relaxed))
+}
+
+/// The signal that stopped the command, if one did: (number, name).
+pub fn signal() -> Option<(i32, &'static str)> {
+    let n = FLAGS.get()?.which.load(Ordering::Relaxed) as i32;
+    SIGNALS.into_iter().find(|(s, _)| *s == n)
+}
+
+/// A command stopped by a signal, after writing what it had.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {name}: {what}")]
+pub struct Stopped {
+    pub signal: i32,
+    pub name: &'static str,
+    pub what: String,
+}
+
+impl Stopped {
+    /// The exit status the shell convention gives a command a signal ended.
+    pub fn exit_code(&self) -> u8 {
+        (128 + self.signal).clamp(0, 255) as u8
+    }
+}
+
+/// The error for a command that a signal stopped; `what` says what was written.
+pub fn stopped(what: impl Into<String>) -> anyhow::Error {
+    let (signal, name) = signal().unwrap_or((SIGINT, "SIGINT"));
+    Stopped {
+        signal,
+        name,
+        what: what.into(),
+    }
+    .into()
+}
