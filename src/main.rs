@@ -32,7 +32,16 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             // One line, naming the file or option and the problem; no backtrace.
             // Not eprintln!: after SIGHUP the terminal may be gone, and a failed write must not panic.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            // The chain of causes, each said once (an error that quotes its cause would
+            // otherwise print the OS error twice).
+            let mut text = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !text.contains(&c) {
+                    text = format!("{text}: {c}");
+                }
+            }
+            let _ = writeln!(std::io::stderr(), "error: {text}");
             match e.downcast_ref::<backwork::cli::stop::Stopped>() {
                 Some(s) => std::process::ExitCode::from(s.exit_code()),
                 None => std::process::ExitCode::FAILURE,

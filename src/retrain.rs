@@ -79,19 +79,42 @@ impl RetrainConfig {
         if self.rounds == 0 {
             return Err(RetrainError::Config("--rounds: must be at least 1".into()));
         }
-        if self.measure.max_steps.is_none() {
+        if self.rounds > MAX_ROUNDS {
+            return Err(RetrainError::Config(format!(
+                "--rounds: at most {MAX_ROUNDS}, got {}",
+                self.rounds
+            )));
+        }
+        if self.repeat > MAX_REPEAT {
+            return Err(RetrainError::Config(format!(
+                "--repeat: at most {MAX_REPEAT}, got {} (each fooling image appears that many times an epoch)",
+                self.repeat
+            )));
+        }
+        if self.measure.max_steps.is_none_or(|b| b == 0) {
             return Err(RetrainError::Config(
-                "--budget: the measurement needs a step budget".into(),
+                "--budget: the measurement needs a step budget of at least 1".into(),
             ));
         }
         self.train
             .validate()
             .map_err(|e| RetrainError::Config(e.to_string()))?;
-        self.measure
-            .validate()
-            .map_err(|e| RetrainError::Config(e.to_string()))
+        // The measurement's settings come from retrain's own flags: name those.
+        self.measure.validate().map_err(|e| {
+            RetrainError::Config(
+                e.to_string()
+                    .replace("--max-steps", "--budget")
+                    .replace("--batch:", "--measure-batch:"),
+            )
+        })
     }
 }
+
+/// Most rounds `retrain` takes (each trains and measures a model).
+pub const MAX_ROUNDS: usize = 100;
+/// Most times a fooling image may appear an epoch (`--repeat`): beyond it the epoch would be
+/// mostly copies (and a billion made it allocate 32 GB).
+pub const MAX_REPEAT: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetrainError {

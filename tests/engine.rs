@@ -908,6 +908,49 @@ fn assert_same_refs(a: &LabelRefs, b: &LabelRefs) {
     assert_eq!(&a.fc_sorted[..], &b.fc_sorted[..]);
 }
 
+/// Batches above `CHUNK` images go through in chunks (issue 12: `cost --inputs` with 20,000
+/// images tried to allocate a 12.5 GB patch matrix and aborted): the result is the same, value
+/// for value, as two separate passes of half the batch each.
+#[test]
+fn chunked_passes_equal_separate_halves() {
+    use backwork::backwork::frozen::CHUNK;
+    let net = FrozenCnn::new(&model()).unwrap();
+    let m = CHUNK + 88;
+    let half = m / 2;
+    let x = noise(m, 21);
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut g = |len: usize| {
+        (0..len)
+            .map(|_| rng.random::<f32>() - 0.5)
+            .collect::<Vec<f32>>()
+    };
+    let grads = TapGrads {
+        inputs: g(m * PIXELS),
+        conv0: Vec::new(),
+        conv1: g(m * TAP_DIMS[2]),
+        fc: g(m * TAP_DIMS[3]),
+        logits: g(m * net.classes()),
+    };
+    let mut whole = Forward::default();
+    net.forward(&x, &mut whole);
+    let gx = net.backward(&mut whole, &grads);
+    for (lo, hi) in [(0, half), (half, m)] {
+        let mut f = Forward::default();
+        net.forward(&x[lo * PIXELS..hi * PIXELS], &mut f);
+        assert_eq!(f.conv1, whole.conv1[lo * TAP_DIMS[2]..hi * TAP_DIMS[2]]);
+        assert_eq!(f.probs, whole.probs[lo * net.classes()..hi * net.classes()]);
+        let part = |v: &[f32], d: usize| v[lo * d..hi * d].to_vec();
+        let gp = TapGrads {
+            inputs: part(&grads.inputs, PIXELS),
+            conv0: Vec::new(),
+            conv1: part(&grads.conv1, TAP_DIMS[2]),
+            fc: part(&grads.fc, TAP_DIMS[3]),
+            logits: part(&grads.logits, net.classes()),
+        };
+        assert_eq!(net.backward(&mut f, &gp), gx[lo * PIXELS..hi * PIXELS]);
+    }
+}
+
 /// The disk cache: a file written for one label reads back with the same values; a file that
 /// is truncated, of another label, damaged (one bit), with NaN (checksum made to match), with
 /// indices out of range (checksum made to match), or a FIFO is refused with its reason, and

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use super::dialog::{Dialog, NO_DIALOG};
+use crate::backwork::refs::{
+    CacheEntry, cache_cap_bytes, clear_cache, default_cache_dir, list_cache,
+};
 use crate::data::Dataset;
 use crate::export::write_atomic;
 use crate::model::train::{TrainConfig, TrainEvent};
@@ -107,6 +110,8 @@ pub struct ModelView {
     pub status: String,
     /// The open or save dialog, while open.
     dialog: Option<Dialog<ModelDialog>>,
+    /// The disk cache's models, and when the folder was last read (every few seconds).
+    cache: Option<(std::time::Instant, Vec<CacheEntry>)>,
 }
 
 /// What the model view's file dialog is for.
@@ -125,6 +130,50 @@ pub fn open_model(path: &Path) -> Result<(Cnn, ModelInfo), String> {
 }
 
 impl ModelView {
+    /// The reference-set cache folder: its size, and a button that clears it.
+    fn cache_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(dir) = default_cache_dir() else {
+            return;
+        };
+        let is_stale = self
+            .cache
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > std::time::Duration::from_secs(5));
+        if is_stale {
+            self.cache = Some((
+                std::time::Instant::now(),
+                list_cache(&dir).unwrap_or_default(),
+            ));
+        }
+        let Some((_, list)) = &self.cache else {
+            return;
+        };
+        let bytes: u64 = list.iter().map(|e| e.bytes).sum();
+        let models = list.len();
+        ui.horizontal(|ui| {
+            ui.label(format!(
+                "reference-set cache: {:.2} GB for {} model(s) (cap {:.0} GB)",
+                bytes as f64 / 1e9,
+                models,
+                cache_cap_bytes() as f64 / 1e9
+            ))
+            .on_hover_text(dir.display().to_string());
+            if ui
+                .add_enabled(bytes > 0, egui::Button::new("Clear"))
+                .on_hover_text("Remove every model's reference sets; a run builds its own again")
+                .clicked()
+            {
+                self.status = match clear_cache(&dir) {
+                    Ok((n, b)) => {
+                        format!("cleared the cache: {n} file(s), {:.2} GB", b as f64 / 1e9)
+                    }
+                    Err(e) => format!("error: cannot clear {}: {e}", dir.display()),
+                };
+                self.cache = None;
+            }
+        });
+    }
+
     pub fn new(train_set: Arc<Dataset>, test_set: Arc<Dataset>) -> Self {
         Self {
             config: TrainConfig::default(),
@@ -138,6 +187,7 @@ impl ModelView {
             trained: None,
             status: String::new(),
             dialog: None,
+            cache: None,
         }
     }
 
@@ -308,6 +358,7 @@ impl ModelView {
             }
             ui.weak("or drop a .safetensors file onto the window");
         });
+        self.cache_ui(ui);
         ui.separator();
         ui.heading("Train a new model");
         let training = self.is_training();

@@ -42,6 +42,10 @@ pub struct FrozenCnn {
     classes: usize,
 }
 
+/// Images a forward or backward pass takes at once: larger batches are cut into chunks, so
+/// scratch memory (about 720 KB an image) stays bounded (370 MB) whatever the batch.
+pub const CHUNK: usize = 512;
+
 /// Activations of a batch of M images, kept for the backward pass. Every tap is row-major,
 /// one row per image.
 ///
@@ -124,6 +128,44 @@ impl FrozenCnn {
     /// Runs the network on `x` (M×784, row-major), filling `f`.
     pub fn forward(&self, x: &[f32], f: &mut Forward) {
         let m = x.len() / PIXELS;
+        if m <= CHUNK {
+            return self.forward_chunk(x, f);
+        }
+        // Chunks of images, so the scratch buffers (the conv1 patch matrix is 627 KB an
+        // image) stay the size of one chunk whatever M is; the taps are kept for all.
+        let mut part = std::mem::take(f);
+        for v in [
+            &mut f.inputs,
+            &mut f.conv0,
+            &mut f.conv1,
+            &mut f.fc,
+            &mut f.logits,
+            &mut f.probs,
+        ] {
+            v.clear();
+        }
+        f.arg0.clear();
+        f.arg1.clear();
+        for xs in x.chunks(CHUNK * PIXELS) {
+            self.forward_chunk(xs, &mut part);
+            f.inputs.extend_from_slice(&part.inputs);
+            f.conv0.extend_from_slice(&part.conv0);
+            f.conv1.extend_from_slice(&part.conv1);
+            f.fc.extend_from_slice(&part.fc);
+            f.logits.extend_from_slice(&part.logits);
+            f.probs.extend_from_slice(&part.probs);
+            f.arg0.extend_from_slice(&part.arg0);
+            f.arg1.extend_from_slice(&part.arg1);
+        }
+        f.m = m;
+        f.col = std::mem::take(&mut part.col);
+        f.pre = std::mem::take(&mut part.pre);
+    }
+
+    /// [`Self::forward`] of at most [`CHUNK`] images at once (any number works; more cost
+    /// more scratch memory).
+    fn forward_chunk(&self, x: &[f32], f: &mut Forward) {
+        let m = x.len() / PIXELS;
         f.m = m;
         f.inputs.clear();
         f.inputs.extend_from_slice(x);
@@ -194,6 +236,48 @@ impl FrozenCnn {
     /// Reuses `f`'s scratch buffers (the im2col matrix and the pre-pool outputs, which the
     /// backward does not need), so a step allocates no large buffer.
     pub fn backward(&self, f: &mut Forward, g: &TapGrads) -> Vec<f32> {
+        let m = f.m;
+        if m <= CHUNK {
+            return self.backward_chunk(f, g);
+        }
+        let k = self.classes;
+        let mut part = Forward {
+            col: std::mem::take(&mut f.col),
+            pre: std::mem::take(&mut f.pre),
+            ..Forward::default()
+        };
+        let mut g_x = Vec::with_capacity(m * PIXELS);
+        for lo in (0..m).step_by(CHUNK) {
+            let hi = (lo + CHUNK).min(m);
+            let rows = |v: &[f32], d: usize| -> Vec<f32> {
+                if v.is_empty() {
+                    Vec::new()
+                } else {
+                    v[lo * d..hi * d].to_vec()
+                }
+            };
+            part.m = hi - lo;
+            part.conv0 = rows(&f.conv0, CONV0_DIM);
+            part.conv1 = rows(&f.conv1, CONV1_DIM);
+            part.fc = rows(&f.fc, FC_UNITS);
+            part.arg0 = f.arg0[lo * CONV0_DIM..hi * CONV0_DIM].to_vec();
+            part.arg1 = f.arg1[lo * CONV1_DIM..hi * CONV1_DIM].to_vec();
+            let gp = TapGrads {
+                inputs: rows(&g.inputs, PIXELS),
+                conv0: rows(&g.conv0, CONV0_DIM),
+                conv1: rows(&g.conv1, CONV1_DIM),
+                fc: rows(&g.fc, FC_UNITS),
+                logits: rows(&g.logits, k),
+            };
+            g_x.extend_from_slice(&self.backward_chunk(&mut part, &gp));
+        }
+        f.col = part.col;
+        f.pre = part.pre;
+        g_x
+    }
+
+    /// [`Self::backward`] of a forward of at most [`CHUNK`] images.
+    fn backward_chunk(&self, f: &mut Forward, g: &TapGrads) -> Vec<f32> {
         let m = f.m;
         let k = self.classes;
         // Into fc: the tap's own gradient plus what comes back from the logits through ReLU.

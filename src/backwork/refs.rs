@@ -34,7 +34,12 @@ pub struct LabelRefs {
 
 impl std::fmt::Debug for LabelRefs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LabelRefs {{ label: {}, images: {} }}", self.label, self.len())
+        write!(
+            f,
+            "LabelRefs {{ label: {}, images: {} }}",
+            self.label,
+            self.len()
+        )
     }
 }
 
@@ -276,18 +281,10 @@ impl LabelRefs {
     /// while a run uses it cannot touch the run). Only a regular file is opened, without
     /// blocking, so a FIFO or a device in its place is refused rather than waited on.
     pub fn read_file(label: u8, path: &Path, train: &Dataset) -> Result<Self, String> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| format!("cannot be opened: {e}"))?;
+        let file = crate::util::open_regular(path).map_err(|e| format!("cannot be read: {e}"))?;
         let meta = file
             .metadata()
             .map_err(|e| format!("cannot be read: {e}"))?;
-        if !meta.is_file() {
-            return Err("is not a regular file".into());
-        }
         let mut reader = std::io::BufReader::with_capacity(READ_CHUNK, file);
         Self::read_from(label, &mut reader, meta.len(), train)
     }

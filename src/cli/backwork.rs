@@ -21,9 +21,8 @@ use crate::backwork::{
 };
 use crate::data::{Dataset, PIXELS, Split};
 use crate::export::npy::{npy_bytes, read_images, read_start_images};
-use crate::export::run::{
-    RunResults, export_images, prepare_dir, set_png_probabilities, write_run,
-};
+use crate::export::outdir::OutDir;
+use crate::export::run::{RunResults, export_images, set_png_probabilities, write_run_files};
 use crate::export::write_atomic;
 use crate::model::weights::load_or_shipped;
 
@@ -367,18 +366,14 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     let settings = a.settings.settings(Some(DEFAULT_STEP_BUDGET))?;
     // The folder is checked (and made) before the long work, so a bad --out fails at once;
     // a run that fails before writing anything leaves no empty folder behind.
-    let out = a.out.clone();
-    let is_new = !out.exists();
-    prepare_dir(&out, a.force).with_context(|| format!("--out {}", out.display()))?;
-    let result = run_into(a, app, settings);
-    if result.is_err() && is_new {
-        // Only an empty folder goes: remove_dir refuses anything else.
-        let _ = std::fs::remove_dir(&out);
-    }
-    result
+    // The folder is claimed before the long work, so a bad --out fails at once; the files
+    // go into a staging folder swapped into place at the end (see `OutDir`): a run that
+    // fails before writing leaves the folder as it was (or no folder).
+    let out = OutDir::claim(&a.out, a.force).map_err(|e| anyhow::anyhow!("--out {e}"))?;
+    run_into(a, app, settings, out)
 }
 
-fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
+fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Result<()> {
     // Start images are read before the long work, so a bad file fails at once.
     let start = match &settings.init {
         Init::File(path) => Some(
@@ -500,7 +495,8 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings) -> Result<()> {
         date: crate::util::utc_now_iso(),
         images: &images,
     };
-    write_run(&a.out, &results, a.force)?;
+    write_run_files(out.staging(), &results)?;
+    out.commit()?;
     let reached = images.iter().filter(|i| i.reached_threshold).count();
     println!(
         "{}: {reached} of {} images reached p(label) > {} in {} steps ({:.1} s, {reinits} reinitialisations); wrote {}",
@@ -549,7 +545,7 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     let (shape, x) = read_images(&a.inputs)?;
     let n = x.len() / PIXELS;
     if let Some(g) = &a.grad_out {
-        super::check_out_file(g, false)?;
+        super::check_out_file("grad-out", g, None)?;
     }
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;

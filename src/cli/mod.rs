@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{Dataset, NUM_LABELS, Split};
 use crate::model::eval::evaluate;
-use crate::model::train::{TrainConfig, TrainEvent, train};
+use crate::model::train::{TrainConfig, TrainEvent, train, train_from};
 use crate::model::weights::{WeightInit, load_or_shipped, save_cnn};
 
 /// backwork: find and study fooling images of an MNIST CNN.
@@ -32,7 +32,8 @@ pub struct Cli {
 /// Options of the window (no command given).
 #[derive(Args, Debug, Clone, Default)]
 pub struct AppArgs {
-    /// Weights file to open instead of the shipped model.
+    /// Weights file to open instead of the shipped model (`train`: the network to go on
+    /// training, instead of fresh weights).
     #[arg(long, value_name = "FILE", global = true)]
     pub model: Option<PathBuf>,
     /// Folder of IDX files (raw or .gz) to use instead of the embedded MNIST.
@@ -67,6 +68,11 @@ pub enum Command {
     /// Run a grid of headless runs (models × settings × seeds), one line of runs.jsonl per
     /// run; a stopped sweep resumes, shards split it across machines, --merge joins them.
     Sweep(sweep::SweepArgs),
+    /// The reference-set cache on disk: list its models and sizes, or clear it.
+    Cache {
+        #[command(subcommand)]
+        what: CacheWhat,
+    },
     /// Measure speed (prints JSON).
     Bench {
         #[command(subcommand)]
@@ -114,6 +120,14 @@ pub struct EvalArgs {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum CacheWhat {
+    /// Each model's reference sets in the cache folder: size, labels, last use.
+    List,
+    /// Remove every reference set (and temporary file) from the cache folder.
+    Clear,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum BenchWhat {
     /// Training throughput (images/s) on the training set.
     Train {
@@ -151,22 +165,83 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
         Command::Saliency(a) => study::saliency_cmd(a, app),
         Command::Retrain(a) => study::retrain_cmd(a, app),
         Command::Sweep(a) => sweep::sweep_cmd(a, app),
+        Command::Cache { what } => cache_cmd(what),
         Command::Bench { what } => bench_cmd(what, app),
     }
 }
 
-fn load_data(app: &AppArgs, split: Split) -> Result<Dataset> {
-    Ok(Dataset::load(app.data.as_deref(), split)?)
+fn cache_cmd(what: CacheWhat) -> Result<()> {
+    use crate::backwork::refs::{cache_cap_bytes, clear_cache, default_cache_dir, list_cache};
+    let Some(dir) = default_cache_dir() else {
+        bail!("no cache folder: set BACKWORK_CACHE_DIR, XDG_CACHE_HOME or HOME");
+    };
+    let gb = |b: u64| b as f64 / 1e9;
+    match what {
+        CacheWhat::List => {
+            let list = list_cache(&dir).with_context(|| format!("{}", dir.display()))?;
+            let total: u64 = list.iter().map(|e| e.bytes).sum();
+            println!(
+                "{}: {} model(s), {:.2} GB (cap {:.1} GB, BACKWORK_CACHE_MAX_GB)",
+                dir.display(),
+                list.len(),
+                gb(total),
+                gb(cache_cap_bytes())
+            );
+            for e in &list {
+                let age = e.newest.elapsed().map_or(0, |d| d.as_secs());
+                println!(
+                    "  {}  {:>2} label(s)  {:>6.2} GB  last used {} ago",
+                    e.stem,
+                    e.files.len(),
+                    gb(e.bytes),
+                    crate::util::format_duration(age as f64)
+                );
+            }
+        }
+        CacheWhat::Clear => {
+            let (files, bytes) = clear_cache(&dir).with_context(|| format!("{}", dir.display()))?;
+            println!(
+                "{}: removed {files} file(s), {:.2} GB",
+                dir.display(),
+                gb(bytes)
+            );
+        }
+    }
+    Ok(())
 }
 
-/// Fails early (before hours of work) if `out` exists or its folder cannot take a file.
-pub(crate) fn check_out_file(out: &Path, force: bool) -> Result<()> {
-    if out.is_dir() {
-        bail!("--out {}: is a folder, expected a file name", out.display());
+/// The split of `--data` (or the embedded MNIST); a split with no image is refused (a model
+/// trained on nothing, or an accuracy of 0 / 0, would be nonsense with exit 0).
+fn load_data(app: &AppArgs, split: Split) -> Result<Dataset> {
+    let d = Dataset::load(app.data.as_deref(), split)?;
+    if d.is_empty() {
+        let which = match split {
+            Split::Train => "training",
+            Split::Test => "test",
+        };
+        bail!("--data {}: the {which} set holds no images", d.source);
     }
-    if out.exists() && !force {
+    Ok(d)
+}
+
+/// Fails early (before hours of work) if file `out` (given as `--<flag>`) exists or its
+/// folder cannot take a file. `force`: whether the command has `--force` and it was given
+/// (`None`: the command has no such flag, so an existing file is simply refused).
+pub(crate) fn check_out_file(flag: &str, out: &Path, force: Option<bool>) -> Result<()> {
+    if out.is_dir() {
         bail!(
-            "--out {}: already exists (refusing to overwrite it; pass --force to replace it)",
+            "--{flag} {}: is a folder, expected a file name",
+            out.display()
+        );
+    }
+    if out.exists() && force != Some(true) {
+        let hint = if force.is_some() {
+            "; pass --force to replace it"
+        } else {
+            "; choose another name"
+        };
+        bail!(
+            "--{flag} {}: already exists (refusing to overwrite it{hint})",
             out.display()
         );
     }
@@ -176,12 +251,12 @@ pub(crate) fn check_out_file(out: &Path, force: bool) -> Result<()> {
     };
     if !dir.is_dir() {
         bail!(
-            "--out {}: the folder {} does not exist",
+            "--{flag} {}: the folder {} does not exist",
             out.display(),
             dir.display()
         );
     }
-    check_writable_dir(&dir).with_context(|| format!("--out {}", out.display()))
+    check_writable_dir(&dir).with_context(|| format!("--{flag} {}", out.display()))
 }
 
 /// Fails if a file cannot be created in `dir` (tried with an empty file, removed at once).
@@ -209,7 +284,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
         init: a.init,
     };
     cfg.validate()?;
-    check_out_file(&a.out, a.force)?;
+    check_out_file("out", &a.out, Some(a.force))?;
     let train_set = load_data(app, Split::Train)?;
     let test_set = load_data(app, Split::Test)?;
 
@@ -228,46 +303,66 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     );
     bar.enable_steady_tick(Duration::from_millis(250));
     let started = Instant::now();
-    let outcome = train(&train_set, &test_set, &cfg, &cancel, &mut |ev| match ev {
-        TrainEvent::Batch {
-            epoch,
-            loss,
-            running_accuracy,
-            images_per_s,
-            ..
-        } => {
-            bar.inc(1);
-            bar.set_message(format!(
-                "epoch {epoch}/{}  loss {loss:.4}  acc {:.2}%  {images_per_s:.0} img/s",
-                cfg.epochs,
-                running_accuracy * 100.0
-            ));
-        }
-        TrainEvent::Epoch {
-            epoch,
-            mean_loss,
-            test_accuracy,
-        } => {
-            let line = format!(
-                "epoch {epoch}: mean loss {mean_loss:.4}, test accuracy {:.2}%",
-                test_accuracy * 100.0
-            );
-            // A hidden bar (output not a terminal) drops println: scripts still get the line.
-            if bar.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                bar.println(line);
+    // --model: go on training that network (its classes and weights) instead of fresh ones.
+    let start = match &app.model {
+        Some(p) => Some(crate::model::weights::load_cnn(p)?),
+        None => None,
+    };
+    let start_cnn = start.as_ref().map(|(c, _)| c);
+    let outcome = train_from(
+        &train_set,
+        &test_set,
+        &cfg,
+        start_cnn,
+        None,
+        &cancel,
+        &mut |ev| match ev {
+            TrainEvent::Batch {
+                epoch,
+                loss,
+                running_accuracy,
+                images_per_s,
+                ..
+            } => {
+                bar.inc(1);
+                bar.set_message(format!(
+                    "epoch {epoch}/{}  loss {loss:.4}  acc {:.2}%  {images_per_s:.0} img/s",
+                    cfg.epochs,
+                    running_accuracy * 100.0
+                ));
             }
-        }
-    })?;
+            TrainEvent::Epoch {
+                epoch,
+                mean_loss,
+                test_accuracy,
+            } => {
+                let line = format!(
+                    "epoch {epoch}: mean loss {mean_loss:.4}, test accuracy {:.2}%",
+                    test_accuracy * 100.0
+                );
+                // A hidden bar (output not a terminal) drops println: scripts still get the line.
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
+            }
+        },
+    )?;
     bar.finish_and_clear();
 
-    let meta = outcome.metadata(
+    let mut meta = outcome.metadata(
         &cfg,
         &train_set.source,
         started.elapsed().as_secs_f64(),
         &format!("backwork {} train", env!("CARGO_PKG_VERSION")),
     );
+    if let Some((_, info)) = &start {
+        meta.insert(
+            "continued_from".into(),
+            format!("{} (sha256 {})", info.name, info.sha256),
+        );
+    }
     save_cnn(&outcome.cnn, &meta, &a.out, a.force)?;
     let line = format!(
         "saved {} ({} full epoch(s), test accuracy {:.2}%, {:.0} s)",

@@ -14,8 +14,9 @@ use crate::backwork::refs::default_cache_dir;
 use crate::backwork::saliency::{DEFAULT_TOP_K, top_k_mask};
 use crate::data::{Dataset, PIXELS, SIDE, Split};
 use crate::export::npy::{npy_bytes, read_images};
+use crate::export::outdir::OutDir;
 use crate::export::report::{RetrainReport, write_report};
-use crate::export::run::{prepare_dir, read_run};
+use crate::export::run::read_run;
 use crate::export::worst::{WorstResults, write_worst};
 use crate::export::{overlay_rgb, rgb_png_bytes, write_atomic};
 use crate::model::train::TrainEvent;
@@ -45,7 +46,8 @@ pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
     if a.k == 0 {
         bail!("--k: must be at least 1");
     }
-    prepare_dir(&a.out, a.force)?;
+    // Claimed at once (a bad --out fails before the work), written whole at the end.
+    drop(OutDir::claim(&a.out, a.force)?);
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let bar = ProgressBar::new(train.len() as u64);
@@ -123,14 +125,14 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     if a.top_k == 0 || a.top_k > PIXELS {
         bail!("--top-k: {} is outside 1..=784", a.top_k);
     }
-    prepare_dir(&a.out, a.force)?;
+    let out = OutDir::claim(&a.out, a.force)?;
     let (cnn, _) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;
     let targets: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let s = net.saliency(&x, &targets);
     let mask = top_k_mask(&s, a.top_k);
     let n = labels.len();
-    let put = |name: &str, bytes: &[u8]| write_atomic(&a.out.join(name), bytes, a.force);
+    let put = |name: &str, bytes: &[u8]| write_atomic(&out.staging().join(name), bytes, false);
     put("saliency.npy", &npy_bytes(&s, &[n, SIDE, SIDE]))?;
     let mask_f: Vec<f32> = mask.iter().map(|&m| f32::from(u8::from(m))).collect();
     put("mask.npy", &npy_bytes(&mask_f, &[n, SIDE, SIDE]))?;
@@ -152,6 +154,7 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
         "saliency.json",
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
+    out.commit()?;
     println!(
         "wrote saliency.npy, mask.npy, saliency.json and {n} overlays to {}",
         a.out.display()
@@ -222,7 +225,7 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     cfg.measure.seed = a.seed;
     cfg.validate()?;
     let fooling = read_run(&a.from).map_err(anyhow::Error::msg)?;
-    super::check_out_file(&a.out, a.force)?;
+    super::check_out_file("out", &a.out, Some(a.force))?;
     let report_dir = a.report.clone().unwrap_or_else(|| match a.out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -20,14 +20,33 @@ const LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// Decompresses `bytes` if they start with the gzip magic, otherwise returns them as they are.
 pub fn maybe_gunzip(name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, DataError> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(bytes.len() * 4);
-        GzDecoder::new(bytes.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::corrupt(name, format!("bad gzip stream: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(bytes)
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let bad = |e: std::io::Error| DataError::corrupt(name, format!("bad gzip stream: {e}"));
+    let mut dec = GzDecoder::new(bytes.as_slice());
+    // The IDX header first: it says how many bytes the whole file has, and no more than one
+    // byte past that is inflated (a small .gz must not inflate to gigabytes before the check).
+    let mut out = Vec::new();
+    (&mut dec).take(16).read_to_end(&mut out).map_err(bad)?;
+    let expected = idx_len(&out).unwrap_or(out.len() as u64);
+    let rest = (expected + 1).saturating_sub(out.len() as u64);
+    out.reserve(expected.min(64 * bytes.len() as u64) as usize);
+    dec.take(rest).read_to_end(&mut out).map_err(bad)?;
+    Ok(out)
+}
+
+/// The length an IDX file declares in its header (`head` holds its first bytes), if the
+/// header is one of ours and the length fits in a u64.
+fn idx_len(head: &[u8]) -> Option<u64> {
+    let word = |i: usize| head.get(i..i + 4).map(|b| u64::from(read_u32(b, 0)));
+    match u32::try_from(word(0)?).ok()? {
+        IMAGES_MAGIC => word(4)?
+            .checked_mul(word(8)?)?
+            .checked_mul(word(12)?)?
+            .checked_add(16),
+        LABELS_MAGIC => word(4)?.checked_add(8),
+        _ => None,
     }
 }
 
@@ -218,5 +237,25 @@ mod tests {
         assert_eq!(maybe_gunzip("a", raw.clone()).unwrap(), raw);
         let e = maybe_gunzip("a.gz", gz[..gz.len() / 2].to_vec()).unwrap_err();
         assert!(e.to_string().contains("a.gz: bad gzip"), "{e}");
+    }
+
+    /// Issue 12: a 3 MB .gz inflating to 3 GB was read whole before its header was checked.
+    /// A label file declaring 2 labels followed by 100 MB of zeros inflates no further than
+    /// the declared 10 bytes plus one, and is then refused as having trailing bytes.
+    #[test]
+    fn inflates_no_more_than_the_header_declares() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&encode_labels(&[3, 1])).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..100 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let gz = enc.finish().unwrap();
+        assert!(gz.len() < 200_000, "{} bytes", gz.len());
+        let out = maybe_gunzip("bomb.gz", gz).unwrap();
+        assert_eq!(out.len(), 11);
+        let e = parse_labels("bomb.gz", &out).unwrap_err().to_string();
+        assert!(e.contains("trailing"), "{e}");
     }
 }

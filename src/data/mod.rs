@@ -124,7 +124,7 @@ impl Dataset {
         let images = find_file(dir, si, "images")?;
         let labels = find_file(dir, sl, "labels")?;
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| DataError::Io {
+            crate::util::read_regular(p).map_err(|source| DataError::Io {
                 file: p.display().to_string(),
                 source,
             })

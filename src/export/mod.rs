@@ -2,6 +2,7 @@
 //! overwrite, and errors that name the file.
 
 pub mod npy;
+pub mod outdir;
 pub mod report;
 pub mod run;
 pub mod sheet;

@@ -33,45 +33,71 @@ pub fn npy_bytes(data: &[f32], shape: &[usize]) -> Vec<u8> {
     out
 }
 
-/// Reads an `.npy` file of f32 in C order: (shape, values).
+/// Largest header accepted (NumPy writes under 100 bytes; version 2 allows 4 GB).
+const MAX_HEADER: usize = 1 << 20;
+
+/// Reads an `.npy` file of f32 in C order: (shape, values). Reads only what the header
+/// declares (a pipe or `/dev/zero` cannot make it read forever) and allocates as data arrives.
 pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| NpyError {
+    let f = crate::util::open_regular(path).map_err(|e| NpyError {
         file: file.clone(),
         reason: format!("cannot read: {e}"),
     })?;
-    parse_npy(&file, &bytes)
+    read_npy_from(&file, &mut std::io::BufReader::new(f))
 }
 
 /// Parses `.npy` bytes (see [`read_npy`]).
 pub fn parse_npy(file: &str, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    read_npy_from(file, &mut &bytes[..])
+}
+
+/// Reads `.npy` data from `src` (see [`read_npy`]); `file` names it in errors.
+pub fn read_npy_from(
+    file: &str,
+    src: &mut impl std::io::Read,
+) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+    use std::io::Read;
     let err = |reason: String| NpyError {
         file: file.to_string(),
         reason,
     };
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+    let io = |e: std::io::Error| err(format!("cannot read: {}", e.kind()));
+    let mut head = [0u8; 10];
+    let got = read_up_to(src, &mut head).map_err(io)?;
+    if got < 10 || &head[..6] != b"\x93NUMPY" {
         return Err(err("not a .npy file (no \\x93NUMPY magic)".into()));
     }
-    let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
+    let hlen = match head[6] {
+        1 => u16::from_le_bytes([head[8], head[9]]) as usize,
+        2 | 3 => {
+            let mut more = [0u8; 2];
+            src.read_exact(&mut more)
+                .map_err(|_| err("truncated or unreadable header".into()))?;
+            u32::from_le_bytes([head[8], head[9], more[0], more[1]]) as usize
+        }
         v => return Err(err(format!("unsupported .npy version {v}"))),
     };
-    let header = bytes
-        .get(start..start + hlen)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| err("truncated or unreadable header".into()))?;
+    if hlen > MAX_HEADER {
+        return Err(err(format!("header of {hlen} bytes is implausibly long")));
+    }
+    let mut header_bytes = vec![0u8; hlen];
+    src.read_exact(&mut header_bytes)
+        .map_err(|_| err("truncated or unreadable header".into()))?;
+    let header = std::str::from_utf8(&header_bytes)
+        .map_err(|_| err("truncated or unreadable header".into()))?;
     let field = |key: &str| -> Option<&str> {
         let at = header.find(&format!("'{key}'"))? + key.len() + 2;
-        let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
+        let rest = header
+            .get(at..)?
+            .trim_start()
+            .strip_prefix(':')?
+            .trim_start();
         Some(rest)
     };
     let descr = field("descr").ok_or_else(|| err("header has no 'descr'".into()))?;
     if !descr.starts_with("'<f4'") {
-        let d: String = descr.chars().take_while(|c| *c != ',').collect();
+        let d: String = descr.chars().take_while(|c| *c != ',').take(40).collect();
         return Err(err(format!(
             "dtype {d} is not little-endian float32 ('<f4'); save with x.astype(np.float32)"
         )));
@@ -91,13 +117,26 @@ pub fn parse_npy(file: &str, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), Npy
         .map(|s| s.parse::<usize>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| err(format!("unreadable shape ({inner})")))?;
-    let count: usize = shape.iter().product();
-    let data = &bytes[start + hlen..];
-    if data.len() != count * 4 {
+    let too_large = || err(format!("shape {shape:?} is too large"));
+    let bytes_needed = shape
+        .iter()
+        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&b| u64::try_from(b).is_ok_and(|b| b < u64::MAX))
+        .ok_or_else(too_large)?;
+    // Read at most one byte more than declared: growing as data comes, never the declared
+    // size up front, so a lying header costs only what the file holds.
+    let mut data = Vec::new();
+    src.take(bytes_needed as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    if data.len() != bytes_needed {
+        let has = if data.len() > bytes_needed {
+            "more".to_string()
+        } else {
+            data.len().to_string()
+        };
         return Err(err(format!(
-            "shape {shape:?} needs {} bytes of data, the file has {}",
-            count * 4,
-            data.len()
+            "shape {shape:?} needs {bytes_needed} bytes of data, the file has {has}"
         )));
     }
     let values = data
@@ -105,6 +144,20 @@ pub fn parse_npy(file: &str, bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), Npy
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     Ok((shape, values))
+}
+
+/// Reads into `buf` until it is full or the source ends; returns the bytes read.
+fn read_up_to(src: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match src.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 /// Reads a batch of images: f32 of shape (N, 28, 28) or (N, 784), N ≥ 1, every value finite.
@@ -183,5 +236,33 @@ mod tests {
             .to_string();
         assert!(e.contains("needs 8 bytes"), "{e}");
         assert!(parse_npy("x.npy", b"hello").is_err());
+    }
+
+    /// Issue 12: a shape whose product wraps (2^58 × 28 × 28 × 4 bytes) was accepted as an
+    /// empty array; the size is now computed with checked arithmetic.
+    #[test]
+    fn refuses_shapes_whose_size_overflows() {
+        let b = npy_bytes(&[], &[0, 28, 28]);
+        let text =
+            String::from_utf8_lossy(&b).replace("(0, 28, 28)", "(288230376151711744, 28, 28)");
+        let e = parse_npy("w.npy", text.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("too large"), "{e}");
+        let text = String::from_utf8_lossy(&b).replace("(0, 28, 28)", "(18446744073709551615,)");
+        assert!(parse_npy("w.npy", text.as_bytes()).is_err());
+    }
+
+    /// Issue 12: `--inputs /dev/zero` read until memory ran out; data past the declared size
+    /// is now refused after reading one byte too many.
+    #[test]
+    fn reads_no_more_than_the_header_declares() {
+        let mut b = npy_bytes(&[1.0, 2.0], &[2]);
+        let e = read_npy_from("z", &mut std::io::Read::chain(&b[..], std::io::repeat(0)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the file has more"), "{e}");
+        let e = read_npy(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        b.truncate(5);
+        assert!(parse_npy("t.npy", &b).is_err());
     }
 }

@@ -1,11 +1,12 @@
 //! A run's folder: one 8-bit PNG per image, `images.npy` (the exact values classified),
 //! `results.json` and `sheet.png`. Used by `backwork run` and the app's export alike.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::npy::npy_bytes;
+use super::outdir::OutDir;
 use super::sheet::{SheetTile, render_sheet, to_u8};
 use super::{ExportError, png_bytes, write_atomic};
 use crate::backwork::Settings;
@@ -109,7 +110,11 @@ pub fn read_run(dir: &Path) -> Result<RunFolder, String> {
         }
     }
     let (_, images) = super::npy::read_images(&npy).map_err(|e| e.to_string())?;
-    let text = std::fs::read_to_string(&json).map_err(|e| format!("{}: {e}", json.display()))?;
+    // 256 MB: a results.json of 100,000 images is about 100 MB.
+    let bytes = crate::util::read_regular_max(&json, 256 << 20)
+        .map_err(|e| format!("{}: {e}", json.display()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", json.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", json.display()))?;
     let list = v
@@ -127,7 +132,7 @@ pub fn read_run(dir: &Path) -> Result<RunFolder, String> {
                 .ok_or_else(|| format!("{}: images[{i}].label is not a digit 0-9", json.display()))
         })
         .collect::<Result<Vec<u8>, String>>()?;
-    if labels.len() * PIXELS != images.len() {
+    if labels.len().checked_mul(PIXELS) != Some(images.len()) {
         return Err(format!(
             "{}: {} images, but {} has {}",
             json.display(),
@@ -144,51 +149,25 @@ pub fn png_name(label: u8, index: usize) -> String {
     format!("label{label}_{index:02}.png")
 }
 
-/// Checks that `dir` can take a run: creates it if missing (its parent must exist); refuses
-/// a non-empty folder unless `force`.
-pub fn prepare_dir(dir: &Path, force: bool) -> Result<(), ExportError> {
-    let file = dir.display().to_string();
-    if dir.exists() {
-        if !dir.is_dir() {
-            return Err(ExportError::Io {
-                file,
-                source: std::io::Error::other("exists and is not a folder"),
-            });
-        }
-        let non_empty = std::fs::read_dir(dir)
-            .map_err(|source| ExportError::Io {
-                file: file.clone(),
-                source,
-            })?
-            .next()
-            .is_some();
-        if non_empty && !force {
-            return Err(ExportError::NotEmpty { dir: file });
-        }
-    } else {
-        std::fs::create_dir(dir).map_err(|source| ExportError::Io { file, source })?;
-    }
-    let probe = dir.join(format!(".backwork-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|source| ExportError::Io {
-        file: dir.display().to_string(),
-        source,
-    })?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
-}
-
-/// Writes every file of the run into `dir` (see [`prepare_dir`]); returns their paths.
+/// Writes the run's folder `dir` whole (see [`OutDir`]): an empty or new folder, or any
+/// folder with `force` (its contents replaced); returns the files' names.
 pub fn write_run(
     dir: &Path,
     results: &RunResults,
     force: bool,
-) -> Result<Vec<PathBuf>, ExportError> {
-    prepare_dir(dir, force)?;
+) -> Result<Vec<String>, ExportError> {
+    let out = OutDir::claim(dir, force)?;
+    let names = write_run_files(out.staging(), results)?;
+    out.commit()?;
+    Ok(names)
+}
+
+/// Writes every file of the run into the (staging) folder `dir`; returns their names.
+pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, ExportError> {
     let mut written = Vec::new();
     let mut put = |name: &str, bytes: &[u8]| -> Result<(), ExportError> {
-        let p = dir.join(name);
-        write_atomic(&p, bytes, force)?;
-        written.push(p);
+        write_atomic(&dir.join(name), bytes, false)?;
+        written.push(name.to_string());
         Ok(())
     };
     let png_err = |name: &str, e: image::ImageError| ExportError::Io {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::run::{ModelRef, prepare_dir};
+use super::outdir::OutDir;
+use super::run::ModelRef;
 use super::sheet::{SheetTile, render_sheet};
 use super::{ExportError, png_bytes, write_atomic};
 use crate::data::Dataset;
@@ -20,14 +21,26 @@ pub struct WorstResults<'a> {
     pub dataset: &'a str,
 }
 
-/// Writes `sheet.png` and `worst.json` into `dir` (see [`prepare_dir`]); returns their paths.
+/// Writes folder `dir` with `sheet.png` and `worst.json`, whole (see [`OutDir`]); returns
+/// their paths.
 pub fn write_worst(
     dir: &Path,
     results: &WorstResults,
     data: &Dataset,
     force: bool,
 ) -> Result<Vec<PathBuf>, ExportError> {
-    prepare_dir(dir, force)?;
+    let out = OutDir::claim(dir, force)?;
+    let names = write_worst_files(out.staging(), results, data)?;
+    let dir = out.commit()?;
+    Ok(names.iter().map(|n| dir.join(n)).collect())
+}
+
+/// Writes `sheet.png` and `worst.json` into the (staging) folder `dir`; returns their names.
+fn write_worst_files(
+    dir: &Path,
+    results: &WorstResults,
+    data: &Dataset,
+) -> Result<Vec<String>, ExportError> {
     let io = |name: &str, e: String| ExportError::Io {
         file: dir.join(name).display().to_string(),
         source: std::io::Error::other(e),
@@ -65,9 +78,8 @@ pub fn write_worst(
     let json = serde_json::to_vec_pretty(results).map_err(|e| io("worst.json", e.to_string()))?;
     let mut written = Vec::new();
     for (name, bytes) in [("sheet.png", &png), ("worst.json", &json)] {
-        let p = dir.join(name);
-        write_atomic(&p, bytes, force)?;
-        written.push(p);
+        write_atomic(&dir.join(name), bytes, false)?;
+        written.push(name.to_string());
     }
     Ok(written)
 }

@@ -77,8 +77,17 @@ impl TrainConfig {
         if self.batch_size == 0 {
             return bad("batch-size", "must be at least 1");
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", &format!("must be a positive number, got {}", self.lr));
+        if self.epochs > 1000 {
+            return bad("epochs", &format!("at most 1000, got {}", self.epochs));
+        }
+        if self.batch_size > 65_536 {
+            return bad(
+                "batch-size",
+                &format!("at most 65536, got {}", self.batch_size),
+            );
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
+            return bad("lr", &format!("must be in (0, 10], got {}", self.lr));
         }
         if !(self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
             return bad(

@@ -191,10 +191,12 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
 /// Loads and checks a weight file.
 pub fn load_cnn(path: &Path) -> Result<(Cnn, ModelInfo), WeightsError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        file: file.clone(),
-        source,
-    })?;
+    // 2 GB: far above any network of this architecture (13 MB), and a bound on memory.
+    let bytes =
+        crate::util::read_regular_max(path, 2 << 30).map_err(|source| WeightsError::Io {
+            file: file.clone(),
+            source,
+        })?;
     let (cnn, mut info) = cnn_from_bytes(&file, &bytes)?;
     info.name = path
         .file_name()
@@ -251,10 +253,25 @@ pub fn save_cnn(
     path: &Path,
     overwrite: bool,
 ) -> Result<(), WeightsError> {
+    let file = path.display().to_string();
     let bytes = cnn_to_bytes(cnn, metadata).map_err(|source| WeightsError::Numeric {
-        file: path.display().to_string(),
+        file: file.clone(),
         source,
     })?;
+    // Never a file our own loader refuses (issue 12: `train --lr 1e30` saved NaN weights).
+    if let Err(e) = cnn_from_bytes(&file, &bytes) {
+        return Err(WeightsError::Invalid {
+            file,
+            reason: format!(
+                "not saved: the model is not usable ({}); training diverged, lower the learning rate",
+                e.to_string()
+                    .split(": ")
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            ),
+        });
+    }
     write_atomic(path, &bytes, overwrite)?;
     Ok(())
 }

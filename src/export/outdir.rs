@@ -1,0 +1,209 @@
+//! Output folders that appear whole or not at all.
+//!
+//! A command claims its folder when it starts ([`OutDir::claim`]: the folder is made if
+//! missing and a lock file in it keeps a second writer out), writes every file into a hidden
+//! sibling folder, and at the end swaps that folder into place in one rename
+//! ([`OutDir::commit`]). A full disk, a signal or a crash before the swap leaves the folder as
+//! it was (or absent, if the command made it); after it, the folder holds exactly the new
+//! files: `--force` into an earlier run's folder replaces its contents as a whole.
+
+use std::path::{Path, PathBuf};
+
+use super::ExportError;
+
+/// The lock file inside a claimed folder; it holds the writer's PID.
+pub const LOCK_FILE: &str = ".backwork-lock";
+
+/// A claimed output folder (see the module documentation). Dropped without
+/// [`Self::commit`], it removes its staging folder and lock, and the folder if it made it.
+#[derive(Debug)]
+pub struct OutDir {
+    dest: PathBuf,
+    staging: PathBuf,
+    /// Whether `dest` was made by the claim (removed again if nothing is committed).
+    is_made: bool,
+    force: bool,
+    is_done: bool,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        file: path.display().to_string(),
+        source,
+    }
+}
+
+impl OutDir {
+    /// Claims `dest`: it must be a folder that is empty (or anything, with `force`) or not
+    /// exist yet in an existing parent; no other live process may hold it.
+    pub fn claim(dest: &Path, force: bool) -> Result<Self, ExportError> {
+        let file = dest.display().to_string();
+        let mut is_made = false;
+        match std::fs::symlink_metadata(dest) {
+            Ok(m) if !m.is_dir() => {
+                return Err(ExportError::Io {
+                    file,
+                    source: std::io::Error::other("exists and is not a folder"),
+                });
+            }
+            Ok(_) => {
+                let others = std::fs::read_dir(dest)
+                    .map_err(io(dest))?
+                    .flatten()
+                    .any(|e| e.file_name() != LOCK_FILE);
+                if others && !force {
+                    return Err(ExportError::NotEmpty { dir: file });
+                }
+            }
+            Err(_) => {
+                std::fs::create_dir(dest).map_err(io(dest))?;
+                is_made = true;
+            }
+        }
+        // Symbolic links and `.` resolved: the staging folder must be a true sibling.
+        let dest = std::fs::canonicalize(dest).map_err(io(dest))?;
+        let mut out = Self {
+            dest: dest.clone(),
+            staging: PathBuf::new(),
+            is_made,
+            force,
+            is_done: false,
+        };
+        out.lock()?;
+        let name = dest
+            .file_name()
+            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let staging =
+            dest.with_file_name(format!(".{name}.backwork-{}.partial", std::process::id()));
+        // A staging folder of ours from an earlier claim in this process, or of a dead one.
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir(&staging).map_err(io(&staging))?;
+        out.staging = staging;
+        Ok(out)
+    }
+
+    /// Takes the lock file, or fails naming the live process that holds it.
+    fn lock(&mut self) -> Result<(), ExportError> {
+        let lock = self.dest.join(LOCK_FILE);
+        let me = std::process::id();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    return f.write_all(me.to_string().as_bytes()).map_err(io(&lock));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&lock)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok());
+                    match holder {
+                        Some(pid) if pid != me && super::is_process_alive(pid) => {
+                            return Err(ExportError::Io {
+                                file: self.dest.display().to_string(),
+                                source: std::io::Error::other(format!(
+                                    "another backwork (PID {pid}) is writing to this folder"
+                                )),
+                            });
+                        }
+                        // Left by a process that died: taken over.
+                        _ => {
+                            let _ = std::fs::remove_file(&lock);
+                        }
+                    }
+                }
+                Err(e) => return Err(io(&lock)(e)),
+            }
+        }
+        Err(io(&lock)(std::io::Error::other("cannot take the lock")))
+    }
+
+    /// The folder the files are written into until [`Self::commit`].
+    pub fn staging(&self) -> &Path {
+        &self.staging
+    }
+
+    /// The folder claimed.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Puts the staged files in place of the folder's contents in one rename. Without
+    /// `force`, files that appeared in the folder meanwhile (a file manager's `.directory`)
+    /// are kept beside the new ones.
+    pub fn commit(mut self) -> Result<PathBuf, ExportError> {
+        if !self.force
+            && let Ok(entries) = std::fs::read_dir(&self.dest)
+        {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let target = self.staging.join(&name);
+                if name != LOCK_FILE && std::fs::symlink_metadata(&target).is_err() {
+                    let _ = std::fs::rename(e.path(), target);
+                }
+            }
+        }
+        if let Ok(d) = std::fs::File::open(&self.staging) {
+            let _ = d.sync_all();
+        }
+        swap(&self.staging, &self.dest).map_err(io(&self.dest))?;
+        self.is_done = true;
+        // The staging path now holds the folder's old contents (and the lock).
+        let _ = std::fs::remove_dir_all(&self.staging);
+        Ok(self.dest.clone())
+    }
+}
+
+/// Exchanges folders `a` and `b` atomically where the system can (Linux `renameat2` with
+/// `RENAME_EXCHANGE`), else with two renames (`b` is briefly absent).
+fn swap(a: &Path, b: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+        let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+        // SAFETY: two valid NUL-terminated paths; renameat2 only renames.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    let old = a.with_extension("old");
+    std::fs::rename(b, &old)?;
+    if let Err(e) = std::fs::rename(a, b) {
+        let _ = std::fs::rename(&old, b);
+        return Err(e);
+    }
+    std::fs::rename(&old, a)
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        if self.is_done {
+            return;
+        }
+        if !self.staging.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.staging);
+        }
+        let _ = std::fs::remove_file(self.dest.join(LOCK_FILE));
+        if self.is_made {
+            // Only an empty folder goes: remove_dir refuses anything else.
+            let _ = std::fs::remove_dir(&self.dest);
+        }
+    }
+}
