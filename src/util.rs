@@ -57,21 +57,6 @@ pub fn lower_thread_priority(by: i32) {
     let _ = by;
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso_dates() {
-        assert_eq!(super::iso_from_unix(0), "1970-01-01T00:00:00Z");
-        // `date -u -d @1795520096` prints 2026-11-24 11:34:56 UTC.
-        assert_eq!(super::iso_from_unix(1_795_520_096), "2026-11-24T11:34:56Z");
-        // 2000-02-29 (a leap day of a century leap year) is day 11,016.
-        assert_eq!(
-            super::iso_from_unix(11_016 * 86_400),
-            "2000-02-29T00:00:00Z"
-        );
-    }
-}
-
 /// A duration in seconds as the largest whole unit: "42 s", "7 min", "3 h", "12 days".
 pub fn format_duration(secs: f64) -> String {
     let s = secs.max(0.0) as u64;
@@ -127,4 +112,19 @@ pub fn read_regular_max(path: &std::path::Path, max: u64) -> std::io::Result<Vec
         return Err(too_large());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn iso_dates() {
+        assert_eq!(super::iso_from_unix(0), "1970-01-01T00:00:00Z");
+        // `date -u -d @1795520096` prints 2026-11-24 11:34:56 UTC.
+        assert_eq!(super::iso_from_unix(1_795_520_096), "2026-11-24T11:34:56Z");
+        // 2000-02-29 (a leap day of a century leap year) is day 11,016.
+        assert_eq!(
+            super::iso_from_unix(11_016 * 86_400),
+            "2000-02-29T00:00:00Z"
+        );
+    }
 }

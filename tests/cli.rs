@@ -55,7 +55,7 @@ fn bad_training_options_are_refused() {
     );
     fails_with(
         &["train", "--out", out, "--lr", "-0.01"],
-        &["--lr", "positive"],
+        &["--lr", "(0, 10]"],
     );
     fails_with(
         &["train", "--out", "/no/such/dir/m.safetensors"],

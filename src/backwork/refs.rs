@@ -509,7 +509,7 @@ pub fn list_cache(dir: &Path) -> std::io::Result<Vec<CacheEntry>> {
         entry.newest = entry.newest.max(modified);
     }
     let mut list: Vec<CacheEntry> = by_stem.into_values().collect();
-    list.sort_by(|a, b| b.newest.cmp(&a.newest));
+    list.sort_by_key(|e| std::cmp::Reverse(e.newest));
     Ok(list)
 }
 

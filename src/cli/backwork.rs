@@ -495,10 +495,13 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         date: crate::util::utc_now_iso(),
         images: &images,
     };
-    write_run_files(out.staging(), &results)?;
+    write_run_files(out.staging(), &results).map_err(|e| out.in_dest(e))?;
     out.commit()?;
     let reached = images.iter().filter(|i| i.reached_threshold).count();
-    println!(
+    // Not println!: after SIGHUP the terminal may be gone, and the run is already written.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
         "{}: {reached} of {} images reached p(label) > {} in {} steps ({:.1} s, {reinits} reinitialisations); wrote {}",
         end_text(&end),
         images.len(),
@@ -508,7 +511,8 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         a.out.display()
     );
     for i in images.iter().filter(|i| !i.reached_threshold) {
-        println!(
+        let _ = writeln!(
+            stdout,
             "  not reached: label {} image {} (p = {:.5}, {} reinits)",
             i.label, i.index, i.p_label, i.reinits
         );

@@ -132,7 +132,9 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     let s = net.saliency(&x, &targets);
     let mask = top_k_mask(&s, a.top_k);
     let n = labels.len();
-    let put = |name: &str, bytes: &[u8]| write_atomic(&out.staging().join(name), bytes, false);
+    let put = |name: &str, bytes: &[u8]| {
+        write_atomic(&out.staging().join(name), bytes, false).map_err(|e| out.in_dest(e))
+    };
     put("saliency.npy", &npy_bytes(&s, &[n, SIDE, SIDE]))?;
     let mask_f: Vec<f32> = mask.iter().map(|&m| f32::from(u8::from(m))).collect();
     put("mask.npy", &npy_bytes(&mask_f, &[n, SIDE, SIDE]))?;

@@ -28,7 +28,10 @@ pub fn maybe_gunzip(name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, DataError> {
     // The IDX header first: it says how many bytes the whole file has, and no more than one
     // byte past that is inflated (a small .gz must not inflate to gigabytes before the check).
     let mut out = Vec::new();
-    (&mut dec).take(16).read_to_end(&mut out).map_err(bad)?;
+    (&mut dec).take(8).read_to_end(&mut out).map_err(bad)?;
+    if out.len() == 8 && read_u32(&out, 0) == IMAGES_MAGIC {
+        (&mut dec).take(8).read_to_end(&mut out).map_err(bad)?;
+    }
     let expected = idx_len(&out).unwrap_or(out.len() as u64);
     let rest = (expected + 1).saturating_sub(out.len() as u64);
     out.reserve(expected.min(64 * bytes.len() as u64) as usize);

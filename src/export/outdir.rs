@@ -131,6 +131,28 @@ impl OutDir {
         &self.dest
     }
 
+    /// `e` with paths in the staging folder shown as the folder claimed (the user never
+    /// asked for the hidden one).
+    pub fn in_dest(&self, e: ExportError) -> ExportError {
+        let (from, to) = (
+            self.staging.display().to_string(),
+            self.dest.display().to_string(),
+        );
+        let fix = |s: String| s.replace(&from, &to);
+        match e {
+            ExportError::Exists { file } => ExportError::Exists { file: fix(file) },
+            ExportError::NotEmpty { dir } => ExportError::NotEmpty { dir: fix(dir) },
+            ExportError::NoFolder { file, dir } => ExportError::NoFolder {
+                file: fix(file),
+                dir: fix(dir),
+            },
+            ExportError::Io { file, source } => ExportError::Io {
+                file: fix(file),
+                source,
+            },
+        }
+    }
+
     /// Puts the staged files in place of the folder's contents in one rename. Without
     /// `force`, files that appeared in the folder meanwhile (a file manager's `.directory`)
     /// are kept beside the new ones.

@@ -113,25 +113,7 @@ pub fn read_run(dir: &Path) -> Result<RunFolder, String> {
     // 256 MB: a results.json of 100,000 images is about 100 MB.
     let bytes = crate::util::read_regular_max(&json, 256 << 20)
         .map_err(|e| format!("{}: {e}", json.display()))?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", json.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", json.display()))?;
-    let list = v
-        .get("images")
-        .and_then(|i| i.as_array())
-        .ok_or_else(|| format!("{}: no list `images`", json.display()))?;
-    let labels = list
-        .iter()
-        .enumerate()
-        .map(|(i, img)| {
-            img.get("label")
-                .and_then(|l| l.as_u64())
-                .filter(|l| *l <= 9)
-                .map(|l| l as u8)
-                .ok_or_else(|| format!("{}: images[{i}].label is not a digit 0-9", json.display()))
-        })
-        .collect::<Result<Vec<u8>, String>>()?;
+    let labels = parse_run_labels(&json.display().to_string(), &bytes)?;
     if labels.len().checked_mul(PIXELS) != Some(images.len()) {
         return Err(format!(
             "{}: {} images, but {} has {}",
@@ -142,6 +124,28 @@ pub fn read_run(dir: &Path) -> Result<RunFolder, String> {
         ));
     }
     Ok(RunFolder { images, labels })
+}
+
+/// The label of each image of a `results.json` (`file` names it in errors): its
+/// `images[].label`, each a digit 0–9.
+pub fn parse_run_labels(file: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8 text"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("{file}: not JSON: {e}"))?;
+    let list = v
+        .get("images")
+        .and_then(|i| i.as_array())
+        .ok_or_else(|| format!("{file}: no list `images`"))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, img)| {
+            img.get("label")
+                .and_then(|l| l.as_u64())
+                .filter(|l| *l <= 9)
+                .map(|l| l as u8)
+                .ok_or_else(|| format!("{file}: images[{i}].label is not a digit 0-9"))
+        })
+        .collect()
 }
 
 /// The PNG file name of image `index` of `label`.
@@ -157,7 +161,7 @@ pub fn write_run(
     force: bool,
 ) -> Result<Vec<String>, ExportError> {
     let out = OutDir::claim(dir, force)?;
-    let names = write_run_files(out.staging(), results)?;
+    let names = write_run_files(out.staging(), results).map_err(|e| out.in_dest(e))?;
     out.commit()?;
     Ok(names)
 }

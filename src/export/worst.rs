@@ -30,7 +30,7 @@ pub fn write_worst(
     force: bool,
 ) -> Result<Vec<PathBuf>, ExportError> {
     let out = OutDir::claim(dir, force)?;
-    let names = write_worst_files(out.staging(), results, data)?;
+    let names = write_worst_files(out.staging(), results, data).map_err(|e| out.in_dest(e))?;
     let dir = out.commit()?;
     Ok(names.iter().map(|n| dir.join(n)).collect())
 }

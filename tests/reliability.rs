@@ -1,0 +1,331 @@
+//! Issue 12 as a user meets it: signals mid-command, a full disk, a second writer, a stray
+//! file, `--force` into an earlier run. Each test failed before its fix: SIGTERM and SIGHUP
+//! left `run`'s folder empty, Ctrl-C was ignored while reference sets were built, Ctrl-C in
+//! `retrain` threw the finished rounds away, a full disk left PNGs without `images.npy`, a
+//! file appearing in the folder discarded the run, `--force` left old PNGs, and a stopped run
+//! exited 0.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use backwork::data::idx::{encode_images, encode_labels};
+use backwork::data::{Dataset, PIXELS, Split};
+use backwork::export::npy::npy_bytes;
+
+fn bin(cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_backwork"));
+    c.env("BACKWORK_CACHE_DIR", cache);
+    c
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill only sends a signal to the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// Waits for `child` at most `limit`; panics (after killing it) if it is still running.
+fn wait_at_most(child: &mut Child, limit: Duration) -> ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running {limit:?} after the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(e) = child.stderr.as_mut() {
+        std::io::Read::read_to_string(e, &mut s).unwrap();
+    }
+    s
+}
+
+/// Hidden folders a claim leaves beside `out` (a staging folder) or in it (a lock).
+fn leftovers(out: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    if out.join(".backwork-lock").exists() {
+        found.push(out.join(".backwork-lock"));
+    }
+    found
+}
+
+/// `n` MNIST test images as both splits of an IDX folder.
+fn small_data_dir(dir: &Path, n: usize) {
+    let test = Dataset::mnist(Split::Test).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    for split in ["train", "t10k"] {
+        let images = encode_images(n, &test.pixels[..n * PIXELS]);
+        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
+        let labels = encode_labels(&test.labels[..n]);
+        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+#[test]
+fn a_signal_while_reference_sets_are_built_stops_at_once_and_leaves_no_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    // A cold cache: the ten sets take tens of seconds to build.
+    let mut child = bin(&tmp.path().join("cache"))
+        .args(["run", "--labels", "all", "--out", out.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&child, libc::SIGINT);
+    // Within a second of the signal (a build checks every 256 images), plus start-up slack.
+    let status = wait_at_most(&mut child, Duration::from_secs(3));
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped by SIGINT"), "{err}");
+    assert!(
+        !out.exists(),
+        "a run stopped before any image leaves no folder"
+    );
+    assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
+}
+
+#[test]
+fn a_signal_mid_run_writes_the_images_so_far_and_the_folder_is_claimed_meanwhile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    // Warm the cache for label 3 first, so the signal surely lands among the steps.
+    let warm = tmp.path().join("warm");
+    let w = bin(&cache)
+        .args(["run", "--labels", "3", "--max-steps", "1", "--out"])
+        .arg(&warm)
+        .output()
+        .unwrap();
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    // The original softmax term creeps near p = 1 and f32 p cannot pass 0.99999995 short of
+    // exactly 1: this run goes on until stopped.
+    let long = [
+        "run",
+        "--preset",
+        "original",
+        "--threshold",
+        "0.99999995",
+        "--labels",
+        "3",
+        "--batch",
+        "2",
+        "--max-steps",
+        "1000000",
+        "--out",
+        o,
+    ];
+    let mut child = bin(&cache)
+        .args(long)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // The folder is claimed: a second run is refused, naming the first; a file appearing in
+    // it (a file manager's) does not make the run discard its work.
+    let second = bin(&cache)
+        .args([
+            "run",
+            "--labels",
+            "4",
+            "--max-steps",
+            "1",
+            "--force",
+            "--out",
+            o,
+        ])
+        .output()
+        .unwrap();
+    let second_err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(second_err.contains("another backwork"), "{second_err}");
+    std::fs::write(out.join(".directory"), b"[Dolphin]").unwrap();
+    signal(&child, libc::SIGHUP);
+    let status = wait_at_most(&mut child, Duration::from_secs(5));
+    let err = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(129), "{err}");
+    assert!(
+        err.contains("stopped by SIGHUP") && err.contains("wrote the images"),
+        "{err}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["end_reason"], "cancelled");
+    assert!(results["steps"].as_u64().unwrap() > 0);
+    assert!(out.join("images.npy").exists() && out.join("label3_01.png").exists());
+    assert!(out.join(".directory").exists(), "the stray file is kept");
+    assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
+
+    // --force into it: the folder's contents are replaced as a whole.
+    let again = bin(&cache)
+        .args([
+            "run",
+            "--labels",
+            "3",
+            "--batch",
+            "1",
+            "--max-steps",
+            "1",
+            "--force",
+            "--out",
+            o,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(out.join("label3_00.png").exists());
+    assert!(
+        !out.join("label3_01.png").exists(),
+        "an old PNG beside the new results"
+    );
+    assert!(!out.join(".directory").exists());
+}
+
+#[test]
+fn a_full_disk_leaves_no_partial_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_data_dir(&data, 300);
+    let out = tmp.path().join("run");
+    // A file-size limit of 10 KB (ulimit -f counts 512-byte blocks), with SIGXFSZ ignored:
+    // writes past it fail with EFBIG, as on a full disk. images.npy (25 KB) cannot be written.
+    let r = Command::new("sh")
+        .args(["-c", "ulimit -f 20; trap '' XFSZ; exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_backwork"))
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "run",
+            "--labels",
+            "3",
+            "--max-steps",
+            "2",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env("BACKWORK_CACHE_DIR", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("images.npy") && err.contains(out.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(
+        !err.contains(".partial"),
+        "the message names the folder asked for: {err}"
+    );
+    assert!(!out.exists(), "no folder with some PNGs and no images.npy");
+    assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
+    let cache_tmp: Vec<_> = std::fs::read_dir(tmp.path().join("cache"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        cache_tmp
+            .iter()
+            .all(|p| !p.to_string_lossy().ends_with(".tmp")),
+        "{cache_tmp:?}"
+    );
+}
+
+#[test]
+fn retrain_stopped_keeps_the_finished_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_data_dir(&data, 600);
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let x: Vec<f32> = (0..10 * PIXELS)
+        .map(|i| (i * 7919 % 1000) as f32 / 1000.0)
+        .collect();
+    std::fs::write(run.join("images.npy"), npy_bytes(&x, &[10, 28, 28])).unwrap();
+    let images: Vec<_> = (0..10).map(|i| serde_json::json!({ "label": i })).collect();
+    std::fs::write(
+        run.join("results.json"),
+        serde_json::json!({ "images": images }).to_string(),
+    )
+    .unwrap();
+    let model = tmp.path().join("m.safetensors");
+    let d = data.to_str().unwrap();
+    let args = [
+        "--data",
+        d,
+        "retrain",
+        "--from",
+        run.to_str().unwrap(),
+        "--mode",
+        "uniform",
+        "--rounds",
+        "50",
+        "--budget",
+        "2",
+        "--measure-batch",
+        "1",
+        "--out",
+        model.to_str().unwrap(),
+    ];
+    // --report must be writable before the work starts (it was checked after it).
+    let r = bin(&tmp.path().join("cache"))
+        .args(args)
+        .args(["--report", "/proc"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("--report /proc"),
+        "{err}"
+    );
+    assert!(!err.contains("round 0"), "refused before measuring: {err}");
+
+    let mut child = bin(&tmp.path().join("cache"))
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let is_round_2 = line.starts_with("round 2:");
+        seen.push(line);
+        if is_round_2 {
+            break;
+        }
+    }
+    signal(&child, libc::SIGINT);
+    let status = wait_at_most(&mut child, Duration::from_secs(10));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(130), "{seen:?} {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("after round 1")), "{rest:?}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
+    let rounds: Vec<u64> = report["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, [0, 1]);
+    let (_, info) = backwork::model::weights::load_cnn(&model).unwrap();
+    assert_eq!(info.metadata["stopped_after_round"], "1");
+}
