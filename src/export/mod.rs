@@ -44,7 +44,7 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(unique)
 }
 
-/// The PID of the process that writes temporary file `name` (a name [`temp_path`] makes:
+/// The PID of the process that writes temporary file `name` (a name `temp_path` makes:
 /// `.<file>.<pid>-<n>.tmp`), if it is one.
 pub fn temp_writer_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
