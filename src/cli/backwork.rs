@@ -342,6 +342,7 @@ pub fn build_refs(
         ProgressStyle::with_template("reference sets {bar:20} {pos}/{len} labels {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    cache.preload(train, labels);
     let mut refs = Vec::with_capacity(labels.len());
     for &l in labels {
         bar.set_message(format!("(label {l})"));

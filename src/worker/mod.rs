@@ -522,6 +522,7 @@ impl Loop {
     fn start(&mut self, id: u64, s: Settings, previous: Option<Vec<f32>>) -> Option<Run> {
         let total = s.labels.len();
         let mut refs: Vec<Arc<LabelRefs>> = Vec::with_capacity(total);
+        self.cache.preload(&self.train, &s.labels);
         for (i, &l) in s.labels.iter().enumerate() {
             if !self.send_sure(Event::Cache {
                 run: id,
