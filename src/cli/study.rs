@@ -43,8 +43,9 @@ pub struct WorstArgs {
 /// `backwork worst`: classifies every training image and writes, per label, the k with the
 /// lowest p(correct).
 pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
-    if a.k == 0 {
-        bail!("--k: must be at least 1");
+    // The sheet holds k tiles a row: 1,000 is already a 30,000-pixel-wide image.
+    if !(1..=1000).contains(&a.k) {
+        bail!("--k: {} is outside 1..=1000", a.k);
     }
     // Claimed at once (a bad --out fails before the work), written whole at the end.
     drop(OutDir::claim(&a.out, a.force)?);
