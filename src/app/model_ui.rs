@@ -266,10 +266,11 @@ impl ModelView {
                 match UnsavedModel::new(m.cnn, m.metadata, format!("trained in the app ({how})")) {
                     Ok(t) => {
                         self.trained = Some(t);
-                        self.status = format!(
-                            "trained ({how}): test accuracy {:.2}%. Use it, or save it.",
-                            accuracy * 100.0
-                        );
+                        let acc = accuracy.map_or("not measured (stopped)".into(), |a| {
+                            format!("{:.2}%", a * 100.0)
+                        });
+                        self.status =
+                            format!("trained ({how}): test accuracy {acc}. Use it, or save it.");
                     }
                     Err(e) => self.status = e,
                 }

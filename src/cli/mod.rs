@@ -364,11 +364,13 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
         );
     }
     save_cnn(&outcome.cnn, &meta, &a.out, a.force)?;
+    let acc = outcome
+        .test_accuracy
+        .map_or("not measured".into(), |a| format!("{:.2}%", a * 100.0));
     let line = format!(
-        "saved {} ({} full epoch(s), test accuracy {:.2}%, {:.0} s)",
+        "saved {} ({} full epoch(s), test accuracy {acc}, {:.0} s)",
         a.out.display(),
         outcome.epochs_completed,
-        outcome.test_accuracy * 100.0,
         started.elapsed().as_secs_f64()
     );
     if outcome.is_cancelled {

@@ -127,8 +127,9 @@ pub enum TrainEvent {
 pub struct TrainOutcome {
     pub cnn: Cnn,
     pub epochs_completed: usize,
-    /// Test accuracy of the returned model.
-    pub test_accuracy: f64,
+    /// Test accuracy of the returned model; `None` when stopped (measuring it would take
+    /// seconds, and a stop must be prompt).
+    pub test_accuracy: Option<f64>,
     /// True when the cancel flag stopped it early.
     pub is_cancelled: bool,
 }
@@ -150,10 +151,9 @@ impl TrainOutcome {
             "tf-deep-mnist (ALGORITHM.md §1)".into(),
         );
         meta.insert("dataset".into(), dataset.to_string());
-        meta.insert(
-            super::weights::META_TEST_ACCURACY.into(),
-            format!("{:.4}", self.test_accuracy),
-        );
+        if let Some(a) = self.test_accuracy {
+            meta.insert(super::weights::META_TEST_ACCURACY.into(), format!("{a:.4}"));
+        }
         meta.insert(
             "recipe".into(),
             serde_json::to_string(cfg).unwrap_or_default(),
@@ -341,9 +341,13 @@ pub fn train_from(
         });
         opt.set_learning_rate(opt.learning_rate() * cfg.lr_decay);
     }
-    if is_cancelled || test_accuracy.is_nan() {
-        test_accuracy = evaluate(&cnn, test, &mut |_, _| {})?.accuracy();
-    }
+    let test_accuracy = if is_cancelled {
+        None
+    } else if test_accuracy.is_nan() {
+        Some(evaluate(&cnn, test, &mut |_, _| {})?.accuracy())
+    } else {
+        Some(test_accuracy)
+    };
     // Detach the result from the optimiser's variables.
     let own = |t: &Tensor| t.detach().copy();
     let cnn = Cnn {

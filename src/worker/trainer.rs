@@ -18,7 +18,8 @@ pub struct TrainedModel {
     pub cnn: Cnn,
     /// What its weight file will say about it (recipe, accuracy, date).
     pub metadata: HashMap<String, String>,
-    pub test_accuracy: f64,
+    /// `None` when stopped before the end.
+    pub test_accuracy: Option<f64>,
     pub epochs_completed: usize,
     pub is_cancelled: bool,
 }
