@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use backwork::data::idx::{encode_images, encode_labels};
-use backwork::data::{Dataset, PIXELS, Split};
+use backwork::data::PIXELS;
 use backwork::export::npy::npy_bytes;
+
+mod common;
+use common::small_data_dir;
 
 fn bin(cache: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_backwork"));
@@ -60,18 +62,6 @@ fn leftovers(out: &Path) -> Vec<PathBuf> {
         found.push(out.join(".backwork-lock"));
     }
     found
-}
-
-/// `n` MNIST test images as both splits of an IDX folder.
-fn small_data_dir(dir: &Path, n: usize) {
-    let test = Dataset::mnist(Split::Test).unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    for split in ["train", "t10k"] {
-        let images = encode_images(n, &test.pixels[..n * PIXELS]);
-        std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
-        let labels = encode_labels(&test.labels[..n]);
-        std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), labels).unwrap();
-    }
 }
 
 #[test]

@@ -8,12 +8,14 @@ use std::sync::atomic::AtomicBool;
 
 use backwork::backwork::frozen::FrozenCnn;
 use backwork::backwork::saliency::top_k_mask;
-use backwork::data::idx::{encode_images, encode_labels};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::export::npy::{npy_bytes, read_npy};
 use backwork::model::weights::shipped_cnn;
 use backwork::model::worst::worst_images;
 use candle_core::{D, Device, Tensor};
+
+mod common;
+use common::small_data_dir;
 
 fn backwork(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_backwork"))
@@ -137,24 +139,6 @@ fn the_worst_images_are_the_lowest_p_correct_of_each_label() {
 }
 
 /// A dataset folder holding the first `n` test images as both splits.
-fn small_data_dir(dir: &Path, n: usize) {
-    let test = Dataset::mnist(Split::Test).unwrap();
-    let px = &test.pixels[..n * PIXELS];
-    let lb = &test.labels[..n];
-    std::fs::create_dir_all(dir).unwrap();
-    for split in ["train", "t10k"] {
-        std::fs::write(
-            dir.join(format!("{split}-images-idx3-ubyte")),
-            encode_images(n, px),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("{split}-labels-idx1-ubyte")),
-            encode_labels(lb),
-        )
-        .unwrap();
-    }
-}
 
 #[test]
 fn worst_writes_its_sheet_and_json_and_refuses_bad_input() {

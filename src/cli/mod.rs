@@ -156,6 +156,19 @@ pub enum BenchWhat {
 
 /// Runs a command; the caller prints the error.
 pub fn run(command: Command, app: &AppArgs) -> Result<()> {
+    // The long commands take SIGINT, SIGTERM and SIGHUP from their first instant, so a signal
+    // while data loads still ends in a clean stop at their first check.
+    if matches!(
+        command,
+        Command::Train(_)
+            | Command::Run(_)
+            | Command::Cost(_)
+            | Command::Retrain(_)
+            | Command::Sweep(_)
+            | Command::Bench { .. }
+    ) {
+        stop::stop_flag()?;
+    }
     match command {
         Command::Train(a) => train_cmd(a, app),
         Command::Eval(a) => eval_cmd(a, app),
