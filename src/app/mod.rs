@@ -10,6 +10,7 @@ mod model_ui;
 mod retrain_ui;
 mod run_ui;
 mod settings_ui;
+pub mod status;
 mod sweep_ui;
 mod worst_ui;
 
@@ -38,6 +39,7 @@ use crate::backwork::Settings;
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::default_cache_dir;
 use crate::worker::{Worker, WorkerSpec};
+use status::Status;
 
 /// Storage key of the persisted engine settings. Version 2 since the default preset changed
 /// (issue 11): settings saved under the old defaults would otherwise come back as a mix of
@@ -173,7 +175,7 @@ pub struct BackworkApp {
     pub gallery: Gallery,
     rx: Option<Receiver<Result<PredictionChunk, String>>>,
     worker: Option<JoinHandle<()>>,
-    pub status: Option<String>,
+    pub status: Option<Status>,
     pub tab: Tab,
     pub run_view: Option<RunView>,
     pub model_view: ModelView,
@@ -348,7 +350,7 @@ impl BackworkApp {
             })
             .ok();
         if self.worker.is_none() {
-            self.status = Some("could not start the classifier thread".into());
+            self.status = Some(Status::error("could not start the classifier thread"));
         }
     }
 
@@ -358,17 +360,17 @@ impl BackworkApp {
         let net = match FrozenCnn::new(&cnn) {
             Ok(n) => n,
             Err(e) => {
-                self.status = Some(format!(
+                self.status = Some(Status::error(format!(
                     "{}: not usable, the model in use stays: {e}",
                     info.name
-                ));
+                )));
                 return;
             }
         };
         if let Some(v) = &mut self.run_view {
             v.set_model(net, info.model_ref());
         }
-        self.status = Some(format!("now using {}", info.name));
+        self.status = Some(Status::info(format!("now using {}", info.name)));
         self.info = info;
         self.cnn = cnn;
         self.classify_test_set();
@@ -396,7 +398,7 @@ impl BackworkApp {
         for f in dropped {
             match model_ui::open_model(f.path()) {
                 Ok((cnn, info)) => self.set_model(cnn, info),
-                Err(e) => self.status = Some(e),
+                Err(e) => self.status = Some(Status::error(e)),
             }
         }
     }
@@ -408,7 +410,9 @@ impl BackworkApp {
             match rx.try_recv() {
                 Ok(Ok(chunk)) => self.gallery.add_predictions(chunk),
                 Ok(Err(e)) => {
-                    self.status = Some(format!("classifying the test set failed: {e}"));
+                    self.status = Some(Status::error(format!(
+                        "classifying the test set failed: {e}"
+                    )));
                     self.rx = None;
                     break;
                 }
@@ -463,7 +467,7 @@ impl BackworkApp {
             }
         });
         if let Some(s) = &self.status {
-            ui.colored_label(ui.visuals().error_fg_color, s);
+            s.ui(ui);
         }
     }
 }
@@ -512,7 +516,7 @@ impl BackworkApp {
             let rate = self.run_view.as_ref().map_or(0.0, RunView::steps_per_s);
             let run = self.run_view.as_ref().and_then(RunView::run_rate);
             if let Some(e) = fs.begin_frame(rate, run) {
-                self.status = Some(e);
+                self.status = Some(Status::error(e));
             }
         }
         self.dropped_files_ui(ui);
@@ -591,7 +595,7 @@ impl BackworkApp {
                     if let (Some(s), Some(v)) = (picked, &mut self.run_view) {
                         v.settings = s;
                         v.settings_changed = true;
-                        v.status = "settings loaded from the sweep".into();
+                        v.status = Status::info("settings loaded from the sweep");
                         self.tab = Tab::Backwork;
                     }
                 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use super::dialog::{Dialog, NO_DIALOG};
+use super::status::Status;
 use crate::backwork::refs::{
     CacheEntry, cache_cap_bytes, clear_cache, default_cache_dir, list_cache,
 };
@@ -76,20 +77,20 @@ impl UnsavedModel {
 
     /// Writes the model to `path` (what the save dialog answered), never over an existing
     /// file; returns what to tell the user.
-    pub fn save_to(&mut self, path: Option<std::path::PathBuf>) -> String {
+    pub fn save_to(&mut self, path: Option<std::path::PathBuf>) -> Status {
         let Some(path) = path else {
-            return format!("not saved: {NO_DIALOG}");
+            return Status::error(format!("not saved: {NO_DIALOG}"));
         };
         match write_atomic(&path, &self.bytes, false) {
             Ok(()) => {
                 if let Some(f) = path.file_name() {
                     self.info.name = f.to_string_lossy().into_owned();
                 }
-                let msg = format!("saved {}", path.display());
+                let msg = Status::info(format!("saved {}", path.display()));
                 self.saved_to = Some(path);
                 msg
             }
-            Err(e) => format!("not saved: {e}"),
+            Err(e) => Status::error(format!("not saved: {e}")),
         }
     }
 }
@@ -107,7 +108,7 @@ pub struct ModelView {
     test_acc: Vec<[f64; 2]>,
     last: Option<TrainEvent>,
     trained: Option<UnsavedModel>,
-    pub status: String,
+    pub status: Status,
     /// The open or save dialog, while open.
     dialog: Option<Dialog<ModelDialog>>,
     /// The disk cache's models, and when the folder was last read (every few seconds).
@@ -164,10 +165,11 @@ impl ModelView {
                 .clicked()
             {
                 self.status = match clear_cache(&dir) {
-                    Ok((n, b)) => {
-                        format!("cleared the cache: {n} file(s), {:.2} GB", b as f64 / 1e9)
-                    }
-                    Err(e) => format!("error: cannot clear {}: {e}", dir.display()),
+                    Ok((n, b)) => Status::info(format!(
+                        "cleared the cache: {n} file(s), {:.2} GB",
+                        b as f64 / 1e9
+                    )),
+                    Err(e) => Status::error(format!("error: cannot clear {}: {e}", dir.display())),
                 };
                 self.cache = None;
             }
@@ -185,7 +187,7 @@ impl ModelView {
             test_acc: Vec::new(),
             last: None,
             trained: None,
-            status: String::new(),
+            status: Status::default(),
             dialog: None,
             cache: None,
         }
@@ -198,7 +200,7 @@ impl ModelView {
     /// Starts training with the current configuration.
     pub fn start_training(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
         if let Err(e) = self.config.validate() {
-            self.status = e.to_string();
+            self.status = Status::error(e.to_string());
             return;
         }
         match Trainer::spawn(
@@ -214,9 +216,11 @@ impl ModelView {
                 self.test_acc.clear();
                 self.last = None;
                 self.trained = None;
-                self.status = "training…".into();
+                self.status = Status::progress("training…");
             }
-            Err(e) => self.status = format!("could not start the training thread: {e}"),
+            Err(e) => {
+                self.status = Status::error(format!("could not start the training thread: {e}"))
+            }
         }
     }
 
@@ -269,15 +273,16 @@ impl ModelView {
                         let acc = accuracy.map_or("not measured (stopped)".into(), |a| {
                             format!("{:.2}%", a * 100.0)
                         });
-                        self.status =
-                            format!("trained ({how}): test accuracy {acc}. Use it, or save it.");
+                        self.status = Status::info(format!(
+                            "trained ({how}): test accuracy {acc}. Use it, or save it."
+                        ));
                     }
-                    Err(e) => self.status = e,
+                    Err(e) => self.status = Status::error(e),
                 }
             }
             Some(Err(e)) => {
                 self.trainer = None;
-                self.status = format!("training failed: {e}");
+                self.status = Status::error(format!("training failed: {e}"));
             }
             None => {}
         }
@@ -322,10 +327,11 @@ impl ModelView {
         match Dialog::poll(&mut self.dialog) {
             Some((ModelDialog::Open, Some(path))) => match open_model(&path) {
                 Ok(m) => intent = Some(ModelIntent::Use(Box::new(m))),
-                Err(e) => self.status = e,
+                Err(e) => self.status = Status::error(e),
             },
             Some((ModelDialog::Open, None)) => {
-                self.status = format!("{NO_DIALOG}; or drop the file onto the window");
+                self.status =
+                    Status::info(format!("{NO_DIALOG}; or drop the file onto the window"));
             }
             Some((ModelDialog::SaveTrained, path)) => {
                 if let Some(t) = &mut self.trained {
@@ -478,7 +484,7 @@ impl ModelView {
             ui.label(text);
         }
         if !self.status.is_empty() {
-            ui.label(&self.status);
+            self.status.ui(ui);
         }
         if !self.loss.is_empty() {
             let h = (ui.available_height() - 20.0).max(160.0) / 2.0;

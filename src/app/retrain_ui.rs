@@ -14,6 +14,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 use super::Wake;
 use super::dialog::{Dialog, NO_DIALOG};
 use super::model_ui::UnsavedModel;
+use super::status::Status;
 use crate::data::{Dataset, PIXELS};
 use crate::export::report::{RetrainReport, write_report};
 use crate::model::train::TrainEvent;
@@ -48,7 +49,7 @@ pub struct RetrainView {
     stage: String,
     pub measurements: Vec<Measurement>,
     finished: Option<Finished>,
-    pub status: String,
+    pub status: Status,
     /// A folder or file dialog, while open.
     dialog: Option<Dialog<RetrainDialog>>,
 }
@@ -76,7 +77,7 @@ impl RetrainView {
             stage: String::new(),
             measurements: Vec::new(),
             finished: None,
-            status: String::new(),
+            status: Status::default(),
             dialog: None,
         }
     }
@@ -88,12 +89,13 @@ impl RetrainView {
     /// Starts retraining `base` with `fooling` (N×784) on a background thread.
     pub fn start(&mut self, base: (&Cnn, &ModelInfo), fooling: Vec<f32>, wake: Wake) {
         if let Err(e) = self.config.validate() {
-            self.status = e.to_string();
+            self.status = Status::error(e.to_string());
             return;
         }
         if fooling.is_empty() {
-            self.status =
-                "no fooling images: run backwork first, or choose an exported folder".into();
+            self.status = Status::error(
+                "no fooling images: run backwork first, or choose an exported folder",
+            );
             return;
         }
         let (tx, rx) = channel();
@@ -131,9 +133,9 @@ impl RetrainView {
                 self.finished = None;
                 self.stage.clear();
                 self.progress.clear();
-                self.status = "retraining…".into();
+                self.status = Status::progress("retraining…");
             }
-            Err(e) => self.status = format!("could not start: {e}"),
+            Err(e) => self.status = Status::error(format!("could not start: {e}")),
         }
     }
 
@@ -184,10 +186,11 @@ impl RetrainView {
                             base: base.clone(),
                             config: self.config.clone(),
                         });
-                        self.status =
-                            "done: use the retrained model, save it, or save the report".into();
+                        self.status = Status::info(
+                            "done: use the retrained model, save it, or save the report",
+                        );
                     }
-                    Err(e) => self.status = e,
+                    Err(e) => self.status = Status::error(e),
                 }
             }
             Some(Err(e)) => {
@@ -195,7 +198,7 @@ impl RetrainView {
                 if let Some(t) = self.thread.take() {
                     let _ = t.join();
                 }
-                self.status = format!("retraining stopped: {e}");
+                self.status = Status::error(format!("retraining stopped: {e}"));
             }
             None => {}
         }
@@ -206,7 +209,7 @@ impl RetrainView {
         match Dialog::poll(&mut self.dialog) {
             Some((RetrainDialog::Images, Some(dir))) => match crate::export::run::read_run(&dir) {
                 Ok(r) => self.folder = Some((dir, r.images)),
-                Err(e) => self.status = e,
+                Err(e) => self.status = Status::error(e),
             },
             Some((RetrainDialog::SaveModel, path)) => {
                 if let Some(f) = &mut self.finished {
@@ -214,7 +217,7 @@ impl RetrainView {
                 }
             }
             Some((RetrainDialog::SaveReport, Some(dir))) => self.save_report(&dir),
-            Some((_, None)) => self.status = NO_DIALOG.into(),
+            Some((_, None)) => self.status = Status::info(NO_DIALOG),
             None => {}
         }
     }
@@ -259,8 +262,8 @@ impl RetrainView {
             rounds: &self.measurements,
         };
         self.status = match write_report(dir, &report, false) {
-            Ok(files) => format!("wrote {} files to {}", files.len(), dir.display()),
-            Err(e) => format!("report not saved: {e}"),
+            Ok(files) => Status::info(format!("wrote {} files to {}", files.len(), dir.display())),
+            Err(e) => Status::error(format!("report not saved: {e}")),
         };
     }
 
@@ -379,7 +382,7 @@ impl RetrainView {
             });
         }
         if !self.status.is_empty() {
-            ui.label(&self.status);
+            self.status.ui(ui);
         }
         if !self.measurements.is_empty() {
             egui::Grid::new("retrain-report")

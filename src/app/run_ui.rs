@@ -13,6 +13,7 @@ use super::captions::{Caption, CaptionLayout, Captions, p_text};
 use super::curves_ui::Curves;
 use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
+use super::status::Status;
 use crate::backwork::engine::{EndReason, ReinitKind};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::saliency::top_k_mask;
@@ -68,7 +69,7 @@ pub struct RunView {
     total_reinits: usize,
     /// The last thing the user should read: an export's folder, a refusal, how a run ended,
     /// an error. It stays until the next one (a live run does not overwrite it).
-    pub status: String,
+    pub status: Status,
     /// The live state of the run: step, steps/s, reinitialisations, paused.
     pub progress: String,
     pub curves: Curves,
@@ -122,7 +123,7 @@ impl RunView {
             captions: Captions::default(),
             cache: None,
             total_reinits: 0,
-            status: String::new(),
+            status: Status::default(),
             progress: "Press Start (or space) to optimise 8 noise images per digit.".into(),
             curves: Curves::default(),
             selected: Default::default(),
@@ -166,7 +167,10 @@ impl RunView {
             .send(Command::SetModel(Box::new((net, model.clone()))));
         self.run = None;
         self.cache = None;
-        self.status = format!("model {}: press Start to run against it", model.name);
+        self.status = Status::info(format!(
+            "model {}: press Start to run against it",
+            model.name
+        ));
     }
 
     /// Starts a fresh worker thread after the old one died.
@@ -180,17 +184,20 @@ impl RunView {
                 self.is_worker_alive = true;
                 self.run = None;
                 self.cache = None;
-                self.status = "engine restarted: press Start".into();
+                self.status = Status::info("engine restarted: press Start");
                 self.progress.clear();
             }
-            Err(e) => self.status = format!("error: could not restart the engine: {e}"),
+            Err(e) => {
+                self.status = Status::error(format!("error: could not restart the engine: {e}"))
+            }
         }
     }
 
     /// Sends a command to the worker (the view's intents go through here).
     pub fn command(&mut self, c: Command) {
         if !self.is_worker_alive {
-            self.status = "error: the engine thread stopped: press Restart engine first".into();
+            self.status =
+                Status::error("error: the engine thread stopped: press Restart engine first");
             return;
         }
         let is_start = matches!(c, Command::Start(_));
@@ -263,23 +270,24 @@ impl RunView {
                     self.is_dirty = true;
                 }
                 Ok(Event::Refused { message, .. }) => {
-                    self.status = format!("error: {message}");
+                    self.status = Status::error(format!("error: {message}"));
                     let step = self.snapshot.as_ref().map_or(0, |s| s.step);
-                    self.log_event(step, self.status.clone());
+                    self.log_event(step, self.status.text.clone());
                 }
                 Ok(Event::Notice { message }) => {
-                    self.status = message;
+                    self.status = Status::info(message);
                     let step = self.snapshot.as_ref().map_or(0, |s| s.step);
-                    self.log_event(step, self.status.clone());
+                    self.log_event(step, self.status.text.clone());
                 }
                 Ok(Event::Exported { dir, files, .. }) => {
-                    self.status = format!("wrote {files} files to {}", dir.display());
+                    self.status = Status::info(format!("wrote {files} files to {}", dir.display()));
                     let step = self.snapshot.as_ref().map_or(0, |s| s.step);
-                    self.log_event(step, self.status.clone());
+                    self.log_event(step, self.status.text.clone());
                 }
                 Ok(Event::Ended { run, reason }) if Some(run) == self.run => {
                     let step = self.snapshot.as_ref().map_or(0, |s| s.step);
-                    self.status = match reason {
+                    let is_error = matches!(reason, EndReason::Error(_));
+                    let text = match reason {
                         EndReason::Threshold => {
                             format!(
                                 "every image passed p > {} at step {step}: done",
@@ -297,6 +305,11 @@ impl RunView {
                             format!("error: {e} (the last good images stay, and can be exported)")
                         }
                     };
+                    self.status = if is_error {
+                        Status::error(text)
+                    } else {
+                        Status::info(text)
+                    };
                     self.log_event(step, format!("run ended: {}", self.status));
                     self.run = None;
                     if let Some((_, end @ None)) = &mut self.run_clock {
@@ -311,9 +324,9 @@ impl RunView {
                         self.is_worker_alive = false;
                         self.run = None;
                         self.progress.clear();
-                        self.status =
-                            "error: the engine thread stopped unexpectedly: press Restart engine"
-                                .into();
+                        self.status = Status::error(
+                            "error: the engine thread stopped unexpectedly: press Restart engine",
+                        );
                     }
                     break;
                 }
@@ -549,7 +562,8 @@ impl RunView {
     /// selection; an empty selection is refused here.
     pub fn export_selected(&mut self, ctx: &egui::Context) {
         if self.selected.is_empty() {
-            self.status = "select images to export first (click tiles, or Select passed)".into();
+            self.status =
+                Status::info("select images to export first (click tiles, or Select passed)");
             return;
         }
         if self.export_dialog.is_some() {
@@ -561,20 +575,24 @@ impl RunView {
                 .set_title("Export the selected images into a new or empty folder")
                 .pick_folder()
         }));
-        self.status = "choose a new or empty folder for the export…".into();
+        self.status = Status::progress("choose a new or empty folder for the export…");
     }
 
     /// Sends the export once its folder dialog has closed.
     fn poll_export_dialog(&mut self) {
         match Dialog::poll(&mut self.export_dialog) {
             Some((rows, Some(dir))) => {
-                self.status = format!("exporting {} images to {}…", rows.len(), dir.display());
+                self.status = Status::progress(format!(
+                    "exporting {} images to {}…",
+                    rows.len(),
+                    dir.display()
+                ));
                 self.command(Command::Export {
                     dir,
                     rows: Some(rows),
                 });
             }
-            Some((_, None)) => self.status = format!("export cancelled: {NO_DIALOG}"),
+            Some((_, None)) => self.status = Status::info(format!("export cancelled: {NO_DIALOG}")),
             None => {}
         }
     }
@@ -613,13 +631,7 @@ impl RunView {
             ui.label(&self.progress);
             if !self.status.is_empty() {
                 ui.separator();
-                // Every error the view reports starts so (see `poll` and `restart_worker`).
-                let is_error = self.status.starts_with("error");
-                if is_error {
-                    ui.colored_label(ui.visuals().error_fg_color, &self.status);
-                } else {
-                    ui.strong(&self.status);
-                }
+                self.status.ui(ui);
             }
         });
     }
@@ -806,7 +818,7 @@ impl RunView {
                     .add_filter("NumPy array", &["npy"])
                     .pick_file()
             }));
-            self.status = "choose a .npy file of start images…".into();
+            self.status = Status::progress("choose a .npy file of start images…");
         }
         if self.settings.init != before {
             self.settings_changed = true;
@@ -817,11 +829,13 @@ impl RunView {
     fn poll_init_dialog(&mut self) {
         match Dialog::poll(&mut self.init_dialog) {
             Some(((), Some(path))) => {
-                self.status = format!("the next run starts from {}", path.display());
+                self.status = Status::info(format!("the next run starts from {}", path.display()));
                 self.settings.init = Init::File(path);
                 self.settings_changed = true;
             }
-            Some(((), None)) => self.status = format!("start images unchanged: {NO_DIALOG}"),
+            Some(((), None)) => {
+                self.status = Status::info(format!("start images unchanged: {NO_DIALOG}"))
+            }
             None => {}
         }
     }

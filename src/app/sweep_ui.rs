@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use egui::Color32;
 
 use super::Wake;
+use super::status::Status;
 use crate::backwork::Settings;
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::measure::Outcome;
@@ -169,7 +170,7 @@ pub struct SweepView {
     pub metric: Metric,
     pub plan: Option<Plan>,
     pub cells: Vec<CellRun>,
-    pub status: String,
+    pub status: Status,
     /// Where reference sets are cached (the default cache folder; None: memory only).
     pub cache_dir: Option<std::path::PathBuf>,
     progress: (usize, usize),
@@ -198,7 +199,7 @@ impl SweepView {
             metric: Metric::Fooled,
             plan: None,
             cells: Vec::new(),
-            status: String::new(),
+            status: Status::default(),
             cache_dir: default_cache_dir(),
             progress: (0, 0),
             train,
@@ -253,14 +254,14 @@ impl SweepView {
         let plan = match self.plan(base) {
             Ok(p) => p,
             Err(e) => {
-                self.status = format!("error: {e}");
+                self.status = Status::error(format!("error: {e}"));
                 return;
             }
         };
         let net = match FrozenCnn::new(model.0) {
             Ok(n) => n,
             Err(e) => {
-                self.status = format!("error: {e}");
+                self.status = Status::error(format!("error: {e}"));
                 return;
             }
         };
@@ -337,9 +338,9 @@ impl SweepView {
                 self.plan = Some(plan);
                 self.cells.clear();
                 self.progress = (0, 0);
-                self.status = "sweeping…".into();
+                self.status = Status::progress("sweeping…");
             }
-            Err(e) => self.status = format!("error: could not start: {e}"),
+            Err(e) => self.status = Status::error(format!("error: could not start: {e}")),
         }
     }
 
@@ -351,7 +352,7 @@ impl SweepView {
             let _ = t.join();
         }
         if self.rx.take().is_some() {
-            self.status = format!("stopped after {} runs", self.cells.len());
+            self.status = Status::info(format!("stopped after {} runs", self.cells.len()));
         }
     }
 
@@ -372,9 +373,11 @@ impl SweepView {
                 let _ = t.join();
             }
             self.status = match r {
-                Ok(()) => format!("done: {} runs", self.cells.len()),
-                Err(e) if e == "stopped" => format!("stopped after {} runs", self.cells.len()),
-                Err(e) => format!("error: {e}"),
+                Ok(()) => Status::info(format!("done: {} runs", self.cells.len())),
+                Err(e) if e == "stopped" => {
+                    Status::info(format!("stopped after {} runs", self.cells.len()))
+                }
+                Err(e) => Status::error(format!("error: {e}")),
             };
         }
     }
@@ -462,13 +465,7 @@ impl SweepView {
                     self.progress.1
                 ));
             }
-            if !self.status.is_empty() {
-                if self.status.starts_with("error") {
-                    ui.colored_label(ui.visuals().error_fg_color, &self.status);
-                } else {
-                    ui.label(&self.status);
-                }
-            }
+            self.status.ui(ui);
         });
         ui.separator();
         self.heatmap_ui(ui)

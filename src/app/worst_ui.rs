@@ -9,6 +9,7 @@ use egui::{RichText, TextureHandle, TextureOptions, vec2};
 
 use super::Wake;
 use super::dialog::{Dialog, NO_DIALOG};
+use super::status::Status;
 use crate::data::{Dataset, SIDE};
 use crate::export::worst::{WorstResults, write_worst};
 use crate::model::worst::{WorstLabel, worst_images};
@@ -30,7 +31,7 @@ pub struct WorstView {
     /// The model the result is for.
     model: Option<ModelInfo>,
     textures: std::collections::HashMap<usize, TextureHandle>,
-    pub status: String,
+    pub status: Status,
     /// The export folder dialog, while open.
     dialog: Option<Dialog<()>>,
 }
@@ -45,7 +46,7 @@ impl WorstView {
             result: None,
             model: None,
             textures: Default::default(),
-            status: String::new(),
+            status: Status::default(),
             dialog: None,
         }
     }
@@ -75,7 +76,7 @@ impl WorstView {
                 self.progress = (0, self.train.len());
                 self.status.clear();
             }
-            Err(e) => self.status = format!("could not start: {e}"),
+            Err(e) => self.status = Status::error(format!("could not start: {e}")),
         }
     }
 
@@ -90,7 +91,7 @@ impl WorstView {
                     break;
                 }
                 Msg::Failed(e) => {
-                    self.status = format!("failed: {e}");
+                    self.status = Status::error(format!("failed: {e}"));
                     self.rx = None;
                     break;
                 }
@@ -104,7 +105,7 @@ impl WorstView {
             return;
         };
         let Some(dir) = dir else {
-            self.status = format!("not exported: {NO_DIALOG}");
+            self.status = Status::error(format!("not exported: {NO_DIALOG}"));
             return;
         };
         let results = WorstResults {
@@ -114,8 +115,8 @@ impl WorstView {
             dataset: &self.train.source,
         };
         self.status = match write_worst(&dir, &results, &self.train, false) {
-            Ok(files) => format!("wrote {} files to {}", files.len(), dir.display()),
-            Err(e) => format!("not exported: {e}"),
+            Ok(files) => Status::info(format!("wrote {} files to {}", files.len(), dir.display())),
+            Err(e) => Status::error(format!("not exported: {e}")),
         };
     }
 
@@ -168,7 +169,7 @@ impl WorstView {
             {
                 ui.weak(format!("(for {}, not the model in use)", m.name));
             }
-            ui.label(&self.status);
+            self.status.ui(ui);
         });
         ui.separator();
         let Some(result) = self.result.clone() else {
