@@ -1,29 +1,17 @@
 //! The command line as a user runs it: JSON output, and one-line errors with a non-zero exit
 //! for every kind of bad input, leaving no partial file behind.
 
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn backwork(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backwork"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::backwork(args, None)
 }
 
 /// Asserts a failure with exactly one line on stderr that contains every needle.
 fn fails_with(args: &[&str], needles: &[&str]) {
-    let out = backwork(args);
-    assert!(!out.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line for {args:?}: {err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
-    }
+    common::assert_one_line_failure(args, &backwork(args), needles);
 }
 
 #[test]

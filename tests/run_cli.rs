@@ -2,30 +2,18 @@
 //! print, the same seed giving the same images, and one-line errors for bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use backwork::export::npy::{npy_bytes, read_npy};
 
+mod common;
+
 fn backwork(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backwork"))
-        .args(args)
-        .env("BACKWORK_CACHE_DIR", cache)
-        .output()
-        .unwrap()
+    common::backwork(args, Some(cache))
 }
 
 fn fails_with(args: &[&str], cache: &Path, needles: &[&str]) {
-    let out = backwork(args, cache);
-    assert!(!out.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line for {args:?}: {err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
-    }
+    common::assert_one_line_failure(args, &backwork(args, cache), needles);
 }
 
 #[test]

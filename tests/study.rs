@@ -18,20 +18,11 @@ mod common;
 use common::small_data_dir;
 
 fn backwork(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backwork"))
-        .args(args)
-        .output()
-        .unwrap()
+    common::backwork(args, None)
 }
 
 fn one_line_failure(args: &[&str], needles: &[&str]) {
-    let out = backwork(args);
-    assert!(!out.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    for n in needles {
-        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
-    }
+    common::assert_one_line_failure(args, &backwork(args), needles);
 }
 
 /// Random images in [0, 1) from a fixed LCG (no test depends on the rand crate's streams).

@@ -3,17 +3,15 @@
 //! a point twice, presets and start images reach the engine, and bad flags fail at once.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use backwork::export::npy::npy_bytes;
 use backwork::sweep::{SweepRow, read_rows};
 
+mod common;
+
 fn backwork(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backwork"))
-        .args(args)
-        .env("BACKWORK_CACHE_DIR", cache)
-        .output()
-        .unwrap()
+    common::backwork(args, Some(cache))
 }
 
 fn ok(args: &[&str], cache: &Path) -> Output {

@@ -1,6 +1,10 @@
-//! Helpers shared by the integration tests that run the binary on small data.
+//! Helpers shared by the integration tests that run the binary: running it, the one-line
+//! failure every bad input must give, and small data folders.
+// Each test crate compiles this module and uses a part of it.
+#![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 use backwork::data::idx::{encode_images, encode_labels};
 use backwork::data::{Dataset, PIXELS, Split};
@@ -14,5 +18,31 @@ pub fn small_data_dir(dir: &Path, n: usize) {
         std::fs::write(dir.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
         let labels = encode_labels(&test.labels[..n]);
         std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+/// Runs the binary with `args`; with `cache`, its reference cache lives there.
+pub fn backwork(args: &[&str], cache: Option<&Path>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_backwork"));
+    c.args(args);
+    if let Some(dir) = cache {
+        c.env("BACKWORK_CACHE_DIR", dir);
+    }
+    c.output().unwrap()
+}
+
+/// Asserts that `out` (of `args`) is a failure with exactly one line on stderr, no panic,
+/// containing every needle.
+pub fn assert_one_line_failure(args: &[&str], out: &Output, needles: &[&str]) {
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line for {args:?}: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
     }
 }
