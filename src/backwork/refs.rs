@@ -356,6 +356,8 @@ pub struct RefCache {
     refused: [bool; 10],
     /// Labels read from disk by [`Self::preload`] and not yet handed out.
     preloaded: [bool; 10],
+    /// Whether a save failed (said once).
+    is_unwritable: bool,
 }
 
 /// The default disk-cache folder: `$BACKWORK_CACHE_DIR` (if set and not empty), else
@@ -516,14 +518,27 @@ impl RefCache {
             // A rename would not replace a folder; anything else in the way goes.
             let _ = std::fs::remove_dir_all(f);
         }
-        if crate::export::write_atomic(f, &r.to_bytes(), true).is_ok() {
-            for gone in enforce_cap(dir, stem, cache_cap_bytes()) {
+        match crate::export::write_atomic(f, &r.to_bytes(), true) {
+            Err(e) if !self.is_unwritable => {
+                // Said once: every later label fails the same way.
+                self.is_unwritable = true;
                 self.notices.push(format!(
-                    "reference cache {}: removed the sets of model {gone} (the cache is capped at {:.0} GB; set BACKWORK_CACHE_MAX_GB)",
-                    dir.display(),
-                    cache_cap_bytes() as f64 / 1e9
+                    "reference cache: cannot save there ({e}); reference sets are built again on every run (set BACKWORK_CACHE_DIR to a writable folder)"
                 ));
             }
+            Err(_) => {}
+            Ok(()) => self.after_save(dir, stem),
+        }
+    }
+
+    /// Keeps the folder under its cap after a save, with a notice for each model removed.
+    fn after_save(&mut self, dir: &Path, stem: &str) {
+        for gone in enforce_cap(dir, stem, cache_cap_bytes()) {
+            self.notices.push(format!(
+                "reference cache {}: removed the sets of model {gone} (the cache is capped at {:.0} GB; set BACKWORK_CACHE_MAX_GB)",
+                dir.display(),
+                cache_cap_bytes() as f64 / 1e9
+            ));
         }
     }
 }

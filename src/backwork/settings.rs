@@ -232,6 +232,9 @@ impl Default for Settings {
     }
 }
 
+/// The largest step budget (a week of steps at the default figure's speed on this machine).
+pub const MAX_STEPS: usize = 10_000_000;
+
 /// A setting outside its range, named as its command-line flag.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("--{flag}: {reason}")]
@@ -361,8 +364,10 @@ impl Settings {
                 format!("must be in (0, 1], got {}", self.stall_noise),
             );
         }
-        if self.max_steps == Some(0) {
-            return err("max-steps", "must be at least 1".into());
+        if let Some(m) = self.max_steps
+            && !(1..=MAX_STEPS).contains(&m)
+        {
+            return err("max-steps", format!("must be in 1..={MAX_STEPS}, got {m}"));
         }
         Ok(())
     }

@@ -295,7 +295,7 @@ pub struct RunArgs {
     /// Folder for the images, images.npy, results.json and sheet.png.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Write into a non-empty folder, replacing files of the same names.
+    /// Write into a folder that is not empty: the files backwork writes there (an earlier output) are replaced as a whole; any other file is kept.
     #[arg(long)]
     pub force: bool,
     /// Also write FILE (JSON lines): every step, each image's p(label) and the norm on its
@@ -561,6 +561,8 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     let refs = build_refs(&net, &train, &info.sha256, &[a.label as u8], &cancel)?
         .pop()
         .context("no reference set was built")?;
+    // The rest is one long computation with nothing to keep if stopped.
+    super::stop::exit_on_signal();
     if refs.is_empty() {
         bail!(
             "--label {}: the training set has no image of this label",

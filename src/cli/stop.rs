@@ -14,6 +14,8 @@ const SIGNALS: [(i32, &str); 3] = [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM"), (SI
 
 struct Flags {
     stop: Arc<AtomicBool>,
+    /// Set by a command with nothing to save: a signal then ends the process at once.
+    exit_now: Arc<AtomicBool>,
     /// The number of the last signal received, 0 before any.
     which: Arc<AtomicUsize>,
 }
@@ -27,11 +29,15 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     }
     let f = Flags {
         stop: Arc::new(AtomicBool::new(false)),
+        exit_now: Arc::new(AtomicBool::new(false)),
         which: Arc::new(AtomicUsize::new(0)),
     };
     let install = || -> std::io::Result<()> {
-        // Registered first, so it sees the flag as the earlier signal left it: only a second
-        // Ctrl-C ends the process.
+        for (sig, _) in SIGNALS {
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, f.exit_now.clone())?;
+        }
+        // Registered before the stop flag, so it sees the flag as the earlier signal left it:
+        // only a second Ctrl-C ends the process.
         signal_hook::flag::register_conditional_shutdown(SIGINT, 130, f.stop.clone())?;
         for (sig, _) in SIGNALS {
             signal_hook::flag::register_usize(sig, f.which.clone(), sig as usize)?;
@@ -45,6 +51,18 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     // the signals alike.
     let _ = FLAGS.set(f);
     Ok(stop)
+}
+
+/// From now on a stop signal ends the process at once with 128 + the signal (for a command
+/// in a long computation with nothing to save, such as `cost`; its files are written
+/// atomically, so none is left half-written). A signal that came before also ends it now.
+pub fn exit_on_signal() {
+    if let Some(f) = FLAGS.get() {
+        f.exit_now.store(true, Ordering::Relaxed);
+        if let Some((sig, _)) = signal().filter(|_| is_stopped()) {
+            std::process::exit(128 + sig);
+        }
+    }
 }
 
 /// Whether a stop signal came.

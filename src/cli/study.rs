@@ -35,7 +35,7 @@ pub struct WorstArgs {
     /// unless --force).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Write into a non-empty folder, replacing sheet.png and worst.json.
+    /// Write into a folder that is not empty: the files backwork writes there (an earlier output) are replaced as a whole; any other file is kept.
     #[arg(long)]
     pub force: bool,
 }
@@ -101,6 +101,7 @@ pub struct SaliencyArgs {
     /// Folder to write into (created if missing; must be empty unless --force).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Write into a folder that is not empty: the files backwork writes there (an earlier output) are replaced as a whole; any other file is kept.
     #[arg(long)]
     pub force: bool,
 }

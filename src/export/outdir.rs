@@ -22,6 +22,8 @@ pub struct OutDir {
     staging: PathBuf,
     /// Whether `dest` was made by the claim (removed again if nothing is committed).
     is_made: bool,
+    /// Whether the lock file is ours (only then is it removed on drop).
+    is_locked: bool,
     force: bool,
     is_done: bool,
 }
@@ -51,6 +53,8 @@ impl OutDir {
                     .map_err(io(dest))?
                     .flatten()
                     .any(|e| e.file_name() != LOCK_FILE);
+                // Without --force a folder must be empty; with it, files backwork did not
+                // write are kept (see `commit`).
                 if others && !force {
                     return Err(ExportError::NotEmpty { dir: file });
                 }
@@ -66,10 +70,12 @@ impl OutDir {
             dest: dest.clone(),
             staging: PathBuf::new(),
             is_made,
+            is_locked: false,
             force,
             is_done: false,
         };
         out.lock()?;
+        out.is_locked = true;
         let name = dest
             .file_name()
             .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
@@ -77,6 +83,7 @@ impl OutDir {
             dest.with_file_name(format!(".{name}.backwork-{}.partial", std::process::id()));
         // A staging folder of ours from an earlier claim in this process, or of a dead one.
         let _ = std::fs::remove_dir_all(&staging);
+        remove_dead_staging(&dest, &name);
         std::fs::create_dir(&staging).map_err(io(&staging))?;
         out.staging = staging;
         Ok(out)
@@ -153,17 +160,18 @@ impl OutDir {
         }
     }
 
-    /// Puts the staged files in place of the folder's contents in one rename. Without
-    /// `force`, files that appeared in the folder meanwhile (a file manager's `.directory`)
-    /// are kept beside the new ones.
+    /// Puts the staged files in place of the folder's contents in one rename. Files backwork
+    /// did not write (a file manager's `.directory` that appeared meanwhile, the user's own
+    /// files beside an earlier output with `force`) are kept beside the new ones; an earlier
+    /// output's files go as a whole (no old PNG beside a new `results.json`).
     pub fn commit(mut self) -> Result<PathBuf, ExportError> {
-        if !self.force
-            && let Ok(entries) = std::fs::read_dir(&self.dest)
-        {
+        if let Ok(entries) = std::fs::read_dir(&self.dest) {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let target = self.staging.join(&name);
-                if name != LOCK_FILE && std::fs::symlink_metadata(&target).is_err() {
+                let is_ours =
+                    name == LOCK_FILE || (self.force && is_output_name(&name.to_string_lossy()));
+                if !is_ours && std::fs::symlink_metadata(&target).is_err() {
                     let _ = std::fs::rename(e.path(), target);
                 }
             }
@@ -176,6 +184,53 @@ impl OutDir {
         // The staging path now holds the folder's old contents (and the lock).
         let _ = std::fs::remove_dir_all(&self.staging);
         Ok(self.dest.clone())
+    }
+}
+
+/// Whether `name` is a file backwork writes into an output folder (a run's, `worst`'s or
+/// `saliency`'s): what `--force` replaces.
+pub fn is_output_name(name: &str) -> bool {
+    const FIXED: [&str; 7] = [
+        "images.npy",
+        "results.json",
+        "sheet.png",
+        "worst.json",
+        "saliency.npy",
+        "mask.npy",
+        "saliency.json",
+    ];
+    // label3_07.png and saliency_label3_07.png.
+    let is_image = |rest: &str| {
+        rest.strip_suffix(".png")
+            .and_then(|r| r.strip_prefix("label"))
+            .and_then(|r| r.split_once('_'))
+            .is_some_and(|(l, i)| {
+                !l.is_empty()
+                    && !i.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_digit())
+                    && i.bytes().all(|b| b.is_ascii_digit())
+            })
+    };
+    FIXED.contains(&name) || is_image(name) || name.strip_prefix("saliency_").is_some_and(is_image)
+}
+
+/// Removes the staging folders beside `dest` (named after `name`) whose writer is no longer
+/// running (a process killed before it could clean up).
+fn remove_dead_staging(dest: &Path, name: &str) {
+    let Some(parent) = dest.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!(".{name}.backwork-");
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".partial"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !super::is_process_alive(p)) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -221,6 +276,10 @@ impl Drop for OutDir {
         }
         if !self.staging.as_os_str().is_empty() {
             let _ = std::fs::remove_dir_all(&self.staging);
+        }
+        if !self.is_locked {
+            // The lock (if any) is another writer's: nothing here is ours to remove.
+            return;
         }
         let _ = std::fs::remove_file(self.dest.join(LOCK_FILE));
         if self.is_made {
