@@ -130,3 +130,64 @@ fn training_writes_a_loadable_file_with_metadata() {
     let eval = backwork(&["eval", "--model", o, "--json"]);
     assert!(eval.status.success());
 }
+
+/// Issue 12's "silent nonsense" and wrong messages, each of which exited 0 or named the
+/// wrong option: an empty split trained or evaluated, `--repeat 1000000000` (a 32 GB
+/// allocation), `retrain --budget 0` named `--max-steps`, `cost --grad-out` said "--force"
+/// (cost has no such flag), and `train --model FILE` was listed and ignored.
+#[test]
+fn nonsense_is_refused_and_messages_name_the_right_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for split in ["train", "t10k"] {
+        let images = backwork::data::idx::encode_images(0, &[]);
+        std::fs::write(empty.join(format!("{split}-images-idx3-ubyte")), images).unwrap();
+        let labels = backwork::data::idx::encode_labels(&[]);
+        std::fs::write(empty.join(format!("{split}-labels-idx1-ubyte")), labels).unwrap();
+    }
+    let e = empty.to_str().unwrap();
+    let m = dir.path().join("m.safetensors");
+    let m = m.to_str().unwrap();
+    fails_with(&["--data", e, "eval"], &["test set holds no images"]);
+    fails_with(
+        &["--data", e, "train", "--out", m],
+        &["training set holds no images"],
+    );
+    let base = [
+        "retrain", "--from", "nowhere", "--mode", "uniform", "--out", m,
+    ];
+    fails_with(
+        &[&base[..], &["--repeat", "1000000000"]].concat(),
+        &["--repeat", "at most 1000"],
+    );
+    fails_with(&[&base[..], &["--budget", "0"]].concat(), &["--budget"]);
+    let x = dir.path().join("x.npy");
+    std::fs::write(
+        &x,
+        backwork::export::npy::npy_bytes(&[0.5; 784], &[1, 28, 28]),
+    )
+    .unwrap();
+    let x = x.to_str().unwrap();
+    let out = backwork(&["cost", "--inputs", x, "--label", "3", "--grad-out", x]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--grad-out") && !err.contains("--force"),
+        "{err}"
+    );
+
+    // --model: training goes on from that network (one step on 64 images).
+    let first = dir.path().join("first.safetensors");
+    let args = ["train", "--limit", "64", "--epochs", "1", "--out"];
+    let r = backwork(&[&args[..], &[first.to_str().unwrap()]].concat());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = backwork(&[&["--model", first.to_str().unwrap()][..], &args[..], &[m]].concat());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, info) = backwork::model::weights::load_cnn(std::path::Path::new(m)).unwrap();
+    assert!(
+        info.metadata["continued_from"].contains("first.safetensors"),
+        "{:?}",
+        info.metadata
+    );
+}
