@@ -191,3 +191,24 @@ fn nonsense_is_refused_and_messages_name_the_right_option() {
         info.metadata
     );
 }
+
+/// A FIFO under a data file's name, or a folder that does not exist, is named as such (both
+/// were reported as "no images file").
+#[test]
+fn data_folders_with_a_fifo_or_missing_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("t10k-images-idx3-ubyte");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates a file.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let d = dir.path().to_str().unwrap();
+    fails_with(
+        &["--data", d, "eval"],
+        &["t10k-images-idx3-ubyte", "not a regular file"],
+    );
+    let gone = dir.path().join("gone");
+    fails_with(
+        &["--data", gone.to_str().unwrap(), "eval"],
+        &["gone", "no such folder"],
+    );
+}

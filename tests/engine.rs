@@ -951,6 +951,21 @@ fn chunked_passes_equal_separate_halves() {
     }
 }
 
+/// Saliency of more than a chunk of images is computed a chunk at a time (its memory no
+/// longer grows with the batch), and equals the saliency of each part alone.
+#[test]
+fn saliency_in_chunks_equals_its_parts() {
+    use backwork::backwork::frozen::CHUNK;
+    let net = FrozenCnn::new(&model()).unwrap();
+    let m = CHUNK + 10;
+    let x = noise(m, 5);
+    let labels: Vec<usize> = (0..m).map(|i| i % 10).collect();
+    let whole = net.saliency(&x, &labels);
+    let head = net.saliency(&x[..CHUNK * PIXELS], &labels[..CHUNK]);
+    let tail = net.saliency(&x[CHUNK * PIXELS..], &labels[CHUNK..]);
+    assert_eq!(whole, [head, tail].concat());
+}
+
 /// The disk cache: a file written for one label reads back with the same values; a file that
 /// is truncated, of another label, damaged (one bit), with NaN (checksum made to match), with
 /// indices out of range (checksum made to match), or a FIFO is refused with its reason, and

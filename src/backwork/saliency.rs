@@ -14,6 +14,16 @@ impl FrozenCnn {
     /// # Shapes
     /// `x` M×784, `labels` M, result M×784.
     pub fn saliency(&self, x: &[f32], labels: &[usize]) -> Vec<f32> {
+        // Images are independent: a chunk at a time keeps the activations of one chunk only,
+        // whatever the number of images.
+        if labels.len() > super::frozen::CHUNK {
+            let per = super::frozen::CHUNK;
+            return x
+                .chunks(per * PIXELS)
+                .zip(labels.chunks(per))
+                .flat_map(|(xs, ls)| self.saliency(xs, ls))
+                .collect();
+        }
         let mut f = Forward::default();
         self.forward(x, &mut f);
         let k = self.classes();

@@ -195,13 +195,26 @@ fn find_file(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, Data
         dotted.clone(),
         format!("{dotted}.gz"),
     ];
-    candidates
-        .iter()
-        .map(|c| dir.join(c))
-        .find(|p| p.is_file())
-        .ok_or_else(|| DataError::Missing {
-            dir: dir.display().to_string(),
-            what,
-            tried: candidates.join(", "),
-        })
+    let paths: Vec<PathBuf> = candidates.iter().map(|c| dir.join(c)).collect();
+    if let Some(p) = paths.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    // A FIFO or a folder under one of the names: say so, rather than "missing".
+    if let Some(p) = paths.iter().find(|p| std::fs::symlink_metadata(p).is_ok()) {
+        return Err(DataError::Io {
+            file: p.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
+        });
+    }
+    if !dir.is_dir() {
+        return Err(DataError::Io {
+            file: dir.display().to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+        });
+    }
+    Err(DataError::Missing {
+        dir: dir.display().to_string(),
+        what,
+        tried: candidates.join(", "),
+    })
 }

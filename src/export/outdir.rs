@@ -41,7 +41,8 @@ impl OutDir {
     pub fn claim(dest: &Path, force: bool) -> Result<Self, ExportError> {
         let file = dest.display().to_string();
         let mut is_made = false;
-        match std::fs::symlink_metadata(dest) {
+        // Followed if a link: a link to a folder is that folder (canonicalised below).
+        match std::fs::metadata(dest) {
             Ok(m) if !m.is_dir() => {
                 return Err(ExportError::Io {
                     file,
