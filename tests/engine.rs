@@ -966,6 +966,53 @@ fn saliency_in_chunks_equals_its_parts() {
     assert_eq!(whole, [head, tail].concat());
 }
 
+/// `cost` on more than a chunk of images runs in two passes a chunk at a time (issue 12:
+/// memory bounded whatever N): its terms and gradient equal the one-pass group cost (relative
+/// 1e-9 on terms, 1e-4 on the gradient: summation order only), for both fc distances.
+#[test]
+fn the_streamed_cost_equals_the_group_cost() {
+    use backwork::backwork::cost::streamed_cost;
+    use backwork::backwork::frozen::CHUNK;
+    let net = FrozenCnn::new(&model()).unwrap();
+    let train = Dataset::mnist(Split::Train).unwrap();
+    let refs = LabelRefs::build(&net, &subset(&train, 7, 60), 7, &AtomicBool::new(false)).unwrap();
+    let n = CHUNK + 37;
+    let x = noise(n, 12);
+    for fc in [FcDistance::PerNeuron, FcDistance::PerExample] {
+        let s = Settings {
+            fc_distance: fc,
+            ..Settings::default()
+        };
+        let mut f = Forward::default();
+        net.forward(&x, &mut f);
+        let acts = GroupActs {
+            n,
+            taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
+            probs: &f.probs,
+            classes: net.classes(),
+        };
+        let gc = group_cost(&acts, &refs, &s);
+        let g_whole = net.backward(
+            &mut f,
+            &TapGrads {
+                inputs: gc.grads[0].clone(),
+                conv0: gc.grads[1].clone(),
+                conv1: gc.grads[2].clone(),
+                fc: gc.grads[3].clone(),
+                logits: gc.g_logits.clone(),
+            },
+        );
+        let (terms, g) = streamed_cost(&net, &x, &refs, &s, true);
+        for ((name, a), (_, b)) in gc.terms.named().into_iter().zip(terms.named()) {
+            assert!(
+                (a - b).abs() <= 1e-9 * a.abs().max(1e-12),
+                "{fc:?} {name}: {a} vs {b}"
+            );
+        }
+        assert!(rel_err(&g.unwrap(), &g_whole) < 1e-4, "{fc:?}");
+    }
+}
+
 /// The disk cache: a file written for one label reads back with the same values; a file that
 /// is truncated, of another label, damaged (one bit), with NaN (checksum made to match), with
 /// indices out of range (checksum made to match), or a FIFO is refused with its reason, and

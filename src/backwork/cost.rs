@@ -357,6 +357,166 @@ pub fn group_cost(acts: &GroupActs, refs: &LabelRefs, s: &Settings) -> GroupCost
     group_cost_with(acts, refs, s, None)
 }
 
+/// A tap's distance to the nearest references of `m` images, as a sum over them of each
+/// image's mean squared difference per coordinate (so the batch's `ref_dist` is this sum over
+/// every image divided by `n_total`), d ref_dist / d a (its scale taken from `n_total`, the
+/// whole batch's size), and the nearest images (none for fc per neuron).
+#[allow(clippy::too_many_arguments)]
+fn ref_part(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    refs: &LabelRefs,
+    s: &Settings,
+    n_total: usize,
+    search: Option<&mut GroupSearch>,
+) -> (f64, Vec<f32>, Vec<Nearest>) {
+    let d = TAP_DIMS[k];
+    let mut g_ref = vec![0.0f32; m * d];
+    if k == 3 && s.fc_distance == FcDistance::PerNeuron {
+        let scale = 1.0 / (n_total * d) as f64;
+        let mut sum = 0.0f64;
+        for i in 0..m {
+            for j in 0..d {
+                let v = a[i * d + j];
+                let b = nearest_value(refs.fc_column(j), v);
+                let diff = (v - b) as f64;
+                sum += diff * diff;
+                g_ref[i * d + j] = (2.0 * diff * scale) as f32;
+            }
+        }
+        return (sum / d as f64, g_ref, Vec::new());
+    }
+    let best = match search {
+        Some(gs) => nearest_rows_pruned(
+            a,
+            m,
+            d,
+            &refs.taps[k],
+            &refs.sq_norms[k],
+            &mut gs.taps[k],
+            &mut gs.rows_read,
+        ),
+        None => nearest_rows(a, m, d, &refs.taps[k], &refs.sq_norms[k]),
+    };
+    let scale = 2.0 / (n_total * d) as f64;
+    for (i, &(r, _)) in best.iter().enumerate() {
+        let b = &refs.taps[k][r * d..(r + 1) * d];
+        for j in 0..d {
+            g_ref[i * d + j] = ((a[i * d + j] - b[j]) as f64 * scale) as f32;
+        }
+    }
+    let nearest = best
+        .iter()
+        .map(|&(r, dist)| Nearest {
+            index: refs.indices[r],
+            dist: dist as f32,
+        })
+        .collect();
+    (best.iter().map(|b| b.1).sum(), g_ref, nearest)
+}
+
+/// The softmax term of `probs` (rows of `kc`): the sum over those images of each one's miss
+/// (so the term is c_s times this sum over every image divided by `n_total`), and d term /
+/// d logits with its scale taken from `n_total`.
+///
+/// `prob`: c_s · mean(1 − p[l]), d/dz_j = −(c_s/N) p_l (δ_lj − p_j); `log`: c_s · mean(−ln
+/// p[l]), d/dz_j = −(c_s/N) (δ_lj − p_j); `margin`: c_s · mean(ln(1 − p[l]) − ln p[l]),
+/// d/dz_j = (c_s/N) (q_j − δ_lj) with q the softmax over the other classes (q_l = 0).
+fn softmax_part(
+    probs: &[f32],
+    kc: usize,
+    label: usize,
+    s: &Settings,
+    n_total: usize,
+) -> (f64, Vec<f32>) {
+    let c_s = s.layer_weights[4] as f64;
+    let mut g_logits = vec![0.0f32; probs.len()];
+    let mut miss = 0.0f64;
+    // A probability that underflowed to 0 in f32 counts as the smallest normal f32, so the
+    // term stays finite (about 87.3 per image); its gradient is exact either way.
+    let ln = |v: f64| v.max(f32::MIN_POSITIVE as f64).ln();
+    for (p, gz) in probs.chunks_exact(kc).zip(g_logits.chunks_exact_mut(kc)) {
+        let pl = p[label] as f64;
+        // 1 − p(label) as the sum of the others: no cancellation near p(label) = 1.
+        let others: f64 = p
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != label)
+            .map(|(_, v)| *v as f64)
+            .sum();
+        let scale = c_s / n_total as f64;
+        for (j, (gj, pj)) in gz.iter_mut().zip(p).enumerate() {
+            let pj = *pj as f64;
+            let delta = if j == label { 1.0 } else { 0.0 };
+            *gj = match s.softmax_term {
+                SoftmaxTerm::Prob => -scale * pl * (delta - pj),
+                SoftmaxTerm::Log => -scale * (delta - pj),
+                SoftmaxTerm::Margin if j == label => -scale,
+                SoftmaxTerm::Margin if others > 0.0 => scale * pj / others,
+                SoftmaxTerm::Margin => 0.0,
+            } as f32;
+        }
+        miss += match s.softmax_term {
+            SoftmaxTerm::Prob => 1.0 - pl,
+            SoftmaxTerm::Log => -ln(pl),
+            SoftmaxTerm::Margin => ln(others) - ln(pl),
+        };
+    }
+    (miss, g_logits)
+}
+
+/// A tap's batch statistics for the similarity term: the per-coordinate mean, and
+/// sim_dist = (2/D) Σ_j Var_n (population variance), from the sums over the batch.
+struct SimStats {
+    mean: Vec<f64>,
+    sim_dist: f64,
+}
+
+impl SimStats {
+    /// From the per-coordinate `mean` and the sum of squared deviations from it over `n`
+    /// images.
+    fn new(mean: Vec<f64>, var_sum: f64, n: usize) -> Self {
+        let d = mean.len();
+        Self {
+            mean,
+            sim_dist: 2.0 * var_sum / (n * d) as f64,
+        }
+    }
+
+    /// Adds chain · d sim_dist / d a (= chain · 4 (a[i,j] − mean_j) / (N·D)) to `g`.
+    fn add_grad(&self, a: &[f32], g: &mut [f32], chain: f64, n_total: usize) {
+        let d = self.mean.len();
+        let chain = chain * 4.0 / (n_total * d) as f64;
+        for (row, grow) in a.chunks_exact(d).zip(g.chunks_exact_mut(d)) {
+            for ((gv, v), m) in grow.iter_mut().zip(row).zip(&self.mean) {
+                *gv += ((*v as f64 - m) * chain) as f32;
+            }
+        }
+    }
+}
+
+/// The per-coordinate mean of the rows of `a` (of `d` values each) and the sum of squared
+/// deviations from it.
+fn mean_and_var_sum(a: &[f32], d: usize) -> (Vec<f64>, f64) {
+    let n = (a.len() / d).max(1);
+    let mut mean = vec![0.0f64; d];
+    for row in a.chunks_exact(d) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += *v as f64;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mut var_sum = 0.0f64;
+    for row in a.chunks_exact(d) {
+        for (m, v) in mean.iter().zip(row) {
+            let t = *v as f64 - m;
+            var_sum += t * t;
+        }
+    }
+    (mean, var_sum)
+}
+
 /// [`group_cost`], remembering bounds between calls in `search` so that the nearest-image
 /// searches read only the references that can have become the nearest.
 pub fn group_cost_with(
@@ -376,51 +536,9 @@ pub fn group_cost_with(
         let c_k = s.layer_weights[k] as f64;
         let g = &mut grads[k];
 
-        // Reference distance and d ref / d a (before the chain factor).
-        let ref_dist;
-        let mut g_ref = vec![0.0f32; n * d];
-        if k == 3 && s.fc_distance == FcDistance::PerNeuron {
-            let scale = 1.0 / (n * d) as f64;
-            let mut sum = 0.0f64;
-            for i in 0..n {
-                for j in 0..d {
-                    let v = a[i * d + j];
-                    let b = nearest_value(refs.fc_column(j), v);
-                    let diff = (v - b) as f64;
-                    sum += diff * diff;
-                    g_ref[i * d + j] = (2.0 * diff * scale) as f32;
-                }
-            }
-            ref_dist = sum * scale;
-        } else {
-            let best = match search.as_deref_mut() {
-                Some(gs) => nearest_rows_pruned(
-                    a,
-                    n,
-                    d,
-                    &refs.taps[k],
-                    &refs.sq_norms[k],
-                    &mut gs.taps[k],
-                    &mut gs.rows_read,
-                ),
-                None => nearest_rows(a, n, d, &refs.taps[k], &refs.sq_norms[k]),
-            };
-            let scale = 2.0 / (n * d) as f64;
-            for (i, &(r, _)) in best.iter().enumerate() {
-                let b = &refs.taps[k][r * d..(r + 1) * d];
-                for j in 0..d {
-                    g_ref[i * d + j] = ((a[i * d + j] - b[j]) as f64 * scale) as f32;
-                }
-            }
-            ref_dist = best.iter().map(|b| b.1).sum::<f64>() / n as f64;
-            nearest[k] = best
-                .iter()
-                .map(|&(r, dist)| Nearest {
-                    index: refs.indices[r],
-                    dist: dist as f32,
-                })
-                .collect();
-        }
+        let (dist_sum, g_ref, near) = ref_part(a, n, k, refs, s, n, search.as_deref_mut());
+        nearest[k] = near;
+        let ref_dist = dist_sum / n as f64;
         terms.taps[k].ref_dist = ref_dist;
         let (prev, chain) = inverse_term(c_k * s.prev_coeff as f64, ref_dist);
         terms.taps[k].prev = prev;
@@ -438,80 +556,19 @@ pub fn group_cost_with(
             terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
             continue;
         }
-        let mut mean = vec![0.0f64; d];
-        for row in a.chunks_exact(d) {
-            for (m, v) in mean.iter_mut().zip(row) {
-                *m += *v as f64;
-            }
-        }
-        mean.iter_mut().for_each(|m| *m /= n as f64);
-        let mut var_sum = 0.0f64;
-        for row in a.chunks_exact(d) {
-            for (m, v) in mean.iter().zip(row) {
-                let t = *v as f64 - m;
-                var_sum += t * t;
-            }
-        }
-        let sim_dist = 2.0 * var_sum / (n * d) as f64;
-        terms.taps[k].sim_dist = sim_dist;
-        let (sim, chain) = inverse_term(c_k * s.sim_coeff as f64, sim_dist);
+        let (mean, var_sum) = mean_and_var_sum(a, d);
+        let stats = SimStats::new(mean, var_sum, n);
+        terms.taps[k].sim_dist = stats.sim_dist;
+        let (sim, chain) = inverse_term(c_k * s.sim_coeff as f64, stats.sim_dist);
         terms.taps[k].sim = sim;
-        if let Some(chain) = chain {
-            // d sim / d a[i,j] = 4 (a[i,j] − mean_j) / (N·D)
-            let chain = chain * 4.0 / (n * d) as f64;
-            for (row, grow) in a.chunks_exact(d).zip(g.chunks_exact_mut(d)) {
-                for ((gv, v), m) in grow.iter_mut().zip(row).zip(&mean) {
-                    *gv += ((*v as f64 - m) * chain) as f32;
-                }
-            }
-        } else {
-            terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
+        match chain {
+            Some(chain) => stats.add_grad(a, g, chain, n),
+            None => terms.clamped.push(format!("{}.sim_dist", TAPS[k])),
         }
     }
 
-    // Softmax term, `prob`: c_s · mean(1 − p[l]), d/dz_j = −(c_s/N) p_l (δ_lj − p_j);
-    // `log`: c_s · mean(−ln p[l]), d/dz_j = −(c_s/N) (δ_lj − p_j);
-    // `margin`: c_s · mean(ln(1 − p[l]) − ln p[l]), d/dz_j = (c_s/N) (q_j − δ_lj) with q the
-    // softmax over the other classes (q_l = 0).
-    let kc = acts.classes;
-    let c_s = s.layer_weights[4] as f64;
-    let mut g_logits = vec![0.0f32; n * kc];
-    let mut miss = 0.0f64;
-    // A probability that underflowed to 0 in f32 counts as the smallest normal f32, so the
-    // term stays finite (about 87.3 per image); its gradient is exact either way.
-    let ln = |v: f64| v.max(f32::MIN_POSITIVE as f64).ln();
-    for (p, gz) in acts
-        .probs
-        .chunks_exact(kc)
-        .zip(g_logits.chunks_exact_mut(kc))
-    {
-        let pl = p[label] as f64;
-        // 1 − p(label) as the sum of the others: no cancellation near p(label) = 1.
-        let others: f64 = p
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != label)
-            .map(|(_, v)| *v as f64)
-            .sum();
-        let scale = c_s / n as f64;
-        for (j, (gj, pj)) in gz.iter_mut().zip(p).enumerate() {
-            let pj = *pj as f64;
-            let delta = if j == label { 1.0 } else { 0.0 };
-            *gj = match s.softmax_term {
-                SoftmaxTerm::Prob => -scale * pl * (delta - pj),
-                SoftmaxTerm::Log => -scale * (delta - pj),
-                SoftmaxTerm::Margin if j == label => -scale,
-                SoftmaxTerm::Margin if others > 0.0 => scale * pj / others,
-                SoftmaxTerm::Margin => 0.0,
-            } as f32;
-        }
-        miss += match s.softmax_term {
-            SoftmaxTerm::Prob => 1.0 - pl,
-            SoftmaxTerm::Log => -ln(pl),
-            SoftmaxTerm::Margin => ln(others) - ln(pl),
-        };
-    }
-    terms.softmax = c_s * miss / n as f64;
+    let (miss, g_logits) = softmax_part(acts.probs, acts.classes, label, s, n);
+    terms.softmax = s.layer_weights[4] as f64 * miss / n as f64;
     terms.total = terms.taps.iter().map(|t| t.prev + t.sim).sum::<f64>() + terms.softmax;
     GroupCost {
         terms,
@@ -519,4 +576,122 @@ pub fn group_cost_with(
         g_logits,
         nearest,
     }
+}
+
+/// The cost of images `x` (N×784) as one group, and with `want_grad` d cost / d pixels,
+/// computed a chunk of images at a time in two passes (batch statistics, then gradients), so
+/// memory does not grow with N beyond the images and the gradient themselves. Equal to
+/// [`group_cost`] on the whole batch up to the order of summation.
+pub fn streamed_cost(
+    net: &super::frozen::FrozenCnn,
+    x: &[f32],
+    refs: &LabelRefs,
+    s: &Settings,
+    want_grad: bool,
+) -> (CostTerms, Option<Vec<f32>>) {
+    use super::frozen::{CHUNK, Forward, TapGrads};
+    let pixels = TAP_DIMS[0];
+    let n = x.len() / pixels;
+    let label = refs.label as usize;
+    let kc = net.classes();
+    let mut f = Forward::default();
+    let taps = |f: &Forward| -> [Vec<f32>; 4] {
+        [
+            f.inputs.clone(),
+            f.conv0.clone(),
+            f.conv1.clone(),
+            f.fc.clone(),
+        ]
+    };
+    // Pass 1: the sums over the batch.
+    let mut dist_sum = [0.0f64; 4];
+    // Each tap's running mean and sum of squared deviations, chunks merged exactly (Chan et
+    // al.'s pairwise update), so no precision is lost to a sum of squares.
+    let mut means: [Vec<f64>; 4] = std::array::from_fn(|k| vec![0.0; TAP_DIMS[k]]);
+    let mut var_sums = [0.0f64; 4];
+    let mut seen = 0usize;
+    let mut miss = 0.0f64;
+    for xs in x.chunks(CHUNK * pixels) {
+        let m = xs.len() / pixels;
+        net.forward(xs, &mut f);
+        for (k, a) in taps(&f).iter().enumerate() {
+            dist_sum[k] += ref_part(a, m, k, refs, s, n, None).0;
+            let (cm, c_var) = mean_and_var_sum(a, TAP_DIMS[k]);
+            let (na, nb) = (seen as f64, m as f64);
+            let w = nb / (na + nb);
+            let mut cross = 0.0f64;
+            for (mean, c) in means[k].iter_mut().zip(&cm) {
+                let delta = c - *mean;
+                cross += delta * delta;
+                *mean += delta * w;
+            }
+            var_sums[k] += c_var + cross * na * w;
+        }
+        seen += m;
+        miss += softmax_part(&f.probs, kc, label, s, n).0;
+    }
+    let mut terms = CostTerms::default();
+    let mut chains = [(None, None); 4];
+    let stats: [SimStats; 4] =
+        std::array::from_fn(|k| SimStats::new(std::mem::take(&mut means[k]), var_sums[k], n));
+    for k in 0..4 {
+        let c_k = s.layer_weights[k] as f64;
+        let ref_dist = dist_sum[k] / n as f64;
+        terms.taps[k].ref_dist = ref_dist;
+        let (prev, chain_prev) = inverse_term(c_k * s.prev_coeff as f64, ref_dist);
+        terms.taps[k].prev = prev;
+        if chain_prev.is_none() {
+            terms.clamped.push(format!("{}.ref_dist", TAPS[k]));
+        }
+        let mut chain_sim = None;
+        if n < 2 {
+            terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
+        } else {
+            terms.taps[k].sim_dist = stats[k].sim_dist;
+            let (sim, chain) = inverse_term(c_k * s.sim_coeff as f64, stats[k].sim_dist);
+            terms.taps[k].sim = sim;
+            chain_sim = chain;
+            if chain.is_none() {
+                terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
+            }
+        }
+        chains[k] = (chain_prev, chain_sim);
+    }
+    terms.softmax = s.layer_weights[4] as f64 * miss / n as f64;
+    terms.total = terms.taps.iter().map(|t| t.prev + t.sim).sum::<f64>() + terms.softmax;
+    if !want_grad {
+        return (terms, None);
+    }
+    // Pass 2: each chunk's gradient with the batch's statistics.
+    let mut gx = Vec::with_capacity(x.len());
+    for xs in x.chunks(CHUNK * pixels) {
+        let m = xs.len() / pixels;
+        net.forward(xs, &mut f);
+        let a = taps(&f);
+        let grads: [Vec<f32>; 4] = std::array::from_fn(|k| {
+            let mut g = vec![0.0f32; m * TAP_DIMS[k]];
+            let (chain_prev, chain_sim) = chains[k];
+            if let Some(chain) = chain_prev {
+                let g_ref = ref_part(&a[k], m, k, refs, s, n, None).1;
+                for (gv, gr) in g.iter_mut().zip(&g_ref) {
+                    *gv += (*gr as f64 * chain) as f32;
+                }
+            }
+            if let Some(chain) = chain_sim {
+                stats[k].add_grad(&a[k], &mut g, chain, n);
+            }
+            g
+        });
+        let [inputs, conv0, conv1, fc] = grads;
+        let logits = softmax_part(&f.probs, kc, label, s, n).1;
+        let tg = TapGrads {
+            inputs,
+            conv0,
+            conv1,
+            fc,
+            logits,
+        };
+        gx.extend_from_slice(&net.backward(&mut f, &tg));
+    }
+    (terms, Some(gx))
 }

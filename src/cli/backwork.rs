@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backwork::cost::{GroupActs, group_cost};
+use crate::backwork::cost::{GroupActs, group_cost, streamed_cost};
 use crate::backwork::engine::{EndReason, Engine};
 use crate::backwork::frozen::{Forward, FrozenCnn};
 use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
@@ -569,35 +569,44 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
             a.label
         );
     }
-    let mut f = Forward::default();
-    net.forward(&x, &mut f);
-    let acts = GroupActs {
-        n,
-        taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
-        probs: &f.probs,
-        classes: net.classes(),
+    // Up to a chunk of images in one pass (as the engine computes it); more in two passes a
+    // chunk at a time, so memory does not grow with the number of images.
+    let (terms, grad) = if n <= crate::backwork::frozen::CHUNK {
+        let mut f = Forward::default();
+        net.forward(&x, &mut f);
+        let acts = GroupActs {
+            n,
+            taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
+            probs: &f.probs,
+            classes: net.classes(),
+        };
+        let gc = group_cost(&acts, &refs, &settings);
+        let grad = a.grad_out.is_some().then(|| {
+            net.backward(
+                &mut f,
+                &crate::backwork::frozen::TapGrads {
+                    inputs: gc.grads[0].clone(),
+                    conv0: gc.grads[1].clone(),
+                    conv1: gc.grads[2].clone(),
+                    fc: gc.grads[3].clone(),
+                    logits: gc.g_logits.clone(),
+                },
+            )
+        });
+        (gc.terms, grad)
+    } else {
+        streamed_cost(&net, &x, &refs, &settings, a.grad_out.is_some())
     };
-    let gc = group_cost(&acts, &refs, &settings);
-    if let Some(path) = &a.grad_out {
-        let g = net.backward(
-            &mut f,
-            &crate::backwork::frozen::TapGrads {
-                inputs: gc.grads[0].clone(),
-                conv0: gc.grads[1].clone(),
-                conv1: gc.grads[2].clone(),
-                fc: gc.grads[3].clone(),
-                logits: gc.g_logits.clone(),
-            },
-        );
-        write_atomic(path, &npy_bytes(&g, &shape), false)?;
+    if let (Some(path), Some(g)) = (&a.grad_out, &grad) {
+        write_atomic(path, &npy_bytes(g, &shape), false)?;
     }
-    let named = gc.terms.named();
+    let named = terms.named();
     if a.json {
         let mut obj = serde_json::Map::new();
         for (k, v) in &named {
             obj.insert(k.clone(), serde_json::json!(v));
         }
-        obj.insert("clamped".into(), serde_json::json!(gc.terms.clamped));
+        obj.insert("clamped".into(), serde_json::json!(terms.clamped));
         obj.insert("n".into(), serde_json::json!(n));
         obj.insert("label".into(), serde_json::json!(a.label));
         println!("{}", serde_json::Value::Object(obj));
@@ -605,8 +614,8 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
         for (k, v) in &named {
             println!("{k:>18} {v:.6e}");
         }
-        if !gc.terms.clamped.is_empty() {
-            println!("clamped: {}", gc.terms.clamped.join(", "));
+        if !terms.clamped.is_empty() {
+            println!("clamped: {}", terms.clamped.join(", "));
         }
     }
     Ok(())
