@@ -127,12 +127,15 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     if a.top_k == 0 || a.top_k > PIXELS {
         bail!("--top-k: {} is outside 1..=784", a.top_k);
     }
-    let out = OutDir::claim(&a.out, a.force)?;
+    // Checked at once (a bad --out fails before the work) and claimed for the writing only:
+    // a signal during the computation, which ends the process, leaves nothing behind.
+    drop(OutDir::claim(&a.out, a.force)?);
     let (cnn, _) = load_or_shipped(app.model.as_deref())?;
     let net = FrozenCnn::new(&cnn)?;
     let targets: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let s = net.saliency(&x, &targets);
     let mask = top_k_mask(&s, a.top_k);
+    let out = OutDir::claim(&a.out, a.force)?;
     let n = labels.len();
     let put = |name: &str, bytes: &[u8]| {
         write_atomic(&out.staging().join(name), bytes, false).map_err(|e| out.in_dest(e))
