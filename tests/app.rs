@@ -1,6 +1,8 @@
 //! The window, driven as a user would through egui_kittest (no display needed): each panel
 //! alone with plain state, the whole app with a test that plays the worker, and one run of the
 //! real worker that ends and exports.
+// Tests may unwrap, expect and panic: that is a test failing (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,7 @@
 //! The command line as a user runs it: JSON output, and one-line errors with a non-zero exit
 //! for every kind of bad input, leaving no partial file behind.
+// Tests may unwrap, expect and panic: that is a test failing (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Output;
 

@@ -6,6 +6,8 @@
 //!
 //! Cases per parser: 2,000 by default (CI); `BACKWORK_FUZZ_CASES=1000000` runs a million
 //! (README, "Reliability", records such a run).
+// Tests may unwrap, expect and panic: that is a test failing (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

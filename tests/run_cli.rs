@@ -1,5 +1,7 @@
 //! `backwork run` and `backwork cost` as a user runs them: the files they write, the terms they
 //! print, the same seed giving the same images, and one-line errors for bad input.
+// Tests may unwrap, expect and panic: that is a test failing (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::Output;

@@ -1,6 +1,8 @@
 //! `backwork sweep` as a user runs it (issue 11): the grid is the product of the listed values,
 //! shards merged give the rows of the unsharded sweep, a stopped sweep resumes without running
 //! a point twice, presets and start images reach the engine, and bad flags fail at once.
+// Tests may unwrap, expect and panic: that is a test failing (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::Output;

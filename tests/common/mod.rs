@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests that run the binary: running it, the one-line
 //! failure every bad input must give, and small data folders.
+// Tests may unwrap, expect and panic: that is a test failing (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 // Each test crate compiles this module and uses a part of it.
 #![allow(dead_code)]
 
