@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backwork::cost::{GroupActs, group_cost, streamed_cost};
+use crate::backwork::cost::streamed_cost;
 use crate::backwork::engine::{EndReason, Engine};
-use crate::backwork::frozen::{Forward, FrozenCnn};
+use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
 use crate::backwork::settings::DEFAULT_STEP_BUDGET;
 use crate::backwork::trace::term_pulls;
@@ -569,34 +569,8 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
             a.label
         );
     }
-    // Up to a chunk of images in one pass (as the engine computes it); more in two passes a
-    // chunk at a time, so memory does not grow with the number of images.
-    let (terms, grad) = if n <= crate::backwork::frozen::CHUNK {
-        let mut f = Forward::default();
-        net.forward(&x, &mut f);
-        let acts = GroupActs {
-            n,
-            taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
-            probs: &f.probs,
-            classes: net.classes(),
-        };
-        let gc = group_cost(&acts, &refs, &settings);
-        let grad = a.grad_out.is_some().then(|| {
-            net.backward(
-                &mut f,
-                &crate::backwork::frozen::TapGrads {
-                    inputs: gc.grads[0].clone(),
-                    conv0: gc.grads[1].clone(),
-                    conv1: gc.grads[2].clone(),
-                    fc: gc.grads[3].clone(),
-                    logits: gc.g_logits.clone(),
-                },
-            )
-        });
-        (gc.terms, grad)
-    } else {
-        streamed_cost(&net, &x, &refs, &settings, a.grad_out.is_some())
-    };
+    // In chunks, two passes (see `streamed_cost`): memory does not grow with the images.
+    let (terms, grad) = streamed_cost(&net, &x, &refs, &settings, a.grad_out.is_some());
     if let (Some(path), Some(g)) = (&a.grad_out, &grad) {
         write_atomic(path, &npy_bytes(g, &shape), false)?;
     }
