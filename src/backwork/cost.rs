@@ -8,6 +8,7 @@
 //! - similarity: the variance form (2/D) Σ_j Var_n(A[·, j]);
 //! - the gradient of each minimum flows only into its arg-min.
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::linalg::{Mat, matmul};
@@ -127,6 +128,77 @@ fn exact_dist_avx2(a: &[f32], b: &[f32]) -> f64 {
     exact_dist_portable(a, b)
 }
 
+/// The dot products of a few rows (`k`×`d`) with every reference row (`r`×`d`), as `k`×`r`.
+/// Each reference row is read once, for all `k` rows at a time: for a handful of rows a
+/// general matrix product spends most of its time copying the references into its packed
+/// layout, and this loop is bound by reading them once instead.
+fn few_dots(rows: &[f32], k: usize, d: usize, refs: &[f32]) -> Vec<f32> {
+    let r = if d == 0 { 0 } else { refs.len() / d };
+    let mut out_t = vec![0.0f32; r * k];
+    if k == 0 || r == 0 {
+        return Vec::new();
+    }
+    out_t
+        .par_chunks_mut(k * 64)
+        .zip(refs.par_chunks(d * 64))
+        .for_each(|(o, b)| {
+            for (oj, bj) in o.chunks_exact_mut(k).zip(b.chunks_exact(d)) {
+                dots_of_row(rows, d, bj, oj);
+            }
+        });
+    let mut out = vec![0.0f32; k * r];
+    for j in 0..r {
+        for f in 0..k {
+            out[f * r + j] = out_t[j * k + f];
+        }
+    }
+    out
+}
+
+/// `out[f] = rows[f]·b` for every row f of `rows` (`out.len()` rows of length `d`).
+fn dots_of_row(rows: &[f32], d: usize, b: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { dots_of_row_avx2(rows, d, b, out) };
+        }
+    }
+    dots_of_row_portable(rows, d, b, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dots_of_row_avx2(rows: &[f32], d: usize, b: &[f32], out: &mut [f32]) {
+    dots_of_row_portable(rows, d, b, out)
+}
+
+#[inline(always)]
+fn dots_of_row_portable(rows: &[f32], d: usize, b: &[f32], out: &mut [f32]) {
+    // Four rows at a time, eight lanes each: the reference chunk is loaded once per four.
+    for (fb, ob) in out.chunks_mut(4).enumerate() {
+        let base = fb * 4;
+        let mut lanes = [[0.0f32; 8]; 4];
+        let cb = b.chunks_exact(8);
+        let tail_b = cb.remainder();
+        for (c, y) in cb.enumerate() {
+            for (f, l) in lanes.iter_mut().enumerate().take(ob.len()) {
+                let x = &rows[(base + f) * d + c * 8..(base + f) * d + c * 8 + 8];
+                for i in 0..8 {
+                    l[i] += x[i] * y[i];
+                }
+            }
+        }
+        let t0 = d - tail_b.len();
+        for (f, o) in ob.iter_mut().enumerate() {
+            let x = &rows[(base + f) * d..(base + f + 1) * d];
+            let tail: f32 = x[t0..].iter().zip(tail_b).map(|(p, q)| p * q).sum();
+            *o = lanes[f].iter().sum::<f32>() + tail;
+        }
+    }
+}
+
 #[inline(always)]
 fn exact_dist_portable(a: &[f32], b: &[f32]) -> f64 {
     let mut lanes = [0.0f32; 16];
@@ -159,6 +231,14 @@ pub struct ImageSearch {
     /// inequality). Empty when nothing is known (a new or re-initialised image).
     base: Vec<f32>,
     best: usize,
+}
+
+impl ImageSearch {
+    /// A lower bound of the distance now to reference `j`.
+    #[inline(always)]
+    fn lower(&self, j: usize) -> f64 {
+        self.base[j] as f64 - self.moved
+    }
 }
 
 /// The search state of one label group: per tap, per image.
@@ -211,11 +291,7 @@ fn nearest_rows_pruned(
             st.moved += exact_dist(row, &st.prev);
             st.prev.copy_from_slice(row);
             let ub = exact_dist(row, &refs[st.best * d..(st.best + 1) * d]);
-            let open = st
-                .base
-                .iter()
-                .filter(|&&b| (b as f64 - st.moved) < ub)
-                .count();
+            let open = (0..r).filter(|&j| st.lower(j) < ub).count();
             open > r / 8
         })
         .collect();
@@ -224,13 +300,7 @@ fn nearest_rows_pruned(
             .iter()
             .flat_map(|&i| a[i * d..(i + 1) * d].iter().copied())
             .collect();
-        let mut dots = vec![0.0f32; fresh.len() * r];
-        matmul(
-            Mat::rows(&rows, fresh.len(), d),
-            Mat::rows(refs, r, d).t(),
-            &mut dots,
-            false,
-        );
+        let dots = few_dots(&rows, fresh.len(), d, refs);
         *rows_read += r * fresh.len();
         for (f, &i) in fresh.iter().enumerate() {
             let row = &a[i * d..(i + 1) * d];
@@ -267,7 +337,7 @@ fn nearest_rows_pruned(
             st.base[best] = (ub + st.moved) as f32;
             *rows_read += 1;
             for j in 0..r {
-                if j == best || (st.base[j] as f64 - st.moved) >= ub {
+                if j == best || st.lower(j) >= ub {
                     continue;
                 }
                 let dj = exact_dist(row, &refs[j * d..(j + 1) * d]);
@@ -694,4 +764,37 @@ pub fn streamed_cost(
         gx.extend_from_slice(&net.backward(&mut f, &tg));
     }
     (terms, Some(gx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn few_dots_match_a_plain_loop_for_every_row_count_and_a_ragged_width() {
+        // d = 37 leaves a tail after the 8-lane chunks; k = 1..=9 covers a partial and a
+        // full block of four rows and more than two blocks; 130 references span three of
+        // the parallel chunks of 64.
+        let (d, r) = (37, 130);
+        let val = |i: usize| ((i * 7919) % 1000) as f32 / 250.0 - 2.0;
+        let refs: Vec<f32> = (0..r * d).map(val).collect();
+        for k in 1..=9 {
+            let rows: Vec<f32> = (0..k * d).map(|i| val(i + 12345)).collect();
+            let got = few_dots(&rows, k, d, &refs);
+            assert_eq!(got.len(), k * r);
+            for f in 0..k {
+                for j in 0..r {
+                    let want: f64 = (0..d)
+                        .map(|t| rows[f * d + t] as f64 * refs[j * d + t] as f64)
+                        .sum();
+                    // f32 sums of 37 products of size ≤ 4: rounding stays far below 1e-4.
+                    assert!(
+                        (got[f * r + j] as f64 - want).abs() < 1e-4,
+                        "k {k} f {f} j {j}"
+                    );
+                }
+            }
+        }
+        assert!(few_dots(&[], 0, d, &refs).is_empty());
+    }
 }

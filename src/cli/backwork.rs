@@ -629,7 +629,8 @@ pub fn bench_backwork(
         }
     }
     let cache_s = t.elapsed().as_secs_f64();
-    let time_steps = |labels: Vec<u8>| -> Result<f64> {
+    // (ms per step, share of the reference rows the pruned searches read)
+    let time_steps = |labels: Vec<u8>| -> Result<(f64, f64)> {
         let settings = Settings {
             labels,
             max_steps: None,
@@ -648,14 +649,17 @@ pub fn bench_backwork(
             }
             e.step()?;
         }
-        Ok(1000.0 * t.elapsed().as_secs_f64() / steps as f64)
+        let ms = 1000.0 * t.elapsed().as_secs_f64() / steps as f64;
+        let (read, full) = e.search_rows();
+        Ok((ms, read as f64 / full.max(1) as f64))
     };
-    let step_ms_10x8 = time_steps(all.clone())?;
-    let step_ms_1x8 = time_steps(vec![base.labels[0]])?;
+    let (step_ms_10x8, search_share) = time_steps(all.clone())?;
+    let (step_ms_1x8, _) = time_steps(vec![base.labels[0]])?;
     let json = serde_json::json!({
         "bench": "backwork",
         "step_ms_10x8": step_ms_10x8,
         "step_ms_1x8": step_ms_1x8,
+        "search_read_share_10x8": search_share,
         "cache_s": cache_s,
         "peak_rss_mb": peak_rss_mb(),
         "steps_timed": steps,
