@@ -133,7 +133,7 @@ fn exact_dist_avx2(a: &[f32], b: &[f32]) -> f64 {
 /// general matrix product spends most of its time copying the references into its packed
 /// layout, and this loop is bound by reading them once instead.
 fn few_dots(rows: &[f32], k: usize, d: usize, refs: &[f32]) -> Vec<f32> {
-    let r = if d == 0 { 0 } else { refs.len() / d };
+    let r = refs.len().checked_div(d).unwrap_or(0);
     let mut out_t = vec![0.0f32; r * k];
     if k == 0 || r == 0 {
         return Vec::new();
