@@ -9,6 +9,8 @@ pub mod backwork;
 pub mod cli;
 pub mod data;
 pub mod export;
+pub mod io;
+pub mod meta;
 pub mod model;
 pub mod retrain;
 pub mod sweep;

@@ -18,9 +18,10 @@ use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::measure::run_to_end;
 use crate::backwork::refs::RefCache;
 use crate::data::{Dataset, PIXELS};
+use crate::meta::ModelInfo;
+use crate::model::Cnn;
 use crate::model::train::{ExtraSet, TrainConfig, TrainEvent, train_from};
 use crate::model::weights::{cnn_to_bytes, sha256_hex, with_extra_class};
-use crate::model::{Cnn, ModelInfo};
 
 /// How fooling images are labelled for training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -375,7 +376,7 @@ pub fn retrain(
     metadata.insert("dataset".into(), train.source.clone());
     if let Some(last) = measurements.last() {
         metadata.insert(
-            crate::model::weights::META_TEST_ACCURACY.into(),
+            crate::meta::META_TEST_ACCURACY.into(),
             format!("{:.4}", last.test_accuracy),
         );
     }

@@ -19,7 +19,7 @@ use crate::backwork::measure::{Outcome, run_to_end};
 use crate::backwork::refs::LabelRefs;
 use crate::backwork::{Init, Settings};
 use crate::export::npy::read_start_images;
-use crate::export::run::{export_images, set_png_probabilities};
+use crate::export::run::export_images;
 
 /// The file a sweep appends to in its folder.
 pub const RUNS_FILE: &str = "runs.jsonl";
@@ -47,12 +47,13 @@ pub fn run_point(
 ) -> Result<(Outcome, f32), SweepError> {
     let mut engine = Engine::new(net.clone(), refs, settings.clone())?;
     if let Init::File(path) = &settings.init {
-        let x = read_start_images(path, engine.images.len())?;
+        let x = read_start_images(path, engine.states().len())?;
         engine.set_images(&x)?;
     }
     let outcome = run_to_end(&mut engine, cancel, on_step)?;
-    let mut images = export_images(&engine, None);
-    set_png_probabilities(net, &mut images);
+    let images = export_images(engine.rows(), settings.threshold, None, |x, l| {
+        net.p_label_as_png(x, l)
+    });
     let png_gap = images
         .iter()
         .filter_map(|i| i.p_label_png.map(|q| (q - i.p_label).abs()))
@@ -158,7 +159,7 @@ pub fn drop_torn_tail(path: &Path) -> Result<(), SweepError> {
         return Ok(());
     }
     let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    crate::export::write_atomic(path, &bytes[..keep], true).map_err(|e| file_error(path, e))
+    crate::io::write_atomic(path, &bytes[..keep], true).map_err(|e| file_error(path, e))
 }
 
 /// Appends one row as one line, synced to disk before it returns.

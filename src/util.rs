@@ -68,52 +68,6 @@ pub fn format_duration(secs: f64) -> String {
     }
 }
 
-/// Opens `path` for reading if it is a regular file. The open does not block (a FIFO in a
-/// file's place would otherwise wait for a writer forever); anything but a regular file is
-/// refused with an error that says so.
-pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok(file)
-}
-
-/// Reads a whole regular file (see [`open_regular`]).
-pub fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    read_regular_max(path, u64::MAX)
-}
-
-/// Reads a whole regular file of at most `max` bytes (a larger one is refused before it is
-/// read, and a file that grows while read stops at `max` + 1 bytes and is refused).
-pub fn read_regular_max(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = open_regular(path)?;
-    let too_large = || {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {max} bytes, the most this file can hold"),
-        )
-    };
-    let len = f.metadata()?.len();
-    if len > max {
-        return Err(too_large());
-    }
-    let mut out = Vec::with_capacity(len as usize);
-    f.take(max.saturating_add(1)).read_to_end(&mut out)?;
-    if out.len() as u64 > max {
-        return Err(too_large());
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

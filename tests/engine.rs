@@ -654,7 +654,7 @@ fn an_ended_run_hands_out_the_images_it_classified() {
     );
     let mut f = Forward::default();
     net.forward(e.images(), &mut f);
-    for (row, img) in e.images.iter().enumerate() {
+    for (row, img) in e.states().iter().enumerate() {
         let again = &f.probs[row * 10..(row + 1) * 10];
         assert!(
             rel_err(again, &img.probs) < 1e-5,
@@ -690,7 +690,7 @@ fn a_numeric_failure_ends_the_run_and_keeps_the_last_good_images() {
     assert!(err.contains("not finite"), "{err}");
     assert_eq!(e.images(), &before[..], "the last good images are kept");
     assert!(
-        e.images
+        e.states()
             .iter()
             .all(|i| i.probs.iter().all(|p| p.is_finite()))
     );
@@ -889,7 +889,7 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
         for i in 0..4 {
             for k in 0..4 {
                 assert_eq!(
-                    e.images[i].nearest[k].map(|n| n.index),
+                    e.states()[i].nearest[k].map(|n| n.index),
                     full.nearest[k].get(i).map(|n| n.index),
                     "step {} image {i} tap {k}",
                     ev.step

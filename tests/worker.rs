@@ -253,7 +253,7 @@ fn reset_does_not_wait_for_the_reference_sets_and_exports_keep_their_model() {
     };
     let run = w.send(Command::Start(s));
     while !matches!(next(&w), Event::Ended { run: r, .. } if r == run) {}
-    let other = backwork::export::run::ModelRef {
+    let other = backwork::meta::ModelRef {
         name: "another-model.safetensors".into(),
         sha256: "0".repeat(64),
     };

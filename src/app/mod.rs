@@ -22,9 +22,10 @@ use anyhow::{Context, Result};
 
 use crate::cli::AppArgs;
 use crate::data::{Dataset, PIXELS, Split};
+use crate::meta::ModelInfo;
+use crate::model::Cnn;
 use crate::model::eval::EVAL_BATCH;
 use crate::model::weights::load_or_shipped;
-use crate::model::{Cnn, ModelInfo};
 
 pub use curves_ui::Curves;
 pub use gallery_ui::Gallery;
@@ -258,7 +259,7 @@ impl FrameStats {
             "run_steps": run_steps,
             "run_seconds": run_seconds,
         });
-        crate::export::write_atomic(&self.file, json.to_string().as_bytes(), true)
+        crate::io::write_atomic(&self.file, json.to_string().as_bytes(), true)
             .err()
             .map(|e| format!("--frame-stats: {e}"))
     }

@@ -14,10 +14,11 @@ use crate::backwork::refs::{
     CacheEntry, cache_cap_bytes, clear_cache, default_cache_dir, list_cache,
 };
 use crate::data::Dataset;
-use crate::export::write_atomic;
+use crate::io::write_atomic;
+use crate::meta::ModelInfo;
+use crate::model::Cnn;
 use crate::model::train::{TrainConfig, TrainEvent};
 use crate::model::weights::{WeightInit, cnn_to_bytes, load_cnn, sha256_hex};
-use crate::model::{Cnn, ModelInfo};
 use crate::worker::trainer::{Trainer, TrainerEvent};
 
 /// Loss points kept before thinning (bounded memory over long trainings).

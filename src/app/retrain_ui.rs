@@ -17,8 +17,9 @@ use super::model_ui::UnsavedModel;
 use super::status::Status;
 use crate::data::{Dataset, PIXELS};
 use crate::export::report::{RetrainReport, write_report};
+use crate::meta::ModelInfo;
+use crate::model::Cnn;
 use crate::model::train::TrainEvent;
-use crate::model::{Cnn, ModelInfo};
 use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, RetrainMode, retrain};
 
 enum Msg {

@@ -20,8 +20,8 @@ use crate::backwork::saliency::top_k_mask;
 use crate::backwork::{Init, Settings};
 use crate::data::{PIXELS, SIDE};
 use crate::export::overlay_rgb;
-use crate::export::run::ModelRef;
 use crate::export::sheet::to_u8;
+use crate::meta::ModelRef;
 use crate::worker::{Command, Event, Snapshot, Worker, WorkerSpec};
 
 /// Images per row of the texture atlas.

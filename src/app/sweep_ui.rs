@@ -17,7 +17,8 @@ use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::measure::Outcome;
 use crate::backwork::refs::{RefCache, default_cache_dir};
 use crate::data::Dataset;
-use crate::model::{Cnn, ModelInfo};
+use crate::meta::ModelInfo;
+use crate::model::Cnn;
 use crate::sweep::run_point;
 
 /// A setting a sweep can vary.

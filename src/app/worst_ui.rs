@@ -12,8 +12,9 @@ use super::dialog::{Dialog, NO_DIALOG};
 use super::status::Status;
 use crate::data::{Dataset, SIDE};
 use crate::export::worst::{WorstResults, write_worst};
+use crate::meta::ModelInfo;
+use crate::model::Cnn;
 use crate::model::worst::{WorstLabel, worst_images};
-use crate::model::{Cnn, ModelInfo};
 
 enum Msg {
     Progress(usize, usize),

@@ -217,11 +217,44 @@ pub fn class_means(refs: &LabelRefs, n: usize, seed: u64) -> Vec<f32> {
     out
 }
 
+/// The p(label) of one label group's images at the last classification.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LabelSummary {
+    pub label: u8,
+    pub min_p: f32,
+    pub mean_p: f32,
+}
+
+/// One image of a run as the engine last classified it: what exports and summaries read.
+pub struct RowView<'a> {
+    /// Its row (group-major).
+    pub row: usize,
+    pub label: u8,
+    /// Its index within its label group.
+    pub index: usize,
+    /// Steps its group took until it stopped (or so far).
+    pub group_steps: usize,
+    pub state: &'a ImageState,
+    /// Its 784 pixels, the exact values `state.probs` belongs to.
+    pub pixels: &'a [f32],
+}
+
+impl RowView<'_> {
+    /// p(label) at the last classification.
+    pub fn p_label(&self) -> f32 {
+        self.state
+            .probs
+            .get(self.label as usize)
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
 /// The state of a run; it owns the images, Adam's moments and the reinit windows.
 pub struct Engine {
     net: FrozenCnn,
-    pub settings: Settings,
-    pub groups: Vec<Group>,
+    settings: Settings,
+    groups: Vec<Group>,
     /// Number of images per group, fixed at the start.
     n: usize,
     /// All images, group-major, (groups·N)×784: what the next step classifies.
@@ -232,7 +265,7 @@ pub struct Engine {
     classified: Vec<f32>,
     m1: Vec<f32>,
     m2: Vec<f32>,
-    pub images: Vec<ImageState>,
+    images: Vec<ImageState>,
     step: usize,
     fwd: Forward,
     ended: Option<EndReason>,
@@ -314,6 +347,76 @@ impl Engine {
     pub fn search_rows(&self) -> (usize, usize) {
         let read = self.groups.iter().map(|g| g.search.rows_read).sum();
         (read, self.full_rows)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The label groups, in row order.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// Every image's state, row by row (group-major).
+    pub fn states(&self) -> &[ImageState] {
+        &self.images
+    }
+
+    /// The label of row `row` (rows are group-major: group `row / batch`).
+    pub fn label_of(&self, row: usize) -> u8 {
+        self.groups[row / self.n.max(1)].label
+    }
+
+    /// The labels of the groups, in row order.
+    pub fn labels(&self) -> Vec<u8> {
+        self.groups.iter().map(|g| g.label).collect()
+    }
+
+    /// p(label) of row `row` at the last classification.
+    pub fn p_label(&self, row: usize) -> f32 {
+        let l = self.label_of(row) as usize;
+        self.images[row].probs.get(l).copied().unwrap_or(0.0)
+    }
+
+    /// Per group, its label and the least p(label) among its images.
+    pub fn min_p_by_label(&self) -> Vec<(u8, f32)> {
+        self.label_summaries()
+            .iter()
+            .map(|s| (s.label, s.min_p))
+            .collect()
+    }
+
+    /// Per group: its label, and the least and the mean p(label) of its images.
+    pub fn label_summaries(&self) -> Vec<LabelSummary> {
+        (0..self.groups.len())
+            .map(|g| {
+                let ps: Vec<f32> = (g * self.n..(g + 1) * self.n)
+                    .map(|row| self.p_label(row))
+                    .collect();
+                LabelSummary {
+                    label: self.groups[g].label,
+                    min_p: ps.iter().copied().fold(1.0f32, f32::min),
+                    mean_p: ps.iter().sum::<f32>() / ps.len().max(1) as f32,
+                }
+            })
+            .collect()
+    }
+
+    /// Every image with its label and place, as the last step classified it.
+    pub fn rows(&self) -> impl Iterator<Item = RowView<'_>> {
+        self.images.iter().enumerate().map(|(row, state)| {
+            let g = &self.groups[row / self.n.max(1)];
+            RowView {
+                row,
+                label: g.label,
+                index: row % self.n.max(1),
+                group_steps: g.done_at.unwrap_or(self.step),
+                state,
+                pixels: &self.classified[row * PIXELS..(row + 1) * PIXELS],
+            }
+        })
     }
 
     /// Images per group.

@@ -84,6 +84,26 @@ pub struct TapGrads {
 }
 
 impl FrozenCnn {
+    /// p(label) of each image (`pixels`: N×784, `labels`: N) as an 8-bit PNG stores it
+    /// (clamped to [0, 1], rounded to 1/255), classified again.
+    pub fn p_label_as_png(&self, pixels: &[f32], labels: &[u8]) -> Vec<f32> {
+        let quantised: Vec<f32> = pixels
+            .iter()
+            .map(|&v| crate::data::to_u8(v) as f32 / 255.0)
+            .collect();
+        if quantised.is_empty() {
+            return Vec::new();
+        }
+        let mut f = Forward::default();
+        self.forward(&quantised, &mut f);
+        let k = self.classes();
+        f.probs
+            .chunks_exact(k)
+            .zip(labels)
+            .map(|(p, &l)| p.get(l as usize).copied().unwrap_or(0.0))
+            .collect()
+    }
+
     /// Copies the weights out of `cnn` into the NHWC layout.
     pub fn new(cnn: &Cnn) -> candle_core::Result<Self> {
         let v = |t: &candle_core::Tensor| t.flatten_all()?.to_vec1::<f32>();

@@ -44,9 +44,8 @@ pub fn run_to_end(
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(&StepEvent),
 ) -> Result<Outcome, EngineError> {
-    let n = engine.batch();
-    let threshold = engine.settings.threshold;
-    let rows = engine.images.len();
+    let threshold = engine.settings().threshold;
+    let rows = engine.states().len();
     let mut passed_at: Vec<Option<usize>> = vec![None; rows];
     let mut reinits = 0;
     let end = loop {
@@ -57,7 +56,7 @@ pub fn run_to_end(
         let ev = engine.step()?;
         reinits += ev.reinits.len();
         for (row, p) in ev.probs.iter().enumerate() {
-            let label = engine.groups[row / n].label as usize;
+            let label = engine.label_of(row) as usize;
             if passed_at[row].is_none() && p.get(label).is_some_and(|&p| p > threshold) {
                 passed_at[row] = Some(ev.step);
             }
@@ -76,15 +75,16 @@ fn outcome(
     reinits: usize,
     end: &EndReason,
 ) -> Outcome {
-    let n = engine.batch();
-    let threshold = engine.settings.threshold;
+    let s = engine.settings();
     let mut steps = Vec::new();
     let mut min_p = f32::INFINITY;
-    for (row, img) in engine.images.iter().enumerate() {
-        let p = img.probs[engine.groups[row / n].label as usize];
+    let mut fooled = 0;
+    for r in engine.rows() {
+        let p = r.p_label();
         min_p = min_p.min(p);
-        if p > threshold {
-            steps.extend(passed_at[row]);
+        if p > s.threshold {
+            fooled += 1;
+            steps.extend(passed_at[r.row]);
         }
     }
     steps.sort_unstable();
@@ -93,21 +93,21 @@ fn outcome(
         k if k % 2 == 1 => Some(steps[k / 2] as f64),
         k => Some((steps[k / 2 - 1] + steps[k / 2]) as f64 / 2.0),
     };
-    let rows = engine.images.len().max(1) as f64;
+    let rows = engine.states().len().max(1) as f64;
     let mut nearest_distance = BTreeMap::new();
     for (k, name) in TAPS.iter().enumerate() {
-        let is_per_neuron = k == 3 && engine.settings.fc_distance == FcDistance::PerNeuron;
+        let is_per_neuron = k == 3 && s.fc_distance == FcDistance::PerNeuron;
         let mean = if is_per_neuron {
-            let groups = engine.groups.len().max(1) as f64;
+            let groups = engine.groups().len().max(1) as f64;
             engine
-                .groups
+                .groups()
                 .iter()
                 .map(|g| g.terms.taps[3].ref_dist)
                 .sum::<f64>()
                 / groups
         } else {
             engine
-                .images
+                .states()
                 .iter()
                 .filter_map(|i| i.nearest[k])
                 .map(|d| d.dist as f64)
@@ -122,28 +122,11 @@ fn outcome(
         x.iter().copied().fold(f32::NEG_INFINITY, f32::max),
     ];
     Outcome {
-        images: engine.images.len(),
-        fooled: engine
-            .images
-            .iter()
-            .enumerate()
-            .filter(|(row, i)| i.probs[engine.groups[row / n].label as usize] > threshold)
-            .count(),
+        images: engine.states().len(),
+        fooled,
         median_steps,
         min_p: if min_p.is_finite() { min_p } else { 0.0 },
-        min_p_by_label: engine
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(g, grp)| {
-                let l = grp.label as usize;
-                let m = engine.images[g * n..(g + 1) * n]
-                    .iter()
-                    .map(|i| i.probs[l])
-                    .fold(1.0f32, f32::min);
-                (grp.label, m)
-            })
-            .collect(),
+        min_p_by_label: engine.min_p_by_label(),
         reinits,
         steps: engine.steps(),
         end_reason: match end {

@@ -316,7 +316,7 @@ impl LabelRefs {
     /// while a run uses it cannot touch the run). Only a regular file is opened, without
     /// blocking, so a FIFO or a device in its place is refused rather than waited on.
     pub fn read_file(label: u8, path: &Path, train: &Dataset) -> Result<Self, String> {
-        let file = crate::util::open_regular(path).map_err(|e| format!("cannot be read: {e}"))?;
+        let file = crate::io::open_regular(path).map_err(|e| format!("cannot be read: {e}"))?;
         let meta = file
             .metadata()
             .map_err(|e| format!("cannot be read: {e}"))?;
@@ -518,7 +518,7 @@ impl RefCache {
             // A rename would not replace a folder; anything else in the way goes.
             let _ = std::fs::remove_dir_all(f);
         }
-        match crate::export::write_atomic(f, &r.to_bytes(), true) {
+        match crate::io::write_atomic(f, &r.to_bytes(), true) {
             Err(e) if !self.is_unwritable => {
                 // Said once: every later label fails the same way.
                 self.is_unwritable = true;
@@ -637,7 +637,7 @@ pub fn clear_cache(dir: &Path) -> std::io::Result<(usize, u64)> {
 /// Removes the temporary files a killed process left in `dir` (its own PID no longer
 /// running, or a day old); returns how many.
 pub fn remove_stale_temps(dir: &Path) -> usize {
-    remove_temps(dir, |pid| !pid.is_some_and(crate::export::is_process_alive)).0
+    remove_temps(dir, |pid| !pid.is_some_and(crate::io::is_process_alive)).0
 }
 
 /// Removes the temporary files (`.refs-….<pid>-<n>.tmp`) of `dir` for which `stale` holds
@@ -650,7 +650,7 @@ fn remove_temps(dir: &Path, stale: impl Fn(Option<u32>) -> bool) -> (usize, u64)
     let mut removed = (0, 0);
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = crate::export::temp_writer_pid(&name) else {
+        let Some(pid) = crate::io::temp_writer_pid(&name) else {
             continue;
         };
         if !name.starts_with(".refs-") {

@@ -21,9 +21,9 @@ use crate::backwork::{
 };
 use crate::data::{Dataset, PIXELS, Split};
 use crate::export::npy::{npy_bytes, read_images, read_start_images};
-use crate::export::outdir::OutDir;
-use crate::export::run::{RunResults, export_images, set_png_probabilities, write_run_files};
-use crate::export::write_atomic;
+use crate::export::run::{RunResults, export_images, write_run_files};
+use crate::io::outdir::OutDir;
+use crate::io::write_atomic;
 use crate::model::weights::load_or_shipped;
 
 use super::AppArgs;
@@ -406,7 +406,6 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(250));
-    let n = settings.batch;
     let mut reinits = 0usize;
     let started = Instant::now();
     let end = loop {
@@ -428,7 +427,7 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
             let n = engine.batch();
             let x = engine.images();
             let pulls: Vec<_> = engine
-                .groups
+                .groups()
                 .iter()
                 .enumerate()
                 .flat_map(|(g, grp)| {
@@ -436,7 +435,7 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
                         &png_net,
                         &grp.refs,
                         &x[g * n * PIXELS..(g + 1) * n * PIXELS],
-                        &engine.settings,
+                        engine.settings(),
                     )
                 })
                 .collect();
@@ -461,16 +460,9 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         }
         bar.set_position(ev.step as u64);
         let mins: Vec<String> = engine
-            .groups
+            .label_summaries()
             .iter()
-            .enumerate()
-            .map(|(g, grp)| {
-                let l = grp.label as usize;
-                let m = (0..n)
-                    .map(|i| ev.probs[g * n + i][l])
-                    .fold(f32::INFINITY, f32::min);
-                format!("{l}:{m:.4}")
-            })
+            .map(|s| format!("{}:{:.4}", s.label, s.min_p))
             .collect();
         bar.set_message(format!("min p {} | reinits {reinits}", mins.join(" ")));
         if let Some(r) = ev.end {
@@ -483,8 +475,9 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
     }
     let elapsed = started.elapsed().as_secs_f64();
 
-    let mut images = export_images(&engine, None);
-    set_png_probabilities(&png_net, &mut images);
+    let images = export_images(engine.rows(), settings.threshold, None, |x, l| {
+        png_net.p_label_as_png(x, l)
+    });
     let results = RunResults {
         backwork_version: env!("CARGO_PKG_VERSION"),
         preset: settings.preset_name(),

@@ -14,8 +14,9 @@ use super::backwork::{SettingsArgs, build_refs};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::settings::DEFAULT_STEP_BUDGET;
 use crate::data::{Dataset, Split};
-use crate::export::write_atomic;
-use crate::model::weights::{ModelInfo, load_or_shipped};
+use crate::io::write_atomic;
+use crate::meta::ModelInfo;
+use crate::model::weights::load_or_shipped;
 use crate::sweep::{
     RUNS_FILE, SweepRow, append_row, done_keys, drop_torn_tail, in_shard, merge, parse_shard,
     point_key, read_rows, rows_text, run_point,

@@ -124,7 +124,7 @@ impl Dataset {
         let images = find_file(dir, si, "images")?;
         let labels = find_file(dir, sl, "labels")?;
         let read = |p: &Path| {
-            crate::util::read_regular(p).map_err(|source| DataError::Io {
+            crate::io::read_regular(p).map_err(|source| DataError::Io {
                 file: p.display().to_string(),
                 source,
             })
@@ -217,4 +217,13 @@ fn find_file(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, Data
         what,
         tried: candidates.join(", "),
     })
+}
+
+/// A pixel value in [0, 1] (clamped; NaN as 0) to 8 bits, rounded: what a PNG stores.
+pub fn to_u8(v: f32) -> u8 {
+    if v.is_nan() {
+        0
+    } else {
+        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+    }
 }

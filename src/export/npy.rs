@@ -40,7 +40,7 @@ const MAX_HEADER: usize = 1 << 20;
 /// declares (a pipe or `/dev/zero` cannot make it read forever) and allocates as data arrives.
 pub fn read_npy(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let file = path.display().to_string();
-    let f = crate::util::open_regular(path).map_err(|e| NpyError {
+    let f = crate::io::open_regular(path).map_err(|e| NpyError {
         file: file.clone(),
         reason: format!("cannot read: {e}"),
     })?;

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 
-use super::run::ModelRef;
 use super::sheet::{draw_text_with, text_width};
-use super::{ExportError, write_atomic};
+use crate::io::{WriteError, write_atomic};
+use crate::meta::ModelRef;
 use crate::retrain::{Measurement, RetrainConfig};
 
 /// What report.json holds.
@@ -165,8 +165,8 @@ pub fn write_report(
     dir: &Path,
     report: &RetrainReport,
     force: bool,
-) -> Result<Vec<PathBuf>, ExportError> {
-    let io = |name: &str, e: String| ExportError::Io {
+) -> Result<Vec<PathBuf>, WriteError> {
+    let io = |name: &str, e: String| WriteError::Io {
         file: dir.join(name).display().to_string(),
         source: std::io::Error::other(e),
     };

@@ -6,15 +6,16 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::npy::npy_bytes;
-use super::outdir::OutDir;
+use super::png_bytes;
 use super::sheet::{SheetTile, render_sheet, to_u8};
-use super::{ExportError, png_bytes, write_atomic};
 use crate::backwork::Settings;
 use crate::backwork::cost::Nearest;
-use crate::backwork::engine::Engine;
-use crate::backwork::frozen::{Forward, FrozenCnn};
+use crate::backwork::engine::RowView;
 use crate::backwork::settings::TAPS;
 use crate::data::{PIXELS, SIDE};
+use crate::io::outdir::OutDir;
+use crate::io::{WriteError, write_atomic};
+use crate::meta::ModelRef;
 
 /// One exported image.
 #[derive(Clone, Debug, Serialize)]
@@ -76,13 +77,6 @@ pub struct RunResults<'a> {
     pub images: &'a [ExportImage],
 }
 
-/// The model a run used.
-#[derive(Clone, Debug, Serialize)]
-pub struct ModelRef {
-    pub name: String,
-    pub sha256: String,
-}
-
 /// The images of a run's folder (as `backwork run` or the app's export writes it) with the
 /// label of each, read back for saliency and retraining.
 pub struct RunFolder {
@@ -111,7 +105,7 @@ pub fn read_run(dir: &Path) -> Result<RunFolder, String> {
     }
     let (_, images) = super::npy::read_images(&npy).map_err(|e| e.to_string())?;
     // 256 MB: a results.json of 100,000 images is about 100 MB.
-    let bytes = crate::util::read_regular_max(&json, 256 << 20)
+    let bytes = crate::io::read_regular_max(&json, 256 << 20)
         .map_err(|e| format!("{}: {e}", json.display()))?;
     let labels = parse_run_labels(&json.display().to_string(), &bytes)?;
     if labels.len().checked_mul(PIXELS) != Some(images.len()) {
@@ -155,11 +149,7 @@ pub fn png_name(label: u8, index: usize) -> String {
 
 /// Writes the run's folder `dir` whole (see [`OutDir`]): an empty or new folder, or any
 /// folder with `force` (its contents replaced); returns the files' names.
-pub fn write_run(
-    dir: &Path,
-    results: &RunResults,
-    force: bool,
-) -> Result<Vec<String>, ExportError> {
+pub fn write_run(dir: &Path, results: &RunResults, force: bool) -> Result<Vec<String>, WriteError> {
     let out = OutDir::claim(dir, force)?;
     let names = write_run_files(out.staging(), results).map_err(|e| out.in_dest(e))?;
     out.commit()?;
@@ -167,14 +157,14 @@ pub fn write_run(
 }
 
 /// Writes every file of the run into the (staging) folder `dir`; returns their names.
-pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, ExportError> {
+pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, WriteError> {
     let mut written = Vec::new();
-    let mut put = |name: &str, bytes: &[u8]| -> Result<(), ExportError> {
+    let mut put = |name: &str, bytes: &[u8]| -> Result<(), WriteError> {
         write_atomic(&dir.join(name), bytes, false)?;
         written.push(name.to_string());
         Ok(())
     };
-    let png_err = |name: &str, e: image::ImageError| ExportError::Io {
+    let png_err = |name: &str, e: image::ImageError| WriteError::Io {
         file: dir.join(name).display().to_string(),
         source: std::io::Error::other(e.to_string()),
     };
@@ -192,7 +182,7 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
         "images.npy",
         &npy_bytes(&all, &[all.len() / PIXELS, SIDE, SIDE]),
     )?;
-    let json = serde_json::to_vec_pretty(results).map_err(|e| ExportError::Io {
+    let json = serde_json::to_vec_pretty(results).map_err(|e| WriteError::Io {
         file: dir.join("results.json").display().to_string(),
         source: std::io::Error::other(e),
     })?;
@@ -215,56 +205,43 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
     Ok(written)
 }
 
-/// The engine's images (all, or the rows listed) with everything results.json says of them.
-pub fn export_images(engine: &Engine, rows: Option<&[usize]>) -> Vec<ExportImage> {
-    let n = engine.batch();
-    let x = engine.images();
-    let mut out = Vec::new();
-    for (g, grp) in engine.groups.iter().enumerate() {
-        let steps = grp.done_at.unwrap_or(engine.steps());
-        for i in 0..n {
-            let row = g * n + i;
-            if rows.is_some_and(|r| !r.contains(&row)) {
-                continue;
-            }
-            let st = &engine.images[row];
-            let p_label = st.probs.get(grp.label as usize).copied().unwrap_or(0.0);
+/// The export records of a run's images, all or the rows listed, from the engine's rows;
+/// `classify_png` gives p(label) of images (N×784 pixels, N labels) as their 8-bit PNGs store
+/// them (the network's [`p_label_as_png`](crate::backwork::frozen::FrozenCnn::p_label_as_png)).
+pub fn export_images<'a>(
+    rows: impl Iterator<Item = RowView<'a>>,
+    threshold: f32,
+    only: Option<&[usize]>,
+    classify_png: impl FnOnce(&[f32], &[u8]) -> Vec<f32>,
+) -> Vec<ExportImage> {
+    let mut images: Vec<ExportImage> = rows
+        .filter(|r| only.is_none_or(|o| o.contains(&r.row)))
+        .map(|r| {
+            let p_label = r.p_label();
             let mut img = ExportImage {
-                label: grp.label,
-                index: i,
-                probabilities: st.probs.clone(),
+                label: r.label,
+                index: r.index,
+                probabilities: r.state.probs.clone(),
                 p_label,
                 p_label_png: None,
-                reached_threshold: p_label > engine.settings.threshold,
-                steps,
-                steps_since_init: steps.saturating_sub(st.init_step),
-                reinits: st.reinits,
+                reached_threshold: p_label > threshold,
+                steps: r.group_steps,
+                steps_since_init: r.group_steps.saturating_sub(r.state.init_step),
+                reinits: r.state.reinits,
                 nearest_index: None,
                 nearest_distance: None,
                 nearest_by_tap: Default::default(),
-                png: png_name(grp.label, i),
-                pixels: x[row * PIXELS..(row + 1) * PIXELS].to_vec(),
+                png: png_name(r.label, r.index),
+                pixels: r.pixels.to_vec(),
             };
-            img.set_nearest(&st.nearest);
-            out.push(img);
-        }
-    }
-    out
-}
-
-/// Classifies each image as its PNG stores it (clamped, 8-bit) and records p(label).
-pub fn set_png_probabilities(net: &FrozenCnn, images: &mut [ExportImage]) {
-    let quantised: Vec<f32> = images
-        .iter()
-        .flat_map(|i| i.pixels.iter().map(|&v| to_u8(v) as f32 / 255.0))
+            img.set_nearest(&r.state.nearest);
+            img
+        })
         .collect();
-    if quantised.is_empty() {
-        return;
+    let pixels: Vec<f32> = images.iter().flat_map(|i| i.pixels.clone()).collect();
+    let labels: Vec<u8> = images.iter().map(|i| i.label).collect();
+    for (img, p) in images.iter_mut().zip(classify_png(&pixels, &labels)) {
+        img.p_label_png = Some(p);
     }
-    let mut f = Forward::default();
-    net.forward(&quantised, &mut f);
-    let k = net.classes();
-    for (img, p) in images.iter_mut().zip(f.probs.chunks_exact(k)) {
-        img.p_label_png = p.get(img.label as usize).copied();
-    }
+    images
 }

@@ -143,14 +143,7 @@ pub fn render_sheet(rows: &[(u8, Vec<SheetTile>)]) -> GrayImage {
     img
 }
 
-/// A pixel value in [0, 1] (clamped; NaN as 0) to 8 bits, rounded.
-pub fn to_u8(v: f32) -> u8 {
-    if v.is_nan() {
-        0
-    } else {
-        (v.clamp(0.0, 1.0) * 255.0).round() as u8
-    }
-}
+pub use crate::data::to_u8;
 
 #[cfg(test)]
 mod tests {

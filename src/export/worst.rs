@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::outdir::OutDir;
-use super::run::ModelRef;
+use super::png_bytes;
 use super::sheet::{SheetTile, render_sheet};
-use super::{ExportError, png_bytes, write_atomic};
 use crate::data::Dataset;
+use crate::io::outdir::OutDir;
+use crate::io::{WriteError, write_atomic};
+use crate::meta::ModelRef;
 use crate::model::worst::WorstLabel;
 
 /// What worst.json holds: `labels` as the issue names it, then where it came from.
@@ -28,7 +29,7 @@ pub fn write_worst(
     results: &WorstResults,
     data: &Dataset,
     force: bool,
-) -> Result<Vec<PathBuf>, ExportError> {
+) -> Result<Vec<PathBuf>, WriteError> {
     let out = OutDir::claim(dir, force)?;
     let names = write_worst_files(out.staging(), results, data).map_err(|e| out.in_dest(e))?;
     let dir = out.commit()?;
@@ -40,8 +41,8 @@ fn write_worst_files(
     dir: &Path,
     results: &WorstResults,
     data: &Dataset,
-) -> Result<Vec<String>, ExportError> {
-    let io = |name: &str, e: String| ExportError::Io {
+) -> Result<Vec<String>, WriteError> {
+    let io = |name: &str, e: String| WriteError::Io {
         file: dir.join(name).display().to_string(),
         source: std::io::Error::other(e),
     };

@@ -8,7 +8,7 @@ pub mod worst;
 
 use candle_core::{D, Device, Tensor};
 
-pub use weights::{ModelInfo, WeightsError};
+pub use weights::WeightsError;
 
 use crate::data::{PIXELS, SIDE};
 

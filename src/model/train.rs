@@ -152,7 +152,7 @@ impl TrainOutcome {
         );
         meta.insert("dataset".into(), dataset.to_string());
         if let Some(a) = self.test_accuracy {
-            meta.insert(super::weights::META_TEST_ACCURACY.into(), format!("{a:.4}"));
+            meta.insert(crate::meta::META_TEST_ACCURACY.into(), format!("{a:.4}"));
         }
         meta.insert(
             "recipe".into(),

@@ -10,10 +10,9 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use super::{CONV1_DIM, Cnn, FC_UNITS, WEIGHT_NAMES};
-use crate::export::{ExportError, write_atomic};
+use crate::io::{WriteError, write_atomic};
+use crate::meta::ModelInfo;
 
-/// Metadata key of the measured test accuracy (a decimal fraction, e.g. "0.9921").
-pub const META_TEST_ACCURACY: &str = "test_accuracy";
 /// Metadata key of the number of output classes ("10" or "11").
 pub const META_NUM_CLASSES: &str = "num_classes";
 
@@ -37,33 +36,7 @@ pub enum WeightsError {
         source: candle_core::Error,
     },
     #[error(transparent)]
-    Write(#[from] ExportError),
-}
-
-/// A loaded model with where it came from.
-#[derive(Clone, Debug)]
-pub struct ModelInfo {
-    /// What to call it in the UI and in messages ("mnist-cnn (shipped)", a file name).
-    pub name: String,
-    /// SHA-256 of the weight file's bytes, hex.
-    pub sha256: String,
-    /// The safetensors header metadata.
-    pub metadata: HashMap<String, String>,
-}
-
-impl ModelInfo {
-    /// Its name and hash, as a run's results record them.
-    pub fn model_ref(&self) -> crate::export::run::ModelRef {
-        crate::export::run::ModelRef {
-            name: self.name.clone(),
-            sha256: self.sha256.clone(),
-        }
-    }
-
-    /// The test accuracy recorded in the metadata, if any.
-    pub fn test_accuracy(&self) -> Option<f64> {
-        self.metadata.get(META_TEST_ACCURACY)?.parse().ok()
-    }
+    Write(#[from] WriteError),
 }
 
 /// The expected shape of each tensor, for a model with `k` classes.
@@ -192,11 +165,10 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
 pub fn load_cnn(path: &Path) -> Result<(Cnn, ModelInfo), WeightsError> {
     let file = path.display().to_string();
     // 2 GB: far above any network of this architecture (13 MB), and a bound on memory.
-    let bytes =
-        crate::util::read_regular_max(path, 2 << 30).map_err(|source| WeightsError::Io {
-            file: file.clone(),
-            source,
-        })?;
+    let bytes = crate::io::read_regular_max(path, 2 << 30).map_err(|source| WeightsError::Io {
+        file: file.clone(),
+        source,
+    })?;
     let (cnn, mut info) = cnn_from_bytes(&file, &bytes)?;
     info.name = path
         .file_name()

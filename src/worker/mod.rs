@@ -20,7 +20,8 @@ use crate::backwork::refs::{LabelRefs, RefCache};
 use crate::backwork::{Init, Settings};
 use crate::data::Dataset;
 use crate::export::npy::read_start_images;
-use crate::export::run::{ModelRef, RunResults, export_images, set_png_probabilities, write_run};
+use crate::export::run::{RunResults, export_images, write_run};
+use crate::meta::ModelRef;
 
 /// What the UI asks of the worker.
 #[derive(Clone)]
@@ -442,18 +443,11 @@ impl Loop {
             }
             match r.engine.step() {
                 Ok(ev) => {
-                    let groups = &r.engine.groups;
-                    let n = r.engine.batch();
-                    let (min_p, mean_p) = groups
+                    let (min_p, mean_p) = r
+                        .engine
+                        .label_summaries()
                         .iter()
-                        .enumerate()
-                        .map(|(g, grp)| {
-                            let ps: Vec<f32> = (0..n)
-                                .map(|i| ev.probs[g * n + i][grp.label as usize])
-                                .collect();
-                            let min = ps.iter().copied().fold(f32::INFINITY, f32::min);
-                            (min, ps.iter().sum::<f32>() / n as f32)
-                        })
+                        .map(|s| (s.min_p, s.mean_p))
                         .unzip();
                     r.points.push(CurvePoint {
                         step: ev.step,
@@ -492,20 +486,22 @@ impl Loop {
         dir: &std::path::Path,
         rows: Option<&[usize]>,
     ) -> Result<usize, String> {
-        let mut images = export_images(&r.engine, rows);
+        let threshold = r.engine.settings().threshold;
+        let images = export_images(r.engine.rows(), threshold, rows, |x, l| {
+            r.net.p_label_as_png(x, l)
+        });
         if images.is_empty() {
             return Err("nothing selected to export".into());
         }
-        set_png_probabilities(&r.net, &mut images);
         let end = r
             .engine
             .end_reason()
             .map_or("running".to_string(), |e| format!("{e:?}"));
         let results = RunResults {
             backwork_version: env!("CARGO_PKG_VERSION"),
-            preset: r.engine.settings.preset_name(),
-            settings: &r.engine.settings,
-            seed: r.engine.settings.seed,
+            preset: r.engine.settings().preset_name(),
+            settings: r.engine.settings(),
+            seed: r.engine.settings().seed,
             model: r.model.clone(),
             steps: r.engine.steps(),
             end_reason: end,
@@ -569,8 +565,8 @@ impl Loop {
         });
         let started = Engine::new(self.net.clone(), &refs, s).map_err(|e| e.to_string());
         let started = started.and_then(|mut engine| {
-            let rows = engine.images.len();
-            let x = match engine.settings.init.clone() {
+            let rows = engine.states().len();
+            let x = match engine.settings().init.clone() {
                 Init::File(path) => read_start_images(&path, rows)
                     .map_err(|e| format!("start images: {e}"))?,
                 Init::Current => match previous {
@@ -635,9 +631,8 @@ impl Loop {
                 .as_ref()
                 .is_none_or(|(at, _)| force || at.elapsed() >= SALIENCY_EVERY);
             if stale {
-                let n = r.engine.batch();
-                let labels: Vec<usize> = (0..r.engine.images.len())
-                    .map(|row| r.engine.groups[row / n].label as usize)
+                let labels: Vec<usize> = (0..r.engine.states().len())
+                    .map(|row| r.engine.label_of(row) as usize)
                     .collect();
                 r.saliency = Some((Instant::now(), r.net.saliency(r.engine.images(), &labels)));
             }
@@ -649,22 +644,19 @@ impl Loop {
             run: r.id,
             saliency,
             step: r.engine.steps(),
-            labels: r.engine.groups.iter().map(|g| g.label).collect(),
+            labels: r.engine.labels(),
             batch: r.engine.batch(),
             images: r.engine.images().to_vec(),
-            probs: r.engine.images.iter().map(|i| i.probs.clone()).collect(),
-            reinits: r.engine.images.iter().map(|i| i.reinits).collect(),
+            probs: r.engine.states().iter().map(|i| i.probs.clone()).collect(),
+            reinits: r.engine.states().iter().map(|i| i.reinits).collect(),
             stalled: r
                 .engine
-                .images
+                .states()
                 .iter()
                 .enumerate()
-                .map(|(row, i)| {
-                    let label = r.engine.groups[row / r.engine.batch()].label as usize;
-                    i.is_stalled(&r.engine.settings, label)
-                })
+                .map(|(row, i)| i.is_stalled(r.engine.settings(), r.engine.label_of(row) as usize))
                 .collect(),
-            nearest: r.engine.images.iter().map(|i| i.nearest).collect(),
+            nearest: r.engine.states().iter().map(|i| i.nearest).collect(),
             points: std::mem::take(&mut r.points),
             new_reinits: std::mem::take(&mut r.reinits),
             steps_per_s: r.steps_per_s,

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ExportError;
+use super::WriteError;
 
 /// The lock file inside a claimed folder; it holds the writer's PID.
 pub const LOCK_FILE: &str = ".backwork-lock";
@@ -28,8 +28,8 @@ pub struct OutDir {
     is_done: bool,
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
-    move |source| ExportError::Io {
+fn io(path: &Path) -> impl Fn(std::io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
         file: path.display().to_string(),
         source,
     }
@@ -38,13 +38,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
 impl OutDir {
     /// Claims `dest`: it must be a folder that is empty (or anything, with `force`) or not
     /// exist yet in an existing parent; no other live process may hold it.
-    pub fn claim(dest: &Path, force: bool) -> Result<Self, ExportError> {
+    pub fn claim(dest: &Path, force: bool) -> Result<Self, WriteError> {
         let file = dest.display().to_string();
         let mut is_made = false;
         // Followed if a link: a link to a folder is that folder (canonicalised below).
         match std::fs::metadata(dest) {
             Ok(m) if !m.is_dir() => {
-                return Err(ExportError::Io {
+                return Err(WriteError::Io {
                     file,
                     source: std::io::Error::other("exists and is not a folder"),
                 });
@@ -57,7 +57,7 @@ impl OutDir {
                 // Without --force a folder must be empty; with it, files backwork did not
                 // write are kept (see `commit`).
                 if others && !force {
-                    return Err(ExportError::NotEmpty { dir: file });
+                    return Err(WriteError::NotEmpty { dir: file });
                 }
             }
             Err(_) => {
@@ -91,7 +91,7 @@ impl OutDir {
     }
 
     /// Takes the lock file, or fails naming the live process that holds it.
-    fn lock(&mut self) -> Result<(), ExportError> {
+    fn lock(&mut self) -> Result<(), WriteError> {
         let lock = self.dest.join(LOCK_FILE);
         let me = std::process::id();
         for _ in 0..2 {
@@ -110,7 +110,7 @@ impl OutDir {
                         .and_then(|s| s.trim().parse::<u32>().ok());
                     match holder {
                         Some(pid) if pid != me && super::is_process_alive(pid) => {
-                            return Err(ExportError::Io {
+                            return Err(WriteError::Io {
                                 file: self.dest.display().to_string(),
                                 source: std::io::Error::other(format!(
                                     "another backwork (PID {pid}) is writing to this folder"
@@ -141,20 +141,20 @@ impl OutDir {
 
     /// `e` with paths in the staging folder shown as the folder claimed (the user never
     /// asked for the hidden one).
-    pub fn in_dest(&self, e: ExportError) -> ExportError {
+    pub fn in_dest(&self, e: WriteError) -> WriteError {
         let (from, to) = (
             self.staging.display().to_string(),
             self.dest.display().to_string(),
         );
         let fix = |s: String| s.replace(&from, &to);
         match e {
-            ExportError::Exists { file } => ExportError::Exists { file: fix(file) },
-            ExportError::NotEmpty { dir } => ExportError::NotEmpty { dir: fix(dir) },
-            ExportError::NoFolder { file, dir } => ExportError::NoFolder {
+            WriteError::Exists { file } => WriteError::Exists { file: fix(file) },
+            WriteError::NotEmpty { dir } => WriteError::NotEmpty { dir: fix(dir) },
+            WriteError::NoFolder { file, dir } => WriteError::NoFolder {
                 file: fix(file),
                 dir: fix(dir),
             },
-            ExportError::Io { file, source } => ExportError::Io {
+            WriteError::Io { file, source } => WriteError::Io {
                 file: fix(file),
                 source,
             },
@@ -165,7 +165,7 @@ impl OutDir {
     /// did not write (a file manager's `.directory` that appeared meanwhile, the user's own
     /// files beside an earlier output with `force`) are kept beside the new ones; an earlier
     /// output's files go as a whole (no old PNG beside a new `results.json`).
-    pub fn commit(mut self) -> Result<PathBuf, ExportError> {
+    pub fn commit(mut self) -> Result<PathBuf, WriteError> {
         if let Ok(entries) = std::fs::read_dir(&self.dest) {
             for e in entries.flatten() {
                 let name = e.file_name();

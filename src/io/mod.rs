@@ -1,0 +1,179 @@
+//! Files: atomic writes (a temporary file in the same folder, then a rename), output folders
+//! claimed and swapped in whole (`outdir`), reads that refuse FIFOs and devices, and errors
+//! that name the file. The bottom layer: it imports nothing of the crate.
+
+pub mod outdir;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What can go wrong writing a file.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{file}: already exists (refusing to overwrite it)")]
+    Exists { file: String },
+    #[error("{dir}: the folder is not empty (refusing to write into it)")]
+    NotEmpty { dir: String },
+    #[error("{file}: the folder {dir} does not exist")]
+    NoFolder { file: String, dir: String },
+    #[error("{file}: cannot write: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let unique = format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    path.with_file_name(unique)
+}
+
+/// The PID of the process that writes temporary file `name` (a name `temp_path` makes:
+/// `.<file>.<pid>-<n>.tmp`), if it is one.
+pub fn temp_writer_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, tail) = rest.rsplit_once('.')?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is running (on this machine; a PID of another process that reused
+/// the number counts as running, which only keeps a stale file a little longer).
+pub fn is_process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Writes `bytes` to `path` so that a reader sees either nothing or the whole file, and no
+/// partial file is left behind on failure. With `overwrite` false an existing file is an error.
+pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), WriteError> {
+    let file = path.display().to_string();
+    let io = |source| WriteError::Io {
+        file: file.clone(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(WriteError::NoFolder {
+            file: file.clone(),
+            dir: dir.display().to_string(),
+        });
+    }
+    if !overwrite && path.exists() {
+        return Err(WriteError::Exists { file });
+    }
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        if overwrite {
+            std::fs::rename(&tmp, path)
+        } else {
+            // A hard link fails if the target appeared meanwhile: no race can clobber it.
+            match std::fs::hard_link(&tmp, path) {
+                Ok(()) => std::fs::remove_file(&tmp),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) => std::fs::rename(&tmp, path),
+            }
+        }
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(WriteError::Exists { file });
+        }
+        return Err(io(e));
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading if it is a regular file. The open does not block (a FIFO in a
+/// file's place would otherwise wait for a writer forever); anything but a regular file is
+/// refused with an error that says so.
+pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Reads a whole regular file (see [`open_regular`]).
+pub fn read_regular(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    read_regular_max(path, u64::MAX)
+}
+
+/// Reads a whole regular file of at most `max` bytes (a larger one is refused before it is
+/// read, and a file that grows while read stops at `max` + 1 bytes and is refused).
+pub fn read_regular_max(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let too_large = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes, the most this file can hold"),
+        )
+    };
+    let len = f.metadata()?.len();
+    if len > max {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(len as usize);
+    f.take(max.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_refuses_overwrite_and_missing_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.bin");
+        write_atomic(&p, b"one", false).unwrap();
+        let e = write_atomic(&p, b"two", false).unwrap_err();
+        assert!(matches!(e, WriteError::Exists { .. }), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        write_atomic(&p, b"two", true).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let e = write_atomic(&dir.path().join("no/such/x.bin"), b"", false).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        // Nothing but the file itself is left in the folder.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
