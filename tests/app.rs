@@ -13,6 +13,7 @@ use backwork::backwork::frozen::FrozenCnn;
 use backwork::backwork::{Preset, Settings};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::model::weights::shipped_cnn;
+use backwork::worker::models::ModelHandle;
 use backwork::worker::{Command, CurvePoint, Event, Snapshot, Worker, WorkerPeer, WorkerSpec};
 use egui::accesskit::Role;
 use egui_kittest::Harness;
@@ -268,8 +269,7 @@ fn app_with_fake_worker() -> (BackworkApp, WorkerPeer) {
     let set = small_set();
     let app = BackworkApp::new(
         &egui::Context::default(),
-        cnn,
-        info,
+        ModelHandle::new(cnn, info).unwrap(),
         set.clone(),
         set,
         worker,
@@ -345,6 +345,13 @@ fn drop_file(h: &mut Harness<'static, BackworkApp>, path: &std::path::Path) {
         .dropped_files
         .push(Arc::new(Dropped(path.to_path_buf())));
     h.run_steps(2);
+    // The file is read and hashed on a job: wait for it.
+    let started = Instant::now();
+    while h.state().is_opening() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.run_steps(2);
 }
 
 #[test]
@@ -390,8 +397,7 @@ fn the_real_worker_runs_a_tiny_run_to_its_end_and_exports_it() {
     let worker = Worker::spawn(spec).unwrap();
     let mut app = BackworkApp::new(
         &egui::Context::default(),
-        cnn,
-        info,
+        ModelHandle::new(cnn, info).unwrap(),
         train.clone(),
         train,
         worker,
@@ -575,7 +581,13 @@ fn the_window_mid_run_stays_within_its_triangle_budget() {
     let (cnn, info) = shipped_cnn().unwrap();
     let (worker, peer) = Worker::detached();
     let ctx = egui::Context::default();
-    let app = BackworkApp::new(&ctx, cnn, info, set.clone(), set.clone(), worker);
+    let app = BackworkApp::new(
+        &ctx,
+        ModelHandle::new(cnn, info).unwrap(),
+        set.clone(),
+        set.clone(),
+        worker,
+    );
     let mut h = Harness::builder()
         .with_size(egui::vec2(1280.0, 860.0))
         .build_ui_state(|ui, app: &mut BackworkApp| app.show(ui), app);
@@ -631,6 +643,7 @@ fn the_window_mid_run_stays_within_its_triangle_budget() {
 #[test]
 fn the_sweep_view_fills_its_heatmap_and_a_cell_loads_its_settings() {
     let (cnn, info) = shipped_cnn().unwrap();
+    let model = ModelHandle::new(cnn, info).unwrap();
     let mut view = SweepView::new(small_set());
     view.cache_dir = None;
     view.axes[0].values = "0.25, 4".into();
@@ -645,7 +658,7 @@ fn the_sweep_view_fills_its_heatmap_and_a_cell_loads_its_settings() {
         .with_size(egui::vec2(900.0, 600.0))
         .build_ui_state(
             move |ui, state: &mut (SweepView, Option<Settings>)| {
-                if let Some(s) = state.0.ui(ui, (&cnn, &info), &base, &wake) {
+                if let Some(s) = state.0.ui(ui, &model, &base, &wake) {
                     state.1 = Some(s);
                 }
             },

@@ -15,17 +15,14 @@ mod sweep_ui;
 mod worst_ui;
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
-use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 
 use crate::cli::AppArgs;
-use crate::data::{Dataset, PIXELS, Split};
+use crate::data::{Dataset, Split};
 use crate::meta::ModelInfo;
-use crate::model::Cnn;
-use crate::model::eval::EVAL_BATCH;
-use crate::model::weights::load_or_shipped;
+use crate::worker::job::{Job, JobEvent};
+use crate::worker::models::{ModelHandle, PredictionChunk, classify_job, load_job};
 
 pub use curves_ui::Curves;
 pub use gallery_ui::Gallery;
@@ -37,7 +34,6 @@ pub use sweep_ui::SweepView;
 pub use worst_ui::WorstView;
 
 use crate::backwork::Settings;
-use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::default_cache_dir;
 use crate::worker::{Worker, WorkerSpec};
 use status::Status;
@@ -65,10 +61,9 @@ pub fn run(args: &AppArgs) -> Result<()> {
         .thread_name(|i| format!("backwork-compute-{i}"))
         .start_handler(|_| crate::util::lower_thread_priority(crate::worker::ENGINE_NICE))
         .build_global();
-    let (cnn, info) = load_or_shipped(args.model.as_deref())?;
+    let model = ModelHandle::load_or_shipped(args.model.as_deref()).map_err(anyhow::Error::msg)?;
     let test = Arc::new(Dataset::load(args.data.as_deref(), Split::Test)?);
     let train = Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);
-    let net = FrozenCnn::new(&cnn)?;
     let (autostart, frame_stats) = (args.autostart, args.frame_stats.clone());
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -89,15 +84,11 @@ pub fn run(args: &AppArgs) -> Result<()> {
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             let wake: Wake = Arc::new(move || ctx.request_repaint_after(EVENT_FRAME_INTERVAL));
-            let spec = WorkerSpec {
-                net,
-                model: info.model_ref(),
-                train: train.clone(),
-                cache_dir: default_cache_dir(),
-                wake: wake.clone(),
-            };
+            let spec =
+                WorkerSpec::for_model(&model, train.clone(), default_cache_dir(), wake.clone())
+                    .map_err(anyhow::Error::msg)?;
             let worker = Worker::spawn(spec.clone())?;
-            let mut app = BackworkApp::new(&cc.egui_ctx, cnn, info, test, train, worker);
+            let mut app = BackworkApp::new(&cc.egui_ctx, model, test, train, worker);
             if let Some(v) = &mut app.run_view {
                 v.spec = Some(spec);
                 // Settings persist between launches; a stored value that no longer validates
@@ -159,23 +150,18 @@ pub fn class_name(k: usize) -> String {
     }
 }
 
-/// The callback that asks the window for a repaint.
-pub type Wake = Arc<dyn Fn() + Send + Sync>;
-
-/// Predictions for a run of consecutive test images, from the classifier thread.
-pub struct PredictionChunk {
-    pub start: usize,
-    /// (predicted class, its probability) per image.
-    pub predictions: Vec<(usize, f32)>,
-}
+pub use crate::worker::job::Wake;
 
 /// The application: the model in use, its views, and the threads that work for them.
 pub struct BackworkApp {
+    /// What the model in use is (the same as `model.info()`).
     pub info: ModelInfo,
-    cnn: Cnn,
+    model: ModelHandle,
     pub gallery: Gallery,
-    rx: Option<Receiver<Result<PredictionChunk, String>>>,
-    worker: Option<JoinHandle<()>>,
+    /// The test set's classification by the model in use.
+    classifier: Option<Job<PredictionChunk, ()>>,
+    /// A weights file being read, checked and hashed (opened or dropped).
+    opening: Option<Job<(), ModelHandle>>,
     pub status: Option<Status>,
     pub tab: Tab,
     pub run_view: Option<RunView>,
@@ -292,11 +278,10 @@ impl FrameStats {
 }
 
 impl BackworkApp {
-    /// The app on `cnn`, with `worker` running backwork (spawned, or detached in tests).
+    /// The app on `model`, with `worker` running backwork (spawned, or detached in tests).
     pub fn new(
         ctx: &egui::Context,
-        cnn: Cnn,
-        info: ModelInfo,
+        model: ModelHandle,
         test: Arc<Dataset>,
         train: Arc<Dataset>,
         worker: Worker,
@@ -305,11 +290,11 @@ impl BackworkApp {
         let repaint = ctx.clone();
         let wake: Wake = Arc::new(move || repaint.request_repaint_after(EVENT_FRAME_INTERVAL));
         let mut app = Self {
-            info,
-            cnn,
+            info: model.info().clone(),
+            model,
             gallery: Gallery::new(test.clone()),
-            rx: None,
-            worker: None,
+            classifier: None,
+            opening: None,
             status: None,
             tab: Tab::Backwork,
             run_view: Some(RunView::new(worker, train.clone())),
@@ -325,55 +310,53 @@ impl BackworkApp {
         app
     }
 
-    /// (Re)starts classifying the test set with the model in use, on a background thread.
+    /// (Re)starts classifying the test set with the model in use, on a job (the previous
+    /// one, if any, is cancelled and joined).
     fn classify_test_set(&mut self) {
-        let (tx, rx) = channel();
-        let cnn = self.cnn.clone();
-        let data = self.gallery.data();
-        let wake = self.wake.clone();
-        let hold = self.hold.clone();
-        // The previous thread, if any, stops at its next send: its receiver is dropped here.
-        self.rx = Some(rx);
+        self.classifier = None;
         self.gallery.reset_predictions();
-        self.worker = std::thread::Builder::new()
-            .name("backwork-classifier".into())
-            .spawn(move || {
-                // Behind the window and the engine: the gallery can wait.
-                crate::util::lower_thread_priority(crate::worker::ENGINE_NICE + 5);
-                classify_all(&cnn, &data.pixels, &mut |chunk| {
-                    let alive = tx.send(chunk).is_ok();
-                    wake();
-                    while alive && hold.load(std::sync::atomic::Ordering::Relaxed) {
-                        std::thread::sleep(std::time::Duration::from_millis(100));
-                    }
-                    alive
-                })
-            })
-            .ok();
-        if self.worker.is_none() {
-            self.status = Some(Status::error("could not start the classifier thread"));
+        match classify_job(
+            &self.model,
+            self.gallery.data(),
+            self.hold.clone(),
+            self.wake.clone(),
+        ) {
+            Ok(job) => self.classifier = Some(job),
+            Err(e) => self.status = Some(Status::error(e)),
+        }
+    }
+
+    /// Whether a weights file is being opened.
+    pub fn is_opening(&self) -> bool {
+        self.opening.is_some()
+    }
+
+    /// Opens weights files on a job (the last one that loads wins); [`Self::poll`] switches
+    /// to it once it has loaded.
+    pub fn open_model(&mut self, paths: Vec<std::path::PathBuf>) {
+        let Some(first) = paths.first() else { return };
+        let what = first.display().to_string();
+        match load_job(paths, self.wake.clone()) {
+            Ok(job) => {
+                self.opening = Some(job);
+                self.status = Some(Status::progress(format!("opening {what}…")));
+            }
+            Err(e) => self.status = Some(Status::error(e)),
         }
     }
 
     /// Switches every view to another network; a running backwork run ends (its images stay
     /// exportable).
-    pub fn set_model(&mut self, cnn: Cnn, info: ModelInfo) {
-        let net = match FrozenCnn::new(&cnn) {
-            Ok(n) => n,
-            Err(e) => {
-                self.status = Some(Status::error(format!(
-                    "{}: not usable, the model in use stays: {e}",
-                    info.name
-                )));
-                return;
-            }
-        };
-        if let Some(v) = &mut self.run_view {
-            v.set_model(net, info.model_ref());
+    pub fn set_model(&mut self, model: ModelHandle) {
+        if let Some(v) = &mut self.run_view
+            && let Err(e) = v.set_model(&model)
+        {
+            self.status = Some(Status::error(format!("{e}; the model in use stays")));
+            return;
         }
-        self.status = Some(Status::info(format!("now using {}", info.name)));
-        self.info = info;
-        self.cnn = cnn;
+        self.status = Some(Status::info(format!("now using {}", model.info().name)));
+        self.info = model.info().clone();
+        self.model = model;
         self.classify_test_set();
     }
 
@@ -396,35 +379,45 @@ impl BackworkApp {
                     ui.visuals().strong_text_color(),
                 );
         }
-        for f in dropped {
-            match model_ui::open_model(f.path()) {
-                Ok((cnn, info)) => self.set_model(cnn, info),
-                Err(e) => self.status = Some(Status::error(e)),
-            }
+        let paths: Vec<std::path::PathBuf> =
+            dropped.iter().map(|f| f.path().to_path_buf()).collect();
+        if !paths.is_empty() {
+            self.open_model(paths);
         }
     }
 
-    /// Takes whatever the classifier thread has sent since the last frame.
+    /// Takes what the jobs have sent since the last frame.
     fn poll(&mut self) {
-        let Some(rx) = &self.rx else { return };
-        loop {
-            match rx.try_recv() {
-                Ok(Ok(chunk)) => self.gallery.add_predictions(chunk),
-                Ok(Err(e)) => {
-                    self.status = Some(Status::error(format!(
-                        "classifying the test set failed: {e}"
-                    )));
-                    self.rx = None;
-                    break;
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    self.rx = None;
-                    if let Some(w) = self.worker.take() {
-                        let _ = w.join();
+        if let Some(job) = &mut self.classifier {
+            for ev in job.poll() {
+                match ev {
+                    JobEvent::Progress(chunk) => self.gallery.add_predictions(chunk),
+                    JobEvent::Done(Err(e)) => {
+                        self.status = Some(Status::error(format!(
+                            "classifying the test set failed: {e}"
+                        )));
                     }
-                    break;
+                    JobEvent::Done(Ok(())) => {}
                 }
+            }
+        }
+        if let Some(job) = &mut self.opening {
+            let mut opened = None;
+            for ev in job.poll() {
+                if let JobEvent::Done(r) = ev {
+                    opened = Some(r);
+                }
+            }
+            match opened {
+                Some(Ok(m)) => {
+                    self.opening = None;
+                    self.set_model(m);
+                }
+                Some(Err(e)) => {
+                    self.opening = None;
+                    self.status = Some(Status::error(e));
+                }
+                None => {}
             }
         }
     }
@@ -581,7 +574,7 @@ impl BackworkApp {
         egui::CentralPanel::default().frame(central).show(ui, |ui| {
             match (self.tab, &mut self.run_view) {
                 (Tab::Backwork, Some(v)) => v.grid_ui(ui),
-                (Tab::Worst, _) => self.worst_view.ui(ui, &self.cnn, &self.info, &self.wake),
+                (Tab::Worst, _) => self.worst_view.ui(ui, &self.model, &self.wake),
                 (Tab::Sweep, _) => {
                     let base = self
                         .run_view
@@ -589,8 +582,7 @@ impl BackworkApp {
                         .map_or_else(Settings::default, |v| v.settings.clone());
                     let picked = egui::ScrollArea::both()
                         .show(ui, |ui| {
-                            self.sweep_view
-                                .ui(ui, (&self.cnn, &self.info), &base, &self.wake)
+                            self.sweep_view.ui(ui, &self.model, &base, &self.wake)
                         })
                         .inner;
                     if let (Some(s), Some(v)) = (picked, &mut self.run_view) {
@@ -605,55 +597,24 @@ impl BackworkApp {
                         intent = self.model_view.ui(ui, &self.info, &self.wake);
                         ui.separator();
                         let run_images = self.run_view.as_ref().and_then(RunView::current_images);
-                        if let Some(m) = self.retrain_view.ui(
-                            ui,
-                            (&self.cnn, &self.info),
-                            run_images,
-                            &self.wake,
-                        ) {
-                            intent = Some(ModelIntent::Use(Box::new(m)));
+                        if let Some(m) =
+                            self.retrain_view
+                                .ui(ui, &self.model, run_images, &self.wake)
+                        {
+                            intent = Some(ModelIntent::Use(m));
                         }
                     });
                 }
                 _ => self.gallery.ui(ui),
             }
         });
-        if let Some(ModelIntent::Use(m)) = intent {
-            let (cnn, info) = *m;
-            self.set_model(cnn, info);
+        match intent {
+            Some(ModelIntent::Use(m)) => self.set_model(m),
+            Some(ModelIntent::Open(path)) => self.open_model(vec![path]),
+            None => {}
         }
         if let Some(fs) = &self.frame_stats {
             fs.end_frame_ui(ui);
         }
-    }
-}
-
-/// Classifies every image (N×784 u8 pixels), sending chunks until done or until `send`
-/// reports that nobody listens any more.
-pub fn classify_all(
-    cnn: &Cnn,
-    pixels: &[u8],
-    send: &mut dyn FnMut(Result<PredictionChunk, String>) -> bool,
-) {
-    let n = pixels.len() / PIXELS;
-    // Small first chunks so the first page fills within a frame or two.
-    let mut start = 0;
-    let mut size = 100;
-    while start < n {
-        let end = (start + size).min(n);
-        let x: Vec<f32> = pixels[start * PIXELS..end * PIXELS]
-            .iter()
-            .map(|&p| p as f32 / 255.0)
-            .collect();
-        let msg = cnn
-            .classify(&x)
-            .map(|predictions| PredictionChunk { start, predictions })
-            .map_err(|e| e.to_string());
-        let failed = msg.is_err();
-        if !send(msg) || failed {
-            return;
-        }
-        start = end;
-        size = EVAL_BATCH;
     }
 }

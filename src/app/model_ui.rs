@@ -3,7 +3,6 @@
 //! images/s, ETA, cancel, use and save. A file that does not load is refused with its reason;
 //! the model in use stays.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
@@ -14,12 +13,11 @@ use crate::backwork::refs::{
     CacheEntry, cache_cap_bytes, clear_cache, default_cache_dir, list_cache,
 };
 use crate::data::Dataset;
-use crate::io::write_atomic;
 use crate::meta::ModelInfo;
-use crate::model::Cnn;
-use crate::model::train::{TrainConfig, TrainEvent};
-use crate::model::weights::{WeightInit, cnn_to_bytes, load_cnn, sha256_hex};
-use crate::worker::trainer::{Trainer, TrainerEvent};
+use crate::meta::{TrainConfig, TrainEvent, WeightInit};
+use crate::worker::job::{Job, JobEvent, Wake};
+use crate::worker::models::{ModelHandle, save_job};
+use crate::worker::trainer::{TrainedModel, train_job};
 
 /// Loss points kept before thinning (bounded memory over long trainings).
 const MAX_LOSS_POINTS: usize = 4096;
@@ -27,37 +25,26 @@ const MAX_LOSS_POINTS: usize = 4096;
 /// What the model view asks of the app.
 pub enum ModelIntent {
     /// Use this network from now on.
-    Use(Box<(Cnn, ModelInfo)>),
+    Use(ModelHandle),
+    /// Open this weights file (on a job) and use it.
+    Open(std::path::PathBuf),
 }
 
-/// A model made in the app (trained or retrained), not saved yet.
+/// A model made in the app (trained or retrained), and its saving.
 pub(super) struct UnsavedModel {
-    pub cnn: Cnn,
-    pub info: ModelInfo,
-    /// Its weight file, serialised once so the saved file has the hash shown.
-    bytes: Vec<u8>,
+    pub model: ModelHandle,
     pub saved_to: Option<std::path::PathBuf>,
+    /// The save in progress (on a job: the file is 13 MB, written with fsync).
+    saving: Option<(std::path::PathBuf, Job<(), ModelHandle>)>,
 }
 
 impl UnsavedModel {
-    /// Serialises `cnn` with `metadata` under the display name `name`.
-    pub fn new(
-        cnn: Cnn,
-        metadata: std::collections::HashMap<String, String>,
-        name: String,
-    ) -> Result<Self, String> {
-        let bytes = cnn_to_bytes(&cnn, &metadata)
-            .map_err(|e| format!("the model cannot be serialised: {e}"))?;
-        Ok(Self {
-            info: ModelInfo {
-                name,
-                sha256: sha256_hex(&bytes),
-                metadata,
-            },
-            cnn,
-            bytes,
+    pub fn new(model: ModelHandle) -> Self {
+        Self {
+            model,
             saved_to: None,
-        })
+            saving: None,
+        }
     }
 
     /// A save dialog for this model (it runs beside the window; see [`Dialog`]).
@@ -76,30 +63,49 @@ impl UnsavedModel {
         })
     }
 
-    /// Writes the model to `path` (what the save dialog answered), never over an existing
-    /// file; returns what to tell the user.
-    pub fn save_to(&mut self, path: Option<std::path::PathBuf>) -> Status {
+    /// Starts writing the model to `path` (what the save dialog answered), never over an
+    /// existing file; returns what to tell the user now ([`Self::poll`] tells the end).
+    pub fn save_to(&mut self, path: Option<std::path::PathBuf>, wake: &Wake) -> Status {
         let Some(path) = path else {
             return Status::error(format!("not saved: {NO_DIALOG}"));
         };
-        match write_atomic(&path, &self.bytes, false) {
-            Ok(()) => {
-                if let Some(f) = path.file_name() {
-                    self.info.name = f.to_string_lossy().into_owned();
-                }
-                let msg = Status::info(format!("saved {}", path.display()));
-                self.saved_to = Some(path);
+        match save_job(self.model.clone(), path.clone(), wake.clone()) {
+            Ok(job) => {
+                let msg = Status::progress(format!("saving {}…", path.display()));
+                self.saving = Some((path, job));
                 msg
             }
             Err(e) => Status::error(format!("not saved: {e}")),
         }
+    }
+
+    /// The end of a save, once: what to tell the user.
+    pub fn poll(&mut self) -> Option<Status> {
+        let (path, job) = self.saving.as_mut()?;
+        let mut out = None;
+        for ev in job.poll() {
+            if let JobEvent::Done(r) = ev {
+                out = Some(match r {
+                    Ok(m) => {
+                        self.model = m;
+                        self.saved_to = Some(path.clone());
+                        Status::info(format!("saved {}", path.display()))
+                    }
+                    Err(e) => Status::error(e),
+                });
+            }
+        }
+        if out.is_some() {
+            self.saving = None;
+        }
+        out
     }
 }
 
 /// Runtime state of the model view.
 pub struct ModelView {
     pub config: TrainConfig,
-    trainer: Option<Trainer>,
+    trainer: Option<Job<TrainEvent, TrainedModel>>,
     train_set: Arc<Dataset>,
     test_set: Arc<Dataset>,
     /// (epoch as a fraction, loss) per step, and the running accuracy.
@@ -124,11 +130,6 @@ enum ModelDialog {
 
 fn thin(v: &mut Vec<[f64; 2]>) {
     super::curves_ui::thin_to(v, MAX_LOSS_POINTS);
-}
-
-/// Loads a weights file for the app: the model, or a one-line reason naming the file.
-pub fn open_model(path: &Path) -> Result<(Cnn, ModelInfo), String> {
-    load_cnn(path).map_err(|e| format!("not loaded, the model in use stays: {e}"))
 }
 
 impl ModelView {
@@ -199,12 +200,12 @@ impl ModelView {
     }
 
     /// Starts training with the current configuration.
-    pub fn start_training(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
+    pub fn start_training(&mut self, wake: Wake) {
         if let Err(e) = self.config.validate() {
             self.status = Status::error(e.to_string());
             return;
         }
-        match Trainer::spawn(
+        match train_job(
             self.config.clone(),
             self.train_set.clone(),
             self.test_set.clone(),
@@ -219,19 +220,20 @@ impl ModelView {
                 self.trained = None;
                 self.status = Status::progress("training…");
             }
-            Err(e) => {
-                self.status = Status::error(format!("could not start the training thread: {e}"))
-            }
+            Err(e) => self.status = Status::error(e),
         }
     }
 
     /// Takes the training thread's events.
     pub fn poll(&mut self) {
-        let Some(t) = &self.trainer else { return };
+        if let Some(msg) = self.trained.as_mut().and_then(UnsavedModel::poll) {
+            self.status = msg;
+        }
+        let Some(t) = &mut self.trainer else { return };
         let mut finished = None;
-        while let Ok(ev) = t.events.try_recv() {
+        for ev in t.poll() {
             match ev {
-                TrainerEvent::Progress(p) => {
+                JobEvent::Progress(p) => {
                     match &p {
                         TrainEvent::Batch {
                             epoch,
@@ -255,31 +257,22 @@ impl ModelView {
                     }
                     self.last = Some(p);
                 }
-                TrainerEvent::Done(m) => finished = Some(Ok(m)),
-                TrainerEvent::Failed(e) => finished = Some(Err(e)),
+                JobEvent::Done(r) => finished = Some(r),
             }
         }
         match finished {
             Some(Ok(m)) => {
                 self.trainer = None;
-                let how = if m.is_cancelled {
-                    format!("stopped after {} full epoch(s)", m.epochs_completed)
-                } else {
-                    format!("{} epoch(s)", m.epochs_completed)
-                };
-                let accuracy = m.test_accuracy;
-                match UnsavedModel::new(m.cnn, m.metadata, format!("trained in the app ({how})")) {
-                    Ok(t) => {
-                        self.trained = Some(t);
-                        let acc = accuracy.map_or("not measured (stopped)".into(), |a| {
-                            format!("{:.2}%", a * 100.0)
-                        });
-                        self.status = Status::info(format!(
-                            "trained ({how}): test accuracy {acc}. Use it, or save it."
-                        ));
-                    }
-                    Err(e) => self.status = Status::error(e),
-                }
+                let acc = m
+                    .test_accuracy
+                    .map_or("not measured (stopped)".into(), |a| {
+                        format!("{:.2}%", a * 100.0)
+                    });
+                self.status = Status::info(format!(
+                    "trained ({}): test accuracy {acc}. Use it, or save it.",
+                    m.how()
+                ));
+                self.trained = Some(UnsavedModel::new(m.model));
             }
             Some(Err(e)) => {
                 self.trainer = None;
@@ -326,17 +319,14 @@ impl ModelView {
     ) -> Option<ModelIntent> {
         let mut intent = None;
         match Dialog::poll(&mut self.dialog) {
-            Some((ModelDialog::Open, Some(path))) => match open_model(&path) {
-                Ok(m) => intent = Some(ModelIntent::Use(Box::new(m))),
-                Err(e) => self.status = Status::error(e),
-            },
+            Some((ModelDialog::Open, Some(path))) => intent = Some(ModelIntent::Open(path)),
             Some((ModelDialog::Open, None)) => {
                 self.status =
                     Status::info(format!("{NO_DIALOG}; or drop the file onto the window"));
             }
             Some((ModelDialog::SaveTrained, path)) => {
                 if let Some(t) = &mut self.trained {
-                    self.status = t.save_to(path);
+                    self.status = t.save_to(path, wake);
                 }
             }
             None => {}
@@ -456,7 +446,7 @@ impl ModelView {
                     .on_hover_text("Run backwork against the model just trained")
                     .clicked()
                 {
-                    intent = Some(ModelIntent::Use(Box::new((t.cnn.clone(), t.info.clone()))));
+                    intent = Some(ModelIntent::Use(t.model.clone()));
                 }
                 if ui
                     .button("Save…")

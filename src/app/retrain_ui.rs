@@ -5,9 +5,6 @@
 //! can be saved as report.json and report.png.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel};
-use std::thread::JoinHandle;
 
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
@@ -18,14 +15,11 @@ use super::status::Status;
 use crate::data::{Dataset, PIXELS};
 use crate::export::report::{RetrainReport, write_report};
 use crate::meta::ModelInfo;
-use crate::model::Cnn;
-use crate::model::train::TrainEvent;
-use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, RetrainMode, retrain};
-
-enum Msg {
-    Event(RetrainEvent),
-    Done(Box<Result<crate::retrain::RetrainOutcome, String>>),
-}
+use crate::meta::TrainEvent;
+use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, RetrainMode};
+use crate::worker::job::{Job, JobEvent};
+use crate::worker::models::ModelHandle;
+use crate::worker::studies::{Retrained, retrain_job};
 
 /// A finished retraining: its model and what its report needs.
 struct Finished {
@@ -43,9 +37,7 @@ pub struct RetrainView {
     test: Arc<Dataset>,
     /// Fooling images chosen from a folder (N×784 and labels), instead of the current run's.
     folder: Option<(std::path::PathBuf, Vec<f32>)>,
-    rx: Option<Receiver<Msg>>,
-    cancel: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    job: Option<Job<RetrainEvent, Retrained>>,
     progress: String,
     stage: String,
     pub measurements: Vec<Measurement>,
@@ -71,9 +63,7 @@ impl RetrainView {
             train,
             test,
             folder: None,
-            rx: None,
-            cancel: Arc::new(AtomicBool::new(false)),
-            thread: None,
+            job: None,
             progress: String::new(),
             stage: String::new(),
             measurements: Vec::new(),
@@ -84,11 +74,11 @@ impl RetrainView {
     }
 
     pub fn is_running(&self) -> bool {
-        self.rx.is_some()
+        self.job.is_some()
     }
 
     /// Starts retraining `base` with `fooling` (N×784) on a background thread.
-    pub fn start(&mut self, base: (&Cnn, &ModelInfo), fooling: Vec<f32>, wake: Wake) {
+    pub fn start(&mut self, base: &ModelHandle, fooling: Vec<f32>, wake: Wake) {
         if let Err(e) = self.config.validate() {
             self.status = Status::error(e.to_string());
             return;
@@ -99,37 +89,18 @@ impl RetrainView {
             );
             return;
         }
-        let (tx, rx) = channel();
-        self.cancel = Arc::new(AtomicBool::new(false));
-        let cancel = self.cancel.clone();
-        let (cnn, info) = (base.0.clone(), base.1.clone());
-        let (train, test, cfg) = (self.train.clone(), self.test.clone(), self.config.clone());
-        let cache = self.cache_dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("backwork-retrain".into())
-            .spawn(move || {
-                let tx2 = tx.clone();
-                let w2 = wake.clone();
-                let res = retrain(
-                    (&cnn, &info),
-                    &fooling,
-                    &cfg,
-                    &train,
-                    &test,
-                    cache.as_deref(),
-                    &cancel,
-                    &mut |e| {
-                        let _ = tx2.send(Msg::Event(e));
-                        w2();
-                    },
-                );
-                let _ = tx.send(Msg::Done(Box::new(res.map_err(|e| e.to_string()))));
-                wake();
-            });
-        match spawned {
-            Ok(t) => {
-                self.thread = Some(t);
-                self.rx = Some(rx);
+        self.job = None;
+        let sets = (self.train.clone(), self.test.clone());
+        match retrain_job(
+            base,
+            fooling,
+            self.config.clone(),
+            sets,
+            self.cache_dir.clone(),
+            wake,
+        ) {
+            Ok(job) => {
+                self.job = Some(job);
                 self.measurements.clear();
                 self.finished = None;
                 self.stage.clear();
@@ -142,15 +113,18 @@ impl RetrainView {
 
     /// Takes the thread's events; the base model is remembered for the report.
     pub fn poll(&mut self, base: &ModelInfo) {
-        let Some(rx) = &self.rx else { return };
+        if let Some(msg) = self.finished.as_mut().and_then(|f| f.model.poll()) {
+            self.status = msg;
+        }
+        let Some(job) = &mut self.job else { return };
         let mut done = None;
-        while let Ok(m) = rx.try_recv() {
+        for m in job.poll() {
             match m {
-                Msg::Event(RetrainEvent::Stage { round, what }) => {
+                JobEvent::Progress(RetrainEvent::Stage { round, what }) => {
                     self.stage = format!("round {round}: {what}");
                     self.progress.clear();
                 }
-                Msg::Event(RetrainEvent::Train(TrainEvent::Batch {
+                JobEvent::Progress(RetrainEvent::Train(TrainEvent::Batch {
                     epoch,
                     batch,
                     batches,
@@ -162,43 +136,27 @@ impl RetrainView {
                         "epoch {epoch}, step {batch}/{batches}, loss {loss:.4}, {images_per_s:.0} images/s"
                     );
                 }
-                Msg::Event(RetrainEvent::Train(TrainEvent::Epoch { .. })) => {}
-                Msg::Event(RetrainEvent::Measure { step, budget }) => {
+                JobEvent::Progress(RetrainEvent::Train(TrainEvent::Epoch { .. })) => {}
+                JobEvent::Progress(RetrainEvent::Measure { step, budget }) => {
                     self.progress = format!("backwork step {step} / {budget}");
                 }
-                Msg::Event(RetrainEvent::Measured(m)) => self.measurements.push(m),
-                Msg::Done(r) => done = Some(*r),
+                JobEvent::Progress(RetrainEvent::Measured(m)) => self.measurements.push(m),
+                JobEvent::Done(r) => done = Some(r),
             }
         }
         match done {
             Some(Ok(out)) => {
-                self.rx = None;
-                if let Some(t) = self.thread.take() {
-                    let _ = t.join();
-                }
-                let name = format!(
-                    "retrained ({:?}, {} rounds, unsaved)",
-                    self.config.mode, self.config.rounds
-                );
-                match UnsavedModel::new(out.cnn, out.metadata, name) {
-                    Ok(model) => {
-                        self.finished = Some(Finished {
-                            model,
-                            base: base.clone(),
-                            config: self.config.clone(),
-                        });
-                        self.status = Status::info(
-                            "done: use the retrained model, save it, or save the report",
-                        );
-                    }
-                    Err(e) => self.status = Status::error(e),
-                }
+                self.job = None;
+                self.finished = Some(Finished {
+                    model: UnsavedModel::new(out.model),
+                    base: base.clone(),
+                    config: self.config.clone(),
+                });
+                self.status =
+                    Status::info("done: use the retrained model, save it, or save the report");
             }
             Some(Err(e)) => {
-                self.rx = None;
-                if let Some(t) = self.thread.take() {
-                    let _ = t.join();
-                }
+                self.job = None;
                 self.status = Status::error(format!("retraining stopped: {e}"));
             }
             None => {}
@@ -206,7 +164,7 @@ impl RetrainView {
     }
 
     /// Acts on a dialog's answer once it has closed.
-    fn poll_dialog(&mut self) {
+    fn poll_dialog(&mut self, wake: &Wake) {
         match Dialog::poll(&mut self.dialog) {
             Some((RetrainDialog::Images, Some(dir))) => match crate::export::run::read_run(&dir) {
                 Ok(r) => self.folder = Some((dir, r.images)),
@@ -214,7 +172,7 @@ impl RetrainView {
             },
             Some((RetrainDialog::SaveModel, path)) => {
                 if let Some(f) = &mut self.finished {
-                    self.status = f.model.save_to(path);
+                    self.status = f.model.save_to(path, wake);
                 }
             }
             Some((RetrainDialog::SaveReport, Some(dir))) => self.save_report(&dir),
@@ -258,7 +216,9 @@ impl RetrainView {
                 .model
                 .saved_to
                 .as_ref()
-                .map_or(f.model.info.name.clone(), |p| p.display().to_string()),
+                .map_or(f.model.model.info().name.clone(), |p| {
+                    p.display().to_string()
+                }),
             date: crate::util::utc_now_iso(),
             rounds: &self.measurements,
         };
@@ -273,11 +233,11 @@ impl RetrainView {
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
-        base: (&Cnn, &ModelInfo),
+        base: &ModelHandle,
         run_images: Option<Vec<f32>>,
         wake: &Wake,
-    ) -> Option<(Cnn, ModelInfo)> {
-        self.poll_dialog();
+    ) -> Option<ModelHandle> {
+        self.poll_dialog(wake);
         let mut use_model = None;
         let running = self.is_running();
         ui.heading("Retrain with the fooling images");
@@ -353,20 +313,18 @@ impl RetrainView {
                     };
                     self.start(base, fooling, wake.clone());
                 }
-            } else if ui
-                .add_enabled(
-                    !self.cancel.load(Ordering::Relaxed),
-                    egui::Button::new("Cancel"),
-                )
-                .clicked()
+            } else if let Some(job) = &self.job
+                && ui
+                    .add_enabled(!job.is_cancelled(), egui::Button::new("Cancel"))
+                    .clicked()
             {
-                self.cancel.store(true, Ordering::Relaxed);
+                job.cancel();
             }
             if self.finished.is_some() {
                 if ui.button("Use the retrained model").clicked()
                     && let Some(f) = &self.finished
                 {
-                    use_model = Some((f.model.cnn.clone(), f.model.info.clone()));
+                    use_model = Some(f.model.model.clone());
                 }
                 if ui.button("Save model…").clicked() {
                     self.open_dialog(ui.ctx(), RetrainDialog::SaveModel);
@@ -429,14 +387,5 @@ impl RetrainView {
                 });
         }
         use_model
-    }
-}
-
-impl Drop for RetrainView {
-    fn drop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -15,13 +15,12 @@ use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
 use super::status::Status;
 use crate::backwork::engine::{EndReason, ReinitKind};
-use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::saliency::top_k_mask;
 use crate::backwork::{Init, Settings};
 use crate::data::{PIXELS, SIDE};
 use crate::export::overlay_rgb;
 use crate::export::sheet::to_u8;
-use crate::meta::ModelRef;
+use crate::worker::models::ModelHandle;
 use crate::worker::{Command, Event, Snapshot, Worker, WorkerSpec};
 
 /// Images per row of the texture atlas.
@@ -156,21 +155,22 @@ impl RunView {
 
     /// Uses another network from now on: the worker ends the current run and builds
     /// reference sets for the new one at the next Start.
-    pub fn set_model(&mut self, net: FrozenCnn, model: ModelRef) {
+    pub fn set_model(&mut self, handle: &ModelHandle) -> Result<(), String> {
+        let command = Command::set_model(handle)?;
         if let Some(spec) = &mut self.spec {
-            spec.net = net.clone();
-            spec.model = model.clone();
+            spec.set_model(handle)?;
         }
+        let model = handle.model_ref();
         let step = self.snapshot.as_ref().map_or(0, |s| s.step);
         self.log_event(step, format!("model changed to {}", model.name));
-        self.worker
-            .send(Command::SetModel(Box::new((net, model.clone()))));
+        self.worker.send(command);
         self.run = None;
         self.cache = None;
         self.status = Status::info(format!(
             "model {}: press Start to run against it",
             model.name
         ));
+        Ok(())
     }
 
     /// Starts a fresh worker thread after the old one died.

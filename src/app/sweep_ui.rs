@@ -4,22 +4,18 @@
 //! into the run view.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel};
-use std::thread::JoinHandle;
 
 use egui::Color32;
 
 use super::Wake;
 use super::status::Status;
 use crate::backwork::Settings;
-use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::measure::Outcome;
-use crate::backwork::refs::{RefCache, default_cache_dir};
+use crate::backwork::refs::default_cache_dir;
 use crate::data::Dataset;
-use crate::meta::ModelInfo;
-use crate::model::Cnn;
-use crate::sweep::run_point;
+use crate::worker::job::{Job, JobEvent};
+use crate::worker::models::ModelHandle;
+use crate::worker::studies::{GridEvent, GridPoint, grid_job};
 
 /// A setting a sweep can vary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -117,16 +113,6 @@ pub struct CellRun {
     pub outcome: Outcome,
 }
 
-enum Msg {
-    /// Point `done` of `total` is starting (its reference sets, then its steps).
-    Started {
-        done: usize,
-        total: usize,
-    },
-    Cell(Box<CellRun>),
-    Done(Result<(), String>),
-}
-
 /// The sweep's grid as it was started: the base settings, the axes' values, the seeds.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -176,9 +162,7 @@ pub struct SweepView {
     pub cache_dir: Option<std::path::PathBuf>,
     progress: (usize, usize),
     train: Arc<Dataset>,
-    rx: Option<Receiver<Msg>>,
-    cancel: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    job: Option<Job<GridEvent, ()>>,
 }
 
 impl SweepView {
@@ -204,14 +188,12 @@ impl SweepView {
             cache_dir: default_cache_dir(),
             progress: (0, 0),
             train,
-            rx: None,
-            cancel: Arc::new(AtomicBool::new(false)),
-            thread: None,
+            job: None,
         }
     }
 
     pub fn is_running(&self) -> bool {
-        self.rx.is_some()
+        self.job.is_some()
     }
 
     /// The plan the controls describe over `base` (labels, batch and every other setting
@@ -250,8 +232,8 @@ impl SweepView {
         Ok(Plan { base, axes, seeds })
     }
 
-    /// Starts the grid on a background thread, on `model`.
-    pub fn start(&mut self, model: (&Cnn, &ModelInfo), base: &Settings, wake: Wake) {
+    /// Starts the grid on a job, on `model`.
+    pub fn start(&mut self, model: &ModelHandle, base: &Settings, wake: Wake) {
         let plan = match self.plan(base) {
             Ok(p) => p,
             Err(e) => {
@@ -259,120 +241,71 @@ impl SweepView {
                 return;
             }
         };
-        let net = match FrozenCnn::new(model.0) {
-            Ok(n) => n,
-            Err(e) => {
-                self.status = Status::error(format!("error: {e}"));
-                return;
-            }
-        };
         self.stop();
-        let (tx, rx) = channel();
-        self.cancel = Arc::new(AtomicBool::new(false));
-        let cancel = self.cancel.clone();
-        let (train, sha, job) = (self.train.clone(), model.1.sha256.clone(), plan.clone());
-        let cache_dir = self.cache_dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("backwork-sweep".into())
-            .spawn(move || {
-                crate::util::lower_thread_priority(10);
-                let mut cache = match cache_dir {
-                    Some(d) => RefCache::with_disk(d, &sha, &train),
-                    None => RefCache::default(),
-                };
-                let (ni, nj) = job.dims();
-                let total = ni * nj * job.seeds.len();
-                let mut done = 0;
-                for i in 0..ni {
-                    for j in 0..nj {
-                        for &seed in &job.seeds {
-                            if cancel.load(Ordering::Relaxed) {
-                                let _ = tx.send(Msg::Done(Err("stopped".into())));
-                                wake();
-                                return;
-                            }
-                            let _ = tx.send(Msg::Started { done, total });
-                            wake();
-                            let s = job.settings(i, j, seed);
-                            let refs: Option<Vec<_>> = s
-                                .labels
-                                .iter()
-                                .map(|&l| Some(cache.get_or_build(&net, &train, l, &cancel)?.0))
-                                .collect();
-                            let Some(refs) = refs else {
-                                let _ = tx.send(Msg::Done(Err("stopped".into())));
-                                wake();
-                                return;
-                            };
-                            let res = run_point(&net, &refs, &s, &cancel, &mut |_| {});
-                            if cancel.load(Ordering::Relaxed) {
-                                continue;
-                            }
-                            match res {
-                                Ok((outcome, _)) => {
-                                    let cell = CellRun {
-                                        i,
-                                        j,
-                                        seed,
-                                        outcome,
-                                    };
-                                    let _ = tx.send(Msg::Cell(Box::new(cell)));
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Msg::Done(Err(e.to_string())));
-                                    wake();
-                                    return;
-                                }
-                            }
-                            done += 1;
-                            wake();
-                        }
-                    }
+        let (ni, nj) = plan.dims();
+        let mut points = Vec::new();
+        for i in 0..ni {
+            for j in 0..nj {
+                for &seed in &plan.seeds {
+                    points.push(GridPoint {
+                        i,
+                        j,
+                        seed,
+                        settings: plan.settings(i, j, seed),
+                    });
                 }
-                let _ = tx.send(Msg::Done(Ok(())));
-                wake();
-            });
-        match spawned {
-            Ok(t) => {
-                self.thread = Some(t);
-                self.rx = Some(rx);
+            }
+        }
+        match grid_job(
+            model,
+            points,
+            self.train.clone(),
+            self.cache_dir.clone(),
+            wake,
+        ) {
+            Ok(job) => {
+                self.job = Some(job);
                 self.plan = Some(plan);
                 self.cells.clear();
                 self.progress = (0, 0);
                 self.status = Status::progress("sweeping…");
             }
-            Err(e) => self.status = Status::error(format!("error: could not start: {e}")),
+            Err(e) => self.status = Status::error(format!("error: {e}")),
         }
     }
 
     /// Stops a running sweep and waits for its thread (the run in progress ends at its next
     /// step).
     pub fn stop(&mut self) {
-        self.cancel.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        if self.rx.take().is_some() {
+        // Dropping the job cancels it and joins its thread.
+        if self.job.take().is_some() {
             self.status = Status::info(format!("stopped after {} runs", self.cells.len()));
         }
     }
 
     /// Takes the thread's events.
     pub fn poll(&mut self) {
-        let Some(rx) = &self.rx else { return };
+        let Some(job) = &mut self.job else { return };
         let mut ended = None;
-        while let Ok(m) = rx.try_recv() {
+        for m in job.poll() {
             match m {
-                Msg::Started { done, total } => self.progress = (done, total),
-                Msg::Cell(c) => self.cells.push(*c),
-                Msg::Done(r) => ended = Some(r),
+                JobEvent::Progress(GridEvent::Started { done, total }) => {
+                    self.progress = (done, total)
+                }
+                JobEvent::Progress(GridEvent::Ran(r)) => {
+                    let (p, outcome) = *r;
+                    self.cells.push(CellRun {
+                        i: p.i,
+                        j: p.j,
+                        seed: p.seed,
+                        outcome,
+                    });
+                }
+                JobEvent::Done(r) => ended = Some(r),
             }
         }
         if let Some(r) = ended {
-            self.rx = None;
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+            self.job = None;
             self.status = match r {
                 Ok(()) => Status::info(format!("done: {} runs", self.cells.len())),
                 Err(e) if e == "stopped" => {
@@ -401,7 +334,7 @@ impl SweepView {
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
-        model: (&Cnn, &ModelInfo),
+        model: &ModelHandle,
         base: &Settings,
         wake: &Wake,
     ) -> Option<Settings> {

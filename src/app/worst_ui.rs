@@ -3,7 +3,6 @@
 //! computed on a background thread; they can be exported as `backwork worst` writes them.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
 
 use egui::{RichText, TextureHandle, TextureOptions, vec2};
 
@@ -13,20 +12,15 @@ use super::status::Status;
 use crate::data::{Dataset, SIDE};
 use crate::export::worst::{WorstResults, write_worst};
 use crate::meta::ModelInfo;
-use crate::model::Cnn;
-use crate::model::worst::{WorstLabel, worst_images};
-
-enum Msg {
-    Progress(usize, usize),
-    Done(Vec<WorstLabel>),
-    Failed(String),
-}
+use crate::meta::WorstLabel;
+use crate::worker::job::{Job, JobEvent};
+use crate::worker::models::{ModelHandle, worst_job};
 
 /// Runtime state of the worst-images view.
 pub struct WorstView {
     pub k: usize,
     train: Arc<Dataset>,
-    rx: Option<Receiver<Msg>>,
+    job: Option<Job<(usize, usize), Vec<WorstLabel>>>,
     progress: (usize, usize),
     pub result: Option<Vec<WorstLabel>>,
     /// The model the result is for.
@@ -42,7 +36,7 @@ impl WorstView {
         Self {
             k: 8,
             train,
-            rx: None,
+            job: None,
             progress: (0, 0),
             result: None,
             model: None,
@@ -52,51 +46,41 @@ impl WorstView {
         }
     }
 
-    /// Starts classifying the training set with `cnn` on a background thread.
-    pub fn start(&mut self, cnn: &Cnn, info: &ModelInfo, wake: Wake) {
-        let (tx, rx) = channel();
-        let (cnn, train, k) = (cnn.clone(), self.train.clone(), self.k);
-        let spawned = std::thread::Builder::new()
-            .name("backwork-worst".into())
-            .spawn(move || {
-                let res = worst_images(&cnn, &train, k, &mut |d, t| {
-                    let _ = tx.send(Msg::Progress(d, t));
-                    wake();
-                });
-                let _ = tx.send(match res {
-                    Ok(r) => Msg::Done(r),
-                    Err(e) => Msg::Failed(e.to_string()),
-                });
-                wake();
-            });
-        match spawned {
-            Ok(_) => {
-                self.rx = Some(rx);
+    /// Starts classifying the training set with `model` on a job (a previous one is
+    /// cancelled).
+    pub fn start(&mut self, model: &ModelHandle, wake: Wake) {
+        self.job = None;
+        match worst_job(model, self.train.clone(), self.k, wake) {
+            Ok(job) => {
+                self.job = Some(job);
                 self.result = None;
-                self.model = Some(info.clone());
+                self.model = Some(model.info().clone());
                 self.progress = (0, self.train.len());
                 self.status.clear();
             }
-            Err(e) => self.status = Status::error(format!("could not start: {e}")),
+            Err(e) => self.status = Status::error(e),
         }
     }
 
     pub fn poll(&mut self) {
-        let Some(rx) = &self.rx else { return };
-        while let Ok(m) = rx.try_recv() {
-            match m {
-                Msg::Progress(d, t) => self.progress = (d, t),
-                Msg::Done(r) => {
-                    self.result = Some(r);
-                    self.rx = None;
-                    break;
-                }
-                Msg::Failed(e) => {
-                    self.status = Status::error(format!("failed: {e}"));
-                    self.rx = None;
-                    break;
-                }
+        let Some(job) = &mut self.job else { return };
+        let mut done = None;
+        for ev in job.poll() {
+            match ev {
+                JobEvent::Progress(p) => self.progress = p,
+                JobEvent::Done(r) => done = Some(r),
             }
+        }
+        match done {
+            Some(Ok(r)) => {
+                self.result = Some(r);
+                self.job = None;
+            }
+            Some(Err(e)) => {
+                self.status = Status::error(format!("failed: {e}"));
+                self.job = None;
+            }
+            None => {}
         }
     }
 
@@ -121,11 +105,12 @@ impl WorstView {
         };
     }
 
-    pub fn ui(&mut self, ui: &mut egui::Ui, cnn: &Cnn, info: &ModelInfo, wake: &Wake) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, model: &ModelHandle, wake: &Wake) {
+        let info = model.info();
         if let Some(((), dir)) = Dialog::poll(&mut self.dialog) {
             self.export(dir);
         }
-        let busy = self.rx.is_some();
+        let busy = self.job.is_some();
         ui.horizontal(|ui| {
             ui.label(format!("The {} training images of each label the model classifies worst, worst first, with p(correct) and the class it picks.", self.k));
         });
@@ -143,7 +128,7 @@ impl WorstView {
                 .on_hover_text("Classify all training images on a background thread")
                 .clicked()
             {
-                self.start(cnn, info, wake.clone());
+                self.start(model, wake.clone());
             }
             if ui
                 .add_enabled(self.result.is_some(), egui::Button::new("Export…"))

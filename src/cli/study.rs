@@ -58,7 +58,8 @@ pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let labels = worst_images(&cnn, &train, a.k, &mut |done, _| {
-        bar.set_position(done as u64)
+        bar.set_position(done as u64);
+        true
     })?;
     bar.finish_and_clear();
     let results = WorstResults {

@@ -7,46 +7,12 @@ use std::time::Instant;
 use candle_core::{D, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
-use serde::{Deserialize, Serialize};
 
 use super::Cnn;
 use super::eval::evaluate;
-use super::weights::{WeightInit, init_cnn_with};
+use super::weights::init_cnn_with;
 use crate::data::{Dataset, PIXELS};
-
-/// How to train. Defaults are the recipe of the shipped model.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct TrainConfig {
-    /// Passes over the training set (at least 1).
-    pub epochs: usize,
-    /// Images per Adam step (at least 1).
-    pub batch_size: usize,
-    /// Adam learning rate of the first epoch (positive, finite).
-    pub lr: f64,
-    /// The learning rate is multiplied by this after every epoch (in (0, 1]).
-    pub lr_decay: f64,
-    /// Seeds the initial weights and the shuffling: the same seed gives the same model.
-    pub seed: u64,
-    /// Train on only the first `limit` training images (for quick experiments and tests).
-    pub limit: Option<usize>,
-    /// How a fresh network's weights are drawn (ignored when training from a model).
-    #[serde(default)]
-    pub init: WeightInit,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            epochs: 5,
-            batch_size: 64,
-            lr: 1e-3,
-            lr_decay: 0.5,
-            seed: 0,
-            limit: None,
-            init: WeightInit::Original,
-        }
-    }
-}
+pub use crate::meta::{TrainConfig, TrainEvent};
 
 /// What can go wrong training.
 #[derive(Debug, thiserror::Error)]
@@ -100,27 +66,6 @@ impl TrainConfig {
         }
         Ok(())
     }
-}
-
-/// Progress of a training run.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TrainEvent {
-    /// After every Adam step.
-    Batch {
-        epoch: usize,
-        batch: usize,
-        batches: usize,
-        loss: f32,
-        /// Training accuracy over this epoch so far.
-        running_accuracy: f64,
-        images_per_s: f64,
-    },
-    /// After every completed epoch, with the test-set accuracy.
-    Epoch {
-        epoch: usize,
-        mean_loss: f64,
-        test_accuracy: f64,
-    },
 }
 
 /// How a training run ended.

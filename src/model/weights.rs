@@ -248,29 +248,7 @@ pub fn save_cnn(
     Ok(())
 }
 
-/// How a fresh network's weights are drawn.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum WeightInit {
-    /// The original TensorFlow tutorial's (ALGORITHM.md §1): weights from a normal of standard
-    /// deviation 0.1 truncated at two deviations, biases 0.1. With the original cost's defaults
-    /// the fooling images of such networks converge; on uniform-init networks some digits
-    /// thrash (see the README, "Convergence").
-    #[default]
-    Original,
-    /// PyTorch's default: weights and biases uniform in ±1/√fan_in.
-    Uniform,
-}
+pub use crate::meta::WeightInit;
 
 /// A freshly initialised network with `num_classes` outputs (10, or 11 with the extra class),
 /// drawn as [`WeightInit::Uniform`] says; the same seed gives the same weights.

@@ -2,37 +2,20 @@
 //! for each label, the k images of that label with the lowest p(correct), worst first.
 
 use candle_core::Result as CandleResult;
-use serde::Serialize;
 
 use super::Cnn;
 use super::eval::EVAL_BATCH;
 use crate::data::{Dataset, NUM_LABELS};
-
-/// One badly classified image.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct WorstImage {
-    /// Row in the dataset (the MNIST training file for `backwork worst`).
-    pub index: usize,
-    /// The network's probability of its true label.
-    pub p_correct: f32,
-    /// The class the network picks for it.
-    pub predicted: usize,
-}
-
-/// The worst images of one label, worst first.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct WorstLabel {
-    pub label: u8,
-    pub images: Vec<WorstImage>,
-}
+pub use crate::meta::{WorstImage, WorstLabel};
 
 /// Classifies every image of `data` and keeps, per label, the `k` with the lowest
-/// p(correct) (ties: lower index first). `progress` gets (done, total) after each batch.
+/// p(correct) (ties: lower index first). `progress` gets (done, total) after each batch and
+/// returns whether to go on (stopped early, the result covers the images done).
 pub fn worst_images(
     cnn: &Cnn,
     data: &Dataset,
     k: usize,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> CandleResult<Vec<WorstLabel>> {
     let n = data.len();
     let mut per_label: Vec<Vec<WorstImage>> = vec![Vec::new(); NUM_LABELS];
@@ -55,7 +38,9 @@ pub fn worst_images(
             });
         }
         start = end;
-        progress(start, n);
+        if !progress(start, n) {
+            break;
+        }
     }
     Ok(per_label
         .into_iter()

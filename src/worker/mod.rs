@@ -3,6 +3,9 @@
 //! with the next snapshot, throttled to the frame rate, so none is lost and memory stays
 //! bounded. Every run has an id; a run always ends with an explicit event.
 
+pub mod job;
+pub mod models;
+pub mod studies;
 pub mod trainer;
 
 use std::sync::Arc;
@@ -164,7 +167,42 @@ pub struct WorkerSpec {
     /// Where reference sets are cached on disk (`None`: in memory only).
     pub cache_dir: Option<std::path::PathBuf>,
     /// Called after every event sent (the app asks egui for a repaint).
-    pub wake: Arc<dyn Fn() + Send + Sync>,
+    pub wake: job::Wake,
+}
+
+impl WorkerSpec {
+    /// The spec of a worker on `model`.
+    pub fn for_model(
+        model: &models::ModelHandle,
+        train: Arc<Dataset>,
+        cache_dir: Option<std::path::PathBuf>,
+        wake: job::Wake,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            net: model.frozen()?,
+            model: model.model_ref(),
+            train,
+            cache_dir,
+            wake,
+        })
+    }
+
+    /// Switches the spec to `model` (a restarted worker starts on it).
+    pub fn set_model(&mut self, model: &models::ModelHandle) -> Result<(), String> {
+        self.net = model.frozen()?;
+        self.model = model.model_ref();
+        Ok(())
+    }
+}
+
+impl Command {
+    /// The command that switches the worker to `model`.
+    pub fn set_model(model: &models::ModelHandle) -> Result<Self, String> {
+        Ok(Command::SetModel(Box::new((
+            model.frozen()?,
+            model.model_ref(),
+        ))))
+    }
 }
 
 /// The other end of a [`Worker::detached`] handle: what a test reads and writes in place of

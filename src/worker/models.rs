@@ -1,0 +1,211 @@
+//! The networks, held on the worker side. The window keeps a [`ModelHandle`] (what the model
+//! is called, its hash, its metadata) and hands it to jobs; it never sees the network itself.
+//! Every job that touches a network or its file is here: loading (reading and hashing),
+//! saving, classifying the test set, and finding the worst-classified training images.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::ENGINE_NICE;
+use super::job::{Job, JobCtx, Wake};
+use crate::backwork::frozen::FrozenCnn;
+use crate::data::{Dataset, PIXELS};
+use crate::meta::{ModelInfo, ModelRef};
+use crate::model::Cnn;
+use crate::model::eval::EVAL_BATCH;
+use crate::model::weights::{cnn_to_bytes, load_cnn, load_or_shipped, sha256_hex};
+use crate::model::worst::{WorstLabel, worst_images};
+
+/// A network and what it is. Cloning shares the network.
+#[derive(Clone)]
+pub struct ModelHandle {
+    cnn: Arc<Cnn>,
+    info: ModelInfo,
+    /// Its weight file's bytes, when it was made in the app and not read from a file (so a
+    /// save writes exactly the file whose hash is shown).
+    bytes: Option<Arc<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for ModelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ModelHandle({})", self.info.name)
+    }
+}
+
+impl ModelHandle {
+    /// The model of `--model`, or the shipped one (at start, before the window opens).
+    pub fn load_or_shipped(path: Option<&Path>) -> Result<Self, String> {
+        let (cnn, info) = load_or_shipped(path).map_err(|e| e.to_string())?;
+        Self::checked(cnn, info, None)
+    }
+
+    /// A network made in the app (trained or retrained), serialised once with `metadata`
+    /// under the display name `name`.
+    pub(crate) fn made(
+        cnn: Cnn,
+        metadata: HashMap<String, String>,
+        name: String,
+    ) -> Result<Self, String> {
+        let bytes = cnn_to_bytes(&cnn, &metadata)
+            .map_err(|e| format!("the model cannot be serialised: {e}"))?;
+        let info = ModelInfo {
+            name,
+            sha256: sha256_hex(&bytes),
+            metadata,
+        };
+        Self::checked(cnn, info, Some(Arc::new(bytes)))
+    }
+
+    /// A network loaded elsewhere (tests, tools), refused if the engine cannot use it.
+    pub fn new(cnn: Cnn, info: ModelInfo) -> Result<Self, String> {
+        Self::checked(cnn, info, None)
+    }
+
+    /// Refuses a network the engine cannot use.
+    fn checked(cnn: Cnn, info: ModelInfo, bytes: Option<Arc<Vec<u8>>>) -> Result<Self, String> {
+        FrozenCnn::new(&cnn).map_err(|e| format!("{}: not usable: {e}", info.name))?;
+        Ok(Self {
+            cnn: Arc::new(cnn),
+            info,
+            bytes,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Its name and hash, as results record them.
+    pub fn model_ref(&self) -> ModelRef {
+        self.info.model_ref()
+    }
+
+    /// Whether it was made in the app and can be saved.
+    pub fn is_unsaved(&self) -> bool {
+        self.bytes.is_some()
+    }
+
+    /// The same network under another display name (a saved model takes its file's name).
+    pub fn renamed(&self, name: String) -> Self {
+        let mut m = self.clone();
+        m.info.name = name;
+        m
+    }
+
+    pub(crate) fn cnn(&self) -> &Cnn {
+        &self.cnn
+    }
+
+    pub(crate) fn frozen(&self) -> Result<FrozenCnn, String> {
+        FrozenCnn::new(&self.cnn).map_err(|e| format!("{}: not usable: {e}", self.info.name))
+    }
+}
+
+/// Reads, checks and hashes weights files, in order: the last one that loads is the result
+/// (several dropped at once), or the last one's error when none does.
+pub fn load_job(paths: Vec<PathBuf>, wake: Wake) -> Result<Job<(), ModelHandle>, String> {
+    Job::spawn("open-model", 0, wake, move |_: &JobCtx<(), ModelHandle>| {
+        let mut last = Err("no file to open".to_string());
+        for path in &paths {
+            let loaded = load_cnn(path)
+                .map_err(|e| e.to_string())
+                .and_then(|(cnn, info)| ModelHandle::checked(cnn, info, None))
+                .map_err(|e| format!("not loaded, the model in use stays: {e}"));
+            if loaded.is_ok() || last.is_err() {
+                last = loaded;
+            }
+        }
+        last
+    })
+}
+
+/// Writes a model made in the app to `path` (never over an existing file); the result is
+/// the handle under the file's name.
+pub fn save_job(
+    model: ModelHandle,
+    path: PathBuf,
+    wake: Wake,
+) -> Result<Job<(), ModelHandle>, String> {
+    Job::spawn("save-model", 0, wake, move |_: &JobCtx<(), ModelHandle>| {
+        let bytes = match &model.bytes {
+            Some(b) => b.clone(),
+            None => return Err("not saved: this model is already a file".into()),
+        };
+        crate::io::write_atomic(&path, &bytes, false).map_err(|e| format!("not saved: {e}"))?;
+        let name = path.file_name().map_or(model.info.name.clone(), |f| {
+            f.to_string_lossy().into_owned()
+        });
+        Ok(model.renamed(name))
+    })
+}
+
+/// Predictions for a run of consecutive test images.
+#[derive(Clone, Debug)]
+pub struct PredictionChunk {
+    pub start: usize,
+    /// (predicted class, its probability) per image.
+    pub predictions: Vec<(usize, f32)>,
+}
+
+/// Classifies every image of `data` with `model`, a chunk at a time (small first, so the
+/// first page fills within a frame or two). While `hold` is set (the engine computes) it
+/// waits between chunks, so the two do not share the cores.
+pub fn classify_job(
+    model: &ModelHandle,
+    data: Arc<Dataset>,
+    hold: Arc<AtomicBool>,
+    wake: Wake,
+) -> Result<Job<PredictionChunk, ()>, String> {
+    let model = model.clone();
+    Job::spawn(
+        "classifier",
+        ENGINE_NICE + 5,
+        wake,
+        move |ctx: &JobCtx<PredictionChunk, ()>| {
+            let n = data.pixels.len() / PIXELS;
+            let (mut start, mut size) = (0, 100);
+            while start < n {
+                let end = (start + size).min(n);
+                let x: Vec<f32> = data.pixels[start * PIXELS..end * PIXELS]
+                    .iter()
+                    .map(|&p| p as f32 / 255.0)
+                    .collect();
+                let predictions = model.cnn().classify(&x).map_err(|e| e.to_string())?;
+                if !ctx.progress(PredictionChunk { start, predictions }) {
+                    return Ok(());
+                }
+                while hold.load(Ordering::Relaxed) && !ctx.is_cancelled() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                start = end;
+                size = EVAL_BATCH;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Per label, the `k` training images `model` classifies worst; progress is (done, total).
+pub fn worst_job(
+    model: &ModelHandle,
+    train: Arc<Dataset>,
+    k: usize,
+    wake: Wake,
+) -> Result<Job<(usize, usize), Vec<WorstLabel>>, String> {
+    let model = model.clone();
+    Job::spawn(
+        "worst",
+        ENGINE_NICE,
+        wake,
+        move |ctx: &JobCtx<(usize, usize), Vec<WorstLabel>>| {
+            let r = worst_images(model.cnn(), &train, k, &mut |d, t| ctx.progress((d, t)))
+                .map_err(|e| e.to_string())?;
+            if ctx.is_cancelled() {
+                return Err("cancelled".into());
+            }
+            Ok(r)
+        },
+    )
+}
