@@ -203,7 +203,7 @@ fn start_then_a_slider_sends_start_and_settings_and_marks_the_curves() {
         h.state()
             .log
             .iter()
-            .any(|(step, what)| *step == 12 && what.contains("sim_coeff")),
+            .any(|(step, what)| *step == 12 && what.to_string().contains("sim_coeff")),
         "{:?}",
         h.state().log
     );
@@ -308,7 +308,7 @@ fn the_app_flashes_and_marks_a_reinit_and_shows_an_error_in_the_status_line() {
     assert!(
         view.log
             .iter()
-            .any(|(step, what)| *step == 20 && what.contains("label 0 image 3: re-initialised"))
+            .any(|(step, what)| *step == 20 && what.to_string().contains("label 0 image 3: re-initialised"))
     );
     peer.events
         .send(Event::Ended {

@@ -199,7 +199,7 @@ impl Captions {
                 );
                 let (l, r) = (bx + bw * k / n, bx + bw * (k + 1) / n - 1);
                 let color = if k as usize == c.target {
-                    super::run_ui::PASSED
+                    super::run::PASSED
                 } else {
                     text_color
                 };

@@ -1,0 +1,304 @@
+//! The run view's controls: Start / Pause / Step / Reset and their keys, the target labels,
+//! where images start, the view toggles, the settings sliders, export, and the status bar.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl RunView {
+    /// The view toggles: saliency overlay (and its k), nearest training image under each tile.
+    pub fn view_toggles_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label("show");
+            if ui
+                .toggle_value(&mut self.show_saliency, "saliency")
+                .on_hover_text("Overlay each image with the pixels that raise p(label) most (the top k of d p(label) / d input, in red)")
+                .changed()
+            {
+                self.worker.send(Command::Saliency(self.show_saliency));
+                self.is_dirty = true;
+            }
+            if self.show_saliency
+                && ui
+                    .add(egui::DragValue::new(&mut self.saliency_k).range(1..=PIXELS).suffix(" px"))
+                    .on_hover_text("Pixels in each saliency mask")
+                    .changed()
+            {
+                self.is_dirty = true;
+            }
+            ui.toggle_value(&mut self.show_nearest, "nearest")
+                .on_hover_text("Show each image's nearest training image (pixel space, the arg-min of the inputs term) with its distance");
+        });
+    }
+
+    /// The sliders; a change goes to the running engine before its next step and is marked
+    /// on the curves.
+    pub fn settings_panel_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(new) = settings_ui(ui, &self.settings) {
+            let changed = self.settings.changed_fields(&new);
+            self.settings = new.clone();
+            self.settings_changed = true;
+            if self.is_running() {
+                let step = self.snapshot.as_ref().map_or(0, |s| s.step);
+                self.curves.mark_settings(step);
+                // A drag changes the value every frame: the log merges the changes of one
+                // step into one line naming every field changed within it.
+                self.log_event(step, LogEntry::SettingsChanged(changed));
+                self.command(Command::Settings(new));
+            }
+        }
+    }
+
+    /// Asks for a folder (the dialog runs beside the window) for the export of the
+    /// selection; an empty selection is refused here.
+    pub fn export_selected(&mut self, ctx: &egui::Context) {
+        if self.selected.is_empty() {
+            self.status =
+                Status::info("select images to export first (click tiles, or Select passed)");
+            return;
+        }
+        if self.export_dialog.is_some() {
+            return;
+        }
+        let rows = self.selected.iter().copied().collect();
+        self.export_dialog = Some(Dialog::open(rows, ctx, || {
+            rfd::FileDialog::new()
+                .set_title("Export the selected images into a new or empty folder")
+                .pick_folder()
+        }));
+        self.status = Status::progress("choose a new or empty folder for the export…");
+    }
+
+    /// Sends the export once its folder dialog has closed.
+    pub(super) fn poll_export_dialog(&mut self) {
+        match Dialog::poll(&mut self.export_dialog) {
+            Some((rows, Some(dir))) => {
+                self.status = Status::progress(format!(
+                    "exporting {} images to {}…",
+                    rows.len(),
+                    dir.display()
+                ));
+                self.command(Command::Export {
+                    dir,
+                    rows: Some(rows),
+                });
+            }
+            Some((_, None)) => self.status = Status::info(format!("export cancelled: {NO_DIALOG}")),
+            None => {}
+        }
+    }
+
+    /// The status bar: the run's live state, then the last message (errors in red).
+    pub fn status_bar_ui(&self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.label(&self.progress);
+            if !self.status.is_empty() {
+                ui.separator();
+                self.status.ui(ui);
+            }
+        });
+    }
+
+    pub fn controls_ui(&mut self, ui: &mut egui::Ui) {
+        let paused = self.snapshot.as_ref().is_some_and(|s| s.is_paused);
+        ui.horizontal_wrapped(|ui| {
+            if ui
+                .button("Start")
+                .on_hover_text("Start a new run with the settings below")
+                .clicked()
+            {
+                self.command(Command::Start(self.settings.clone()));
+            }
+            let running = self.is_running();
+            let label = if paused { "Resume" } else { "Pause" };
+            if ui
+                .add_enabled(running, egui::Button::new(label))
+                .on_hover_text("space")
+                .clicked()
+            {
+                self.command(if paused {
+                    Command::Resume
+                } else {
+                    Command::Pause
+                });
+            }
+            if ui
+                .add_enabled(running, egui::Button::new("Step"))
+                .on_hover_text("S: one step while paused")
+                .clicked()
+            {
+                self.command(Command::Step);
+            }
+            if ui
+                .add_enabled(running, egui::Button::new("Reset"))
+                .on_hover_text("R")
+                .clicked()
+            {
+                self.command(Command::Reset);
+            }
+            ui.separator();
+            let has_images = self.snapshot.is_some();
+            if ui
+                .add_enabled(has_images, egui::Button::new("Select passed"))
+                .on_hover_text("Select every image past the threshold (click a tile to toggle it)")
+                .clicked()
+            {
+                self.select_passed();
+            }
+            let export = format!("Export {} selected…", self.selected.len());
+            if ui
+                .add_enabled(has_images, egui::Button::new(export))
+                .on_hover_text("Write the selected images as `backwork run` does: PNGs, images.npy, results.json, sheet.png, into a new or empty folder")
+                .clicked()
+            {
+                self.export_selected(ui.ctx());
+            }
+            ui.separator();
+            self.labels_ui(ui);
+            self.init_ui(ui);
+            let mut has_budget = self.settings.max_steps.is_some();
+            if ui
+                .checkbox(&mut has_budget, "stop at")
+                .on_hover_text("Stop the run after a number of steps (the CLI's --max-steps; 1,500 by default there)")
+                .changed()
+            {
+                self.settings.max_steps = has_budget.then_some(crate::backwork::settings::DEFAULT_STEP_BUDGET);
+                self.settings_changed = true;
+            }
+            if let Some(m) = &mut self.settings.max_steps
+                && ui
+                    .add(egui::DragValue::new(m).range(1..=1_000_000).suffix(" steps"))
+                    .changed()
+            {
+                self.settings_changed = true;
+            }
+            ui.separator();
+            ui.label("images per label");
+            ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=64))
+                .on_hover_text("Images optimised per label (8 in the original figure); takes effect at the next Start");
+            if !self.is_worker_alive
+                && self.spec.is_some()
+                && ui
+                    .button("Restart engine")
+                    .on_hover_text("Start a fresh engine thread (the last run is lost)")
+                    .clicked()
+            {
+                self.restart_worker();
+            }
+        });
+        // Keyboard shortcuts: space pauses or resumes, S steps, R resets; not while typing
+        // into a field, and not with Ctrl, Alt or Cmd (those belong to the system).
+        let is_typing = ui.ctx().egui_wants_keyboard_input();
+        let (space, s, r) = ui.input(|i| {
+            let plain = !(is_typing || i.modifiers.ctrl || i.modifiers.alt || i.modifiers.command);
+            (
+                plain && i.key_pressed(egui::Key::Space),
+                plain && i.key_pressed(egui::Key::S),
+                plain && i.key_pressed(egui::Key::R),
+            )
+        });
+        if space {
+            if !self.is_running() {
+                self.command(Command::Start(self.settings.clone()));
+            } else {
+                self.command(if paused {
+                    Command::Resume
+                } else {
+                    Command::Pause
+                });
+            }
+        }
+        if s && self.is_running() {
+            self.command(Command::Step);
+        }
+        if r && self.is_running() {
+            self.command(Command::Reset);
+        }
+    }
+
+    /// The target labels, one toggle per digit; at least one stays selected.
+    pub(super) fn labels_ui(&mut self, ui: &mut egui::Ui) {
+        ui.label("labels");
+        for d in 0..10u8 {
+            let mut on = self.settings.labels.contains(&d);
+            if ui
+                .toggle_value(&mut on, d.to_string())
+                .on_hover_text(format!(
+                    "Optimise images classified as {d} (at the next Start)"
+                ))
+                .changed()
+            {
+                if on {
+                    self.settings.labels.push(d);
+                    self.settings.labels.sort_unstable();
+                } else if self.settings.labels.len() > 1 {
+                    self.settings.labels.retain(|&l| l != d);
+                }
+                self.settings_changed = true;
+            }
+        }
+        if ui
+            .small_button("all")
+            .on_hover_text("All ten digits (the default)")
+            .clicked()
+        {
+            self.settings.labels = (0..10).collect();
+            self.settings_changed = true;
+        }
+    }
+
+    /// Where the next run's images start: noise, class means, the current images, or a
+    /// `.npy` file (the CLI's `--init`). Re-initialised images always restart from noise.
+    pub(super) fn init_ui(&mut self, ui: &mut egui::Ui) {
+        let text = match &self.settings.init {
+            Init::Noise => "noise".to_string(),
+            Init::ClassMeans => "class means".to_string(),
+            Init::Current => "the current images".to_string(),
+            Init::File(p) => p
+                .file_name()
+                .map_or("a file".into(), |f| f.to_string_lossy().into_owned()),
+        };
+        let before = self.settings.init.clone();
+        let mut wants_file = false;
+        egui::ComboBox::from_label("start from")
+            .selected_text(text)
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut self.settings.init, Init::Noise, "noise")
+                    .on_hover_text("Uniform [0, 1) noise, seeded (the default)");
+                ui.selectable_value(&mut self.settings.init, Init::ClassMeans, "class means")
+                    .on_hover_text("Each image the mean of a group of the label's training images (the original's init_w_train_vals)");
+                ui.selectable_value(&mut self.settings.init, Init::Current, "the current images")
+                    .on_hover_text("Go on from the images on screen (same labels and images per label)");
+                wants_file = ui
+                    .button("a file…")
+                    .on_hover_text("A .npy of (labels × images per label, 28, 28) images, group-major, e.g. an export's images.npy")
+                    .clicked();
+            });
+        if wants_file && self.init_dialog.is_none() {
+            self.init_dialog = Some(Dialog::open((), ui.ctx(), || {
+                rfd::FileDialog::new()
+                    .set_title("Start the next run from these images (.npy)")
+                    .add_filter("NumPy array", &["npy"])
+                    .pick_file()
+            }));
+            self.status = Status::progress("choose a .npy file of start images…");
+        }
+        if self.settings.init != before {
+            self.settings_changed = true;
+        }
+    }
+
+    /// Takes the start-images file once its dialog has closed.
+    pub(super) fn poll_init_dialog(&mut self) {
+        match Dialog::poll(&mut self.init_dialog) {
+            Some(((), Some(path))) => {
+                self.status = Status::info(format!("the next run starts from {}", path.display()));
+                self.settings.init = Init::File(path);
+                self.settings_changed = true;
+            }
+            Some(((), None)) => {
+                self.status = Status::info(format!("start images unchanged: {NO_DIALOG}"))
+            }
+            None => {}
+        }
+    }
+}
