@@ -306,9 +306,8 @@ fn the_app_flashes_and_marks_a_reinit_and_shows_an_error_in_the_status_line() {
     let view = h.state().run_view.as_ref().unwrap();
     assert_eq!(view.curves.reinit_markers(), 1);
     assert!(
-        view.log
-            .iter()
-            .any(|(step, what)| *step == 20 && what.to_string().contains("label 0 image 3: re-initialised"))
+        view.log.iter().any(|(step, what)| *step == 20
+            && what.to_string().contains("label 0 image 3: re-initialised"))
     );
     peer.events
         .send(Event::Ended {

@@ -225,6 +225,10 @@ pub struct LabelSummary {
     pub mean_p: f32,
 }
 
+/// What one running group's cost left for the step to keep: its row among the running
+/// groups, its index, its terms, and its nearest images per tap.
+type NewTerms = (usize, usize, CostTerms, [Vec<Nearest>; 4]);
+
 /// One image of a run as the engine last classified it: what exports and summaries read.
 pub struct RowView<'a> {
     /// Its row (group-major).
@@ -534,18 +538,76 @@ impl Engine {
             .collect();
         let mut fwd = std::mem::take(&mut self.fwd);
         self.net.forward(&xa, &mut fwd);
-        let kc = self.net.classes();
+        let (grads, new_terms) = self.group_costs(&fwd);
+        let gx = self.net.backward(&mut fwd, &grads);
+        self.fwd = fwd;
+        self.check_finite(step, &new_terms, &gx)?;
+        // The step is good: only now do its numbers replace the last good ones.
+        self.commit(new_terms);
+        self.classified.copy_from_slice(&self.x);
+        self.step = step;
 
+        // Probe: stop and reinit rules on the probabilities of the images just classified.
+        let is_probe = step.is_multiple_of(self.settings.save_freq);
+        let reinits = if is_probe {
+            self.probe_groups(step, &active)
+        } else {
+            Vec::new()
+        };
+        // Adam on the images of groups still running; fresh noise for re-initialised ones.
+        for (ai, &g) in active.iter().enumerate() {
+            if self.groups[g].done_at.is_some() {
+                continue;
+            }
+            for i in 0..n {
+                let row = g * n + i;
+                match reinits.iter().find(|r| r.image == row) {
+                    Some(r) => self.reinit_image(g, i, r.kind, step),
+                    None => {
+                        let grad = &gx[(ai * n + i) * PIXELS..(ai * n + i + 1) * PIXELS];
+                        self.adam_update(row, grad);
+                    }
+                }
+            }
+        }
+        let end = if self.groups.iter().all(|g| g.done_at.is_some()) {
+            Some(EndReason::Threshold)
+        } else if self.settings.max_steps.is_some_and(|m| step >= m) {
+            Some(EndReason::MaxSteps)
+        } else {
+            None
+        };
+        self.ended = end.clone();
+        let mut terms = CostTerms::default();
+        for &g in &active {
+            terms.add(&self.groups[g].terms);
+        }
+        Ok(StepEvent {
+            step,
+            probs: self.images.iter().map(|i| i.probs.clone()).collect(),
+            group_terms: self.groups.iter().map(|g| g.terms.clone()).collect(),
+            terms,
+            reinits,
+            is_probe,
+            end,
+        })
+    }
+
+    /// The cost of every running group (in parallel: they are independent) on the forward
+    /// pass `fwd` of their images: the gradients at every tap, assembled for the backward
+    /// pass, and per group (its row among the running, its index, its terms, its nearest
+    /// images).
+    fn group_costs(&mut self, fwd: &Forward) -> (TapGrads, Vec<NewTerms>) {
+        let n = self.n;
+        let kc = self.net.classes();
         let mut grads = TapGrads {
-            inputs: vec![0.0; xa.len()],
+            inputs: vec![0.0; fwd.inputs.len()],
             conv0: vec![0.0; fwd.conv0.len()],
             conv1: vec![0.0; fwd.conv1.len()],
             fc: vec![0.0; fwd.fc.len()],
             logits: vec![0.0; fwd.logits.len()],
         };
-        // The groups' costs are independent: compute them on all cores.
         let settings = &self.settings;
-        let fwd_ref = &fwd;
         let mut active_groups: Vec<(usize, usize, &mut Group)> = self
             .groups
             .iter_mut()
@@ -562,12 +624,12 @@ impl Engine {
                 let acts = GroupActs {
                     n,
                     taps: [
-                        &fwd_ref.inputs[rows(0)],
-                        &fwd_ref.conv0[rows(1)],
-                        &fwd_ref.conv1[rows(2)],
-                        &fwd_ref.fc[rows(3)],
+                        &fwd.inputs[rows(0)],
+                        &fwd.conv0[rows(1)],
+                        &fwd.conv1[rows(2)],
+                        &fwd.fc[rows(3)],
                     ],
-                    probs: &fwd_ref.probs[ai * n * kc..(ai + 1) * n * kc],
+                    probs: &fwd.probs[ai * n * kc..(ai + 1) * n * kc],
                     classes: kc,
                 };
                 let gc = group_cost_with(&acts, &grp.refs, settings, Some(&mut grp.search));
@@ -595,11 +657,18 @@ impl Engine {
             self.full_rows += taps_searched * n * self.groups[g].refs.len();
             new_terms.push((ai, g, gc.terms, gc.nearest));
         }
-        let gx = self.net.backward(&mut fwd, &grads);
-        self.fwd = fwd;
+        (grads, new_terms)
+    }
 
-        // Nothing non-finite may reach the images or the user.
-        for (_, g, t, _) in &new_terms {
+    /// Nothing non-finite may reach the images or the user: a step whose terms,
+    /// probabilities or gradient are not finite ends the run with an error.
+    fn check_finite(
+        &mut self,
+        step: usize,
+        new_terms: &[NewTerms],
+        gx: &[f32],
+    ) -> Result<(), EngineError> {
+        for (_, g, t, _) in new_terms {
             let bad = t
                 .named()
                 .into_iter()
@@ -615,7 +684,12 @@ impl Engine {
         if gx.iter().any(|v| !v.is_finite()) {
             return Err(self.fail(step, "the gradient".into()));
         }
-        // The step is good: only now do its numbers replace the last good ones.
+        Ok(())
+    }
+
+    /// Keeps a good step's terms, probabilities and nearest images.
+    fn commit(&mut self, new_terms: Vec<NewTerms>) {
+        let (n, kc) = (self.n, self.net.classes());
         for (ai, g, t, nearest) in new_terms {
             self.groups[g].terms = t;
             for i in 0..n {
@@ -626,114 +700,90 @@ impl Engine {
                 }
             }
         }
-        self.classified.copy_from_slice(&self.x);
-        self.step = step;
+    }
 
-        // Probe: stop and reinit rules on the probabilities of the images just classified.
-        let is_probe = step.is_multiple_of(self.settings.save_freq);
-        let mut reinit_rows = Vec::new();
+    /// The probe of the running groups at `step`: a group whose every image passed the
+    /// threshold stops; the others' images are checked against the reinit rules. Returns
+    /// the re-initialisations due.
+    fn probe_groups(&mut self, step: usize, active: &[usize]) -> Vec<Reinit> {
+        let n = self.n;
         let mut reinits = Vec::new();
-        if is_probe {
-            for &g in &active {
-                let label = self.groups[g].label as usize;
-                let min_p = (0..n)
-                    .map(|i| self.images[g * n + i].probs[label])
-                    .fold(f32::INFINITY, f32::min);
-                if !self.is_endless && min_p > self.settings.threshold {
-                    self.groups[g].done_at = Some(step);
-                    continue;
-                }
-                for i in 0..n {
-                    let row = g * n + i;
-                    if let Some(kind) = self.reinit_due(row, label) {
-                        reinits.push(Reinit {
-                            kind,
-                            step,
-                            image: row,
-                            p_label: self.images[row].probs[label],
-                        });
-                        reinit_rows.push((row, kind));
-                    }
-                }
-            }
-        }
-        // Adam on the images of groups still running; fresh noise for re-initialised ones.
-        let lr = self.settings.lr as f64;
-        for (ai, &g) in active.iter().enumerate() {
-            if self.groups[g].done_at.is_some() {
+        for &g in active {
+            let label = self.groups[g].label as usize;
+            let min_p = (0..n)
+                .map(|i| self.images[g * n + i].probs[label])
+                .fold(f32::INFINITY, f32::min);
+            if !self.is_endless && min_p > self.settings.threshold {
+                self.groups[g].done_at = Some(step);
                 continue;
             }
             for i in 0..n {
                 let row = g * n + i;
-                let span = row * PIXELS..(row + 1) * PIXELS;
-                if let Some(&(_, kind)) = reinit_rows.iter().find(|(r, _)| *r == row) {
-                    let rng = &mut self.groups[g].rng;
-                    let amp = self.settings.stall_noise;
-                    let clip = self.settings.pixels == PixelConstraint::Clip;
-                    for v in &mut self.x[span.clone()] {
-                        *v = if kind == ReinitKind::StallPerturb {
-                            let moved = *v + rng.random_range(-amp..=amp);
-                            if clip { moved.clamp(0.0, 1.0) } else { moved }
-                        } else {
-                            rng.random::<f32>()
-                        };
-                    }
-                    self.m1[span.clone()].fill(0.0);
-                    self.m2[span].fill(0.0);
-                    if kind != ReinitKind::StallPerturb {
-                        self.groups[g].search.forget(i);
-                    }
-                    let img = &mut self.images[row];
-                    img.restart();
-                    img.reinits += 1;
-                    if kind != ReinitKind::StallPerturb {
-                        img.init_step = step;
-                    }
-                    continue;
-                }
-                let img = &mut self.images[row];
-                img.adam_t += 1;
-                let t = img.adam_t as i32;
-                let corr1 = 1.0 - BETA1.powi(t);
-                let corr2 = 1.0 - BETA2.powi(t);
-                let gsrc = &gx[(ai * n + i) * PIXELS..(ai * n + i + 1) * PIXELS];
-                for (j, gj) in span.clone().zip(gsrc) {
-                    let gj = *gj as f64;
-                    let m1 = BETA1 * self.m1[j] as f64 + (1.0 - BETA1) * gj;
-                    let m2 = BETA2 * self.m2[j] as f64 + (1.0 - BETA2) * gj * gj;
-                    self.m1[j] = m1 as f32;
-                    self.m2[j] = m2 as f32;
-                    let upd = lr * (m1 / corr1) / ((m2 / corr2).sqrt() + ADAM_EPS);
-                    let mut v = self.x[j] as f64 - upd;
-                    if self.settings.pixels == PixelConstraint::Clip {
-                        v = v.clamp(0.0, 1.0);
-                    }
-                    self.x[j] = v as f32;
+                if let Some(kind) = self.reinit_due(row, label) {
+                    reinits.push(Reinit {
+                        kind,
+                        step,
+                        image: row,
+                        p_label: self.images[row].probs[label],
+                    });
                 }
             }
         }
+        reinits
+    }
 
-        let end = if self.groups.iter().all(|g| g.done_at.is_some()) {
-            Some(EndReason::Threshold)
-        } else if self.settings.max_steps.is_some_and(|m| step >= m) {
-            Some(EndReason::MaxSteps)
-        } else {
-            None
-        };
-        self.ended = end.clone();
-        let mut terms = CostTerms::default();
-        for &g in &active {
-            terms.add(&self.groups[g].terms);
+    /// Image `i` of group `g` starts again: fresh noise (or, for a stall perturbation, noise
+    /// added), Adam's moments and its probe window cleared.
+    fn reinit_image(&mut self, g: usize, i: usize, kind: ReinitKind, step: usize) {
+        let row = g * self.n + i;
+        let span = row * PIXELS..(row + 1) * PIXELS;
+        let rng = &mut self.groups[g].rng;
+        let amp = self.settings.stall_noise;
+        let clip = self.settings.pixels == PixelConstraint::Clip;
+        for v in &mut self.x[span.clone()] {
+            *v = if kind == ReinitKind::StallPerturb {
+                let moved = *v + rng.random_range(-amp..=amp);
+                if clip { moved.clamp(0.0, 1.0) } else { moved }
+            } else {
+                rng.random::<f32>()
+            };
         }
-        Ok(StepEvent {
-            step,
-            probs: self.images.iter().map(|i| i.probs.clone()).collect(),
-            group_terms: self.groups.iter().map(|g| g.terms.clone()).collect(),
-            terms,
-            reinits,
-            is_probe,
-            end,
-        })
+        self.m1[span.clone()].fill(0.0);
+        self.m2[span].fill(0.0);
+        if kind != ReinitKind::StallPerturb {
+            self.groups[g].search.forget(i);
+        }
+        let img = &mut self.images[row];
+        img.restart();
+        img.reinits += 1;
+        if kind != ReinitKind::StallPerturb {
+            img.init_step = step;
+        }
+    }
+
+    /// One Adam step on image `row` with its gradient `grad` (784), clipped to [0, 1] when the
+    /// settings say so.
+    fn adam_update(&mut self, row: usize, grad: &[f32]) {
+        let lr = self.settings.lr as f64;
+        let span = row * PIXELS..(row + 1) * PIXELS;
+        let img = &mut self.images[row];
+        img.adam_t += 1;
+        let t = img.adam_t as i32;
+        let corr1 = 1.0 - BETA1.powi(t);
+        let corr2 = 1.0 - BETA2.powi(t);
+        for (j, gj) in span.zip(grad) {
+            let gj = *gj as f64;
+            let m1 = BETA1 * self.m1[j] as f64 + (1.0 - BETA1) * gj;
+            let m2 = BETA2 * self.m2[j] as f64 + (1.0 - BETA2) * gj * gj;
+            self.m1[j] = m1 as f32;
+            self.m2[j] = m2 as f32;
+            let upd = lr * (m1 / corr1) / ((m2 / corr2).sqrt() + ADAM_EPS);
+            let mut v = self.x[j] as f64 - upd;
+            if self.settings.pixels == PixelConstraint::Clip {
+                v = v.clamp(0.0, 1.0);
+            }
+            self.x[j] = v as f32;
+        }
     }
 
     /// Records the probe of image `row` and applies the reinit rules (see

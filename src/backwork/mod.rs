@@ -8,6 +8,7 @@ pub mod linalg;
 pub mod measure;
 pub mod refs;
 pub mod saliency;
+pub mod search;
 pub mod settings;
 pub mod trace;
 

@@ -1,9 +1,9 @@
 //! The enlarged view of one image: the image, its probabilities, and its nearest training
 //! image at each tap of the cost.
 
+use super::grid::prob_bars_ui;
 #[allow(unused_imports)]
 use super::*;
-use super::grid::prob_bars_ui;
 
 impl RunView {
     /// The texture of training image `index` (uploaded once, kept while shown).

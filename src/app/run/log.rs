@@ -12,7 +12,10 @@ pub(super) const LOG_LINES: usize = 500;
 #[derive(Clone, Debug, PartialEq)]
 pub enum LogEntry {
     /// A run started on these labels with `batch` images each.
-    Started { labels: Vec<u8>, batch: usize },
+    Started {
+        labels: Vec<u8>,
+        batch: usize,
+    },
     /// An image was re-initialised or perturbed at p(label) `p`.
     Reinit {
         label: u8,
