@@ -317,6 +317,29 @@ impl ModelView {
         current: &ModelInfo,
         wake: &Arc<dyn Fn() + Send + Sync>,
     ) -> Option<ModelIntent> {
+        let mut intent = self.poll_dialog(wake);
+        self.in_use_ui(ui, current);
+        self.cache_ui(ui);
+        ui.separator();
+        self.train_config_ui(ui);
+        if let Some(i) = self.train_buttons_ui(ui, wake) {
+            intent = Some(i);
+        }
+        if let Some((frac, text)) = self.progress_text()
+            && self.is_training()
+        {
+            ui.add(egui::ProgressBar::new(frac).show_percentage());
+            ui.label(text);
+        }
+        if !self.status.is_empty() {
+            self.status.ui(ui);
+        }
+        self.train_curves_ui(ui);
+        intent
+    }
+
+    /// Acts on the open or save dialog's answer once it has closed.
+    fn poll_dialog(&mut self, wake: &Wake) -> Option<ModelIntent> {
         let mut intent = None;
         match Dialog::poll(&mut self.dialog) {
             Some((ModelDialog::Open, Some(path))) => intent = Some(ModelIntent::Open(path)),
@@ -331,6 +354,11 @@ impl ModelView {
             }
             None => {}
         }
+        intent
+    }
+
+    /// The model in use: name, hash, recorded accuracy, and opening another.
+    fn in_use_ui(&mut self, ui: &mut egui::Ui, current: &ModelInfo) {
         ui.heading("Model in use");
         ui.label(format!("name: {}", current.name));
         ui.label(format!("sha256: {}", current.sha256));
@@ -356,10 +384,12 @@ impl ModelView {
             }
             ui.weak("or drop a .safetensors file onto the window");
         });
-        self.cache_ui(ui);
-        ui.separator();
-        ui.heading("Train a new model");
+    }
+
+    /// The training recipe (disabled while training).
+    fn train_config_ui(&mut self, ui: &mut egui::Ui) {
         let training = self.is_training();
+        ui.heading("Train a new model");
         ui.add_enabled_ui(!training, |ui| {
             egui::Grid::new("train-config").show(ui, |ui| {
                 ui.label("epochs");
@@ -416,6 +446,12 @@ impl ModelView {
                 ui.end_row();
             });
         });
+    }
+
+    /// Train / Cancel, and for a trained model Use and Save.
+    fn train_buttons_ui(&mut self, ui: &mut egui::Ui, wake: &Wake) -> Option<ModelIntent> {
+        let training = self.is_training();
+        let mut intent = None;
         let mut save = false;
         ui.horizontal(|ui| {
             if !training {
@@ -468,15 +504,11 @@ impl ModelView {
                 "mnist-cnn.safetensors",
             ));
         }
-        if let Some((frac, text)) = self.progress_text()
-            && training
-        {
-            ui.add(egui::ProgressBar::new(frac).show_percentage());
-            ui.label(text);
-        }
-        if !self.status.is_empty() {
-            self.status.ui(ui);
-        }
+        intent
+    }
+
+    /// Loss and accuracy of the training so far.
+    fn train_curves_ui(&mut self, ui: &mut egui::Ui) {
         if !self.loss.is_empty() {
             let h = (ui.available_height() - 20.0).max(160.0) / 2.0;
             Plot::new("train-loss")
@@ -503,7 +535,6 @@ impl ModelView {
                     );
                 });
         }
-        intent
     }
 }
 

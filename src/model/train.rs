@@ -149,43 +149,12 @@ pub fn train_from(
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<TrainOutcome, TrainError> {
     cfg.validate()?;
-    let classes = match (start, extra) {
-        (Some(c), _) => c.num_classes(),
-        (None, Some(e)) if !e.images.is_empty() => e.targets.len() / (e.images.len() / PIXELS),
-        _ => 10,
-    };
-    if let Some(e) = extra
-        && e.targets.len() * PIXELS != e.images.len() * classes
-    {
-        return Err(TrainError::Config {
-            option: "extra",
-            reason: format!(
-                "{} targets for {} images of {classes} classes",
-                e.targets.len(),
-                e.images.len() / PIXELS
-            ),
-        });
-    }
+    let classes = classes_of(start, extra)?;
     let init = match start {
         Some(c) => c.clone(),
         None => init_cnn_with(cfg.seed, classes, cfg.init)?,
     };
-    let vars: Vec<Var> = init
-        .named_tensors()
-        .iter()
-        .map(|(_, t)| Var::from_tensor(t))
-        .collect::<Result<_, _>>()?;
-    let t = |i: usize| vars[i].as_tensor().clone();
-    let cnn = Cnn {
-        conv0_w: t(0),
-        conv0_b: t(1),
-        conv1_w: t(2),
-        conv1_b: t(3),
-        fc_w: t(4),
-        fc_b: t(5),
-        softmax_w: t(6),
-        softmax_b: t(7),
-    };
+    let (vars, cnn) = trainable(&init)?;
     let mut opt = AdamW::new(
         vars.clone(),
         ParamsAdamW {
@@ -214,45 +183,14 @@ pub fn train_from(
                 is_cancelled = true;
                 break 'epochs;
             }
-            let (loss, logits, labels) = match extra {
-                None => {
-                    let x =
-                        Tensor::from_vec(train.batch_f32(idx), (idx.len(), PIXELS), &Device::Cpu)?;
-                    let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i] as u32).collect();
-                    let y = Tensor::from_slice(&labels, idx.len(), &Device::Cpu)?;
-                    let logits = cnn.logits(&x)?;
-                    let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-                    (
-                        loss,
-                        logits,
-                        labels.into_iter().map(Some).collect::<Vec<_>>(),
-                    )
-                }
-                Some(e) => {
-                    let mut x = Vec::with_capacity(idx.len() * PIXELS);
-                    let mut t = vec![0f32; idx.len() * classes];
-                    let mut labels = Vec::with_capacity(idx.len());
-                    for (row, &i) in idx.iter().enumerate() {
-                        if i < n {
-                            x.extend(train.image(i).iter().map(|&p| p as f32 / 255.0));
-                            t[row * classes + train.labels[i] as usize] = 1.0;
-                            labels.push(Some(train.labels[i] as u32));
-                        } else {
-                            let j = (i - n) % n_extra;
-                            x.extend_from_slice(&e.images[j * PIXELS..(j + 1) * PIXELS]);
-                            t[row * classes..(row + 1) * classes]
-                                .copy_from_slice(&e.targets[j * classes..(j + 1) * classes]);
-                            labels.push(None);
-                        }
-                    }
-                    let x = Tensor::from_vec(x, (idx.len(), PIXELS), &Device::Cpu)?;
-                    let t = Tensor::from_vec(t, (idx.len(), classes), &Device::Cpu)?;
-                    let logits = cnn.logits(&x)?;
-                    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-                    let loss = (t * logp)?.sum(D::Minus1)?.mean(0)?.neg()?;
-                    (loss, logits, labels)
-                }
+            let batch = Batch {
+                train,
+                extra,
+                n,
+                n_extra,
+                classes,
             };
+            let (loss, logits, labels) = batch.loss(&cnn, idx)?;
             opt.backward_step(&loss)?;
             let loss_v = loss.to_scalar::<f32>()?;
             if !loss_v.is_finite() {
@@ -293,7 +231,122 @@ pub fn train_from(
     } else {
         Some(test_accuracy)
     };
-    // Detach the result from the optimiser's variables.
+    let cnn = detached(&cnn)?;
+    Ok(TrainOutcome {
+        cnn,
+        epochs_completed,
+        test_accuracy,
+        is_cancelled,
+    })
+}
+
+/// The number of classes of the network to train: the starting model's, or the extra
+/// targets' width, or 10; extra targets of another width are refused.
+fn classes_of(start: Option<&Cnn>, extra: Option<&ExtraSet>) -> Result<usize, TrainError> {
+    let classes = match (start, extra) {
+        (Some(c), _) => c.num_classes(),
+        (None, Some(e)) if !e.images.is_empty() => e.targets.len() / (e.images.len() / PIXELS),
+        _ => 10,
+    };
+    if let Some(e) = extra
+        && e.targets.len() * PIXELS != e.images.len() * classes
+    {
+        return Err(TrainError::Config {
+            option: "extra",
+            reason: format!(
+                "{} targets for {} images of {classes} classes",
+                e.targets.len(),
+                e.images.len() / PIXELS
+            ),
+        });
+    }
+    Ok(classes)
+}
+
+/// The network's tensors as optimiser variables, and the network made of them.
+fn trainable(init: &Cnn) -> Result<(Vec<Var>, Cnn), TrainError> {
+    let vars: Vec<Var> = init
+        .named_tensors()
+        .iter()
+        .map(|(_, t)| Var::from_tensor(t))
+        .collect::<Result<_, _>>()?;
+    let t = |i: usize| vars[i].as_tensor().clone();
+    let cnn = Cnn {
+        conv0_w: t(0),
+        conv0_b: t(1),
+        conv1_w: t(2),
+        conv1_b: t(3),
+        fc_w: t(4),
+        fc_b: t(5),
+        softmax_w: t(6),
+        softmax_b: t(7),
+    };
+    Ok((vars, cnn))
+}
+
+/// What a training batch is drawn from: the training images (the first `n`) and the extra
+/// images with soft targets (indices past `n`, modulo their count `n_extra`).
+struct Batch<'a> {
+    train: &'a Dataset,
+    extra: Option<&'a ExtraSet>,
+    n: usize,
+    n_extra: usize,
+    classes: usize,
+}
+
+impl Batch<'_> {
+    /// The cross-entropy of `cnn` on the images `idx` (hard labels, or soft targets when
+    /// there are extra images), the logits, and each image's label (none for extra images).
+    #[allow(clippy::type_complexity)]
+    fn loss(
+        &self,
+        cnn: &Cnn,
+        idx: &[usize],
+    ) -> Result<(Tensor, Tensor, Vec<Option<u32>>), TrainError> {
+        Ok(match self.extra {
+            None => {
+                let x =
+                    Tensor::from_vec(self.train.batch_f32(idx), (idx.len(), PIXELS), &Device::Cpu)?;
+                let labels: Vec<u32> = idx.iter().map(|&i| self.train.labels[i] as u32).collect();
+                let y = Tensor::from_slice(&labels, idx.len(), &Device::Cpu)?;
+                let logits = cnn.logits(&x)?;
+                let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+                (
+                    loss,
+                    logits,
+                    labels.into_iter().map(Some).collect::<Vec<_>>(),
+                )
+            }
+            Some(e) => {
+                let mut x = Vec::with_capacity(idx.len() * PIXELS);
+                let mut t = vec![0f32; idx.len() * self.classes];
+                let mut labels = Vec::with_capacity(idx.len());
+                for (row, &i) in idx.iter().enumerate() {
+                    if i < self.n {
+                        x.extend(self.train.image(i).iter().map(|&p| p as f32 / 255.0));
+                        t[row * self.classes + self.train.labels[i] as usize] = 1.0;
+                        labels.push(Some(self.train.labels[i] as u32));
+                    } else {
+                        let j = (i - self.n) % self.n_extra;
+                        x.extend_from_slice(&e.images[j * PIXELS..(j + 1) * PIXELS]);
+                        t[row * self.classes..(row + 1) * self.classes]
+                            .copy_from_slice(&e.targets[j * self.classes..(j + 1) * self.classes]);
+                        labels.push(None);
+                    }
+                }
+                let x = Tensor::from_vec(x, (idx.len(), PIXELS), &Device::Cpu)?;
+                let t = Tensor::from_vec(t, (idx.len(), self.classes), &Device::Cpu)?;
+                let logits = cnn.logits(&x)?;
+                let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+                let loss = (t * logp)?.sum(D::Minus1)?.mean(0)?.neg()?;
+                (loss, logits, labels)
+            }
+        })
+    }
+}
+
+/// The trained network detached from the optimiser's variables.
+fn detached(cnn: &Cnn) -> Result<Cnn, TrainError> {
     let own = |t: &Tensor| t.detach().copy();
     let cnn = Cnn {
         conv0_w: own(&cnn.conv0_w)?,
@@ -305,10 +358,5 @@ pub fn train_from(
         softmax_w: own(&cnn.softmax_w)?,
         softmax_b: own(&cnn.softmax_b)?,
     };
-    Ok(TrainOutcome {
-        cnn,
-        epochs_completed,
-        test_accuracy,
-        is_cancelled,
-    })
+    Ok(cnn)
 }
