@@ -16,7 +16,7 @@ use crate::backwork::Settings;
 use crate::backwork::engine::Engine;
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::measure::run_to_end;
-use crate::backwork::refs::RefCache;
+use crate::backwork::cache::RefCache;
 use crate::data::{Dataset, PIXELS};
 use crate::meta::ModelInfo;
 use crate::model::Cnn;

@@ -2,6 +2,9 @@
 //! mean p(label) of each label, and the engine's steps/s, with reinitialisations and settings
 //! changes marked. History is bounded: past `MAX_POINTS` every series is thinned to every
 //! other point, so 100,000 steps cost what 4,096 points do, in memory and in drawing.
+//!
+//! Longer than 500 lines: the curves' bounded history, their simplification for drawing and
+//! their unit tests belong together.
 
 use egui_plot::{Corner, GridMark, Legend, Line, MarkerShape, Plot, PlotPoints, Points, VLine};
 

@@ -2,6 +2,9 @@
 //! and training a new one on a background thread with live loss and accuracy curves,
 //! images/s, ETA, cancel, use and save. A file that does not load is refused with its reason;
 //! the model in use stays.
+//!
+//! Longer than 500 lines: the view's parts (model in use, disk cache, recipe, training
+//! progress and curves) are each a short method of one state; they do not stand apart.
 
 use std::sync::Arc;
 
@@ -9,7 +12,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use super::dialog::{Dialog, NO_DIALOG};
 use super::status::Status;
-use crate::backwork::refs::{
+use crate::backwork::cache::{
     CacheEntry, cache_cap_bytes, clear_cache, default_cache_dir, list_cache,
 };
 use crate::data::Dataset;

@@ -59,7 +59,7 @@ impl RetrainView {
     pub fn new(train: Arc<Dataset>, test: Arc<Dataset>) -> Self {
         Self {
             config: RetrainConfig::new(RetrainMode::Uniform),
-            cache_dir: crate::backwork::refs::default_cache_dir(),
+            cache_dir: crate::backwork::cache::default_cache_dir(),
             train,
             test,
             folder: None,

@@ -11,7 +11,7 @@ use super::Wake;
 use super::status::Status;
 use crate::backwork::Settings;
 use crate::backwork::measure::Outcome;
-use crate::backwork::refs::default_cache_dir;
+use crate::backwork::cache::default_cache_dir;
 use crate::data::Dataset;
 use crate::worker::job::{Job, JobEvent};
 use crate::worker::models::ModelHandle;

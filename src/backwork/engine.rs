@@ -3,8 +3,10 @@
 //! each group with its own reference set and its own cost, batched through one forward and one
 //! backward pass; a group that reached the threshold is frozen, so a run of ten groups gives
 //! the same numbers as ten separate runs.
+//!
+//! Longer than 500 lines: the step and its named parts (costs, checks, probe, reinit, Adam)
+//! share the run's private state (images, moments, groups) and read best side by side.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -15,7 +17,7 @@ use rayon::prelude::*;
 use super::cost::{CostTerms, GroupActs, GroupCost, GroupSearch, Nearest, group_cost_with};
 use super::frozen::{Forward, FrozenCnn, TapGrads};
 use super::refs::{LabelRefs, TAP_DIMS};
-use super::settings::{FcDistance, Init, PixelConstraint, Settings, SettingsError, StallMode};
+use super::settings::{FcDistance, Init, PixelConstraint, Settings, SettingsError};
 use crate::data::PIXELS;
 
 /// Adam's moment decay rates and epsilon (TensorFlow's AdamOptimizer defaults, as the original).
@@ -50,28 +52,7 @@ pub enum EndReason {
     Error(String),
 }
 
-/// Which rule replaced or moved an image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReinitKind {
-    /// The original rule: T probes of non-increasing p(label) below the cap.
-    MonoDec,
-    /// The stall rule, `reinit` mode: fresh noise.
-    StallReinit,
-    /// The stall rule, `perturb` mode: noise added to the image.
-    StallPerturb,
-}
-
-/// One re-initialised image.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Reinit {
-    pub kind: ReinitKind,
-    pub step: usize,
-    /// Row of the image in the run (group-major: label group, then index within it).
-    pub image: usize,
-    /// Its p(label) when it was re-initialised.
-    pub p_label: f32,
-}
+pub use super::image::{ImageState, Reinit, ReinitKind};
 
 /// What one step computed.
 #[derive(Clone, Debug, Serialize)]
@@ -90,81 +71,6 @@ pub struct StepEvent {
     pub is_probe: bool,
     /// Set on the last step of a run.
     pub end: Option<EndReason>,
-}
-
-/// Per-image bookkeeping.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ImageState {
-    /// p(label) of the last probes since the last (re)initialisation, newest last.
-    #[serde(skip)]
-    window: VecDeque<f32>,
-    pub reinits: usize,
-    /// Step of the last (re)initialisation (0: the start).
-    pub init_step: usize,
-    /// Nearest training image at inputs, conv0, conv1 (and fc when per-example).
-    pub nearest: [Option<Nearest>; 4],
-    /// Latest probabilities.
-    pub probs: Vec<f32>,
-    /// Adam steps taken since its last (re)initialisation (for bias correction).
-    adam_t: u32,
-    /// Probes since the last (re)initialisation or perturbation.
-    probes: usize,
-    /// Best p(label) since then, and the probe at which it last rose by more than the
-    /// stall tolerance.
-    best_p: f32,
-    best_probe: usize,
-}
-
-impl ImageState {
-    /// Whether its best p(label) has not risen by more than the stall tolerance for the stall
-    /// window (in probes) while still at or below the threshold: what the app marks as
-    /// stalled, whether or not the stall rule is on.
-    pub fn is_stalled(&self, s: &Settings, label: usize) -> bool {
-        let p = self.probs.get(label).copied().unwrap_or(0.0);
-        self.probes.saturating_sub(self.best_probe) >= s.stall_window && p <= s.threshold
-    }
-
-    /// Records a probe of p(label) = `p` and applies ALGORITHM.md §4's rule (T probes since
-    /// the last (re)initialisation, monotonically non-increasing, the latest below the cap),
-    /// then the optional stall rule. The caller re-initialises (or perturbs) the image and
-    /// calls [`ImageState::restart`] when it returns a kind.
-    pub fn probe(&mut self, p: f32, s: &Settings) -> Option<ReinitKind> {
-        self.window.push_back(p);
-        while self.window.len() > s.reinit_window {
-            self.window.pop_front();
-        }
-        self.probes += 1;
-        if self.best_p == f32::NEG_INFINITY || p > self.best_p + s.stall_tol {
-            self.best_p = self.best_p.max(p);
-            self.best_probe = self.probes;
-        }
-        let is_mono_dec = self.window.len() == s.reinit_window
-            && self
-                .window
-                .iter()
-                .zip(self.window.iter().skip(1))
-                .all(|(a, b)| b - a <= 0.0)
-            && p < s.reinit_cap;
-        if is_mono_dec {
-            return Some(ReinitKind::MonoDec);
-        }
-        let is_stalled = self.probes - self.best_probe >= s.stall_window && p <= s.threshold;
-        match s.stall {
-            _ if !is_stalled => None,
-            StallMode::Off => None,
-            StallMode::Reinit => Some(ReinitKind::StallReinit),
-            StallMode::Perturb => Some(ReinitKind::StallPerturb),
-        }
-    }
-
-    /// Forgets the image's history: its probe window, Adam's step count, its best p(label).
-    pub fn restart(&mut self) {
-        self.window.clear();
-        self.adam_t = 0;
-        self.probes = 0;
-        self.best_p = f32::NEG_INFINITY;
-        self.best_probe = 0;
-    }
 }
 
 /// One label group.

@@ -7,6 +7,9 @@
 //! not the (C, H, W) of ALGORITHM.md §1: every distance the cost takes is invariant to a fixed
 //! permutation of coordinates, and the reference set goes through the same code, so the cost is
 //! the same number. The `fc` weight's columns are permuted once to match.
+//!
+//! Longer than 500 lines: forward, backward, saliency and their layout helpers share one
+//! NHWC layout and its buffers; the layout is easiest to check in one place.
 
 use rayon::prelude::*;
 

@@ -1,9 +1,11 @@
 //! The backwork engine (ALGORITHM.md §2–§4): gradient descent on random images against the
 //! original cost, the network frozen, one pure `step` at a time.
 
+pub mod cache;
 pub mod cost;
 pub mod engine;
 pub mod frozen;
+pub mod image;
 pub mod linalg;
 pub mod measure;
 pub mod refs;

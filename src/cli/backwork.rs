@@ -1,4 +1,7 @@
 //! The engine's commands: `run`, `cost` and `bench backwork`, sharing one set of settings flags.
+//!
+//! Longer than 500 lines: the three commands share the settings flags, the model and data
+//! loading and the run's output; split apart they would each repeat that glue.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::backwork::cost::streamed_cost;
 use crate::backwork::engine::{EndReason, Engine};
 use crate::backwork::frozen::FrozenCnn;
-use crate::backwork::refs::{LabelRefs, RefCache, default_cache_dir};
+use crate::backwork::cache::{RefCache, default_cache_dir};
+use crate::backwork::refs::LabelRefs;
 use crate::backwork::settings::DEFAULT_STEP_BUDGET;
 use crate::backwork::trace::term_pulls;
 use crate::backwork::{

@@ -184,7 +184,7 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
 }
 
 fn cache_cmd(what: CacheWhat) -> Result<()> {
-    use crate::backwork::refs::{cache_cap_bytes, clear_cache, default_cache_dir, list_cache};
+    use crate::backwork::cache::{cache_cap_bytes, clear_cache, default_cache_dir, list_cache};
     let Some(dir) = default_cache_dir() else {
         bail!("no cache folder: set BACKWORK_CACHE_DIR, XDG_CACHE_HOME or HOME");
     };

@@ -9,7 +9,7 @@ use super::job::{Job, JobCtx, Wake};
 use super::models::ModelHandle;
 use crate::backwork::Settings;
 use crate::backwork::measure::Outcome;
-use crate::backwork::refs::RefCache;
+use crate::backwork::cache::RefCache;
 use crate::data::Dataset;
 use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, retrain};
 use crate::sweep::run_point;

@@ -8,6 +8,8 @@
 //! labels, start images, sliders, export, status bar), `grid` (the tiles and their texture
 //! atlas), `enlarged` (one image with its nearest training images) and `log` (the typed event
 //! log under the curves).
+//!
+//! Longer than 500 lines only because of its unit tests (about 130 lines) of `apply`.
 
 mod controls;
 mod enlarged;

@@ -1,0 +1,371 @@
+//! The reference sets' disk cache: one file per (model, dataset, label), checked on open and
+//! rebuilt with a notice when damaged, stale temporary files removed, the folder kept under a
+//! size cap (least recently used model first), and listed or cleared for the user.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use rayon::prelude::*;
+
+use super::frozen::FrozenCnn;
+use super::refs::LabelRefs;
+use crate::data::Dataset;
+
+/// Where a reference set came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefSource {
+    Memory,
+    Disk,
+    Built,
+}
+
+/// Reference sets for the ten labels of one (model, dataset), built on demand and, with a
+/// folder, kept on disk so a later run of the same model starts warm.
+#[derive(Default)]
+pub struct RefCache {
+    labels: [Option<Arc<LabelRefs>>; 10],
+    /// Folder and file-name stem (model and dataset fingerprints) of the disk cache.
+    disk: Option<(PathBuf, String)>,
+    /// One-line notices for the user (a damaged file rebuilt), taken by [`Self::take_notices`].
+    notices: Vec<String>,
+    /// Labels whose disk file was read and refused (built next, not read again).
+    refused: [bool; 10],
+    /// Labels read from disk by [`Self::preload`] and not yet handed out.
+    preloaded: [bool; 10],
+    /// Whether a save failed (said once).
+    is_unwritable: bool,
+}
+
+/// The default disk-cache folder: `$BACKWORK_CACHE_DIR` (if set and not empty), else
+/// `$XDG_CACHE_HOME/backwork`, else `~/.cache/backwork`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let set = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = set("BACKWORK_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let base = set("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| set("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    Some(base.join("backwork"))
+}
+
+/// The disk cache's size cap in bytes: `$BACKWORK_CACHE_MAX_GB` (a number of GB), else
+/// 10 GB (three models' reference sets).
+pub fn cache_cap_bytes() -> u64 {
+    let gb = std::env::var("BACKWORK_CACHE_MAX_GB")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|g| g.is_finite() && *g >= 0.0)
+        .unwrap_or(10.0);
+    (gb * 1e9) as u64
+}
+
+/// A fingerprint of a dataset's content (SHA-256 of its pixels and labels, shortened).
+pub fn dataset_fingerprint(data: &Dataset) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(&data.pixels);
+    h.update(&data.labels);
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl RefCache {
+    /// A cache that also reads and writes `dir` for the model with SHA-256 `model_sha` on
+    /// `train`.
+    pub fn with_disk(dir: PathBuf, model_sha: &str, train: &Dataset) -> Self {
+        let stem = format!(
+            "refs-{}-{}",
+            &model_sha[..16.min(model_sha.len())],
+            dataset_fingerprint(train)
+        );
+        Self {
+            disk: Some((dir, stem)),
+            ..Self::default()
+        }
+    }
+
+    /// An empty cache for another model on the same dataset, in the same folder (if any).
+    pub fn for_model(&self, model_sha: &str, train: &Dataset) -> Self {
+        match &self.disk {
+            Some((dir, _)) => Self::with_disk(dir.clone(), model_sha, train),
+            None => Self::default(),
+        }
+    }
+
+    fn file(&self, label: u8) -> Option<PathBuf> {
+        self.disk
+            .as_ref()
+            .map(|(dir, stem)| dir.join(format!("{stem}-label{label}.bin")))
+    }
+
+    /// Notices since the last call: each a line naming a cache file that was damaged and
+    /// rebuilt.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// The reference set of `label`: from memory, else from disk (checked whole, see
+    /// [`LabelRefs::read_from`]), else built (and saved: a new file, renamed into place, never
+    /// written in place). A damaged file is rebuilt with a notice; a failure to save is not an
+    /// error (the next run builds it again). `None` when `cancel` stopped the build.
+    pub fn get_or_build(
+        &mut self,
+        net: &FrozenCnn,
+        train: &Dataset,
+        label: u8,
+        cancel: &AtomicBool,
+    ) -> Option<(Arc<LabelRefs>, RefSource)> {
+        if let Some(r) = &self.labels[label as usize] {
+            let from_disk = std::mem::take(&mut self.preloaded[label as usize]);
+            let source = if from_disk {
+                RefSource::Disk
+            } else {
+                RefSource::Memory
+            };
+            return Some((r.clone(), source));
+        }
+        let file = self.file(label);
+        let from_disk = match &file {
+            Some(f) if !self.refused[label as usize] => self.read_disk(label, f, train),
+            _ => None,
+        };
+        let (refs, source) = match from_disk {
+            Some(r) => (r, RefSource::Disk),
+            None => {
+                let r = LabelRefs::build(net, train, label, cancel)?;
+                if let (Some(f), Some((dir, stem))) = (&file, self.disk.clone()) {
+                    self.save(f, &dir, &stem, &r);
+                }
+                (r, RefSource::Built)
+            }
+        };
+        let refs = Arc::new(refs);
+        self.labels[label as usize] = Some(refs.clone());
+        Some((refs, source))
+    }
+
+    /// Reads `label`'s file `f` if it exists; a refused file gives a notice and `None`.
+    fn read_disk(&mut self, label: u8, f: &Path, train: &Dataset) -> Option<LabelRefs> {
+        let (r, notice) = read_checked(label, f, train);
+        if let Some(n) = notice {
+            self.refused[label as usize] = true;
+            self.notices.push(n);
+        }
+        r
+    }
+
+    /// Reads the disk files of `labels` not yet in memory, several at once (a warm start reads
+    /// 3 GB; most of its time is the kernel's, which spreads over the cores). Labels without a
+    /// good file are left to [`Self::get_or_build`].
+    pub fn preload(&mut self, train: &Dataset, labels: &[u8]) {
+        let todo: Vec<(u8, PathBuf)> = labels
+            .iter()
+            .filter(|&&l| (l as usize) < 10 && self.labels[l as usize].is_none())
+            .filter_map(|&l| Some((l, self.file(l)?)))
+            .collect();
+        let read: Vec<(u8, Option<LabelRefs>, Option<String>)> = todo
+            .par_iter()
+            .map(|(l, f)| {
+                let (r, n) = read_checked(*l, f, train);
+                (*l, r, n)
+            })
+            .collect();
+        for (l, r, notice) in read {
+            if let Some(n) = notice {
+                self.refused[l as usize] = true;
+                self.notices.push(n);
+            }
+            if let Some(r) = r {
+                self.labels[l as usize] = Some(Arc::new(r));
+                self.preloaded[l as usize] = true;
+            }
+        }
+    }
+
+    /// Writes a built set to `f` (replacing whatever is there, by rename), after clearing
+    /// stale temporary files and, once written, keeping the folder under its cap.
+    fn save(&mut self, f: &Path, dir: &Path, stem: &str, r: &LabelRefs) {
+        let _ = std::fs::create_dir_all(dir);
+        remove_stale_temps(dir);
+        if std::fs::symlink_metadata(f).is_ok_and(|m| !m.is_file()) {
+            // A rename would not replace a folder; anything else in the way goes.
+            let _ = std::fs::remove_dir_all(f);
+        }
+        match crate::io::write_atomic(f, &r.to_bytes(), true) {
+            Err(e) if !self.is_unwritable => {
+                // Said once: every later label fails the same way.
+                self.is_unwritable = true;
+                self.notices.push(format!(
+                    "reference cache: cannot save there ({e}); reference sets are built again on every run (set BACKWORK_CACHE_DIR to a writable folder)"
+                ));
+            }
+            Err(_) => {}
+            Ok(()) => self.after_save(dir, stem),
+        }
+    }
+
+    /// Keeps the folder under its cap after a save, with a notice for each model removed.
+    fn after_save(&mut self, dir: &Path, stem: &str) {
+        for gone in enforce_cap(dir, stem, cache_cap_bytes()) {
+            self.notices.push(format!(
+                "reference cache {}: removed the sets of model {gone} (the cache is capped at {:.0} GB; set BACKWORK_CACHE_MAX_GB)",
+                dir.display(),
+                cache_cap_bytes() as f64 / 1e9
+            ));
+        }
+    }
+}
+
+/// Reads cache file `f` of `label` if it exists: the set, or a notice saying why it was
+/// refused (then rebuilt). A file read is marked as used (the cap removes the least recently
+/// used models first).
+fn read_checked(label: u8, f: &Path, train: &Dataset) -> (Option<LabelRefs>, Option<String>) {
+    if std::fs::symlink_metadata(f).is_err() {
+        return (None, None);
+    }
+    match LabelRefs::read_file(label, f, train) {
+        Ok(r) => {
+            let _ =
+                std::fs::File::open(f).and_then(|h| h.set_modified(std::time::SystemTime::now()));
+            (Some(r), None)
+        }
+        Err(why) => (
+            None,
+            Some(format!(
+                "reference cache {}: {why}; rebuilding it",
+                f.display()
+            )),
+        ),
+    }
+}
+
+/// One model's files in the disk cache.
+#[derive(Clone, Debug)]
+pub struct CacheEntry {
+    /// `refs-<model sha prefix>-<dataset fingerprint>`.
+    pub stem: String,
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+    /// The last time one of its files was written or used.
+    pub newest: std::time::SystemTime,
+}
+
+/// The stem of a reference-set file name (`<stem>-label<d>.bin`), if it is one.
+fn cache_stem(name: &str) -> Option<&str> {
+    let rest = name.strip_suffix(".bin")?;
+    let (stem, label) = rest.rsplit_once("-label")?;
+    (stem.starts_with("refs-") && label.len() == 1 && label.as_bytes()[0].is_ascii_digit())
+        .then_some(stem)
+}
+
+/// The models in cache folder `dir`, most recently used first (an empty list if the folder
+/// does not exist).
+pub fn list_cache(dir: &Path) -> std::io::Result<Vec<CacheEntry>> {
+    let mut by_stem: std::collections::BTreeMap<String, CacheEntry> = Default::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = cache_stem(&name) else {
+            continue;
+        };
+        let Ok(meta) = e.metadata() else { continue };
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        let entry = by_stem
+            .entry(stem.to_string())
+            .or_insert_with(|| CacheEntry {
+                stem: stem.to_string(),
+                files: Vec::new(),
+                bytes: 0,
+                newest: std::time::UNIX_EPOCH,
+            });
+        entry.files.push(e.path());
+        entry.bytes += meta.len();
+        entry.newest = entry.newest.max(modified);
+    }
+    let mut list: Vec<CacheEntry> = by_stem.into_values().collect();
+    list.sort_by_key(|e| std::cmp::Reverse(e.newest));
+    Ok(list)
+}
+
+/// Removes the reference-set files and temporary files of cache folder `dir`; returns (files,
+/// bytes) removed. Nothing else in the folder is touched.
+pub fn clear_cache(dir: &Path) -> std::io::Result<(usize, u64)> {
+    let mut removed = (0, 0);
+    for entry in list_cache(dir)? {
+        for f in &entry.files {
+            let len = std::fs::metadata(f).map_or(0, |m| m.len());
+            std::fs::remove_file(f)?;
+            removed.0 += 1;
+            removed.1 += len;
+        }
+    }
+    let (n, bytes) = remove_temps(dir, |_| true);
+    Ok((removed.0 + n, removed.1 + bytes))
+}
+
+/// Removes the temporary files a killed process left in `dir` (its own PID no longer
+/// running, or a day old); returns how many.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    remove_temps(dir, |pid| !pid.is_some_and(crate::io::is_process_alive)).0
+}
+
+/// Removes the temporary files (`.refs-….<pid>-<n>.tmp`) of `dir` for which `stale` holds
+/// (given the writer's PID when the name has one) or that are over a day old.
+fn remove_temps(dir: &Path, stale: impl Fn(Option<u32>) -> bool) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let day = std::time::Duration::from_secs(86_400);
+    let mut removed = (0, 0);
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = crate::io::temp_writer_pid(&name) else {
+            continue;
+        };
+        if !name.starts_with(".refs-") {
+            continue;
+        }
+        let Ok(meta) = e.metadata() else { continue };
+        let is_old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|a| a > day);
+        if (stale(Some(pid)) || is_old) && std::fs::remove_file(e.path()).is_ok() {
+            removed.0 += 1;
+            removed.1 += meta.len();
+        }
+    }
+    removed
+}
+
+/// Removes whole models, least recently used first, until cache folder `dir` holds at most
+/// `cap` bytes, never the model `keep`; returns the stems removed.
+pub fn enforce_cap(dir: &Path, keep: &str, cap: u64) -> Vec<String> {
+    let Ok(list) = list_cache(dir) else {
+        return Vec::new();
+    };
+    let mut total: u64 = list.iter().map(|e| e.bytes).sum();
+    let mut gone = Vec::new();
+    for e in list.iter().rev() {
+        if total <= cap {
+            break;
+        }
+        if e.stem == keep {
+            continue;
+        }
+        if e.files.iter().all(|f| std::fs::remove_file(f).is_ok()) {
+            total = total.saturating_sub(e.bytes);
+            gone.push(e.stem.clone());
+        }
+    }
+    gone
+}
