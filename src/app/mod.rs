@@ -522,6 +522,10 @@ impl BackworkApp {
             Some(ModelIntent::Open(path)) => self.open_model(vec![path]),
             None => {}
         }
+        // What the panels asked of the engine during the frame goes out once it is drawn.
+        if let Some(v) = &mut self.run_view {
+            v.send_commands();
+        }
         if let Some(fs) = &self.frame_stats {
             fs.end_frame_ui(ui);
         }

@@ -121,6 +121,8 @@ pub struct RunView {
     init_dialog: Option<Dialog<()>>,
     /// When the run's first snapshot came (its reference sets built) and when it ended.
     run_clock: Option<(Instant, Option<Instant>)>,
+    /// Commands the panels asked for during this frame, sent after it.
+    outbox: Vec<Command>,
 }
 
 impl RunView {
@@ -157,6 +159,7 @@ impl RunView {
             export_dialog: None,
             init_dialog: None,
             run_clock: None,
+            outbox: Vec::new(),
         }
     }
 
@@ -200,8 +203,22 @@ impl RunView {
         }
     }
 
-    /// Sends a command to the worker (the view's intents go through here).
+    /// Queues a command for the worker: the panels ask while drawing, and the app sends
+    /// what they asked once the frame is drawn ([`Self::send_commands`]).
     pub fn command(&mut self, c: Command) {
+        self.outbox.push(c);
+    }
+
+    /// Sends the queued commands (at the end of a frame, and before the next frame reads
+    /// the worker's events).
+    pub fn send_commands(&mut self) {
+        for c in std::mem::take(&mut self.outbox) {
+            self.send(c);
+        }
+    }
+
+    /// Sends one command and starts or resets the view's run to match.
+    fn send(&mut self, c: Command) {
         if !self.is_worker_alive {
             self.status =
                 Status::error("error: the engine thread stopped: press Restart engine first");
@@ -235,6 +252,7 @@ impl RunView {
     /// Takes the events that arrived since the last frame into the view, then uploads the
     /// newest snapshot's images.
     pub fn poll(&mut self, ctx: &egui::Context) {
+        self.send_commands();
         self.poll_export_dialog();
         self.poll_init_dialog();
         loop {
