@@ -13,10 +13,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::backwork::Settings;
+use crate::backwork::cache::RefCache;
 use crate::backwork::engine::Engine;
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::measure::run_to_end;
-use crate::backwork::cache::RefCache;
 use crate::data::{Dataset, PIXELS};
 use crate::meta::ModelInfo;
 use crate::model::Cnn;

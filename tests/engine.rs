@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use backwork::backwork::cost::{GroupActs, group_cost};
-use backwork::backwork::engine::{EndReason, Engine, ImageState, ReinitKind};
-use backwork::backwork::frozen::{Forward, FrozenCnn, TapGrads};
 use backwork::backwork::cache::{
     RefCache, RefSource, clear_cache, dataset_fingerprint, enforce_cap, list_cache,
     remove_stale_temps,
 };
+use backwork::backwork::cost::{GroupActs, group_cost};
+use backwork::backwork::engine::{EndReason, Engine, ImageState, ReinitKind};
+use backwork::backwork::frozen::{Forward, FrozenCnn, TapGrads};
 use backwork::backwork::refs::{LabelRefs, TAP_DIMS};
 use backwork::backwork::{FcDistance, Settings, SoftmaxTerm, StallMode};
 use backwork::data::{Dataset, PIXELS, Split};

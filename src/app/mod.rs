@@ -157,6 +157,26 @@ pub fn class_name(k: usize) -> String {
 
 pub use crate::worker::job::Wake;
 
+/// The end of a job that writes files into a folder, once: "wrote N files to DIR", or its
+/// error.
+fn poll_written(job: &mut Option<Job<(), crate::worker::files::Written>>) -> Option<Status> {
+    let mut out = None;
+    for ev in job.as_mut()?.poll() {
+        if let JobEvent::Done(r) = ev {
+            out = Some(match r {
+                Ok((files, dir)) => {
+                    Status::info(format!("wrote {files} files to {}", dir.display()))
+                }
+                Err(e) => Status::error(e),
+            });
+        }
+    }
+    if out.is_some() {
+        *job = None;
+    }
+    out
+}
+
 /// The application: the model in use, its views, and the threads that work for them.
 pub struct BackworkApp {
     /// What the model in use is (the same as `model.info()`).

@@ -13,10 +13,11 @@ use super::dialog::{Dialog, NO_DIALOG};
 use super::model_ui::UnsavedModel;
 use super::status::Status;
 use crate::data::{Dataset, PIXELS};
-use crate::export::report::{RetrainReport, write_report};
+use crate::export::run::RunFolder;
 use crate::meta::ModelInfo;
 use crate::meta::TrainEvent;
 use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, RetrainMode};
+use crate::worker::files::{ReportRecord, Written, read_run_job, save_report_job};
 use crate::worker::job::{Job, JobEvent};
 use crate::worker::models::ModelHandle;
 use crate::worker::studies::{Retrained, retrain_job};
@@ -38,6 +39,9 @@ pub struct RetrainView {
     /// Fooling images chosen from a folder (N×784 and labels), instead of the current run's.
     folder: Option<(std::path::PathBuf, Vec<f32>)>,
     job: Option<Job<RetrainEvent, Retrained>>,
+    /// A folder of fooling images being read, and a report being written.
+    reading: Option<Job<(), (std::path::PathBuf, RunFolder)>>,
+    report: Option<Job<(), Written>>,
     progress: String,
     stage: String,
     pub measurements: Vec<Measurement>,
@@ -64,6 +68,8 @@ impl RetrainView {
             test,
             folder: None,
             job: None,
+            reading: None,
+            report: None,
             progress: String::new(),
             stage: String::new(),
             measurements: Vec::new(),
@@ -113,6 +119,7 @@ impl RetrainView {
 
     /// Takes the thread's events; the base model is remembered for the report.
     pub fn poll(&mut self, base: &ModelInfo) {
+        self.poll_files();
         if let Some(msg) = self.finished.as_mut().and_then(|f| f.model.poll()) {
             self.status = msg;
         }
@@ -166,8 +173,8 @@ impl RetrainView {
     /// Acts on a dialog's answer once it has closed.
     fn poll_dialog(&mut self, wake: &Wake) {
         match Dialog::poll(&mut self.dialog) {
-            Some((RetrainDialog::Images, Some(dir))) => match crate::export::run::read_run(&dir) {
-                Ok(r) => self.folder = Some((dir, r.images)),
+            Some((RetrainDialog::Images, Some(dir))) => match read_run_job(dir, wake.clone()) {
+                Ok(job) => self.reading = Some(job),
                 Err(e) => self.status = Status::error(e),
             },
             Some((RetrainDialog::SaveModel, path)) => {
@@ -175,7 +182,7 @@ impl RetrainView {
                     self.status = f.model.save_to(path, wake);
                 }
             }
-            Some((RetrainDialog::SaveReport, Some(dir))) => self.save_report(&dir),
+            Some((RetrainDialog::SaveReport, Some(dir))) => self.save_report(dir, wake),
             Some((_, None)) => self.status = Status::info(NO_DIALOG),
             None => {}
         }
@@ -206,11 +213,11 @@ impl RetrainView {
         });
     }
 
-    fn save_report(&mut self, dir: &std::path::Path) {
+    /// Starts writing the report into `dir` on a job.
+    fn save_report(&mut self, dir: std::path::PathBuf, wake: &Wake) {
         let Some(f) = &self.finished else { return };
-        let report = RetrainReport {
-            backwork_version: env!("CARGO_PKG_VERSION"),
-            config: &f.config,
+        let record = ReportRecord {
+            config: f.config.clone(),
             base_model: f.base.model_ref(),
             model_file: f
                 .model
@@ -219,13 +226,30 @@ impl RetrainView {
                 .map_or(f.model.model.info().name.clone(), |p| {
                     p.display().to_string()
                 }),
-            date: crate::util::utc_now_iso(),
-            rounds: &self.measurements,
+            rounds: self.measurements.clone(),
         };
-        self.status = match write_report(dir, &report, false) {
-            Ok(files) => Status::info(format!("wrote {} files to {}", files.len(), dir.display())),
-            Err(e) => Status::error(format!("report not saved: {e}")),
-        };
+        match save_report_job(dir, record, wake.clone()) {
+            Ok(job) => self.report = Some(job),
+            Err(e) => self.status = Status::error(format!("report not saved: {e}")),
+        }
+    }
+
+    /// The ends of the file jobs: a folder of fooling images read, a report written.
+    fn poll_files(&mut self) {
+        if let Some(msg) = super::poll_written(&mut self.report) {
+            self.status = msg;
+        }
+        let Some(job) = &mut self.reading else { return };
+        for ev in job.poll() {
+            if let JobEvent::Done(r) = ev {
+                match r {
+                    Ok((dir, RunFolder { images, .. })) => self.folder = Some((dir, images)),
+                    Err(e) => self.status = Status::error(e),
+                }
+                self.reading = None;
+                break;
+            }
+        }
     }
 
     /// The panel; `run_images` are the current run's images (N×784), if any. Returns a

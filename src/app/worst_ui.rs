@@ -10,9 +10,9 @@ use super::Wake;
 use super::dialog::{Dialog, NO_DIALOG};
 use super::status::Status;
 use crate::data::{Dataset, SIDE};
-use crate::export::worst::{WorstResults, write_worst};
 use crate::meta::ModelInfo;
 use crate::meta::WorstLabel;
+use crate::worker::files::{Written, export_worst_job};
 use crate::worker::job::{Job, JobEvent};
 use crate::worker::models::{ModelHandle, worst_job};
 
@@ -29,6 +29,8 @@ pub struct WorstView {
     pub status: Status,
     /// The export folder dialog, while open.
     dialog: Option<Dialog<()>>,
+    /// The export being written.
+    export: Option<Job<(), Written>>,
 }
 
 impl WorstView {
@@ -43,6 +45,7 @@ impl WorstView {
             textures: Default::default(),
             status: Status::default(),
             dialog: None,
+            export: None,
         }
     }
 
@@ -63,6 +66,9 @@ impl WorstView {
     }
 
     pub fn poll(&mut self) {
+        if let Some(msg) = super::poll_written(&mut self.export) {
+            self.status = msg;
+        }
         let Some(job) = &mut self.job else { return };
         let mut done = None;
         for ev in job.poll() {
@@ -84,8 +90,8 @@ impl WorstView {
         }
     }
 
-    /// Writes the figure into `dir` (the export dialog's answer).
-    fn export(&mut self, dir: Option<std::path::PathBuf>) {
+    /// Starts writing the figure into `dir` (the export dialog's answer) on a job.
+    fn export(&mut self, dir: Option<std::path::PathBuf>, wake: &Wake) {
         let (Some(r), Some(m)) = (&self.result, &self.model) else {
             return;
         };
@@ -93,22 +99,21 @@ impl WorstView {
             self.status = Status::error(format!("not exported: {NO_DIALOG}"));
             return;
         };
-        let results = WorstResults {
-            labels: r,
-            k: self.k,
-            model: m.model_ref(),
-            dataset: &self.train.source,
-        };
-        self.status = match write_worst(&dir, &results, &self.train, false) {
-            Ok(files) => Status::info(format!("wrote {} files to {}", files.len(), dir.display())),
-            Err(e) => Status::error(format!("not exported: {e}")),
-        };
+        let what = (self.k, m.model_ref());
+        let shown = dir.display().to_string();
+        match export_worst_job(dir, r.clone(), what, self.train.clone(), wake.clone()) {
+            Ok(job) => {
+                self.export = Some(job);
+                self.status = Status::progress(format!("writing {shown}…"));
+            }
+            Err(e) => self.status = Status::error(e),
+        }
     }
 
     pub fn ui(&mut self, ui: &mut egui::Ui, model: &ModelHandle, wake: &Wake) {
         let info = model.info();
         if let Some(((), dir)) = Dialog::poll(&mut self.dialog) {
-            self.export(dir);
+            self.export(dir, wake);
         }
         let busy = self.job.is_some();
         ui.horizontal(|ui| {

@@ -106,4 +106,3 @@ impl ImageState {
         self.best_probe = 0;
     }
 }
-

@@ -13,10 +13,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::backwork::cache::{RefCache, default_cache_dir};
 use crate::backwork::cost::streamed_cost;
 use crate::backwork::engine::{EndReason, Engine};
 use crate::backwork::frozen::FrozenCnn;
-use crate::backwork::cache::{RefCache, default_cache_dir};
 use crate::backwork::refs::LabelRefs;
 use crate::backwork::settings::DEFAULT_STEP_BUDGET;
 use crate::backwork::trace::term_pulls;

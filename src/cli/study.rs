@@ -9,8 +9,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::AppArgs;
-use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::cache::default_cache_dir;
+use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::saliency::{DEFAULT_TOP_K, top_k_mask};
 use crate::data::{Dataset, PIXELS, SIDE, Split};
 use crate::export::npy::{npy_bytes, read_images};

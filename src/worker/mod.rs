@@ -3,6 +3,7 @@
 //! with the next snapshot, throttled to the frame rate, so none is lost and memory stays
 //! bounded. Every run has an id; a run always ends with an explicit event.
 
+pub mod files;
 pub mod job;
 pub mod models;
 mod run_loop;
@@ -17,10 +18,10 @@ use std::sync::mpsc::{
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::backwork::cache::RefCache;
 use crate::backwork::cost::{CostTerms, Nearest};
 use crate::backwork::engine::{EndReason, Engine, Reinit};
 use crate::backwork::frozen::FrozenCnn;
-use crate::backwork::cache::RefCache;
 use crate::backwork::refs::LabelRefs;
 use crate::backwork::{Init, Settings};
 use crate::data::Dataset;
