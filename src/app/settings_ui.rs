@@ -73,8 +73,19 @@ fn choice_row<T: PartialEq + Copy>(
 /// Draws the settings; returns the edited settings when the user changed one.
 pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
     let mut e = s.clone();
+    let mut changed = preset_ui(ui, s, &mut e);
+    ui.separator();
+    changed |= cost_ui(ui, &mut e);
+    ui.separator();
+    changed |= optimiser_ui(ui, &mut e);
+    ui.separator();
+    changed |= restore_ui(ui, &mut e);
+    (changed && e != *s).then_some(e)
+}
+
+/// The preset picker: robust, original, or "custom" once a setting differs from both.
+fn preset_ui(ui: &mut egui::Ui, s: &Settings, e: &mut Settings) -> bool {
     let mut changed = false;
-    let d = Settings::original();
     ui.horizontal(|ui| {
         ui.label("preset");
         let current = s.preset();
@@ -89,7 +100,7 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
                 .clicked()
                 && current != Some(p)
             {
-                p.apply(&mut e);
+                p.apply(e);
                 changed = true;
             }
         }
@@ -98,7 +109,13 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
                 .on_hover_text("Some setting differs from every preset; pick one to return to it.");
         }
     });
-    ui.separator();
+    changed
+}
+
+/// The cost's coefficients and the form of its softmax term.
+fn cost_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
+    let mut changed = false;
+    let d = Settings::original();
     ui.heading("Cost");
     changed |= coeff_slider(
         ui,
@@ -165,7 +182,13 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
             ),
         ],
     );
-    ui.separator();
+    changed
+}
+
+/// The optimiser and the loop: learning rate, threshold, reinit rule, pixels, stall rule.
+fn optimiser_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
+    let mut changed = false;
+    let d = Settings::original();
     ui.heading("Optimiser");
     changed |= ui
         .add(
@@ -248,7 +271,12 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
             ),
         ],
     );
-    ui.separator();
+    changed
+}
+
+/// Every setting back to the default preset.
+fn restore_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
+    let mut changed = false;
     if ui
         .button("Restore defaults")
         .on_hover_text("Every setting above back to the default preset (robust)")
@@ -256,8 +284,8 @@ pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
     {
         // What is not a cost or loop setting stays: the labels, the batch, the step budget,
         // the seed, the start images.
-        Preset::Robust.apply(&mut e);
+        Preset::Robust.apply(e);
         changed = true;
     }
-    (changed && e != *s).then_some(e)
+    changed
 }
