@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backwork::cache::{RefCache, default_cache_dir};
 use crate::backwork::cost::streamed_cost;
-use crate::backwork::engine::{EndReason, Engine};
+use crate::backwork::engine::{EndReason, Engine, StepEvent};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::LabelRefs;
 use crate::backwork::settings::DEFAULT_STEP_BUDGET;
@@ -25,7 +25,7 @@ use crate::backwork::{
 };
 use crate::data::{Dataset, PIXELS, Split};
 use crate::export::npy::{npy_bytes, read_images, read_start_images};
-use crate::export::run::{RunResults, export_images, write_run_files};
+use crate::export::run::{ExportImage, RunResults, export_images, write_run_files};
 use crate::io::outdir::OutDir;
 use crate::io::write_atomic;
 use crate::model::weights::load_or_shipped;
@@ -397,11 +397,13 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         engine.set_images(x)?;
     }
 
-    let mut trace_prev = engine.images().to_vec();
     let mut trace = match &a.trace {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("--trace {}", p.display()))?,
-        )),
+        Some(p) => Some(Trace {
+            out: std::io::BufWriter::new(
+                std::fs::File::create(p).with_context(|| format!("--trace {}", p.display()))?,
+            ),
+            prev: engine.images().to_vec(),
+        }),
         None => None,
     };
     let bar = ProgressBar::new(settings.max_steps.unwrap_or(DEFAULT_STEP_BUDGET) as u64);
@@ -426,39 +428,9 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
             }
         };
         reinits += ev.reinits.len();
-        let mut is_trace_broken = false;
-        if let Some(t) = &mut trace {
-            let n = engine.batch();
-            let x = engine.images();
-            let pulls: Vec<_> = engine
-                .groups()
-                .iter()
-                .enumerate()
-                .flat_map(|(g, grp)| {
-                    term_pulls(
-                        &png_net,
-                        &grp.refs,
-                        &x[g * n * PIXELS..(g + 1) * n * PIXELS],
-                        engine.settings(),
-                    )
-                })
-                .collect();
-            let reinit_rows: Vec<usize> = ev.reinits.iter().map(|r| r.image).collect();
-            // How far each image moved since the step before (root mean square per pixel):
-            // Adam's step, small when its second moment remembers larger gradients.
-            let moved: Vec<f32> = x
-                .chunks_exact(PIXELS)
-                .zip(trace_prev.chunks_exact(PIXELS))
-                .map(|(a, b)| {
-                    let ss: f32 = a.iter().zip(b).map(|(u, v)| (u - v) * (u - v)).sum();
-                    (ss / PIXELS as f32).sqrt()
-                })
-                .collect();
-            trace_prev = x.to_vec();
-            let line = serde_json::json!({"step": ev.step, "images": pulls, "moved": moved, "reinits": reinit_rows});
-            is_trace_broken = writeln!(t, "{line}").is_err();
-        }
-        if is_trace_broken {
+        if let Some(t) = &mut trace
+            && !t.write_step(&engine, &png_net, &ev)
+        {
             eprintln!("warning: --trace: cannot write; the run goes on without its trace");
             trace = None;
         }
@@ -475,7 +447,7 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
     };
     bar.finish_and_clear();
     if let Some(mut t) = trace {
-        t.flush().with_context(|| "--trace".to_string())?;
+        t.out.flush().with_context(|| "--trace".to_string())?;
     }
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -495,26 +467,14 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
     };
     write_run_files(out.staging(), &results).map_err(|e| out.in_dest(e))?;
     out.commit()?;
-    let reached = images.iter().filter(|i| i.reached_threshold).count();
-    // Not println!: after SIGHUP the terminal may be gone, and the run is already written.
-    let mut stdout = std::io::stdout();
-    let _ = writeln!(
-        stdout,
-        "{}: {reached} of {} images reached p(label) > {} in {} steps ({:.1} s, {reinits} reinitialisations); wrote {}",
-        end_text(&end),
-        images.len(),
-        settings.threshold,
+    report_run(
+        &images,
+        &end,
+        &settings,
         engine.steps(),
-        elapsed,
-        a.out.display()
+        (elapsed, reinits),
+        &a.out,
     );
-    for i in images.iter().filter(|i| !i.reached_threshold) {
-        let _ = writeln!(
-            stdout,
-            "  not reached: label {} image {} (p = {:.5}, {} reinits)",
-            i.label, i.index, i.p_label, i.reinits
-        );
-    }
     if let EndReason::Error(e) = end {
         bail!("the run failed: {e} (the last good images were written)");
     }
@@ -526,6 +486,81 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         )));
     }
     Ok(())
+}
+
+/// `run --trace`: one JSON line per step with each image's pull of every term kind on the
+/// pixels, how far it moved, and the images re-initialised.
+struct Trace {
+    out: std::io::BufWriter<std::fs::File>,
+    /// The images of the step before.
+    prev: Vec<f32>,
+}
+
+impl Trace {
+    /// Writes the line of step `ev`; false when the file cannot be written.
+    fn write_step(&mut self, engine: &Engine, net: &FrozenCnn, ev: &StepEvent) -> bool {
+        let n = engine.batch();
+        let x = engine.images();
+        let pulls: Vec<_> = engine
+            .groups()
+            .iter()
+            .enumerate()
+            .flat_map(|(g, grp)| {
+                term_pulls(
+                    net,
+                    &grp.refs,
+                    &x[g * n * PIXELS..(g + 1) * n * PIXELS],
+                    engine.settings(),
+                )
+            })
+            .collect();
+        let reinit_rows: Vec<usize> = ev.reinits.iter().map(|r| r.image).collect();
+        // How far each image moved since the step before (root mean square per pixel):
+        // Adam's step, small when its second moment remembers larger gradients.
+        let moved: Vec<f32> = x
+            .chunks_exact(PIXELS)
+            .zip(self.prev.chunks_exact(PIXELS))
+            .map(|(a, b)| {
+                let ss: f32 = a.iter().zip(b).map(|(u, v)| (u - v) * (u - v)).sum();
+                (ss / PIXELS as f32).sqrt()
+            })
+            .collect();
+        self.prev = x.to_vec();
+        let line = serde_json::json!({"step": ev.step, "images": pulls, "moved": moved, "reinits": reinit_rows});
+        writeln!(self.out, "{line}").is_ok()
+    }
+}
+
+/// The run's summary on stdout: how it ended, how many images passed, and each one that
+/// did not.
+fn report_run(
+    images: &[ExportImage],
+    end: &EndReason,
+    settings: &Settings,
+    steps: usize,
+    (elapsed, reinits): (f64, usize),
+    out: &Path,
+) {
+    let reached = images.iter().filter(|i| i.reached_threshold).count();
+    // Not println!: after SIGHUP the terminal may be gone, and the run is already written.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "{}: {reached} of {} images reached p(label) > {} in {} steps ({:.1} s, {reinits} reinitialisations); wrote {}",
+        end_text(end),
+        images.len(),
+        settings.threshold,
+        steps,
+        elapsed,
+        out.display()
+    );
+    for i in images.iter().filter(|i| !i.reached_threshold) {
+        let _ = writeln!(
+            stdout,
+            "  not reached: label {} image {} (p = {:.5}, {} reinits)",
+            i.label, i.index, i.p_label, i.reinits
+        );
+    }
 }
 
 fn end_text(end: &EndReason) -> String {
