@@ -252,121 +252,70 @@ impl RetrainView {
         }
     }
 
-    /// The panel; `run_images` are the current run's images (N×784), if any. Returns a
-    /// model to use when the user asks for the retrained one.
-    pub fn ui(
-        &mut self,
-        ui: &mut egui::Ui,
-        base: &ModelHandle,
-        run_images: Option<Vec<f32>>,
-        wake: &Wake,
-    ) -> Option<ModelHandle> {
-        self.poll_dialog(wake);
-        let mut use_model = None;
-        let running = self.is_running();
-        ui.heading("Retrain with the fooling images");
-        ui.label("Add fooling images to the training set and train again; each model is then measured by the same backwork run (same seed and settings, a fixed step budget).");
-        ui.add_enabled_ui(!running, |ui| {
-            ui.horizontal(|ui| {
-                ui.label("fooling images:");
-                let n_run = run_images.as_ref().map_or(0, |v| v.len() / PIXELS);
-                if ui
-                    .selectable_label(self.folder.is_none(), format!("the current run ({n_run})"))
-                    .on_hover_text("The images on the Fooling images view")
-                    .clicked()
-                {
-                    self.folder = None;
-                }
-                let folder_label = match &self.folder {
-                    Some((p, x)) => format!("{} ({})", p.display(), x.len() / PIXELS),
-                    None => "an exported folder…".into(),
-                };
-                if ui
-                    .selectable_label(self.folder.is_some(), folder_label)
-                    .on_hover_text(
-                        "A folder written by `backwork run` or Export (images.npy, results.json)",
-                    )
-                    .clicked()
-                {
-                    self.open_dialog(ui.ctx(), RetrainDialog::Images);
-                }
-            });
-            ui.horizontal(|ui| {
-                ui.label("mode:");
-                ui.selectable_value(&mut self.config.mode, RetrainMode::Uniform, "uniform")
-                    .on_hover_text(
-                        "Each fooling image labelled 0.1 for every digit (the original)",
-                    );
-                ui.selectable_value(
-                    &mut self.config.mode,
-                    RetrainMode::ExtraClass,
-                    "extra class",
+    /// Where the fooling images come from, and the retraining's recipe.
+    fn config_ui(&mut self, ui: &mut egui::Ui, run_images: Option<&Vec<f32>>) {
+        ui.horizontal(|ui| {
+            ui.label("fooling images:");
+            let n_run = run_images.map_or(0, |v| v.len() / PIXELS);
+            if ui
+                .selectable_label(self.folder.is_none(), format!("the current run ({n_run})"))
+                .on_hover_text("The images on the Fooling images view")
+                .clicked()
+            {
+                self.folder = None;
+            }
+            let folder_label = match &self.folder {
+                Some((p, x)) => format!("{} ({})", p.display(), x.len() / PIXELS),
+                None => "an exported folder…".into(),
+            };
+            if ui
+                .selectable_label(self.folder.is_some(), folder_label)
+                .on_hover_text(
+                    "A folder written by `backwork run` or Export (images.npy, results.json)",
                 )
-                .on_hover_text("An 11th output, 'fooling' (Nguyen, Yosinski & Clune 2015)");
-                ui.separator();
-                ui.label("rounds");
-                ui.add(egui::DragValue::new(&mut self.config.rounds).range(1..=20));
-                ui.label("epochs per round");
-                ui.add(egui::DragValue::new(&mut self.config.train.epochs).range(1..=20));
-                ui.label("repeat each image");
-                ui.add(egui::DragValue::new(&mut self.config.repeat).range(1..=1000))
-                    .on_hover_text(
-                        "Times each fooling image appears per epoch (1: once, the original)",
-                    );
-                ui.label("budget");
-                let mut budget = self.config.measure.max_steps.unwrap_or(300);
-                if ui
-                    .add(
-                        egui::DragValue::new(&mut budget)
-                            .range(1..=100_000)
-                            .suffix(" steps"),
-                    )
-                    .on_hover_text("Step budget of every measurement run")
-                    .changed()
-                {
-                    self.config.measure.max_steps = Some(budget);
-                }
-            });
+                .clicked()
+            {
+                self.open_dialog(ui.ctx(), RetrainDialog::Images);
+            }
         });
         ui.horizontal(|ui| {
-            if !running {
-                if ui.button("Retrain").clicked() {
-                    let fooling = match &self.folder {
-                        Some((_, x)) => x.clone(),
-                        None => run_images.clone().unwrap_or_default(),
-                    };
-                    self.start(base, fooling, wake.clone());
-                }
-            } else if let Some(job) = &self.job
-                && ui
-                    .add_enabled(!job.is_cancelled(), egui::Button::new("Cancel"))
-                    .clicked()
+            ui.label("mode:");
+            ui.selectable_value(&mut self.config.mode, RetrainMode::Uniform, "uniform")
+                .on_hover_text("Each fooling image labelled 0.1 for every digit (the original)");
+            ui.selectable_value(
+                &mut self.config.mode,
+                RetrainMode::ExtraClass,
+                "extra class",
+            )
+            .on_hover_text("An 11th output, 'fooling' (Nguyen, Yosinski & Clune 2015)");
+            ui.separator();
+            ui.label("rounds");
+            ui.add(egui::DragValue::new(&mut self.config.rounds).range(1..=20));
+            ui.label("epochs per round");
+            ui.add(egui::DragValue::new(&mut self.config.train.epochs).range(1..=20));
+            ui.label("repeat each image");
+            ui.add(egui::DragValue::new(&mut self.config.repeat).range(1..=1000))
+                .on_hover_text(
+                    "Times each fooling image appears per epoch (1: once, the original)",
+                );
+            ui.label("budget");
+            let mut budget = self.config.measure.max_steps.unwrap_or(300);
+            if ui
+                .add(
+                    egui::DragValue::new(&mut budget)
+                        .range(1..=100_000)
+                        .suffix(" steps"),
+                )
+                .on_hover_text("Step budget of every measurement run")
+                .changed()
             {
-                job.cancel();
-            }
-            if self.finished.is_some() {
-                if ui.button("Use the retrained model").clicked()
-                    && let Some(f) = &self.finished
-                {
-                    use_model = Some(f.model.model.clone());
-                }
-                if ui.button("Save model…").clicked() {
-                    self.open_dialog(ui.ctx(), RetrainDialog::SaveModel);
-                }
-                if ui.button("Save report…").clicked() {
-                    self.open_dialog(ui.ctx(), RetrainDialog::SaveReport);
-                }
+                self.config.measure.max_steps = Some(budget);
             }
         });
-        if running {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label(format!("{} · {}", self.stage, self.progress));
-            });
-        }
-        if !self.status.is_empty() {
-            self.status.ui(ui);
-        }
+    }
+
+    /// The measurements so far: a table and the curves.
+    fn report_ui(&self, ui: &mut egui::Ui) {
         if !self.measurements.is_empty() {
             egui::Grid::new("retrain-report")
                 .striped(true)
@@ -410,6 +359,63 @@ impl RetrainView {
                     p.points(Points::new("test accuracy %", PlotPoints::from(acc)).radius(4.0));
                 });
         }
+    }
+
+    /// The panel; `run_images` are the current run's images (N×784), if any. Returns a
+    /// model to use when the user asks for the retrained one.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        base: &ModelHandle,
+        run_images: Option<Vec<f32>>,
+        wake: &Wake,
+    ) -> Option<ModelHandle> {
+        self.poll_dialog(wake);
+        let mut use_model = None;
+        let running = self.is_running();
+        ui.heading("Retrain with the fooling images");
+        ui.label("Add fooling images to the training set and train again; each model is then measured by the same backwork run (same seed and settings, a fixed step budget).");
+        ui.add_enabled_ui(!running, |ui| self.config_ui(ui, run_images.as_ref()));
+        ui.horizontal(|ui| {
+            if !running {
+                if ui.button("Retrain").clicked() {
+                    let fooling = match &self.folder {
+                        Some((_, x)) => x.clone(),
+                        None => run_images.clone().unwrap_or_default(),
+                    };
+                    self.start(base, fooling, wake.clone());
+                }
+            } else if let Some(job) = &self.job
+                && ui
+                    .add_enabled(!job.is_cancelled(), egui::Button::new("Cancel"))
+                    .clicked()
+            {
+                job.cancel();
+            }
+            if self.finished.is_some() {
+                if ui.button("Use the retrained model").clicked()
+                    && let Some(f) = &self.finished
+                {
+                    use_model = Some(f.model.model.clone());
+                }
+                if ui.button("Save model…").clicked() {
+                    self.open_dialog(ui.ctx(), RetrainDialog::SaveModel);
+                }
+                if ui.button("Save report…").clicked() {
+                    self.open_dialog(ui.ctx(), RetrainDialog::SaveReport);
+                }
+            }
+        });
+        if running {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("{} · {}", self.stage, self.progress));
+            });
+        }
+        if !self.status.is_empty() {
+            self.status.ui(ui);
+        }
+        self.report_ui(ui);
         use_model
     }
 }
