@@ -423,15 +423,15 @@ impl eframe::App for BackworkApp {
 }
 
 impl BackworkApp {
-    /// The whole window, one frame (everything but persistence, so tests can drive it).
-    pub fn show(&mut self, ui: &mut egui::Ui) {
+    /// Takes what every job and the engine sent since the last frame.
+    fn poll_all(&mut self, ctx: &egui::Context) {
         self.poll();
         self.model_view.poll();
         self.worst_view.poll();
         self.retrain_view.poll(&self.info);
         self.sweep_view.poll();
         if let Some(v) = &mut self.run_view {
-            v.poll(ui.ctx());
+            v.poll(ctx);
             self.hold
                 .store(v.is_computing(), std::sync::atomic::Ordering::Relaxed);
         }
@@ -442,6 +442,32 @@ impl BackworkApp {
                 self.status = Some(Status::error(e));
             }
         }
+    }
+
+    /// The tabs, each saying when its view works in the background.
+    fn tabs_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.tab, Tab::Backwork, "Fooling images");
+            ui.selectable_value(&mut self.tab, Tab::TestSet, "Test set");
+            ui.selectable_value(&mut self.tab, Tab::Worst, "Worst training images");
+            let model_tab = if self.model_view.is_training() {
+                "Model (training…)"
+            } else {
+                "Model"
+            };
+            ui.selectable_value(&mut self.tab, Tab::Model, model_tab);
+            let sweep_tab = if self.sweep_view.is_running() {
+                "Sweep (running…)"
+            } else {
+                "Sweep"
+            };
+            ui.selectable_value(&mut self.tab, Tab::Sweep, sweep_tab);
+        });
+    }
+
+    /// The whole window, one frame (everything but persistence, so tests can drive it).
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        self.poll_all(ui.ctx());
         self.dropped_files_ui(ui);
         // Panels without their own fill: the window's clear colour is the panel colour, so
         // software rendering shades each pixel once less per frame.
@@ -451,23 +477,7 @@ impl BackworkApp {
         egui::Panel::top("header").frame(side).show(ui, |ui| {
             ui.add_space(4.0);
             self.header_ui(ui);
-            ui.horizontal(|ui| {
-                ui.selectable_value(&mut self.tab, Tab::Backwork, "Fooling images");
-                ui.selectable_value(&mut self.tab, Tab::TestSet, "Test set");
-                ui.selectable_value(&mut self.tab, Tab::Worst, "Worst training images");
-                let model_tab = if self.model_view.is_training() {
-                    "Model (training…)"
-                } else {
-                    "Model"
-                };
-                ui.selectable_value(&mut self.tab, Tab::Model, model_tab);
-                let sweep_tab = if self.sweep_view.is_running() {
-                    "Sweep (running…)"
-                } else {
-                    "Sweep"
-                };
-                ui.selectable_value(&mut self.tab, Tab::Sweep, sweep_tab);
-            });
+            self.tabs_ui(ui);
             if self.tab == Tab::Backwork
                 && let Some(v) = &mut self.run_view
             {
