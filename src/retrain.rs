@@ -367,13 +367,37 @@ pub fn retrain(
         // The images found against this model join the next round's training set.
         all_fooling.extend_from_slice(&images);
     }
+    let metadata = retrained_metadata(
+        base.1,
+        cfg,
+        &train.source,
+        (&measurements, classes, is_stopped),
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(RetrainOutcome {
+        cnn: model,
+        metadata,
+        measurements,
+        is_stopped,
+    })
+}
+
+/// The retrained model's weight-file metadata: what it was retrained from and how, its last
+/// measured accuracy, whether it has the extra class, and whether it was stopped.
+fn retrained_metadata(
+    base: &ModelInfo,
+    cfg: &RetrainConfig,
+    dataset: &str,
+    (measurements, classes, is_stopped): (&[Measurement], usize, bool),
+    seconds: f64,
+) -> HashMap<String, String> {
     let mut metadata = HashMap::new();
     metadata.insert("format".into(), "backwork-cnn/1".into());
     metadata.insert(
         "architecture".into(),
         "tf-deep-mnist (ALGORITHM.md §1)".into(),
     );
-    metadata.insert("dataset".into(), train.source.clone());
+    metadata.insert("dataset".into(), dataset.to_string());
     if let Some(last) = measurements.last() {
         metadata.insert(
             crate::meta::META_TEST_ACCURACY.into(),
@@ -382,7 +406,7 @@ pub fn retrain(
     }
     metadata.insert(
         "retrained_from".into(),
-        format!("{} (sha256 {})", base.1.name, base.1.sha256),
+        format!("{} (sha256 {})", base.name, base.sha256),
     );
     metadata.insert(
         "retrain".into(),
@@ -406,14 +430,6 @@ pub fn retrain(
         "trained_with".into(),
         format!("backwork {} retrain", env!("CARGO_PKG_VERSION")),
     );
-    metadata.insert(
-        "train_seconds".into(),
-        format!("{:.0}", started.elapsed().as_secs_f64()),
-    );
-    Ok(RetrainOutcome {
-        cnn: model,
-        metadata,
-        measurements,
-        is_stopped,
-    })
+    metadata.insert("train_seconds".into(), format!("{seconds:.0}"));
+    metadata
 }
