@@ -78,7 +78,11 @@ impl RunView {
         self.anchor = Some(row);
     }
 
-    pub fn grid_ui(&mut self, ui: &mut egui::Ui) {
+    /// Each tile's nearest training image (pixel space) with its texture, when shown.
+    fn nearest_tiles(
+        &mut self,
+        ctx: &egui::Context,
+    ) -> Vec<Option<(TextureHandle, crate::backwork::cost::Nearest)>> {
         let pixel_nearest: Vec<Option<crate::backwork::cost::Nearest>> = match &self.snapshot {
             Some(s) if self.show_nearest => s.nearest.iter().map(|n| n[0]).collect(),
             _ => Vec::new(),
@@ -86,34 +90,34 @@ impl RunView {
         let nearest_tiles: Vec<Option<(TextureHandle, crate::backwork::cost::Nearest)>> =
             pixel_nearest
                 .into_iter()
-                .map(|n| n.and_then(|n| self.train_texture(ui.ctx(), n.index).map(|t| (t, n))))
+                .map(|n| n.and_then(|n| self.train_texture(ctx, n.index).map(|t| (t, n))))
                 .collect();
-        let Some(s) = &self.snapshot else {
-            match self.cache {
-                // A bar without animation: a spinner would repaint every frame while the
-                // sets are built.
-                Some((done, total)) => {
-                    ui.add(
-                        egui::ProgressBar::new(done as f32 / total.max(1) as f32)
-                            .desired_width(360.0)
-                            .text(format!(
-                                "building the reference sets: {done} of {total} labels"
-                            )),
-                    );
-                }
-                None => {
-                    ui.weak("No run yet: press Start (or space).");
-                }
+        nearest_tiles
+    }
+
+    /// Before the first snapshot: the reference sets' progress, or how to start.
+    fn waiting_ui(&self, ui: &mut egui::Ui) {
+        match self.cache {
+            // A bar without animation: a spinner would repaint every frame while the
+            // sets are built.
+            Some((done, total)) => {
+                ui.add(
+                    egui::ProgressBar::new(done as f32 / total.max(1) as f32)
+                        .desired_width(360.0)
+                        .text(format!(
+                            "building the reference sets: {done} of {total} labels"
+                        )),
+                );
             }
-            return;
-        };
-        let threshold = self.settings.threshold;
-        let shift = ui.input(|i| i.modifiers.shift);
-        // As large as lets a row of `batch` tiles fit the width, within bounds.
-        let per_tile = (ui.available_width() - ROW_HEADING) / s.batch.max(1) as f32 - TILE_CHROME;
-        let side = tile_scale(per_tile) * SIDE as f32;
-        let layout = CaptionLayout::new(ui, side);
-        let tiles: Vec<TileState> = (0..s.probs.len())
+            None => {
+                ui.weak("No run yet: press Start (or space).");
+            }
+        }
+    }
+
+    /// What each tile of snapshot `s` shows about its image.
+    fn tile_states(&self, s: &Snapshot) -> Vec<TileState> {
+        (0..s.probs.len())
             .map(|row| {
                 let label = s.labels[row / s.batch.max(1)];
                 let p = s.probs[row].get(label as usize).copied().unwrap_or(0.0);
@@ -122,14 +126,28 @@ impl RunView {
                     label,
                     index: row % s.batch.max(1),
                     p,
-                    passed: p > threshold,
+                    passed: p > self.settings.threshold,
                     selected: self.selected.contains(&row),
                     flashing: self.is_flashing(row),
                     stalled: s.stalled.get(row).copied().unwrap_or(false),
                     reinits: s.reinits[row],
                 }
             })
-            .collect();
+            .collect()
+    }
+
+    pub fn grid_ui(&mut self, ui: &mut egui::Ui) {
+        let nearest_tiles = self.nearest_tiles(ui.ctx());
+        let Some(s) = &self.snapshot else {
+            self.waiting_ui(ui);
+            return;
+        };
+        let shift = ui.input(|i| i.modifiers.shift);
+        // As large as lets a row of `batch` tiles fit the width, within bounds.
+        let per_tile = (ui.available_width() - ROW_HEADING) / s.batch.max(1) as f32 - TILE_CHROME;
+        let side = tile_scale(per_tile) * SIDE as f32;
+        let layout = CaptionLayout::new(ui, side);
+        let tiles = self.tile_states(s);
         let statuses: Vec<(String, Color32)> =
             tiles.iter().map(|t| t.status(ui.visuals())).collect();
         let captions: Vec<Caption<'_>> = tiles
