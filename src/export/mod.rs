@@ -1,6 +1,7 @@
 //! Writing files: atomic (temporary file in the same folder, then rename), never a silent
 //! overwrite, and errors that name the file.
 
+pub mod font;
 pub mod npy;
 pub mod outdir;
 pub mod report;
