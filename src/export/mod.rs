@@ -1,5 +1,6 @@
 //! Writing results: run folders, images, sheets, reports and `.npy` files, from plain records.
 
+pub mod font;
 pub mod npy;
 pub mod report;
 pub mod run;

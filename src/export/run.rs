@@ -198,7 +198,10 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
             _ => rows.push((img.label, vec![tile])),
         }
     }
-    let sheet = render_sheet(&rows);
+    let sheet = render_sheet(&rows).map_err(|e| WriteError::Io {
+        file: dir.join("sheet.png").display().to_string(),
+        source: std::io::Error::other(e),
+    })?;
     let bytes = png_bytes(sheet.width(), sheet.height(), sheet.as_raw())
         .map_err(|e| png_err("sheet.png", e))?;
     put("sheet.png", &bytes)?;

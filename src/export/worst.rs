@@ -73,7 +73,7 @@ fn write_worst_files(
             (l.label, tiles)
         })
         .collect();
-    let sheet = render_sheet(&rows);
+    let sheet = render_sheet(&rows).map_err(|e| io("sheet.png", e.to_string()))?;
     let png = png_bytes(sheet.width(), sheet.height(), sheet.as_raw())
         .map_err(|e| io("sheet.png", e.to_string()))?;
     let json = serde_json::to_vec_pretty(results).map_err(|e| io("worst.json", e.to_string()))?;
