@@ -260,7 +260,7 @@ impl BackworkApp {
         self.opening.is_some()
     }
 
-    /// Opens weights files on a job (the last one that loads wins); [`Self::poll`] switches
+    /// Opens weights files on a job (the last one that loads wins); the next frame switches
     /// to it once it has loaded.
     pub fn open_model(&mut self, paths: Vec<std::path::PathBuf>) {
         let Some(first) = paths.first() else { return };

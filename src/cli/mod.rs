@@ -303,18 +303,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
 
     let cancel = stop::stop_flag()?;
 
-    let n = cfg
-        .limit
-        .map_or(train_set.len(), |l| l.min(train_set.len()));
-    let batches = n.div_ceil(cfg.batch_size);
-    let bar = ProgressBar::new((batches * cfg.epochs) as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30.cyan/blue} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta_precise}]",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(250));
+    let bar = train_bar(&cfg, train_set.len());
     let started = Instant::now();
     // --model: go on training that network (its classes and weights) instead of fresh ones.
     let start = match &app.model {
@@ -329,38 +318,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
         start_cnn,
         None,
         &cancel,
-        &mut |ev| match ev {
-            TrainEvent::Batch {
-                epoch,
-                loss,
-                running_accuracy,
-                images_per_s,
-                ..
-            } => {
-                bar.inc(1);
-                bar.set_message(format!(
-                    "epoch {epoch}/{}  loss {loss:.4}  acc {:.2}%  {images_per_s:.0} img/s",
-                    cfg.epochs,
-                    running_accuracy * 100.0
-                ));
-            }
-            TrainEvent::Epoch {
-                epoch,
-                mean_loss,
-                test_accuracy,
-            } => {
-                let line = format!(
-                    "epoch {epoch}: mean loss {mean_loss:.4}, test accuracy {:.2}%",
-                    test_accuracy * 100.0
-                );
-                // A hidden bar (output not a terminal) drops println: scripts still get the line.
-                if bar.is_hidden() {
-                    eprintln!("{line}");
-                } else {
-                    bar.println(line);
-                }
-            }
-        },
+        &mut |ev| show_train_event(&bar, ev, cfg.epochs),
     )?;
     bar.finish_and_clear();
 
@@ -391,6 +349,57 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     }
     println!("{line}");
     Ok(())
+}
+
+/// The progress bar of training `cfg` on `len` images.
+fn train_bar(cfg: &TrainConfig, len: usize) -> ProgressBar {
+    let n = cfg.limit.map_or(len, |l| l.min(len));
+    let batches = n.div_ceil(cfg.batch_size);
+    let bar = ProgressBar::new((batches * cfg.epochs) as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} steps  {msg}  [{elapsed_precise}, ETA {eta_precise}]",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// Shows a training event: a step on the bar, an epoch as a line.
+fn show_train_event(bar: &ProgressBar, ev: TrainEvent, epochs: usize) {
+    match ev {
+        TrainEvent::Batch {
+            epoch,
+            loss,
+            running_accuracy,
+            images_per_s,
+            ..
+        } => {
+            bar.inc(1);
+            bar.set_message(format!(
+                "epoch {epoch}/{}  loss {loss:.4}  acc {:.2}%  {images_per_s:.0} img/s",
+                epochs,
+                running_accuracy * 100.0
+            ));
+        }
+        TrainEvent::Epoch {
+            epoch,
+            mean_loss,
+            test_accuracy,
+        } => {
+            let line = format!(
+                "epoch {epoch}: mean loss {mean_loss:.4}, test accuracy {:.2}%",
+                test_accuracy * 100.0
+            );
+            // A hidden bar (output not a terminal) drops println: scripts still get the line.
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+    }
 }
 
 fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {

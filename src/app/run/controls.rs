@@ -101,40 +101,7 @@ impl RunView {
     pub fn controls_ui(&mut self, ui: &mut egui::Ui) {
         let paused = self.snapshot.as_ref().is_some_and(|s| s.is_paused);
         ui.horizontal_wrapped(|ui| {
-            if ui
-                .button("Start")
-                .on_hover_text("Start a new run with the settings below")
-                .clicked()
-            {
-                self.command(Command::Start(self.settings.clone()));
-            }
-            let running = self.is_running();
-            let label = if paused { "Resume" } else { "Pause" };
-            if ui
-                .add_enabled(running, egui::Button::new(label))
-                .on_hover_text("space")
-                .clicked()
-            {
-                self.command(if paused {
-                    Command::Resume
-                } else {
-                    Command::Pause
-                });
-            }
-            if ui
-                .add_enabled(running, egui::Button::new("Step"))
-                .on_hover_text("S: one step while paused")
-                .clicked()
-            {
-                self.command(Command::Step);
-            }
-            if ui
-                .add_enabled(running, egui::Button::new("Reset"))
-                .on_hover_text("R")
-                .clicked()
-            {
-                self.command(Command::Reset);
-            }
+            self.run_buttons_ui(ui, paused);
             ui.separator();
             let has_images = self.snapshot.is_some();
             if ui
@@ -155,22 +122,7 @@ impl RunView {
             ui.separator();
             self.labels_ui(ui);
             self.init_ui(ui);
-            let mut has_budget = self.settings.max_steps.is_some();
-            if ui
-                .checkbox(&mut has_budget, "stop at")
-                .on_hover_text("Stop the run after a number of steps (the CLI's --max-steps; 1,500 by default there)")
-                .changed()
-            {
-                self.settings.max_steps = has_budget.then_some(crate::backwork::settings::DEFAULT_STEP_BUDGET);
-                self.settings_changed = true;
-            }
-            if let Some(m) = &mut self.settings.max_steps
-                && ui
-                    .add(egui::DragValue::new(m).range(1..=1_000_000).suffix(" steps"))
-                    .changed()
-            {
-                self.settings_changed = true;
-            }
+            self.budget_ui(ui);
             ui.separator();
             ui.label("images per label");
             ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=64))
@@ -185,6 +137,73 @@ impl RunView {
                 self.restart_worker();
             }
         });
+        self.shortcuts(ui, paused);
+    }
+
+    /// Start, Pause or Resume, Step, Reset.
+    fn run_buttons_ui(&mut self, ui: &mut egui::Ui, paused: bool) {
+        if ui
+            .button("Start")
+            .on_hover_text("Start a new run with the settings below")
+            .clicked()
+        {
+            self.command(Command::Start(self.settings.clone()));
+        }
+        let running = self.is_running();
+        let label = if paused { "Resume" } else { "Pause" };
+        if ui
+            .add_enabled(running, egui::Button::new(label))
+            .on_hover_text("space")
+            .clicked()
+        {
+            self.command(if paused {
+                Command::Resume
+            } else {
+                Command::Pause
+            });
+        }
+        if ui
+            .add_enabled(running, egui::Button::new("Step"))
+            .on_hover_text("S: one step while paused")
+            .clicked()
+        {
+            self.command(Command::Step);
+        }
+        if ui
+            .add_enabled(running, egui::Button::new("Reset"))
+            .on_hover_text("R")
+            .clicked()
+        {
+            self.command(Command::Reset);
+        }
+    }
+
+    /// The step budget: off, or a number of steps.
+    fn budget_ui(&mut self, ui: &mut egui::Ui) {
+        let mut has_budget = self.settings.max_steps.is_some();
+        if ui
+            .checkbox(&mut has_budget, "stop at")
+            .on_hover_text("Stop the run after a number of steps (the CLI's --max-steps; 1,500 by default there)")
+            .changed()
+        {
+            self.settings.max_steps = has_budget.then_some(crate::backwork::settings::DEFAULT_STEP_BUDGET);
+            self.settings_changed = true;
+        }
+        if let Some(m) = &mut self.settings.max_steps
+            && ui
+                .add(
+                    egui::DragValue::new(m)
+                        .range(1..=1_000_000)
+                        .suffix(" steps"),
+                )
+                .changed()
+        {
+            self.settings_changed = true;
+        }
+    }
+
+    /// Keyboard shortcuts: space starts, pauses or resumes, S steps, R resets.
+    fn shortcuts(&mut self, ui: &mut egui::Ui, paused: bool) {
         // Keyboard shortcuts: space pauses or resumes, S steps, R resets; not while typing
         // into a field, and not with Ctrl, Alt or Cmd (those belong to the system).
         let is_typing = ui.ctx().egui_wants_keyboard_input();
