@@ -221,38 +221,11 @@ pub struct RetrainArgs {
 /// `backwork retrain`: adds fooling images to the training set, trains again (round after
 /// round), and reports old against new.
 pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
-    let mut cfg = RetrainConfig::new(a.mode);
-    cfg.rounds = a.rounds;
-    cfg.repeat = a.repeat;
-    cfg.from_scratch = a.from_scratch;
-    cfg.train.epochs = a.epochs;
-    cfg.train.lr = a.lr;
-    cfg.train.batch_size = a.batch_size;
-    cfg.train.seed = a.seed;
-    cfg.measure.max_steps = Some(a.budget);
-    cfg.measure.batch = a.measure_batch;
-    cfg.measure.seed = a.seed;
+    let cfg = retrain_config(&a);
     cfg.validate()?;
     let fooling = read_run(&a.from).map_err(anyhow::Error::msg)?;
     super::check_out_file("out", &a.out, Some(a.force))?;
-    let report_dir = a.report.clone().unwrap_or_else(|| match a.out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    });
-    if !report_dir.is_dir() {
-        bail!("--report {}: not a folder", report_dir.display());
-    }
-    super::check_writable_dir(&report_dir)
-        .with_context(|| format!("--report {}", report_dir.display()))?;
-    for f in ["report.json", "report.png"] {
-        let p = report_dir.join(f);
-        if p.exists() && !a.force {
-            bail!(
-                "{}: already exists (refusing to overwrite it; pass --force or --report DIR)",
-                p.display()
-            );
-        }
-    }
+    let report_dir = report_dir(&a)?;
     let (cnn, info) = load_or_shipped(app.model.as_deref())?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let test = Dataset::load(app.data.as_deref(), Split::Test)?;
@@ -345,6 +318,45 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The retraining's configuration from the command's flags.
+fn retrain_config(a: &RetrainArgs) -> RetrainConfig {
+    let mut cfg = RetrainConfig::new(a.mode);
+    cfg.rounds = a.rounds;
+    cfg.repeat = a.repeat;
+    cfg.from_scratch = a.from_scratch;
+    cfg.train.epochs = a.epochs;
+    cfg.train.lr = a.lr;
+    cfg.train.batch_size = a.batch_size;
+    cfg.train.seed = a.seed;
+    cfg.measure.max_steps = Some(a.budget);
+    cfg.measure.batch = a.measure_batch;
+    cfg.measure.seed = a.seed;
+    cfg
+}
+
+/// Where report.json and report.png go (`--report`, else the model's folder), checked to be
+/// a writable folder without them (unless `--force`) before any training.
+fn report_dir(a: &RetrainArgs) -> Result<PathBuf> {
+    let dir = a.report.clone().unwrap_or_else(|| match a.out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
+    if !dir.is_dir() {
+        bail!("--report {}: not a folder", dir.display());
+    }
+    super::check_writable_dir(&dir).with_context(|| format!("--report {}", dir.display()))?;
+    for f in ["report.json", "report.png"] {
+        let p = dir.join(f);
+        if p.exists() && !a.force {
+            bail!(
+                "{}: already exists (refusing to overwrite it; pass --force or --report DIR)",
+                p.display()
+            );
+        }
+    }
+    Ok(dir)
 }
 
 /// One row of the report as text.

@@ -103,15 +103,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         .filter(|(p, s)| !done.contains(&point_key(&p.model, s)))
         .collect();
     // Every model is loaded (and checked) before the first run.
-    let mut models: HashMap<String, (FrozenCnn, ModelInfo)> = HashMap::new();
-    for p in &points {
-        if !models.contains_key(&p.model) {
-            let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
-            let (cnn, info) = load_or_shipped(path.as_deref())
-                .with_context(|| format!("--models {}", p.model))?;
-            models.insert(p.model.clone(), (FrozenCnn::new(&cnn)?, info));
-        }
-    }
+    let models = load_models(&points)?;
     let skipped = points.len() - todo.len();
     eprintln!(
         "sweep: {} grid points, {} to run here ({} done or in other shards)",
@@ -174,21 +166,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         };
         append_row(&runs, &row)?;
         bar.inc(1);
-        let line = format!(
-            "point {} {} {} seed {}: {}/{} fooled, median {} steps, min p {:.5}, {} reinits, {:.1} s",
-            row.point,
-            row.model,
-            row.preset,
-            row.seed,
-            row.outcome.fooled,
-            row.outcome.images,
-            row.outcome
-                .median_steps
-                .map_or("-".into(), |m| format!("{m}")),
-            row.outcome.min_p,
-            row.outcome.reinits,
-            row.seconds
-        );
+        let line = row_line(&row);
         // The bar hides itself off a terminal, and its println with it.
         if bar.is_hidden() {
             eprintln!("{line}");
@@ -199,6 +177,39 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     bar.finish_and_clear();
     eprintln!("sweep: done; rows in {}", runs.display());
     Ok(())
+}
+
+/// The network and description of every model the grid names, loaded (and checked) once.
+fn load_models(points: &[Point]) -> Result<HashMap<String, (FrozenCnn, ModelInfo)>> {
+    let mut models: HashMap<String, (FrozenCnn, ModelInfo)> = HashMap::new();
+    for p in points {
+        if !models.contains_key(&p.model) {
+            let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
+            let (cnn, info) = load_or_shipped(path.as_deref())
+                .with_context(|| format!("--models {}", p.model))?;
+            models.insert(p.model.clone(), (FrozenCnn::new(&cnn)?, info));
+        }
+    }
+    Ok(models)
+}
+
+/// The line a finished run prints.
+fn row_line(row: &SweepRow) -> String {
+    format!(
+        "point {} {} {} seed {}: {}/{} fooled, median {} steps, min p {:.5}, {} reinits, {:.1} s",
+        row.point,
+        row.model,
+        row.preset,
+        row.seed,
+        row.outcome.fooled,
+        row.outcome.images,
+        row.outcome
+            .median_steps
+            .map_or("-".into(), |m| format!("{m}")),
+        row.outcome.min_p,
+        row.outcome.reinits,
+        row.seconds
+    )
 }
 
 fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {

@@ -53,6 +53,38 @@ fn expected_shapes(k: usize) -> [Vec<usize>; 8] {
     ]
 }
 
+/// The values of tensor `name`, checked: f32, of shape `shape`, every value finite; else
+/// what is wrong with it.
+fn checked_values(
+    name: &str,
+    view: &safetensors::tensor::TensorView<'_>,
+    shape: &[usize],
+) -> Result<Vec<f32>, String> {
+    if view.dtype() != Dtype::F32 {
+        return Err(format!("{name} has dtype {:?}, expected F32", view.dtype()));
+    }
+    if view.shape() != shape {
+        return Err(format!(
+            "{name} has shape {:?}, expected {:?}",
+            view.shape(),
+            shape
+        ));
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        let first = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(format!(
+            "{name} has {bad} non-finite values (NaN or infinity), the first at flat index {first}"
+        ));
+    }
+    Ok(values)
+}
+
 /// Parses and checks a weight file's bytes: every name present, f32, the right shape, finite.
 pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), WeightsError> {
     let invalid = |reason: String| WeightsError::Invalid {
@@ -105,31 +137,7 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
     let mut tensors = Vec::with_capacity(8);
     for (name, shape) in WEIGHT_NAMES.iter().zip(shapes.iter()) {
         let view = st.tensor(name).map_err(|e| invalid(e.to_string()))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(invalid(format!(
-                "{name} has dtype {:?}, expected F32",
-                view.dtype()
-            )));
-        }
-        if view.shape() != shape.as_slice() {
-            return Err(invalid(format!(
-                "{name} has shape {:?}, expected {:?}",
-                view.shape(),
-                shape
-            )));
-        }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let bad = values.iter().filter(|v| !v.is_finite()).count();
-        if bad > 0 {
-            let first = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(invalid(format!(
-                "{name} has {bad} non-finite values (NaN or infinity), the first at flat index {first}"
-            )));
-        }
+        let values = checked_values(name, &view, shape).map_err(invalid)?;
         let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu).map_err(|source| {
             WeightsError::Numeric {
                 file: file.to_string(),
