@@ -371,21 +371,47 @@ pub fn streamed_cost(
     s: &Settings,
     want_grad: bool,
 ) -> (CostTerms, Option<Vec<f32>>) {
-    use super::frozen::{CHUNK, Forward, TapGrads};
+    let n = x.len() / TAP_DIMS[0];
+    let sums = batch_sums(net, x, refs, s);
+    let (terms, chains) = terms_of(&sums, s, n);
+    if !want_grad {
+        return (terms, None);
+    }
+    let gx = streamed_grad(net, x, refs, s, (&sums.stats, &chains));
+    (terms, Some(gx))
+}
+
+/// A tap's activations of the chunk just forwarded.
+fn chunk_taps(f: &super::frozen::Forward) -> [Vec<f32>; 4] {
+    [
+        f.inputs.clone(),
+        f.conv0.clone(),
+        f.conv1.clone(),
+        f.fc.clone(),
+    ]
+}
+
+/// What the first pass of [`streamed_cost`] sums over the batch: each tap's summed distance
+/// to the nearest references, its similarity statistics, and the softmax term's summed miss.
+struct BatchSums {
+    dist_sum: [f64; 4],
+    stats: [SimStats; 4],
+    miss: f64,
+}
+
+/// Pass 1 of [`streamed_cost`]: the sums over the batch, a chunk at a time.
+fn batch_sums(
+    net: &super::frozen::FrozenCnn,
+    x: &[f32],
+    refs: &LabelRefs,
+    s: &Settings,
+) -> BatchSums {
+    use super::frozen::{CHUNK, Forward};
     let pixels = TAP_DIMS[0];
     let n = x.len() / pixels;
     let label = refs.label as usize;
     let kc = net.classes();
     let mut f = Forward::default();
-    let taps = |f: &Forward| -> [Vec<f32>; 4] {
-        [
-            f.inputs.clone(),
-            f.conv0.clone(),
-            f.conv1.clone(),
-            f.fc.clone(),
-        ]
-    };
-    // Pass 1: the sums over the batch.
     let mut dist_sum = [0.0f64; 4];
     // Each tap's running mean and sum of squared deviations, chunks merged exactly (Chan et
     // al.'s pairwise update), so no precision is lost to a sum of squares.
@@ -396,7 +422,7 @@ pub fn streamed_cost(
     for xs in x.chunks(CHUNK * pixels) {
         let m = xs.len() / pixels;
         net.forward(xs, &mut f);
-        for (k, a) in taps(&f).iter().enumerate() {
+        for (k, a) in chunk_taps(&f).iter().enumerate() {
             dist_sum[k] += ref_part(a, m, k, refs, s, n, None).0;
             let (cm, c_var) = mean_and_var_sum(a, TAP_DIMS[k]);
             let (na, nb) = (seen as f64, m as f64);
@@ -412,13 +438,26 @@ pub fn streamed_cost(
         seen += m;
         miss += softmax_part(&f.probs, kc, label, s, n).0;
     }
+    BatchSums {
+        dist_sum,
+        stats: std::array::from_fn(|k| {
+            SimStats::new(std::mem::take(&mut means[k]), var_sums[k], n)
+        }),
+        miss,
+    }
+}
+
+/// The chain factors of a tap's two inverse terms (none where clamped).
+type Chains = [(Option<f64>, Option<f64>); 4];
+
+/// The cost's terms from the batch's sums, and each tap's chain factors for the gradient.
+fn terms_of(sums: &BatchSums, s: &Settings, n: usize) -> (CostTerms, Chains) {
     let mut terms = CostTerms::default();
-    let mut chains = [(None, None); 4];
-    let stats: [SimStats; 4] =
-        std::array::from_fn(|k| SimStats::new(std::mem::take(&mut means[k]), var_sums[k], n));
+    let mut chains: Chains = [(None, None); 4];
+    let stats = &sums.stats;
     for k in 0..4 {
         let c_k = s.layer_weights[k] as f64;
-        let ref_dist = dist_sum[k] / n as f64;
+        let ref_dist = sums.dist_sum[k] / n as f64;
         terms.taps[k].ref_dist = ref_dist;
         let (prev, chain_prev) = inverse_term(c_k * s.prev_coeff as f64, ref_dist);
         terms.taps[k].prev = prev;
@@ -439,17 +478,30 @@ pub fn streamed_cost(
         }
         chains[k] = (chain_prev, chain_sim);
     }
-    terms.softmax = s.layer_weights[4] as f64 * miss / n as f64;
+    terms.softmax = s.layer_weights[4] as f64 * sums.miss / n as f64;
     terms.total = terms.taps.iter().map(|t| t.prev + t.sim).sum::<f64>() + terms.softmax;
-    if !want_grad {
-        return (terms, None);
-    }
-    // Pass 2: each chunk's gradient with the batch's statistics.
+    (terms, chains)
+}
+
+/// Pass 2 of [`streamed_cost`]: each chunk's gradient with the batch's statistics.
+fn streamed_grad(
+    net: &super::frozen::FrozenCnn,
+    x: &[f32],
+    refs: &LabelRefs,
+    s: &Settings,
+    (stats, chains): (&[SimStats; 4], &Chains),
+) -> Vec<f32> {
+    use super::frozen::{CHUNK, Forward, TapGrads};
+    let pixels = TAP_DIMS[0];
+    let n = x.len() / pixels;
+    let label = refs.label as usize;
+    let kc = net.classes();
+    let mut f = Forward::default();
     let mut gx = Vec::with_capacity(x.len());
     for xs in x.chunks(CHUNK * pixels) {
         let m = xs.len() / pixels;
         net.forward(xs, &mut f);
-        let a = taps(&f);
+        let a = chunk_taps(&f);
         let grads: [Vec<f32>; 4] = std::array::from_fn(|k| {
             let mut g = vec![0.0f32; m * TAP_DIMS[k]];
             let (chain_prev, chain_sim) = chains[k];
@@ -475,5 +527,5 @@ pub fn streamed_cost(
         };
         gx.extend_from_slice(&net.backward(&mut f, &tg));
     }
-    (terms, Some(gx))
+    gx
 }
