@@ -90,8 +90,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
             let ctx = cc.egui_ctx.clone();
             let wake: Wake = Arc::new(move || ctx.request_repaint_after(EVENT_FRAME_INTERVAL));
             let spec =
-                WorkerSpec::for_model(&model, train.clone(), default_cache_dir(), wake.clone())
-                    .map_err(anyhow::Error::msg)?;
+                WorkerSpec::for_model(&model, train.clone(), default_cache_dir(), wake.clone());
             let worker = Worker::spawn(spec.clone())?;
             let mut app = BackworkApp::new(&cc.egui_ctx, model, test, train, worker);
             if let Some(v) = &mut app.run_view {
@@ -277,11 +276,8 @@ impl BackworkApp {
     /// Switches every view to another network; a running backwork run ends (its images stay
     /// exportable).
     pub fn set_model(&mut self, model: ModelHandle) {
-        if let Some(v) = &mut self.run_view
-            && let Err(e) = v.set_model(&model)
-        {
-            self.status = Some(Status::error(format!("{e}; the model in use stays")));
-            return;
+        if let Some(v) = &mut self.run_view {
+            v.set_model(&model);
         }
         self.status = Some(Status::info(format!("now using {}", model.info().name)));
         self.info = model.info().clone();

@@ -173,6 +173,13 @@ pub fn train_from(
     let mut epochs_completed = 0;
     let mut is_cancelled = false;
     let mut test_accuracy = f64::NAN;
+    let batch = Batch {
+        train,
+        extra,
+        n,
+        n_extra,
+        classes,
+    };
     'epochs: for epoch in 0..cfg.epochs {
         order.shuffle(&mut rng);
         let started = Instant::now();
@@ -183,13 +190,6 @@ pub fn train_from(
                 is_cancelled = true;
                 break 'epochs;
             }
-            let batch = Batch {
-                train,
-                extra,
-                n,
-                n_extra,
-                classes,
-            };
             let (loss, logits, labels) = batch.loss(&cnn, idx)?;
             opt.backward_step(&loss)?;
             let loss_v = loss.to_scalar::<f32>()?;

@@ -181,31 +181,27 @@ impl WorkerSpec {
         train: Arc<Dataset>,
         cache_dir: Option<std::path::PathBuf>,
         wake: job::Wake,
-    ) -> Result<Self, String> {
-        Ok(Self {
-            net: model.frozen()?,
+    ) -> Self {
+        Self {
+            net: model.frozen(),
             model: model.model_ref(),
             train,
             cache_dir,
             wake,
-        })
+        }
     }
 
     /// Switches the spec to `model` (a restarted worker starts on it).
-    pub fn set_model(&mut self, model: &models::ModelHandle) -> Result<(), String> {
-        self.net = model.frozen()?;
+    pub fn set_model(&mut self, model: &models::ModelHandle) {
+        self.net = model.frozen();
         self.model = model.model_ref();
-        Ok(())
     }
 }
 
 impl Command {
     /// The command that switches the worker to `model`.
-    pub fn set_model(model: &models::ModelHandle) -> Result<Self, String> {
-        Ok(Command::SetModel(Box::new((
-            model.frozen()?,
-            model.model_ref(),
-        ))))
+    pub fn set_model(model: &models::ModelHandle) -> Self {
+        Command::SetModel(Box::new((model.frozen(), model.model_ref())))
     }
 }
 

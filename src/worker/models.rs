@@ -22,6 +22,9 @@ use crate::model::worst::{WorstLabel, worst_images};
 #[derive(Clone)]
 pub struct ModelHandle {
     cnn: Arc<Cnn>,
+    /// The engine's copy of the network, laid out once where the handle is made (on a job's
+    /// thread, not the window's); every run and sweep clones it.
+    frozen: Arc<FrozenCnn>,
     info: ModelInfo,
     /// Its weight file's bytes, when it was made in the app and not read from a file (so a
     /// save writes exactly the file whose hash is shown).
@@ -65,9 +68,10 @@ impl ModelHandle {
 
     /// Refuses a network the engine cannot use.
     fn checked(cnn: Cnn, info: ModelInfo, bytes: Option<Arc<Vec<u8>>>) -> Result<Self, String> {
-        FrozenCnn::new(&cnn).map_err(|e| format!("{}: not usable: {e}", info.name))?;
+        let frozen = FrozenCnn::new(&cnn).map_err(|e| format!("{}: not usable: {e}", info.name))?;
         Ok(Self {
             cnn: Arc::new(cnn),
+            frozen: Arc::new(frozen),
             info,
             bytes,
         })
@@ -98,8 +102,9 @@ impl ModelHandle {
         &self.cnn
     }
 
-    pub(crate) fn frozen(&self) -> Result<FrozenCnn, String> {
-        FrozenCnn::new(&self.cnn).map_err(|e| format!("{}: not usable: {e}", self.info.name))
+    /// The engine's network (checked when the handle was made).
+    pub(crate) fn frozen(&self) -> FrozenCnn {
+        (*self.frozen).clone()
     }
 }
 

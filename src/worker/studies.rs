@@ -41,7 +41,7 @@ pub fn grid_job(
     cache_dir: Option<PathBuf>,
     wake: Wake,
 ) -> Result<Job<GridEvent, ()>, String> {
-    let net = model.frozen()?;
+    let net = model.frozen();
     let sha = model.info().sha256.clone();
     Job::spawn(
         "sweep",

@@ -165,10 +165,10 @@ impl RunView {
 
     /// Uses another network from now on: the worker ends the current run and builds
     /// reference sets for the new one at the next Start.
-    pub fn set_model(&mut self, handle: &ModelHandle) -> Result<(), String> {
-        let command = Command::set_model(handle)?;
+    pub fn set_model(&mut self, handle: &ModelHandle) {
+        let command = Command::set_model(handle);
         if let Some(spec) = &mut self.spec {
-            spec.set_model(handle)?;
+            spec.set_model(handle);
         }
         let model = handle.model_ref();
         let step = self.snapshot.as_ref().map_or(0, |s| s.step);
@@ -180,7 +180,6 @@ impl RunView {
             "model {}: press Start to run against it",
             model.name
         ));
-        Ok(())
     }
 
     /// Starts a fresh worker thread after the old one died.
