@@ -12,6 +12,7 @@ pub mod export;
 pub mod io;
 pub mod meta;
 pub mod model;
+pub mod net;
 pub mod retrain;
 pub mod sweep;
 pub mod util;

@@ -146,10 +146,10 @@ fn frozen_forward_matches_candle() {
         .forward_taps(&Tensor::from_slice(&x, (5, PIXELS), &Device::Cpu).unwrap())
         .unwrap();
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(rel_err(&f.conv0, &chw_to_hwc(&flat(&t.conv0), 32, 196)) < 1e-5);
-    assert!(rel_err(&f.conv1, &chw_to_hwc(&flat(&t.conv1), 64, 49)) < 1e-5);
-    assert!(rel_err(&f.fc, &flat(&t.fc)) < 1e-5);
-    assert!(rel_err(&f.probs, &flat(&t.probs)) < 1e-5);
+    assert!(rel_err(&f.conv0(), &chw_to_hwc(&flat(&t.conv0), 32, 196)) < 1e-5);
+    assert!(rel_err(&f.conv1(), &chw_to_hwc(&flat(&t.conv1), 64, 49)) < 1e-5);
+    assert!(rel_err(&f.fc(), &flat(&t.fc)) < 1e-5);
+    assert!(rel_err(&f.probs(), &flat(&t.probs)) < 1e-5);
 }
 
 #[test]
@@ -318,8 +318,8 @@ fn fast_cost(
     net.forward(x, &mut f);
     let acts = GroupActs {
         n,
-        taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
-        probs: &f.probs,
+        taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+        probs: f.probs(),
         classes: 10,
     };
     let gc = group_cost(&acts, refs, s);
@@ -454,8 +454,8 @@ fn fc_per_neuron_term_matches_a_plain_scan_on_a_full_mnist_label() {
         net.forward(&x, &mut f);
         let acts = GroupActs {
             n,
-            taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
-            probs: &f.probs,
+            taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+            probs: f.probs(),
             classes: 10,
         };
         let gc = group_cost(&acts, &refs, &s);
@@ -467,7 +467,7 @@ fn fc_per_neuron_term_matches_a_plain_scan_on_a_full_mnist_label() {
         let diffs: Vec<f64> = (0..n * d)
             .map(|nj| {
                 let (i, j) = (nj / d, nj % d);
-                let a = f.fc[i * d + j] as f64;
+                let a = f.fc()[i * d + j] as f64;
                 let mut by_distance: Vec<f64> = (0..refs.len())
                     .map(|r| a - refs.taps[3][r * d + j] as f64)
                     .collect();
@@ -656,7 +656,7 @@ fn an_ended_run_hands_out_the_images_it_classified() {
     let mut f = Forward::default();
     net.forward(e.images(), &mut f);
     for (row, img) in e.states().iter().enumerate() {
-        let again = &f.probs[row * 10..(row + 1) * 10];
+        let again = &f.probs()[row * 10..(row + 1) * 10];
         assert!(
             rel_err(again, &img.probs) < 1e-5,
             "image {row}: {again:?} vs {:?}",
@@ -875,8 +875,8 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
         net.forward(&x, &mut f);
         let acts = GroupActs {
             n: 4,
-            taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
-            probs: &f.probs,
+            taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+            probs: f.probs(),
             classes: 10,
         };
         let full = group_cost(&acts, &refs[0], &s);
@@ -940,8 +940,14 @@ fn chunked_passes_equal_separate_halves() {
     for (lo, hi) in [(0, half), (half, m)] {
         let mut f = Forward::default();
         net.forward(&x[lo * PIXELS..hi * PIXELS], &mut f);
-        assert_eq!(f.conv1, whole.conv1[lo * TAP_DIMS[2]..hi * TAP_DIMS[2]]);
-        assert_eq!(f.probs, whole.probs[lo * net.classes()..hi * net.classes()]);
+        assert_eq!(
+            f.conv1(),
+            &whole.conv1()[lo * TAP_DIMS[2]..hi * TAP_DIMS[2]]
+        );
+        assert_eq!(
+            f.probs(),
+            &whole.probs()[lo * net.classes()..hi * net.classes()]
+        );
         let part = |v: &[f32], d: usize| v[lo * d..hi * d].to_vec();
         let gp = TapGrads {
             inputs: part(&grads.inputs, PIXELS),
@@ -990,8 +996,8 @@ fn the_streamed_cost_equals_the_group_cost() {
         net.forward(&x, &mut f);
         let acts = GroupActs {
             n,
-            taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
-            probs: &f.probs,
+            taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+            probs: f.probs(),
             classes: net.classes(),
         };
         let gc = group_cost(&acts, &refs, &s);

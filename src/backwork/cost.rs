@@ -384,10 +384,10 @@ pub fn streamed_cost(
 /// A tap's activations of the chunk just forwarded.
 fn chunk_taps(f: &super::frozen::Forward) -> [Vec<f32>; 4] {
     [
-        f.inputs.clone(),
-        f.conv0.clone(),
-        f.conv1.clone(),
-        f.fc.clone(),
+        f.inputs().to_vec(),
+        f.conv0().to_vec(),
+        f.conv1().to_vec(),
+        f.fc().to_vec(),
     ]
 }
 
@@ -436,7 +436,7 @@ fn batch_sums(
             var_sums[k] += c_var + cross * na * w;
         }
         seen += m;
-        miss += softmax_part(&f.probs, kc, label, s, n).0;
+        miss += softmax_part(f.probs(), kc, label, s, n).0;
     }
     BatchSums {
         dist_sum,
@@ -517,7 +517,7 @@ fn streamed_grad(
             g
         });
         let [inputs, conv0, conv1, fc] = grads;
-        let logits = softmax_part(&f.probs, kc, label, s, n).1;
+        let logits = softmax_part(f.probs(), kc, label, s, n).1;
         let tg = TapGrads {
             inputs,
             conv0,

@@ -507,11 +507,11 @@ impl Engine {
         let n = self.n;
         let kc = self.net.classes();
         let mut grads = TapGrads {
-            inputs: vec![0.0; fwd.inputs.len()],
-            conv0: vec![0.0; fwd.conv0.len()],
-            conv1: vec![0.0; fwd.conv1.len()],
-            fc: vec![0.0; fwd.fc.len()],
-            logits: vec![0.0; fwd.logits.len()],
+            inputs: vec![0.0; fwd.inputs().len()],
+            conv0: vec![0.0; fwd.conv0().len()],
+            conv1: vec![0.0; fwd.conv1().len()],
+            fc: vec![0.0; fwd.fc().len()],
+            logits: vec![0.0; fwd.logits().len()],
         };
         let settings = &self.settings;
         let mut active_groups: Vec<(usize, usize, &mut Group)> = self
@@ -530,12 +530,12 @@ impl Engine {
                 let acts = GroupActs {
                     n,
                     taps: [
-                        &fwd.inputs[rows(0)],
-                        &fwd.conv0[rows(1)],
-                        &fwd.conv1[rows(2)],
-                        &fwd.fc[rows(3)],
+                        &fwd.inputs()[rows(0)],
+                        &fwd.conv0()[rows(1)],
+                        &fwd.conv1()[rows(2)],
+                        &fwd.fc()[rows(3)],
                     ],
-                    probs: &fwd.probs[ai * n * kc..(ai + 1) * n * kc],
+                    probs: &fwd.probs()[ai * n * kc..(ai + 1) * n * kc],
                     classes: kc,
                 };
                 let gc = group_cost_with(&acts, &grp.refs, settings, Some(&mut grp.search));
@@ -584,7 +584,7 @@ impl Engine {
                 return Err(self.fail(step, what));
             }
         }
-        if let Some(i) = self.fwd.probs.iter().position(|p| !p.is_finite()) {
+        if let Some(i) = self.fwd.probs().iter().position(|p| !p.is_finite()) {
             return Err(self.fail(step, format!("probability {i}")));
         }
         if gx.iter().any(|v| !v.is_finite()) {
@@ -600,7 +600,7 @@ impl Engine {
             self.groups[g].terms = t;
             for i in 0..n {
                 let img = &mut self.images[g * n + i];
-                img.probs = self.fwd.probs[(ai * n + i) * kc..(ai * n + i + 1) * kc].to_vec();
+                img.probs = self.fwd.probs()[(ai * n + i) * kc..(ai * n + i + 1) * kc].to_vec();
                 for (k, near) in nearest.iter().enumerate() {
                     img.nearest[k] = near.get(i).copied();
                 }

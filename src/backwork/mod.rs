@@ -6,7 +6,6 @@ pub mod cost;
 pub mod engine;
 pub mod frozen;
 pub mod image;
-pub mod linalg;
 pub mod measure;
 pub mod refs;
 pub mod saliency;

@@ -72,10 +72,10 @@ impl LabelRefs {
             }
             let idx: Vec<usize> = chunk.iter().map(|&i| i as usize).collect();
             net.forward(&train.batch_f32(&idx), &mut f);
-            taps[0].extend_from_slice(&f.inputs);
-            taps[1].extend_from_slice(&f.conv0);
-            taps[2].extend_from_slice(&f.conv1);
-            taps[3].extend_from_slice(&f.fc);
+            taps[0].extend_from_slice(f.inputs());
+            taps[1].extend_from_slice(f.conv0());
+            taps[2].extend_from_slice(f.conv1());
+            taps[3].extend_from_slice(f.fc());
         }
         Some(Self::from_taps(label, indices, taps))
     }

@@ -27,9 +27,9 @@ impl FrozenCnn {
         let mut f = Forward::default();
         self.forward(x, &mut f);
         let k = self.classes();
-        let mut g_logits = vec![0.0; f.m * k];
+        let mut g_logits = vec![0.0; f.m() * k];
         for (i, g) in g_logits.chunks_exact_mut(k).enumerate() {
-            let p = &f.probs[i * k..(i + 1) * k];
+            let p = &f.probs()[i * k..(i + 1) * k];
             let l = labels[i].min(k - 1);
             // Softmax derivative: d p_l / d z_j = p_l (δ_lj − p_j); 1 − p_l as the sum of
             // the other classes, which keeps its precision when p_l is close to 1.

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::linalg::{Mat, matmul};
+use crate::net::linalg::{Mat, matmul};
 
 /// Euclidean distance between two rows: sixteen f32 lanes summed in f64. This is the pruned
 /// search's inner loop, so on CPUs with AVX2 and FMA it runs a copy compiled for them (the

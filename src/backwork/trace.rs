@@ -51,12 +51,12 @@ pub fn term_pulls(net: &FrozenCnn, refs: &LabelRefs, x: &[f32], s: &Settings) ->
         net.forward(x, &mut f);
         let acts = GroupActs {
             n,
-            taps: [&f.inputs, &f.conv0, &f.conv1, &f.fc],
-            probs: &f.probs,
+            taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+            probs: f.probs(),
             classes: net.classes(),
         };
         let gc = group_cost(&acts, refs, t);
-        let probs = f.probs.clone();
+        let probs = f.probs().to_vec();
         let [g0, g1, g2, g3] = gc.grads;
         let g = net.backward(
             &mut f,

@@ -1,10 +1,10 @@
 //! Test-set evaluation: overall and per-class accuracy.
 
-use candle_core::{D, Device, Tensor};
 use serde::Serialize;
 
 use super::{CandleResult, Cnn};
-use crate::data::{Dataset, NUM_LABELS, PIXELS};
+use crate::data::{Dataset, NUM_LABELS};
+use crate::net::{Acts, Net};
 
 /// Images per forward pass during evaluation: large enough to keep the matrix products
 /// efficient, small enough that conv0's activations stay near 50 MB.
@@ -55,6 +55,15 @@ pub fn evaluate(
     data: &Dataset,
     progress: &mut dyn FnMut(usize, usize),
 ) -> CandleResult<Evaluation> {
+    Ok(evaluate_net(&cnn.to_net()?, data, progress))
+}
+
+/// [`evaluate`] of a network on the core.
+pub fn evaluate_net(
+    net: &Net,
+    data: &Dataset,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Evaluation {
     let mut ev = Evaluation {
         correct: 0,
         total: 0,
@@ -62,16 +71,16 @@ pub fn evaluate(
         per_class_total: [0; NUM_LABELS],
     };
     let n = data.len();
+    let k = net.classes();
+    let mut acts = Acts::default();
     let mut start = 0;
     while start < n {
         let end = (start + EVAL_BATCH).min(n);
-        let pixels = data.range_f32(start, end);
-        let x = Tensor::from_vec(pixels, (end - start, PIXELS), &Device::Cpu)?;
-        let pred: Vec<u32> = cnn.logits(&x)?.argmax(D::Minus1)?.to_vec1()?;
-        for (p, &l) in pred.iter().zip(&data.labels[start..end]) {
+        net.forward(&data.range_f32(start, end), &mut acts);
+        for (z, &l) in acts.logits().chunks_exact(k).zip(&data.labels[start..end]) {
             let l = l as usize;
             ev.per_class_total[l] += 1;
-            if *p as usize == l {
+            if super::train::argmax(z) == l {
                 ev.per_class_correct[l] += 1;
                 ev.correct += 1;
             }
@@ -80,5 +89,5 @@ pub fn evaluate(
         progress(end, n);
         start = end;
     }
-    Ok(ev)
+    ev
 }

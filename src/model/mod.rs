@@ -55,16 +55,7 @@ pub struct Taps {
 }
 
 /// The weight names of ALGORITHM.md §1, in file order.
-pub const WEIGHT_NAMES: [&str; 8] = [
-    "conv0.weight",
-    "conv0.bias",
-    "conv1.weight",
-    "conv1.bias",
-    "fc.weight",
-    "fc.bias",
-    "softmax.weight",
-    "softmax.bias",
-];
+pub const WEIGHT_NAMES: [&str; 8] = crate::net::ORIGINAL_WEIGHT_NAMES;
 
 impl Cnn {
     /// Number of output classes (10, or 11 with a "fooling" class).
@@ -146,4 +137,49 @@ fn conv_relu_pool(x: &Tensor, w: &Tensor, b: &Tensor) -> CandleResult<Tensor> {
         .relu()?;
     let (n, c, h, w) = y.dims4()?;
     y.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+}
+
+impl Cnn {
+    /// This network on the core (the architecture of ALGORITHM.md §1 with its classes).
+    pub fn to_net(&self) -> CandleResult<crate::net::Net> {
+        let torch = self
+            .named_tensors()
+            .iter()
+            .map(|(_, t)| t.flatten_all()?.to_vec1::<f32>())
+            .collect::<CandleResult<Vec<_>>>()?;
+        crate::net::Net::from_torch(crate::net::Arch::original(self.num_classes()), torch)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
+
+    /// The network of a core `net` of the original architecture.
+    pub fn from_net(net: &crate::net::Net) -> CandleResult<Self> {
+        if *net.arch() != crate::net::Arch::original(net.classes()) {
+            return Err(candle_core::Error::Msg(
+                "not the architecture of ALGORITHM.md §1".into(),
+            ));
+        }
+        let specs = net
+            .arch()
+            .params()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut t = net
+            .to_torch()
+            .into_iter()
+            .zip(&specs)
+            .map(|(v, s)| Tensor::from_vec(v, s.torch_shape.as_slice(), &Device::Cpu));
+        let mut next = || -> CandleResult<Tensor> {
+            t.next()
+                .unwrap_or_else(|| Err(candle_core::Error::Msg("missing tensor".into())))
+        };
+        Ok(Self {
+            conv0_w: next()?,
+            conv0_b: next()?,
+            conv1_w: next()?,
+            conv1_b: next()?,
+            fc_w: next()?,
+            fc_b: next()?,
+            softmax_w: next()?,
+            softmax_b: next()?,
+        })
+    }
 }

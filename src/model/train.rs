@@ -1,18 +1,18 @@
-//! Training the CNN with Adam on summed-over-batch-mean cross-entropy; progress goes out through
-//! a callback so the CLI can draw a progress bar and the app live curves.
+//! Training the CNN on the network core ([`crate::net`]) with Adam on the batch-mean
+//! cross-entropy; progress goes out through a callback so the CLI can draw a progress bar and
+//! the app live curves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use candle_core::{D, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 use super::Cnn;
-use super::eval::evaluate;
+use super::eval::evaluate_net;
 use super::weights::init_cnn_with;
 use crate::data::{Dataset, PIXELS};
 pub use crate::meta::{TrainConfig, TrainEvent};
+use crate::net::{Acts, Adam, Targets, Want, cross_entropy};
 
 /// What can go wrong training.
 #[derive(Debug, thiserror::Error)]
@@ -154,15 +154,8 @@ pub fn train_from(
         Some(c) => c.clone(),
         None => init_cnn_with(cfg.seed, classes, cfg.init)?,
     };
-    let (vars, cnn) = trainable(&init)?;
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: 0.0,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let mut net = init.to_net()?;
+    let mut opt = Adam::new(net.params(), cfg.lr);
     let n = cfg.limit.map_or(train.len(), |l| l.min(train.len()));
     // Indices past n are extra images (index − n modulo their count).
     let n_extra = extra.map_or(0, |e| e.images.len() / PIXELS);
@@ -180,6 +173,12 @@ pub fn train_from(
         n_extra,
         classes,
     };
+    let mut acts = Acts::default();
+    let mut grads = net.zero_grads();
+    let weights_only = Want {
+        input: false,
+        weights: true,
+    };
     'epochs: for epoch in 0..cfg.epochs {
         order.shuffle(&mut rng);
         let started = Instant::now();
@@ -190,17 +189,27 @@ pub fn train_from(
                 is_cancelled = true;
                 break 'epochs;
             }
-            let (loss, logits, labels) = batch.loss(&cnn, idx)?;
-            opt.backward_step(&loss)?;
-            let loss_v = loss.to_scalar::<f32>()?;
+            let (x, targets, labels) = batch.inputs(idx);
+            net.forward(&x, &mut acts);
+            let (loss_v, g_logits) = match &targets {
+                Some(t) => cross_entropy(acts.logits(), classes, &Targets::Soft(t)),
+                None => {
+                    let hard: Vec<u8> = labels.iter().map(|l| l.unwrap_or(0) as u8).collect();
+                    cross_entropy(acts.logits(), classes, &Targets::Hard(&hard))
+                }
+            };
             if !loss_v.is_finite() {
                 return Err(TrainError::Diverged(loss_v, epoch + 1, b + 1));
             }
+            for g in &mut grads {
+                g.fill(0.0);
+            }
+            net.backward(&mut acts, &g_logits, &[], weights_only, &mut grads);
+            opt.step(net.params_mut(), &grads);
             // Running accuracy over the training images (extra images have no single label).
-            let pred: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-            for (p, l) in pred.iter().zip(&labels) {
+            for (z, l) in acts.logits().chunks_exact(classes).zip(&labels) {
                 if let Some(l) = l {
-                    right += usize::from(p == l);
+                    right += usize::from(argmax(z) == *l as usize);
                     seen += 1;
                 }
             }
@@ -216,28 +225,38 @@ pub fn train_from(
             });
         }
         epochs_completed = epoch + 1;
-        test_accuracy = evaluate(&cnn, test, &mut |_, _| {})?.accuracy();
+        test_accuracy = evaluate_net(&net, test, &mut |_, _| {}).accuracy();
         on_event(TrainEvent::Epoch {
             epoch: epoch + 1,
             mean_loss: loss_sum / batch_images.max(1) as f64,
             test_accuracy,
         });
-        opt.set_learning_rate(opt.learning_rate() * cfg.lr_decay);
+        opt.lr *= cfg.lr_decay;
     }
     let test_accuracy = if is_cancelled {
         None
     } else if test_accuracy.is_nan() {
-        Some(evaluate(&cnn, test, &mut |_, _| {})?.accuracy())
+        Some(evaluate_net(&net, test, &mut |_, _| {}).accuracy())
     } else {
         Some(test_accuracy)
     };
-    let cnn = detached(&cnn)?;
     Ok(TrainOutcome {
-        cnn,
+        cnn: Cnn::from_net(&net)?,
         epochs_completed,
         test_accuracy,
         is_cancelled,
     })
+}
+
+/// The index of the largest value (the first of ties).
+pub fn argmax(z: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in z.iter().enumerate() {
+        if v > z[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// The number of classes of the network to train: the starting model's, or the extra
@@ -263,27 +282,6 @@ fn classes_of(start: Option<&Cnn>, extra: Option<&ExtraSet>) -> Result<usize, Tr
     Ok(classes)
 }
 
-/// The network's tensors as optimiser variables, and the network made of them.
-fn trainable(init: &Cnn) -> Result<(Vec<Var>, Cnn), TrainError> {
-    let vars: Vec<Var> = init
-        .named_tensors()
-        .iter()
-        .map(|(_, t)| Var::from_tensor(t))
-        .collect::<Result<_, _>>()?;
-    let t = |i: usize| vars[i].as_tensor().clone();
-    let cnn = Cnn {
-        conv0_w: t(0),
-        conv0_b: t(1),
-        conv1_w: t(2),
-        conv1_b: t(3),
-        fc_w: t(4),
-        fc_b: t(5),
-        softmax_w: t(6),
-        softmax_b: t(7),
-    };
-    Ok((vars, cnn))
-}
-
 /// What a training batch is drawn from: the training images (the first `n`) and the extra
 /// images with soft targets (indices past `n`, modulo their count `n_extra`).
 struct Batch<'a> {
@@ -295,68 +293,33 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// The cross-entropy of `cnn` on the images `idx` (hard labels, or soft targets when
-    /// there are extra images), the logits, and each image's label (none for extra images).
+    /// The pixels of the images `idx`, their soft targets when there are extra images (M×K,
+    /// one-hot for the training images), and each image's label (none for extra images).
     #[allow(clippy::type_complexity)]
-    fn loss(
-        &self,
-        cnn: &Cnn,
-        idx: &[usize],
-    ) -> Result<(Tensor, Tensor, Vec<Option<u32>>), TrainError> {
-        Ok(match self.extra {
-            None => {
-                let x =
-                    Tensor::from_vec(self.train.batch_f32(idx), (idx.len(), PIXELS), &Device::Cpu)?;
-                let labels: Vec<u32> = idx.iter().map(|&i| self.train.labels[i] as u32).collect();
-                let y = Tensor::from_slice(&labels, idx.len(), &Device::Cpu)?;
-                let logits = cnn.logits(&x)?;
-                let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-                (
-                    loss,
-                    logits,
-                    labels.into_iter().map(Some).collect::<Vec<_>>(),
-                )
+    fn inputs(&self, idx: &[usize]) -> (Vec<f32>, Option<Vec<f32>>, Vec<Option<u32>>) {
+        let Some(e) = self.extra else {
+            let labels = idx
+                .iter()
+                .map(|&i| Some(self.train.labels[i] as u32))
+                .collect();
+            return (self.train.batch_f32(idx), None, labels);
+        };
+        let mut x = Vec::with_capacity(idx.len() * PIXELS);
+        let mut t = vec![0f32; idx.len() * self.classes];
+        let mut labels = Vec::with_capacity(idx.len());
+        for (row, &i) in idx.iter().enumerate() {
+            if i < self.n {
+                x.extend(self.train.image(i).iter().map(|&p| p as f32 / 255.0));
+                t[row * self.classes + self.train.labels[i] as usize] = 1.0;
+                labels.push(Some(self.train.labels[i] as u32));
+            } else {
+                let j = (i - self.n) % self.n_extra;
+                x.extend_from_slice(&e.images[j * PIXELS..(j + 1) * PIXELS]);
+                t[row * self.classes..(row + 1) * self.classes]
+                    .copy_from_slice(&e.targets[j * self.classes..(j + 1) * self.classes]);
+                labels.push(None);
             }
-            Some(e) => {
-                let mut x = Vec::with_capacity(idx.len() * PIXELS);
-                let mut t = vec![0f32; idx.len() * self.classes];
-                let mut labels = Vec::with_capacity(idx.len());
-                for (row, &i) in idx.iter().enumerate() {
-                    if i < self.n {
-                        x.extend(self.train.image(i).iter().map(|&p| p as f32 / 255.0));
-                        t[row * self.classes + self.train.labels[i] as usize] = 1.0;
-                        labels.push(Some(self.train.labels[i] as u32));
-                    } else {
-                        let j = (i - self.n) % self.n_extra;
-                        x.extend_from_slice(&e.images[j * PIXELS..(j + 1) * PIXELS]);
-                        t[row * self.classes..(row + 1) * self.classes]
-                            .copy_from_slice(&e.targets[j * self.classes..(j + 1) * self.classes]);
-                        labels.push(None);
-                    }
-                }
-                let x = Tensor::from_vec(x, (idx.len(), PIXELS), &Device::Cpu)?;
-                let t = Tensor::from_vec(t, (idx.len(), self.classes), &Device::Cpu)?;
-                let logits = cnn.logits(&x)?;
-                let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-                let loss = (t * logp)?.sum(D::Minus1)?.mean(0)?.neg()?;
-                (loss, logits, labels)
-            }
-        })
+        }
+        (x, Some(t), labels)
     }
-}
-
-/// The trained network detached from the optimiser's variables.
-fn detached(cnn: &Cnn) -> Result<Cnn, TrainError> {
-    let own = |t: &Tensor| t.detach().copy();
-    let cnn = Cnn {
-        conv0_w: own(&cnn.conv0_w)?,
-        conv0_b: own(&cnn.conv0_b)?,
-        conv1_w: own(&cnn.conv1_w)?,
-        conv1_b: own(&cnn.conv1_b)?,
-        fc_w: own(&cnn.fc_w)?,
-        fc_b: own(&cnn.fc_b)?,
-        softmax_w: own(&cnn.softmax_w)?,
-        softmax_b: own(&cnn.softmax_b)?,
-    };
-    Ok(cnn)
 }

@@ -1,4 +1,4 @@
-//! Matrix products for the engine's hot path, straight on the `gemm` crate that candle itself
+//! Matrix products for the network core, straight on the `gemm` crate that candle itself
 //! uses on the CPU: no tensor allocation, and strided operands (a transposed matrix is free).
 
 use gemm::Parallelism;

@@ -1,0 +1,291 @@
+//! The per-layer kernels of the network core, on NHWC activations with one image per row:
+//! patch extraction (im2col) and its adjoint, max-pool and its adjoint, bias and ReLU helpers,
+//! softmax. Matrix products are in `linalg`; work is split across images with rayon.
+
+use rayon::prelude::*;
+
+use super::arch::Shape;
+
+/// A convolution's geometry: input shape, kernel, stride, padding and output size.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvGeom {
+    pub input: Shape,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl ConvGeom {
+    /// Values in one patch (kernel × kernel × input channels).
+    pub fn patch(&self) -> usize {
+        self.kernel * self.kernel * self.input.c
+    }
+
+    /// Output positions of one image.
+    pub fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// The input pixel (y, x) that kernel offset (ky, kx) reads at output position (oy, ox),
+    /// or `None` in the zero padding.
+    #[inline]
+    fn source(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
+        let y = (oy * self.stride + ky).checked_sub(self.pad)?;
+        let x = (ox * self.stride + kx).checked_sub(self.pad)?;
+        (y < self.input.h && x < self.input.w).then_some((y, x))
+    }
+}
+
+/// Patches of `m` NHWC images: row (image, oy, ox), columns (ky, kx, c).
+pub fn im2col(x: &[f32], m: usize, g: &ConvGeom, col: &mut Vec<f32>) {
+    let (patch, c) = (g.patch(), g.input.c);
+    col.resize(m * g.positions() * patch, 0.0);
+    col.par_chunks_mut(g.positions() * patch)
+        .zip(x.par_chunks(g.input.len()))
+        .for_each(|(out, img)| {
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    let row = &mut out[(oy * g.out_w + ox) * patch..][..patch];
+                    for ky in 0..g.kernel {
+                        for kx in 0..g.kernel {
+                            let dst = &mut row[(ky * g.kernel + kx) * c..][..c];
+                            match g.source(oy, ox, ky, kx) {
+                                Some((y, xx)) => {
+                                    dst.copy_from_slice(&img[(y * g.input.w + xx) * c..][..c])
+                                }
+                                None => dst.fill(0.0),
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The adjoint of [`im2col`]: adds every patch entry onto the input value it came from.
+/// `out` holds `m` images and is added to, not overwritten.
+pub fn col2im_add(col: &[f32], m: usize, g: &ConvGeom, out: &mut [f32]) {
+    let (patch, c) = (g.patch(), g.input.c);
+    out.par_chunks_mut(g.input.len())
+        .zip(col.par_chunks(g.positions() * patch))
+        .take(m)
+        .for_each(|(img, rows)| {
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    let row = &rows[(oy * g.out_w + ox) * patch..][..patch];
+                    for ky in 0..g.kernel {
+                        for kx in 0..g.kernel {
+                            if let Some((y, xx)) = g.source(oy, ox, ky, kx) {
+                                let src = &row[(ky * g.kernel + kx) * c..][..c];
+                                let dst = &mut img[(y * g.input.w + xx) * c..][..c];
+                                for (d, v) in dst.iter_mut().zip(src) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// A max-pool's geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolGeom {
+    pub input: Shape,
+    pub window: usize,
+    pub stride: usize,
+    pub out: Shape,
+}
+
+/// Max-pool of `m` NHWC images; records which window position won (row-major in the window;
+/// the first of tied maxima, as PyTorch).
+pub fn max_pool(x: &[f32], m: usize, g: &PoolGeom, out: &mut Vec<f32>, arg: &mut Vec<u8>) {
+    let (c, n) = (g.input.c, g.out.len());
+    out.resize(m * n, 0.0);
+    arg.resize(m * n, 0);
+    out.par_chunks_mut(n)
+        .zip(arg.par_chunks_mut(n))
+        .zip(x.par_chunks(g.input.len()))
+        .for_each(|((po, ar), img)| {
+            for py in 0..g.out.h {
+                for px in 0..g.out.w {
+                    let o = (py * g.out.w + px) * c;
+                    po[o..o + c].fill(f32::NEG_INFINITY);
+                    for dy in 0..g.window {
+                        for dx in 0..g.window {
+                            let at = ((py * g.stride + dy) * g.input.w + px * g.stride + dx) * c;
+                            let q = (dy * g.window + dx) as u8;
+                            for ch in 0..c {
+                                let v = img[at + ch];
+                                // NaN wins too, so it is carried forward rather than hidden.
+                                if v > po[o + ch] || v.is_nan() {
+                                    po[o + ch] = v;
+                                    ar[o + ch] = q;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// The adjoint of [`max_pool`]: each pooled gradient goes to its window's winner. `out` is
+/// overwritten (sized to the input).
+pub fn max_unpool(gy: &[f32], arg: &[u8], m: usize, g: &PoolGeom, out: &mut Vec<f32>) {
+    let c = g.input.c;
+    out.clear();
+    out.resize(m * g.input.len(), 0.0);
+    out.par_chunks_mut(g.input.len())
+        .zip(gy.par_chunks(g.out.len()).zip(arg.par_chunks(g.out.len())))
+        .for_each(|(o, (gi, ai))| {
+            for py in 0..g.out.h {
+                for px in 0..g.out.w {
+                    for ch in 0..c {
+                        let i = (py * g.out.w + px) * c + ch;
+                        let q = ai[i] as usize;
+                        let (dy, dx) = (q / g.window, q % g.window);
+                        o[((py * g.stride + dy) * g.input.w + px * g.stride + dx) * c + ch] +=
+                            gi[i];
+                    }
+                }
+            }
+        });
+}
+
+/// Sets every row of `out` (rows of `bias.len()`) to `bias`.
+pub fn fill_rows(out: &mut [f32], bias: &[f32]) {
+    for row in out.chunks_exact_mut(bias.len()) {
+        row.copy_from_slice(bias);
+    }
+}
+
+/// Adds the column sums of `g` (rows of `sums.len()`) to `sums`, in f64 per column so a
+/// large batch does not lose the small terms.
+pub fn add_column_sums(g: &[f32], sums: &mut [f32]) {
+    let n = sums.len();
+    if n == 0 {
+        return;
+    }
+    // Blocks of rows in parallel, then the blocks' sums in order (the same result whatever
+    // the thread count).
+    let block = 256;
+    let partial: Vec<Vec<f64>> = g
+        .par_chunks(block * n)
+        .map(|rows| {
+            let mut acc = vec![0f64; n];
+            for r in rows.chunks_exact(n) {
+                for (a, &v) in acc.iter_mut().zip(r) {
+                    *a += v as f64;
+                }
+            }
+            acc
+        })
+        .collect();
+    for p in partial {
+        for (s, v) in sums.iter_mut().zip(p) {
+            *s += v as f32;
+        }
+    }
+}
+
+/// ReLU of `x` into `out`.
+pub fn relu(x: &[f32], out: &mut Vec<f32>) {
+    out.resize(x.len(), 0.0);
+    out.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(o, x)| {
+            for (o, &v) in o.iter_mut().zip(x) {
+                *o = v.max(0.0);
+            }
+        });
+}
+
+/// ReLU of `x` in place.
+pub fn relu_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(1 << 14).for_each(|x| {
+        for v in x {
+            *v = v.max(0.0);
+        }
+    });
+}
+
+/// Zeroes the gradient where the ReLU's output `y` is not positive (its derivative is 0 at 0).
+pub fn relu_back(y: &[f32], g: &mut [f32]) {
+    g.par_chunks_mut(1 << 14)
+        .zip(y.par_chunks(1 << 14))
+        .for_each(|(g, y)| {
+            for (g, &v) in g.iter_mut().zip(y) {
+                if v <= 0.0 {
+                    *g = 0.0;
+                }
+            }
+        });
+}
+
+/// Row-wise, numerically stable softmax of the rows of `z` (rows of `k`) into `p`.
+pub fn softmax_rows(z: &[f32], k: usize, p: &mut Vec<f32>) {
+    p.resize(z.len(), 0.0);
+    for (z, p) in z.chunks_exact(k).zip(p.chunks_exact_mut(k)) {
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for (pi, zi) in p.iter_mut().zip(z) {
+            *pi = (zi - max).exp();
+            sum += *pi;
+        }
+        for pi in p.iter_mut() {
+            *pi /= sum;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ⟨im2col(x), c⟩ = ⟨x, col2im(c)⟩ for a strided, padded geometry: the two are adjoint.
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        let g = ConvGeom {
+            input: Shape { c: 3, h: 7, w: 6 },
+            kernel: 3,
+            stride: 2,
+            pad: 1,
+            out_h: 4,
+            out_w: 3,
+        };
+        let m = 2;
+        let x: Vec<f32> = (0..m * 126).map(|i| (i as f32 * 0.7).sin()).collect();
+        let mut col = Vec::new();
+        im2col(&x, m, &g, &mut col);
+        let c: Vec<f32> = (0..col.len()).map(|i| (i as f32 * 0.3).cos()).collect();
+        let lhs: f64 = col.iter().zip(&c).map(|(a, b)| (a * b) as f64).sum();
+        let mut back = vec![0.0; x.len()];
+        col2im_add(&c, m, &g, &mut back);
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (a * b) as f64).sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0),
+            "{lhs} vs {rhs}"
+        );
+    }
+
+    #[test]
+    fn overlapping_pools_route_every_gradient_to_its_winner() {
+        // One channel, 3×3 input, window 2 stride 1: the centre (the maximum) wins all four.
+        let g = PoolGeom {
+            input: Shape { c: 1, h: 3, w: 3 },
+            window: 2,
+            stride: 1,
+            out: Shape { c: 1, h: 2, w: 2 },
+        };
+        let x = [0., 1., 0., 1., 5., 1., 0., 1., 0.];
+        let (mut y, mut arg, mut gx) = (Vec::new(), Vec::new(), Vec::new());
+        max_pool(&x, 1, &g, &mut y, &mut arg);
+        assert_eq!(y, [5.0; 4]);
+        max_unpool(&[1.0, 2.0, 3.0, 4.0], &arg, 1, &g, &mut gx);
+        assert_eq!(gx, [0., 0., 0., 0., 10., 0., 0., 0., 0.]);
+    }
+}

@@ -1,0 +1,459 @@
+//! A network with its weights: the forward pass that keeps what the backward needs, and the
+//! backward pass that takes gradients arriving at the logits and at any tap and returns the
+//! gradient with respect to the input, the weights, or both.
+
+use super::arch::{Arch, ArchError, Layer, Shape, Tap};
+use super::kernels::{
+    ConvGeom, PoolGeom, add_column_sums, col2im_add, fill_rows, im2col, max_pool, max_unpool, relu,
+    relu_back, relu_in_place, softmax_rows,
+};
+use super::linalg::{Mat, matmul};
+
+/// A network: its description and its parameters in the core's layout.
+///
+/// # Layout
+/// A convolution's weight is `[out, ky, kx, in]` (a row per output channel, in patch order); a
+/// linear layer's is `[out, in]` with the inputs in NHWC order when they come from a flattened
+/// image. Parameters are listed in [`Arch::params`] order (each layer's weight, then its bias).
+#[derive(Clone, Debug)]
+pub struct Net {
+    arch: Arch,
+    shapes: Vec<Shape>,
+    taps: Vec<Tap>,
+    params: Vec<Vec<f32>>,
+    /// For each layer, the index of its weight in `params` (its bias follows).
+    slot: Vec<Option<usize>>,
+    /// For each layer, whether it is a ReLU applied in place on its input's buffer (the
+    /// input is no tap, and nothing else reads it: a convolution's backward needs only its
+    /// input and the gradient at its output).
+    in_place: Vec<bool>,
+}
+
+/// Images a convolution patches at once: larger batches are cut into chunks, so the patch
+/// matrix stays bounded (about 320 MB for the original's conv1) whatever the batch.
+pub const CHUNK: usize = 512;
+
+/// Gradients (or Adam moments) with the shapes of a network's parameters.
+pub type Grads = Vec<Vec<f32>>;
+
+/// The forward pass of a batch of M images, kept for the backward: every layer's output, the
+/// convolutions' patch matrices and the pools' winners, plus scratch for the backward.
+#[derive(Default, Clone, Debug)]
+pub struct Acts {
+    pub m: usize,
+    pub input: Vec<f32>,
+    /// Each layer's output, M rows of its shape (stale for a layer whose output a ReLU took
+    /// over in place: read outputs through [`Acts::layer`]).
+    outs: Vec<Vec<f32>>,
+    /// Whether `outs[i]` holds layer i's output.
+    kept: Vec<bool>,
+    /// Softmax of the logits, M×K.
+    pub probs: Vec<f32>,
+    cols: Vec<Vec<f32>>,
+    args: Vec<Vec<u8>>,
+    scratch: [Vec<f32>; 3],
+}
+
+impl Acts {
+    /// The logits, M×K.
+    pub fn logits(&self) -> &[f32] {
+        self.outs.last().map_or(&[][..], |v| v.as_slice())
+    }
+
+    /// Layer i's output (M rows of its shape), unless a ReLU after it took it over in place.
+    pub fn layer(&self, i: usize) -> Option<&[f32]> {
+        self.kept
+            .get(i)
+            .copied()
+            .unwrap_or(false)
+            .then(|| self.outs[i].as_slice())
+    }
+}
+
+/// What a backward pass computes besides the gradients it propagates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    /// The gradient with respect to the input images.
+    pub input: bool,
+    /// The gradients with respect to the parameters (added to the `Grads` given).
+    pub weights: bool,
+}
+
+impl Net {
+    /// A network of `arch` with parameters in the core's layout (see [`Net`]).
+    pub fn new(arch: Arch, params: Vec<Vec<f32>>) -> Result<Self, NetError> {
+        let shapes = arch.shapes()?;
+        let taps = arch.taps()?;
+        let specs = arch.params()?;
+        if specs.len() != params.len() {
+            return Err(NetError::Count(specs.len(), params.len()));
+        }
+        for (spec, p) in specs.iter().zip(&params) {
+            let want: usize = spec.torch_shape.iter().product();
+            if want != p.len() {
+                return Err(NetError::Size(spec.name.clone(), want, p.len()));
+            }
+        }
+        let mut slot = vec![None; arch.layers.len()];
+        for (i, spec) in specs.iter().enumerate().step_by(2) {
+            slot[spec.layer] = Some(i);
+        }
+        let in_place = (0..arch.layers.len())
+            .map(|i| {
+                i > 0
+                    && arch.layers[i] == Layer::Relu
+                    && matches!(arch.layers[i - 1], Layer::Conv { .. })
+                    && !taps.iter().any(|t| t.after == Some(i - 1))
+            })
+            .collect();
+        Ok(Self {
+            arch,
+            shapes,
+            taps,
+            params,
+            slot,
+            in_place,
+        })
+    }
+
+    /// A network of `arch` from parameters in PyTorch's layout (convolution weights `[out, in,
+    /// ky, kx]`, flattened features in (c, h, w) order), in [`Arch::params`] order.
+    pub fn from_torch(arch: Arch, torch: Vec<Vec<f32>>) -> Result<Self, NetError> {
+        let mut net = Self::new(arch, torch)?;
+        for layer in 0..net.arch.layers.len() {
+            if let Some(w) = net.slot[layer] {
+                let p = std::mem::take(&mut net.params[w]);
+                net.params[w] = net.permute(layer, &p, true);
+            }
+        }
+        Ok(net)
+    }
+
+    /// The parameters in PyTorch's layout, in [`Arch::params`] order.
+    pub fn to_torch(&self) -> Vec<Vec<f32>> {
+        self.torch_layout(&self.params)
+    }
+
+    /// Values shaped like the parameters (gradients, say) moved to PyTorch's layout.
+    pub fn torch_layout(&self, values: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let mut out = values.to_vec();
+        for layer in 0..self.arch.layers.len() {
+            if let Some(w) = self.slot[layer] {
+                out[w] = self.permute(layer, &values[w], false);
+            }
+        }
+        out
+    }
+
+    /// A weight moved between PyTorch's layout and the core's (`to_core`) or back.
+    fn permute(&self, layer: usize, w: &[f32], to_core: bool) -> Vec<f32> {
+        let input = self.arch.input_of(&self.shapes, layer);
+        // (rows, a, b): each row is an a×b block stored a-major in PyTorch, b-major here.
+        let (a, b) = match self.arch.layers[layer] {
+            Layer::Conv { kernel, .. } => (input.c, kernel * kernel),
+            Layer::Linear { .. } => {
+                let s = self.spatial_source(layer);
+                (s.c, s.h * s.w)
+            }
+            _ => return w.to_vec(),
+        };
+        let mut out = vec![0.0; w.len()];
+        for (src, dst) in w.chunks_exact(a * b).zip(out.chunks_exact_mut(a * b)) {
+            for i in 0..a {
+                for j in 0..b {
+                    if to_core {
+                        dst[j * a + i] = src[i * b + j];
+                    } else {
+                        dst[i * b + j] = src[j * a + i];
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The shape whose flattening a linear layer reads (the input itself when flat).
+    fn spatial_source(&self, layer: usize) -> Shape {
+        let mut i = layer;
+        while i > 0 && matches!(self.arch.layers[i - 1], Layer::Flatten | Layer::Relu) {
+            i -= 1;
+        }
+        self.arch.input_of(&self.shapes, i)
+    }
+
+    pub fn arch(&self) -> &Arch {
+        &self.arch
+    }
+
+    pub fn taps(&self) -> &[Tap] {
+        &self.taps
+    }
+
+    pub fn params(&self) -> &[Vec<f32>] {
+        &self.params
+    }
+
+    pub fn params_mut(&mut self) -> &mut [Vec<f32>] {
+        &mut self.params
+    }
+
+    /// Values of one input image.
+    pub fn input_len(&self) -> usize {
+        self.arch.input.len()
+    }
+
+    pub fn classes(&self) -> usize {
+        self.arch.classes()
+    }
+
+    /// Zero gradients shaped like the parameters.
+    pub fn zero_grads(&self) -> Grads {
+        self.params.iter().map(|p| vec![0.0; p.len()]).collect()
+    }
+
+    /// A tap's values in a forward record, M rows of the tap's size.
+    pub fn tap<'a>(&self, a: &'a Acts, tap: usize) -> &'a [f32] {
+        match self.taps[tap].after {
+            None => &a.input,
+            Some(l) => &a.outs[l],
+        }
+    }
+
+    fn conv_geom(&self, layer: usize) -> ConvGeom {
+        let input = self.arch.input_of(&self.shapes, layer);
+        let out = self.shapes[layer];
+        match self.arch.layers[layer] {
+            Layer::Conv {
+                kernel,
+                stride,
+                pad,
+                ..
+            } => ConvGeom {
+                input,
+                kernel,
+                stride,
+                pad,
+                out_h: out.h,
+                out_w: out.w,
+            },
+            _ => unreachable!("conv_geom of a layer that is not a convolution"),
+        }
+    }
+
+    fn pool_geom(&self, layer: usize) -> PoolGeom {
+        let input = self.arch.input_of(&self.shapes, layer);
+        match self.arch.layers[layer] {
+            Layer::MaxPool { window, stride } => PoolGeom {
+                input,
+                window,
+                stride: stride.unwrap_or(window),
+                out: self.shapes[layer],
+            },
+            _ => unreachable!("pool_geom of a layer that is not a max-pool"),
+        }
+    }
+
+    /// Runs the network on `x` (M rows of [`Self::input_len`] values), filling `a`.
+    pub fn forward(&self, x: &[f32], a: &mut Acts) {
+        let m = x.len() / self.input_len();
+        let n = self.arch.layers.len();
+        a.m = m;
+        a.input.clear();
+        a.input.extend_from_slice(&x[..m * self.input_len()]);
+        a.outs.resize_with(n, Vec::new);
+        a.cols.resize_with(n, Vec::new);
+        a.args.resize_with(n, Vec::new);
+        a.kept.clear();
+        a.kept.resize(n, true);
+        for i in 0..n {
+            if self.in_place[i] {
+                // Swapped rather than moved, so both buffers keep their capacity.
+                a.outs.swap(i - 1, i);
+                a.kept[i - 1] = false;
+                relu_in_place(&mut a.outs[i]);
+                continue;
+            }
+            let (before, rest) = a.outs.split_at_mut(i);
+            let x = if i == 0 { &a.input } else { &before[i - 1] };
+            let out = &mut rest[0];
+            match self.arch.layers[i] {
+                Layer::Conv { out: c, .. } => {
+                    let g = self.conv_geom(i);
+                    let w = self.slot[i].unwrap_or(0);
+                    let (pin, pout) = (g.input.len(), self.shapes[i].len());
+                    out.resize(m * pout, 0.0);
+                    fill_rows(out, &self.params[w + 1]);
+                    // Patches a chunk of images at a time: the patch matrix is the largest
+                    // buffer (627 KB an image for the original's conv1).
+                    for lo in (0..m).step_by(CHUNK) {
+                        let hi = (lo + CHUNK).min(m);
+                        im2col(&x[lo * pin..hi * pin], hi - lo, &g, &mut a.cols[i]);
+                        matmul(
+                            Mat::rows(&a.cols[i], (hi - lo) * g.positions(), g.patch()),
+                            Mat::rows(&self.params[w], c, g.patch()).t(),
+                            &mut out[lo * pout..hi * pout],
+                            true,
+                        );
+                    }
+                }
+                Layer::Linear { out: k } => {
+                    let w = self.slot[i].unwrap_or(0);
+                    let d = self.arch.input_of(&self.shapes, i).len();
+                    out.resize(m * k, 0.0);
+                    fill_rows(out, &self.params[w + 1]);
+                    matmul(
+                        Mat::rows(x, m, d),
+                        Mat::rows(&self.params[w], k, d).t(),
+                        out,
+                        true,
+                    );
+                }
+                Layer::Relu => relu(x, out),
+                Layer::MaxPool { .. } => max_pool(x, m, &self.pool_geom(i), out, &mut a.args[i]),
+                Layer::Flatten => {
+                    out.clear();
+                    out.extend_from_slice(x);
+                }
+            }
+        }
+        softmax_rows(&a.outs[n - 1], self.classes(), &mut a.probs);
+    }
+
+    /// The backward pass of the forward `a`: `g_logits` (M×K, empty for zero) and `tap_grads`
+    /// (one per tap, empty for zero) are the gradients of a scalar cost at the logits and the
+    /// taps. Adds the weight gradients to `grads` when `want.weights`, and returns the
+    /// gradient with respect to the input (M rows) when `want.input` (else an empty vector).
+    pub fn backward(
+        &self,
+        a: &mut Acts,
+        g_logits: &[f32],
+        tap_grads: &[&[f32]],
+        want: Want,
+        grads: &mut Grads,
+    ) -> Vec<f32> {
+        let m = a.m;
+        let n = self.arch.layers.len();
+        let [mut g, mut gx, mut dcol] = std::mem::take(&mut a.scratch);
+        g.clear();
+        if g_logits.is_empty() {
+            g.resize(m * self.classes(), 0.0);
+        } else {
+            g.extend_from_slice(g_logits);
+        }
+        for i in (0..n).rev() {
+            for (t, tap) in self.taps.iter().enumerate() {
+                if tap.after == Some(i) && tap_grads.get(t).is_some_and(|v| !v.is_empty()) {
+                    for (gi, v) in g.iter_mut().zip(tap_grads[t]) {
+                        *gi += v;
+                    }
+                }
+            }
+            let input = self.arch.input_of(&self.shapes, i);
+            let x = if i == 0 { &a.input } else { &a.outs[i - 1] };
+            // Whether anything below this layer needs its input gradient.
+            let need_gx = i > 0 || want.input;
+            match self.arch.layers[i] {
+                Layer::Conv { out: c, .. } => {
+                    let geo = self.conv_geom(i);
+                    let (pin, pout, patch) = (input.len(), self.shapes[i].len(), geo.patch());
+                    let w = self.slot[i].unwrap_or(0);
+                    if need_gx {
+                        gx.clear();
+                        gx.resize(m * pin, 0.0);
+                    }
+                    for lo in (0..m).step_by(CHUNK) {
+                        let hi = (lo + CHUNK).min(m);
+                        let rows = (hi - lo) * geo.positions();
+                        let g = &g[lo * pout..hi * pout];
+                        if want.weights {
+                            if m > CHUNK {
+                                // The forward kept only the last chunk's patches.
+                                im2col(&x[lo * pin..hi * pin], hi - lo, &geo, &mut a.cols[i]);
+                            }
+                            matmul(
+                                Mat::rows(g, rows, c).t(),
+                                Mat::rows(&a.cols[i], rows, patch),
+                                &mut grads[w],
+                                true,
+                            );
+                        }
+                        if need_gx {
+                            dcol.resize(rows * patch, 0.0);
+                            matmul(
+                                Mat::rows(g, rows, c),
+                                Mat::rows(&self.params[w], c, patch),
+                                &mut dcol,
+                                false,
+                            );
+                            col2im_add(&dcol, hi - lo, &geo, &mut gx[lo * pin..hi * pin]);
+                        }
+                    }
+                    if want.weights {
+                        add_column_sums(&g, &mut grads[w + 1]);
+                    }
+                }
+                Layer::Linear { out: k } => {
+                    let d = input.len();
+                    let w = self.slot[i].unwrap_or(0);
+                    if want.weights {
+                        let (gw, gb) = two(grads, w);
+                        matmul(Mat::rows(&g, m, k).t(), Mat::rows(x, m, d), gw, true);
+                        add_column_sums(&g, gb);
+                    }
+                    if need_gx {
+                        gx.resize(m * d, 0.0);
+                        matmul(
+                            Mat::rows(&g, m, k),
+                            Mat::rows(&self.params[w], k, d),
+                            &mut gx,
+                            false,
+                        );
+                    }
+                }
+                Layer::Relu => {
+                    relu_back(&a.outs[i], &mut g);
+                    std::mem::swap(&mut g, &mut gx);
+                }
+                Layer::MaxPool { .. } => {
+                    max_unpool(&g, &a.args[i], m, &self.pool_geom(i), &mut gx);
+                }
+                Layer::Flatten => std::mem::swap(&mut g, &mut gx),
+            }
+            if !need_gx {
+                break;
+            }
+            std::mem::swap(&mut g, &mut gx);
+        }
+        let result = if want.input {
+            if let Some(t) = self.taps.iter().position(|t| t.after.is_none())
+                && let Some(extra) = tap_grads.get(t).filter(|v| !v.is_empty())
+            {
+                for (gi, v) in g.iter_mut().zip(*extra) {
+                    *gi += v;
+                }
+            }
+            g.clone()
+        } else {
+            Vec::new()
+        };
+        a.scratch = [g, gx, dcol];
+        result
+    }
+}
+
+/// A weight's gradient and its bias's, both borrowed mutably.
+fn two(grads: &mut Grads, w: usize) -> (&mut [f32], &mut [f32]) {
+    let (a, b) = grads.split_at_mut(w + 1);
+    (&mut a[w], &mut b[0])
+}
+
+/// Why a network cannot be made from the given parameters.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Arch(#[from] ArchError),
+    #[error("the architecture has {0} parameter tensors, {1} were given")]
+    Count(usize, usize),
+    #[error("{0}: the architecture needs {1} values, {2} were given")]
+    Size(String, usize, usize),
+}
