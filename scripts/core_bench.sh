@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BACKWORK:-target/release/backwork}
-train=$("$bin" bench train --steps 30)
+train=$("$bin" bench train --steps 55)
 eval=$("$bin" bench eval)
 bw=$("$bin" bench backwork --steps 10)
-pt=$(python3 scripts/pytorch_core_bench.py --steps 30)
+pt=$(python3 scripts/pytorch_core_bench.py --steps 50)
 ptb=$(python3 scripts/pytorch_backwork_bench.py --steps 10)
 printf '%s\n' "$train" "$eval" "$bw" "$pt" "$ptb"
 python3 - "$train" "$eval" "$bw" "$pt" "$ptb" <<'PY'

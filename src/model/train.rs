@@ -201,9 +201,6 @@ pub fn train_from(
             if !loss_v.is_finite() {
                 return Err(TrainError::Diverged(loss_v, epoch + 1, b + 1));
             }
-            for g in &mut grads {
-                g.fill(0.0);
-            }
             net.backward(&mut acts, &g_logits, &[], weights_only, &mut grads);
             opt.step(net.params_mut(), &grads);
             // Running accuracy over the training images (extra images have no single label).

@@ -27,20 +27,37 @@ impl ConvGeom {
     pub fn positions(&self) -> usize {
         self.out_h * self.out_w
     }
-
-    /// The input pixel (y, x) that kernel offset (ky, kx) reads at output position (oy, ox),
-    /// or `None` in the zero padding.
-    #[inline]
-    fn source(&self, oy: usize, ox: usize, ky: usize, kx: usize) -> Option<(usize, usize)> {
-        let y = (oy * self.stride + ky).checked_sub(self.pad)?;
-        let x = (ox * self.stride + kx).checked_sub(self.pad)?;
-        (y < self.input.h && x < self.input.w).then_some((y, x))
-    }
 }
 
-/// Patches of `m` NHWC images: row (image, oy, ox), columns (ky, kx, c).
+/// For kernel row `ky` at output position (oy, ox): the input row it reads and the span of
+/// kernel columns `kx0..kx1` that fall inside the image, starting at input column `ix0`; `None`
+/// when the whole kernel row lies in the zero padding.
+#[inline]
+fn kernel_row_span(
+    g: &ConvGeom,
+    oy: usize,
+    ox: usize,
+    ky: usize,
+) -> Option<(usize, usize, usize, usize)> {
+    let y = (oy * g.stride + ky).checked_sub(g.pad)?;
+    if y >= g.input.h {
+        return None;
+    }
+    // Input column of kernel column kx is ox·stride + kx − pad.
+    let left = ox * g.stride;
+    let kx0 = g.pad.saturating_sub(left);
+    let kx1 = (g.input.w + g.pad).saturating_sub(left).min(g.kernel);
+    if kx0 >= kx1 {
+        return None;
+    }
+    Some((y, kx0, kx1, left + kx0 - g.pad))
+}
+
+/// Patches of `m` NHWC images: row (image, oy, ox), columns (ky, kx, c). A kernel row's
+/// columns read adjacent input pixels, so each is one contiguous copy of up to kernel × c
+/// values.
 pub fn im2col(x: &[f32], m: usize, g: &ConvGeom, col: &mut Vec<f32>) {
-    let (patch, c) = (g.patch(), g.input.c);
+    let (patch, c, k) = (g.patch(), g.input.c, g.kernel);
     col.resize(m * g.positions() * patch, 0.0);
     col.par_chunks_mut(g.positions() * patch)
         .zip(x.par_chunks(g.input.len()))
@@ -48,15 +65,17 @@ pub fn im2col(x: &[f32], m: usize, g: &ConvGeom, col: &mut Vec<f32>) {
             for oy in 0..g.out_h {
                 for ox in 0..g.out_w {
                     let row = &mut out[(oy * g.out_w + ox) * patch..][..patch];
-                    for ky in 0..g.kernel {
-                        for kx in 0..g.kernel {
-                            let dst = &mut row[(ky * g.kernel + kx) * c..][..c];
-                            match g.source(oy, ox, ky, kx) {
-                                Some((y, xx)) => {
-                                    dst.copy_from_slice(&img[(y * g.input.w + xx) * c..][..c])
-                                }
-                                None => dst.fill(0.0),
+                    for ky in 0..k {
+                        let dst = &mut row[ky * k * c..][..k * c];
+                        match kernel_row_span(g, oy, ox, ky) {
+                            Some((y, kx0, kx1, ix0)) => {
+                                dst[..kx0 * c].fill(0.0);
+                                dst[kx0 * c..kx1 * c].copy_from_slice(
+                                    &img[(y * g.input.w + ix0) * c..][..(kx1 - kx0) * c],
+                                );
+                                dst[kx1 * c..].fill(0.0);
                             }
+                            None => dst.fill(0.0),
                         }
                     }
                 }
@@ -67,7 +86,7 @@ pub fn im2col(x: &[f32], m: usize, g: &ConvGeom, col: &mut Vec<f32>) {
 /// The adjoint of [`im2col`]: adds every patch entry onto the input value it came from.
 /// `out` holds `m` images and is added to, not overwritten.
 pub fn col2im_add(col: &[f32], m: usize, g: &ConvGeom, out: &mut [f32]) {
-    let (patch, c) = (g.patch(), g.input.c);
+    let (patch, c, k) = (g.patch(), g.input.c, g.kernel);
     out.par_chunks_mut(g.input.len())
         .zip(col.par_chunks(g.positions() * patch))
         .take(m)
@@ -75,14 +94,12 @@ pub fn col2im_add(col: &[f32], m: usize, g: &ConvGeom, out: &mut [f32]) {
             for oy in 0..g.out_h {
                 for ox in 0..g.out_w {
                     let row = &rows[(oy * g.out_w + ox) * patch..][..patch];
-                    for ky in 0..g.kernel {
-                        for kx in 0..g.kernel {
-                            if let Some((y, xx)) = g.source(oy, ox, ky, kx) {
-                                let src = &row[(ky * g.kernel + kx) * c..][..c];
-                                let dst = &mut img[(y * g.input.w + xx) * c..][..c];
-                                for (d, v) in dst.iter_mut().zip(src) {
-                                    *d += v;
-                                }
+                    for ky in 0..k {
+                        if let Some((y, kx0, kx1, ix0)) = kernel_row_span(g, oy, ox, ky) {
+                            let src = &row[(ky * k + kx0) * c..(ky * k + kx1) * c];
+                            let dst = &mut img[(y * g.input.w + ix0) * c..][..src.len()];
+                            for (d, v) in dst.iter_mut().zip(src) {
+                                *d += v;
                             }
                         }
                     }
@@ -134,18 +151,32 @@ pub fn max_pool(x: &[f32], m: usize, g: &PoolGeom, out: &mut Vec<f32>, arg: &mut
 }
 
 /// The adjoint of [`max_pool`]: each pooled gradient goes to its window's winner. `out` is
-/// overwritten (sized to the input).
-pub fn max_unpool(gy: &[f32], arg: &[u8], m: usize, g: &PoolGeom, out: &mut Vec<f32>) {
+/// overwritten (sized to the input). With `relu_below`, the pool's input is a ReLU's output
+/// and the ReLU's backward is folded in: a gradient goes through only where the pooled value
+/// `y` is positive (the winner's ReLU derivative; every other position gets none anyway).
+pub fn max_unpool(
+    gy: &[f32],
+    arg: &[u8],
+    relu_below: Option<&[f32]>,
+    m: usize,
+    g: &PoolGeom,
+    out: &mut Vec<f32>,
+) {
     let c = g.input.c;
     out.clear();
     out.resize(m * g.input.len(), 0.0);
     out.par_chunks_mut(g.input.len())
         .zip(gy.par_chunks(g.out.len()).zip(arg.par_chunks(g.out.len())))
-        .for_each(|(o, (gi, ai))| {
+        .enumerate()
+        .for_each(|(img, (o, (gi, ai)))| {
+            let y = relu_below.map(|y| &y[img * g.out.len()..][..g.out.len()]);
             for py in 0..g.out.h {
                 for px in 0..g.out.w {
                     for ch in 0..c {
                         let i = (py * g.out.w + px) * c + ch;
+                        if y.is_some_and(|y| y[i] <= 0.0) {
+                            continue;
+                        }
                         let q = ai[i] as usize;
                         let (dy, dx) = (q / g.window, q % g.window);
                         o[((py * g.stride + dy) * g.input.w + px * g.stride + dx) * c + ch] +=
@@ -163,9 +194,9 @@ pub fn fill_rows(out: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// Adds the column sums of `g` (rows of `sums.len()`) to `sums`, in f64 per column so a
-/// large batch does not lose the small terms.
-pub fn add_column_sums(g: &[f32], sums: &mut [f32]) {
+/// The column sums of `g` (rows of `sums.len()`) into `sums`, in f64 per column so a large
+/// batch does not lose the small terms.
+pub fn column_sums(g: &[f32], sums: &mut [f32]) {
     let n = sums.len();
     if n == 0 {
         return;
@@ -185,10 +216,14 @@ pub fn add_column_sums(g: &[f32], sums: &mut [f32]) {
             acc
         })
         .collect();
+    let mut total = vec![0f64; n];
     for p in partial {
-        for (s, v) in sums.iter_mut().zip(p) {
-            *s += v as f32;
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
         }
+    }
+    for (s, t) in sums.iter_mut().zip(total) {
+        *s = t as f32;
     }
 }
 
@@ -285,7 +320,7 @@ mod tests {
         let (mut y, mut arg, mut gx) = (Vec::new(), Vec::new(), Vec::new());
         max_pool(&x, 1, &g, &mut y, &mut arg);
         assert_eq!(y, [5.0; 4]);
-        max_unpool(&[1.0, 2.0, 3.0, 4.0], &arg, 1, &g, &mut gx);
+        max_unpool(&[1.0, 2.0, 3.0, 4.0], &arg, None, 1, &g, &mut gx);
         assert_eq!(gx, [0., 0., 0., 0., 10., 0., 0., 0., 0.]);
     }
 }

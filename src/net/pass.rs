@@ -4,7 +4,7 @@
 
 use super::arch::{Arch, ArchError, Layer, Shape, Tap};
 use super::kernels::{
-    ConvGeom, PoolGeom, add_column_sums, col2im_add, fill_rows, im2col, max_pool, max_unpool, relu,
+    ConvGeom, PoolGeom, col2im_add, column_sums, fill_rows, im2col, max_pool, max_unpool, relu,
     relu_back, relu_in_place, softmax_rows,
 };
 use super::linalg::{Mat, matmul};
@@ -321,7 +321,8 @@ impl Net {
 
     /// The backward pass of the forward `a`: `g_logits` (M×K, empty for zero) and `tap_grads`
     /// (one per tap, empty for zero) are the gradients of a scalar cost at the logits and the
-    /// taps. Adds the weight gradients to `grads` when `want.weights`, and returns the
+    /// taps. Writes the weight gradients into `grads` (shaped as [`Net::zero_grads`]) when
+    /// `want.weights`, and returns the
     /// gradient with respect to the input (M rows) when `want.input` (else an empty vector).
     pub fn backward(
         &self,
@@ -340,6 +341,7 @@ impl Net {
         } else {
             g.extend_from_slice(g_logits);
         }
+        let mut relu_folded = false;
         for i in (0..n).rev() {
             for (t, tap) in self.taps.iter().enumerate() {
                 if tap.after == Some(i) && tap_grads.get(t).is_some_and(|v| !v.is_empty()) {
@@ -374,7 +376,7 @@ impl Net {
                                 Mat::rows(g, rows, c).t(),
                                 Mat::rows(&a.cols[i], rows, patch),
                                 &mut grads[w],
-                                true,
+                                lo > 0,
                             );
                         }
                         if need_gx {
@@ -389,7 +391,7 @@ impl Net {
                         }
                     }
                     if want.weights {
-                        add_column_sums(&g, &mut grads[w + 1]);
+                        column_sums(&g, &mut grads[w + 1]);
                     }
                 }
                 Layer::Linear { out: k } => {
@@ -397,8 +399,8 @@ impl Net {
                     let w = self.slot[i].unwrap_or(0);
                     if want.weights {
                         let (gw, gb) = two(grads, w);
-                        matmul(Mat::rows(&g, m, k).t(), Mat::rows(x, m, d), gw, true);
-                        add_column_sums(&g, gb);
+                        matmul(Mat::rows(&g, m, k).t(), Mat::rows(x, m, d), gw, false);
+                        column_sums(&g, gb);
                     }
                     if need_gx {
                         gx.resize(m * d, 0.0);
@@ -411,11 +413,22 @@ impl Net {
                     }
                 }
                 Layer::Relu => {
-                    relu_back(&a.outs[i], &mut g);
+                    if !std::mem::take(&mut relu_folded) {
+                        relu_back(&a.outs[i], &mut g);
+                    }
                     std::mem::swap(&mut g, &mut gx);
                 }
                 Layer::MaxPool { .. } => {
-                    max_unpool(&g, &a.args[i], m, &self.pool_geom(i), &mut gx);
+                    // A ReLU right below: its backward is folded into this one.
+                    relu_folded = i > 0
+                        && self.arch.layers[i - 1] == Layer::Relu
+                        && !self.taps.iter().any(|t| t.after == Some(i - 1));
+                    let y = relu_folded.then(|| a.outs[i].as_slice());
+                    max_unpool(&g, &a.args[i], y, m, &self.pool_geom(i), &mut gx);
+                    if relu_folded {
+                        std::mem::swap(&mut g, &mut gx);
+                        continue;
+                    }
                 }
                 Layer::Flatten => std::mem::swap(&mut g, &mut gx),
             }
