@@ -8,7 +8,7 @@ both sides in one go and prints the ratios.
     python3 scripts/pytorch_core_bench.py [--steps 30]
 
 Prints one JSON object: train_images_per_s (batch 64, Adam 1e-3, steady state), eval_images_per_s
-(the 10,000 test images, batch 500), refs_s (the four taps of all 60,000 training images,
+(the 10,000 test images, the better of batch 128 and 500), refs_s (the four taps of all 60,000 training images,
 batch 500, as the reference sets need them), threads.
 """
 import argparse, gzip, json, os, time
@@ -73,11 +73,14 @@ def main():
 
     net.load_state_dict(load_file(os.path.join(ROOT, "assets", "models", "mnist-cnn.safetensors")))
     with torch.no_grad():
-        net(xte[:500])  # warm-up
-        t = time.perf_counter()
-        for s in range(0, len(xte), 500):
-            net(xte[s:s + 500]).argmax(1)
-        ev = len(xte) / (time.perf_counter() - t)
+        # PyTorch at its best batch of two (backwork's is 128).
+        ev = 0
+        for bs in (128, 500):
+            net(xte[:bs])  # warm-up
+            t = time.perf_counter()
+            for s in range(0, len(xte), bs):
+                net(xte[s:s + bs]).argmax(1)
+            ev = max(ev, len(xte) / (time.perf_counter() - t))
         t = time.perf_counter()
         for s in range(0, len(xtr), 500):
             taps, _ = net.taps(xtr[s:s + 500])

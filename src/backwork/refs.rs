@@ -14,8 +14,9 @@ use crate::model::{CONV0_DIM, CONV1_DIM, FC_UNITS};
 /// Flattened size of each tap: inputs, conv0, conv1, fc.
 pub const TAP_DIMS: [usize; 4] = [PIXELS, CONV0_DIM, CONV1_DIM, FC_UNITS];
 
-/// Images per forward pass while building: keeps the conv1 im2col buffer near 160 MB.
-const BUILD_BATCH: usize = 256;
+/// Images per forward pass while building: a batch's activations (about 200 KB an image for
+/// the original network) stay in the last-level cache between layers.
+const BUILD_BATCH: usize = 128;
 
 /// One label's reference activations.
 ///

@@ -6,11 +6,11 @@ pub mod train;
 pub mod weights;
 pub mod worst;
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 pub use weights::WeightsError;
 
-use crate::data::{PIXELS, SIDE};
+use crate::data::SIDE;
 
 /// Result type of the numeric core.
 pub type CandleResult<T> = candle_core::Result<T>;
@@ -105,22 +105,29 @@ impl Cnn {
         Ok(self.forward_taps(x)?.logits)
     }
 
-    /// Class probabilities of images given as N×784 f32 values in [0, 1].
+    /// Class probabilities of images given as N×784 f32 values in [0, 1] (on the core).
     pub fn predict(&self, pixels: &[f32]) -> CandleResult<Vec<Vec<f32>>> {
-        let n = pixels.len() / PIXELS;
-        let x = Tensor::from_slice(pixels, (n, PIXELS), &Device::Cpu)?;
-        self.forward_taps(&x)?.probs.to_vec2()
+        let k = self.num_classes();
+        let probs = self.to_net()?.probs(pixels, eval::EVAL_BATCH);
+        Ok(probs.chunks_exact(k).map(<[f32]>::to_vec).collect())
     }
 
-    /// Predicted class and its probability, per image.
+    /// Predicted class and its probability, per image (on the core).
     pub fn classify(&self, pixels: &[f32]) -> CandleResult<Vec<(usize, f32)>> {
-        let n = pixels.len() / PIXELS;
-        let x = Tensor::from_slice(pixels, (n, PIXELS), &Device::Cpu)?;
-        let probs = self.forward_taps(&x)?.probs;
-        let arg: Vec<u32> = probs.argmax(D::Minus1)?.to_vec1()?;
-        let max: Vec<f32> = probs.max(D::Minus1)?.to_vec1()?;
-        Ok(arg.into_iter().map(|a| a as usize).zip(max).collect())
+        Ok(classify_net(&self.to_net()?, pixels))
     }
+}
+
+/// Predicted class and its probability, per image of `pixels` (N×784 in [0, 1]).
+pub fn classify_net(net: &crate::net::Net, pixels: &[f32]) -> Vec<(usize, f32)> {
+    let k = net.classes();
+    net.probs(pixels, eval::EVAL_BATCH)
+        .chunks_exact(k)
+        .map(|p| {
+            let c = train::argmax(p);
+            (c, p[c])
+        })
+        .collect()
 }
 
 /// 5×5 convolution (stride 1, padding 2), bias, ReLU, 2×2 max-pool.

@@ -173,7 +173,7 @@ pub fn train_from(
         n_extra,
         classes,
     };
-    let mut acts = Acts::default();
+    let mut acts = Acts::for_training();
     let mut grads = net.zero_grads();
     let weights_only = Want {
         input: false,

@@ -18,12 +18,14 @@ pub fn worst_images(
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> CandleResult<Vec<WorstLabel>> {
     let n = data.len();
+    let net = cnn.to_net()?;
+    let k_classes = net.classes();
     let mut per_label: Vec<Vec<WorstImage>> = vec![Vec::new(); NUM_LABELS];
     let mut start = 0;
     while start < n {
         let end = (start + EVAL_BATCH).min(n);
         let x = data.range_f32(start, end);
-        for (i, probs) in cnn.predict(&x)?.into_iter().enumerate() {
+        for (i, probs) in net.probs(&x, EVAL_BATCH).chunks_exact(k_classes).enumerate() {
             let index = start + i;
             let label = data.labels[index] as usize;
             let predicted = probs

@@ -117,31 +117,24 @@ pub struct PoolGeom {
     pub out: Shape,
 }
 
-/// Max-pool of `m` NHWC images; records which window position won (row-major in the window;
-/// the first of tied maxima, as PyTorch).
-pub fn max_pool(x: &[f32], m: usize, g: &PoolGeom, out: &mut Vec<f32>, arg: &mut Vec<u8>) {
+/// Max-pool of `m` NHWC images. A window's values are compared a channel run at a time, so
+/// the inner loop is a plain vector maximum; the backward finds the winner again.
+pub fn max_pool(x: &[f32], m: usize, g: &PoolGeom, out: &mut Vec<f32>) {
     let (c, n) = (g.input.c, g.out.len());
     out.resize(m * n, 0.0);
-    arg.resize(m * n, 0);
     out.par_chunks_mut(n)
-        .zip(arg.par_chunks_mut(n))
         .zip(x.par_chunks(g.input.len()))
-        .for_each(|((po, ar), img)| {
+        .for_each(|(po, img)| {
             for py in 0..g.out.h {
                 for px in 0..g.out.w {
-                    let o = (py * g.out.w + px) * c;
-                    po[o..o + c].fill(f32::NEG_INFINITY);
+                    let o = &mut po[(py * g.out.w + px) * c..][..c];
+                    o.fill(f32::NEG_INFINITY);
                     for dy in 0..g.window {
-                        for dx in 0..g.window {
-                            let at = ((py * g.stride + dy) * g.input.w + px * g.stride + dx) * c;
-                            let q = (dy * g.window + dx) as u8;
-                            for ch in 0..c {
-                                let v = img[at + ch];
-                                // NaN wins too, so it is carried forward rather than hidden.
-                                if v > po[o + ch] || v.is_nan() {
-                                    po[o + ch] = v;
-                                    ar[o + ch] = q;
-                                }
+                        let at = ((py * g.stride + dy) * g.input.w + px * g.stride) * c;
+                        let row = &img[at..at + g.window * c];
+                        for v in row.chunks_exact(c) {
+                            for (o, &v) in o.iter_mut().zip(v) {
+                                *o = o.max(v);
                             }
                         }
                     }
@@ -150,37 +143,44 @@ pub fn max_pool(x: &[f32], m: usize, g: &PoolGeom, out: &mut Vec<f32>, arg: &mut
         });
 }
 
-/// The adjoint of [`max_pool`]: each pooled gradient goes to its window's winner. `out` is
-/// overwritten (sized to the input). With `relu_below`, the pool's input is a ReLU's output
-/// and the ReLU's backward is folded in: a gradient goes through only where the pooled value
-/// `y` is positive (the winner's ReLU derivative; every other position gets none anyway).
+/// The adjoint of [`max_pool`]: each pooled gradient goes to its window's winner, the first
+/// position (row-major in the window) whose input `x` equals the pooled value `y`, as
+/// PyTorch picks the first of tied maxima. `out` is overwritten (sized to the input). With
+/// `relu_below`, `x` is a ReLU's output and the ReLU's backward is folded in: a gradient goes
+/// through only where the pooled value is positive (the winner's ReLU derivative; every other
+/// position gets none anyway).
+#[allow(clippy::too_many_arguments)]
 pub fn max_unpool(
     gy: &[f32],
-    arg: &[u8],
-    relu_below: Option<&[f32]>,
+    x: &[f32],
+    y: &[f32],
+    relu_below: bool,
     m: usize,
     g: &PoolGeom,
     out: &mut Vec<f32>,
 ) {
-    let c = g.input.c;
+    let (c, n, w) = (g.input.c, g.out.len(), g.window);
     out.clear();
     out.resize(m * g.input.len(), 0.0);
     out.par_chunks_mut(g.input.len())
-        .zip(gy.par_chunks(g.out.len()).zip(arg.par_chunks(g.out.len())))
-        .enumerate()
-        .for_each(|(img, (o, (gi, ai)))| {
-            let y = relu_below.map(|y| &y[img * g.out.len()..][..g.out.len()]);
+        .zip(x.par_chunks(g.input.len()))
+        .zip(gy.par_chunks(n).zip(y.par_chunks(n)))
+        .for_each(|((o, img), (gi, yi))| {
             for py in 0..g.out.h {
                 for px in 0..g.out.w {
                     for ch in 0..c {
                         let i = (py * g.out.w + px) * c + ch;
-                        if y.is_some_and(|y| y[i] <= 0.0) {
+                        if relu_below && yi[i] <= 0.0 {
                             continue;
                         }
-                        let q = ai[i] as usize;
-                        let (dy, dx) = (q / g.window, q % g.window);
-                        o[((py * g.stride + dy) * g.input.w + px * g.stride + dx) * c + ch] +=
-                            gi[i];
+                        let at = |q: usize| {
+                            ((py * g.stride + q / w) * g.input.w + px * g.stride + q % w) * c + ch
+                        };
+                        // The maximum is one of the window's values, so a winner exists; a NaN
+                        // pooled value matches nothing and its gradient is dropped.
+                        if let Some(q) = (0..w * w).find(|&q| img[at(q)] == yi[i]) {
+                            o[at(q)] += gi[i];
+                        }
                     }
                 }
             }
@@ -317,10 +317,15 @@ mod tests {
             out: Shape { c: 1, h: 2, w: 2 },
         };
         let x = [0., 1., 0., 1., 5., 1., 0., 1., 0.];
-        let (mut y, mut arg, mut gx) = (Vec::new(), Vec::new(), Vec::new());
-        max_pool(&x, 1, &g, &mut y, &mut arg);
+        let (mut y, mut gx) = (Vec::new(), Vec::new());
+        max_pool(&x, 1, &g, &mut y);
         assert_eq!(y, [5.0; 4]);
-        max_unpool(&[1.0, 2.0, 3.0, 4.0], &arg, None, 1, &g, &mut gx);
+        max_unpool(&[1.0, 2.0, 3.0, 4.0], &x, &y, false, 1, &g, &mut gx);
         assert_eq!(gx, [0., 0., 0., 0., 10., 0., 0., 0., 0.]);
+        // Ties go to the first of the window, as in PyTorch.
+        let flat = [2.0; 9];
+        max_pool(&flat, 1, &g, &mut y);
+        max_unpool(&[1.0, 2.0, 3.0, 4.0], &flat, &y, false, 1, &g, &mut gx);
+        assert_eq!(gx, [1., 2., 0., 3., 4., 0., 0., 0., 0.]);
     }
 }

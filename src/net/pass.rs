@@ -33,11 +33,16 @@ pub struct Net {
 /// matrix stays bounded (about 320 MB for the original's conv1) whatever the batch.
 pub const CHUNK: usize = 512;
 
+/// Images a convolution patches at once when the patches are not kept: few enough that the
+/// patch matrix (10 MB for 16 images of the original's conv1) stays in the last-level cache
+/// between being written and being read by the product.
+const STREAM: usize = 16;
+
 /// Gradients (or Adam moments) with the shapes of a network's parameters.
 pub type Grads = Vec<Vec<f32>>;
 
 /// The forward pass of a batch of M images, kept for the backward: every layer's output, the
-/// convolutions' patch matrices and the pools' winners, plus scratch for the backward.
+/// convolutions' patch matrices when kept, plus scratch for the backward.
 #[derive(Default, Clone, Debug)]
 pub struct Acts {
     pub m: usize,
@@ -50,11 +55,24 @@ pub struct Acts {
     /// Softmax of the logits, M×K.
     pub probs: Vec<f32>,
     cols: Vec<Vec<f32>>,
-    args: Vec<Vec<u8>>,
+    /// Keep every convolution's patch matrix for a weight backward (set by
+    /// [`Acts::for_training`]); otherwise patches are made a few images at a time, in cache.
+    keep_cols: bool,
+    /// Whether `cols` hold the whole batch's patches (kept, and at most [`CHUNK`] images).
+    cols_whole: bool,
     scratch: [Vec<f32>; 3],
 }
 
 impl Acts {
+    /// A record for passes that compute weight gradients: the forward keeps the patch
+    /// matrices (up to [`CHUNK`] images) for the backward instead of making them again.
+    pub fn for_training() -> Self {
+        Self {
+            keep_cols: true,
+            ..Self::default()
+        }
+    }
+
     /// The logits, M×K.
     pub fn logits(&self) -> &[f32] {
         self.outs.last().map_or(&[][..], |v| v.as_slice())
@@ -253,6 +271,18 @@ impl Net {
         }
     }
 
+    /// Class probabilities of the images `x` (M rows), M×K, a batch of at most `batch`
+    /// images at a time.
+    pub fn probs(&self, x: &[f32], batch: usize) -> Vec<f32> {
+        let mut a = Acts::default();
+        let mut out = Vec::with_capacity(x.len() / self.input_len().max(1) * self.classes());
+        for xs in x.chunks(batch.max(1) * self.input_len()) {
+            self.forward(xs, &mut a);
+            out.extend_from_slice(&a.probs);
+        }
+        out
+    }
+
     /// Runs the network on `x` (M rows of [`Self::input_len`] values), filling `a`.
     pub fn forward(&self, x: &[f32], a: &mut Acts) {
         let m = x.len() / self.input_len();
@@ -262,9 +292,10 @@ impl Net {
         a.input.extend_from_slice(&x[..m * self.input_len()]);
         a.outs.resize_with(n, Vec::new);
         a.cols.resize_with(n, Vec::new);
-        a.args.resize_with(n, Vec::new);
         a.kept.clear();
         a.kept.resize(n, true);
+        a.cols_whole = a.keep_cols && m <= CHUNK;
+        let chunk = if a.cols_whole { CHUNK } else { STREAM };
         for i in 0..n {
             if self.in_place[i] {
                 // Swapped rather than moved, so both buffers keep their capacity.
@@ -285,8 +316,8 @@ impl Net {
                     fill_rows(out, &self.params[w + 1]);
                     // Patches a chunk of images at a time: the patch matrix is the largest
                     // buffer (627 KB an image for the original's conv1).
-                    for lo in (0..m).step_by(CHUNK) {
-                        let hi = (lo + CHUNK).min(m);
+                    for lo in (0..m).step_by(chunk) {
+                        let hi = (lo + chunk).min(m);
                         im2col(&x[lo * pin..hi * pin], hi - lo, &g, &mut a.cols[i]);
                         matmul(
                             Mat::rows(&a.cols[i], (hi - lo) * g.positions(), g.patch()),
@@ -309,7 +340,7 @@ impl Net {
                     );
                 }
                 Layer::Relu => relu(x, out),
-                Layer::MaxPool { .. } => max_pool(x, m, &self.pool_geom(i), out, &mut a.args[i]),
+                Layer::MaxPool { .. } => max_pool(x, m, &self.pool_geom(i), out),
                 Layer::Flatten => {
                     out.clear();
                     out.extend_from_slice(x);
@@ -363,13 +394,14 @@ impl Net {
                         gx.clear();
                         gx.resize(m * pin, 0.0);
                     }
-                    for lo in (0..m).step_by(CHUNK) {
-                        let hi = (lo + CHUNK).min(m);
+                    let chunk = if a.cols_whole { m.max(1) } else { STREAM };
+                    for lo in (0..m).step_by(chunk) {
+                        let hi = (lo + chunk).min(m);
                         let rows = (hi - lo) * geo.positions();
                         let g = &g[lo * pout..hi * pout];
                         if want.weights {
-                            if m > CHUNK {
-                                // The forward kept only the last chunk's patches.
+                            if !a.cols_whole {
+                                // The forward kept no patches, or only the last chunk's.
                                 im2col(&x[lo * pin..hi * pin], hi - lo, &geo, &mut a.cols[i]);
                             }
                             matmul(
@@ -423,8 +455,8 @@ impl Net {
                     relu_folded = i > 0
                         && self.arch.layers[i - 1] == Layer::Relu
                         && !self.taps.iter().any(|t| t.after == Some(i - 1));
-                    let y = relu_folded.then(|| a.outs[i].as_slice());
-                    max_unpool(&g, &a.args[i], y, m, &self.pool_geom(i), &mut gx);
+                    let geo = self.pool_geom(i);
+                    max_unpool(&g, x, &a.outs[i], relu_folded, m, &geo, &mut gx);
                     if relu_folded {
                         std::mem::swap(&mut g, &mut gx);
                         continue;

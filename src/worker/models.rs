@@ -103,6 +103,11 @@ impl ModelHandle {
     }
 
     /// The engine's network (checked when the handle was made).
+    /// The network on the core, shared (no copy).
+    pub(crate) fn net(&self) -> &crate::net::Net {
+        self.frozen.net()
+    }
+
     pub(crate) fn frozen(&self) -> FrozenCnn {
         (*self.frozen).clone()
     }
@@ -177,7 +182,7 @@ pub fn classify_job(
                     .iter()
                     .map(|&p| p as f32 / 255.0)
                     .collect();
-                let predictions = model.cnn().classify(&x).map_err(|e| e.to_string())?;
+                let predictions = crate::model::classify_net(model.net(), &x);
                 if !ctx.progress(PredictionChunk { start, predictions }) {
                     return Ok(());
                 }
