@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """The PyTorch side of issue 14's side-by-side: the shipped network (ALGORITHM.md §1) trained,
 evaluated and run over the training set on this CPU, with the same batch sizes as `backwork
-bench train`, `backwork bench eval` and `backwork bench refs`. `scripts/core_bench.sh` runs
+bench train` and `backwork bench eval`. `scripts/core_bench.sh` runs
 both sides in one go and prints the ratios.
 
     pip install torch safetensors numpy
     python3 scripts/pytorch_core_bench.py [--steps 30]
 
 Prints one JSON object: train_images_per_s (batch 64, Adam 1e-3, steady state), eval_images_per_s
-(the 10,000 test images, the better of batch 128 and 500), refs_s (the four taps of all 60,000 training images,
-batch 500, as the reference sets need them), threads.
+(the 10,000 test images, the better of batch 128 and 500), threads. The reference sets are timed
+by scripts/pytorch_backwork_bench.py (cache_s), which builds them as backwork does.
 """
 import argparse, gzip, json, os, time
 
@@ -81,16 +81,10 @@ def main():
             for s in range(0, len(xte), bs):
                 net(xte[s:s + bs]).argmax(1)
             ev = max(ev, len(xte) / (time.perf_counter() - t))
-        t = time.perf_counter()
-        for s in range(0, len(xtr), 500):
-            taps, _ = net.taps(xtr[s:s + 500])
-            [v.flatten(1).contiguous() for v in taps]
-        refs = time.perf_counter() - t
     print(json.dumps({
         "impl": f"PyTorch {torch.__version__}",
         "train_images_per_s": train,
         "eval_images_per_s": ev,
-        "refs_s": refs,
         "threads": torch.get_num_threads(),
     }))
 

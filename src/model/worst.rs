@@ -25,7 +25,11 @@ pub fn worst_images(
     while start < n {
         let end = (start + EVAL_BATCH).min(n);
         let x = data.range_f32(start, end);
-        for (i, probs) in net.probs(&x, EVAL_BATCH).chunks_exact(k_classes).enumerate() {
+        for (i, probs) in net
+            .probs(&x, EVAL_BATCH)
+            .chunks_exact(k_classes)
+            .enumerate()
+        {
             let index = start + i;
             let label = data.labels[index] as usize;
             let predicted = probs

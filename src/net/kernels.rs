@@ -166,20 +166,25 @@ pub fn max_unpool(
         .zip(x.par_chunks(g.input.len()))
         .zip(gy.par_chunks(n).zip(y.par_chunks(n)))
         .for_each(|((o, img), (gi, yi))| {
+            // Channels of the current window still waiting for their winner.
+            let mut pending = vec![false; c];
             for py in 0..g.out.h {
                 for px in 0..g.out.w {
-                    for ch in 0..c {
-                        let i = (py * g.out.w + px) * c + ch;
-                        if relu_below && yi[i] <= 0.0 {
-                            continue;
-                        }
-                        let at = |q: usize| {
-                            ((py * g.stride + q / w) * g.input.w + px * g.stride + q % w) * c + ch
-                        };
-                        // The maximum is one of the window's values, so a winner exists; a NaN
-                        // pooled value matches nothing and its gradient is dropped.
-                        if let Some(q) = (0..w * w).find(|&q| img[at(q)] == yi[i]) {
-                            o[at(q)] += gi[i];
+                    let at = (py * g.out.w + px) * c;
+                    let (yrow, grow) = (&yi[at..at + c], &gi[at..at + c]);
+                    for (p, &v) in pending.iter_mut().zip(yrow) {
+                        *p = !(relu_below && v <= 0.0);
+                    }
+                    // Window positions in row-major order: the first equal value wins. A
+                    // NaN pooled value matches nothing and its gradient is dropped.
+                    for q in 0..w * w {
+                        let src = ((py * g.stride + q / w) * g.input.w + px * g.stride + q % w) * c;
+                        let (xrow, orow) = (&img[src..src + c], &mut o[src..src + c]);
+                        for ch in 0..c {
+                            if pending[ch] && xrow[ch] == yrow[ch] {
+                                orow[ch] += grow[ch];
+                                pending[ch] = false;
+                            }
                         }
                     }
                 }

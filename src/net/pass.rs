@@ -394,27 +394,32 @@ impl Net {
                         gx.clear();
                         gx.resize(m * pin, 0.0);
                     }
-                    let chunk = if a.cols_whole { m.max(1) } else { STREAM };
-                    for lo in (0..m).step_by(chunk) {
-                        let hi = (lo + chunk).min(m);
-                        let rows = (hi - lo) * geo.positions();
-                        let g = &g[lo * pout..hi * pout];
-                        if want.weights {
+                    if want.weights {
+                        // One product over the whole batch when the patches were kept.
+                        let chunk = if a.cols_whole { m.max(1) } else { STREAM };
+                        for lo in (0..m).step_by(chunk) {
+                            let hi = (lo + chunk).min(m);
+                            let rows = (hi - lo) * geo.positions();
                             if !a.cols_whole {
-                                // The forward kept no patches, or only the last chunk's.
                                 im2col(&x[lo * pin..hi * pin], hi - lo, &geo, &mut a.cols[i]);
                             }
                             matmul(
-                                Mat::rows(g, rows, c).t(),
+                                Mat::rows(&g[lo * pout..hi * pout], rows, c).t(),
                                 Mat::rows(&a.cols[i], rows, patch),
                                 &mut grads[w],
                                 lo > 0,
                             );
                         }
-                        if need_gx {
+                    }
+                    if need_gx {
+                        // The patch gradients a few images at a time, so they are still in
+                        // cache when added back onto the input.
+                        for lo in (0..m).step_by(STREAM) {
+                            let hi = (lo + STREAM).min(m);
+                            let rows = (hi - lo) * geo.positions();
                             dcol.resize(rows * patch, 0.0);
                             matmul(
-                                Mat::rows(g, rows, c),
+                                Mat::rows(&g[lo * pout..hi * pout], rows, c),
                                 Mat::rows(&self.params[w], c, patch),
                                 &mut dcol,
                                 false,
