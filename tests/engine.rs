@@ -146,10 +146,10 @@ fn frozen_forward_matches_candle() {
         .forward_taps(&Tensor::from_slice(&x, (5, PIXELS), &Device::Cpu).unwrap())
         .unwrap();
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(rel_err(&f.conv0(), &chw_to_hwc(&flat(&t.conv0), 32, 196)) < 1e-5);
-    assert!(rel_err(&f.conv1(), &chw_to_hwc(&flat(&t.conv1), 64, 49)) < 1e-5);
-    assert!(rel_err(&f.fc(), &flat(&t.fc)) < 1e-5);
-    assert!(rel_err(&f.probs(), &flat(&t.probs)) < 1e-5);
+    assert!(rel_err(f.conv0(), &chw_to_hwc(&flat(&t.conv0), 32, 196)) < 1e-5);
+    assert!(rel_err(f.conv1(), &chw_to_hwc(&flat(&t.conv1), 64, 49)) < 1e-5);
+    assert!(rel_err(f.fc(), &flat(&t.fc)) < 1e-5);
+    assert!(rel_err(f.probs(), &flat(&t.probs)) < 1e-5);
 }
 
 #[test]

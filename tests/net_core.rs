@@ -261,7 +261,7 @@ impl Case {
     /// The core's forward, its gradients (input, weights in PyTorch's layout) and loss.
     fn core(&self) -> (Net, Acts, Vec<f32>, Vec<Vec<f32>>) {
         let net = Net::from_torch(self.arch.clone(), self.torch.clone()).unwrap();
-        let mut a = if self.m % 2 == 0 {
+        let mut a = if self.m.is_multiple_of(2) {
             Acts::for_training()
         } else {
             Acts::default()
