@@ -12,7 +12,7 @@ use super::eval::evaluate_net;
 use super::weights::init_cnn_with;
 use crate::data::{Dataset, PIXELS};
 pub use crate::meta::{TrainConfig, TrainEvent};
-use crate::net::{Acts, Adam, Targets, Want, cross_entropy};
+use crate::net::{Acts, Adam, Net, Targets, Want, cross_entropy};
 
 /// What can go wrong training.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +154,53 @@ pub fn train_from(
         Some(c) => c.clone(),
         None => init_cnn_with(cfg.seed, classes, cfg.init)?,
     };
-    let mut net = init.to_net()?;
+    let out = train_net(init.to_net()?, train, test, cfg, extra, cancel, on_event)?;
+    Ok(TrainOutcome {
+        cnn: Cnn::from_net(&out.net)?,
+        epochs_completed: out.epochs_completed,
+        test_accuracy: out.test_accuracy,
+        is_cancelled: out.is_cancelled,
+    })
+}
+
+/// How training a network on the core ended (see [`TrainOutcome`]).
+pub struct NetOutcome {
+    pub net: Net,
+    pub epochs_completed: usize,
+    pub test_accuracy: Option<f64>,
+    pub is_cancelled: bool,
+}
+
+/// Trains `net` (any architecture on the core whose input is a 28×28 grey image) on
+/// `train` as [`train_from`] does, with `extra` images of soft targets over its classes.
+pub fn train_net(
+    mut net: Net,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    extra: Option<&ExtraSet>,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(TrainEvent),
+) -> Result<NetOutcome, TrainError> {
+    cfg.validate()?;
+    if net.input_len() != PIXELS {
+        return Err(TrainError::Config {
+            option: "data",
+            reason: format!(
+                "the images have {PIXELS} values (1×28×28), the network takes {}",
+                net.arch().input
+            ),
+        });
+    }
+    let classes = net.classes();
+    if let Some(e) = extra
+        && e.targets.len() * PIXELS != e.images.len() * classes
+    {
+        return Err(TrainError::Config {
+            option: "extra",
+            reason: format!("targets are not over the network's {classes} classes"),
+        });
+    }
     let mut opt = Adam::new(net.params(), cfg.lr);
     let n = cfg.limit.map_or(train.len(), |l| l.min(train.len()));
     // Indices past n are extra images (index − n modulo their count).
@@ -237,8 +283,8 @@ pub fn train_from(
     } else {
         Some(test_accuracy)
     };
-    Ok(TrainOutcome {
-        cnn: Cnn::from_net(&net)?,
+    Ok(NetOutcome {
+        net,
         epochs_completed,
         test_accuracy,
         is_cancelled,

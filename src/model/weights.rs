@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
@@ -270,42 +269,12 @@ pub fn init_cnn_with(
     num_classes: usize,
     init: WeightInit,
 ) -> Result<Cnn, candle_core::Error> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut draw = |shape: &[usize], fan_in: usize, is_bias: bool| {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = match init {
-            WeightInit::Uniform => {
-                let b = 1.0 / (fan_in as f32).sqrt();
-                (0..n).map(|_| rng.random_range(-b..b)).collect()
-            }
-            WeightInit::Original if is_bias => vec![0.1; n],
-            WeightInit::Original => (0..n).map(|_| 0.1 * truncated_normal(&mut rng)).collect(),
-        };
-        Tensor::from_vec(v, shape, &Device::Cpu)
-    };
-    Ok(Cnn {
-        conv0_w: draw(&[32, 1, 5, 5], 25, false)?,
-        conv0_b: draw(&[32], 25, true)?,
-        conv1_w: draw(&[64, 32, 5, 5], 800, false)?,
-        conv1_b: draw(&[64], 800, true)?,
-        fc_w: draw(&[FC_UNITS, CONV1_DIM], CONV1_DIM, false)?,
-        fc_b: draw(&[FC_UNITS], CONV1_DIM, true)?,
-        softmax_w: draw(&[num_classes, FC_UNITS], FC_UNITS, false)?,
-        softmax_b: draw(&[num_classes], FC_UNITS, true)?,
-    })
-}
-
-/// A standard normal sample redrawn until it lies within two deviations (TensorFlow's
-/// `truncated_normal`), by the Box–Muller transform.
-fn truncated_normal(rng: &mut StdRng) -> f32 {
-    loop {
-        let u: f64 = 1.0 - rng.random::<f64>(); // (0, 1], so the logarithm is finite
-        let v: f64 = rng.random::<f64>();
-        let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
-        if z.abs() <= 2.0 {
-            return z as f32;
-        }
-    }
+    let arch = crate::net::Arch::original(num_classes);
+    let params = crate::net::init::init_params(&arch, seed, init)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let net = crate::net::Net::from_torch(arch, params)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    Cnn::from_net(&net)
 }
 
 /// A copy of a 10-class model with an 11th output ("fooling", Nguyen, Yosinski & Clune 2015)
