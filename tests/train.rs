@@ -153,44 +153,19 @@ fn lenet5_trains_on_the_core() {
         limit: Some(3000),
         ..TrainConfig::default()
     };
-    let arch = Arch::lenet5(10);
-    let net = Net::from_torch(
-        arch.clone(),
-        init_params(&arch, 1, WeightInit::Uniform).unwrap(),
-    )
-    .unwrap();
-    let out = train_net(
-        net,
-        &train_set,
-        &test,
-        &cfg,
-        None,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .unwrap();
+    // A fresh network of `arch` trained on the recipe above.
+    let train_fresh = |arch: Arch| {
+        let params = init_params(&arch, 1, WeightInit::Uniform).unwrap();
+        let net = Net::from_torch(arch, params).unwrap();
+        let cancel = AtomicBool::new(false);
+        train_net(net, &train_set, &test, &cfg, None, &cancel, &mut |_| {})
+    };
+    let out = train_fresh(Arch::lenet5(10)).unwrap();
     // Chance is 10%. PyTorch 2.15's LeNet-5 with the same recipe (Adam 1e-3, batch 32, two
     // epochs over the first 3,000 training images) scores 0.877, 0.877 and 0.882 on these
     // 1,000 test images for seeds 0, 1 and 2 (measured 2026-12-03).
     let acc = out.test_accuracy.unwrap();
     assert!(acc > 0.85, "LeNet-5 test accuracy {acc}");
-    let rgb = Arch::small_rgb(10);
-    let net = Net::from_torch(
-        rgb.clone(),
-        init_params(&rgb, 1, WeightInit::Uniform).unwrap(),
-    )
-    .unwrap();
-    let e = train_net(
-        net,
-        &train_set,
-        &test,
-        &cfg,
-        None,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = train_fresh(Arch::small_rgb(10)).err().unwrap().to_string();
     assert!(e.contains("3×32×32") && e.contains("1×28×28"), "{e}");
 }

@@ -169,24 +169,38 @@ impl Cnn {
             .arch()
             .params()
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let mut t = net
+        let tensors = net
             .to_torch()
             .into_iter()
             .zip(&specs)
-            .map(|(v, s)| Tensor::from_vec(v, s.torch_shape.as_slice(), &Device::Cpu));
-        let mut next = || -> CandleResult<Tensor> {
-            t.next()
-                .unwrap_or_else(|| Err(candle_core::Error::Msg("missing tensor".into())))
-        };
-        Ok(Self {
-            conv0_w: next()?,
-            conv0_b: next()?,
-            conv1_w: next()?,
-            conv1_b: next()?,
-            fc_w: next()?,
-            fc_b: next()?,
-            softmax_w: next()?,
-            softmax_b: next()?,
+            .map(|(v, s)| Tensor::from_vec(v, s.torch_shape.as_slice(), &Device::Cpu))
+            .collect::<CandleResult<Vec<_>>>()?;
+        Self::from_tensors(tensors)
+            .ok_or_else(|| candle_core::Error::Msg("not the eight tensors of §1".into()))
+    }
+
+    /// The network of the eight tensors of [`WEIGHT_NAMES`], in that order; `None` unless
+    /// there are exactly eight (shapes are the caller's to check).
+    pub fn from_tensors(tensors: Vec<Tensor>) -> Option<Self> {
+        let [
+            conv0_w,
+            conv0_b,
+            conv1_w,
+            conv1_b,
+            fc_w,
+            fc_b,
+            softmax_w,
+            softmax_b,
+        ] = <[Tensor; 8]>::try_from(tensors).ok()?;
+        Some(Self {
+            conv0_w,
+            conv0_b,
+            conv1_w,
+            conv1_b,
+            fc_w,
+            fc_b,
+            softmax_w,
+            softmax_b,
         })
     }
 }

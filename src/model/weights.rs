@@ -145,21 +145,7 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
         })?;
         tensors.push(t);
     }
-    let mut it = tensors.into_iter();
-    let mut next = || {
-        it.next()
-            .ok_or_else(|| invalid("internal: tensor count".into()))
-    };
-    let cnn = Cnn {
-        conv0_w: next()?,
-        conv0_b: next()?,
-        conv1_w: next()?,
-        conv1_b: next()?,
-        fc_w: next()?,
-        fc_b: next()?,
-        softmax_w: next()?,
-        softmax_b: next()?,
-    };
+    let cnn = Cnn::from_tensors(tensors).ok_or_else(|| invalid("internal: tensor count".into()))?;
     let info = ModelInfo {
         name: file.to_string(),
         sha256: sha256_hex(bytes),
