@@ -237,37 +237,26 @@ impl Net {
         }
     }
 
-    fn conv_geom(&self, layer: usize) -> ConvGeom {
-        let input = self.arch.input_of(&self.shapes, layer);
+    /// The geometry of convolution `layer` with the given kernel, stride and padding.
+    fn conv_geom(&self, layer: usize, kernel: usize, stride: usize, pad: usize) -> ConvGeom {
         let out = self.shapes[layer];
-        match self.arch.layers[layer] {
-            Layer::Conv {
-                kernel,
-                stride,
-                pad,
-                ..
-            } => ConvGeom {
-                input,
-                kernel,
-                stride,
-                pad,
-                out_h: out.h,
-                out_w: out.w,
-            },
-            _ => unreachable!("conv_geom of a layer that is not a convolution"),
+        ConvGeom {
+            input: self.arch.input_of(&self.shapes, layer),
+            kernel,
+            stride,
+            pad,
+            out_h: out.h,
+            out_w: out.w,
         }
     }
 
-    fn pool_geom(&self, layer: usize) -> PoolGeom {
-        let input = self.arch.input_of(&self.shapes, layer);
-        match self.arch.layers[layer] {
-            Layer::MaxPool { window, stride } => PoolGeom {
-                input,
-                window,
-                stride: stride.unwrap_or(window),
-                out: self.shapes[layer],
-            },
-            _ => unreachable!("pool_geom of a layer that is not a max-pool"),
+    /// The geometry of max-pool `layer` with the given window and stride.
+    fn pool_geom(&self, layer: usize, window: usize, stride: Option<usize>) -> PoolGeom {
+        PoolGeom {
+            input: self.arch.input_of(&self.shapes, layer),
+            window,
+            stride: stride.unwrap_or(window),
+            out: self.shapes[layer],
         }
     }
 
@@ -308,8 +297,13 @@ impl Net {
             let x = if i == 0 { &a.input } else { &before[i - 1] };
             let out = &mut rest[0];
             match self.arch.layers[i] {
-                Layer::Conv { out: c, .. } => {
-                    let g = self.conv_geom(i);
+                Layer::Conv {
+                    out: c,
+                    kernel,
+                    stride,
+                    pad,
+                } => {
+                    let g = self.conv_geom(i, kernel, stride, pad);
                     let w = self.slot[i].unwrap_or(0);
                     let (pin, pout) = (g.input.len(), self.shapes[i].len());
                     out.resize(m * pout, 0.0);
@@ -340,7 +334,9 @@ impl Net {
                     );
                 }
                 Layer::Relu => relu(x, out),
-                Layer::MaxPool { .. } => max_pool(x, m, &self.pool_geom(i), out),
+                Layer::MaxPool { window, stride } => {
+                    max_pool(x, m, &self.pool_geom(i, window, stride), out)
+                }
                 Layer::Flatten => {
                     out.clear();
                     out.extend_from_slice(x);
@@ -386,8 +382,13 @@ impl Net {
             // Whether anything below this layer needs its input gradient.
             let need_gx = i > 0 || want.input;
             match self.arch.layers[i] {
-                Layer::Conv { out: c, .. } => {
-                    let geo = self.conv_geom(i);
+                Layer::Conv {
+                    out: c,
+                    kernel,
+                    stride,
+                    pad,
+                } => {
+                    let geo = self.conv_geom(i, kernel, stride, pad);
                     let (pin, pout, patch) = (input.len(), self.shapes[i].len(), geo.patch());
                     let w = self.slot[i].unwrap_or(0);
                     if need_gx {
@@ -455,12 +456,12 @@ impl Net {
                     }
                     std::mem::swap(&mut g, &mut gx);
                 }
-                Layer::MaxPool { .. } => {
+                Layer::MaxPool { window, stride } => {
                     // A ReLU right below: its backward is folded into this one.
                     relu_folded = i > 0
                         && self.arch.layers[i - 1] == Layer::Relu
                         && !self.taps.iter().any(|t| t.after == Some(i - 1));
-                    let geo = self.pool_geom(i);
+                    let geo = self.pool_geom(i, window, stride);
                     max_unpool(&g, x, &a.outs[i], relu_folded, m, &geo, &mut gx);
                     if relu_folded {
                         std::mem::swap(&mut g, &mut gx);
