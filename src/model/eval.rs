@@ -81,7 +81,7 @@ pub fn evaluate_net(
         for (z, &l) in acts.logits().chunks_exact(k).zip(&data.labels[start..end]) {
             let l = l as usize;
             ev.per_class_total[l] += 1;
-            if super::train::argmax(z) == l {
+            if crate::net::kernels::argmax(z) == l {
                 ev.per_class_correct[l] += 1;
                 ev.correct += 1;
             }

@@ -124,7 +124,7 @@ pub fn classify_net(net: &crate::net::Net, pixels: &[f32]) -> Vec<(usize, f32)> 
     net.probs(pixels, eval::EVAL_BATCH)
         .chunks_exact(k)
         .map(|p| {
-            let c = train::argmax(p);
+            let c = crate::net::kernels::argmax(p);
             (c, p[c])
         })
         .collect()

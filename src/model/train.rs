@@ -252,7 +252,7 @@ pub fn train_net(
             // Running accuracy over the training images (extra images have no single label).
             for (z, l) in acts.logits().chunks_exact(classes).zip(&labels) {
                 if let Some(l) = l {
-                    right += usize::from(argmax(z) == *l as usize);
+                    right += usize::from(crate::net::kernels::argmax(z) == *l as usize);
                     seen += 1;
                 }
             }
@@ -289,17 +289,6 @@ pub fn train_net(
         test_accuracy,
         is_cancelled,
     })
-}
-
-/// The index of the largest value (the first of ties).
-pub fn argmax(z: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in z.iter().enumerate() {
-        if v > z[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// The number of classes of the network to train: the starting model's, or the extra

@@ -32,11 +32,7 @@ pub fn worst_images(
         {
             let index = start + i;
             let label = data.labels[index] as usize;
-            let predicted = probs
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(c, _)| c);
+            let predicted = crate::net::kernels::argmax(probs);
             per_label[label].push(WorstImage {
                 index,
                 p_correct: probs.get(label).copied().unwrap_or(0.0),

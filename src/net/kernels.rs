@@ -266,6 +266,17 @@ pub fn relu_back(y: &[f32], g: &mut [f32]) {
         });
 }
 
+/// The index of the largest value (the first of ties, as PyTorch's `argmax`).
+pub fn argmax(z: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in z.iter().enumerate() {
+        if v > z[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// Row-wise, numerically stable softmax of the rows of `z` (rows of `k`) into `p`.
 pub fn softmax_rows(z: &[f32], k: usize, p: &mut Vec<f32>) {
     p.resize(z.len(), 0.0);
