@@ -48,7 +48,8 @@ fn snapshot(run: u64, step: usize, labels: &[u8], batch: usize, p: f32) -> Snaps
         reinits: vec![0; rows],
         stalled: vec![false; rows],
         saliency: None,
-        nearest: vec![[None; 4]; rows],
+        nearest: vec![vec![None; 4]; rows],
+        tap_names: backwork::backwork::settings::original_tap_names().into(),
         points: vec![CurvePoint {
             step,
             terms: Default::default(),
@@ -95,7 +96,11 @@ fn run_view_harness(view: RunView) -> Harness<'static, RunView> {
 fn moving_the_sim_coeff_slider_yields_exactly_that_setting() {
     let mut h = Harness::new_ui_state(
         |ui, state: &mut (Settings, Option<Settings>)| {
-            if let Some(new) = settings_ui(ui, &state.0) {
+            if let Some(new) = settings_ui(
+                ui,
+                &state.0,
+                &backwork::backwork::settings::original_tap_names(),
+            ) {
                 state.1 = Some(new);
             }
         },
@@ -126,7 +131,11 @@ fn restore_defaults_brings_back_the_default_preset() {
     };
     let mut h = Harness::new_ui_state(
         |ui, state: &mut (Settings, Option<Settings>)| {
-            if let Some(new) = settings_ui(ui, &state.0) {
+            if let Some(new) = settings_ui(
+                ui,
+                &state.0,
+                &backwork::backwork::settings::original_tap_names(),
+            ) {
                 state.1 = Some(new);
             }
         },
@@ -144,7 +153,11 @@ fn restore_defaults_brings_back_the_default_preset() {
 fn the_preset_picker_shows_custom_after_a_slider_and_applies_a_preset() {
     let mut h = Harness::new_ui_state(
         |ui, state: &mut (Settings, Option<Settings>)| {
-            if let Some(new) = settings_ui(ui, &state.0) {
+            if let Some(new) = settings_ui(
+                ui,
+                &state.0,
+                &backwork::backwork::settings::original_tap_names(),
+            ) {
                 state.0 = new.clone();
                 state.1 = Some(new);
             }

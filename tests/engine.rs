@@ -146,9 +146,9 @@ fn frozen_forward_matches_candle() {
         .forward_taps(&Tensor::from_slice(&x, (5, PIXELS), &Device::Cpu).unwrap())
         .unwrap();
     let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(rel_err(f.conv0(), &chw_to_hwc(&flat(&t.conv0), 32, 196)) < 1e-5);
-    assert!(rel_err(f.conv1(), &chw_to_hwc(&flat(&t.conv1), 64, 49)) < 1e-5);
-    assert!(rel_err(f.fc(), &flat(&t.fc)) < 1e-5);
+    assert!(rel_err(f.tap(1), &chw_to_hwc(&flat(&t.conv0), 32, 196)) < 1e-5);
+    assert!(rel_err(f.tap(2), &chw_to_hwc(&flat(&t.conv1), 64, 49)) < 1e-5);
+    assert!(rel_err(f.tap(3), &flat(&t.fc)) < 1e-5);
     assert!(rel_err(f.probs(), &flat(&t.probs)) < 1e-5);
 }
 
@@ -162,10 +162,12 @@ fn frozen_backward_matches_candle_autograd() {
     let mut rand_vec =
         |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random::<f32>() - 0.5).collect() };
     let g = TapGrads {
-        inputs: rand_vec(m * TAP_DIMS[0]),
-        conv0: rand_vec(m * TAP_DIMS[1]),
-        conv1: rand_vec(m * TAP_DIMS[2]),
-        fc: rand_vec(m * TAP_DIMS[3]),
+        taps: vec![
+            rand_vec(m * TAP_DIMS[0]),
+            rand_vec(m * TAP_DIMS[1]),
+            rand_vec(m * TAP_DIMS[2]),
+            rand_vec(m * TAP_DIMS[3]),
+        ],
         logits: rand_vec(m * 10),
     };
     let mut f = Forward::default();
@@ -180,10 +182,10 @@ fn frozen_backward_matches_candle_autograd() {
         let w = Tensor::from_vec(w, tap.shape(), &dev).unwrap();
         (tap * w).unwrap().sum_all().unwrap()
     };
-    let l = (dot(&t.inputs, g.inputs.clone())
-        + dot(&t.conv0, hwc_to_chw(&g.conv0, 32, 196))
-        + dot(&t.conv1, hwc_to_chw(&g.conv1, 64, 49))
-        + dot(&t.fc, g.fc.clone())
+    let l = (dot(&t.inputs, g.taps[0].clone())
+        + dot(&t.conv0, hwc_to_chw(&g.taps[1], 32, 196))
+        + dot(&t.conv1, hwc_to_chw(&g.taps[2], 64, 49))
+        + dot(&t.fc, g.taps[3].clone())
         + dot(&t.logits, g.logits.clone()))
     .unwrap();
     let grads = l.backward().unwrap();
@@ -318,16 +320,19 @@ fn fast_cost(
     net.forward(x, &mut f);
     let acts = GroupActs {
         n,
-        taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+        taps: f.taps(),
+        names: net.names(),
         probs: f.probs(),
         classes: 10,
     };
     let gc = group_cost(&acts, refs, s);
     let g = TapGrads {
-        inputs: gc.grads[0].clone(),
-        conv0: gc.grads[1].clone(),
-        conv1: gc.grads[2].clone(),
-        fc: gc.grads[3].clone(),
+        taps: vec![
+            gc.grads[0].clone(),
+            gc.grads[1].clone(),
+            gc.grads[2].clone(),
+            gc.grads[3].clone(),
+        ],
         logits: gc.g_logits.clone(),
     };
     let terms: Vec<f64> = gc.terms.named().into_iter().map(|(_, v)| v).collect();
@@ -384,7 +389,7 @@ fn fast_cost_matches_naive_on_small_problems() {
     compare(&per_example, 7, 25, 3, 11);
     // Every term weighted alike, so no term hides behind another's scale.
     let flat = Settings {
-        layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],
+        layer_weights: vec![1.0, 1.0, 1.0, 1.0, 1.0],
         prev_coeff: 0.3,
         sim_coeff: 2.0,
         ..Settings::original()
@@ -405,7 +410,7 @@ fn fast_cost_matches_naive_on_small_problems() {
     );
     compare(
         &Settings {
-            layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],
+            layer_weights: vec![1.0, 1.0, 1.0, 1.0, 1.0],
             ..Settings::default()
         },
         8,
@@ -438,7 +443,7 @@ fn fast_cost_matches_naive_on_a_full_mnist_label() {
 fn fc_per_neuron_term_matches_a_plain_scan_on_a_full_mnist_label() {
     let (c_fc, prev) = (1e-2, 0.5);
     let s = Settings {
-        layer_weights: [0.0, 0.0, 0.0, c_fc as f32, 0.0],
+        layer_weights: vec![0.0, 0.0, 0.0, c_fc as f32, 0.0],
         prev_coeff: prev as f32,
         sim_coeff: 0.0,
         ..Settings::original()
@@ -454,7 +459,8 @@ fn fc_per_neuron_term_matches_a_plain_scan_on_a_full_mnist_label() {
         net.forward(&x, &mut f);
         let acts = GroupActs {
             n,
-            taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+            taps: f.taps(),
+            names: net.names(),
             probs: f.probs(),
             classes: 10,
         };
@@ -467,7 +473,7 @@ fn fc_per_neuron_term_matches_a_plain_scan_on_a_full_mnist_label() {
         let diffs: Vec<f64> = (0..n * d)
             .map(|nj| {
                 let (i, j) = (nj / d, nj % d);
-                let a = f.fc()[i * d + j] as f64;
+                let a = f.tap(3)[i * d + j] as f64;
                 let mut by_distance: Vec<f64> = (0..refs.len())
                     .map(|r| a - refs.taps[3][r * d + j] as f64)
                     .collect();
@@ -507,10 +513,7 @@ fn fc_per_neuron_term_matches_a_plain_scan_on_a_full_mnist_label() {
             net.backward(
                 f,
                 &TapGrads {
-                    inputs: zeros(0),
-                    conv0: zeros(1),
-                    conv1: zeros(2),
-                    fc,
+                    taps: vec![zeros(0), zeros(1), zeros(2), fc],
                     logits: vec![0.0; n * 10],
                 },
             )
@@ -531,7 +534,7 @@ fn gradient_matches_finite_differences_in_f64() {
     let sub = subset(&train, 2, 12);
     let refs_x: Vec<f32> = sub.pixels.iter().map(|&p| p as f32 / 255.0).collect();
     let s = Settings {
-        layer_weights: [1.0, 1.0, 1.0, 1.0, 1.0],
+        layer_weights: vec![1.0, 1.0, 1.0, 1.0, 1.0],
         ..Settings::original()
     };
     let n = 2;
@@ -583,7 +586,7 @@ fn a_batched_run_equals_separate_runs_and_repeats_with_its_seed() {
         seed: 5,
         reinit_window: 2,
         reinit_cap: 1.0,
-        layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 0.0],
+        layer_weights: vec![1e-5, 1e-4, 1e-3, 1e-2, 0.0],
         ..Settings::original()
     };
     let run = |s: &Settings| {
@@ -629,7 +632,7 @@ fn an_ended_run_hands_out_the_images_it_classified() {
         seed: 3,
         reinit_window: 2,
         reinit_cap: 1.0,
-        layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 0.0],
+        layer_weights: vec![1e-5, 1e-4, 1e-3, 1e-2, 0.0],
         ..Settings::original()
     };
     // The first step that re-initialises an image, then the same run stopped right there.
@@ -783,7 +786,7 @@ fn guards_keep_everything_finite() {
             batch: 2,
             sim_coeff: 1e6,
             prev_coeff: 0.0,
-            layer_weights: [1e6; 5],
+            layer_weights: vec![1e6; 5],
             max_steps: Some(3),
             ..Settings::original()
         },
@@ -875,7 +878,8 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
         net.forward(&x, &mut f);
         let acts = GroupActs {
             n: 4,
-            taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+            taps: f.taps(),
+            names: net.names(),
             probs: f.probs(),
             classes: 10,
         };
@@ -908,7 +912,8 @@ fn assert_same_refs(a: &LabelRefs, b: &LabelRefs) {
         assert_eq!(&a.taps[k][..], &b.taps[k][..], "tap {k}");
         assert_eq!(&a.sq_norms[k][..], &b.sq_norms[k][..], "norms {k}");
     }
-    assert_eq!(&a.fc_sorted[..], &b.fc_sorted[..]);
+    assert_eq!(a.columns, b.columns);
+    assert_eq!(a.layout, b.layout);
 }
 
 /// Batches above `CHUNK` images go through in chunks (issue 12: `cost --inputs` with 20,000
@@ -928,10 +933,12 @@ fn chunked_passes_equal_separate_halves() {
             .collect::<Vec<f32>>()
     };
     let grads = TapGrads {
-        inputs: g(m * PIXELS),
-        conv0: Vec::new(),
-        conv1: g(m * TAP_DIMS[2]),
-        fc: g(m * TAP_DIMS[3]),
+        taps: vec![
+            g(m * PIXELS),
+            Vec::new(),
+            g(m * TAP_DIMS[2]),
+            g(m * TAP_DIMS[3]),
+        ],
         logits: g(m * net.classes()),
     };
     let mut whole = Forward::default();
@@ -940,20 +947,19 @@ fn chunked_passes_equal_separate_halves() {
     for (lo, hi) in [(0, half), (half, m)] {
         let mut f = Forward::default();
         net.forward(&x[lo * PIXELS..hi * PIXELS], &mut f);
-        assert_eq!(
-            f.conv1(),
-            &whole.conv1()[lo * TAP_DIMS[2]..hi * TAP_DIMS[2]]
-        );
+        assert_eq!(f.tap(2), &whole.tap(2)[lo * TAP_DIMS[2]..hi * TAP_DIMS[2]]);
         assert_eq!(
             f.probs(),
             &whole.probs()[lo * net.classes()..hi * net.classes()]
         );
         let part = |v: &[f32], d: usize| v[lo * d..hi * d].to_vec();
         let gp = TapGrads {
-            inputs: part(&grads.inputs, PIXELS),
-            conv0: Vec::new(),
-            conv1: part(&grads.conv1, TAP_DIMS[2]),
-            fc: part(&grads.fc, TAP_DIMS[3]),
+            taps: vec![
+                part(&grads.taps[0], PIXELS),
+                Vec::new(),
+                part(&grads.taps[2], TAP_DIMS[2]),
+                part(&grads.taps[3], TAP_DIMS[3]),
+            ],
             logits: part(&grads.logits, net.classes()),
         };
         assert_eq!(net.backward(&mut f, &gp), gx[lo * PIXELS..hi * PIXELS]);
@@ -996,7 +1002,8 @@ fn the_streamed_cost_equals_the_group_cost() {
         net.forward(&x, &mut f);
         let acts = GroupActs {
             n,
-            taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+            taps: f.taps(),
+            names: net.names(),
             probs: f.probs(),
             classes: net.classes(),
         };
@@ -1004,10 +1011,12 @@ fn the_streamed_cost_equals_the_group_cost() {
         let g_whole = net.backward(
             &mut f,
             &TapGrads {
-                inputs: gc.grads[0].clone(),
-                conv0: gc.grads[1].clone(),
-                conv1: gc.grads[2].clone(),
-                fc: gc.grads[3].clone(),
+                taps: vec![
+                    gc.grads[0].clone(),
+                    gc.grads[1].clone(),
+                    gc.grads[2].clone(),
+                    gc.grads[3].clone(),
+                ],
                 logits: gc.g_logits.clone(),
             },
         );
@@ -1039,13 +1048,45 @@ fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
     let bytes = built.to_bytes();
     std::fs::write(&path, &bytes).unwrap();
 
-    let read = LabelRefs::read_file(6, &path, &small).expect("a complete file reads");
+    let layout = net.layout();
+    let read =
+        LabelRefs::read_file(6, &path, &small, Some(&layout)).expect("a complete file reads");
     assert_same_refs(&built, &read);
-    assert_same_refs(&built, &LabelRefs::from_bytes(6, &bytes, &small).unwrap());
+    assert_same_refs(
+        &built,
+        &LabelRefs::from_bytes(6, &bytes, &small, None).unwrap(),
+    );
 
-    let refused = |b: &[u8]| LabelRefs::from_bytes(6, b, &small).unwrap_err();
+    let refused = |b: &[u8]| LabelRefs::from_bytes(6, b, &small, Some(&layout)).unwrap_err();
+    // Another network's taps (LeNet-5's) are refused, naming both.
+    let lenet = FrozenCnn::from_net(
+        backwork::net::Net::from_torch(
+            backwork::net::Arch::lenet5(10),
+            backwork::net::init::init_params(
+                &backwork::net::Arch::lenet5(10),
+                1,
+                backwork::net::init::WeightInit::Uniform,
+            )
+            .unwrap(),
+        )
+        .unwrap(),
+    );
+    let other = LabelRefs::from_bytes(6, &bytes, &small, Some(&lenet.layout())).unwrap_err();
+    assert!(other.contains("taps of sizes"), "{other}");
+    // A hostile tap table: no taps, too many, a tap of 2^31 values, a flag that is not 0/1.
+    for (at, v, why) in [
+        (20, 0u32, "taps"),
+        (20, 100_000, "taps"),
+        (24, 1 << 31, "values"),
+        (28, 7, "damaged"),
+    ] {
+        let mut b = bytes.clone();
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let e = LabelRefs::from_bytes(6, &b, &small, None).unwrap_err();
+        assert!(e.contains(why), "{at}: {e}");
+    }
     assert!(
-        LabelRefs::read_file(5, &path, &small)
+        LabelRefs::read_file(5, &path, &small, None)
             .unwrap_err()
             .contains("label 5")
     );
@@ -1067,7 +1108,9 @@ fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
     nan[last..].copy_from_slice(&f32::NAN.to_le_bytes());
     assert!(refused(&rechecksum(nan)).contains("not finite"), "NaN");
     let mut wild = bytes.clone();
-    wild[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+    // The first index follows the header and the tap table (two words a tap).
+    let first_index = 24 + 8 * layout.len();
+    wild[first_index..first_index + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(
         refused(&rechecksum(wild)).contains("indices"),
         "index 0xFFFFFFFF"
@@ -1083,7 +1126,7 @@ fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
     // SAFETY: a valid C string; mkfifo only creates a file.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     assert!(
-        LabelRefs::read_file(6, &fifo, &small)
+        LabelRefs::read_file(6, &fifo, &small, None)
             .unwrap_err()
             .contains("regular")
     );
@@ -1116,7 +1159,7 @@ fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
         "{}",
         notices[0]
     );
-    assert!(LabelRefs::read_file(6, &file, &small).is_ok());
+    assert!(LabelRefs::read_file(6, &file, &small, Some(&layout)).is_ok());
     // A set stopped while built is not cached.
     let mut stopped = RefCache::default();
     assert!(

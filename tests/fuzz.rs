@@ -209,9 +209,11 @@ fn reference_cache_file() {
     let valid = LabelRefs::build(&net, data, 1, &AtomicBool::new(false))
         .unwrap()
         .to_bytes();
+    let layout = net.layout();
     fuzz(mutated(valid), |b| {
         for label in [1, 2] {
-            let _ = LabelRefs::from_bytes(label, &b, data);
+            let _ = LabelRefs::from_bytes(label, &b, data, None);
+            let _ = LabelRefs::from_bytes(label, &b, data, Some(&layout));
         }
     });
 }

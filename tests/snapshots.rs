@@ -62,7 +62,8 @@ fn played_snapshot(images: Vec<f32>) -> Snapshot {
         reinits,
         stalled,
         saliency: None,
-        nearest: vec![[None; 4]; rows],
+        nearest: vec![vec![None; 4]; rows],
+        tap_names: backwork::backwork::settings::original_tap_names().into(),
         points: vec![CurvePoint {
             step: 240,
             terms: Default::default(),
@@ -82,7 +83,9 @@ fn settings_panel_at_the_defaults() {
         .with_theme(egui::Theme::Dark)
         .build_ui_state(
             |ui, s: &mut Settings| {
-                if let Some(new) = settings_ui(ui, s) {
+                if let Some(new) =
+                    settings_ui(ui, s, &backwork::backwork::settings::original_tap_names())
+                {
                     *s = new;
                 }
             },

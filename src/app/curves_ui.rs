@@ -18,34 +18,31 @@ const MAX_POINTS: usize = 4096;
 /// thousands (software rendering is the bottleneck).
 const DRAWN_POINTS: usize = 600;
 
-/// Names of the term series, in the order of [`term_values`].
-pub const TERM_NAMES: [&str; 10] = [
-    "total",
-    "softmax",
-    "inputs.prev",
-    "inputs.sim",
-    "conv0.prev",
-    "conv0.sim",
-    "conv1.prev",
-    "conv1.sim",
-    "fc.prev",
-    "fc.sim",
-];
+/// Names of the term series of a network whose taps are named `taps`, in the order of
+/// [`term_values`]: total, softmax, then each tap's prev and sim.
+pub fn term_names(taps: &[String]) -> Vec<String> {
+    let mut names = vec!["total".to_string(), "softmax".to_string()];
+    for t in taps {
+        names.push(format!("{t}.prev"));
+        names.push(format!("{t}.sim"));
+    }
+    names
+}
 
-fn term_values(p: &CurvePoint) -> [f64; 10] {
+fn term_values(p: &CurvePoint) -> Vec<f64> {
     let t = &p.terms;
-    [
-        t.total,
-        t.softmax,
-        t.taps[0].prev,
-        t.taps[0].sim,
-        t.taps[1].prev,
-        t.taps[1].sim,
-        t.taps[2].prev,
-        t.taps[2].sim,
-        t.taps[3].prev,
-        t.taps[3].sim,
-    ]
+    let mut v = vec![t.total, t.softmax];
+    for tap in &t.taps {
+        v.push(tap.prev);
+        v.push(tap.sim);
+    }
+    v
+}
+
+/// The series shown by default: the total, the softmax term and the deepest tap's two terms
+/// (for the §1 network, fc's).
+fn default_shown(series: usize) -> Vec<bool> {
+    (0..series).map(|i| i < 2 || i + 2 >= series).collect()
 }
 
 /// How a plot mapped its values to the screen on the last frame: screen pixels per unit on
@@ -127,7 +124,9 @@ pub(super) fn simplify(v: &[[f64; 2]], view: &View) -> Vec<[f64; 2]> {
 
 /// The curve history of the current run.
 pub struct Curves {
-    terms: [Vec<[f64; 2]>; 10],
+    terms: Vec<Vec<[f64; 2]>>,
+    /// The names of the term series, in the order of [`term_values`].
+    names: Vec<String>,
     min_p: Vec<Vec<[f64; 2]>>,
     mean_p: Vec<Vec<[f64; 2]>>,
     labels: Vec<u8>,
@@ -135,7 +134,7 @@ pub struct Curves {
     settings_marks: Vec<f64>,
     /// (step, steps/s) at each snapshot that brought a new rate.
     rate: Vec<[f64; 2]>,
-    pub shown: [bool; 10],
+    pub shown: Vec<bool>,
     pub is_log: bool,
     /// Show the mean p(label) per label instead of the minimum.
     pub is_mean: bool,
@@ -190,17 +189,18 @@ fn decimate(v: &[[f64; 2]], max: usize) -> Vec<[f64; 2]> {
 
 impl Default for Curves {
     fn default() -> Self {
+        let taps: Vec<String> = crate::backwork::settings::original_tap_names();
+        let names = term_names(&taps);
         Self {
-            terms: Default::default(),
+            terms: vec![Vec::new(); names.len()],
+            shown: default_shown(names.len()),
+            names,
             min_p: Vec::new(),
             mean_p: Vec::new(),
             labels: Vec::new(),
             reinits: Vec::new(),
             settings_marks: Vec::new(),
             rate: Vec::new(),
-            shown: [
-                true, true, false, false, false, false, false, false, true, true,
-            ],
             is_log: true,
             is_mean: false,
             drawn: None,
@@ -230,11 +230,14 @@ pub(super) fn thin_to(v: &mut Vec<[f64; 2]>, max: usize) {
 impl Curves {
     /// Starts a new history for a run of `labels`.
     pub fn reset(&mut self, labels: &[u8]) {
-        let (shown, is_log, is_mean) = (self.shown, self.is_log, self.is_mean);
+        let (shown, is_log, is_mean) = (std::mem::take(&mut self.shown), self.is_log, self.is_mean);
+        let names = std::mem::take(&mut self.names);
         *self = Self {
             labels: labels.to_vec(),
             min_p: vec![Vec::new(); labels.len()],
             mean_p: vec![Vec::new(); labels.len()],
+            terms: vec![Vec::new(); names.len()],
+            names,
             shown,
             is_log,
             is_mean,
@@ -245,7 +248,19 @@ impl Curves {
     pub fn add(&mut self, points: &[CurvePoint], reinits: &[Reinit]) {
         for p in points {
             let x = p.step as f64;
-            for (s, v) in self.terms.iter_mut().zip(term_values(p)) {
+            let values = term_values(p);
+            if values.len() != self.terms.len() {
+                // The first point of a run on another network: its own series.
+                let taps: Vec<String> = (0..p.terms.taps.len())
+                    .map(|k| p.terms.tap_name(k))
+                    .collect();
+                self.names = term_names(&taps);
+                self.terms = vec![Vec::new(); values.len()];
+            }
+            if self.shown.len() != self.terms.len() {
+                self.shown = default_shown(self.terms.len());
+            }
+            for (s, v) in self.terms.iter_mut().zip(values) {
                 s.push([x, v]);
             }
             for (s, m) in self.min_p.iter_mut().zip(&p.min_p) {
@@ -341,8 +356,8 @@ impl Curves {
 
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal_wrapped(|ui| {
-            for (name, on) in TERM_NAMES.iter().zip(self.shown.iter_mut()) {
-                ui.checkbox(on, *name);
+            for (name, on) in self.names.iter().zip(self.shown.iter_mut()) {
+                ui.checkbox(on, name.as_str());
             }
             ui.separator();
             ui.checkbox(&mut self.is_log, "log scale");
@@ -356,7 +371,8 @@ impl Curves {
         let h = ((ui.available_height() - rate_h) / 2.0 - 16.0).max(100.0);
         let is_log = self.is_log;
         let is_mean = self.is_mean;
-        let shown = self.shown;
+        let shown = self.shown.clone();
+        let names = self.names.clone();
         let labels = self.labels.clone();
         let marks = spread(&self.settings_marks, DRAWN_MARKERS);
         let d = self.drawn();
@@ -378,9 +394,9 @@ impl Curves {
             Some(View::of(&r.transform))
         };
         views[0] = note(&terms.show(ui, |p| {
-            for ((name, series), on) in TERM_NAMES.iter().zip(&d.terms).zip(shown) {
-                if on {
-                    p.line(Line::new(*name, PlotPoints::from(series.clone())));
+            for ((name, series), on) in names.iter().zip(&d.terms).zip(&shown) {
+                if *on {
+                    p.line(Line::new(name.as_str(), PlotPoints::from(series.clone())));
                 }
             }
             for &m in &marks {

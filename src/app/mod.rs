@@ -100,7 +100,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
                 if let Some(saved) = cc
                     .storage
                     .and_then(|st| eframe::get_value::<crate::backwork::Settings>(st, SETTINGS_KEY))
-                    .filter(|s| s.validate().is_ok())
+                    .filter(|s| s.validate().is_ok() && s.tap_count() == v.tap_names.len())
                 {
                     v.settings = saved;
                     // "The current images" are those of this session's run: a new launch has
@@ -234,6 +234,10 @@ impl BackworkApp {
             wake,
             hold: Default::default(),
         };
+        if let Some(v) = &mut app.run_view {
+            v.tap_names = app.model.tap_names();
+            v.settings.fit_taps(v.tap_names.len());
+        }
         app.classify_test_set();
         app
     }

@@ -4,6 +4,7 @@
 //! (robust, original, or "custom" once a setting differs from both). Returns the intent (new
 //! settings) instead of applying it.
 
+use crate::backwork::settings::default_layer_weights;
 use crate::backwork::{FcDistance, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode};
 
 /// A logarithmic slider for a coefficient from 0 (the term switched off: the far left) to
@@ -70,12 +71,13 @@ fn choice_row<T: PartialEq + Copy>(
     .inner
 }
 
-/// Draws the settings; returns the edited settings when the user changed one.
-pub fn settings_ui(ui: &mut egui::Ui, s: &Settings) -> Option<Settings> {
+/// Draws the settings of a run on a network whose taps are named `taps`; returns the edited
+/// settings when the user changed one.
+pub fn settings_ui(ui: &mut egui::Ui, s: &Settings, taps: &[String]) -> Option<Settings> {
     let mut e = s.clone();
     let mut changed = preset_ui(ui, s, &mut e);
     ui.separator();
-    changed |= cost_ui(ui, &mut e);
+    changed |= cost_ui(ui, &mut e, taps);
     ui.separator();
     changed |= optimiser_ui(ui, &mut e);
     ui.separator();
@@ -112,8 +114,20 @@ fn preset_ui(ui: &mut egui::Ui, s: &Settings, e: &mut Settings) -> bool {
     changed
 }
 
-/// The cost's coefficients and the form of its softmax term.
-fn cost_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
+/// What the distance at a tap measures, from its name (ALGORITHM.md §3 for the §1 network's).
+fn tap_description(name: &str) -> String {
+    if name == "inputs" {
+        "distance in pixel space".into()
+    } else if let Some(i) = name.strip_prefix("conv") {
+        format!("distance after convolution block {i}")
+    } else {
+        "distance at a fully connected layer, before its ReLU".into()
+    }
+}
+
+/// The cost's coefficients (one layer weight per tap of the network, named `taps`, then the
+/// softmax's) and the form of its softmax term.
+fn cost_ui(ui: &mut egui::Ui, e: &mut Settings, taps: &[String]) -> bool {
     let mut changed = false;
     let d = Settings::original();
     ui.heading("Cost");
@@ -139,26 +153,38 @@ fn cost_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
             d.prev_coeff
         ),
     );
-    let names = ["inputs", "conv0", "conv1", "fc", "softmax"];
-    let what = [
-        "distance in pixel space",
-        "distance after the first conv layer",
-        "distance after the second conv layer",
-        "distance at the fully connected layer",
-        "the classification term: log-odds, −ln p or 1 − p of the label",
-    ];
-    for k in 0..5 {
+    let defaults = default_layer_weights(taps.len());
+    for (k, name) in taps.iter().enumerate() {
+        let Some(w) = e.layer_weights.get_mut(k) else {
+            break;
+        };
         changed |= coeff_slider(
             ui,
-            &mut e.layer_weights[k],
+            w,
             1e-8,
             1e3,
-            &format!("c {}", names[k]),
+            &format!("c {name}"),
             &format!(
-                "Layer weight of the {} ({}). Original default {:e}.",
-                names[k], what[k], d.layer_weights[k]
+                "Layer weight of the {name} tap ({}). Default {:e}.",
+                tap_description(name),
+                defaults[k]
             ),
         );
+    }
+    let mut c_softmax = e.softmax_weight();
+    if coeff_slider(
+        ui,
+        &mut c_softmax,
+        1e-8,
+        1e3,
+        "c softmax",
+        &format!(
+            "Layer weight of the classification term (log-odds, −ln p or 1 − p of the label). Original default {:e}.",
+            d.softmax_weight()
+        ),
+    ) {
+        e.set_softmax_weight(c_softmax);
+        changed = true;
     }
     changed |= choice_row(
         ui,

@@ -22,7 +22,9 @@ use crate::worker::studies::{GridEvent, GridPoint, grid_job};
 pub enum Param {
     SimCoeff,
     PrevCoeff,
+    /// The layer weight of tap k.
     LayerWeight(usize),
+    SoftmaxWeight,
     Lr,
     ReinitWindow,
     ReinitCap,
@@ -31,35 +33,36 @@ pub enum Param {
 }
 
 impl Param {
-    pub const ALL: [Param; 12] = [
-        Param::SimCoeff,
-        Param::PrevCoeff,
-        Param::LayerWeight(0),
-        Param::LayerWeight(1),
-        Param::LayerWeight(2),
-        Param::LayerWeight(3),
-        Param::LayerWeight(4),
-        Param::Lr,
-        Param::ReinitWindow,
-        Param::ReinitCap,
-        Param::Threshold,
-        Param::StallWindow,
-    ];
+    /// Every setting a sweep can vary on a network of `taps` taps.
+    pub fn all(taps: usize) -> Vec<Param> {
+        let mut all = vec![Param::SimCoeff, Param::PrevCoeff];
+        all.extend((0..taps).map(Param::LayerWeight));
+        all.extend([
+            Param::SoftmaxWeight,
+            Param::Lr,
+            Param::ReinitWindow,
+            Param::ReinitCap,
+            Param::Threshold,
+            Param::StallWindow,
+        ]);
+        all
+    }
 
-    pub fn name(self) -> &'static str {
+    /// Its name, the taps named `taps`.
+    pub fn name(self, taps: &[String]) -> String {
         match self {
-            Param::SimCoeff => "sim_coeff",
-            Param::PrevCoeff => "prev_coeff",
-            Param::LayerWeight(0) => "c inputs",
-            Param::LayerWeight(1) => "c conv0",
-            Param::LayerWeight(2) => "c conv1",
-            Param::LayerWeight(3) => "c fc",
-            Param::LayerWeight(_) => "c softmax",
-            Param::Lr => "learning rate",
-            Param::ReinitWindow => "reinit window",
-            Param::ReinitCap => "reinit cap",
-            Param::Threshold => "threshold",
-            Param::StallWindow => "stall window",
+            Param::SimCoeff => "sim_coeff".into(),
+            Param::PrevCoeff => "prev_coeff".into(),
+            Param::LayerWeight(k) => match taps.get(k) {
+                Some(t) => format!("c {t}"),
+                None => format!("c tap {k}"),
+            },
+            Param::SoftmaxWeight => "c softmax".into(),
+            Param::Lr => "learning rate".into(),
+            Param::ReinitWindow => "reinit window".into(),
+            Param::ReinitCap => "reinit cap".into(),
+            Param::Threshold => "threshold".into(),
+            Param::StallWindow => "stall window".into(),
         }
     }
 
@@ -68,7 +71,12 @@ impl Param {
         match self {
             Param::SimCoeff => s.sim_coeff = v as f32,
             Param::PrevCoeff => s.prev_coeff = v as f32,
-            Param::LayerWeight(k) => s.layer_weights[k.min(4)] = v as f32,
+            Param::LayerWeight(k) => {
+                if k < s.tap_count() {
+                    s.layer_weights[k] = v as f32;
+                }
+            }
+            Param::SoftmaxWeight => s.set_softmax_weight(v as f32),
             Param::Lr => s.lr = v as f32,
             Param::ReinitWindow => s.reinit_window = v.round().max(0.0) as usize,
             Param::ReinitCap => s.reinit_cap = v as f32,
@@ -163,6 +171,8 @@ pub struct SweepView {
     progress: (usize, usize),
     train: Arc<Dataset>,
     job: Option<Job<GridEvent, ()>>,
+    /// The names of the current network's taps (its layer-weight settings).
+    pub taps: Vec<String>,
 }
 
 impl SweepView {
@@ -189,6 +199,7 @@ impl SweepView {
             progress: (0, 0),
             train,
             job: None,
+            taps: crate::backwork::settings::original_tap_names(),
         }
     }
 
@@ -202,12 +213,12 @@ impl SweepView {
         let n = if self.has_second { 2 } else { 1 };
         let mut axes = Vec::new();
         for a in &self.axes[..n] {
-            let values = parse_values(a.param.name(), &a.values)?;
+            let name = a.param.name(&self.taps);
+            let values = parse_values(&name, &a.values)?;
             for &v in &values {
                 let mut s = base.clone();
                 a.param.apply(&mut s, v);
-                s.validate()
-                    .map_err(|e| format!("{}: {e}", a.param.name()))?;
+                s.validate().map_err(|e| format!("{name}: {e}"))?;
             }
             axes.push((a.param, values));
         }
@@ -339,6 +350,7 @@ impl SweepView {
         wake: &Wake,
     ) -> Option<Settings> {
         self.poll();
+        self.taps = model.tap_names();
         ui.heading("Sweep");
         ui.label(format!(
             "Runs a grid of the current settings ({} labels × {} images, the current model) with one or two settings varied, as `backwork sweep` does headless.",
@@ -358,10 +370,10 @@ impl SweepView {
                     let axis = &mut self.axes[k];
                     let role = if k == 0 { "rows" } else { "columns" };
                     egui::ComboBox::from_label(role)
-                        .selected_text(axis.param.name())
+                        .selected_text(axis.param.name(&self.taps))
                         .show_ui(ui, |ui| {
-                            for p in Param::ALL {
-                                ui.selectable_value(&mut axis.param, p, p.name());
+                            for p in Param::all(self.taps.len()) {
+                                ui.selectable_value(&mut axis.param, p, p.name(&self.taps));
                             }
                         });
                     let l = ui.label("values");
@@ -411,8 +423,12 @@ impl SweepView {
         let mut clicked = None;
         let max_steps = plan.base.max_steps.unwrap_or(1).max(1) as f64;
         ui.label(match plan.axes.get(1) {
-            Some((p, _)) => format!("rows: {}; columns: {}", plan.axes[0].0.name(), p.name()),
-            None => format!("rows: {}", plan.axes[0].0.name()),
+            Some((p, _)) => format!(
+                "rows: {}; columns: {}",
+                plan.axes[0].0.name(&self.taps),
+                p.name(&self.taps)
+            ),
+            None => format!("rows: {}", plan.axes[0].0.name(&self.taps)),
         });
         egui::Grid::new("sweep-heatmap")
             .spacing([2.0, 2.0])

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 
-use super::frozen::FrozenCnn;
+use super::frozen::{FrozenCnn, TapLayout};
 use super::refs::LabelRefs;
 use crate::data::Dataset;
 
@@ -130,7 +130,9 @@ impl RefCache {
         }
         let file = self.file(label);
         let from_disk = match &file {
-            Some(f) if !self.refused[label as usize] => self.read_disk(label, f, train),
+            Some(f) if !self.refused[label as usize] => {
+                self.read_disk(label, f, train, &net.layout())
+            }
             _ => None,
         };
         let (refs, source) = match from_disk {
@@ -149,8 +151,14 @@ impl RefCache {
     }
 
     /// Reads `label`'s file `f` if it exists; a refused file gives a notice and `None`.
-    fn read_disk(&mut self, label: u8, f: &Path, train: &Dataset) -> Option<LabelRefs> {
-        let (r, notice) = read_checked(label, f, train);
+    fn read_disk(
+        &mut self,
+        label: u8,
+        f: &Path,
+        train: &Dataset,
+        layout: &TapLayout,
+    ) -> Option<LabelRefs> {
+        let (r, notice) = read_checked(label, f, train, layout);
         if let Some(n) = notice {
             self.refused[label as usize] = true;
             self.notices.push(n);
@@ -160,8 +168,8 @@ impl RefCache {
 
     /// Reads the disk files of `labels` not yet in memory, several at once (a warm start reads
     /// 3 GB; most of its time is the kernel's, which spreads over the cores). Labels without a
-    /// good file are left to [`Self::get_or_build`].
-    pub fn preload(&mut self, train: &Dataset, labels: &[u8]) {
+    /// good file (one of the network's taps, `layout`) are left to [`Self::get_or_build`].
+    pub fn preload(&mut self, train: &Dataset, labels: &[u8], layout: &TapLayout) {
         let todo: Vec<(u8, PathBuf)> = labels
             .iter()
             .filter(|&&l| (l as usize) < 10 && self.labels[l as usize].is_none())
@@ -170,7 +178,7 @@ impl RefCache {
         let read: Vec<(u8, Option<LabelRefs>, Option<String>)> = todo
             .par_iter()
             .map(|(l, f)| {
-                let (r, n) = read_checked(*l, f, train);
+                let (r, n) = read_checked(*l, f, train, layout);
                 (*l, r, n)
             })
             .collect();
@@ -223,11 +231,16 @@ impl RefCache {
 /// Reads cache file `f` of `label` if it exists: the set, or a notice saying why it was
 /// refused (then rebuilt). A file read is marked as used (the cap removes the least recently
 /// used models first).
-fn read_checked(label: u8, f: &Path, train: &Dataset) -> (Option<LabelRefs>, Option<String>) {
+fn read_checked(
+    label: u8,
+    f: &Path,
+    train: &Dataset,
+    layout: &TapLayout,
+) -> (Option<LabelRefs>, Option<String>) {
     if std::fs::symlink_metadata(f).is_err() {
         return (None, None);
     }
-    match LabelRefs::read_file(label, f, train) {
+    match LabelRefs::read_file(label, f, train, Some(layout)) {
         Ok(r) => {
             let _ =
                 std::fs::File::open(f).and_then(|h| h.set_modified(std::time::SystemTime::now()));

@@ -8,12 +8,14 @@
 //! - similarity: the variance form (2/D) Σ_j Var_n(A[·, j]);
 //! - the gradient of each minimum flows only into its arg-min.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
-use super::refs::{LabelRefs, TAP_DIMS};
+use super::refs::LabelRefs;
 pub use super::search::GroupSearch;
 use super::search::{nearest_rows, nearest_rows_pruned};
-use super::settings::{FcDistance, Settings, SoftmaxTerm, TAPS};
+use super::settings::{FcDistance, Settings, SoftmaxTerm};
 
 /// A distance below this (mean squared difference per coordinate) is clamped to it, and the
 /// term's gradient is zero while it is clamped: 1/distance would otherwise overflow
@@ -36,8 +38,11 @@ pub struct TapTerms {
 /// Every term of the cost of one group.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CostTerms {
-    /// inputs, conv0, conv1, fc.
-    pub taps: [TapTerms; 4],
+    /// One per tap of the network, in order (inputs, conv0, conv1, fc for the §1 network).
+    pub taps: Vec<TapTerms>,
+    /// The taps' names, as [`Self::named`] prints them.
+    #[serde(skip)]
+    pub names: Arc<[String]>,
     /// c_softmax · mean(1 − p(label)), or c_softmax · mean(−ln p(label)) in `log` form.
     pub softmax: f64,
     pub total: f64,
@@ -46,10 +51,19 @@ pub struct CostTerms {
 }
 
 impl CostTerms {
+    /// The name of tap `k` (`tap{k}` if the terms carry no names).
+    pub fn tap_name(&self, k: usize) -> String {
+        self.names
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| format!("tap{k}"))
+    }
+
     /// The terms as (name, value) pairs, named as `backwork cost --json` prints them.
     pub fn named(&self) -> Vec<(String, f64)> {
-        let mut out = Vec::with_capacity(18);
-        for (name, t) in TAPS.iter().zip(&self.taps) {
+        let mut out = Vec::with_capacity(4 * self.taps.len() + 2);
+        for (k, t) in self.taps.iter().enumerate() {
+            let name = self.tap_name(k);
             out.push((format!("{name}.prev"), t.prev));
             out.push((format!("{name}.sim"), t.sim));
             out.push((format!("{name}.ref_dist"), t.ref_dist));
@@ -62,6 +76,12 @@ impl CostTerms {
 
     /// Adds another group's terms (the run's total is the sum over groups).
     pub fn add(&mut self, o: &CostTerms) {
+        if self.taps.len() < o.taps.len() {
+            self.taps.resize(o.taps.len(), TapTerms::default());
+        }
+        if self.names.is_empty() {
+            self.names = o.names.clone();
+        }
         for (a, b) in self.taps.iter_mut().zip(&o.taps) {
             a.prev += b.prev;
             a.sim += b.sim;
@@ -90,18 +110,21 @@ pub struct Nearest {
 /// A group's cost, its gradient at each tap, and the nearest training images.
 pub struct GroupCost {
     pub terms: CostTerms,
-    /// d cost / d tap, N×D_k each (inputs, conv0, conv1, fc), then d cost / d logits (N×K).
-    pub grads: [Vec<f32>; 4],
+    /// d cost / d tap, N×D_k each, then d cost / d logits (N×K).
+    pub grads: Vec<Vec<f32>>,
     pub g_logits: Vec<f32>,
-    /// Nearest training image per image at inputs, conv0, conv1 (and fc when per-example).
-    pub nearest: [Vec<Nearest>; 4],
+    /// Nearest training image per image at each tap (none at a tap whose distance is taken
+    /// per neuron).
+    pub nearest: Vec<Vec<Nearest>>,
 }
 
 /// Input of the cost: the group's rows of each tap and its probabilities.
 pub struct GroupActs<'a> {
     pub n: usize,
-    /// inputs, conv0, conv1, fc, each N×D_k.
-    pub taps: [&'a [f32]; 4],
+    /// Each tap's rows, N×D_k.
+    pub taps: Vec<&'a [f32]>,
+    /// The taps' names.
+    pub names: Arc<[String]>,
     /// N×K probabilities.
     pub probs: &'a [f32],
     pub classes: usize,
@@ -122,6 +145,12 @@ pub fn nearest_value(col: &[f32], v: f32) -> f32 {
         (None, Some(&hi)) => hi,
         (None, None) => v,
     }
+}
+
+/// Whether tap `k`'s distance is taken per neuron: a hidden linear tap (whose sorted columns
+/// the reference set keeps) under [`FcDistance::PerNeuron`].
+pub fn is_per_neuron(refs: &LabelRefs, k: usize, s: &Settings) -> bool {
+    s.fc_distance == FcDistance::PerNeuron && refs.layout.columns.get(k) == Some(&true)
 }
 
 /// `weight / dist` and its derivative in `dist`; below [`DIST_EPS`] the clamped value and no
@@ -153,15 +182,15 @@ fn ref_part(
     n_total: usize,
     search: Option<&mut GroupSearch>,
 ) -> (f64, Vec<f32>, Vec<Nearest>) {
-    let d = TAP_DIMS[k];
+    let d = refs.dim(k);
     let mut g_ref = vec![0.0f32; m * d];
-    if k == 3 && s.fc_distance == FcDistance::PerNeuron {
+    if is_per_neuron(refs, k, s) {
         let scale = 1.0 / (n_total * d) as f64;
         let mut sum = 0.0f64;
         for i in 0..m {
             for j in 0..d {
                 let v = a[i * d + j];
-                let b = nearest_value(refs.fc_column(j), v);
+                let b = nearest_value(refs.column(k, j), v);
                 let diff = (v - b) as f64;
                 sum += diff * diff;
                 g_ref[i * d + j] = (2.0 * diff * scale) as f32;
@@ -170,15 +199,20 @@ fn ref_part(
         return (sum / d as f64, g_ref, Vec::new());
     }
     let best = match search {
-        Some(gs) => nearest_rows_pruned(
-            a,
-            m,
-            d,
-            &refs.taps[k],
-            &refs.sq_norms[k],
-            &mut gs.taps[k],
-            &mut gs.rows_read,
-        ),
+        Some(gs) => {
+            if gs.taps.len() <= k {
+                gs.taps.resize_with(k + 1, Vec::new);
+            }
+            nearest_rows_pruned(
+                a,
+                m,
+                d,
+                &refs.taps[k],
+                &refs.sq_norms[k],
+                &mut gs.taps[k],
+                &mut gs.rows_read,
+            )
+        }
         None => nearest_rows(a, m, d, &refs.taps[k], &refs.sq_norms[k]),
     };
     let scale = 2.0 / (n_total * d) as f64;
@@ -212,7 +246,7 @@ fn softmax_part(
     s: &Settings,
     n_total: usize,
 ) -> (f64, Vec<f32>) {
-    let c_s = s.layer_weights[4] as f64;
+    let c_s = s.softmax_weight() as f64;
     let mut g_logits = vec![0.0f32; probs.len()];
     let mut miss = 0.0f64;
     // A probability that underflowed to 0 in f32 counts as the smallest normal f32, so the
@@ -308,12 +342,17 @@ pub fn group_cost_with(
     mut search: Option<&mut GroupSearch>,
 ) -> GroupCost {
     let n = acts.n;
+    let taps = acts.taps.len();
     let label = refs.label as usize;
-    let mut terms = CostTerms::default();
-    let mut grads: [Vec<f32>; 4] = std::array::from_fn(|k| vec![0.0; n * TAP_DIMS[k]]);
-    let mut nearest: [Vec<Nearest>; 4] = Default::default();
-    for k in 0..4 {
-        let d = TAP_DIMS[k];
+    let mut terms = CostTerms {
+        taps: vec![TapTerms::default(); taps],
+        names: acts.names.clone(),
+        ..CostTerms::default()
+    };
+    let mut grads: Vec<Vec<f32>> = (0..taps).map(|k| vec![0.0; n * refs.dim(k)]).collect();
+    let mut nearest: Vec<Vec<Nearest>> = vec![Vec::new(); taps];
+    for k in 0..taps {
+        let d = refs.dim(k);
         let a = acts.taps[k];
         let c_k = s.layer_weights[k] as f64;
         let g = &mut grads[k];
@@ -330,12 +369,16 @@ pub fn group_cost_with(
                     *gv += (*gr as f64 * chain) as f32;
                 }
             }
-            None => terms.clamped.push(format!("{}.ref_dist", TAPS[k])),
+            None => terms
+                .clamped
+                .push(format!("{}.ref_dist", terms.tap_name(k))),
         }
 
         // Similarity: (2/D) Σ_j Var_n, population variance; needs two images.
         if n < 2 {
-            terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
+            terms
+                .clamped
+                .push(format!("{}.sim_dist", terms.tap_name(k)));
             continue;
         }
         let (mean, var_sum) = mean_and_var_sum(a, d);
@@ -345,12 +388,14 @@ pub fn group_cost_with(
         terms.taps[k].sim = sim;
         match chain {
             Some(chain) => stats.add_grad(a, g, chain, n),
-            None => terms.clamped.push(format!("{}.sim_dist", TAPS[k])),
+            None => terms
+                .clamped
+                .push(format!("{}.sim_dist", terms.tap_name(k))),
         }
     }
 
     let (miss, g_logits) = softmax_part(acts.probs, acts.classes, label, s, n);
-    terms.softmax = s.layer_weights[4] as f64 * miss / n as f64;
+    terms.softmax = s.softmax_weight() as f64 * miss / n as f64;
     terms.total = terms.taps.iter().map(|t| t.prev + t.sim).sum::<f64>() + terms.softmax;
     GroupCost {
         terms,
@@ -360,10 +405,10 @@ pub fn group_cost_with(
     }
 }
 
-/// The cost of images `x` (N×784) as one group, and with `want_grad` d cost / d pixels,
-/// computed a chunk of images at a time in two passes (batch statistics, then gradients), so
-/// memory does not grow with N beyond the images and the gradient themselves. Equal to
-/// [`group_cost`] on the whole batch up to the order of summation.
+/// The cost of images `x` (N rows of the network's input) as one group, and with `want_grad`
+/// d cost / d pixels, computed a chunk of images at a time in two passes (batch statistics,
+/// then gradients), so memory does not grow with N beyond the images and the gradient
+/// themselves. Equal to [`group_cost`] on the whole batch up to the order of summation.
 pub fn streamed_cost(
     net: &super::frozen::FrozenCnn,
     x: &[f32],
@@ -371,9 +416,9 @@ pub fn streamed_cost(
     s: &Settings,
     want_grad: bool,
 ) -> (CostTerms, Option<Vec<f32>>) {
-    let n = x.len() / TAP_DIMS[0];
+    let n = x.len() / net.input_len().max(1);
     let sums = batch_sums(net, x, refs, s);
-    let (terms, chains) = terms_of(&sums, s, n);
+    let (terms, chains) = terms_of(&sums, s, n, net.names());
     if !want_grad {
         return (terms, None);
     }
@@ -381,21 +426,11 @@ pub fn streamed_cost(
     (terms, Some(gx))
 }
 
-/// A tap's activations of the chunk just forwarded.
-fn chunk_taps(f: &super::frozen::Forward) -> [Vec<f32>; 4] {
-    [
-        f.inputs().to_vec(),
-        f.conv0().to_vec(),
-        f.conv1().to_vec(),
-        f.fc().to_vec(),
-    ]
-}
-
 /// What the first pass of [`streamed_cost`] sums over the batch: each tap's summed distance
 /// to the nearest references, its similarity statistics, and the softmax term's summed miss.
 struct BatchSums {
-    dist_sum: [f64; 4],
-    stats: [SimStats; 4],
+    dist_sum: Vec<f64>,
+    stats: Vec<SimStats>,
     miss: f64,
 }
 
@@ -407,24 +442,26 @@ fn batch_sums(
     s: &Settings,
 ) -> BatchSums {
     use super::frozen::{CHUNK, Forward};
-    let pixels = TAP_DIMS[0];
+    let pixels = net.input_len().max(1);
     let n = x.len() / pixels;
+    let taps = refs.layout.len();
     let label = refs.label as usize;
     let kc = net.classes();
     let mut f = Forward::default();
-    let mut dist_sum = [0.0f64; 4];
+    let mut dist_sum = vec![0.0f64; taps];
     // Each tap's running mean and sum of squared deviations, chunks merged exactly (Chan et
     // al.'s pairwise update), so no precision is lost to a sum of squares.
-    let mut means: [Vec<f64>; 4] = std::array::from_fn(|k| vec![0.0; TAP_DIMS[k]]);
-    let mut var_sums = [0.0f64; 4];
+    let mut means: Vec<Vec<f64>> = (0..taps).map(|k| vec![0.0; refs.dim(k)]).collect();
+    let mut var_sums = vec![0.0f64; taps];
     let mut seen = 0usize;
     let mut miss = 0.0f64;
     for xs in x.chunks(CHUNK * pixels) {
         let m = xs.len() / pixels;
         net.forward(xs, &mut f);
-        for (k, a) in chunk_taps(&f).iter().enumerate() {
+        for k in 0..taps {
+            let a = f.tap(k);
             dist_sum[k] += ref_part(a, m, k, refs, s, n, None).0;
-            let (cm, c_var) = mean_and_var_sum(a, TAP_DIMS[k]);
+            let (cm, c_var) = mean_and_var_sum(a, refs.dim(k));
             let (na, nb) = (seen as f64, m as f64);
             let w = nb / (na + nb);
             let mut cross = 0.0f64;
@@ -440,45 +477,58 @@ fn batch_sums(
     }
     BatchSums {
         dist_sum,
-        stats: std::array::from_fn(|k| {
-            SimStats::new(std::mem::take(&mut means[k]), var_sums[k], n)
-        }),
+        stats: means
+            .into_iter()
+            .zip(var_sums)
+            .map(|(mean, v)| SimStats::new(mean, v, n))
+            .collect(),
         miss,
     }
 }
 
-/// The chain factors of a tap's two inverse terms (none where clamped).
-type Chains = [(Option<f64>, Option<f64>); 4];
+/// The chain factors of each tap's two inverse terms (none where clamped).
+type Chains = Vec<(Option<f64>, Option<f64>)>;
 
 /// The cost's terms from the batch's sums, and each tap's chain factors for the gradient.
-fn terms_of(sums: &BatchSums, s: &Settings, n: usize) -> (CostTerms, Chains) {
-    let mut terms = CostTerms::default();
-    let mut chains: Chains = [(None, None); 4];
+fn terms_of(sums: &BatchSums, s: &Settings, n: usize, names: Arc<[String]>) -> (CostTerms, Chains) {
+    let taps = sums.dist_sum.len();
+    let mut terms = CostTerms {
+        taps: vec![TapTerms::default(); taps],
+        names,
+        ..CostTerms::default()
+    };
+    let mut chains: Chains = vec![(None, None); taps];
     let stats = &sums.stats;
-    for k in 0..4 {
+    for k in 0..taps {
         let c_k = s.layer_weights[k] as f64;
         let ref_dist = sums.dist_sum[k] / n as f64;
         terms.taps[k].ref_dist = ref_dist;
         let (prev, chain_prev) = inverse_term(c_k * s.prev_coeff as f64, ref_dist);
         terms.taps[k].prev = prev;
         if chain_prev.is_none() {
-            terms.clamped.push(format!("{}.ref_dist", TAPS[k]));
+            terms
+                .clamped
+                .push(format!("{}.ref_dist", terms.tap_name(k)));
         }
         let mut chain_sim = None;
         if n < 2 {
-            terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
+            terms
+                .clamped
+                .push(format!("{}.sim_dist", terms.tap_name(k)));
         } else {
             terms.taps[k].sim_dist = stats[k].sim_dist;
             let (sim, chain) = inverse_term(c_k * s.sim_coeff as f64, stats[k].sim_dist);
             terms.taps[k].sim = sim;
             chain_sim = chain;
             if chain.is_none() {
-                terms.clamped.push(format!("{}.sim_dist", TAPS[k]));
+                terms
+                    .clamped
+                    .push(format!("{}.sim_dist", terms.tap_name(k)));
             }
         }
         chains[k] = (chain_prev, chain_sim);
     }
-    terms.softmax = s.layer_weights[4] as f64 * sums.miss / n as f64;
+    terms.softmax = s.softmax_weight() as f64 * sums.miss / n as f64;
     terms.total = terms.taps.iter().map(|t| t.prev + t.sim).sum::<f64>() + terms.softmax;
     (terms, chains)
 }
@@ -489,10 +539,10 @@ fn streamed_grad(
     x: &[f32],
     refs: &LabelRefs,
     s: &Settings,
-    (stats, chains): (&[SimStats; 4], &Chains),
+    (stats, chains): (&[SimStats], &Chains),
 ) -> Vec<f32> {
     use super::frozen::{CHUNK, Forward, TapGrads};
-    let pixels = TAP_DIMS[0];
+    let pixels = net.input_len().max(1);
     let n = x.len() / pixels;
     let label = refs.label as usize;
     let kc = net.classes();
@@ -501,31 +551,25 @@ fn streamed_grad(
     for xs in x.chunks(CHUNK * pixels) {
         let m = xs.len() / pixels;
         net.forward(xs, &mut f);
-        let a = chunk_taps(&f);
-        let grads: [Vec<f32>; 4] = std::array::from_fn(|k| {
-            let mut g = vec![0.0f32; m * TAP_DIMS[k]];
-            let (chain_prev, chain_sim) = chains[k];
-            if let Some(chain) = chain_prev {
-                let g_ref = ref_part(&a[k], m, k, refs, s, n, None).1;
-                for (gv, gr) in g.iter_mut().zip(&g_ref) {
-                    *gv += (*gr as f64 * chain) as f32;
+        let taps = (0..refs.layout.len())
+            .map(|k| {
+                let a = f.tap(k);
+                let mut g = vec![0.0f32; m * refs.dim(k)];
+                let (chain_prev, chain_sim) = chains[k];
+                if let Some(chain) = chain_prev {
+                    let g_ref = ref_part(a, m, k, refs, s, n, None).1;
+                    for (gv, gr) in g.iter_mut().zip(&g_ref) {
+                        *gv += (*gr as f64 * chain) as f32;
+                    }
                 }
-            }
-            if let Some(chain) = chain_sim {
-                stats[k].add_grad(&a[k], &mut g, chain, n);
-            }
-            g
-        });
-        let [inputs, conv0, conv1, fc] = grads;
+                if let Some(chain) = chain_sim {
+                    stats[k].add_grad(a, &mut g, chain, n);
+                }
+                g
+            })
+            .collect();
         let logits = softmax_part(f.probs(), kc, label, s, n).1;
-        let tg = TapGrads {
-            inputs,
-            conv0,
-            conv1,
-            fc,
-            logits,
-        };
-        gx.extend_from_slice(&net.backward(&mut f, &tg));
+        gx.extend_from_slice(&net.backward(&mut f, &TapGrads { taps, logits }));
     }
     gx
 }

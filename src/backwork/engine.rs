@@ -14,11 +14,11 @@ use serde::Serialize;
 
 use rayon::prelude::*;
 
+use super::cost::is_per_neuron;
 use super::cost::{CostTerms, GroupActs, GroupCost, GroupSearch, Nearest, group_cost_with};
 use super::frozen::{Forward, FrozenCnn, TapGrads};
-use super::refs::{LabelRefs, TAP_DIMS};
-use super::settings::{FcDistance, Init, PixelConstraint, Settings, SettingsError};
-use crate::data::PIXELS;
+use super::refs::LabelRefs;
+use super::settings::{Init, PixelConstraint, Settings, SettingsError};
 
 /// Adam's moment decay rates and epsilon (TensorFlow's AdamOptimizer defaults, as the original).
 const BETA1: f64 = 0.9;
@@ -30,10 +30,16 @@ const ADAM_EPS: f64 = 1e-8;
 pub enum EngineError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    #[error("expected {expected} images of 28×28, got {got}")]
-    Shape { expected: usize, got: f64 },
+    #[error("expected {expected} images of {values} values, got {got}")]
+    Shape {
+        expected: usize,
+        values: usize,
+        got: f64,
+    },
     #[error("no reference set for label {0}")]
     MissingRefs(u8),
+    #[error("the reference set of label {0} belongs to another network (its taps differ)")]
+    ForeignRefs(u8),
     #[error("the training set has no image of label {0}: there is nothing to stay far from")]
     EmptyRefs(u8),
     #[error("numeric failure at step {step}: {what} is not finite; the last good images are kept")]
@@ -104,15 +110,16 @@ pub fn class_means(refs: &LabelRefs, n: usize, seed: u64) -> Vec<f32> {
         order.swap(i, rng.random_range(0..=i));
     }
     let pixels = &refs.taps[0];
-    let mut out = vec![0.0f32; n * PIXELS];
-    for (k, img) in out.chunks_exact_mut(PIXELS).enumerate() {
+    let px = refs.dim(0);
+    let mut out = vec![0.0f32; n * px];
+    for (k, img) in out.chunks_exact_mut(px).enumerate() {
         // Group k holds the shuffled rows [k·R/n, (k+1)·R/n), at least one.
         let lo = k * rows / n;
         let hi = ((k + 1) * rows / n).max(lo + 1);
         let members: Vec<usize> = (lo..hi).map(|i| order[i % rows]).collect();
-        let mut sum = vec![0.0f64; PIXELS];
+        let mut sum = vec![0.0f64; px];
         for &r in &members {
-            for (s, v) in sum.iter_mut().zip(&pixels[r * PIXELS..(r + 1) * PIXELS]) {
+            for (s, v) in sum.iter_mut().zip(&pixels[r * px..(r + 1) * px]) {
                 *s += *v as f64;
             }
         }
@@ -133,7 +140,7 @@ pub struct LabelSummary {
 
 /// What one running group's cost left for the step to keep: its row among the running
 /// groups, its index, its terms, and its nearest images per tap.
-type NewTerms = (usize, usize, CostTerms, [Vec<Nearest>; 4]);
+type NewTerms = (usize, usize, CostTerms, Vec<Vec<Nearest>>);
 
 /// One image of a run as the engine last classified it: what exports and summaries read.
 pub struct RowView<'a> {
@@ -145,8 +152,10 @@ pub struct RowView<'a> {
     /// Steps its group took until it stopped (or so far).
     pub group_steps: usize,
     pub state: &'a ImageState,
-    /// Its 784 pixels, the exact values `state.probs` belongs to.
+    /// Its pixels (784 for a 28×28 grey image), the exact values `state.probs` belongs to.
     pub pixels: &'a [f32],
+    /// The names of the network's taps (what `state.nearest` is indexed by).
+    pub tap_names: &'a [String],
 }
 
 impl RowView<'_> {
@@ -163,6 +172,8 @@ impl RowView<'_> {
 /// The state of a run; it owns the images, Adam's moments and the reinit windows.
 pub struct Engine {
     net: FrozenCnn,
+    /// Values per image (the network's input size).
+    px: usize,
     settings: Settings,
     groups: Vec<Group>,
     /// Number of images per group, fixed at the start.
@@ -194,6 +205,8 @@ impl Engine {
         settings: Settings,
     ) -> Result<Self, EngineError> {
         settings.validate()?;
+        settings.validate_taps(&net.names())?;
+        let layout = net.layout();
         let mut groups = settings
             .labels
             .iter()
@@ -204,6 +217,9 @@ impl Engine {
                     .ok_or(EngineError::MissingRefs(l))?;
                 if r.is_empty() {
                     return Err(EngineError::EmptyRefs(l));
+                }
+                if r.layout != layout {
+                    return Err(EngineError::ForeignRefs(l));
                 }
                 Ok(Group {
                     label: l,
@@ -216,11 +232,12 @@ impl Engine {
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
         let n = settings.batch;
+        let px = net.input_len();
         let total = groups.len() * n;
         let x: Vec<f32> = groups
             .iter_mut()
             .flat_map(|g| {
-                let noise: Vec<f32> = (0..n * PIXELS).map(|_| g.rng.random::<f32>()).collect();
+                let noise: Vec<f32> = (0..n * px).map(|_| g.rng.random::<f32>()).collect();
                 match settings.init {
                     Init::ClassMeans => class_means(&g.refs, n, settings.seed),
                     // Noise; given images replace it through `set_images`.
@@ -230,6 +247,7 @@ impl Engine {
             .collect();
         Ok(Self {
             net,
+            px,
             groups,
             n,
             m1: vec![0.0; x.len()],
@@ -257,6 +275,11 @@ impl Engine {
     pub fn search_rows(&self) -> (usize, usize) {
         let read = self.groups.iter().map(|g| g.search.rows_read).sum();
         (read, self.full_rows)
+    }
+
+    /// The names of the network's taps, in order.
+    pub fn tap_names(&self) -> std::sync::Arc<[String]> {
+        self.net.names()
     }
 
     /// The settings in force.
@@ -324,7 +347,8 @@ impl Engine {
                 index: row % self.n.max(1),
                 group_steps: g.done_at.unwrap_or(self.step),
                 state,
-                pixels: &self.classified[row * PIXELS..(row + 1) * PIXELS],
+                pixels: &self.classified[row * self.px..(row + 1) * self.px],
+                tap_names: self.net.tap_names(),
             }
         })
     }
@@ -368,6 +392,7 @@ impl Engine {
         s.labels = self.settings.labels.clone();
         s.batch = self.settings.batch;
         s.validate()?;
+        s.validate_taps(&self.net.names())?;
         self.settings = s;
         Ok(())
     }
@@ -378,8 +403,9 @@ impl Engine {
     pub fn set_images(&mut self, x: &[f32]) -> Result<(), EngineError> {
         if x.len() != self.x.len() {
             return Err(EngineError::Shape {
-                expected: self.x.len() / PIXELS,
-                got: x.len() as f64 / PIXELS as f64,
+                expected: self.x.len() / self.px,
+                values: self.px,
+                got: x.len() as f64 / self.px as f64,
             });
         }
         if let Some(i) = x.iter().position(|v| !v.is_finite()) {
@@ -440,7 +466,11 @@ impl Engine {
         // Forward the active groups' images only.
         let xa: Vec<f32> = active
             .iter()
-            .flat_map(|&g| self.x[g * n * PIXELS..(g + 1) * n * PIXELS].iter().copied())
+            .flat_map(|&g| {
+                self.x[g * n * self.px..(g + 1) * n * self.px]
+                    .iter()
+                    .copied()
+            })
             .collect();
         let mut fwd = std::mem::take(&mut self.fwd);
         self.net.forward(&xa, &mut fwd);
@@ -470,7 +500,7 @@ impl Engine {
                 match reinits.iter().find(|r| r.image == row) {
                     Some(r) => self.reinit_image(g, i, r.kind, step),
                     None => {
-                        let grad = &gx[(ai * n + i) * PIXELS..(ai * n + i + 1) * PIXELS];
+                        let grad = &gx[(ai * n + i) * self.px..(ai * n + i + 1) * self.px];
                         self.adam_update(row, grad);
                     }
                 }
@@ -506,14 +536,16 @@ impl Engine {
     fn group_costs(&mut self, fwd: &Forward) -> (TapGrads, Vec<NewTerms>) {
         let n = self.n;
         let kc = self.net.classes();
+        let tap_count = fwd.tap_count();
+        let dims: Vec<usize> = self.net.taps().iter().map(|t| t.dim).collect();
         let mut grads = TapGrads {
-            inputs: vec![0.0; fwd.inputs().len()],
-            conv0: vec![0.0; fwd.conv0().len()],
-            conv1: vec![0.0; fwd.conv1().len()],
-            fc: vec![0.0; fwd.fc().len()],
+            taps: (0..tap_count)
+                .map(|k| vec![0.0; fwd.tap(k).len()])
+                .collect(),
             logits: vec![0.0; fwd.logits().len()],
         };
         let settings = &self.settings;
+        let names = self.net.names();
         let mut active_groups: Vec<(usize, usize, &mut Group)> = self
             .groups
             .iter_mut()
@@ -526,15 +558,12 @@ impl Engine {
             .par_iter_mut()
             .map(|(ai, g, grp)| {
                 let ai = *ai;
-                let rows = |k: usize| ai * n * TAP_DIMS[k]..(ai + 1) * n * TAP_DIMS[k];
                 let acts = GroupActs {
                     n,
-                    taps: [
-                        &fwd.inputs()[rows(0)],
-                        &fwd.conv0()[rows(1)],
-                        &fwd.conv1()[rows(2)],
-                        &fwd.fc()[rows(3)],
-                    ],
+                    taps: (0..tap_count)
+                        .map(|k| &fwd.tap(k)[ai * n * dims[k]..(ai + 1) * n * dims[k]])
+                        .collect(),
+                    names: names.clone(),
                     probs: &fwd.probs()[ai * n * kc..(ai + 1) * n * kc],
                     classes: kc,
                 };
@@ -543,24 +572,17 @@ impl Engine {
             })
             .collect();
         drop(active_groups);
-        let taps_searched = if self.settings.fc_distance == FcDistance::PerExample {
-            4
-        } else {
-            3
-        };
         let mut new_terms = Vec::with_capacity(costs.len());
         for (ai, g, gc) in costs {
-            let dst = [
-                &mut grads.inputs,
-                &mut grads.conv0,
-                &mut grads.conv1,
-                &mut grads.fc,
-            ];
-            for (k, d) in dst.into_iter().enumerate() {
-                d[ai * n * TAP_DIMS[k]..(ai + 1) * n * TAP_DIMS[k]].copy_from_slice(&gc.grads[k]);
+            for (k, d) in grads.taps.iter_mut().enumerate() {
+                d[ai * n * dims[k]..(ai + 1) * n * dims[k]].copy_from_slice(&gc.grads[k]);
             }
             grads.logits[ai * n * kc..(ai + 1) * n * kc].copy_from_slice(&gc.g_logits);
-            self.full_rows += taps_searched * n * self.groups[g].refs.len();
+            let refs = &self.groups[g].refs;
+            let searched = (0..tap_count)
+                .filter(|&k| !is_per_neuron(refs, k, &self.settings))
+                .count();
+            self.full_rows += searched * n * refs.len();
             new_terms.push((ai, g, gc.terms, gc.nearest));
         }
         (grads, new_terms)
@@ -601,9 +623,7 @@ impl Engine {
             for i in 0..n {
                 let img = &mut self.images[g * n + i];
                 img.probs = self.fwd.probs()[(ai * n + i) * kc..(ai * n + i + 1) * kc].to_vec();
-                for (k, near) in nearest.iter().enumerate() {
-                    img.nearest[k] = near.get(i).copied();
-                }
+                img.nearest = nearest.iter().map(|near| near.get(i).copied()).collect();
             }
         }
     }
@@ -642,7 +662,7 @@ impl Engine {
     /// added), Adam's moments and its probe window cleared.
     fn reinit_image(&mut self, g: usize, i: usize, kind: ReinitKind, step: usize) {
         let row = g * self.n + i;
-        let span = row * PIXELS..(row + 1) * PIXELS;
+        let span = row * self.px..(row + 1) * self.px;
         let rng = &mut self.groups[g].rng;
         let amp = self.settings.stall_noise;
         let clip = self.settings.pixels == PixelConstraint::Clip;
@@ -671,7 +691,7 @@ impl Engine {
     /// settings say so.
     fn adam_update(&mut self, row: usize, grad: &[f32]) {
         let lr = self.settings.lr as f64;
-        let span = row * PIXELS..(row + 1) * PIXELS;
+        let span = row * self.px..(row + 1) * self.px;
         let img = &mut self.images[row];
         img.adam_t += 1;
         let t = img.adam_t as i32;

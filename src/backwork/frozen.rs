@@ -11,12 +11,15 @@
 use crate::model::Cnn;
 use crate::net::{Acts, Net, Want};
 
-/// The frozen network of ALGORITHM.md §1 (with its classes) on the core.
+/// A frozen network on the core: the §1 network or any other [`crate::net::Arch`], with its
+/// classes and its taps.
 #[derive(Clone)]
 pub struct FrozenCnn {
     net: Net,
-    /// The layer each of the four taps (input, conv0, conv1, fc) is the output of.
-    tap_layers: [Option<usize>; 4],
+    /// The layer each tap is the output of (`None`: the input).
+    tap_layers: Vec<Option<usize>>,
+    /// The taps' names.
+    names: std::sync::Arc<[String]>,
 }
 
 /// Images a pass patches at once (see [`crate::net::pass::CHUNK`]); callers that stream large
@@ -27,12 +30,12 @@ pub const CHUNK: usize = crate::net::pass::CHUNK;
 /// one row per image.
 ///
 /// # Shapes
-/// `inputs` M×784, `conv0` M×6272 (14×14×32), `conv1` M×3136 (7×7×64), `fc` M×1024 before
-/// its ReLU, `logits` and `probs` M×K.
+/// Tap k M×D_k (for the §1 network: inputs M×784, conv0 M×6272 (14×14×32), conv1 M×3136
+/// (7×7×64), fc M×1024 before its ReLU), `logits` and `probs` M×K.
 #[derive(Default, Clone)]
 pub struct Forward {
     acts: Acts,
-    tap_layers: [Option<usize>; 4],
+    tap_layers: Vec<Option<usize>>,
 }
 
 impl Forward {
@@ -41,28 +44,26 @@ impl Forward {
         self.acts.m
     }
 
-    /// Tap k (0 input, 1 conv0, 2 conv1, 3 fc), M rows.
+    /// Number of taps.
+    pub fn tap_count(&self) -> usize {
+        self.tap_layers.len()
+    }
+
+    /// Tap k (0 is the input), M rows.
     pub fn tap(&self, k: usize) -> &[f32] {
-        match self.tap_layers[k] {
+        match self.tap_layers.get(k).copied().flatten() {
             None => &self.acts.input,
             Some(l) => self.acts.layer(l).unwrap_or(&[]),
         }
     }
 
+    /// Every tap, in order.
+    pub fn taps(&self) -> Vec<&[f32]> {
+        (0..self.tap_count()).map(|k| self.tap(k)).collect()
+    }
+
     pub fn inputs(&self) -> &[f32] {
         self.tap(0)
-    }
-
-    pub fn conv0(&self) -> &[f32] {
-        self.tap(1)
-    }
-
-    pub fn conv1(&self) -> &[f32] {
-        self.tap(2)
-    }
-
-    pub fn fc(&self) -> &[f32] {
-        self.tap(3)
     }
 
     pub fn logits(&self) -> &[f32] {
@@ -74,23 +75,53 @@ impl Forward {
     }
 }
 
-/// Gradients of the cost arriving at each tap; empty vectors mean zero.
+/// Gradients of the cost arriving at each tap and at the logits; an empty vector means zero.
 ///
 /// # Shapes
-/// Same as the matching [`Forward`] taps: M×784, M×6272, M×3136, M×1024 and M×K (the
-/// logits).
+/// `taps[k]` as the matching [`Forward`] tap (M×D_k), `logits` M×K.
 #[derive(Default, Clone)]
 pub struct TapGrads {
-    pub inputs: Vec<f32>,
-    pub conv0: Vec<f32>,
-    pub conv1: Vec<f32>,
-    pub fc: Vec<f32>,
+    pub taps: Vec<Vec<f32>>,
     pub logits: Vec<f32>,
 }
 
+/// What the reference sets keep of each tap: its size per image and whether its sorted
+/// columns are kept (hidden linear taps, whose distance may be taken per neuron).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapLayout {
+    pub dims: Vec<usize>,
+    pub columns: Vec<bool>,
+}
+
+impl TapLayout {
+    /// The layout of the §1 network (inputs, conv0, conv1, fc; fc's columns kept).
+    pub fn original() -> Self {
+        Self::of(&crate::net::Arch::original(10).taps().unwrap_or_default())
+    }
+
+    /// The layout of `taps`.
+    pub fn of(taps: &[crate::net::Tap]) -> Self {
+        Self {
+            dims: taps.iter().map(|t| t.dim).collect(),
+            columns: taps
+                .iter()
+                .map(|t| t.kind == crate::net::TapKind::Linear)
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.dims.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dims.is_empty()
+    }
+}
+
 impl FrozenCnn {
-    /// p(label) of each image (`pixels`: N×784, `labels`: N) as an 8-bit PNG stores it
-    /// (clamped to [0, 1], rounded to 1/255), classified again.
+    /// p(label) of each image (`pixels`: N rows of the input, `labels`: N) as an 8-bit PNG
+    /// stores it (clamped to [0, 1], rounded to 1/255), classified again.
     pub fn p_label_as_png(&self, pixels: &[f32], labels: &[u8]) -> Vec<f32> {
         let quantised: Vec<f32> = pixels
             .iter()
@@ -111,10 +142,18 @@ impl FrozenCnn {
 
     /// The network of `cnn` on the core.
     pub fn new(cnn: &Cnn) -> candle_core::Result<Self> {
-        let net = cnn.to_net()?;
-        let taps = net.taps();
-        let tap_layers = std::array::from_fn(|k| taps.get(k).and_then(|t| t.after));
-        Ok(Self { net, tap_layers })
+        Ok(Self::from_net(cnn.to_net()?))
+    }
+
+    /// The network `net`, frozen.
+    pub fn from_net(net: Net) -> Self {
+        let tap_layers = net.taps().iter().map(|t| t.after).collect();
+        let names = net.taps().iter().map(|t| t.name.clone()).collect();
+        Self {
+            net,
+            tap_layers,
+            names,
+        }
     }
 
     /// The network on the core.
@@ -127,16 +166,41 @@ impl FrozenCnn {
         self.net.classes()
     }
 
-    /// Runs the network on `x` (M×784, row-major), filling `f`.
+    /// Values per input image (784 for a 28×28 grey image).
+    pub fn input_len(&self) -> usize {
+        self.net.input_len()
+    }
+
+    /// The taps, in order.
+    pub fn taps(&self) -> &[crate::net::Tap] {
+        self.net.taps()
+    }
+
+    /// The taps' names (`inputs`, `conv0`, …), in order.
+    pub fn names(&self) -> std::sync::Arc<[String]> {
+        self.names.clone()
+    }
+
+    /// The taps' names, borrowed.
+    pub fn tap_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// What the reference sets keep of each tap.
+    pub fn layout(&self) -> TapLayout {
+        TapLayout::of(self.taps())
+    }
+
+    /// Runs the network on `x` (M rows of [`Self::input_len`] values), filling `f`.
     pub fn forward(&self, x: &[f32], f: &mut Forward) {
-        f.tap_layers = self.tap_layers;
+        f.tap_layers.clone_from(&self.tap_layers);
         self.net.forward(x, &mut f.acts);
     }
 
-    /// d cost / d inputs (M×784) from the gradients at every tap of the forward `f`. Reuses
+    /// d cost / d inputs (M rows) from the gradients at every tap of the forward `f`. Reuses
     /// `f`'s scratch buffers, so a step allocates no large buffer.
     pub fn backward(&self, f: &mut Forward, g: &TapGrads) -> Vec<f32> {
-        let taps = [&g.inputs[..], &g.conv0, &g.conv1, &g.fc];
+        let taps: Vec<&[f32]> = g.taps.iter().map(Vec::as_slice).collect();
         let want = Want {
             input: true,
             weights: false,

@@ -41,8 +41,9 @@ pub struct ImageState {
     pub reinits: usize,
     /// Step of the last (re)initialisation (0: the start).
     pub init_step: usize,
-    /// Nearest training image at inputs, conv0, conv1 (and fc when per-example).
-    pub nearest: [Option<Nearest>; 4],
+    /// Nearest training image at each tap (none at a hidden linear tap whose distance is
+    /// taken per neuron).
+    pub nearest: Vec<Option<Nearest>>,
     /// Latest probabilities.
     pub probs: Vec<f32>,
     /// Adam steps taken since its last (re)initialisation (for bias correction).

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::cost::is_per_neuron;
 use super::engine::{EndReason, Engine, EngineError, StepEvent};
-use super::settings::{FcDistance, TAPS};
 
 /// The numbers of one finished run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,21 +95,25 @@ fn outcome(
     };
     let rows = engine.states().len().max(1) as f64;
     let mut nearest_distance = BTreeMap::new();
-    for (k, name) in TAPS.iter().enumerate() {
-        let is_per_neuron = k == 3 && s.fc_distance == FcDistance::PerNeuron;
-        let mean = if is_per_neuron {
+    let names = engine.tap_names();
+    for (k, name) in names.iter().enumerate() {
+        let per_neuron = engine
+            .groups()
+            .first()
+            .is_some_and(|g| is_per_neuron(&g.refs, k, s));
+        let mean = if per_neuron {
             let groups = engine.groups().len().max(1) as f64;
             engine
                 .groups()
                 .iter()
-                .map(|g| g.terms.taps[3].ref_dist)
+                .map(|g| g.terms.taps.get(k).map_or(0.0, |t| t.ref_dist))
                 .sum::<f64>()
                 / groups
         } else {
             engine
                 .states()
                 .iter()
-                .filter_map(|i| i.nearest[k])
+                .filter_map(|i| i.nearest.get(k).copied().flatten())
                 .map(|d| d.dist as f64)
                 .sum::<f64>()
                 / rows

@@ -7,12 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use super::frozen::{Forward, FrozenCnn};
-use crate::data::{Dataset, PIXELS};
-use crate::model::{CONV0_DIM, CONV1_DIM, FC_UNITS};
+use super::frozen::{Forward, FrozenCnn, TapLayout};
+use crate::data::Dataset;
 
-/// Flattened size of each tap: inputs, conv0, conv1, fc.
-pub const TAP_DIMS: [usize; 4] = [PIXELS, CONV0_DIM, CONV1_DIM, FC_UNITS];
+/// Flattened size of each tap of the §1 network: inputs, conv0, conv1, fc.
+pub const TAP_DIMS: [usize; 4] = [
+    crate::data::PIXELS,
+    crate::model::CONV0_DIM,
+    crate::model::CONV1_DIM,
+    crate::model::FC_UNITS,
+];
 
 /// Images per forward pass while building: a batch's activations (about 200 KB an image for
 /// the original network) stay in the last-level cache between layers.
@@ -21,24 +25,27 @@ const BUILD_BATCH: usize = 128;
 /// One label's reference activations.
 ///
 /// # Shapes
-/// `taps[k]` R×D_k row-major (R training images of the label, D_k = [`TAP_DIMS`]`[k]`),
-/// `sq_norms[k]` R, `fc_sorted` 1024×R (each neuron's R training values, ascending).
+/// `taps[k]` R×D_k row-major (R training images of the label, D_k = `layout.dims[k]`),
+/// `sq_norms[k]` R, `columns[k]` D_k×R (each neuron's R training values, ascending) for the
+/// taps whose columns the layout keeps (hidden linear ones), empty for the others.
 pub struct LabelRefs {
     pub label: u8,
-    /// Row r is training image `indices[r]` (its row in the MNIST training file).
+    /// Row r is training image `indices[r]` (its row in the training file).
     pub indices: Vec<u32>,
-    pub taps: [Vec<f32>; 4],
-    pub sq_norms: [Vec<f32>; 4],
-    pub fc_sorted: Vec<f32>,
+    pub layout: TapLayout,
+    pub taps: Vec<Vec<f32>>,
+    pub sq_norms: Vec<Vec<f32>>,
+    pub columns: Vec<Vec<f32>>,
 }
 
 impl std::fmt::Debug for LabelRefs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "LabelRefs {{ label: {}, images: {} }}",
+            "LabelRefs {{ label: {}, images: {}, taps: {:?} }}",
             self.label,
-            self.len()
+            self.len(),
+            self.layout.dims
         )
     }
 }
@@ -53,6 +60,11 @@ impl LabelRefs {
         self.indices.is_empty()
     }
 
+    /// Values per image at tap `k`.
+    pub fn dim(&self, k: usize) -> usize {
+        self.layout.dims[k]
+    }
+
     /// The rows of `train` labelled `label`, in order: a reference set's `indices`.
     pub fn label_rows(train: &Dataset, label: u8) -> Vec<u32> {
         (0..train.len() as u32)
@@ -61,11 +73,16 @@ impl LabelRefs {
     }
 
     /// Runs every training image of `label` through the network; `None` when `cancel` was
-    /// set (it is checked between batches of 256 images, a fraction of a second apart).
+    /// set (it is checked between batches of 128 images, a fraction of a second apart).
     pub fn build(net: &FrozenCnn, train: &Dataset, label: u8, cancel: &AtomicBool) -> Option<Self> {
         let indices = Self::label_rows(train, label);
         let r = indices.len();
-        let mut taps: [Vec<f32>; 4] = std::array::from_fn(|k| Vec::with_capacity(r * TAP_DIMS[k]));
+        let layout = net.layout();
+        let mut taps: Vec<Vec<f32>> = layout
+            .dims
+            .iter()
+            .map(|d| Vec::with_capacity(r * d))
+            .collect();
         let mut f = Forward::default();
         for chunk in indices.chunks(BUILD_BATCH) {
             if cancel.load(Ordering::Relaxed) {
@@ -73,57 +90,80 @@ impl LabelRefs {
             }
             let idx: Vec<usize> = chunk.iter().map(|&i| i as usize).collect();
             net.forward(&train.batch_f32(&idx), &mut f);
-            taps[0].extend_from_slice(f.inputs());
-            taps[1].extend_from_slice(f.conv0());
-            taps[2].extend_from_slice(f.conv1());
-            taps[3].extend_from_slice(f.fc());
+            for (k, t) in taps.iter_mut().enumerate() {
+                t.extend_from_slice(f.tap(k));
+            }
         }
-        Some(Self::from_taps(label, indices, taps))
+        Some(Self::from_taps(label, indices, layout, taps))
     }
 
-    /// Derives the norms and the sorted fc columns from the four tap matrices.
-    pub fn from_taps(label: u8, indices: Vec<u32>, taps: [Vec<f32>; 4]) -> Self {
+    /// Derives the norms and the sorted columns from the tap matrices.
+    pub fn from_taps(label: u8, indices: Vec<u32>, layout: TapLayout, taps: Vec<Vec<f32>>) -> Self {
         let r = indices.len();
-        let sq_norms: [Vec<f32>; 4] = std::array::from_fn(|k| {
-            taps[k]
-                .chunks_exact(TAP_DIMS[k])
-                .map(|row| row.iter().map(|v| v * v).sum())
-                .collect()
-        });
-        let mut fc_sorted = vec![0.0; FC_UNITS * r];
-        // 1,024 independent column sorts: on all cores.
-        let fc = &taps[3];
-        fc_sorted
-            .par_chunks_exact_mut(r.max(1))
-            .enumerate()
-            .take(FC_UNITS)
-            .for_each(|(j, col)| {
-                for (i, v) in col.iter_mut().enumerate() {
-                    *v = fc[i * FC_UNITS + j];
+        let sq_norms: Vec<Vec<f32>> = taps
+            .iter()
+            .zip(&layout.dims)
+            .map(|(t, &d)| {
+                t.chunks_exact(d.max(1))
+                    .map(|row| row.iter().map(|v| v * v).sum())
+                    .collect()
+            })
+            .collect();
+        let columns = taps
+            .iter()
+            .zip(&layout.dims)
+            .zip(&layout.columns)
+            .map(|((t, &d), &kept)| {
+                if kept {
+                    sorted_columns(t, r, d)
+                } else {
+                    Vec::new()
                 }
-                col.sort_unstable_by(f32::total_cmp);
-            });
+            })
+            .collect();
         Self {
             label,
             indices,
+            layout,
             taps,
             sq_norms,
-            fc_sorted,
+            columns,
         }
     }
 
-    /// The sorted training values of fc neuron `j`.
-    pub fn fc_column(&self, j: usize) -> &[f32] {
+    /// The sorted training values of neuron `j` of tap `k` (a tap whose columns are kept).
+    pub fn column(&self, k: usize, j: usize) -> &[f32] {
         let r = self.len();
-        &self.fc_sorted[j * r..(j + 1) * r]
+        &self.columns[k][j * r..(j + 1) * r]
     }
 }
 
-/// Magic bytes of a reference-set file (format version 3: version 2 had no checksum).
-const FILE_MAGIC: &[u8; 8] = b"BWREFS3\0";
+/// The D columns of an R×D matrix, each sorted ascending, D×R: independent sorts, on all
+/// cores.
+fn sorted_columns(t: &[f32], r: usize, d: usize) -> Vec<f32> {
+    let mut out = vec![0.0; d * r];
+    out.par_chunks_exact_mut(r.max(1))
+        .enumerate()
+        .take(d)
+        .for_each(|(j, col)| {
+            for (i, v) in col.iter_mut().enumerate() {
+                *v = t[i * d + j];
+            }
+            col.sort_unstable_by(f32::total_cmp);
+        });
+    out
+}
+
+/// Magic bytes of a reference-set file (format version 4: version 3 held the §1 network's four
+/// taps only; version 2 had no checksum).
+const FILE_MAGIC: &[u8; 8] = b"BWREFS4\0";
 /// Magic, label, three zero bytes, R (u32), the CRC-32 of everything after the header (u32),
-/// four zero bytes: every later field starts 4-byte aligned.
+/// the number of taps T (u32): every later field starts 4-byte aligned.
 const HEADER_BYTES: usize = 24;
+/// At most this many taps in a file (a header asking for more is refused unread).
+const MAX_TAPS: usize = 256;
+/// At most this many values per image at one tap (as [`crate::net::Arch`] caps a layer).
+const MAX_TAP_DIM: usize = 1 << 24;
 
 /// Bytes read at a time from a cache file.
 const READ_CHUNK: usize = 1 << 20;
@@ -195,41 +235,48 @@ impl<R: Read> Payload<'_, R> {
 }
 
 impl LabelRefs {
-    /// Values in the file after the header: the R indices, the four tap matrices, the four
-    /// norm vectors and the sorted fc columns; `None` if the count overflows.
-    fn file_words(r: usize) -> Option<usize> {
-        let per_row = TAP_DIMS.iter().sum::<usize>() + 1 + 4 + FC_UNITS;
-        r.checked_mul(per_row)
+    /// Values in the file after the header of a set of R images with `layout`: the tap table
+    /// (two words a tap), the R indices, the tap matrices, the norm vectors and the kept
+    /// sorted columns; `None` if the count overflows.
+    fn file_words(r: usize, layout: &TapLayout) -> Option<usize> {
+        let mut per_row = 1usize; // the index
+        for (&d, &kept) in layout.dims.iter().zip(&layout.columns) {
+            let tap = if kept { d.checked_mul(2)? } else { d };
+            per_row = per_row.checked_add(tap)?.checked_add(1)?;
+        }
+        r.checked_mul(per_row)?.checked_add(2 * layout.len())
     }
 
-    /// The size in bytes of the file of a set of R images; `None` if it overflows.
-    fn file_bytes(r: usize) -> Option<u64> {
-        let words = Self::file_words(r)?;
+    /// The size in bytes of the file of a set of R images with `layout`; `None` if it
+    /// overflows.
+    fn file_bytes(r: usize, layout: &TapLayout) -> Option<u64> {
+        let words = Self::file_words(r, layout)?;
         u64::try_from(words)
             .ok()?
             .checked_mul(4)?
             .checked_add(HEADER_BYTES as u64)
     }
 
-    /// The file form: the header (magic, label, R, CRC-32 of the rest), the R training
-    /// indices (u32 LE), then (f32 LE) the four tap matrices, the four norm vectors and the
-    /// sorted fc columns, in that order.
+    /// The file form: the header (magic, label, R, CRC-32 of the rest, T), the tap table (each
+    /// tap's size and whether its columns are kept, u32 LE), the R training indices (u32 LE),
+    /// then (f32 LE) the tap matrices, the norm vectors and the kept sorted columns, in that
+    /// order.
     pub fn to_bytes(&self) -> Vec<u8> {
         let r = self.len();
-        let mut out = Vec::with_capacity(Self::file_bytes(r).unwrap_or(0) as usize);
+        let mut out = Vec::with_capacity(Self::file_bytes(r, &self.layout).unwrap_or(0) as usize);
         out.extend_from_slice(FILE_MAGIC);
         out.extend_from_slice(&[self.label, 0, 0, 0]);
         out.extend_from_slice(&(r as u32).to_le_bytes());
-        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&(self.layout.len() as u32).to_le_bytes());
+        for (&d, &kept) in self.layout.dims.iter().zip(&self.layout.columns) {
+            out.extend_from_slice(&(d as u32).to_le_bytes());
+            out.extend_from_slice(&u32::from(kept).to_le_bytes());
+        }
         for i in &self.indices {
             out.extend_from_slice(&i.to_le_bytes());
         }
-        let arrays = self
-            .taps
-            .iter()
-            .chain(&self.sq_norms)
-            .chain([&self.fc_sorted]);
-        for a in arrays {
+        for a in self.arrays() {
             for v in a.iter() {
                 out.extend_from_slice(&v.to_le_bytes());
             }
@@ -239,16 +286,23 @@ impl LabelRefs {
         out
     }
 
+    /// Every value array, in file order.
+    fn arrays(&self) -> impl Iterator<Item = &Vec<f32>> {
+        self.taps.iter().chain(&self.sq_norms).chain(&self.columns)
+    }
+
     /// Reads a file written by [`Self::to_bytes`] from `src` (of `len` bytes) and checks all
-    /// of it against `train`, the dataset it must describe: its length, label and image
-    /// count, the checksum over the data, the training indices (exactly `label`'s rows of
-    /// `train`) and that every value is finite. Nothing is allocated before the length is
-    /// known to match, so a hostile header cannot ask for memory. The error says what is wrong.
+    /// of it against `train`, the dataset it must describe, and `expect`, the taps of the
+    /// network it must belong to (when known): its length, label, image count and taps, the
+    /// checksum over the data, the training indices (exactly `label`'s rows of `train`) and
+    /// that every value is finite. Nothing large is allocated before the length is known to
+    /// match, so a hostile header cannot ask for memory. The error says what is wrong.
     pub fn read_from(
         label: u8,
         src: &mut impl Read,
         len: u64,
         train: &Dataset,
+        expect: Option<&TapLayout>,
     ) -> Result<Self, String> {
         let mut header = [0u8; HEADER_BYTES];
         src.read_exact(&mut header)
@@ -263,6 +317,31 @@ impl LabelRefs {
             u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
         };
         let r = word(12) as usize;
+        let t = word(20) as usize;
+        if t == 0 || t > MAX_TAPS {
+            return Err(format!("declares {t} taps"));
+        }
+        let mut p = Payload {
+            src,
+            crc: crc32fast::Hasher::new(),
+        };
+        let table = p.u32s(2 * t)?;
+        let layout = TapLayout {
+            dims: table.iter().step_by(2).map(|&d| d as usize).collect(),
+            columns: table.iter().skip(1).step_by(2).map(|&c| c != 0).collect(),
+        };
+        if let Some(d) = layout.dims.iter().find(|&&d| d == 0 || d > MAX_TAP_DIM) {
+            return Err(format!("declares a tap of {d} values"));
+        }
+        if table.iter().skip(1).step_by(2).any(|&c| c > 1) {
+            return Err("its tap table is damaged".into());
+        }
+        if let Some(e) = expect.filter(|e| **e != layout) {
+            return Err(format!(
+                "holds taps of sizes {:?}, but the network's are {:?}",
+                layout.dims, e.dims
+            ));
+        }
         let expected = Self::label_rows(train, label);
         if r != expected.len() {
             return Err(format!(
@@ -270,24 +349,23 @@ impl LabelRefs {
                 expected.len()
             ));
         }
-        let want = Self::file_bytes(r).ok_or("declares an impossible size")?;
+        let want = Self::file_bytes(r, &layout).ok_or("declares an impossible size")?;
         if len != want {
             return Err(format!("is {len} bytes, but its header implies {want}"));
         }
-        let mut p = Payload {
-            src,
-            crc: crc32fast::Hasher::new(),
-        };
         let indices = p.u32s(r)?;
-        let mut next = |n: usize| p.f32s(n);
-        let taps = [
-            next(r * TAP_DIMS[0])?,
-            next(r * TAP_DIMS[1])?,
-            next(r * TAP_DIMS[2])?,
-            next(r * TAP_DIMS[3])?,
-        ];
-        let sq_norms = [next(r)?, next(r)?, next(r)?, next(r)?];
-        let fc_sorted = next(FC_UNITS * r)?;
+        let mut taps = Vec::with_capacity(t);
+        for &d in &layout.dims {
+            taps.push(p.f32s(r * d)?);
+        }
+        let mut sq_norms = Vec::with_capacity(t);
+        for _ in 0..t {
+            sq_norms.push(p.f32s(r)?);
+        }
+        let mut columns = Vec::with_capacity(t);
+        for (&d, &kept) in layout.dims.iter().zip(&layout.columns) {
+            columns.push(if kept { p.f32s(d * r)? } else { Vec::new() });
+        }
         if p.crc.finalize() != word(16) {
             return Err("its checksum does not match (the file is damaged)".into());
         }
@@ -297,9 +375,10 @@ impl LabelRefs {
         let refs = Self {
             label,
             indices,
+            layout,
             taps,
             sq_norms,
-            fc_sorted,
+            columns,
         };
         if !refs.is_finite() {
             return Err("holds a value that is not finite".into());
@@ -308,29 +387,34 @@ impl LabelRefs {
     }
 
     /// [`Self::read_from`] on bytes in memory.
-    pub fn from_bytes(label: u8, bytes: &[u8], train: &Dataset) -> Result<Self, String> {
-        Self::read_from(label, &mut &bytes[..], bytes.len() as u64, train)
+    pub fn from_bytes(
+        label: u8,
+        bytes: &[u8],
+        train: &Dataset,
+        expect: Option<&TapLayout>,
+    ) -> Result<Self, String> {
+        Self::read_from(label, &mut &bytes[..], bytes.len() as u64, train, expect)
     }
 
     /// [`Self::read_from`] on a file, read whole into memory (a file shortened or rewritten
     /// while a run uses it cannot touch the run). Only a regular file is opened, without
     /// blocking, so a FIFO or a device in its place is refused rather than waited on.
-    pub fn read_file(label: u8, path: &Path, train: &Dataset) -> Result<Self, String> {
+    pub fn read_file(
+        label: u8,
+        path: &Path,
+        train: &Dataset,
+        expect: Option<&TapLayout>,
+    ) -> Result<Self, String> {
         let file = crate::io::open_regular(path).map_err(|e| format!("cannot be read: {e}"))?;
         let meta = file
             .metadata()
             .map_err(|e| format!("cannot be read: {e}"))?;
         let mut reader = file;
-        Self::read_from(label, &mut reader, meta.len(), train)
+        Self::read_from(label, &mut reader, meta.len(), train, expect)
     }
 
     /// Whether every stored value is finite.
     pub fn is_finite(&self) -> bool {
-        let arrays = self
-            .taps
-            .iter()
-            .chain(&self.sq_norms)
-            .chain([&self.fc_sorted]);
-        arrays.flat_map(|a| a.iter()).all(|v| v.is_finite())
+        self.arrays().flat_map(|a| a.iter()).all(|v| v.is_finite())
     }
 }

@@ -19,7 +19,7 @@ impl FrozenCnn {
         if labels.len() > super::frozen::CHUNK {
             let per = super::frozen::CHUNK;
             return x
-                .chunks(per * PIXELS)
+                .chunks(per * self.input_len())
                 .zip(labels.chunks(per))
                 .flat_map(|(xs, ls)| self.saliency(xs, ls))
                 .collect();

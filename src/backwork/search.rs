@@ -143,7 +143,7 @@ impl ImageSearch {
 /// The search state of one label group: per tap, per image.
 #[derive(Clone, Default)]
 pub struct GroupSearch {
-    pub(super) taps: [Vec<ImageSearch>; 4],
+    pub(super) taps: Vec<Vec<ImageSearch>>,
     /// References whose exact distance was computed by the last call (for the benchmark).
     pub rows_read: usize,
 }

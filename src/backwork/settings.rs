@@ -115,7 +115,13 @@ impl Preset {
     pub fn apply(self, s: &mut Settings) {
         s.prev_coeff = 0.5;
         s.sim_coeff = 0.5;
-        s.layer_weights = [1e-5, 1e-4, 1e-3, 1e-2, 10.0];
+        // The network's tap count stays (the §1 network's when the weights name none).
+        let taps = if s.layer_weights.len() >= 2 {
+            s.tap_count()
+        } else {
+            TAPS.len()
+        };
+        s.layer_weights = default_layer_weights(taps);
         s.lr = 0.01;
         s.save_freq = 1;
         s.reinit_cap = 0.99;
@@ -147,8 +153,26 @@ impl Preset {
     }
 }
 
-/// Index of each tap in per-tap arrays.
+/// The taps of the §1 network, whose names every setting, file and flag of the original
+/// method uses; other networks name theirs after their layers ([`crate::net::Arch::taps`]).
 pub const TAPS: [&str; 4] = ["inputs", "conv0", "conv1", "fc"];
+
+/// [`TAPS`] as owned names, as a network's taps are given.
+pub fn original_tap_names() -> Vec<String> {
+    TAPS.iter().map(|t| t.to_string()).collect()
+}
+
+/// The softmax term's default layer weight (ALGORITHM.md §3).
+pub const SOFTMAX_WEIGHT: f32 = 10.0;
+
+/// The default layer weights of a network with `taps` taps, then the softmax's: the original's
+/// 1e-5 at the input, ten times more at each deeper tap (1e-4, 1e-3 and 1e-2 for conv0, conv1
+/// and fc, ALGORITHM.md §3), no more than fc's 1e-2 past it; then 10.
+pub fn default_layer_weights(taps: usize) -> Vec<f32> {
+    let mut w: Vec<f32> = (0..taps).map(|k| 10f32.powi(k.min(3) as i32 - 5)).collect();
+    w.push(SOFTMAX_WEIGHT);
+    w
+}
 
 /// Everything that shapes a run. Defaults are the `robust` preset's ([`Preset`]); the
 /// original method's (ALGORITHM.md §3–§4) are `Preset::Original.settings()`.
@@ -159,9 +183,10 @@ pub struct Settings {
     pub prev_coeff: f32,
     /// Weight of the "far from each other" terms, 1/sim_k. Range [0, 1e6]; default 0.5.
     pub sim_coeff: f32,
-    /// Layer weights c_k for inputs, conv0, conv1, fc, softmax. Each in [0, 1e6];
-    /// default [1e-5, 1e-4, 1e-3, 1e-2, 10].
-    pub layer_weights: [f32; 5],
+    /// Layer weights c_k, one per tap of the network and then the softmax's (for the §1
+    /// network: inputs, conv0, conv1, fc, softmax). Each in [0, 1e6]; default
+    /// [`default_layer_weights`], [1e-5, 1e-4, 1e-3, 1e-2, 10] for the §1 network.
+    pub layer_weights: Vec<f32>,
     /// Adam learning rate on the pixels. Range (0, 10]; default 0.01.
     pub lr: f32,
     /// Images per target label. Range 1..=256; default 8.
@@ -208,7 +233,7 @@ impl Default for Settings {
         let mut s = Self {
             prev_coeff: 0.5,
             sim_coeff: 0.5,
-            layer_weights: [1e-5, 1e-4, 1e-3, 1e-2, 10.0],
+            layer_weights: default_layer_weights(TAPS.len()),
             lr: 0.01,
             batch: 8,
             labels: (0..NUM_LABELS as u8).collect(),
@@ -256,6 +281,52 @@ impl Settings {
         Preset::Original.settings()
     }
 
+    /// The number of taps the layer weights are for (all but the last, the softmax's).
+    pub fn tap_count(&self) -> usize {
+        self.layer_weights.len().saturating_sub(1)
+    }
+
+    /// The softmax term's layer weight (the last).
+    pub fn softmax_weight(&self) -> f32 {
+        self.layer_weights.last().copied().unwrap_or(0.0)
+    }
+
+    /// Sets the softmax term's layer weight.
+    pub fn set_softmax_weight(&mut self, w: f32) {
+        match self.layer_weights.last_mut() {
+            Some(last) => *last = w,
+            None => self.layer_weights.push(w),
+        }
+    }
+
+    /// Gives a network of `taps` taps its default layer weights, unless the weights already
+    /// have its count; says whether they changed.
+    pub fn fit_taps(&mut self, taps: usize) -> bool {
+        if self.tap_count() == taps && !self.layer_weights.is_empty() {
+            return false;
+        }
+        self.layer_weights = default_layer_weights(taps);
+        true
+    }
+
+    /// Checks that the layer weights are one per tap of a network with `names` taps plus the
+    /// softmax's.
+    pub fn validate_taps(&self, names: &[String]) -> Result<(), SettingsError> {
+        if self.layer_weights.len() == names.len() + 1 {
+            return Ok(());
+        }
+        Err(SettingsError {
+            flag: "layer-weights",
+            reason: format!(
+                "the network has {} taps ({}) and the softmax: expected {} numbers, got {}",
+                names.len(),
+                names.join(", "),
+                names.len() + 1,
+                self.layer_weights.len()
+            ),
+        })
+    }
+
     /// The preset whose governed fields these settings equal, if any.
     pub fn preset(&self) -> Option<Preset> {
         Preset::ALL.into_iter().find(|p| {
@@ -296,6 +367,15 @@ impl Settings {
             return err(
                 "sim-coeff",
                 format!("must be in [0, 1e6], got {}", self.sim_coeff),
+            );
+        }
+        if self.layer_weights.len() < 2 {
+            return err(
+                "layer-weights",
+                format!(
+                    "expected one number per tap and the softmax's, got {}",
+                    self.layer_weights.len()
+                ),
             );
         }
         if let Some(w) = self.layer_weights.iter().find(|w| !coeff_ok(**w)) {
@@ -465,7 +545,7 @@ mod tests {
             ),
             (
                 Settings {
-                    layer_weights: [1.0, 1.0, 1.0, 1.0, f32::INFINITY],
+                    layer_weights: vec![1.0, 1.0, 1.0, 1.0, f32::INFINITY],
                     ..Default::default()
                 },
                 "layer-weights",

@@ -8,7 +8,6 @@ use super::cost::{GroupActs, group_cost};
 use super::frozen::{Forward, FrozenCnn, TapGrads};
 use super::refs::LabelRefs;
 use super::settings::Settings;
-use crate::data::PIXELS;
 
 /// One image's p(label) and the Euclidean norm, on its 784 pixels, of the gradient of the
 /// softmax term, of the reference ("far from the training images") terms of all taps, and of
@@ -23,12 +22,13 @@ pub struct TermPull {
 
 /// [`TermPull`] of each of the `x.len() / 784` images of one label group under `s`.
 pub fn term_pulls(net: &FrozenCnn, refs: &LabelRefs, x: &[f32], s: &Settings) -> Vec<TermPull> {
-    let n = x.len() / PIXELS;
+    let px = net.input_len().max(1);
+    let n = x.len() / px;
     let label = refs.label as usize;
     let only = |softmax: bool, prev: bool, sim: bool| {
         let mut t = s.clone();
         if !softmax {
-            t.layer_weights[4] = 0.0;
+            t.set_softmax_weight(0.0);
         }
         if !prev {
             t.prev_coeff = 0.0;
@@ -51,25 +51,22 @@ pub fn term_pulls(net: &FrozenCnn, refs: &LabelRefs, x: &[f32], s: &Settings) ->
         net.forward(x, &mut f);
         let acts = GroupActs {
             n,
-            taps: [f.inputs(), f.conv0(), f.conv1(), f.fc()],
+            taps: f.taps(),
+            names: net.names(),
             probs: f.probs(),
             classes: net.classes(),
         };
         let gc = group_cost(&acts, refs, t);
         let probs = f.probs().to_vec();
-        let [g0, g1, g2, g3] = gc.grads;
         let g = net.backward(
             &mut f,
             &TapGrads {
-                inputs: g0,
-                conv0: g1,
-                conv1: g2,
-                fc: g3,
+                taps: gc.grads,
                 logits: gc.g_logits,
             },
         );
         for (i, o) in out.iter_mut().enumerate() {
-            let norm = g[i * PIXELS..(i + 1) * PIXELS]
+            let norm = g[i * px..(i + 1) * px]
                 .iter()
                 .map(|v| (*v as f64).powi(2))
                 .sum::<f64>()

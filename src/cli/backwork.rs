@@ -198,14 +198,17 @@ impl SettingsArgs {
                 .map(|p| p.trim().parse::<f32>())
                 .collect::<Result<_, _>>()
                 .map_err(|_| {
-                    anyhow::anyhow!("--layer-weights: {w:?} is not five comma-separated numbers")
+                    anyhow::anyhow!(
+                        "--layer-weights: {w:?} is not comma-separated numbers (one per tap, then the softmax's)"
+                    )
                 })?;
-            s.layer_weights = v.try_into().map_err(|v: Vec<f32>| {
-                anyhow::anyhow!(
-                    "--layer-weights: expected 5 numbers (inputs,conv0,conv1,fc,softmax), got {}",
+            if v.len() < 2 {
+                bail!(
+                    "--layer-weights: expected one number per tap and the softmax's (5 for the shipped network: inputs,conv0,conv1,fc,softmax), got {}",
                     v.len()
-                )
-            })?;
+                );
+            }
+            s.layer_weights = v;
         }
         if let Some(m) = &self.fc_distance {
             s.fc_distance = match m.trim() {
@@ -346,7 +349,7 @@ pub fn build_refs(
         ProgressStyle::with_template("reference sets {bar:20} {pos}/{len} labels {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    cache.preload(train, labels);
+    cache.preload(train, labels, &net.layout());
     let mut refs = Vec::with_capacity(labels.len());
     for &l in labels {
         bar.set_message(format!("(label {l})"));

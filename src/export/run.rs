@@ -11,7 +11,6 @@ use super::sheet::{SheetTile, render_sheet, to_u8};
 use crate::backwork::Settings;
 use crate::backwork::cost::Nearest;
 use crate::backwork::engine::RowView;
-use crate::backwork::settings::TAPS;
 use crate::data::{PIXELS, SIDE};
 use crate::io::outdir::OutDir;
 use crate::io::{WriteError, write_atomic};
@@ -46,11 +45,12 @@ pub struct ExportImage {
 }
 
 impl ExportImage {
-    /// Fills the nearest fields from the per-tap arg-mins.
-    pub fn set_nearest(&mut self, nearest: &[Option<Nearest>; 4]) {
-        self.nearest_index = nearest[0].map(|n| n.index);
-        self.nearest_distance = nearest[0].map(|n| n.dist);
-        for (name, n) in TAPS.iter().zip(nearest) {
+    /// Fills the nearest fields from the per-tap arg-mins, the taps named `names`.
+    pub fn set_nearest(&mut self, nearest: &[Option<Nearest>], names: &[String]) {
+        let first = nearest.first().copied().flatten();
+        self.nearest_index = first.map(|n| n.index);
+        self.nearest_distance = first.map(|n| n.dist);
+        for (name, n) in names.iter().zip(nearest) {
             if let Some(n) = n {
                 self.nearest_by_tap.insert(
                     name.to_string(),
@@ -237,7 +237,7 @@ pub fn export_images<'a>(
                 png: png_name(r.label, r.index),
                 pixels: r.pixels.to_vec(),
             };
-            img.set_nearest(&r.state.nearest);
+            img.set_nearest(&r.state.nearest, r.tap_names);
             img
         })
         .collect();

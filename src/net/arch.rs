@@ -72,11 +72,23 @@ pub struct Arch {
     pub layers: Vec<Layer>,
 }
 
+/// What a tap is the output of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TapKind {
+    /// The input image.
+    Input,
+    /// A convolution block (a convolution with the ReLUs and pools that follow it).
+    Conv,
+    /// A hidden linear layer, before its ReLU: the cost may take its distance per neuron.
+    Linear,
+}
+
 /// A named place in the network whose activations the backwork cost looks at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tap {
-    /// `input`, `conv0`, `conv1`, …, `fc`, `fc1`, …
+    /// `inputs`, `conv0`, `conv1`, …, `fc`, `fc1`, … (the cost's term names of ALGORITHM.md §3).
     pub name: String,
+    pub kind: TapKind,
     /// The layer whose output it is; `None` for the input.
     pub after: Option<usize>,
     /// Values per image.
@@ -287,13 +299,14 @@ impl Arch {
         }
     }
 
-    /// The taps, in order: the input, the output of each convolution block (a convolution
+    /// The taps, in order: the input (named `inputs`), the output of each convolution block (a convolution
     /// with the ReLUs and pools that follow it), each hidden linear layer before its ReLU. The
     /// last linear layer feeds the softmax and is not a tap.
     pub fn taps(&self) -> Result<Vec<Tap>, ArchError> {
         let shapes = self.shapes()?;
         let mut taps = vec![Tap {
-            name: "input".into(),
+            name: "inputs".into(),
+            kind: TapKind::Input,
             after: None,
             dim: self.input.len(),
         }];
@@ -314,6 +327,7 @@ impl Arch {
                         - 1;
                     taps.push(Tap {
                         name: format!("conv{convs}"),
+                        kind: TapKind::Conv,
                         after: Some(end),
                         dim: shapes[end].len(),
                     });
@@ -322,6 +336,7 @@ impl Arch {
                 Layer::Linear { .. } if i != last => {
                     taps.push(Tap {
                         name: linear_name(linears),
+                        kind: TapKind::Linear,
                         after: Some(i),
                         dim: shapes[i].len(),
                     });
@@ -442,7 +457,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("input", 784),
+                ("inputs", 784),
                 ("conv0", 6272),
                 ("conv1", 3136),
                 ("fc", 1024)

@@ -11,7 +11,7 @@ pub mod linalg;
 pub mod optim;
 pub mod pass;
 
-pub use arch::{Arch, ArchError, Layer, Param, Shape, Tap};
+pub use arch::{Arch, ArchError, Layer, Param, Shape, Tap, TapKind};
 pub use optim::{Adam, Targets, cross_entropy};
 pub use pass::{Acts, Grads, Net, NetError, Want};
 

@@ -115,8 +115,11 @@ pub struct Snapshot {
     /// Per image, whether its p(label) has stalled below the threshold (no rise above the
     /// stall tolerance for the stall window).
     pub stalled: Vec<bool>,
-    /// Per image, its nearest training image at inputs, conv0, conv1 (and fc per-example).
-    pub nearest: Vec<[Option<Nearest>; 4]>,
+    /// Per image, its nearest training image at each tap (none at a tap whose distance is
+    /// taken per neuron).
+    pub nearest: Vec<Vec<Option<Nearest>>>,
+    /// The names of the network's taps, in order.
+    pub tap_names: std::sync::Arc<[String]>,
     /// d p(label) / d input of every image ((groups·N)×784), when the UI asked for it
     /// ([`Command::Saliency`]); computed at most every [`SALIENCY_EVERY`].
     pub saliency: Option<Vec<f32>>,

@@ -102,7 +102,11 @@ impl ModelHandle {
         &self.cnn
     }
 
-    /// The engine's network (checked when the handle was made).
+    /// The names of the network's taps, in order.
+    pub fn tap_names(&self) -> Vec<String> {
+        self.frozen.tap_names().to_vec()
+    }
+
     /// The network on the core, shared (no copy).
     pub(crate) fn net(&self) -> &crate::net::Net {
         self.frozen.net()

@@ -247,7 +247,8 @@ impl Loop {
     fn start(&mut self, id: u64, s: Settings, previous: Option<Vec<f32>>) -> Option<Run> {
         let total = s.labels.len();
         let mut refs: Vec<Arc<LabelRefs>> = Vec::with_capacity(total);
-        self.cache.preload(&self.train, &s.labels);
+        self.cache
+            .preload(&self.train, &s.labels, &self.net.layout());
         for (i, &l) in s.labels.iter().enumerate() {
             if !self.send_sure(Event::Cache {
                 run: id,
@@ -385,7 +386,13 @@ impl Loop {
                 .enumerate()
                 .map(|(row, i)| i.is_stalled(r.engine.settings(), r.engine.label_of(row) as usize))
                 .collect(),
-            nearest: r.engine.states().iter().map(|i| i.nearest).collect(),
+            nearest: r
+                .engine
+                .states()
+                .iter()
+                .map(|i| i.nearest.clone())
+                .collect(),
+            tap_names: r.engine.tap_names(),
             points: std::mem::take(&mut r.points),
             new_reinits: std::mem::take(&mut r.reinits),
             steps_per_s: r.steps_per_s,

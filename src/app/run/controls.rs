@@ -33,7 +33,7 @@ impl RunView {
     /// The sliders; a change goes to the running engine before its next step and is marked
     /// on the curves.
     pub fn settings_panel_ui(&mut self, ui: &mut egui::Ui) {
-        if let Some(new) = settings_ui(ui, &self.settings) {
+        if let Some(new) = settings_ui(ui, &self.settings, &self.tap_names) {
             let changed = self.settings.changed_fields(&new);
             self.settings = new.clone();
             self.settings_changed = true;

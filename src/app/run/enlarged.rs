@@ -42,7 +42,7 @@ impl RunView {
             return;
         }
         let label = s.labels[row / s.batch];
-        let nearest = s.nearest[row];
+        let nearest = s.nearest[row].clone();
         let tap_textures: Vec<(usize, crate::backwork::cost::Nearest, TextureHandle)> = nearest
             .iter()
             .enumerate()
@@ -98,7 +98,7 @@ impl RunView {
                 ui.label("Nearest training image at each tap (the arg-min of its prev term):");
                 ui.horizontal(|ui| {
                     for (k, n, t) in &tap_textures {
-                        let tap = crate::backwork::settings::TAPS[*k];
+                        let tap = s.tap_names.get(*k).map_or("?", String::as_str);
                         ui.vertical(|ui| {
                             ui.add(
                                 egui::Image::from_texture(t)

@@ -123,6 +123,8 @@ pub struct RunView {
     run_clock: Option<(Instant, Option<Instant>)>,
     /// Commands the panels asked for during this frame, sent after it.
     outbox: Vec<Command>,
+    /// The names of the current network's taps (one layer-weight slider each).
+    pub tap_names: Vec<String>,
 }
 
 impl RunView {
@@ -160,6 +162,7 @@ impl RunView {
             init_dialog: None,
             run_clock: None,
             outbox: Vec::new(),
+            tap_names: crate::backwork::settings::original_tap_names(),
         }
     }
 
@@ -173,6 +176,11 @@ impl RunView {
         let model = handle.model_ref();
         let step = self.snapshot.as_ref().map_or(0, |s| s.step);
         self.log_event(step, LogEntry::ModelChanged(model.name.clone()));
+        self.tap_names = handle.tap_names();
+        // Another network's taps take their default weights; the same taps keep the user's.
+        if self.settings.fit_taps(self.tap_names.len()) {
+            self.settings_changed = true;
+        }
         self.worker.send(command);
         self.run = None;
         self.cache = None;
@@ -518,7 +526,8 @@ mod tests {
             probs,
             reinits: vec![0, 0, 0, new_reinits.len()],
             stalled: vec![false, false, false, stalled],
-            nearest: vec![[None; 4]; 4],
+            nearest: vec![vec![None; 4]; 4],
+            tap_names: crate::backwork::settings::original_tap_names().into(),
             saliency: None,
             points: vec![CurvePoint {
                 step,
