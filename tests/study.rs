@@ -111,7 +111,7 @@ fn the_worst_images_are_the_lowest_p_correct_of_each_label() {
     let mut data = Dataset::mnist(Split::Test).unwrap();
     data.labels.truncate(1500);
     data.pixels.truncate(1500 * PIXELS);
-    let worst = worst_images(&cnn, &data, 4, &mut |_, _| true).unwrap();
+    let worst = worst_images(&cnn.to_net().unwrap(), &data, 4, &mut |_, _| true);
     assert_eq!(worst.len(), 10);
     let x: Vec<f32> = data.pixels.iter().map(|&p| p as f32 / 255.0).collect();
     let probs = cnn.predict(&x).unwrap();

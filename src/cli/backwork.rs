@@ -28,7 +28,6 @@ use crate::export::npy::{npy_bytes, read_images, read_start_images};
 use crate::export::run::{ExportImage, RunResults, export_images, write_run_files};
 use crate::io::outdir::OutDir;
 use crate::io::write_atomic;
-use crate::model::weights::load_or_shipped;
 
 use super::AppArgs;
 
@@ -247,6 +246,18 @@ impl SettingsArgs {
     /// at ';' for `--layer-weights` and `--labels`, whose single values hold commas), and
     /// one `SettingsArgs` per point of their product, in a fixed order (the first flag of
     /// [`SettingsArgs::fields_mut`] varies slowest).
+    /// Fits `s` to the taps of `net`: the layer weights given must be one per tap plus the
+    /// softmax's (else an error naming the taps); without `--layer-weights`, a network with
+    /// other taps than the §1 network's gets its defaults.
+    pub fn fit_to(&self, s: &mut Settings, net: &FrozenCnn) -> Result<()> {
+        if self.layer_weights.is_some() {
+            s.validate_taps(net.tap_names())?;
+        } else {
+            s.fit_taps(net.tap_names().len());
+        }
+        Ok(())
+    }
+
     pub fn grid(&self) -> Vec<SettingsArgs> {
         let mut points = vec![self.clone()];
         let names: Vec<&'static str> = self.clone().fields_mut().map(|(n, _)| n).to_vec();
@@ -389,8 +400,10 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         ),
         _ => None,
     };
-    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
-    let net = FrozenCnn::new(&cnn)?;
+    let (net, info) = super::load_model(app)?;
+    let net = FrozenCnn::from_net(net);
+    let mut settings = settings;
+    a.settings.fit_to(&mut settings, &net)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let cancel = super::stop::stop_flag()?;
     let refs = build_refs(&net, &train, &info.sha256, &settings.labels, &cancel)?;
@@ -587,8 +600,9 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     if let Some(g) = &a.grad_out {
         super::check_out_file("grad-out", g, None)?;
     }
-    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
-    let net = FrozenCnn::new(&cnn)?;
+    let (net, info) = super::load_model(app)?;
+    let net = FrozenCnn::from_net(net);
+    a.settings.fit_to(&mut settings, &net)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     // From the disk cache, as `run` does: a script that calls `cost` in a loop pays for the
     // reference set once.
@@ -647,9 +661,9 @@ pub fn bench_backwork(
     if steps == 0 {
         bail!("--steps: must be at least 1");
     }
-    let base = s.settings(None)?;
-    let (cnn, _) = load_or_shipped(model)?;
-    let net = FrozenCnn::new(&cnn)?;
+    let mut base = s.settings(None)?;
+    let net = FrozenCnn::from_net(super::load_model_at(model)?.0);
+    s.fit_to(&mut base, &net)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     // Built from scratch, never read from the disk cache: this times the computation.
     let t = Instant::now();

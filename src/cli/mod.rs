@@ -13,9 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{Dataset, NUM_LABELS, Split};
-use crate::model::eval::evaluate;
-use crate::model::train::{TrainConfig, TrainEvent, train, train_from};
-use crate::model::weights::{WeightInit, load_or_shipped, save_cnn};
+use crate::meta::ModelInfo;
+use crate::model::train::{TrainConfig, TrainEvent, train};
+use crate::model::weights::{WeightInit, load_net_or_shipped, save_net};
+use crate::net::{Arch, Net};
 
 /// backwork: find and study fooling images of an MNIST CNN.
 ///
@@ -107,6 +108,10 @@ pub struct TrainArgs {
     /// std 0.1, biases 0.1) or `uniform` (PyTorch's ±1/√fan_in).
     #[arg(long, value_enum, default_value_t = TrainConfig::default().init)]
     pub init: WeightInit,
+    /// The network to train: `original` (ALGORITHM.md §1, the default), `lenet5`, or a JSON
+    /// file describing one (README, "The network description").
+    #[arg(long, value_name = "ARCH|FILE.json")]
+    pub arch: Option<String>,
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
@@ -286,6 +291,26 @@ pub(crate) fn check_writable_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The architecture `--arch` names: a built-in one (`original`, `lenet5`, `small-rgb`) with ten
+/// classes, or a JSON file of [`Arch`] (at most 1 MB), checked whole.
+pub fn parse_arch(text: &str) -> Result<Arch> {
+    if let Some(a) = Arch::builtin(text, NUM_LABELS) {
+        return Ok(a);
+    }
+    let path = Path::new(text);
+    if !text.ends_with(".json") && !path.exists() {
+        bail!("--arch: {text:?} is not original, lenet5, small-rgb or a JSON file");
+    }
+    let bytes = crate::io::read_regular_max(path, 1 << 20)
+        .map_err(|e| anyhow::anyhow!("--arch {}: cannot read: {e}", path.display()))?;
+    let arch: Arch = serde_json::from_slice(&bytes).map_err(|e| {
+        anyhow::anyhow!("--arch {}: not a network description: {e}", path.display())
+    })?;
+    arch.params()
+        .map_err(|e| anyhow::anyhow!("--arch {}: {e}", path.display()))?;
+    Ok(arch)
+}
+
 fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     let cfg = TrainConfig {
         epochs: a.epochs,
@@ -303,19 +328,38 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
 
     let cancel = stop::stop_flag()?;
 
-    let bar = train_bar(&cfg, train_set.len());
-    let started = Instant::now();
-    // --model: go on training that network (its classes and weights) instead of fresh ones.
+    // --model: go on training that network (its architecture, classes and weights) instead
+    // of a fresh one.
     let start = match &app.model {
-        Some(p) => Some(crate::model::weights::load_cnn(p)?),
+        Some(p) => Some(crate::model::weights::load_net(p)?),
         None => None,
     };
-    let start_cnn = start.as_ref().map(|(c, _)| c);
-    let outcome = train_from(
+    let init = match (&start, &a.arch) {
+        (Some(_), Some(_)) => {
+            bail!("--arch: a network continued from --model keeps its own architecture")
+        }
+        (Some((net, _)), None) => net.clone(),
+        (None, arch) => {
+            let arch = match arch {
+                Some(text) => parse_arch(text)?,
+                None => Arch::original(NUM_LABELS),
+            };
+            let params = crate::net::init::init_params(&arch, cfg.seed, cfg.init)
+                .map_err(|e| anyhow::anyhow!("--arch: {e}"))?;
+            Net::from_torch(arch, params).map_err(|e| anyhow::anyhow!("--arch: {e}"))?
+        }
+    };
+    if let Err(e) = crate::model::fits_digits(&init) {
+        bail!("--arch: {e}");
+    }
+
+    let bar = train_bar(&cfg, train_set.len());
+    let started = Instant::now();
+    let outcome = crate::model::train::train_net(
+        init,
         &train_set,
         &test_set,
         &cfg,
-        start_cnn,
         None,
         &cancel,
         &mut |ev| show_train_event(&bar, ev, cfg.epochs),
@@ -334,7 +378,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
             format!("{} (sha256 {})", info.name, info.sha256),
         );
     }
-    save_cnn(&outcome.cnn, &meta, &a.out, a.force)?;
+    save_net(&outcome.net, &meta, &a.out, a.force)?;
     let acc = outcome
         .test_accuracy
         .map_or("not measured".into(), |a| format!("{:.2}%", a * 100.0));
@@ -402,10 +446,36 @@ fn show_train_event(bar: &ProgressBar, ev: TrainEvent, epochs: usize) {
     }
 }
 
+/// The network of `path` (any architecture), or the shipped one, checked to fit the digits.
+pub(crate) fn load_model_at(path: Option<&Path>) -> Result<(Net, ModelInfo)> {
+    let (net, info) = load_net_or_shipped(path)?;
+    crate::model::fits_digits(&net).map_err(|e| anyhow::anyhow!("{}: {e}", info.name))?;
+    Ok((net, info))
+}
+
+/// The network of `--model`, or the shipped one ([`load_model_at`]).
+pub(crate) fn load_model(app: &AppArgs) -> Result<(Net, ModelInfo)> {
+    load_model_at(app.model.as_deref())
+}
+
+/// The network of `--model` as the §1 network's tensors, for the commands that take only it
+/// (retraining); any other architecture is refused, named.
+pub(crate) fn load_original(app: &AppArgs) -> Result<(crate::model::Cnn, ModelInfo)> {
+    let (net, info) = load_model(app)?;
+    let cnn = crate::model::Cnn::from_net(&net).map_err(|_| {
+        anyhow::anyhow!(
+            "{}: this command takes the network of ALGORITHM.md §1; this one is {}",
+            info.name,
+            net.arch().summary()
+        )
+    })?;
+    Ok((cnn, info))
+}
+
 fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
-    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
+    let (net, info) = load_model(app)?;
     let test = load_data(app, Split::Test)?;
-    let ev = evaluate(&cnn, &test, &mut |_, _| {}).context("evaluation failed")?;
+    let ev = crate::model::eval::evaluate_net(&net, &test, &mut |_, _| {});
     if a.json {
         println!("{}", serde_json::to_string(&ev.report())?);
     } else {
@@ -485,10 +555,10 @@ fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
             })
         }
         BenchWhat::Eval => {
-            let (cnn, _) = load_or_shipped(app.model.as_deref())?;
+            let (net, _) = load_model(app)?;
             let test = load_data(app, Split::Test)?;
             let t = Instant::now();
-            let ev = evaluate(&cnn, &test, &mut |_, _| {})?;
+            let ev = crate::model::eval::evaluate_net(&net, &test, &mut |_, _| {});
             let s = t.elapsed().as_secs_f64();
             serde_json::json!({
                 "bench": "eval",

@@ -21,7 +21,7 @@ use crate::export::{overlay_rgb, rgb_png_bytes};
 use crate::io::outdir::OutDir;
 use crate::io::write_atomic;
 use crate::model::train::TrainEvent;
-use crate::model::weights::{load_or_shipped, save_cnn};
+use crate::model::weights::save_cnn;
 use crate::model::worst::worst_images;
 use crate::retrain::{
     Measurement, RetrainConfig, RetrainError, RetrainEvent, RetrainMode, retrain,
@@ -50,17 +50,17 @@ pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
     }
     // Claimed at once (a bad --out fails before the work), written whole at the end.
     drop(OutDir::claim(&a.out, a.force)?);
-    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
+    let (net, info) = super::load_model(app)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let bar = ProgressBar::new(train.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} training images  [{eta}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let labels = worst_images(&cnn, &train, a.k, &mut |done, _| {
+    let labels = worst_images(&net, &train, a.k, &mut |done, _| {
         bar.set_position(done as u64);
         true
-    })?;
+    });
     bar.finish_and_clear();
     let results = WorstResults {
         labels: &labels,
@@ -132,8 +132,7 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     // Checked at once (a bad --out fails before the work) and claimed for the writing only:
     // a signal during the computation, which ends the process, leaves nothing behind.
     drop(OutDir::claim(&a.out, a.force)?);
-    let (cnn, _) = load_or_shipped(app.model.as_deref())?;
-    let net = FrozenCnn::new(&cnn)?;
+    let net = FrozenCnn::from_net(super::load_model(app)?.0);
     let targets: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let s = net.saliency(&x, &targets);
     let mask = top_k_mask(&s, a.top_k);
@@ -226,7 +225,7 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     let fooling = read_run(&a.from).map_err(anyhow::Error::msg)?;
     super::check_out_file("out", &a.out, Some(a.force))?;
     let report_dir = report_dir(&a)?;
-    let (cnn, info) = load_or_shipped(app.model.as_deref())?;
+    let (cnn, info) = super::load_original(app)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let test = Dataset::load(app.data.as_deref(), Split::Test)?;
     let cancel = super::stop::stop_flag()?;

@@ -16,7 +16,6 @@ use crate::backwork::settings::DEFAULT_STEP_BUDGET;
 use crate::data::{Dataset, Split};
 use crate::io::write_atomic;
 use crate::meta::ModelInfo;
-use crate::model::weights::load_or_shipped;
 use crate::sweep::{
     RUNS_FILE, SweepRow, append_row, done_keys, drop_torn_tail, in_shard, merge, parse_shard,
     point_key, read_rows, rows_text, run_point,
@@ -82,10 +81,15 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
     let points = grid(&a, app);
+    // Every model is loaded (and checked) before the first run.
+    let models = load_models(&points)?;
     // Every point's settings are checked before the first run, so a typo fails at once.
     let mut planned = Vec::new();
     for p in &points {
-        let s = p.args.settings(None)?;
+        let mut s = p.args.settings(None)?;
+        p.args
+            .fit_to(&mut s, &models[&p.model].0)
+            .with_context(|| format!("--models {}", p.model))?;
         if let crate::backwork::Init::File(path) = &s.init {
             crate::export::npy::read_start_images(path, s.labels.len() * s.batch)
                 .context("--init")?;
@@ -102,8 +106,6 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         .into_iter()
         .filter(|(p, s)| !done.contains(&point_key(&p.model, s)))
         .collect();
-    // Every model is loaded (and checked) before the first run.
-    let models = load_models(&points)?;
     let skipped = points.len() - todo.len();
     eprintln!(
         "sweep: {} grid points, {} to run here ({} done or in other shards)",
@@ -185,9 +187,9 @@ fn load_models(points: &[Point]) -> Result<HashMap<String, (FrozenCnn, ModelInfo
     for p in points {
         if !models.contains_key(&p.model) {
             let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
-            let (cnn, info) = load_or_shipped(path.as_deref())
+            let (net, info) = super::load_model_at(path.as_deref())
                 .with_context(|| format!("--models {}", p.model))?;
-            models.insert(p.model.clone(), (FrozenCnn::new(&cnn)?, info));
+            models.insert(p.model.clone(), (FrozenCnn::from_net(net), info));
         }
     }
     Ok(models)

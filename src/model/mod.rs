@@ -118,6 +118,25 @@ impl Cnn {
     }
 }
 
+/// Whether the engine, training and evaluation can use `net` on the digits (1×28×28 grey
+/// images, ten labels); else what does not fit, both shapes named.
+pub fn fits_digits(net: &crate::net::Net) -> Result<(), String> {
+    let input = net.arch().input;
+    if input.len() != crate::data::PIXELS || input.c != 1 {
+        return Err(format!(
+            "the network takes {input} images, the data has 1×28×28"
+        ));
+    }
+    if net.classes() < crate::data::NUM_LABELS {
+        return Err(format!(
+            "the network has {} classes, the data has {}",
+            net.classes(),
+            crate::data::NUM_LABELS
+        ));
+    }
+    Ok(())
+}
+
 /// Predicted class and its probability, per image of `pixels` (N×784 in [0, 1]).
 pub fn classify_net(net: &crate::net::Net, pixels: &[f32]) -> Vec<(usize, f32)> {
     let k = net.classes();

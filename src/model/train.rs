@@ -89,12 +89,35 @@ impl TrainOutcome {
         seconds: f64,
         trained_with: &str,
     ) -> std::collections::HashMap<String, String> {
+        let how = Trained {
+            architecture: "tf-deep-mnist (ALGORITHM.md §1)".into(),
+            epochs_completed: self.epochs_completed,
+            test_accuracy: self.test_accuracy,
+            is_cancelled: self.is_cancelled,
+        };
+        how.metadata(cfg, dataset, seconds, trained_with)
+    }
+}
+
+/// What a weight file records of how its network was trained.
+struct Trained {
+    architecture: String,
+    epochs_completed: usize,
+    test_accuracy: Option<f64>,
+    is_cancelled: bool,
+}
+
+impl Trained {
+    fn metadata(
+        &self,
+        cfg: &TrainConfig,
+        dataset: &str,
+        seconds: f64,
+        trained_with: &str,
+    ) -> std::collections::HashMap<String, String> {
         let mut meta = std::collections::HashMap::new();
         meta.insert("format".into(), "backwork-cnn/1".into());
-        meta.insert(
-            "architecture".into(),
-            "tf-deep-mnist (ALGORITHM.md §1)".into(),
-        );
+        meta.insert("architecture".into(), self.architecture.clone());
         meta.insert("dataset".into(), dataset.to_string());
         if let Some(a) = self.test_accuracy {
             meta.insert(crate::meta::META_TEST_ACCURACY.into(), format!("{a:.4}"));
@@ -169,6 +192,26 @@ pub struct NetOutcome {
     pub epochs_completed: usize,
     pub test_accuracy: Option<f64>,
     pub is_cancelled: bool,
+}
+
+impl NetOutcome {
+    /// The weight-file metadata of the trained network, as [`TrainOutcome::metadata`]; its
+    /// architecture described by [`crate::net::Arch::summary`].
+    pub fn metadata(
+        &self,
+        cfg: &TrainConfig,
+        dataset: &str,
+        seconds: f64,
+        trained_with: &str,
+    ) -> std::collections::HashMap<String, String> {
+        let how = Trained {
+            architecture: self.net.arch().summary(),
+            epochs_completed: self.epochs_completed,
+            test_accuracy: self.test_accuracy,
+            is_cancelled: self.is_cancelled,
+        };
+        how.metadata(cfg, dataset, seconds, trained_with)
+    }
 }
 
 /// Trains `net` (any architecture on the core whose input is a 28×28 grey image) on

@@ -11,9 +11,15 @@ use sha2::{Digest, Sha256};
 use super::{CONV1_DIM, Cnn, FC_UNITS, WEIGHT_NAMES};
 use crate::io::{WriteError, write_atomic};
 use crate::meta::ModelInfo;
+use crate::net::{Arch, Net};
 
 /// Metadata key of the number of output classes ("10" or "11").
 pub const META_NUM_CLASSES: &str = "num_classes";
+
+/// Metadata key of the architecture, as the JSON of [`Arch`] (README, "The network
+/// description"): what `backwork train` writes for any network but the §1 one, whose files
+/// keep exactly the names and shapes of ALGORITHM.md §1 and need no description.
+pub const META_ARCH: &str = "arch";
 
 /// What can go wrong with a weight file; every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -154,19 +160,188 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
     Ok((cnn, info))
 }
 
-/// Loads and checks a weight file.
-pub fn load_cnn(path: &Path) -> Result<(Cnn, ModelInfo), WeightsError> {
+/// Parses and checks a weight file of any network: with the architecture in its metadata
+/// ([`META_ARCH`]) every tensor that architecture names, f32, of its shape, finite, and no
+/// other; without it, a file of ALGORITHM.md §1 as [`cnn_from_bytes`] reads it.
+pub fn net_from_bytes(file: &str, bytes: &[u8]) -> Result<(Net, ModelInfo), WeightsError> {
+    let invalid = |reason: String| WeightsError::Invalid {
+        file: file.to_string(),
+        reason,
+    };
+    let not_st = |e: safetensors::SafeTensorError| WeightsError::NotSafetensors {
+        file: file.to_string(),
+        reason: e.to_string(),
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_st)?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let Some(json) = metadata.get(META_ARCH) else {
+        let (cnn, info) = cnn_from_bytes(file, bytes)?;
+        let net = cnn.to_net().map_err(|source| WeightsError::Numeric {
+            file: file.to_string(),
+            source,
+        })?;
+        return Ok((net, info));
+    };
+    let arch: Arch = serde_json::from_str(json).map_err(|e| {
+        invalid(format!(
+            "its architecture (metadata \"arch\") is not valid: {e}"
+        ))
+    })?;
+    let params = arch
+        .params()
+        .map_err(|e| invalid(format!("its architecture: {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(not_st)?;
+    let names = st.names();
+    let expected: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    let missing: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|n| !names.iter().any(|m| m == n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(invalid(format!(
+            "missing tensor {} (its architecture names {})",
+            missing.join(", "),
+            expected.join(", ")
+        )));
+    }
+    let mut unexpected: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !expected.contains(n))
+        .collect();
+    if !unexpected.is_empty() {
+        unexpected.sort_unstable();
+        return Err(invalid(format!(
+            "unexpected tensor {} (its architecture names {})",
+            unexpected.join(", "),
+            expected.join(", ")
+        )));
+    }
+    let mut values = Vec::with_capacity(params.len());
+    for p in &params {
+        let view = st.tensor(&p.name).map_err(|e| invalid(e.to_string()))?;
+        values.push(checked_values(&p.name, &view, &p.torch_shape).map_err(invalid)?);
+    }
+    let net = Net::from_torch(arch, values).map_err(|e| invalid(e.to_string()))?;
+    let info = ModelInfo {
+        name: file.to_string(),
+        sha256: sha256_hex(bytes),
+        metadata,
+    };
+    Ok((net, info))
+}
+
+/// Reads a weight file whole (at most 2 GB, a bound on memory), naming it in any error.
+fn read_weights(path: &Path) -> Result<Vec<u8>, WeightsError> {
+    crate::io::read_regular_max(path, 2 << 30).map_err(|source| WeightsError::Io {
+        file: path.display().to_string(),
+        source,
+    })
+}
+
+/// The display name of a loaded file: its file name.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Loads and checks a weight file of any network ([`net_from_bytes`]).
+pub fn load_net(path: &Path) -> Result<(Net, ModelInfo), WeightsError> {
+    let bytes = read_weights(path)?;
+    let (net, mut info) = net_from_bytes(&path.display().to_string(), &bytes)?;
+    info.name = file_name(path);
+    Ok((net, info))
+}
+
+/// Loads `path` (any network), or the shipped model when `None`.
+pub fn load_net_or_shipped(path: Option<&Path>) -> Result<(Net, ModelInfo), WeightsError> {
+    match path {
+        Some(p) => load_net(p),
+        None => {
+            let (cnn, info) = shipped_cnn()?;
+            let net = cnn.to_net().map_err(|source| WeightsError::Numeric {
+                file: info.name.clone(),
+                source,
+            })?;
+            Ok((net, info))
+        }
+    }
+}
+
+/// Serialises any network with `metadata`: a network of ALGORITHM.md §1 exactly as
+/// [`cnn_to_bytes`] does, any other under its parameters' names ([`Arch::params`]) in
+/// PyTorch's layout with its architecture in [`META_ARCH`].
+pub fn net_to_bytes(
+    net: &Net,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>, candle_core::Error> {
+    if *net.arch() == Arch::original(net.classes()) {
+        return cnn_to_bytes(&Cnn::from_net(net)?, metadata);
+    }
+    let msg = |e: String| candle_core::Error::Msg(e);
+    let params = net.arch().params().map_err(|e| msg(e.to_string()))?;
+    let torch = net.to_torch();
+    let tensors: Vec<(String, Tensor)> = params
+        .iter()
+        .zip(torch)
+        .map(|(p, v)| {
+            Ok((
+                p.name.clone(),
+                Tensor::from_vec(v, p.torch_shape.as_slice(), &Device::Cpu)?,
+            ))
+        })
+        .collect::<Result<_, candle_core::Error>>()?;
+    let mut meta = metadata.clone();
+    meta.insert(META_NUM_CLASSES.into(), net.classes().to_string());
+    meta.insert(
+        META_ARCH.into(),
+        serde_json::to_string(net.arch()).map_err(|e| msg(e.to_string()))?,
+    );
+    safetensors::serialize(tensors, Some(meta)).map_err(|e| msg(format!("safetensors: {e}")))
+}
+
+/// Writes any network atomically ([`net_to_bytes`]), checked by reading it back first as
+/// [`save_cnn`] does; refuses to replace an existing file unless `overwrite`.
+pub fn save_net(
+    net: &Net,
+    metadata: &HashMap<String, String>,
+    path: &Path,
+    overwrite: bool,
+) -> Result<(), WeightsError> {
     let file = path.display().to_string();
-    // 2 GB: far above any network of this architecture (13 MB), and a bound on memory.
-    let bytes = crate::io::read_regular_max(path, 2 << 30).map_err(|source| WeightsError::Io {
+    let bytes = net_to_bytes(net, metadata).map_err(|source| WeightsError::Numeric {
         file: file.clone(),
         source,
     })?;
-    let (cnn, mut info) = cnn_from_bytes(&file, &bytes)?;
-    info.name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or(file);
+    if let Err(e) = net_from_bytes(&file, &bytes) {
+        return Err(unusable(file, &e));
+    }
+    write_atomic(path, &bytes, overwrite)?;
+    Ok(())
+}
+
+/// The error of a trained model our own loader would refuse.
+fn unusable(file: String, e: &WeightsError) -> WeightsError {
+    WeightsError::Invalid {
+        file,
+        reason: format!(
+            "not saved: the model is not usable ({}); training diverged, lower the learning rate",
+            e.to_string()
+                .split(": ")
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(": ")
+        ),
+    }
+}
+
+/// Loads and checks a weight file.
+pub fn load_cnn(path: &Path) -> Result<(Cnn, ModelInfo), WeightsError> {
+    let bytes = read_weights(path)?;
+    let (cnn, mut info) = cnn_from_bytes(&path.display().to_string(), &bytes)?;
+    info.name = file_name(path);
     Ok((cnn, info))
 }
 
@@ -225,17 +400,7 @@ pub fn save_cnn(
     })?;
     // Never a file our own loader refuses (issue 12: `train --lr 1e30` saved NaN weights).
     if let Err(e) = cnn_from_bytes(&file, &bytes) {
-        return Err(WeightsError::Invalid {
-            file,
-            reason: format!(
-                "not saved: the model is not usable ({}); training diverged, lower the learning rate",
-                e.to_string()
-                    .split(": ")
-                    .skip(1)
-                    .collect::<Vec<_>>()
-                    .join(": ")
-            ),
-        });
+        return Err(unusable(file, &e));
     }
     write_atomic(path, &bytes, overwrite)?;
     Ok(())

@@ -1,9 +1,6 @@
 //! The training images the network classifies worst, per label (the post's second figure):
 //! for each label, the k images of that label with the lowest p(correct), worst first.
 
-use candle_core::Result as CandleResult;
-
-use super::Cnn;
 use super::eval::EVAL_BATCH;
 use crate::data::{Dataset, NUM_LABELS};
 pub use crate::meta::{WorstImage, WorstLabel};
@@ -12,13 +9,12 @@ pub use crate::meta::{WorstImage, WorstLabel};
 /// p(correct) (ties: lower index first). `progress` gets (done, total) after each batch and
 /// returns whether to go on (stopped early, the result covers the images done).
 pub fn worst_images(
-    cnn: &Cnn,
+    net: &crate::net::Net,
     data: &Dataset,
     k: usize,
     progress: &mut dyn FnMut(usize, usize) -> bool,
-) -> CandleResult<Vec<WorstLabel>> {
+) -> Vec<WorstLabel> {
     let n = data.len();
-    let net = cnn.to_net()?;
     let k_classes = net.classes();
     let mut per_label: Vec<Vec<WorstImage>> = vec![Vec::new(); NUM_LABELS];
     let mut start = 0;
@@ -44,7 +40,7 @@ pub fn worst_images(
             break;
         }
     }
-    Ok(per_label
+    per_label
         .into_iter()
         .enumerate()
         .map(|(label, mut images)| {
@@ -59,5 +55,5 @@ pub fn worst_images(
                 images,
             }
         })
-        .collect())
+        .collect()
 }

@@ -299,6 +299,68 @@ impl Arch {
         }
     }
 
+    /// The name of a built-in architecture this one is (`original`, `lenet5`, `small-rgb`),
+    /// if any.
+    pub fn builtin_name(&self) -> Option<&'static str> {
+        let k = self.classes();
+        [
+            ("original", Self::original(k)),
+            ("lenet5", Self::lenet5(k)),
+            ("small-rgb", Self::small_rgb(k)),
+        ]
+        .into_iter()
+        .find(|(_, a)| a == self)
+        .map(|(n, _)| n)
+    }
+
+    /// The built-in architecture named `name` (`original`, `lenet5`, `small-rgb`) with
+    /// `classes` outputs.
+    pub fn builtin(name: &str, classes: usize) -> Option<Self> {
+        match name {
+            "original" => Some(Self::original(classes)),
+            "lenet5" => Some(Self::lenet5(classes)),
+            "small-rgb" => Some(Self::small_rgb(classes)),
+            _ => None,
+        }
+    }
+
+    /// One line: the built-in name if it is one, then the input and the layers, e.g.
+    /// `lenet5: 1×28×28 conv6/5 relu pool2 conv16/5 relu pool2 flatten fc120 relu fc84 relu fc10`.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![self.input.to_string()];
+        for l in &self.layers {
+            parts.push(match *l {
+                Layer::Conv {
+                    out,
+                    kernel,
+                    stride,
+                    pad,
+                } => {
+                    let mut t = format!("conv{out}/{kernel}");
+                    if stride != 1 {
+                        t += &format!("s{stride}");
+                    }
+                    if pad != 0 {
+                        t += &format!("p{pad}");
+                    }
+                    t
+                }
+                Layer::Relu => "relu".into(),
+                Layer::MaxPool { window, stride } => match stride {
+                    Some(s) if s != window => format!("pool{window}s{s}"),
+                    _ => format!("pool{window}"),
+                },
+                Layer::Flatten => "flatten".into(),
+                Layer::Linear { out } => format!("fc{out}"),
+            });
+        }
+        let layers = parts.join(" ");
+        match self.builtin_name() {
+            Some(n) => format!("{n}: {layers}"),
+            None => layers,
+        }
+    }
+
     /// The taps, in order: the input (named `inputs`), the output of each convolution block (a convolution
     /// with the ReLUs and pools that follow it), each hidden linear layer before its ReLU. The
     /// last linear layer feeds the softmax and is not a tap.

@@ -15,13 +15,13 @@ use crate::data::{Dataset, PIXELS};
 use crate::meta::{ModelInfo, ModelRef};
 use crate::model::Cnn;
 use crate::model::eval::EVAL_BATCH;
-use crate::model::weights::{cnn_to_bytes, load_cnn, load_or_shipped, sha256_hex};
+use crate::model::weights::{load_net, load_net_or_shipped, net_to_bytes, sha256_hex};
 use crate::model::worst::{WorstLabel, worst_images};
+use crate::net::Net;
 
 /// A network and what it is. Cloning shares the network.
 #[derive(Clone)]
 pub struct ModelHandle {
-    cnn: Arc<Cnn>,
     /// The engine's copy of the network, laid out once where the handle is made (on a job's
     /// thread, not the window's); every run and sweep clones it.
     frozen: Arc<FrozenCnn>,
@@ -40,37 +40,46 @@ impl std::fmt::Debug for ModelHandle {
 impl ModelHandle {
     /// The model of `--model`, or the shipped one (at start, before the window opens).
     pub fn load_or_shipped(path: Option<&Path>) -> Result<Self, String> {
-        let (cnn, info) = load_or_shipped(path).map_err(|e| e.to_string())?;
-        Self::checked(cnn, info, None)
+        let (net, info) = load_net_or_shipped(path).map_err(|e| e.to_string())?;
+        Self::checked(net, info, None)
     }
 
     /// A network made in the app (trained or retrained), serialised once with `metadata`
     /// under the display name `name`.
     pub(crate) fn made(
-        cnn: Cnn,
+        net: Net,
         metadata: HashMap<String, String>,
         name: String,
     ) -> Result<Self, String> {
-        let bytes = cnn_to_bytes(&cnn, &metadata)
+        let bytes = net_to_bytes(&net, &metadata)
             .map_err(|e| format!("the model cannot be serialised: {e}"))?;
         let info = ModelInfo {
             name,
             sha256: sha256_hex(&bytes),
             metadata,
         };
-        Self::checked(cnn, info, Some(Arc::new(bytes)))
+        Self::checked(net, info, Some(Arc::new(bytes)))
     }
 
-    /// A network loaded elsewhere (tests, tools), refused if the engine cannot use it.
+    /// A network of ALGORITHM.md §1 loaded elsewhere (tests, tools), refused if the engine
+    /// cannot use it.
     pub fn new(cnn: Cnn, info: ModelInfo) -> Result<Self, String> {
-        Self::checked(cnn, info, None)
+        let net = cnn
+            .to_net()
+            .map_err(|e| format!("{}: not usable: {e}", info.name))?;
+        Self::checked(net, info, None)
     }
 
-    /// Refuses a network the engine cannot use.
-    fn checked(cnn: Cnn, info: ModelInfo, bytes: Option<Arc<Vec<u8>>>) -> Result<Self, String> {
-        let frozen = FrozenCnn::new(&cnn).map_err(|e| format!("{}: not usable: {e}", info.name))?;
+    /// Any network loaded elsewhere, refused if the engine cannot use it.
+    pub fn from_net(net: Net, info: ModelInfo) -> Result<Self, String> {
+        Self::checked(net, info, None)
+    }
+
+    /// Refuses a network the engine cannot use on the digits.
+    fn checked(net: Net, info: ModelInfo, bytes: Option<Arc<Vec<u8>>>) -> Result<Self, String> {
+        crate::model::fits_digits(&net).map_err(|e| format!("{}: not usable: {e}", info.name))?;
+        let frozen = FrozenCnn::from_net(net);
         Ok(Self {
-            cnn: Arc::new(cnn),
             frozen: Arc::new(frozen),
             info,
             bytes,
@@ -98,8 +107,16 @@ impl ModelHandle {
         m
     }
 
-    pub(crate) fn cnn(&self) -> &Cnn {
-        &self.cnn
+    /// The network as the §1 network's tensors (what retraining takes); an error naming the
+    /// model for any other architecture.
+    pub(crate) fn cnn(&self) -> Result<Cnn, String> {
+        Cnn::from_net(self.net()).map_err(|_| {
+            format!(
+                "{}: retraining takes the network of ALGORITHM.md §1; this one is {}",
+                self.info.name,
+                self.net().arch().summary()
+            )
+        })
     }
 
     /// The names of the network's taps, in order.
@@ -123,9 +140,9 @@ pub fn load_job(paths: Vec<PathBuf>, wake: Wake) -> Result<Job<(), ModelHandle>,
     Job::spawn("open-model", 0, wake, move |_: &JobCtx<(), ModelHandle>| {
         let mut last = Err("no file to open".to_string());
         for path in &paths {
-            let loaded = load_cnn(path)
+            let loaded = load_net(path)
                 .map_err(|e| e.to_string())
-                .and_then(|(cnn, info)| ModelHandle::checked(cnn, info, None))
+                .and_then(|(net, info)| ModelHandle::checked(net, info, None))
                 .map_err(|e| format!("not loaded, the model in use stays: {e}"));
             if loaded.is_ok() || last.is_err() {
                 last = loaded;
@@ -214,8 +231,7 @@ pub fn worst_job(
         ENGINE_NICE,
         wake,
         move |ctx: &JobCtx<(usize, usize), Vec<WorstLabel>>| {
-            let r = worst_images(model.cnn(), &train, k, &mut |d, t| ctx.progress((d, t)))
-                .map_err(|e| e.to_string())?;
+            let r = worst_images(model.net(), &train, k, &mut |d, t| ctx.progress((d, t)));
             if ctx.is_cancelled() {
                 return Err("cancelled".into());
             }

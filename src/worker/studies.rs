@@ -102,8 +102,9 @@ pub fn retrain_job(
         ENGINE_NICE,
         wake,
         move |ctx: &JobCtx<RetrainEvent, Retrained>| {
+            let cnn = base.cnn()?;
             let out = retrain(
-                (base.cnn(), base.info()),
+                (&cnn, base.info()),
                 &fooling,
                 &cfg,
                 &train,
@@ -117,7 +118,11 @@ pub fn retrain_job(
             .map_err(|e| e.to_string())?;
             let name = format!("retrained ({:?}, {} rounds, unsaved)", cfg.mode, cfg.rounds);
             Ok(Retrained {
-                model: ModelHandle::made(out.cnn, out.metadata, name)?,
+                model: ModelHandle::made(
+                    out.cnn.to_net().map_err(|e| e.to_string())?,
+                    out.metadata,
+                    name,
+                )?,
                 measurements: out.measurements,
                 is_stopped: out.is_stopped,
             })

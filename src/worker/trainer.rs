@@ -64,7 +64,11 @@ pub fn train_job(
                 how(out.is_cancelled, out.epochs_completed)
             );
             Ok(TrainedModel {
-                model: ModelHandle::made(out.cnn, metadata, name)?,
+                model: ModelHandle::made(
+                    out.cnn.to_net().map_err(|e| e.to_string())?,
+                    metadata,
+                    name,
+                )?,
                 test_accuracy: out.test_accuracy,
                 epochs_completed: out.epochs_completed,
                 is_cancelled: out.is_cancelled,
