@@ -25,6 +25,9 @@ pub struct ModelInfo {
     pub sha256: String,
     /// The safetensors header metadata.
     pub metadata: HashMap<String, String>,
+    /// Its network in one line ([`crate::net::Arch::summary`]); empty until the network is
+    /// known.
+    pub architecture: String,
 }
 
 impl ModelInfo {

@@ -475,6 +475,9 @@ fn a_model_trained_in_the_app_can_be_used() {
     let mut h = app_harness(app);
     h.get_by_label("Model").click();
     h.run_steps(2);
+    // LeNet-5 (issue 14): trained in the app on the core, then the run view takes its taps.
+    h.get_by_label("lenet5").click();
+    h.run_steps(2);
     h.get_by_label("Train").click();
     let started = Instant::now();
     while h.query_by_label("Use this model").is_none() {
@@ -490,7 +493,18 @@ fn a_model_trained_in_the_app_can_be_used() {
     h.get_by_label("Use this model").click();
     h.run_steps(2);
     assert!(h.state().info.name.starts_with("trained in the app"));
+    assert!(h.state().info.architecture.starts_with("lenet5: 1×28×28"));
     assert!(matches!(&commands(&peer)[..], [Command::SetModel(_)]));
+    let v = h.state().run_view.as_ref().unwrap();
+    assert_eq!(v.tap_names, ["inputs", "conv0", "conv1", "fc", "fc1"]);
+    assert_eq!(
+        v.settings.layer_weights,
+        [1e-5, 1e-4, 1e-3, 1e-2, 1e-2, 10.0]
+    );
+    // One slider per tap, named after it.
+    h.get_by_label("Fooling images").click();
+    h.run_steps(2);
+    assert!(h.query_all_by_label("c fc1").next().is_some());
 }
 
 #[test]

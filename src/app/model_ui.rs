@@ -20,7 +20,7 @@ use crate::meta::ModelInfo;
 use crate::meta::{TrainConfig, TrainEvent, WeightInit};
 use crate::worker::job::{Job, JobEvent, Wake};
 use crate::worker::models::{ModelHandle, save_job};
-use crate::worker::trainer::{TrainedModel, train_job};
+use crate::worker::trainer::{TRAINABLE, TrainedModel, train_job};
 
 /// Loss points kept before thinning (bounded memory over long trainings).
 const MAX_LOSS_POINTS: usize = 4096;
@@ -108,6 +108,8 @@ impl UnsavedModel {
 /// Runtime state of the model view.
 pub struct ModelView {
     pub config: TrainConfig,
+    /// The built-in architecture to train ([`TRAINABLE`]).
+    pub arch: &'static str,
     trainer: Option<Job<TrainEvent, TrainedModel>>,
     train_set: Arc<Dataset>,
     test_set: Arc<Dataset>,
@@ -184,6 +186,7 @@ impl ModelView {
     pub fn new(train_set: Arc<Dataset>, test_set: Arc<Dataset>) -> Self {
         Self {
             config: TrainConfig::default(),
+            arch: "original",
             trainer: None,
             train_set,
             test_set,
@@ -210,6 +213,7 @@ impl ModelView {
         }
         match train_job(
             self.config.clone(),
+            self.arch,
             self.train_set.clone(),
             self.test_set.clone(),
             wake,
@@ -365,6 +369,10 @@ impl ModelView {
         ui.heading("Model in use");
         ui.label(format!("name: {}", current.name));
         ui.label(format!("sha256: {}", current.sha256));
+        if !current.architecture.is_empty() {
+            ui.label(format!("architecture: {}", current.architecture))
+                .on_hover_text("Its input and layers (conv OUT/KERNEL, pool WINDOW, fc UNITS)");
+        }
         match current.test_accuracy() {
             Some(a) => ui.label(format!("test accuracy (recorded): {:.2}%", a * 100.0)),
             None => ui.weak("no test accuracy recorded in its file"),
@@ -373,7 +381,7 @@ impl ModelView {
             if ui
                 .button("Open a weights file…")
                 .on_hover_text(
-                    "A safetensors file with the names and shapes of ALGORITHM.md §1 (you can also drop one onto the window)",
+                    "A safetensors file: the names and shapes of ALGORITHM.md §1, or any network backwork trained (its architecture is in the file); you can also drop one onto the window",
                 )
                 .clicked()
                 && self.dialog.is_none()
@@ -395,6 +403,14 @@ impl ModelView {
         ui.heading("Train a new model");
         ui.add_enabled_ui(!training, |ui| {
             egui::Grid::new("train-config").show(ui, |ui| {
+                ui.label("architecture");
+                ui.horizontal(|ui| {
+                    for (name, what) in TRAINABLE {
+                        ui.radio_value(&mut self.arch, name, name)
+                            .on_hover_text(what);
+                    }
+                });
+                ui.end_row();
                 ui.label("epochs");
                 ui.add(egui::DragValue::new(&mut self.config.epochs).range(1..=100));
                 ui.end_row();

@@ -156,6 +156,7 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
         name: file.to_string(),
         sha256: sha256_hex(bytes),
         metadata: header.metadata().clone().unwrap_or_default(),
+        architecture: Arch::original(cnn.num_classes()).summary(),
     };
     Ok((cnn, info))
 }
@@ -228,6 +229,7 @@ pub fn net_from_bytes(file: &str, bytes: &[u8]) -> Result<(Net, ModelInfo), Weig
         name: file.to_string(),
         sha256: sha256_hex(bytes),
         metadata,
+        architecture: net.arch().summary(),
     };
     Ok((net, info))
 }

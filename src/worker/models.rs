@@ -57,6 +57,7 @@ impl ModelHandle {
             name,
             sha256: sha256_hex(&bytes),
             metadata,
+            architecture: String::new(),
         };
         Self::checked(net, info, Some(Arc::new(bytes)))
     }
@@ -76,7 +77,8 @@ impl ModelHandle {
     }
 
     /// Refuses a network the engine cannot use on the digits.
-    fn checked(net: Net, info: ModelInfo, bytes: Option<Arc<Vec<u8>>>) -> Result<Self, String> {
+    fn checked(net: Net, mut info: ModelInfo, bytes: Option<Arc<Vec<u8>>>) -> Result<Self, String> {
+        info.architecture = net.arch().summary();
         crate::model::fits_digits(&net).map_err(|e| format!("{}: not usable: {e}", info.name))?;
         let frozen = FrozenCnn::from_net(net);
         Ok(Self {

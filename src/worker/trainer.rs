@@ -1,5 +1,5 @@
-//! Training off the window's thread: [`train_job`] trains a fresh network
-//! ([`crate::model::train::train`]) as a [`Job`], streams its progress, stops when cancelled,
+//! Training off the window's thread: [`train_job`] trains a fresh network of a built-in
+//! architecture ([`crate::model::train::train_net`]) as a [`Job`], streams its progress, stops when cancelled,
 //! and hands back the finished model (serialised with its weight-file metadata, hashed).
 
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use super::ENGINE_NICE;
 use super::job::{Job, JobCtx, Wake};
 use super::models::ModelHandle;
 use crate::data::Dataset;
-use crate::model::train::{TrainConfig, TrainEvent, train};
+use crate::model::train::{TrainConfig, TrainEvent, train_net};
+use crate::net::{Arch, Net, init::init_params};
 
 /// A model the job finished training (or stopped early when cancelled).
 pub struct TrainedModel {
@@ -36,22 +37,49 @@ fn how(is_cancelled: bool, epochs: usize) -> String {
     }
 }
 
-/// Trains with `cfg` on `train_set`, evaluating on `test_set` after each epoch.
+/// The architectures the app trains, by name ([`crate::net::Arch::builtin`]) with what each
+/// is: the ones whose input is a 28×28 grey image.
+pub const TRAINABLE: [(&str, &str); 2] = [
+    (
+        "original",
+        "ALGORITHM.md §1: two 5×5 convolutions (32, 64), fc 1024; 3.3 M weights, about a minute an epoch here",
+    ),
+    (
+        "lenet5",
+        "LeNet-5: two 5×5 convolutions (6, 16), fc 120 and 84; 62 k weights, seconds an epoch",
+    ),
+];
+
+/// Trains a fresh network of the built-in architecture `arch` with `cfg` on `train_set`,
+/// evaluating on `test_set` after each epoch.
 pub fn train_job(
     cfg: TrainConfig,
+    arch: &str,
     train_set: Arc<Dataset>,
     test_set: Arc<Dataset>,
     wake: Wake,
 ) -> Result<Job<TrainEvent, TrainedModel>, String> {
+    let arch = Arch::builtin(arch, crate::data::NUM_LABELS)
+        .ok_or_else(|| format!("no built-in architecture {arch:?}"))?;
     Job::spawn(
         "trainer",
         ENGINE_NICE,
         wake,
         move |ctx: &JobCtx<TrainEvent, TrainedModel>| {
             let started = Instant::now();
-            let out = train(&train_set, &test_set, &cfg, ctx.cancel_flag(), &mut |ev| {
-                ctx.progress(ev);
-            })
+            let params = init_params(&arch, cfg.seed, cfg.init).map_err(|e| e.to_string())?;
+            let net = Net::from_torch(arch.clone(), params).map_err(|e| e.to_string())?;
+            let out = train_net(
+                net,
+                &train_set,
+                &test_set,
+                &cfg,
+                None,
+                ctx.cancel_flag(),
+                &mut |ev| {
+                    ctx.progress(ev);
+                },
+            )
             .map_err(|e| e.to_string())?;
             let metadata = out.metadata(
                 &cfg,
@@ -64,11 +92,7 @@ pub fn train_job(
                 how(out.is_cancelled, out.epochs_completed)
             );
             Ok(TrainedModel {
-                model: ModelHandle::made(
-                    out.cnn.to_net().map_err(|e| e.to_string())?,
-                    metadata,
-                    name,
-                )?,
+                model: ModelHandle::made(out.net, metadata, name)?,
                 test_accuracy: out.test_accuracy,
                 epochs_completed: out.epochs_completed,
                 is_cancelled: out.is_cancelled,
