@@ -55,8 +55,29 @@ fn parallelism(flops: usize) -> Parallelism {
 
 /// `out (a.rows × b.cols, row-major) = a·b`, or `out += a·b` when `accumulate`.
 pub fn matmul(a: Mat, b: Mat, out: &mut [f32], accumulate: bool) {
+    let threads = parallelism(2 * a.rows * b.cols * a.cols);
+    let n = b.cols;
+    product(a, b, (out, n), accumulate, threads);
+}
+
+/// `out = a·b` on the calling thread only (for products made inside a parallel loop), row i
+/// of the result at `out[i * out_rs..]`.
+pub fn matmul_serial(a: Mat, b: Mat, out: &mut [f32], out_rs: usize) {
+    product(a, b, (out, out_rs), false, Parallelism::None);
+}
+
+fn product(
+    a: Mat,
+    b: Mat,
+    (out, out_rs): (&mut [f32], usize),
+    accumulate: bool,
+    threads: Parallelism,
+) {
     assert_eq!(a.cols, b.rows, "inner dimensions");
-    assert_eq!(out.len(), a.rows * b.cols, "output size");
+    assert!(out_rs >= b.cols, "output row stride");
+    if a.rows > 0 {
+        assert!(out.len() >= (a.rows - 1) * out_rs + b.cols, "output size");
+    }
     a.check();
     b.check();
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -69,9 +90,9 @@ pub fn matmul(a: Mat, b: Mat, out: &mut [f32], accumulate: bool) {
         }
         return;
     }
-    // SAFETY: `check` proved every element the strides reach lies inside each slice, `out` has
-    // exactly m×n elements addressed row-major, and the three slices do not alias (`out` is a
-    // unique borrow).
+    // SAFETY: `check` proved every element the strides reach lies inside each slice, `out`
+    // holds the m rows of n elements `out_rs` apart (asserted above), and the three slices do
+    // not alias (`out` is a unique borrow).
     unsafe {
         gemm::gemm(
             m,
@@ -79,7 +100,7 @@ pub fn matmul(a: Mat, b: Mat, out: &mut [f32], accumulate: bool) {
             k,
             out.as_mut_ptr(),
             1,
-            n as isize,
+            out_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -92,7 +113,7 @@ pub fn matmul(a: Mat, b: Mat, out: &mut [f32], accumulate: bool) {
             false,
             false,
             false,
-            parallelism(2 * m * n * k),
+            threads,
         );
     }
 }

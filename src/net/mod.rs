@@ -10,6 +10,7 @@ pub mod kernels;
 pub mod linalg;
 pub mod optim;
 pub mod pass;
+pub mod winograd;
 
 pub use arch::{Arch, ArchError, Layer, Param, Shape, Tap, TapKind};
 pub use optim::{Adam, Targets, cross_entropy};

@@ -8,6 +8,7 @@ use super::kernels::{
     relu_back, relu_in_place, softmax_rows,
 };
 use super::linalg::{Mat, matmul};
+use super::winograd;
 
 /// A network: its description and its parameters in the core's layout.
 ///
@@ -61,6 +62,8 @@ pub struct Acts {
     /// Whether `cols` hold the whole batch's patches (kept, and at most [`CHUNK`] images).
     cols_whole: bool,
     scratch: [Vec<f32>; 3],
+    /// The transformed kernels of the convolution on the Winograd path.
+    wino: Vec<f32>,
 }
 
 impl Acts {
@@ -307,6 +310,16 @@ impl Net {
                     let w = self.slot[i].unwrap_or(0);
                     let (pin, pout) = (g.input.len(), self.shapes[i].len());
                     out.resize(m * pout, 0.0);
+                    if winograd::worth_it(&g) {
+                        winograd::transform_weights(&self.params[w], g.input.c, c, &mut a.wino);
+                        winograd::conv(x, m, &g, &a.wino, c, &self.params[w + 1], out);
+                        if a.cols_whole {
+                            // The weight backward reads the patches: made here as on the
+                            // product's path.
+                            im2col(x, m, &g, &mut a.cols[i]);
+                        }
+                        continue;
+                    }
                     fill_rows(out, &self.params[w + 1]);
                     // Patches a chunk of images at a time: the patch matrix is the largest
                     // buffer (627 KB an image for the original's conv1).
