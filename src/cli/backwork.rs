@@ -46,9 +46,11 @@ pub struct SettingsArgs {
     /// Weight of the "far from each other" terms [default: 0.5].
     #[arg(long, allow_hyphen_values = true)]
     pub sim_coeff: Option<String>,
-    /// Five layer weights: inputs,conv0,conv1,fc,softmax [default: 1e-5,1e-4,1e-3,1e-2,10]
-    /// (sweep: alternatives separated by ';').
-    #[arg(long, value_name = "W,W,W,W,W", allow_hyphen_values = true)]
+    /// Layer weights, one per tap of the network and then the softmax's: for the shipped
+    /// network inputs,conv0,conv1,fc,softmax [default: 1e-5,1e-4,1e-3,1e-2,10; other networks:
+    /// 1e-5 at the input, ten times more a tap up to 1e-2, then 10] (sweep: alternatives
+    /// separated by ';').
+    #[arg(long, value_name = "W,W,…", allow_hyphen_values = true)]
     pub layer_weights: Option<String>,
     /// The softmax term: margin (the log-odds ln((1 − p)/p), robust), prob (1 − p, the
     /// original) or log (−ln p) [default: margin].

@@ -425,7 +425,12 @@ impl Net {
                             );
                         }
                     }
-                    if need_gx {
+                    let back = need_gx.then(|| winograd::back_geom(&geo, c)).flatten();
+                    if let Some(bg) = back {
+                        winograd::transform_weights_back(&self.params[w], input.c, c, &mut a.wino);
+                        let zero = vec![0.0; input.c];
+                        winograd::conv(&g, m, &bg, &a.wino, input.c, &zero, &mut gx);
+                    } else if need_gx {
                         // The patch gradients a few images at a time, so they are still in
                         // cache when added back onto the input.
                         for lo in (0..m).step_by(STREAM) {

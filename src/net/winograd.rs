@@ -86,16 +86,41 @@ pub fn worth_it(g: &ConvGeom) -> bool {
 /// kernel of `w`, whose layout is the core's `[k][ky][kx][c]` (`c_in` input and `c_out`
 /// output channels).
 pub fn transform_weights(w: &[f32], c_in: usize, c_out: usize, u: &mut Vec<f32>) {
+    transform(
+        c_in,
+        c_out,
+        |k, ky, kx, c| w[((k * K + ky) * K + kx) * c_in + c],
+        u,
+    );
+}
+
+/// The transformed kernels of the input gradient of the convolution with kernels `w` (layout
+/// `[k][ky][kx][c]`, `c_in` input and `c_out` output channels): the gradient at its input is
+/// the stride-1 convolution of the gradient at its output, padded by 4 − pad, with each
+/// kernel turned by 180° and the channel roles swapped (`c_out` in, `c_in` out).
+pub fn transform_weights_back(w: &[f32], c_in: usize, c_out: usize, u: &mut Vec<f32>) {
+    let at = |c: usize, ky: usize, kx: usize, k: usize| {
+        w[((k * K + (K - 1 - ky)) * K + (K - 1 - kx)) * c_in + c]
+    };
+    transform(c_out, c_in, at, u);
+}
+
+/// `u[e][c][k] = (G g_k,c Gᵀ)[e]` for the kernels `g_k,c[ky][kx] = at(k, ky, kx, c)`.
+fn transform(
+    c_in: usize,
+    c_out: usize,
+    at: impl Fn(usize, usize, usize, usize) -> f32,
+    u: &mut Vec<f32>,
+) {
     u.clear();
     u.resize(T * T * c_in * c_out, 0.0);
     for k in 0..c_out {
         for c in 0..c_in {
-            let at = |ky: usize, kx: usize| w[((k * K + ky) * K + kx) * c_in + c];
             // (G g) is 6×5, then (G g) Gᵀ is 6×6.
             let mut gg = [[0.0f32; K]; T];
             for (i, row) in gg.iter_mut().enumerate() {
                 for (kx, v) in row.iter_mut().enumerate() {
-                    *v = (0..K).map(|ky| G[i][ky] * at(ky, kx)).sum();
+                    *v = (0..K).map(|ky| G[i][ky] * at(k, ky, kx, c)).sum();
                 }
             }
             for i in 0..T {
@@ -106,6 +131,31 @@ pub fn transform_weights(w: &[f32], c_in: usize, c_out: usize, u: &mut Vec<f32>)
             }
         }
     }
+}
+
+/// The geometry of the input gradient of convolution `g` as a convolution (see
+/// [`transform_weights_back`]); `None` when it is not one the Winograd path takes.
+pub fn back_geom(g: &ConvGeom, c_out: usize) -> Option<ConvGeom> {
+    if !applies(g.kernel, g.stride) || g.pad > K - 1 {
+        return None;
+    }
+    let back = ConvGeom {
+        input: super::Shape {
+            c: c_out,
+            h: g.out_h,
+            w: g.out_w,
+        },
+        kernel: K,
+        stride: 1,
+        pad: K - 1 - g.pad,
+        out_h: g.input.h,
+        out_w: g.input.w,
+    };
+    // The rows and columns past the last window (a size the stride leaves over) get no
+    // gradient from this form: only exact fits take it.
+    let fits =
+        g.out_h + 2 * back.pad == g.input.h + K - 1 && g.out_w + 2 * back.pad == g.input.w + K - 1;
+    (fits && worth_it(&back) && g.input.c >= 8).then_some(back)
 }
 
 /// Per-thread scratch: the transformed input tiles and the products (36 × tiles × channels).
@@ -510,6 +560,51 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The input gradient is the adjoint of the convolution: ⟨conv(x), y⟩ = ⟨x, back(y)⟩ for
+    /// any x and y (bias zero), in f64 up to f32 rounding.
+    #[test]
+    fn the_input_gradient_is_the_adjoint() {
+        for (c, h, w, pad, c_out) in [(32, 14, 14, 2, 64), (9, 7, 10, 1, 12), (8, 9, 9, 4, 16)] {
+            let g = ConvGeom {
+                input: Shape { c, h, w },
+                kernel: 5,
+                stride: 1,
+                pad,
+                out_h: h + 2 * pad - 4,
+                out_w: w + 2 * pad - 4,
+            };
+            let m = 2;
+            let val = |i: usize, s: f32| (i as f32 * s).sin();
+            let x: Vec<f32> = (0..m * g.input.len()).map(|i| val(i, 0.37)).collect();
+            let wt: Vec<f32> = (0..c_out * 25 * c).map(|i| val(i, 0.71) * 0.2).collect();
+            let y: Vec<f32> = (0..m * g.out_h * g.out_w * c_out)
+                .map(|i| val(i, 0.53))
+                .collect();
+            let mut u = Vec::new();
+            transform_weights(&wt, c, c_out, &mut u);
+            let mut fx = vec![0.0; y.len()];
+            conv(&x, m, &g, &u, c_out, &vec![0.0; c_out], &mut fx);
+            let bg = back_geom(&g, c_out).expect("takes the Winograd path");
+            transform_weights_back(&wt, c, c_out, &mut u);
+            let mut by = vec![0.0; x.len()];
+            conv(&y, m, &bg, &u, c, &vec![0.0; c], &mut by);
+            let dot = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(p, q)| *p as f64 * *q as f64)
+                    .sum::<f64>()
+            };
+            let (l, r) = (dot(&fx, &y), dot(&x, &by));
+            // The two sums cancel heavily; f32 rounding is measured against their bound
+            // ‖conv(x)‖·‖y‖ (a wrong transform is off by that order).
+            let bound = (dot(&fx, &fx) * dot(&y, &y)).sqrt();
+            assert!(
+                (l - r).abs() <= 1e-5 * bound,
+                "{c}×{h}×{w} pad {pad}: {l} vs {r} (bound {bound})"
+            );
+        }
     }
 
     #[test]
