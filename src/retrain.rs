@@ -49,7 +49,21 @@ pub struct RetrainConfig {
     /// The backwork run that measures every model (labels, batch, seed, `max_steps` = the
     /// step budget).
     pub measure: Settings,
+    /// Fooling images found against each retrained model and added to the next round's
+    /// training set: 0 adds the measurement run's own images (labels × batch, 80 by default);
+    /// N > 0 runs the same backwork (the measurement's settings, fresh seeds) until N images
+    /// pass its threshold, as Nguyen, Yosinski & Clune added about a class's worth (~6,000)
+    /// a round ([`PAPER_IMAGES_PER_ROUND`]).
+    #[serde(default)]
+    pub images_per_round: usize,
 }
+
+/// Rounds of Nguyen, Yosinski & Clune's protocol (`retrain --paper`).
+pub const PAPER_ROUNDS: usize = 10;
+/// New fooling images a round in that protocol: about one MNIST class's worth.
+pub const PAPER_IMAGES_PER_ROUND: usize = 6000;
+/// Most fooling images a round may add (`--images-per-round`).
+pub const MAX_IMAGES_PER_ROUND: usize = 100_000;
 
 impl RetrainConfig {
     /// The defaults: one round, fine-tuning one epoch at Adam 1e-4 (the original recipe's
@@ -73,6 +87,7 @@ impl RetrainConfig {
                 max_steps: Some(300),
                 ..Settings::original()
             },
+            images_per_round: 0,
         }
     }
 
@@ -84,6 +99,12 @@ impl RetrainConfig {
             return Err(RetrainError::Config(format!(
                 "--rounds: at most {MAX_ROUNDS}, got {}",
                 self.rounds
+            )));
+        }
+        if self.images_per_round > MAX_IMAGES_PER_ROUND {
+            return Err(RetrainError::Config(format!(
+                "--images-per-round: at most {MAX_IMAGES_PER_ROUND}, got {}",
+                self.images_per_round
             )));
         }
         if self.repeat > MAX_REPEAT {
@@ -167,6 +188,11 @@ pub enum RetrainEvent {
         step: usize,
         budget: usize,
     },
+    /// Finding the next round's fooling images: `found` of `wanted` so far.
+    Generate {
+        found: usize,
+        wanted: usize,
+    },
     /// A model was measured.
     Measured(Measurement),
 }
@@ -239,7 +265,7 @@ fn measure(
         refs.push(r);
     }
     let budget = cfg.measure.max_steps.unwrap_or(0);
-    let mut engine = Engine::new(net, &refs, cfg.measure.clone())?;
+    let mut engine = Engine::new(net.clone(), &refs, cfg.measure.clone())?;
     let outcome = run_to_end(&mut engine, cancel, &mut |ev| {
         on_event(RetrainEvent::Measure {
             step: ev.step,
@@ -253,6 +279,11 @@ fn measure(
     let reached = outcome.fooled;
     let median_steps = outcome.median_steps;
     let test_accuracy = crate::model::eval::evaluate(cnn, test, &mut |_, _| {})?.accuracy();
+    let images = if cfg.images_per_round > 0 && round > 0 {
+        generate(b, (&net, &refs), round, on_event)?
+    } else {
+        engine.images().to_vec()
+    };
     let m = Measurement {
         round,
         model_sha256: sha,
@@ -266,7 +297,56 @@ fn measure(
         run_steps: engine.steps(),
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok((m, engine.images().to_vec()))
+    Ok((m, images))
+}
+
+/// Runs the measurement's backwork against `net` with fresh seeds until
+/// `cfg.images_per_round` images pass its threshold (or 100 runs were made), 256 images a
+/// label at most per run; returns those images (only the ones past the threshold).
+fn generate(
+    b: &Bench,
+    (net, refs): (&FrozenCnn, &[Arc<crate::backwork::refs::LabelRefs>]),
+    round: usize,
+    on_event: &mut dyn FnMut(RetrainEvent),
+) -> Result<Vec<f32>, RetrainError> {
+    let cfg = b.cfg;
+    let wanted = cfg.images_per_round;
+    let labels = cfg.measure.labels.len().max(1);
+    let mut found: Vec<f32> = Vec::with_capacity(wanted * PIXELS);
+    for run in 0..100u64 {
+        let have = found.len() / PIXELS;
+        if have >= wanted {
+            break;
+        }
+        on_event(RetrainEvent::Generate {
+            found: have,
+            wanted,
+        });
+        let settings = Settings {
+            batch: (wanted - have).div_ceil(labels).clamp(1, 256),
+            seed: cfg
+                .measure
+                .seed
+                .wrapping_add(1_000_003 * round as u64)
+                .wrapping_add(run + 1),
+            ..cfg.measure.clone()
+        };
+        let mut engine = Engine::new(net.clone(), refs, settings.clone())?;
+        run_to_end(&mut engine, b.cancel, &mut |_| {})?;
+        if b.cancel.load(Ordering::Relaxed) {
+            return Err(RetrainError::Cancelled);
+        }
+        for r in engine.rows() {
+            if r.p_label() > settings.threshold && found.len() / PIXELS < wanted {
+                found.extend_from_slice(r.pixels);
+            }
+        }
+    }
+    on_event(RetrainEvent::Generate {
+        found: found.len() / PIXELS,
+        wanted,
+    });
+    Ok(found)
 }
 
 /// Retrains `base` with the fooling images `fooling` (N×784), round after round, measuring

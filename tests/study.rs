@@ -350,6 +350,52 @@ fn retrain_writes_a_model_and_a_report_in_both_modes() {
     }
 }
 
+/// The paper's protocol at a small size (issue 14): after a round, the next round's
+/// training set gains the images found past the threshold against the newest model (25
+/// here, from fresh seeds), not the measurement run's own.
+#[test]
+fn retrain_adds_the_images_found_each_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    small_data_dir(&data, 600);
+    let run = tmp.path().join("run");
+    noise_run(&run, 10);
+    let model = tmp.path().join("m.safetensors");
+    let args = [
+        "retrain",
+        "--data",
+        data.to_str().unwrap(),
+        "--from",
+        run.to_str().unwrap(),
+        "--mode",
+        "extra-class",
+        "--paper",
+        "--rounds",
+        "2",
+        "--images-per-round",
+        "25",
+        "--budget",
+        "150",
+        "--measure-batch",
+        "1",
+        "--out",
+        model.to_str().unwrap(),
+    ];
+    let r = Command::new(env!("CARGO_BIN_EXE_backwork"))
+        .args(args)
+        .env("BACKWORK_CACHE_DIR", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["config"]["images_per_round"], 25);
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3);
+    assert_eq!(rounds[1]["fooling_images_trained_on"], 10);
+    assert_eq!(rounds[2]["fooling_images_trained_on"], 35);
+}
+
 #[test]
 fn retrain_refuses_bad_input_with_one_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -381,6 +427,21 @@ fn retrain_refuses_bad_input_with_one_line() {
     one_line_failure(
         &["retrain", "--from", r, "--mode", "sideways", "--out", o],
         &["sideways"],
+    );
+    one_line_failure(
+        &[
+            "retrain",
+            "--from",
+            r,
+            "--mode",
+            "uniform",
+            "--paper",
+            "--images-per-round",
+            "1000000",
+            "--out",
+            o,
+        ],
+        &["--images-per-round", "1000000"],
     );
     one_line_failure(
         &[

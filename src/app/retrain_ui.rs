@@ -147,6 +147,9 @@ impl RetrainView {
                 JobEvent::Progress(RetrainEvent::Measure { step, budget }) => {
                     self.progress = format!("backwork step {step} / {budget}");
                 }
+                JobEvent::Progress(RetrainEvent::Generate { found, wanted }) => {
+                    self.progress = format!("next round's fooling images: {found} of {wanted}");
+                }
                 JobEvent::Progress(RetrainEvent::Measured(m)) => self.measurements.push(m),
                 JobEvent::Done(r) => done = Some(r),
             }
@@ -291,6 +294,19 @@ impl RetrainView {
             ui.separator();
             ui.label("rounds");
             ui.add(egui::DragValue::new(&mut self.config.rounds).range(1..=20));
+            ui.label("new images per round");
+            ui.add(egui::DragValue::new(&mut self.config.images_per_round).range(0..=100_000))
+                .on_hover_text(
+                    "Fooling images found against each retrained model for the next round: 0 adds the measurement run's own images; Nguyen, Yosinski & Clune added about 6,000 a round",
+                );
+            if ui
+                .button("paper's protocol")
+                .on_hover_text("10 rounds of 6,000 new fooling images each (Nguyen, Yosinski & Clune 2015); hours on this machine")
+                .clicked()
+            {
+                self.config.rounds = crate::retrain::PAPER_ROUNDS;
+                self.config.images_per_round = crate::retrain::PAPER_IMAGES_PER_ROUND;
+            }
             ui.label("epochs per round");
             ui.add(egui::DragValue::new(&mut self.config.train.epochs).range(1..=20));
             ui.label("repeat each image");

@@ -24,7 +24,8 @@ use crate::model::train::TrainEvent;
 use crate::model::weights::save_cnn;
 use crate::model::worst::worst_images;
 use crate::retrain::{
-    Measurement, RetrainConfig, RetrainError, RetrainEvent, RetrainMode, retrain,
+    Measurement, PAPER_IMAGES_PER_ROUND, PAPER_ROUNDS, RetrainConfig, RetrainError, RetrainEvent,
+    RetrainMode, retrain,
 };
 
 #[derive(Args, Debug)]
@@ -179,9 +180,19 @@ pub struct RetrainArgs {
     #[arg(long, value_enum)]
     pub mode: RetrainMode,
     /// Rounds of (train, measure); from the second on, the fooling images found against the
-    /// newest model are added too.
-    #[arg(long, default_value_t = 1)]
-    pub rounds: usize,
+    /// newest model are added too [default: 1; 10 with --paper].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Fooling images found against each retrained model for the next round: 0 adds the
+    /// measurement run's own images; N runs the same backwork with fresh seeds until N pass
+    /// its threshold [default: 0; 6000 with --paper].
+    #[arg(long, value_name = "N")]
+    pub images_per_round: Option<usize>,
+    /// Nguyen, Yosinski & Clune's protocol: 10 rounds, each adding 6,000 fooling images
+    /// (about a class's worth) found against the newest model; --rounds and
+    /// --images-per-round override either.
+    #[arg(long)]
+    pub paper: bool,
     /// Where to write the final model (never overwritten unless --force).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -274,6 +285,11 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
             RetrainEvent::Measure { step, budget } => {
                 bar.set_message(format!("{stage} · step {step}/{budget}"));
             }
+            RetrainEvent::Generate { found, wanted } => {
+                bar.set_message(format!(
+                    "{stage} · next round's fooling images: {found} of {wanted}"
+                ));
+            }
             RetrainEvent::Measured(m) => say(&bar, measurement_line(&m)),
         }
         },
@@ -322,7 +338,13 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
 /// The retraining's configuration from the command's flags.
 fn retrain_config(a: &RetrainArgs) -> RetrainConfig {
     let mut cfg = RetrainConfig::new(a.mode);
-    cfg.rounds = a.rounds;
+    let (rounds, images) = if a.paper {
+        (PAPER_ROUNDS, PAPER_IMAGES_PER_ROUND)
+    } else {
+        (1, 0)
+    };
+    cfg.rounds = a.rounds.unwrap_or(rounds);
+    cfg.images_per_round = a.images_per_round.unwrap_or(images);
     cfg.repeat = a.repeat;
     cfg.from_scratch = a.from_scratch;
     cfg.train.epochs = a.epochs;
