@@ -23,22 +23,11 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 mod common;
 
+use common::subset;
+
 fn fresh(arch: Arch, seed: u64) -> Net {
     let params = init_params(&arch, seed, WeightInit::Uniform).unwrap();
     Net::from_torch(arch, params).unwrap()
-}
-
-/// The first `r` training images of `label`.
-fn subset(train: &Dataset, label: u8, r: usize) -> Dataset {
-    let idx: Vec<usize> = (0..train.len())
-        .filter(|&i| train.labels[i] == label)
-        .take(r)
-        .collect();
-    Dataset {
-        source: "subset".into(),
-        pixels: idx.iter().flat_map(|&i| train.image(i).to_vec()).collect(),
-        labels: vec![label; idx.len()],
-    }
 }
 
 /// LeNet-5 trained for one epoch on the first 6,000 training images (about a second).

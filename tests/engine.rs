@@ -22,22 +22,12 @@ use backwork::model::weights::shipped_cnn;
 use candle_core::{D, DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+mod common;
+use common::subset;
+
 fn noise(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n * PIXELS).map(|_| rng.random::<f32>()).collect()
-}
-
-/// The first `r` training images of `label`, as a dataset.
-fn subset(train: &Dataset, label: u8, r: usize) -> Dataset {
-    let idx: Vec<usize> = (0..train.len())
-        .filter(|&i| train.labels[i] == label)
-        .take(r)
-        .collect();
-    Dataset {
-        source: "subset".into(),
-        pixels: idx.iter().flat_map(|&i| train.image(i).to_vec()).collect(),
-        labels: vec![label; idx.len()],
-    }
 }
 
 /// CHW-ordered row (C×H×W) to the engine's HWC order.

@@ -220,7 +220,7 @@ pub fn conv(
             // SAFETY: each block writes only the outputs of its own tiles, and tiles do not
             // overlap, so the blocks' writes are disjoint; `out` outlives the parallel loop.
             let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), out_len) };
-            output_tiles(&s.m, g, (th, tw), lo..hi, c_out, bias, out);
+            output_tiles(&s.m, g, (th, tw), lo..hi, (c_out, bias), out);
         });
     });
 }
@@ -309,52 +309,53 @@ fn tile_at(t: usize, (th, tw): (usize, usize)) -> (usize, usize, usize) {
     (t / (th * tw), (t / tw) % th, t % tw)
 }
 
-/// `Bᵀ d B` of tiles `range` (tile t is image t / (th·tw), tile row and column from the rest),
-/// into `v` as `[tile][e][c]`.
-fn input_tiles(
-    x: &[f32],
-    g: &ConvGeom,
-    dims: (usize, usize),
-    range: std::ops::Range<usize>,
-    v: &mut Vec<f32>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the feature the function is compiled for.
-            return unsafe { input_tiles_avx512(x, g, dims, range, v) };
+/// Defines `$name`, which runs the copy of `$body` (an `#[inline(always)]` function) compiled
+/// for the best instruction set the CPU has: AVX-512, AVX2 with FMA, or the baseline (the
+/// default x86-64 target has only SSE2; the matrix kernels choose at run time the same way).
+macro_rules! best_simd {
+    ($(#[$doc:meta])* fn $name:ident, $avx512:ident, $avx2:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the feature the copy is compiled for.
+                    return unsafe { $avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above.
+                    return unsafe { $avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { input_tiles_avx2(x, g, dims, range, v) };
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        fn $avx512($($arg: $ty),*) {
+            $body($($arg),*)
         }
-    }
-    input_tiles_portable(x, g, dims, range, v)
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn $avx2($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn input_tiles_avx512(
-    x: &[f32],
-    g: &ConvGeom,
-    dims: (usize, usize),
-    range: std::ops::Range<usize>,
-    v: &mut Vec<f32>,
-) {
-    input_tiles_portable(x, g, dims, range, v)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn input_tiles_avx2(
-    x: &[f32],
-    g: &ConvGeom,
-    dims: (usize, usize),
-    range: std::ops::Range<usize>,
-    v: &mut Vec<f32>,
-) {
-    input_tiles_portable(x, g, dims, range, v)
+best_simd! {
+    /// `Bᵀ d B` of tiles `range` (tile t is image t / (th·tw), tile row and column from the
+    /// rest), into `v` as `[tile][e][c]`.
+    fn input_tiles, input_tiles_avx512, input_tiles_avx2 => input_tiles_portable(
+        x: &[f32],
+        g: &ConvGeom,
+        dims: (usize, usize),
+        range: std::ops::Range<usize>,
+        v: &mut Vec<f32>,
+    )
 }
 
 /// [`input_tiles`] in plain code, inlined into each instruction-set copy.
@@ -408,56 +409,17 @@ fn input_tiles_portable(
     }
 }
 
-/// `Aᵀ M A` of tiles `range` from the products `mm` (`[tile][e][k]`), plus the bias, into the
-/// outputs inside the image.
-fn output_tiles(
-    mm: &[f32],
-    g: &ConvGeom,
-    dims: (usize, usize),
-    range: std::ops::Range<usize>,
-    c_out: usize,
-    bias: &[f32],
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the feature the function is compiled for.
-            return unsafe { output_tiles_avx512(mm, g, dims, range, (c_out, bias), out) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { output_tiles_avx2(mm, g, dims, range, (c_out, bias), out) };
-        }
-    }
-    output_tiles_portable(mm, g, dims, range, (c_out, bias), out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn output_tiles_avx512(
-    mm: &[f32],
-    g: &ConvGeom,
-    dims: (usize, usize),
-    range: std::ops::Range<usize>,
-    bias: (usize, &[f32]),
-    out: &mut [f32],
-) {
-    output_tiles_portable(mm, g, dims, range, bias, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn output_tiles_avx2(
-    mm: &[f32],
-    g: &ConvGeom,
-    dims: (usize, usize),
-    range: std::ops::Range<usize>,
-    bias: (usize, &[f32]),
-    out: &mut [f32],
-) {
-    output_tiles_portable(mm, g, dims, range, bias, out)
+best_simd! {
+    /// `Aᵀ M A` of tiles `range` from the products `mm` (`[tile][e][k]`), plus the bias (the
+    /// output channel count and the bias), into the outputs inside the image.
+    fn output_tiles, output_tiles_avx512, output_tiles_avx2 => output_tiles_portable(
+        mm: &[f32],
+        g: &ConvGeom,
+        dims: (usize, usize),
+        range: std::ops::Range<usize>,
+        bias: (usize, &[f32]),
+        out: &mut [f32],
+    )
 }
 
 /// [`output_tiles`] in plain code, inlined into each instruction-set copy; `bias` is the

@@ -23,6 +23,19 @@ pub fn small_data_dir(dir: &Path, n: usize) {
     }
 }
 
+/// The first `r` images of `label` in `train`, as a dataset of their own.
+pub fn subset(train: &Dataset, label: u8, r: usize) -> Dataset {
+    let idx: Vec<usize> = (0..train.len())
+        .filter(|&i| train.labels[i] == label)
+        .take(r)
+        .collect();
+    Dataset {
+        source: "subset".into(),
+        pixels: idx.iter().flat_map(|&i| train.image(i).to_vec()).collect(),
+        labels: vec![label; idx.len()],
+    }
+}
+
 /// Runs the binary with `args`; with `cache`, its reference cache lives there.
 pub fn backwork(args: &[&str], cache: Option<&Path>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_backwork"));
