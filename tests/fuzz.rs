@@ -199,7 +199,37 @@ fn safetensors_weights() {
         .unwrap();
     fuzz(prop::collection::vec(any::<u8>(), 0..1024), |b| {
         let _ = cnn_from_bytes("f.safetensors", &b);
+        let _ = backwork::model::weights::net_from_bytes("f.safetensors", &b);
     });
+}
+
+/// A LeNet-5 file, whose header carries its architecture as JSON: mutated headers (the
+/// description, shapes and offsets) give an error, never a panic or a huge allocation.
+#[test]
+fn weight_file_with_an_architecture() {
+    use backwork::net::{Arch, Net, init::init_params};
+    let arch = Arch::lenet5(10);
+    let net = Net::from_torch(
+        arch.clone(),
+        init_params(&arch, 0, backwork::meta::WeightInit::Uniform).unwrap(),
+    )
+    .unwrap();
+    let valid = backwork::model::weights::net_to_bytes(&net, &Default::default()).unwrap();
+    let header_len = 8 + u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
+    let body = valid[header_len..].to_vec();
+    let mut runner = TestRunner::new(Config {
+        cases: cases().min(20_000),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&mutated(valid[..header_len].to_vec()), |h| {
+            let mut b = h;
+            b.extend_from_slice(&body);
+            let _ = backwork::model::weights::net_from_bytes("f.safetensors", &b);
+            Ok(())
+        })
+        .unwrap();
 }
 
 #[test]

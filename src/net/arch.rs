@@ -122,11 +122,17 @@ pub enum ArchError {
     NoLogits,
     #[error("the network is too large: {0} values per image")]
     TooLarge(usize),
+    #[error("the network is too large: {0} weights (at most 2^28)")]
+    TooManyParams(usize),
 }
 
 /// At most this many values in one layer's output per image (a 512×512×64 map): larger
 /// networks are refused before any buffer is sized from them.
 const MAX_VALUES: usize = 1 << 24;
+
+/// At most this many weights (1 GB of f32), checked before any is allocated: the shipped
+/// network has 3.3 million.
+const MAX_PARAMS: usize = 1 << 28;
 
 impl Arch {
     /// The network of ALGORITHM.md §1 with `classes` outputs: two 5×5 convolutions (32 and 64
@@ -416,6 +422,7 @@ impl Arch {
         let last = self.layers.len() - 1;
         let (mut convs, mut linears) = (0, 0);
         let mut params = Vec::new();
+        let mut total = 0usize;
         for (i, layer) in self.layers.iter().enumerate() {
             let input = self.input_of(&shapes, i);
             let (name, w_shape, fan_in) = match *layer {
@@ -424,7 +431,7 @@ impl Arch {
                     (
                         format!("conv{}", convs - 1),
                         vec![out, input.c, kernel, kernel],
-                        input.c * kernel * kernel,
+                        input.c.saturating_mul(kernel).saturating_mul(kernel),
                     )
                 }
                 Layer::Linear { out } => {
@@ -438,6 +445,14 @@ impl Arch {
                 }
                 _ => continue,
             };
+            total = w_shape
+                .iter()
+                .fold(1usize, |a, d| a.saturating_mul(*d))
+                .saturating_add(w_shape[0])
+                .saturating_add(total);
+            if total > MAX_PARAMS {
+                return Err(ArchError::TooManyParams(total));
+            }
             params.push(Param {
                 name: format!("{name}.bias"),
                 layer: i,
@@ -544,6 +559,18 @@ mod tests {
         let taps: Vec<_> = c.taps().unwrap().into_iter().map(|t| t.dim).collect();
         // 3×32×32, 16×16×16, 32×8×8, 64×4×4, 128
         assert_eq!(taps, [3072, 4096, 2048, 1024, 128]);
+    }
+
+    #[test]
+    fn a_network_of_too_many_weights_is_refused_before_any_is_made() {
+        // A 4096×4096 image into a 4096-unit layer: 2^36 weights.
+        let json = r#"{"input":{"c":1,"h":4096,"w":4096},"layers":[{"type":"flatten"},{"type":"linear","out":4096}]}"#;
+        let a: Arch = serde_json::from_str(json).unwrap();
+        let e = a.params().unwrap_err();
+        assert!(matches!(e, ArchError::TooManyParams(_)), "{e}");
+        assert!(
+            crate::net::init::init_params(&a, 0, crate::net::init::WeightInit::Uniform).is_err()
+        );
     }
 
     #[test]
