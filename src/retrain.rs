@@ -19,9 +19,9 @@ use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::measure::run_to_end;
 use crate::data::{Dataset, PIXELS};
 use crate::meta::ModelInfo;
-use crate::model::Cnn;
-use crate::model::train::{ExtraSet, TrainConfig, TrainEvent, train_from};
-use crate::model::weights::{cnn_to_bytes, sha256_hex, with_extra_class};
+use crate::model::train::{ExtraSet, TrainConfig, TrainEvent, train_net};
+use crate::model::weights::{net_to_bytes, net_with_extra_class, sha256_hex};
+use crate::net::Net;
 
 /// How fooling images are labelled for training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -200,7 +200,7 @@ pub enum RetrainEvent {
 /// The outcome: the final model (and its weight-file metadata) and one measurement per
 /// model, the starting one first.
 pub struct RetrainOutcome {
-    pub cnn: Cnn,
+    pub net: Net,
     pub metadata: HashMap<String, String>,
     pub measurements: Vec<Measurement>,
     /// True when the cancel flag stopped it: the outcome holds the rounds finished before.
@@ -228,11 +228,11 @@ struct Bench<'a> {
     cancel: &'a AtomicBool,
 }
 
-/// Runs the measurement backwork against `cnn` (named by `sha`, or by the hash of its
+/// Runs the measurement backwork against `net` (named by `sha`, or by the hash of its
 /// weights) and its test accuracy; returns its row and the run's final images.
 fn measure(
     b: &Bench,
-    (cnn, sha): (&Cnn, Option<&str>),
+    (model, sha): (&Net, Option<&str>),
     round: usize,
     fooling_trained_on: usize,
     on_event: &mut dyn FnMut(RetrainEvent),
@@ -250,9 +250,9 @@ fn measure(
     let cache_dir = cache_dir.filter(|_| sha.is_some());
     let sha = match sha {
         Some(s) => s.to_string(),
-        None => sha256_hex(&cnn_to_bytes(cnn, &HashMap::new())?),
+        None => sha256_hex(&net_to_bytes(model, &HashMap::new())?),
     };
-    let net = FrozenCnn::new(cnn)?;
+    let net = FrozenCnn::from_net(model.clone());
     let mut cache = match cache_dir {
         Some(d) => RefCache::with_disk(d.to_path_buf(), &sha, train),
         None => RefCache::default(),
@@ -278,7 +278,7 @@ fn measure(
     let total = outcome.images;
     let reached = outcome.fooled;
     let median_steps = outcome.median_steps;
-    let test_accuracy = crate::model::eval::evaluate(cnn, test, &mut |_, _| {})?.accuracy();
+    let test_accuracy = crate::model::eval::evaluate_net(model, test, &mut |_, _| {}).accuracy();
     let images = if cfg.images_per_round > 0 && round > 0 {
         generate(b, (&net, &refs), round, on_event)?
     } else {
@@ -287,7 +287,7 @@ fn measure(
     let m = Measurement {
         round,
         model_sha256: sha,
-        classes: cnn.num_classes(),
+        classes: model.classes(),
         test_accuracy,
         fooling_images_trained_on: fooling_trained_on,
         images: total,
@@ -353,7 +353,7 @@ fn generate(
 /// the starting model and every retrained one.
 #[allow(clippy::too_many_arguments)]
 pub fn retrain(
-    base: (&Cnn, &ModelInfo),
+    base: (&Net, &ModelInfo),
     fooling: &[f32],
     cfg: &RetrainConfig,
     train: &Dataset,
@@ -363,6 +363,11 @@ pub fn retrain(
     on_event: &mut dyn FnMut(RetrainEvent),
 ) -> Result<RetrainOutcome, RetrainError> {
     cfg.validate()?;
+    // The measurement's layer weights are the network's (one per tap, defaults for a network
+    // with other taps than the §1 one's).
+    let mut fitted = cfg.clone();
+    fitted.measure.fit_taps(base.0.taps().len());
+    let cfg = &fitted;
     let started = Instant::now();
     let mut measurements = Vec::new();
     on_event(RetrainEvent::Stage {
@@ -382,9 +387,10 @@ pub fn retrain(
 
     let mut model = match cfg.mode {
         RetrainMode::Uniform => base.0.clone(),
-        RetrainMode::ExtraClass => with_extra_class(base.0)?,
+        RetrainMode::ExtraClass => net_with_extra_class(base.0)
+            .map_err(|e| RetrainError::Config(format!("{}: {e}", base.1.name)))?,
     };
-    let classes = model.num_classes();
+    let classes = model.classes();
     let mut all_fooling: Vec<f32> = fooling.to_vec();
     let mut is_stopped = false;
     for round in 1..=cfg.rounds {
@@ -406,16 +412,23 @@ pub fn retrain(
             targets: fooling_targets(cfg.mode, all_fooling.len() / PIXELS, classes),
             repeat: cfg.repeat,
         };
-        let start = if cfg.from_scratch { None } else { Some(&model) };
         let train_cfg = TrainConfig {
             seed: cfg.train.seed.wrapping_add(round as u64),
             ..cfg.train.clone()
         };
-        let out = train_from(
+        let start = if cfg.from_scratch {
+            let arch = model.arch().clone();
+            let params = crate::net::init::init_params(&arch, train_cfg.seed, train_cfg.init)
+                .map_err(|e| RetrainError::Config(e.to_string()))?;
+            Net::from_torch(arch, params).map_err(|e| RetrainError::Config(e.to_string()))?
+        } else {
+            model.clone()
+        };
+        let out = train_net(
+            start,
             train,
             test,
             &train_cfg,
-            start,
             Some(&extra),
             cancel,
             &mut |e| on_event(RetrainEvent::Train(e)),
@@ -429,7 +442,7 @@ pub fn retrain(
             is_stopped = true;
             break;
         }
-        let trained = out.cnn;
+        let trained = out.net;
         on_event(RetrainEvent::Stage {
             round,
             what: "measuring the retrained model".into(),
@@ -448,14 +461,14 @@ pub fn retrain(
         all_fooling.extend_from_slice(&images);
     }
     let metadata = retrained_metadata(
-        base.1,
+        (base.1, &model.arch().summary()),
         cfg,
         &train.source,
         (&measurements, classes, is_stopped),
         started.elapsed().as_secs_f64(),
     );
     Ok(RetrainOutcome {
-        cnn: model,
+        net: model,
         metadata,
         measurements,
         is_stopped,
@@ -465,7 +478,7 @@ pub fn retrain(
 /// The retrained model's weight-file metadata: what it was retrained from and how, its last
 /// measured accuracy, whether it has the extra class, and whether it was stopped.
 fn retrained_metadata(
-    base: &ModelInfo,
+    (base, architecture): (&ModelInfo, &str),
     cfg: &RetrainConfig,
     dataset: &str,
     (measurements, classes, is_stopped): (&[Measurement], usize, bool),
@@ -473,10 +486,7 @@ fn retrained_metadata(
 ) -> HashMap<String, String> {
     let mut metadata = HashMap::new();
     metadata.insert("format".into(), "backwork-cnn/1".into());
-    metadata.insert(
-        "architecture".into(),
-        "tf-deep-mnist (ALGORITHM.md §1)".into(),
-    );
+    metadata.insert("architecture".into(), architecture.to_string());
     metadata.insert("dataset".into(), dataset.to_string());
     if let Some(last) = measurements.last() {
         metadata.insert(

@@ -382,6 +382,26 @@ fn the_command_line_trains_and_fools_lenet5() {
             .len(),
         6
     );
+    // Retraining takes it too: an 11th class on its last layer, its architecture kept.
+    let retrained = dir.path().join("lenet11.safetensors");
+    ok(&[
+        "retrain",
+        "--model",
+        m,
+        "--from",
+        run_dir.to_str().unwrap(),
+        "--mode",
+        "extra-class",
+        "--budget",
+        "30",
+        "--measure-batch",
+        "1",
+        "--out",
+        retrained.to_str().unwrap(),
+    ]);
+    let (net11, info) = backwork::model::weights::load_net(&retrained).unwrap();
+    assert_eq!(net11.arch(), &Arch::lenet5(11));
+    assert!(info.metadata["architecture"].starts_with("lenet5"));
     let bad = |args: &[&str], needles: &[&str]| {
         common::assert_one_line_failure(args, &common::backwork(args, None), needles);
     };

@@ -458,20 +458,6 @@ pub(crate) fn load_model(app: &AppArgs) -> Result<(Net, ModelInfo)> {
     load_model_at(app.model.as_deref())
 }
 
-/// The network of `--model` as the §1 network's tensors, for the commands that take only it
-/// (retraining); any other architecture is refused, named.
-pub(crate) fn load_original(app: &AppArgs) -> Result<(crate::model::Cnn, ModelInfo)> {
-    let (net, info) = load_model(app)?;
-    let cnn = crate::model::Cnn::from_net(&net).map_err(|_| {
-        anyhow::anyhow!(
-            "{}: this command takes the network of ALGORITHM.md §1; this one is {}",
-            info.name,
-            net.arch().summary()
-        )
-    })?;
-    Ok((cnn, info))
-}
-
 fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
     let (net, info) = load_model(app)?;
     let test = load_data(app, Split::Test)?;

@@ -21,7 +21,7 @@ use crate::export::{overlay_rgb, rgb_png_bytes};
 use crate::io::outdir::OutDir;
 use crate::io::write_atomic;
 use crate::model::train::TrainEvent;
-use crate::model::weights::save_cnn;
+use crate::model::weights::save_net;
 use crate::model::worst::worst_images;
 use crate::retrain::{
     Measurement, PAPER_IMAGES_PER_ROUND, PAPER_ROUNDS, RetrainConfig, RetrainError, RetrainEvent,
@@ -236,7 +236,7 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     let fooling = read_run(&a.from).map_err(anyhow::Error::msg)?;
     super::check_out_file("out", &a.out, Some(a.force))?;
     let report_dir = report_dir(&a)?;
-    let (cnn, info) = super::load_original(app)?;
+    let (net, info) = super::load_model(app)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let test = Dataset::load(app.data.as_deref(), Split::Test)?;
     let cancel = super::stop::stop_flag()?;
@@ -251,7 +251,7 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     };
     let mut stage = String::new();
     let out = retrain(
-        (&cnn, &info),
+        (&net, &info),
         &fooling.images,
         &cfg,
         &train,
@@ -303,7 +303,7 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
         }
         r => r?,
     };
-    save_cnn(&out.cnn, &out.metadata, &a.out, a.force)?;
+    save_net(&out.net, &out.metadata, &a.out, a.force)?;
     let report = RetrainReport {
         backwork_version: env!("CARGO_PKG_VERSION"),
         config: &cfg,

@@ -446,6 +446,35 @@ pub fn with_extra_class(cnn: &Cnn) -> Result<Cnn, candle_core::Error> {
     })
 }
 
+/// [`with_extra_class`] for any network: its last linear layer gains an 11th output whose
+/// weights and bias start at zero. An 11-class network is returned unchanged; other class
+/// counts are refused.
+pub fn net_with_extra_class(net: &Net) -> Result<Net, String> {
+    match net.classes() {
+        11 => return Ok(net.clone()),
+        10 => {}
+        k => {
+            return Err(format!(
+                "an extra class needs a 10-class network, this one has {k}"
+            ));
+        }
+    }
+    let mut arch = net.arch().clone();
+    if let Some(crate::net::Layer::Linear { out }) = arch.layers.last_mut() {
+        *out += 1;
+    }
+    let mut torch = net.to_torch();
+    let n = torch.len();
+    if n < 2 {
+        return Err("the network has no last linear layer".into());
+    }
+    // The last linear layer's weight [10, in] gains a zero row; its bias a zero.
+    let inputs = torch[n - 2].len() / 10;
+    torch[n - 2].extend(std::iter::repeat_n(0.0, inputs));
+    torch[n - 1].push(0.0);
+    Net::from_torch(arch, torch).map_err(|e| e.to_string())
+}
+
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

@@ -109,18 +109,6 @@ impl ModelHandle {
         m
     }
 
-    /// The network as the §1 network's tensors (what retraining takes); an error naming the
-    /// model for any other architecture.
-    pub(crate) fn cnn(&self) -> Result<Cnn, String> {
-        Cnn::from_net(self.net()).map_err(|_| {
-            format!(
-                "{}: retraining takes the network of ALGORITHM.md §1; this one is {}",
-                self.info.name,
-                self.net().arch().summary()
-            )
-        })
-    }
-
     /// The names of the network's taps, in order.
     pub fn tap_names(&self) -> Vec<String> {
         self.frozen.tap_names().to_vec()

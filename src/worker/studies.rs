@@ -102,9 +102,8 @@ pub fn retrain_job(
         ENGINE_NICE,
         wake,
         move |ctx: &JobCtx<RetrainEvent, Retrained>| {
-            let cnn = base.cnn()?;
             let out = retrain(
-                (&cnn, base.info()),
+                (base.net(), base.info()),
                 &fooling,
                 &cfg,
                 &train,
@@ -118,11 +117,7 @@ pub fn retrain_job(
             .map_err(|e| e.to_string())?;
             let name = format!("retrained ({:?}, {} rounds, unsaved)", cfg.mode, cfg.rounds);
             Ok(Retrained {
-                model: ModelHandle::made(
-                    out.cnn.to_net().map_err(|e| e.to_string())?,
-                    out.metadata,
-                    name,
-                )?,
+                model: ModelHandle::made(out.net, out.metadata, name)?,
                 measurements: out.measurements,
                 is_stopped: out.is_stopped,
             })
