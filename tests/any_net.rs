@@ -402,6 +402,10 @@ fn the_command_line_trains_and_fools_lenet5() {
     let (net11, info) = backwork::model::weights::load_net(&retrained).unwrap();
     assert_eq!(net11.arch(), &Arch::lenet5(11));
     assert!(info.metadata["architecture"].starts_with("lenet5"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let weights = &report["config"]["measure"]["layer_weights"];
+    assert_eq!(weights.as_array().unwrap().len(), 6, "{weights}");
     let bad = |args: &[&str], needles: &[&str]| {
         common::assert_one_line_failure(args, &common::backwork(args, None), needles);
     };

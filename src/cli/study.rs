@@ -231,12 +231,14 @@ pub struct RetrainArgs {
 /// `backwork retrain`: adds fooling images to the training set, trains again (round after
 /// round), and reports old against new.
 pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
-    let cfg = retrain_config(&a);
+    let mut cfg = retrain_config(&a);
     cfg.validate()?;
     let fooling = read_run(&a.from).map_err(anyhow::Error::msg)?;
     super::check_out_file("out", &a.out, Some(a.force))?;
     let report_dir = report_dir(&a)?;
     let (net, info) = super::load_model(app)?;
+    // The report records the layer weights the measurement uses: the network's taps'.
+    cfg.measure.fit_taps(net.taps().len());
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let test = Dataset::load(app.data.as_deref(), Split::Test)?;
     let cancel = super::stop::stop_flag()?;
