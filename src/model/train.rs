@@ -79,62 +79,6 @@ pub struct TrainOutcome {
     pub is_cancelled: bool,
 }
 
-impl TrainOutcome {
-    /// The weight-file metadata of the trained model: the recipe, the accuracy, the dataset,
-    /// the date and who trained it (`trained_with`, e.g. "backwork 0.1.0 train").
-    pub fn metadata(
-        &self,
-        cfg: &TrainConfig,
-        dataset: &str,
-        seconds: f64,
-        trained_with: &str,
-    ) -> std::collections::HashMap<String, String> {
-        let how = Trained {
-            architecture: "tf-deep-mnist (ALGORITHM.md §1)".into(),
-            epochs_completed: self.epochs_completed,
-            test_accuracy: self.test_accuracy,
-            is_cancelled: self.is_cancelled,
-        };
-        how.metadata(cfg, dataset, seconds, trained_with)
-    }
-}
-
-/// What a weight file records of how its network was trained.
-struct Trained {
-    architecture: String,
-    epochs_completed: usize,
-    test_accuracy: Option<f64>,
-    is_cancelled: bool,
-}
-
-impl Trained {
-    fn metadata(
-        &self,
-        cfg: &TrainConfig,
-        dataset: &str,
-        seconds: f64,
-        trained_with: &str,
-    ) -> std::collections::HashMap<String, String> {
-        let mut meta = std::collections::HashMap::new();
-        meta.insert("format".into(), "backwork-cnn/1".into());
-        meta.insert("architecture".into(), self.architecture.clone());
-        meta.insert("dataset".into(), dataset.to_string());
-        if let Some(a) = self.test_accuracy {
-            meta.insert(crate::meta::META_TEST_ACCURACY.into(), format!("{a:.4}"));
-        }
-        meta.insert(
-            "recipe".into(),
-            serde_json::to_string(cfg).unwrap_or_default(),
-        );
-        meta.insert("epochs_completed".into(), self.epochs_completed.to_string());
-        meta.insert("stopped_early".into(), self.is_cancelled.to_string());
-        meta.insert("date".into(), crate::util::utc_now_iso());
-        meta.insert("trained_with".into(), trained_with.to_string());
-        meta.insert("train_seconds".into(), format!("{seconds:.0}"));
-        meta
-    }
-}
-
 /// Images added to the training set with soft targets (fooling images, when retraining).
 pub struct ExtraSet {
     /// E×784 pixels.
@@ -195,8 +139,9 @@ pub struct NetOutcome {
 }
 
 impl NetOutcome {
-    /// The weight-file metadata of the trained network, as [`TrainOutcome::metadata`]; its
-    /// architecture described by [`crate::net::Arch::summary`].
+    /// The weight-file metadata of the trained network: the recipe, the accuracy, the
+    /// dataset, the date, who trained it (`trained_with`, e.g. "backwork 0.1.0 train") and its
+    /// architecture ([`crate::net::Arch::summary`]).
     pub fn metadata(
         &self,
         cfg: &TrainConfig,
@@ -204,13 +149,23 @@ impl NetOutcome {
         seconds: f64,
         trained_with: &str,
     ) -> std::collections::HashMap<String, String> {
-        let how = Trained {
-            architecture: self.net.arch().summary(),
-            epochs_completed: self.epochs_completed,
-            test_accuracy: self.test_accuracy,
-            is_cancelled: self.is_cancelled,
-        };
-        how.metadata(cfg, dataset, seconds, trained_with)
+        let mut meta = std::collections::HashMap::new();
+        meta.insert("format".into(), "backwork-cnn/1".into());
+        meta.insert("architecture".into(), self.net.arch().summary());
+        meta.insert("dataset".into(), dataset.to_string());
+        if let Some(a) = self.test_accuracy {
+            meta.insert(crate::meta::META_TEST_ACCURACY.into(), format!("{a:.4}"));
+        }
+        meta.insert(
+            "recipe".into(),
+            serde_json::to_string(cfg).unwrap_or_default(),
+        );
+        meta.insert("epochs_completed".into(), self.epochs_completed.to_string());
+        meta.insert("stopped_early".into(), self.is_cancelled.to_string());
+        meta.insert("date".into(), crate::util::utc_now_iso());
+        meta.insert("trained_with".into(), trained_with.to_string());
+        meta.insert("train_seconds".into(), format!("{seconds:.0}"));
+        meta
     }
 }
 
