@@ -396,6 +396,23 @@ fn a_dropped_bad_file_is_refused_and_a_good_one_is_used() {
 }
 
 #[test]
+fn a_dropped_onnx_network_is_used_with_its_own_taps() {
+    let (app, peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    let onnx = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/onnx/lenet5-mnist-ts.onnx");
+    drop_file(&mut h, &onnx);
+    assert_eq!(h.state().info.name, "lenet5-mnist-ts.onnx");
+    assert!(
+        matches!(&commands(&peer)[..], [Command::SetModel(m)] if m.1.name == "lenet5-mnist-ts.onnx")
+    );
+    // LeNet-5's taps (two convolution blocks, two hidden linear layers) and the softmax.
+    let v = h.state().run_view.as_ref().unwrap();
+    assert_eq!(v.settings.layer_weights.len(), 6);
+    assert!(h.get_all_by_label_contains("lenet5-mnist-ts.onnx").count() >= 1);
+}
+
+#[test]
 fn the_real_worker_runs_a_tiny_run_to_its_end_and_exports_it() {
     let (cnn, info) = shipped_cnn().unwrap();
     let train = small_set();

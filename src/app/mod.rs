@@ -303,7 +303,7 @@ impl BackworkApp {
                 .text(
                     rect.center(),
                     egui::Align2::CENTER_CENTER,
-                    "Drop a .safetensors weights file to use it",
+                    "Drop a .safetensors or .onnx network to use it",
                     egui::FontId::proportional(24.0),
                     ui.visuals().strong_text_color(),
                 );

@@ -381,7 +381,7 @@ impl ModelView {
             if ui
                 .button("Open a weights file…")
                 .on_hover_text(
-                    "A safetensors file: the names and shapes of ALGORITHM.md §1, or any network backwork trained (its architecture is in the file); you can also drop one onto the window",
+                    "A safetensors file (the names and shapes of ALGORITHM.md §1, or any network backwork trained: its architecture is in the file) or an ONNX file from torch.onnx.export of a sequential CNN; you can also drop one onto the window",
                 )
                 .clicked()
                 && self.dialog.is_none()
@@ -389,11 +389,11 @@ impl ModelView {
                 self.dialog = Some(Dialog::open(ModelDialog::Open, ui.ctx(), || {
                     rfd::FileDialog::new()
                         .set_title("Open a weights file")
-                        .add_filter("safetensors", &["safetensors"])
+                        .add_filter("networks", &["safetensors", "onnx"])
                         .pick_file()
                 }));
             }
-            ui.weak("or drop a .safetensors file onto the window");
+            ui.weak("or drop a .safetensors or .onnx file onto the window");
         });
     }
 

@@ -2,6 +2,7 @@
 //! training and evaluation.
 
 pub mod eval;
+pub mod onnx;
 pub mod train;
 pub mod weights;
 pub mod worst;

@@ -249,8 +249,12 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-/// Loads and checks a weight file of any network ([`net_from_bytes`]).
+/// Loads and checks a weight file of any network ([`net_from_bytes`]), or an ONNX file
+/// (`.onnx`, [`super::onnx::load_onnx`]).
 pub fn load_net(path: &Path) -> Result<(Net, ModelInfo), WeightsError> {
+    if super::onnx::is_onnx(path) {
+        return super::onnx::load_onnx(path);
+    }
     let bytes = read_weights(path)?;
     let (net, mut info) = net_from_bytes(&path.display().to_string(), &bytes)?;
     info.name = file_name(path);

@@ -204,6 +204,16 @@ impl Arch {
     /// The output shape of every layer, in order, after checking that each layer fits its
     /// input and the network ends with a linear layer.
     pub fn shapes(&self) -> Result<Vec<Shape>, ArchError> {
+        let shapes = self.layer_shapes()?;
+        if !matches!(self.layers.last(), Some(Layer::Linear { .. })) {
+            return Err(ArchError::NoLogits);
+        }
+        Ok(shapes)
+    }
+
+    /// The output shape of every layer, in order, after checking that each layer fits its
+    /// input (a network being built need not end with its logits yet).
+    pub fn layer_shapes(&self) -> Result<Vec<Shape>, ArchError> {
         let mut shapes = Vec::with_capacity(self.layers.len());
         let mut s = self.input;
         check_size(s)?;
@@ -281,9 +291,6 @@ impl Arch {
                 w: 1,
             })?;
             shapes.push(s);
-        }
-        if !matches!(self.layers.last(), Some(Layer::Linear { .. })) {
-            return Err(ArchError::NoLogits);
         }
         Ok(shapes)
     }

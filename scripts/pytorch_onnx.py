@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Networks trained and exported the way PyTorch users do it, for backwork's ONNX loader
+(issue 15): a LeNet-5 on MNIST, a small CNN on Fashion-MNIST, and a file with an operator
+backwork does not take. Each network is exported twice, with torch.onnx.export's default
+(dynamo) exporter and with the TorchScript one (dynamo=False), since both are in use.
+
+    pip install torch onnx onnxscript numpy
+    python3 scripts/pytorch_onnx.py --out tests/data/onnx
+
+Writes NAME.onnx, NAME-ts.onnx and onnx.json (PyTorch's test accuracy of each network on the
+same test images, scaled as backwork scales them: raw / 255). The tests in tests/onnx.rs load
+these files and check backwork's count of correct test images against PyTorch's.
+"""
+import argparse, gzip, json, os
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MNIST = os.path.join(HERE, "..", "assets", "mnist")
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def idx(folder, name, offset):
+    with gzip.open(os.path.join(folder, name + ".gz")) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+
+def load(folder):
+    xtr = torch.tensor(idx(folder, "train-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28) / 255.0,
+                       dtype=torch.float32)
+    ytr = torch.tensor(idx(folder, "train-labels-idx1-ubyte", 8), dtype=torch.long)
+    xte = torch.tensor(idx(folder, "t10k-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28) / 255.0,
+                       dtype=torch.float32)
+    yte = torch.tensor(idx(folder, "t10k-labels-idx1-ubyte", 8), dtype=torch.long)
+    return xtr, ytr, xte, yte
+
+
+def lenet5():
+    """LeNet-5 as PyTorch tutorials write it (ReLU and max-pool for the original's tanh and
+    subsampling), ending in LogSoftmax as many do."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, 10), nn.LogSoftmax(dim=1),
+    )
+
+
+def fashion_cnn():
+    """A small CNN for Fashion-MNIST: 3×3 convolutions, a stride-2 pool, dropout, no softmax."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2),
+        nn.Flatten(),
+        nn.Dropout(0.25),
+        nn.Linear(32 * 7 * 7, 128), nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
+def unsupported():
+    """A network with a batch normalisation and a sigmoid: operators backwork refuses by name."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Sigmoid(),
+        nn.Flatten(), nn.Linear(4 * 26 * 26, 10),
+    )
+
+
+def train(net, data, epochs, seed):
+    xtr, ytr, xte, yte = data
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        net.train()
+        perm = torch.randperm(len(xtr))
+        for s in range(0, len(xtr), 64):
+            b = perm[s:s + 64]
+            loss = nn.functional.cross_entropy(net(xtr[b]), ytr[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return correct(net, xte, yte)
+
+
+def correct(net, xte, yte):
+    net.eval()
+    with torch.no_grad():
+        pred = torch.cat([net(xte[s:s + 1000]).argmax(1) for s in range(0, len(xte), 1000)])
+    return int((pred == yte).sum())
+
+
+def export(net, path, dynamo):
+    net.eval()
+    x = torch.zeros(1, 1, 28, 28)
+    torch.onnx.export(net, (x,), path, input_names=["image"], output_names=["scores"],
+                      dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}},
+                      opset_version=17 if not dynamo else 18, dynamo=dynamo)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(2)
+    report = {}
+    mnist = load(MNIST)
+    fashion = load(FASHION)
+    for name, make, data, epochs, seed in [
+        ("lenet5-mnist", lenet5, mnist, 2, 1),
+        ("cnn-fashion", fashion_cnn, fashion, 2, 2),
+    ]:
+        torch.manual_seed(seed)
+        net = make()
+        n = train(net, data, epochs, seed)
+        report[name] = {"correct": n, "test_images": len(data[3]), "accuracy": n / len(data[3]),
+                        "epochs": epochs, "seed": seed, "torch": torch.__version__}
+        print(name, n, "of", len(data[3]))
+        export(net, os.path.join(args.out, name + ".onnx"), True)
+        export(net, os.path.join(args.out, name + "-ts.onnx"), False)
+    torch.manual_seed(3)
+    export(unsupported(), os.path.join(args.out, "unsupported.onnx"), False)
+    with open(os.path.join(args.out, "onnx.json"), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
