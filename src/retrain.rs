@@ -17,7 +17,7 @@ use crate::backwork::cache::RefCache;
 use crate::backwork::engine::Engine;
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::measure::run_to_end;
-use crate::data::{Dataset, PIXELS};
+use crate::data::Dataset;
 use crate::meta::ModelInfo;
 use crate::model::train::{ExtraSet, TrainConfig, TrainEvent, train_net};
 use crate::model::weights::{net_to_bytes, net_with_extra_class, sha256_hex};
@@ -207,13 +207,21 @@ pub struct RetrainOutcome {
     pub is_stopped: bool,
 }
 
-/// The soft targets of `labels.len()` fooling images in `mode`, for a model of `classes`.
-fn fooling_targets(mode: RetrainMode, count: usize, classes: usize) -> Vec<f32> {
+/// The soft targets of `count` fooling images in `mode`, for a model of `classes` outputs
+/// trained on data of `data_classes`: uniform over the data's classes, or the extra class
+/// (the model's last output).
+fn fooling_targets(
+    mode: RetrainMode,
+    count: usize,
+    classes: usize,
+    data_classes: usize,
+) -> Vec<f32> {
     let mut t = vec![0.0; count * classes];
+    let k = data_classes.clamp(1, classes);
     for row in t.chunks_exact_mut(classes) {
         match mode {
-            RetrainMode::Uniform => row[..10].iter_mut().for_each(|v| *v = 0.1),
-            RetrainMode::ExtraClass => row[10] = 1.0,
+            RetrainMode::Uniform => row[..k].iter_mut().for_each(|v| *v = 1.0 / k as f32),
+            RetrainMode::ExtraClass => row[classes - 1] = 1.0,
         }
     }
     t
@@ -312,9 +320,10 @@ fn generate(
     let cfg = b.cfg;
     let wanted = cfg.images_per_round;
     let labels = cfg.measure.labels.len().max(1);
-    let mut found: Vec<f32> = Vec::with_capacity(wanted * PIXELS);
+    let px = net.input_len();
+    let mut found: Vec<f32> = Vec::with_capacity(wanted * px);
     for run in 0..100u64 {
-        let have = found.len() / PIXELS;
+        let have = found.len() / px;
         if have >= wanted {
             break;
         }
@@ -337,13 +346,13 @@ fn generate(
             return Err(RetrainError::Cancelled);
         }
         for r in engine.rows() {
-            if r.p_label() > settings.threshold && found.len() / PIXELS < wanted {
+            if r.p_label() > settings.threshold && found.len() / px < wanted {
                 found.extend_from_slice(r.pixels);
             }
         }
     }
     on_event(RetrainEvent::Generate {
-        found: found.len() / PIXELS,
+        found: found.len() / px,
         wanted,
     });
     Ok(found)
@@ -397,7 +406,7 @@ pub fn retrain(
         let count = if cfg.repeat == 0 {
             0
         } else {
-            all_fooling.len() / PIXELS
+            all_fooling.len() / train.image_len().max(1)
         };
         on_event(RetrainEvent::Stage {
             round,
@@ -409,7 +418,12 @@ pub fn retrain(
         });
         let extra = ExtraSet {
             images: all_fooling.clone(),
-            targets: fooling_targets(cfg.mode, all_fooling.len() / PIXELS, classes),
+            targets: fooling_targets(
+                cfg.mode,
+                all_fooling.len() / train.image_len().max(1),
+                classes,
+                train.num_classes(),
+            ),
             repeat: cfg.repeat,
         };
         let train_cfg = TrainConfig {

@@ -47,7 +47,7 @@ pub fn run_point(
 ) -> Result<(Outcome, f32), SweepError> {
     let mut engine = Engine::new(net.clone(), refs, settings.clone())?;
     if let Init::File(path) = &settings.init {
-        let x = read_start_images(path, engine.states().len())?;
+        let x = read_start_images(path, engine.states().len(), &net.input_shape())?;
         engine.set_images(&x)?;
     }
     let outcome = run_to_end(&mut engine, cancel, on_step)?;

@@ -97,7 +97,7 @@ fn saliency_is_the_gradient_of_p_label_as_candle_computes_it() {
         assert!(worst < 1e-4, "image {i}: relative difference {worst}");
     }
     // The mask holds at most k pixels, all with a positive gradient.
-    let mask = top_k_mask(&ours, 50);
+    let mask = top_k_mask(&ours, 784, 50);
     for i in 0..5 {
         let m = &mask[i * PIXELS..(i + 1) * PIXELS];
         assert!(m.iter().filter(|&&b| b).count() <= 50);

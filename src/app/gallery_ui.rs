@@ -99,7 +99,7 @@ impl Gallery {
             .or_insert_with(|| {
                 ctx.load_texture(
                     format!("test-{i}"),
-                    egui::ColorImage::from_gray([SIDE, SIDE], data.image(i)),
+                    super::data_image(&data, i),
                     TextureOptions::NEAREST,
                 )
             })

@@ -58,6 +58,16 @@ pub enum Tab {
     Sweep,
 }
 
+/// Image `i` of `data` as a texture image: grey or RGB, at its own size.
+pub(crate) fn data_image(data: &Dataset, i: usize) -> egui::ColorImage {
+    let (w, h) = (data.shape.w, data.shape.h);
+    if data.shape.c == 3 {
+        egui::ColorImage::from_rgb([w, h], data.image(i))
+    } else {
+        egui::ColorImage::from_gray([w, h], data.image(i))
+    }
+}
+
 /// Opens the window and blocks until it is closed.
 pub fn run(args: &AppArgs) -> Result<()> {
     // The compute pool (the engine's parallel groups, gemm, candle) runs below the window's
@@ -69,6 +79,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
     let model = ModelHandle::load_or_shipped(args.model.as_deref()).map_err(anyhow::Error::msg)?;
     let test = Arc::new(Dataset::load(args.data.as_deref(), Split::Test)?);
     let train = Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);
+    model.fits(&train).map_err(anyhow::Error::msg)?;
     let (autostart, frame_stats) = (args.autostart, args.frame_stats.clone());
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -103,6 +114,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
                     .filter(|s| s.validate().is_ok() && s.tap_count() == v.tap_names.len())
                 {
                     v.settings = saved;
+                    v.fit_labels();
                     // "The current images" are those of this session's run: a new launch has
                     // none, so it starts from noise again.
                     if v.settings.init == crate::backwork::Init::Current {
@@ -236,7 +248,9 @@ impl BackworkApp {
         };
         if let Some(v) = &mut app.run_view {
             v.tap_names = app.model.tap_names();
+            v.image_shape = app.model.input_shape();
             v.settings.fit_taps(v.tap_names.len());
+            v.fit_labels();
         }
         app.classify_test_set();
         app
@@ -268,7 +282,7 @@ impl BackworkApp {
     pub fn open_model(&mut self, paths: Vec<std::path::PathBuf>) {
         let Some(first) = paths.first() else { return };
         let what = first.display().to_string();
-        match load_job(paths, self.wake.clone()) {
+        match load_job(paths, self.gallery.data(), self.wake.clone()) {
             Ok(job) => {
                 self.opening = Some(job);
                 self.status = Some(Status::progress(format!("opening {what}…")));

@@ -12,7 +12,7 @@ use super::Wake;
 use super::dialog::{Dialog, NO_DIALOG};
 use super::model_ui::UnsavedModel;
 use super::status::Status;
-use crate::data::{Dataset, PIXELS};
+use crate::data::Dataset;
 use crate::export::run::RunFolder;
 use crate::meta::ModelInfo;
 use crate::meta::TrainEvent;
@@ -176,7 +176,7 @@ impl RetrainView {
     /// Acts on a dialog's answer once it has closed.
     fn poll_dialog(&mut self, wake: &Wake) {
         match Dialog::poll(&mut self.dialog) {
-            Some((RetrainDialog::Images, Some(dir))) => match read_run_job(dir, wake.clone()) {
+            Some((RetrainDialog::Images, Some(dir))) => match read_run_job(dir, self.train.shape, wake.clone()) {
                 Ok(job) => self.reading = Some(job),
                 Err(e) => self.status = Status::error(e),
             },
@@ -259,7 +259,8 @@ impl RetrainView {
     fn config_ui(&mut self, ui: &mut egui::Ui, run_images: Option<&Vec<f32>>) {
         ui.horizontal(|ui| {
             ui.label("fooling images:");
-            let n_run = run_images.map_or(0, |v| v.len() / PIXELS);
+            let px = self.train.image_len().max(1);
+            let n_run = run_images.map_or(0, |v| v.len() / px);
             if ui
                 .selectable_label(self.folder.is_none(), format!("the current run ({n_run})"))
                 .on_hover_text("The images on the Fooling images view")
@@ -268,7 +269,7 @@ impl RetrainView {
                 self.folder = None;
             }
             let folder_label = match &self.folder {
-                Some((p, x)) => format!("{} ({})", p.display(), x.len() / PIXELS),
+                Some((p, x)) => format!("{} ({})", p.display(), x.len() / px),
                 None => "an exported folder…".into(),
             };
             if ui

@@ -9,7 +9,7 @@ use egui::{RichText, TextureHandle, TextureOptions, vec2};
 use super::Wake;
 use super::dialog::{Dialog, NO_DIALOG};
 use super::status::Status;
-use crate::data::{Dataset, SIDE};
+use crate::data::Dataset;
 use crate::meta::ModelInfo;
 use crate::meta::WorstLabel;
 use crate::worker::files::{Written, export_worst_job};
@@ -210,7 +210,7 @@ impl WorstView {
             .or_insert_with(|| {
                 ctx.load_texture(
                     format!("worst-{i}"),
-                    egui::ColorImage::from_gray([SIDE, SIDE], train.image(i)),
+                    super::data_image(&train, i),
                     TextureOptions::NEAREST,
                 )
             })

@@ -20,19 +20,20 @@ pub enum RefSource {
     Built,
 }
 
-/// Reference sets for the ten labels of one (model, dataset), built on demand and, with a
-/// folder, kept on disk so a later run of the same model starts warm.
+/// Reference sets for the labels (up to 256) of one (model, dataset), built on demand and,
+/// with a folder, kept on disk so a later run of the same model starts warm.
 #[derive(Default)]
 pub struct RefCache {
-    labels: [Option<Arc<LabelRefs>>; 10],
+    /// One slot per label (256 once [`Self::grow`] has run).
+    labels: Vec<Option<Arc<LabelRefs>>>,
     /// Folder and file-name stem (model and dataset fingerprints) of the disk cache.
     disk: Option<(PathBuf, String)>,
     /// One-line notices for the user (a damaged file rebuilt), taken by [`Self::take_notices`].
     notices: Vec<String>,
     /// Labels whose disk file was read and refused (built next, not read again).
-    refused: [bool; 10],
+    refused: Vec<bool>,
     /// Labels read from disk by [`Self::preload`] and not yet handed out.
-    preloaded: [bool; 10],
+    preloaded: Vec<bool>,
     /// Whether a save failed (said once).
     is_unwritable: bool,
 }
@@ -119,6 +120,7 @@ impl RefCache {
         label: u8,
         cancel: &AtomicBool,
     ) -> Option<(Arc<LabelRefs>, RefSource)> {
+        self.grow();
         if let Some(r) = &self.labels[label as usize] {
             let from_disk = std::mem::take(&mut self.preloaded[label as usize]);
             let source = if from_disk {
@@ -150,6 +152,15 @@ impl RefCache {
         Some((refs, source))
     }
 
+    /// Gives every label (0 to 255) its slot.
+    fn grow(&mut self) {
+        if self.labels.len() < 256 {
+            self.labels.resize(256, None);
+            self.refused.resize(256, false);
+            self.preloaded.resize(256, false);
+        }
+    }
+
     /// Reads `label`'s file `f` if it exists; a refused file gives a notice and `None`.
     fn read_disk(
         &mut self,
@@ -170,9 +181,10 @@ impl RefCache {
     /// 3 GB; most of its time is the kernel's, which spreads over the cores). Labels without a
     /// good file (one of the network's taps, `layout`) are left to [`Self::get_or_build`].
     pub fn preload(&mut self, train: &Dataset, labels: &[u8], layout: &TapLayout) {
+        self.grow();
         let todo: Vec<(u8, PathBuf)> = labels
             .iter()
-            .filter(|&&l| (l as usize) < 10 && self.labels[l as usize].is_none())
+            .filter(|&&l| self.labels[l as usize].is_none())
             .filter_map(|&l| Some((l, self.file(l)?)))
             .collect();
         let read: Vec<(u8, Option<LabelRefs>, Option<String>)> = todo

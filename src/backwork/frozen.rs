@@ -167,6 +167,11 @@ impl FrozenCnn {
     }
 
     /// Values per input image (784 for a 28×28 grey image).
+    /// The shape of one input image (channels, height, width).
+    pub fn input_shape(&self) -> crate::net::Shape {
+        self.net().arch().input
+    }
+
     pub fn input_len(&self) -> usize {
         self.net.input_len()
     }

@@ -3,7 +3,6 @@
 //! raise the network's belief in the label most.
 
 use super::frozen::{Forward, FrozenCnn, TapGrads};
-use crate::data::PIXELS;
 
 /// Pixels in a saliency mask unless told otherwise (about 6% of the 784).
 pub const DEFAULT_TOP_K: usize = 50;
@@ -48,15 +47,25 @@ impl FrozenCnn {
     }
 }
 
-/// For each image of a saliency map (M×784), the `k` pixels with the largest positive
-/// gradient (fewer when fewer are positive), as a mask.
-pub fn top_k_mask(saliency: &[f32], k: usize) -> Vec<bool> {
+/// A saliency map (M×(h·w·c), channels last) per pixel: the sum over each pixel's `c`
+/// channels, the change of p(label) when the whole pixel brightens (M×(h·w)).
+pub fn per_pixel(saliency: &[f32], c: usize) -> Vec<f32> {
+    if c <= 1 {
+        return saliency.to_vec();
+    }
+    saliency.chunks_exact(c).map(|v| v.iter().sum()).collect()
+}
+
+/// For each image of a per-pixel saliency map (M×`pixels`), the `k` pixels with the largest
+/// positive gradient (fewer when fewer are positive), as a mask.
+pub fn top_k_mask(saliency: &[f32], pixels: usize, k: usize) -> Vec<bool> {
     let mut mask = vec![false; saliency.len()];
+    let pixels = pixels.max(1);
     for (img, out) in saliency
-        .chunks_exact(PIXELS)
-        .zip(mask.chunks_exact_mut(PIXELS))
+        .chunks_exact(pixels)
+        .zip(mask.chunks_exact_mut(pixels))
     {
-        let mut order: Vec<usize> = (0..PIXELS).filter(|&j| img[j] > 0.0).collect();
+        let mut order: Vec<usize> = (0..pixels).filter(|&j| img[j] > 0.0).collect();
         order.sort_by(|&a, &b| img[b].total_cmp(&img[a]).then(a.cmp(&b)));
         for &j in order.iter().take(k) {
             out[j] = true;
@@ -71,16 +80,17 @@ mod tests {
 
     #[test]
     fn the_mask_takes_the_largest_positive_pixels_only() {
+        const PIXELS: usize = 784;
         let mut s = vec![0.0f32; PIXELS];
         s[10] = 3.0;
         s[20] = 1.0;
         s[30] = -5.0;
         s[40] = 2.0;
-        let m = top_k_mask(&s, 2);
+        let m = top_k_mask(&s, PIXELS, 2);
         let on: Vec<usize> = (0..PIXELS).filter(|&j| m[j]).collect();
         assert_eq!(on, vec![10, 40]);
         // Asking for more than are positive gives only the positive ones.
-        let m = top_k_mask(&s, 10);
+        let m = top_k_mask(&s, PIXELS, 10);
         assert_eq!(m.iter().filter(|&&b| b).count(), 3);
     }
 }

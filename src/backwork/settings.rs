@@ -393,10 +393,7 @@ impl Settings {
         if self.labels.is_empty() {
             return err("labels", "must name at least one label".into());
         }
-        if let Some(l) = self.labels.iter().find(|l| **l as usize >= NUM_LABELS) {
-            return err("labels", format!("label {l} is outside 0..=9"));
-        }
-        let mut seen = [false; NUM_LABELS];
+        let mut seen = [false; 256];
         for &l in &self.labels {
             if std::mem::replace(&mut seen[l as usize], true) {
                 return err("labels", format!("label {l} is named twice"));

@@ -23,7 +23,7 @@ use crate::backwork::trace::term_pulls;
 use crate::backwork::{
     FcDistance, Init, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode,
 };
-use crate::data::{Dataset, PIXELS, Split};
+use crate::data::{Dataset, NUM_LABELS, Split};
 use crate::export::npy::{npy_bytes, read_images, read_start_images};
 use crate::export::run::{ExportImage, RunResults, export_images, write_run_files};
 use crate::io::outdir::OutDir;
@@ -225,8 +225,11 @@ impl SettingsArgs {
                 _ => bail!("--pixels: {m:?} is not clip or none"),
             };
         }
-        if let Some(l) = &self.labels {
-            s.labels = parse_labels(l)?;
+        // Class names and labels past the digits are resolved against the data (fit_to).
+        if let Some(l) = &self.labels
+            && let Ok(list) = parse_labels(l)
+        {
+            s.labels = list;
         }
         if let Some(i) = &self.init {
             s.init = match i.trim() {
@@ -251,12 +254,17 @@ impl SettingsArgs {
     /// Fits `s` to the taps of `net`: the layer weights given must be one per tap plus the
     /// softmax's (else an error naming the taps); without `--layer-weights`, a network with
     /// other taps than the §1 network's gets its defaults.
-    pub fn fit_to(&self, s: &mut Settings, net: &FrozenCnn) -> Result<()> {
+    /// Fits `s` to the network and the data: one layer weight per tap (an explicit
+    /// `--layer-weights` is checked, else the defaults are fitted), and the labels `--labels`
+    /// names (all by default; numbers or the data's class names) checked against the data's
+    /// classes.
+    pub fn fit_to(&self, s: &mut Settings, net: &FrozenCnn, data: &Dataset) -> Result<()> {
         if self.layer_weights.is_some() {
             s.validate_taps(net.tap_names())?;
         } else {
             s.fit_taps(net.tap_names().len());
         }
+        s.labels = resolve_labels(self.labels.as_deref(), &data.classes)?;
         Ok(())
     }
 
@@ -289,23 +297,58 @@ impl SettingsArgs {
     }
 }
 
-/// "all" or a comma-separated list of labels.
+/// "all" or a comma-separated list of labels (0 to 255) before the data is known; the list
+/// is checked against the data's classes by [`resolve_labels`].
 pub fn parse_labels(text: &str) -> Result<Vec<u8>> {
     if text.trim() == "all" {
-        return Ok((0..10).collect());
+        return Ok((0..NUM_LABELS as u8).collect());
     }
     text.split(',')
         .map(|p| {
             let p = p.trim();
-            match p.parse::<u32>() {
-                Ok(v) if v <= 9 => Ok(v as u8),
-                Ok(v) => bail!("--labels: label {v} is outside 0..=9"),
+            match p.parse::<u8>() {
+                Ok(v) => Ok(v),
                 Err(_) => {
                     bail!("--labels: {p:?} is not a label (use all, or a list such as 0,3,7)")
                 }
             }
         })
         .collect()
+}
+
+/// The labels `text` names among `classes`: all of them when `None` or "all", else each item
+/// a class number or a class name (any case).
+pub fn resolve_labels(text: Option<&str>, classes: &[String]) -> Result<Vec<u8>> {
+    let n = classes.len().min(256);
+    let text = match text.map(str::trim) {
+        None | Some("all") => return Ok((0..n).map(|l| l as u8).collect()),
+        Some(t) => t,
+    };
+    let mut out: Vec<u8> = Vec::new();
+    for p in text.split(',').map(str::trim) {
+        let l = match p.parse::<usize>() {
+            Ok(v) if v < n => v,
+            Ok(v) => bail!(
+                "--labels: label {v} is outside 0..={} (the data has {n} classes)",
+                n.saturating_sub(1)
+            ),
+            Err(_) => match classes.iter().position(|c| c.eq_ignore_ascii_case(p)) {
+                Some(v) => v,
+                None => bail!(
+                    "--labels: {p:?} is not a label (use all, a list such as 0,3,7, or class names: {})",
+                    classes.join(", ")
+                ),
+            },
+        };
+        if out.contains(&(l as u8)) {
+            bail!("--labels: label {l} is named twice");
+        }
+        out.push(l as u8);
+    }
+    if out.is_empty() {
+        bail!("--labels: name at least one label");
+    }
+    Ok(out)
 }
 
 #[derive(Args, Debug)]
@@ -395,18 +438,19 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
 }
 
 fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Result<()> {
+    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let (net, info) = super::load_model(app, &train)?;
+    let net = FrozenCnn::from_net(net);
+    let mut settings = settings;
+    a.settings.fit_to(&mut settings, &net, &train)?;
     // Start images are read before the long work, so a bad file fails at once.
     let start = match &settings.init {
         Init::File(path) => Some(
-            read_start_images(path, settings.labels.len() * settings.batch).context("--init")?,
+            read_start_images(path, settings.labels.len() * settings.batch, &train.shape)
+                .context("--init")?,
         ),
         _ => None,
     };
-    let (net, info) = super::load_model(app)?;
-    let net = FrozenCnn::from_net(net);
-    let mut settings = settings;
-    a.settings.fit_to(&mut settings, &net)?;
-    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let cancel = super::stop::stop_flag()?;
     let refs = build_refs(&net, &train, &info.sha256, &settings.labels, &cancel)?;
     let png_net = net.clone();
@@ -469,9 +513,10 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
     }
     let elapsed = started.elapsed().as_secs_f64();
 
-    let images = export_images(engine.rows(), settings.threshold, None, |x, l| {
+    let mut images = export_images(engine.rows(), settings.threshold, None, |x, l| {
         png_net.p_label_as_png(x, l)
     });
+    crate::export::run::set_classes(&mut images, &train.classes);
     let results = RunResults {
         backwork_version: env!("CARGO_PKG_VERSION"),
         preset: settings.preset_name(),
@@ -481,6 +526,8 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         steps: engine.steps(),
         end_reason: end_text(&end),
         date: crate::util::utc_now_iso(),
+        image_shape: png_net.input_shape(),
+        classes: &train.classes,
         images: &images,
     };
     write_run_files(out.staging(), &results).map_err(|e| out.in_dest(e))?;
@@ -519,6 +566,7 @@ impl Trace {
     fn write_step(&mut self, engine: &Engine, net: &FrozenCnn, ev: &StepEvent) -> bool {
         let n = engine.batch();
         let x = engine.images();
+        let px = net.input_len();
         let pulls: Vec<_> = engine
             .groups()
             .iter()
@@ -527,7 +575,7 @@ impl Trace {
                 term_pulls(
                     net,
                     &grp.refs,
-                    &x[g * n * PIXELS..(g + 1) * n * PIXELS],
+                    &x[g * n * px..(g + 1) * n * px],
                     engine.settings(),
                 )
             })
@@ -536,11 +584,11 @@ impl Trace {
         // How far each image moved since the step before (root mean square per pixel):
         // Adam's step, small when its second moment remembers larger gradients.
         let moved: Vec<f32> = x
-            .chunks_exact(PIXELS)
-            .zip(self.prev.chunks_exact(PIXELS))
+            .chunks_exact(px)
+            .zip(self.prev.chunks_exact(px))
             .map(|(a, b)| {
                 let ss: f32 = a.iter().zip(b).map(|(u, v)| (u - v) * (u - v)).sum();
-                (ss / PIXELS as f32).sqrt()
+                (ss / px as f32).sqrt()
             })
             .collect();
         self.prev = x.to_vec();
@@ -591,21 +639,26 @@ fn end_text(end: &EndReason) -> String {
 }
 
 pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
-    if !(0..=9).contains(&a.label) {
-        bail!("--label: {} is outside 0..=9", a.label);
-    }
     let mut settings = a.settings.settings(None)?;
-    settings.labels = vec![a.label as u8];
-    settings.validate()?;
-    let (shape, x) = read_images(&a.inputs)?;
-    let n = x.len() / PIXELS;
     if let Some(g) = &a.grad_out {
         super::check_out_file("grad-out", g, None)?;
     }
-    let (net, info) = super::load_model(app)?;
-    let net = FrozenCnn::from_net(net);
-    a.settings.fit_to(&mut settings, &net)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    if a.label as usize >= train.num_classes() {
+        bail!(
+            "--label: {} is outside 0..={} (the data has {} classes)",
+            a.label,
+            train.num_classes() - 1,
+            train.num_classes()
+        );
+    }
+    let (net, info) = super::load_model(app, &train)?;
+    let net = FrozenCnn::from_net(net);
+    a.settings.fit_to(&mut settings, &net, &train)?;
+    settings.labels = vec![a.label as u8];
+    settings.validate()?;
+    let (shape, x) = read_images(&a.inputs, &train.shape)?;
+    let n = x.len() / train.image_len();
     // From the disk cache, as `run` does: a script that calls `cost` in a loop pays for the
     // reference set once.
     let cancel = super::stop::stop_flag()?;
@@ -664,12 +717,12 @@ pub fn bench_backwork(
         bail!("--steps: must be at least 1");
     }
     let mut base = s.settings(None)?;
-    let net = FrozenCnn::from_net(super::load_model_at(model)?.0);
-    s.fit_to(&mut base, &net)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let net = FrozenCnn::from_net(super::load_model_at(model, &train)?.0);
+    s.fit_to(&mut base, &net, &train)?;
     // Built from scratch, never read from the disk cache: this times the computation.
     let t = Instant::now();
-    let all: Vec<u8> = (0..10).collect();
+    let all: Vec<u8> = (0..train.num_classes().min(256) as u8).collect();
     let mut cache = RefCache::default();
     let cancel = super::stop::stop_flag()?;
     let mut refs: Vec<Arc<LabelRefs>> = Vec::new();

@@ -12,11 +12,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::{Dataset, NUM_LABELS, Split};
+use crate::data::{Dataset, Split};
 use crate::meta::ModelInfo;
 use crate::model::train::{TrainConfig, TrainEvent, train};
 use crate::model::weights::{WeightInit, load_net_or_shipped, save_net};
-use crate::net::{Arch, Net};
+use crate::net::{Arch, Net, Shape};
 
 /// backwork: find and study fooling images of an MNIST CNN.
 ///
@@ -291,11 +291,12 @@ pub(crate) fn check_writable_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The architecture `--arch` names: a built-in one (`original`, `lenet5`, `small-rgb`) with ten
-/// classes, or a JSON file of [`Arch`] (at most 1 MB), checked whole.
-pub fn parse_arch(text: &str) -> Result<Arch> {
-    if let Some(a) = Arch::builtin(text, NUM_LABELS) {
-        return Ok(a);
+/// The architecture `--arch` names: a built-in one (`original`, `lenet5`, `small-rgb`) for
+/// images of `input` in `classes` classes, or a JSON file of [`Arch`] (at most 1 MB), checked
+/// whole.
+pub fn parse_arch(text: &str, input: Shape, classes: usize) -> Result<Arch> {
+    if let Some(a) = Arch::builtin(text, classes) {
+        return Ok(a.with_input(input));
     }
     let path = Path::new(text);
     if !text.ends_with(".json") && !path.exists() {
@@ -340,17 +341,18 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
         }
         (Some((net, _)), None) => net.clone(),
         (None, arch) => {
+            let (input, classes) = (train_set.shape, train_set.num_classes());
             let arch = match arch {
-                Some(text) => parse_arch(text)?,
-                None => Arch::original(NUM_LABELS),
+                Some(text) => parse_arch(text, input, classes)?,
+                None => Arch::original(classes).with_input(input),
             };
             let params = crate::net::init::init_params(&arch, cfg.seed, cfg.init)
                 .map_err(|e| anyhow::anyhow!("--arch: {e}"))?;
             Net::from_torch(arch, params).map_err(|e| anyhow::anyhow!("--arch: {e}"))?
         }
     };
-    if let Err(e) = crate::model::fits_digits(&init) {
-        bail!("--arch: {e}");
+    if let Err(e) = crate::model::fits_data(&init, &train_set) {
+        bail!("--arch: {e} ({})", train_set.source);
     }
 
     let bar = train_bar(&cfg, train_set.len());
@@ -446,21 +448,23 @@ fn show_train_event(bar: &ProgressBar, ev: TrainEvent, epochs: usize) {
     }
 }
 
-/// The network of `path` (any architecture), or the shipped one, checked to fit the digits.
-pub(crate) fn load_model_at(path: Option<&Path>) -> Result<(Net, ModelInfo)> {
+/// The network of `path` (any architecture), or the shipped one, checked to fit `data`
+/// (its image shape and classes).
+pub(crate) fn load_model_at(path: Option<&Path>, data: &Dataset) -> Result<(Net, ModelInfo)> {
     let (net, info) = load_net_or_shipped(path)?;
-    crate::model::fits_digits(&net).map_err(|e| anyhow::anyhow!("{}: {e}", info.name))?;
+    crate::model::fits_data(&net, data)
+        .map_err(|e| anyhow::anyhow!("{}: {e} ({})", info.name, data.source))?;
     Ok((net, info))
 }
 
 /// The network of `--model`, or the shipped one ([`load_model_at`]).
-pub(crate) fn load_model(app: &AppArgs) -> Result<(Net, ModelInfo)> {
-    load_model_at(app.model.as_deref())
+pub(crate) fn load_model(app: &AppArgs, data: &Dataset) -> Result<(Net, ModelInfo)> {
+    load_model_at(app.model.as_deref(), data)
 }
 
 fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
-    let (net, info) = load_model(app)?;
     let test = load_data(app, Split::Test)?;
+    let (net, info) = load_model(app, &test)?;
     let ev = crate::model::eval::evaluate_net(&net, &test, &mut |_, _| {});
     if a.json {
         println!("{}", serde_json::to_string(&ev.report())?);
@@ -477,9 +481,10 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
             ev.correct,
             ev.total
         );
-        for l in 0..NUM_LABELS {
+        for l in 0..ev.per_class_total.len() {
             println!(
-                "  {l}: {:6.2}% ({} / {})",
+                "  {}: {:6.2}% ({} / {})",
+                test.class_name(l),
                 ev.class_accuracy(l) * 100.0,
                 ev.per_class_correct[l],
                 ev.per_class_total[l]
@@ -508,8 +513,7 @@ fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
             };
             // A tiny test set: the bench times the Adam steps, not the final evaluation.
             let mut probe = load_data(app, Split::Test)?;
-            probe.labels.truncate(1);
-            probe.pixels.truncate(crate::data::PIXELS);
+            probe = probe.truncated(1);
             let mut rate = 0.0;
             let mut step_times = Vec::new();
             let mut last = Instant::now();
@@ -541,8 +545,8 @@ fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
             })
         }
         BenchWhat::Eval => {
-            let (net, _) = load_model(app)?;
             let test = load_data(app, Split::Test)?;
+            let (net, _) = load_model(app, &test)?;
             let t = Instant::now();
             let ev = crate::model::eval::evaluate_net(&net, &test, &mut |_, _| {});
             let s = t.elapsed().as_secs_f64();

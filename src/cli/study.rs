@@ -11,8 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::AppArgs;
 use crate::backwork::cache::default_cache_dir;
 use crate::backwork::frozen::FrozenCnn;
-use crate::backwork::saliency::{DEFAULT_TOP_K, top_k_mask};
-use crate::data::{Dataset, PIXELS, SIDE, Split};
+use crate::backwork::saliency::{DEFAULT_TOP_K, per_pixel, top_k_mask};
+use crate::data::{Dataset, Split};
 use crate::export::npy::{npy_bytes, read_images};
 use crate::export::report::{RetrainReport, write_report};
 use crate::export::run::read_run;
@@ -51,8 +51,8 @@ pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
     }
     // Claimed at once (a bad --out fails before the work), written whole at the end.
     drop(OutDir::claim(&a.out, a.force)?);
-    let (net, info) = super::load_model(app)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let (net, info) = super::load_model(app, &train)?;
     let bar = ProgressBar::new(train.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} training images  [{eta}]")
@@ -111,51 +111,70 @@ pub struct SaliencyArgs {
 
 /// `backwork saliency`: d p(label) / d input for each image, its top-k mask, and overlays.
 pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
+    // No data is needed: the images are the network's input shape.
+    let (net, _) = crate::model::weights::load_net_or_shipped(app.model.as_deref())?;
+    let shape = net.arch().input;
+    let px = shape.len();
+    let classes = net.classes();
     let (x, labels) = match (&a.inputs, &a.from) {
         (Some(path), _) => {
             let label = a.label.unwrap_or(-1);
-            if !(0..=9).contains(&label) {
-                bail!("--label: {label} is outside 0..=9");
+            if label < 0 || label as usize >= classes {
+                bail!(
+                    "--label: {label} is outside 0..={} (the network has {classes} classes)",
+                    classes - 1
+                );
             }
-            let (_, x) = read_images(path)?;
-            let n = x.len() / PIXELS;
+            let (_, x) = read_images(path, &shape)?;
+            let n = x.len() / px;
             (x, vec![label as u8; n])
         }
         (None, Some(dir)) => {
-            let r = read_run(dir).map_err(anyhow::Error::msg)?;
+            let r = read_run(dir, &shape).map_err(anyhow::Error::msg)?;
+            if let Some(l) = r.labels.iter().find(|&&l| l as usize >= classes) {
+                bail!(
+                    "--from {}: label {l} is not one of the network's {classes} classes",
+                    dir.display()
+                );
+            }
             (r.images, r.labels)
         }
         (None, None) => bail!("give --inputs X.npy --label L, or --from DIR"),
     };
-    if a.top_k == 0 || a.top_k > PIXELS {
-        bail!("--top-k: {} is outside 1..=784", a.top_k);
+    let pixels = shape.h * shape.w;
+    if a.top_k == 0 || a.top_k > pixels {
+        bail!("--top-k: {} is outside 1..={pixels}", a.top_k);
     }
     // Checked at once (a bad --out fails before the work) and claimed for the writing only:
     // a signal during the computation, which ends the process, leaves nothing behind.
     drop(OutDir::claim(&a.out, a.force)?);
-    let net = FrozenCnn::from_net(super::load_model(app)?.0);
+    let net = FrozenCnn::from_net(net);
     let targets: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
-    let s = net.saliency(&x, &targets);
-    let mask = top_k_mask(&s, a.top_k);
+    let s = per_pixel(&net.saliency(&x, &targets), shape.c);
+    let mask = top_k_mask(&s, pixels, a.top_k);
     let out = OutDir::claim(&a.out, a.force)?;
     let n = labels.len();
     let put = |name: &str, bytes: &[u8]| {
         write_atomic(&out.staging().join(name), bytes, false).map_err(|e| out.in_dest(e))
     };
-    put("saliency.npy", &npy_bytes(&s, &[n, SIDE, SIDE]))?;
+    put("saliency.npy", &npy_bytes(&s, &[n, shape.h, shape.w]))?;
     let mask_f: Vec<f32> = mask.iter().map(|&m| f32::from(u8::from(m))).collect();
-    put("mask.npy", &npy_bytes(&mask_f, &[n, SIDE, SIDE]))?;
-    let mut counts = [0usize; 10];
+    put("mask.npy", &npy_bytes(&mask_f, &[n, shape.h, shape.w]))?;
+    let mut counts = [0usize; 256];
     let mut summary = Vec::new();
     for i in 0..n {
         let l = labels[i];
-        let px = &x[i * PIXELS..(i + 1) * PIXELS];
-        let m = &mask[i * PIXELS..(i + 1) * PIXELS];
+        let img = &x[i * px..(i + 1) * px];
+        let m = &mask[i * pixels..(i + 1) * pixels];
         let name = format!("saliency_label{l}_{:02}.png", counts[l as usize]);
         counts[l as usize] += 1;
-        let png = rgb_png_bytes(SIDE as u32, SIDE as u32, &overlay_rgb(px, m))?;
+        let png = rgb_png_bytes(
+            shape.w as u32,
+            shape.h as u32,
+            &overlay_rgb(img, shape.c, m),
+        )?;
         put(&name, &png)?;
-        let top: Vec<usize> = (0..PIXELS).filter(|&j| m[j]).collect();
+        let top: Vec<usize> = (0..pixels).filter(|&j| m[j]).collect();
         summary.push(serde_json::json!({"label": l, "png": name, "top_pixels": top}));
     }
     let json = serde_json::json!({"top_k": a.top_k, "images": summary});
@@ -233,14 +252,14 @@ pub struct RetrainArgs {
 pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     let mut cfg = retrain_config(&a);
     cfg.validate()?;
-    let fooling = read_run(&a.from).map_err(anyhow::Error::msg)?;
     super::check_out_file("out", &a.out, Some(a.force))?;
     let report_dir = report_dir(&a)?;
-    let (net, info) = super::load_model(app)?;
-    // The report records the layer weights the measurement uses: the network's taps'.
-    cfg.measure.fit_taps(net.taps().len());
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let test = Dataset::load(app.data.as_deref(), Split::Test)?;
+    let (net, info) = super::load_model(app, &train)?;
+    // The report records the layer weights the measurement uses: the network's taps'.
+    cfg.measure.fit_taps(net.taps().len());
+    let fooling = read_run(&a.from, &train.shape).map_err(anyhow::Error::msg)?;
     let cancel = super::stop::stop_flag()?;
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(std::time::Duration::from_millis(200));

@@ -81,17 +81,18 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
     let points = grid(&a, app);
-    // Every model is loaded (and checked) before the first run.
-    let models = load_models(&points)?;
+    // The data and every model are loaded (and checked) before the first run.
+    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let models = load_models(&points, &train)?;
     // Every point's settings are checked before the first run, so a typo fails at once.
     let mut planned = Vec::new();
     for p in &points {
         let mut s = p.args.settings(None)?;
         p.args
-            .fit_to(&mut s, &models[&p.model].0)
+            .fit_to(&mut s, &models[&p.model].0, &train)
             .with_context(|| format!("--models {}", p.model))?;
         if let crate::backwork::Init::File(path) = &s.init {
-            crate::export::npy::read_start_images(path, s.labels.len() * s.batch)
+            crate::export::npy::read_start_images(path, s.labels.len() * s.batch, &train.shape)
                 .context("--init")?;
         }
         if shard.is_none_or(|sh| in_shard(p.index, sh)) {
@@ -121,7 +122,6 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(500));
-    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     for (p, settings) in todo {
         let (net, info) = &models[&p.model];
         bar.set_message(format!("point {}: reference sets", p.index));
@@ -182,12 +182,15 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
 }
 
 /// The network and description of every model the grid names, loaded (and checked) once.
-fn load_models(points: &[Point]) -> Result<HashMap<String, (FrozenCnn, ModelInfo)>> {
+fn load_models(
+    points: &[Point],
+    train: &Dataset,
+) -> Result<HashMap<String, (FrozenCnn, ModelInfo)>> {
     let mut models: HashMap<String, (FrozenCnn, ModelInfo)> = HashMap::new();
     for p in points {
         if !models.contains_key(&p.model) {
             let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
-            let (net, info) = super::load_model_at(path.as_deref())
+            let (net, info) = super::load_model_at(path.as_deref(), train)
                 .with_context(|| format!("--models {}", p.model))?;
             models.insert(p.model.clone(), (FrozenCnn::from_net(net), info));
         }

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use crate::net::Shape;
+
 /// What can go wrong reading an `.npy` file; every message names the file.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {reason}")]
@@ -160,20 +162,31 @@ fn read_up_to(src: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<u
     Ok(got)
 }
 
-/// Reads a batch of images: f32 of shape (N, 28, 28) or (N, 784), N ≥ 1, every value finite.
-/// Returns the shape as stored and the N×784 values.
-pub fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
+/// Reads a `.npy` of images of `shape` (pixels in [0, 1] by convention): (N, H, W) for grey
+/// images, (N, H, W, C), or (N, H·W·C) flat; channels last, as backwork writes them. Refuses
+/// any other shape, no images, and any value that is not finite.
+pub fn read_images(path: &Path, want: &Shape) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
     let (shape, x) = read_npy(path)?;
     let bad = |reason: String| NpyError {
         file: path.display().to_string(),
         reason,
     };
     let n = match shape.as_slice() {
-        [n, h, w] if *h == crate::data::SIDE && *w == crate::data::SIDE => *n,
-        [n, d] if *d == crate::data::PIXELS => *n,
+        [n, h, w] if want.c == 1 && *h == want.h && *w == want.w => *n,
+        [n, h, w, c] if *h == want.h && *w == want.w && *c == want.c => *n,
+        [n, d] if *d == want.len() => *n,
         _ => {
+            let grey = if want.c == 1 {
+                format!("(N, {}, {}), ", want.h, want.w)
+            } else {
+                String::new()
+            };
             return Err(bad(format!(
-                "shape {shape:?} is not (N, 28, 28) or (N, 784)"
+                "shape {shape:?} is not {grey}(N, {}, {}, {}) or (N, {}): the network takes {want} images",
+                want.h,
+                want.w,
+                want.c,
+                want.len()
             )));
         }
     };
@@ -192,9 +205,9 @@ pub fn read_images(path: &Path) -> Result<(Vec<usize>, Vec<f32>), NpyError> {
 /// The first `rows` images of `path` (a `.npy` as [`read_images`] accepts), for a run that
 /// starts from given images (`--init FILE.npy`); a file with fewer rows is refused, naming
 /// both counts.
-pub fn read_start_images(path: &Path, rows: usize) -> Result<Vec<f32>, NpyError> {
-    let (_, mut x) = read_images(path)?;
-    let have = x.len() / crate::data::PIXELS;
+pub fn read_start_images(path: &Path, rows: usize, want: &Shape) -> Result<Vec<f32>, NpyError> {
+    let (_, mut x) = read_images(path, want)?;
+    let have = x.len() / want.len();
     if have < rows {
         return Err(NpyError {
             file: path.display().to_string(),
@@ -203,7 +216,7 @@ pub fn read_start_images(path: &Path, rows: usize) -> Result<Vec<f32>, NpyError>
             ),
         });
     }
-    x.truncate(rows * crate::data::PIXELS);
+    x.truncate(rows * want.len());
     Ok(x)
 }
 

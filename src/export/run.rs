@@ -6,12 +6,12 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::npy::npy_bytes;
-use super::png_bytes;
-use super::sheet::{SheetTile, render_sheet, to_u8};
+use super::sheet::{SheetTile, render_sheet};
+use super::{image_png_bytes, shaped_png_bytes};
 use crate::backwork::Settings;
 use crate::backwork::cost::Nearest;
 use crate::backwork::engine::RowView;
-use crate::data::{PIXELS, SIDE};
+use crate::net::Shape;
 use crate::io::outdir::OutDir;
 use crate::io::{WriteError, write_atomic};
 use crate::meta::ModelRef;
@@ -20,6 +20,9 @@ use crate::meta::ModelRef;
 #[derive(Clone, Debug, Serialize)]
 pub struct ExportImage {
     pub label: u8,
+    /// The label's class name (set by the writer from the data's classes).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub class: String,
     /// Its index within its label group.
     pub index: usize,
     pub probabilities: Vec<f32>,
@@ -73,8 +76,33 @@ pub struct RunResults<'a> {
     pub steps: usize,
     pub end_reason: String,
     pub date: String,
+    /// The shape of every image: (N, H, W) rows of `images.npy` for grey images, (N, H, W, C)
+    /// for colour.
+    pub image_shape: Shape,
+    /// The classes' names, in label order (each image's `class` is one of them).
+    pub classes: &'a [String],
     /// One per row of `images.npy`, same order.
     pub images: &'a [ExportImage],
+}
+
+/// Names each image's class from `classes` (its label's number when they name fewer).
+pub fn set_classes(images: &mut [ExportImage], classes: &[String]) {
+    for img in images {
+        img.class = classes
+            .get(img.label as usize)
+            .cloned()
+            .unwrap_or_else(|| img.label.to_string());
+    }
+}
+
+/// The `.npy` shape of `len` values of images of `shape`: (N, H, W) grey, (N, H, W, C) colour.
+pub fn npy_shape(len: usize, shape: Shape) -> Vec<usize> {
+    let n = len / shape.len().max(1);
+    if shape.c == 1 {
+        vec![n, shape.h, shape.w]
+    } else {
+        vec![n, shape.h, shape.w, shape.c]
+    }
 }
 
 /// The images of a run's folder (as `backwork run` or the app's export writes it) with the
@@ -89,7 +117,7 @@ pub struct RunFolder {
 /// Reads `images.npy` and `results.json` of a run's folder; every problem is one line naming
 /// the file: a missing file, a wrong shape, non-finite values, labels outside 0..=9, or a
 /// count that differs between the two files.
-pub fn read_run(dir: &Path) -> Result<RunFolder, String> {
+pub fn read_run(dir: &Path, shape: &crate::net::Shape) -> Result<RunFolder, String> {
     if !dir.is_dir() {
         return Err(format!("{}: not a folder", dir.display()));
     }
@@ -103,25 +131,25 @@ pub fn read_run(dir: &Path) -> Result<RunFolder, String> {
             ));
         }
     }
-    let (_, images) = super::npy::read_images(&npy).map_err(|e| e.to_string())?;
+    let (_, images) = super::npy::read_images(&npy, shape).map_err(|e| e.to_string())?;
     // 256 MB: a results.json of 100,000 images is about 100 MB.
     let bytes = crate::io::read_regular_max(&json, 256 << 20)
         .map_err(|e| format!("{}: {e}", json.display()))?;
     let labels = parse_run_labels(&json.display().to_string(), &bytes)?;
-    if labels.len().checked_mul(PIXELS) != Some(images.len()) {
+    if labels.len().checked_mul(shape.len()) != Some(images.len()) {
         return Err(format!(
             "{}: {} images, but {} has {}",
             json.display(),
             labels.len(),
             npy.display(),
-            images.len() / PIXELS
+            images.len() / shape.len()
         ));
     }
     Ok(RunFolder { images, labels })
 }
 
 /// The label of each image of a `results.json` (`file` names it in errors): its
-/// `images[].label`, each a digit 0–9.
+/// `images[].label`, each a class number 0–255.
 pub fn parse_run_labels(file: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8 text"))?;
     let v: serde_json::Value =
@@ -135,9 +163,9 @@ pub fn parse_run_labels(file: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
         .map(|(i, img)| {
             img.get("label")
                 .and_then(|l| l.as_u64())
-                .filter(|l| *l <= 9)
+                .filter(|l| *l <= 255)
                 .map(|l| l as u8)
-                .ok_or_else(|| format!("{file}: images[{i}].label is not a digit 0-9"))
+                .ok_or_else(|| format!("{file}: images[{i}].label is not a class number 0-255"))
         })
         .collect()
 }
@@ -168,9 +196,9 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
         file: dir.join(name).display().to_string(),
         source: std::io::Error::other(e.to_string()),
     };
+    let shape = results.image_shape;
     for img in results.images {
-        let grey: Vec<u8> = img.pixels.iter().map(|&v| to_u8(v)).collect();
-        let bytes = png_bytes(SIDE as u32, SIDE as u32, &grey).map_err(|e| png_err(&img.png, e))?;
+        let bytes = shaped_png_bytes(shape, &img.pixels).map_err(|e| png_err(&img.png, e))?;
         put(&img.png, &bytes)?;
     }
     let all: Vec<f32> = results
@@ -180,7 +208,7 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
         .collect();
     put(
         "images.npy",
-        &npy_bytes(&all, &[all.len() / PIXELS, SIDE, SIDE]),
+        &npy_bytes(&all, &npy_shape(all.len(), shape)),
     )?;
     let json = serde_json::to_vec_pretty(results).map_err(|e| WriteError::Io {
         file: dir.join("results.json").display().to_string(),
@@ -188,6 +216,13 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
     })?;
     put("results.json", &json)?;
     let mut rows: Vec<(u8, Vec<SheetTile>)> = Vec::new();
+    let name = |l: u8| {
+        results
+            .classes
+            .get(l as usize)
+            .cloned()
+            .unwrap_or_else(|| l.to_string())
+    };
     for img in results.images {
         let tile = SheetTile {
             pixels: &img.pixels,
@@ -198,12 +233,13 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
             _ => rows.push((img.label, vec![tile])),
         }
     }
-    let sheet = render_sheet(&rows).map_err(|e| WriteError::Io {
+    let rows: Vec<(String, Vec<SheetTile>)> =
+        rows.into_iter().map(|(l, t)| (name(l), t)).collect();
+    let sheet = render_sheet(&rows, shape).map_err(|e| WriteError::Io {
         file: dir.join("sheet.png").display().to_string(),
         source: std::io::Error::other(e),
     })?;
-    let bytes = png_bytes(sheet.width(), sheet.height(), sheet.as_raw())
-        .map_err(|e| png_err("sheet.png", e))?;
+    let bytes = image_png_bytes(&sheet).map_err(|e| png_err("sheet.png", e))?;
     put("sheet.png", &bytes)?;
     Ok(written)
 }
@@ -223,6 +259,7 @@ pub fn export_images<'a>(
             let p_label = r.p_label();
             let mut img = ExportImage {
                 label: r.label,
+                class: String::new(),
                 index: r.index,
                 probabilities: r.state.probs.clone(),
                 p_label,

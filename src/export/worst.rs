@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::png_bytes;
+use super::image_png_bytes;
 use super::sheet::{SheetTile, render_sheet};
 use crate::data::Dataset;
 use crate::io::outdir::OutDir;
@@ -56,7 +56,7 @@ fn write_worst_files(
                 .collect()
         })
         .collect();
-    let rows: Vec<(u8, Vec<SheetTile>)> = results
+    let rows: Vec<(String, Vec<SheetTile>)> = results
         .labels
         .iter()
         .zip(&pixels)
@@ -70,12 +70,11 @@ fn write_worst_files(
                     p_label: w.p_correct,
                 })
                 .collect();
-            (l.label, tiles)
+            (data.class_name(l.label as usize), tiles)
         })
         .collect();
-    let sheet = render_sheet(&rows).map_err(|e| io("sheet.png", e.to_string()))?;
-    let png = png_bytes(sheet.width(), sheet.height(), sheet.as_raw())
-        .map_err(|e| io("sheet.png", e.to_string()))?;
+    let sheet = render_sheet(&rows, data.shape).map_err(|e| io("sheet.png", e.to_string()))?;
+    let png = image_png_bytes(&sheet).map_err(|e| io("sheet.png", e.to_string()))?;
     let json = serde_json::to_vec_pretty(results).map_err(|e| io("worst.json", e.to_string()))?;
     let mut written = Vec::new();
     for (name, bytes) in [("sheet.png", &png), ("worst.json", &json)] {

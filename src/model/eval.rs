@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{CandleResult, Cnn};
-use crate::data::{Dataset, NUM_LABELS};
+use crate::data::Dataset;
 use crate::net::{Acts, Net};
 
 /// Images per forward pass during evaluation: large enough to keep the matrix products
@@ -16,8 +16,9 @@ pub const EVAL_BATCH: usize = 128;
 pub struct Evaluation {
     pub correct: usize,
     pub total: usize,
-    pub per_class_correct: [usize; NUM_LABELS],
-    pub per_class_total: [usize; NUM_LABELS],
+    /// One count per class of the data.
+    pub per_class_correct: Vec<usize>,
+    pub per_class_total: Vec<usize>,
 }
 
 /// The JSON `backwork eval --json` prints.
@@ -26,7 +27,7 @@ pub struct EvalReport {
     pub accuracy: f64,
     pub correct: usize,
     pub total: usize,
-    /// Accuracy on the test images of each label 0..=9.
+    /// Accuracy on the test images of each class, in label order.
     pub per_class: Vec<f64>,
 }
 
@@ -36,7 +37,8 @@ impl Evaluation {
     }
 
     pub fn class_accuracy(&self, label: usize) -> f64 {
-        self.per_class_correct[label] as f64 / self.per_class_total[label].max(1) as f64
+        let c = self.per_class_correct.get(label).copied().unwrap_or(0);
+        c as f64 / self.per_class_total.get(label).copied().unwrap_or(0).max(1) as f64
     }
 
     pub fn report(&self) -> EvalReport {
@@ -44,7 +46,9 @@ impl Evaluation {
             accuracy: self.accuracy(),
             correct: self.correct,
             total: self.total,
-            per_class: (0..NUM_LABELS).map(|l| self.class_accuracy(l)).collect(),
+            per_class: (0..self.per_class_total.len())
+                .map(|l| self.class_accuracy(l))
+                .collect(),
         }
     }
 }
@@ -68,8 +72,8 @@ pub fn evaluate_net(
     let mut ev = Evaluation {
         correct: 0,
         total: 0,
-        per_class_correct: [0; NUM_LABELS],
-        per_class_total: [0; NUM_LABELS],
+        per_class_correct: vec![0; data.num_classes()],
+        per_class_total: vec![0; data.num_classes()],
     };
     let n = data.len();
     let k = net.classes();
@@ -80,6 +84,10 @@ pub fn evaluate_net(
         net.forward(&data.range_f32(start, end), &mut acts);
         for (z, &l) in acts.logits().chunks_exact(k).zip(&data.labels[start..end]) {
             let l = l as usize;
+            if l >= ev.per_class_total.len() {
+                ev.per_class_total.resize(l + 1, 0);
+                ev.per_class_correct.resize(l + 1, 0);
+            }
             ev.per_class_total[l] += 1;
             if crate::net::kernels::argmax(z) == l {
                 ev.per_class_correct[l] += 1;

@@ -122,17 +122,27 @@ impl Cnn {
 /// Whether the engine, training and evaluation can use `net` on the digits (1×28×28 grey
 /// images, ten labels); else what does not fit, both shapes named.
 pub fn fits_digits(net: &crate::net::Net) -> Result<(), String> {
+    fits(net, &crate::data::digits_shape(), crate::data::NUM_LABELS)
+}
+
+/// Whether the engine, training and evaluation can use `net` on `data`: the network takes
+/// the data's image shape and has at least its classes; else what does not fit, both shapes
+/// named.
+pub fn fits_data(net: &crate::net::Net, data: &crate::data::Dataset) -> Result<(), String> {
+    fits(net, &data.shape, data.num_classes())
+}
+
+fn fits(net: &crate::net::Net, shape: &crate::net::Shape, classes: usize) -> Result<(), String> {
     let input = net.arch().input;
-    if input.len() != crate::data::PIXELS || input.c != 1 {
+    if input != *shape {
         return Err(format!(
-            "the network takes {input} images, the data has 1×28×28"
+            "the network takes {input} images, the data has {shape}"
         ));
     }
-    if net.classes() < crate::data::NUM_LABELS {
+    if net.classes() < classes {
         return Err(format!(
-            "the network has {} classes, the data has {}",
-            net.classes(),
-            crate::data::NUM_LABELS
+            "the network has {} classes, the data has {classes}",
+            net.classes()
         ));
     }
     Ok(())

@@ -181,18 +181,14 @@ pub fn train_net(
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<NetOutcome, TrainError> {
     cfg.validate()?;
-    if net.input_len() != PIXELS {
-        return Err(TrainError::Config {
-            option: "data",
-            reason: format!(
-                "the images have {PIXELS} values (1×28×28), the network takes {}",
-                net.arch().input
-            ),
-        });
-    }
+    super::fits_data(&net, train).map_err(|reason| TrainError::Config {
+        option: "data",
+        reason,
+    })?;
+    let px = net.input_len();
     let classes = net.classes();
     if let Some(e) = extra
-        && e.targets.len() * PIXELS != e.images.len() * classes
+        && e.targets.len() * px != e.images.len() * classes
     {
         return Err(TrainError::Config {
             option: "extra",
@@ -202,7 +198,7 @@ pub fn train_net(
     let mut opt = Adam::new(net.params(), cfg.lr);
     let n = cfg.limit.map_or(train.len(), |l| l.min(train.len()));
     // Indices past n are extra images (index − n modulo their count).
-    let n_extra = extra.map_or(0, |e| e.images.len() / PIXELS);
+    let n_extra = extra.map_or(0, |e| e.images.len() / px);
     let total = n + n_extra * extra.map_or(0, |e| e.repeat);
     let mut order: Vec<usize> = (0..total).collect();
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_5eed);
@@ -294,7 +290,7 @@ pub fn train_net(
 fn classes_of(start: Option<&Cnn>, extra: Option<&ExtraSet>) -> Result<usize, TrainError> {
     let classes = match (start, extra) {
         (Some(c), _) => c.num_classes(),
-        (None, Some(e)) if !e.images.is_empty() => e.targets.len() / (e.images.len() / PIXELS),
+        (None, Some(e)) if !e.images.is_empty() => e.targets.len() / (e.images.len() / PIXELS).max(1),
         _ => 10,
     };
     if let Some(e) = extra
@@ -334,7 +330,8 @@ impl Batch<'_> {
                 .collect();
             return (self.train.batch_f32(idx), None, labels);
         };
-        let mut x = Vec::with_capacity(idx.len() * PIXELS);
+        let px = self.train.image_len();
+        let mut x = Vec::with_capacity(idx.len() * px);
         let mut t = vec![0f32; idx.len() * self.classes];
         let mut labels = Vec::with_capacity(idx.len());
         for (row, &i) in idx.iter().enumerate() {
@@ -344,7 +341,7 @@ impl Batch<'_> {
                 labels.push(Some(self.train.labels[i] as u32));
             } else {
                 let j = (i - self.n) % self.n_extra;
-                x.extend_from_slice(&e.images[j * PIXELS..(j + 1) * PIXELS]);
+                x.extend_from_slice(&e.images[j * px..(j + 1) * px]);
                 t[row * self.classes..(row + 1) * self.classes]
                     .copy_from_slice(&e.targets[j * self.classes..(j + 1) * self.classes]);
                 labels.push(None);

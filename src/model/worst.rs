@@ -2,7 +2,7 @@
 //! for each label, the k images of that label with the lowest p(correct), worst first.
 
 use super::eval::EVAL_BATCH;
-use crate::data::{Dataset, NUM_LABELS};
+use crate::data::Dataset;
 pub use crate::meta::{WorstImage, WorstLabel};
 
 /// Classifies every image of `data` and keeps, per label, the `k` with the lowest
@@ -16,7 +16,7 @@ pub fn worst_images(
 ) -> Vec<WorstLabel> {
     let n = data.len();
     let k_classes = net.classes();
-    let mut per_label: Vec<Vec<WorstImage>> = vec![Vec::new(); NUM_LABELS];
+    let mut per_label: Vec<Vec<WorstImage>> = vec![Vec::new(); data.num_classes()];
     let mut start = 0;
     while start < n {
         let end = (start + EVAL_BATCH).min(n);
@@ -28,6 +28,9 @@ pub fn worst_images(
         {
             let index = start + i;
             let label = data.labels[index] as usize;
+            if label >= per_label.len() {
+                per_label.resize(label + 1, Vec::new());
+            }
             let predicted = crate::net::kernels::argmax(probs);
             per_label[label].push(WorstImage {
                 index,

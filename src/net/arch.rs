@@ -322,8 +322,15 @@ impl Arch {
             ("small-rgb", Self::small_rgb(k)),
         ]
         .into_iter()
-        .find(|(_, a)| a == self)
+        .find(|(_, a)| a.layers == self.layers)
         .map(|(n, _)| n)
+    }
+
+    /// The same layers on inputs of `input` (a built-in network for another dataset: its
+    /// convolutions take the input's channels and its first linear layer the features).
+    pub fn with_input(mut self, input: Shape) -> Self {
+        self.input = input;
+        self
     }
 
     /// The built-in architecture named `name` (`original`, `lenet5`, `small-rgb`) with

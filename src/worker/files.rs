@@ -66,11 +66,15 @@ pub fn save_report_job(
 }
 
 /// Reads a run's folder (`images.npy`, `results.json`) back.
-pub fn read_run_job(dir: PathBuf, wake: Wake) -> Result<Job<(), (PathBuf, RunFolder)>, String> {
+pub fn read_run_job(
+    dir: PathBuf,
+    shape: crate::net::Shape,
+    wake: Wake,
+) -> Result<Job<(), (PathBuf, RunFolder)>, String> {
     Job::spawn(
         "read-run",
         0,
         wake,
-        move |_: &JobCtx<(), (PathBuf, RunFolder)>| Ok((dir.clone(), read_run(&dir)?)),
+        move |_: &JobCtx<(), (PathBuf, RunFolder)>| Ok((dir.clone(), read_run(&dir, &shape)?)),
     )
 }

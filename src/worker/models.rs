@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::ENGINE_NICE;
 use super::job::{Job, JobCtx, Wake};
 use crate::backwork::frozen::FrozenCnn;
-use crate::data::{Dataset, PIXELS};
+use crate::data::Dataset;
 use crate::meta::{ModelInfo, ModelRef};
 use crate::model::Cnn;
 use crate::model::eval::EVAL_BATCH;
@@ -76,10 +76,9 @@ impl ModelHandle {
         Self::checked(net, info, None)
     }
 
-    /// Refuses a network the engine cannot use on the digits.
+    /// The handle of a network (whether it fits a dataset is [`Self::fits`]).
     fn checked(net: Net, mut info: ModelInfo, bytes: Option<Arc<Vec<u8>>>) -> Result<Self, String> {
         info.architecture = net.arch().summary();
-        crate::model::fits_digits(&net).map_err(|e| format!("{}: not usable: {e}", info.name))?;
         let frozen = FrozenCnn::from_net(net);
         Ok(Self {
             frozen: Arc::new(frozen),
@@ -109,6 +108,18 @@ impl ModelHandle {
         m
     }
 
+    /// Whether the network takes `data`'s images and has its classes; else what does not
+    /// fit, both shapes named.
+    pub fn fits(&self, data: &Dataset) -> Result<(), String> {
+        crate::model::fits_data(self.net(), data)
+            .map_err(|e| format!("{}: not usable on {}: {e}", self.info.name, data.source))
+    }
+
+    /// The shape of the network's input images.
+    pub fn input_shape(&self) -> crate::net::Shape {
+        self.frozen.input_shape()
+    }
+
     /// The names of the network's taps, in order.
     pub fn tap_names(&self) -> Vec<String> {
         self.frozen.tap_names().to_vec()
@@ -126,13 +137,19 @@ impl ModelHandle {
 
 /// Reads, checks and hashes weights files, in order: the last one that loads is the result
 /// (several dropped at once), or the last one's error when none does.
-pub fn load_job(paths: Vec<PathBuf>, wake: Wake) -> Result<Job<(), ModelHandle>, String> {
+/// Each must fit `data` (the window's dataset).
+pub fn load_job(
+    paths: Vec<PathBuf>,
+    data: Arc<Dataset>,
+    wake: Wake,
+) -> Result<Job<(), ModelHandle>, String> {
     Job::spawn("open-model", 0, wake, move |_: &JobCtx<(), ModelHandle>| {
         let mut last = Err("no file to open".to_string());
         for path in &paths {
             let loaded = load_net(path)
                 .map_err(|e| e.to_string())
                 .and_then(|(net, info)| ModelHandle::checked(net, info, None))
+                .and_then(|m| m.fits(&data).map(|()| m))
                 .map_err(|e| format!("not loaded, the model in use stays: {e}"));
             if loaded.is_ok() || last.is_err() {
                 last = loaded;
@@ -185,11 +202,12 @@ pub fn classify_job(
         ENGINE_NICE + 5,
         wake,
         move |ctx: &JobCtx<PredictionChunk, ()>| {
-            let n = data.pixels.len() / PIXELS;
+            let px = data.image_len().max(1);
+            let n = data.pixels.len() / px;
             let (mut start, mut size) = (0, 100);
             while start < n {
                 let end = (start + size).min(n);
-                let x: Vec<f32> = data.pixels[start * PIXELS..end * PIXELS]
+                let x: Vec<f32> = data.pixels[start * px..end * px]
                     .iter()
                     .map(|&p| p as f32 / 255.0)
                     .collect();

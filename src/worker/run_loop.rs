@@ -216,9 +216,10 @@ impl Loop {
         rows: Option<&[usize]>,
     ) -> Result<usize, String> {
         let threshold = r.engine.settings().threshold;
-        let images = export_images(r.engine.rows(), threshold, rows, |x, l| {
+        let mut images = export_images(r.engine.rows(), threshold, rows, |x, l| {
             r.net.p_label_as_png(x, l)
         });
+        crate::export::run::set_classes(&mut images, &self.train.classes);
         if images.is_empty() {
             return Err("nothing selected to export".into());
         }
@@ -235,6 +236,8 @@ impl Loop {
             steps: r.engine.steps(),
             end_reason: end,
             date: crate::util::utc_now_iso(),
+            image_shape: r.net.input_shape(),
+            classes: &self.train.classes,
             images: &images,
         };
         write_run(dir, &results, false)
@@ -297,14 +300,14 @@ impl Loop {
         let started = started.and_then(|mut engine| {
             let rows = engine.states().len();
             let x = match engine.settings().init.clone() {
-                Init::File(path) => read_start_images(&path, rows)
+                Init::File(path) => read_start_images(&path, rows, &self.net.input_shape())
                     .map_err(|e| format!("start images: {e}"))?,
                 Init::Current => match previous {
-                    Some(x) if x.len() == rows * crate::data::PIXELS => x,
+                    Some(x) if x.len() == rows * self.net.input_len() => x,
                     Some(x) => {
                         return Err(format!(
                             "start images: the current run has {} images; this run needs {rows} (labels × images per label)",
-                            x.len() / crate::data::PIXELS
+                            x.len() / self.net.input_len()
                         ));
                     }
                     None => return Err("start images: there is no current run to go on from".into()),

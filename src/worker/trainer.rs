@@ -59,8 +59,10 @@ pub fn train_job(
     test_set: Arc<Dataset>,
     wake: Wake,
 ) -> Result<Job<TrainEvent, TrainedModel>, String> {
-    let arch = Arch::builtin(arch, crate::data::NUM_LABELS)
-        .ok_or_else(|| format!("no built-in architecture {arch:?}"))?;
+    // The built-in layers on the data's images and classes.
+    let arch = Arch::builtin(arch, train_set.num_classes())
+        .ok_or_else(|| format!("no built-in architecture {arch:?}"))?
+        .with_input(train_set.shape);
     Job::spawn(
         "trainer",
         ENGINE_NICE,

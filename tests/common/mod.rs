@@ -29,11 +29,11 @@ pub fn subset(train: &Dataset, label: u8, r: usize) -> Dataset {
         .filter(|&i| train.labels[i] == label)
         .take(r)
         .collect();
-    Dataset {
-        source: "subset".into(),
-        pixels: idx.iter().flat_map(|&i| train.image(i).to_vec()).collect(),
-        labels: vec![label; idx.len()],
-    }
+    train.with_images(
+        "subset",
+        idx.iter().flat_map(|&i| train.image(i).to_vec()).collect(),
+        vec![label; idx.len()],
+    )
 }
 
 /// Runs the binary with `args`; with `cache`, its reference cache lives there.

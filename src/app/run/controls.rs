@@ -19,7 +19,7 @@ impl RunView {
             }
             if self.show_saliency
                 && ui
-                    .add(egui::DragValue::new(&mut self.saliency_k).range(1..=PIXELS).suffix(" px"))
+                    .add(egui::DragValue::new(&mut self.saliency_k).range(1..=self.image_shape.h * self.image_shape.w).suffix(" px"))
                     .on_hover_text("Pixels in each saliency mask")
                     .changed()
             {
@@ -234,15 +234,18 @@ impl RunView {
         }
     }
 
-    /// The target labels, one toggle per digit; at least one stays selected.
+    /// The target labels, one toggle per class of the data, under its name; at least one
+    /// stays selected.
     pub(super) fn labels_ui(&mut self, ui: &mut egui::Ui) {
         ui.label("labels");
-        for d in 0..10u8 {
+        let n = self.train.num_classes().min(256);
+        for d in 0..n as u8 {
+            let name = self.train.class_name(d as usize);
             let mut on = self.settings.labels.contains(&d);
             if ui
-                .toggle_value(&mut on, d.to_string())
+                .toggle_value(&mut on, &name)
                 .on_hover_text(format!(
-                    "Optimise images classified as {d} (at the next Start)"
+                    "Optimise images classified as {name} (label {d}; at the next Start)"
                 ))
                 .changed()
             {
@@ -257,11 +260,20 @@ impl RunView {
         }
         if ui
             .small_button("all")
-            .on_hover_text("All ten digits (the default)")
+            .on_hover_text("Every class (the default)")
             .clicked()
         {
-            self.settings.labels = (0..10).collect();
+            self.settings.labels = (0..n as u8).collect();
             self.settings_changed = true;
+        }
+    }
+
+    /// Keeps the labels the data has (all of its classes when none is left).
+    pub fn fit_labels(&mut self) {
+        let n = self.train.num_classes().min(256);
+        self.settings.labels.retain(|&l| (l as usize) < n);
+        if self.settings.labels.is_empty() {
+            self.settings.labels = (0..n as u8).collect();
         }
     }
 

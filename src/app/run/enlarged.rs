@@ -24,7 +24,7 @@ impl RunView {
                 .entry(index)
                 .or_insert_with(|| {
                     let img =
-                        egui::ColorImage::from_gray([SIDE, SIDE], train.image(index as usize));
+                        crate::app::data_image(&train, index as usize);
                     ctx.load_texture(format!("train-{index}"), img, TextureOptions::NEAREST)
                 })
                 .clone(),

@@ -11,24 +11,33 @@ impl RunView {
             return;
         }
         let Some(s) = &self.snapshot else { return };
-        let n = s.images.len() / PIXELS;
+        let shape = self.image_shape;
+        let (tw, th, px_len) = (shape.w, shape.h, shape.len().max(1));
+        let pixels = tw * th;
+        let n = s.images.len() / px_len;
         let mask = match (&s.saliency, self.show_saliency) {
-            (Some(sal), true) => Some(top_k_mask(sal, self.saliency_k)),
+            (Some(sal), true) => Some(top_k_mask(
+                &per_pixel(sal, shape.c),
+                pixels,
+                self.saliency_k,
+            )),
             _ => None,
         };
         let rows = n.div_ceil(ATLAS_COLS).max(1);
-        let (w, h) = (ATLAS_COLS * SIDE, rows * SIDE);
+        let (w, h) = (ATLAS_COLS * tw, rows * th);
         let mut rgb = vec![0u8; w * h * 3];
+        let no_mask = vec![false; pixels];
         for i in 0..n {
-            let px = &s.images[i * PIXELS..(i + 1) * PIXELS];
-            let tile = match &mask {
-                Some(m) => overlay_rgb(px, &m[i * PIXELS..(i + 1) * PIXELS]),
-                None => px.iter().flat_map(|&v| [to_u8(v); 3]).collect(),
+            let px = &s.images[i * px_len..(i + 1) * px_len];
+            let m = match &mask {
+                Some(m) => &m[i * pixels..(i + 1) * pixels],
+                None => &no_mask[..],
             };
-            let (x0, y0) = ((i % ATLAS_COLS) * SIDE, (i / ATLAS_COLS) * SIDE);
-            for y in 0..SIDE {
+            let tile = overlay_rgb(px, shape.c, m);
+            let (x0, y0) = ((i % ATLAS_COLS) * tw, (i / ATLAS_COLS) * th);
+            for y in 0..th {
                 let dst = ((y0 + y) * w + x0) * 3;
-                rgb[dst..dst + SIDE * 3].copy_from_slice(&tile[y * SIDE * 3..(y + 1) * SIDE * 3]);
+                rgb[dst..dst + tw * 3].copy_from_slice(&tile[y * tw * 3..(y + 1) * tw * 3]);
             }
         }
         let img = egui::ColorImage::from_rgb([w, h], &rgb);
@@ -43,13 +52,14 @@ impl RunView {
     pub(super) fn atlas_uv(&self, row: usize) -> Option<egui::Rect> {
         self.atlas.as_ref()?;
         let [w, h] = self.atlas_size;
-        if (row / ATLAS_COLS + 1) * SIDE > h {
+        let (tw, th) = (self.image_shape.w, self.image_shape.h);
+        if (row / ATLAS_COLS + 1) * th > h {
             return None;
         }
-        let (x0, y0) = ((row % ATLAS_COLS) * SIDE, (row / ATLAS_COLS) * SIDE);
+        let (x0, y0) = ((row % ATLAS_COLS) * tw, (row / ATLAS_COLS) * th);
         Some(egui::Rect::from_min_size(
             egui::pos2(x0 as f32 / w as f32, y0 as f32 / h as f32),
-            vec2(SIDE as f32 / w as f32, SIDE as f32 / h as f32),
+            vec2(tw as f32 / w as f32, th as f32 / h as f32),
         ))
     }
 

@@ -30,11 +30,10 @@ use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
 use super::status::Status;
 use crate::backwork::engine::{EndReason, ReinitKind};
-use crate::backwork::saliency::top_k_mask;
+use crate::backwork::saliency::{per_pixel, top_k_mask};
 use crate::backwork::{Init, Settings};
-use crate::data::{PIXELS, SIDE};
+use crate::data::SIDE;
 use crate::export::overlay_rgb;
-use crate::export::sheet::to_u8;
 use crate::worker::models::ModelHandle;
 use crate::worker::{Command, Event, Snapshot, Worker, WorkerSpec};
 
@@ -125,6 +124,8 @@ pub struct RunView {
     outbox: Vec<Command>,
     /// The names of the current network's taps (one layer-weight slider each).
     pub tap_names: Vec<String>,
+    /// The shape of the network's input images (the run's images).
+    pub image_shape: crate::net::Shape,
 }
 
 impl RunView {
@@ -163,6 +164,7 @@ impl RunView {
             run_clock: None,
             outbox: Vec::new(),
             tap_names: crate::backwork::settings::original_tap_names(),
+            image_shape: crate::data::digits_shape(),
         }
     }
 
@@ -177,6 +179,7 @@ impl RunView {
         let step = self.snapshot.as_ref().map_or(0, |s| s.step);
         self.log_event(step, LogEntry::ModelChanged(model.name.clone()));
         self.tap_names = handle.tap_names();
+        self.image_shape = handle.input_shape();
         // Another network's taps take their default weights; the same taps keep the user's.
         if self.settings.fit_taps(self.tap_names.len()) {
             self.settings_changed = true;
@@ -496,7 +499,9 @@ mod tests {
     fn view() -> RunView {
         let train = std::sync::Arc::new(crate::data::Dataset {
             source: "test".into(),
-            pixels: vec![0; PIXELS],
+            shape: crate::data::digits_shape(),
+            classes: crate::data::digit_classes(),
+            pixels: vec![0; crate::data::PIXELS],
             labels: vec![0],
         });
         let (worker, _peer) = Worker::detached();
@@ -522,7 +527,7 @@ mod tests {
             step,
             labels: vec![2, 7],
             batch: 2,
-            images: vec![0.5; 4 * PIXELS],
+            images: vec![0.5; 4 * crate::data::PIXELS],
             probs,
             reinits: vec![0, 0, 0, new_reinits.len()],
             stalled: vec![false, false, false, stalled],
