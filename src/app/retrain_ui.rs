@@ -176,10 +176,12 @@ impl RetrainView {
     /// Acts on a dialog's answer once it has closed.
     fn poll_dialog(&mut self, wake: &Wake) {
         match Dialog::poll(&mut self.dialog) {
-            Some((RetrainDialog::Images, Some(dir))) => match read_run_job(dir, self.train.shape, wake.clone()) {
-                Ok(job) => self.reading = Some(job),
-                Err(e) => self.status = Status::error(e),
-            },
+            Some((RetrainDialog::Images, Some(dir))) => {
+                match read_run_job(dir, self.train.shape, wake.clone()) {
+                    Ok(job) => self.reading = Some(job),
+                    Err(e) => self.status = Status::error(e),
+                }
+            }
             Some((RetrainDialog::SaveModel, path)) => {
                 if let Some(f) = &mut self.finished {
                     self.status = f.model.save_to(path, wake);

@@ -90,10 +90,8 @@ struct Decoded {
 fn decode(path: &Path) -> Result<Decoded, DataError> {
     let file = path.display().to_string();
     let bytes = crate::io::read_regular_max(path, MAX_FILE).map_err(|e| io_err(path, e))?;
-    let mut reader = image::ImageReader::with_format(
-        std::io::Cursor::new(bytes),
-        image::ImageFormat::Png,
-    );
+    let mut reader =
+        image::ImageReader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(super::idx::MAX_SIDE as u32);
     limits.max_image_height = Some(super::idx::MAX_SIDE as u32);
@@ -119,7 +117,10 @@ pub fn load(root: &Path, split: Split) -> Result<Dataset, DataError> {
         return Err(DataError::Missing {
             dir: root.display().to_string(),
             what: "split",
-            tried: format!("{}/ (an image folder has train/ and test/)", split_dir(split)),
+            tried: format!(
+                "{}/ (an image folder has train/ and test/)",
+                split_dir(split)
+            ),
         });
     }
     let classes = classes(&dir)?;
@@ -138,7 +139,10 @@ pub fn load(root: &Path, split: Split) -> Result<Dataset, DataError> {
                     "{}/ has classes {} but {}/ has {}",
                     split_dir(split),
                     ours.join(", "),
-                    other.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+                    other
+                        .file_name()
+                        .map(|f| f.to_string_lossy())
+                        .unwrap_or_default(),
                     theirs.join(", ")
                 ),
             ));
@@ -147,9 +151,7 @@ pub fn load(root: &Path, split: Split) -> Result<Dataset, DataError> {
     let mut files: Vec<(PathBuf, u8)> = Vec::new();
     for (label, (_, class_dir)) in classes.iter().enumerate() {
         for p in entries(class_dir)? {
-            let is_png = p
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            let is_png = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
             if !is_png {
                 return Err(DataError::corrupt(
                     &p.display().to_string(),

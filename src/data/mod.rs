@@ -336,13 +336,15 @@ fn read_class_names(path: &Path, labels: &[u8]) -> Result<Vec<String>, DataError
             format!("{} class names: at most 256", names.len()),
         ));
     }
-    if let Some(&l) = labels.iter().find(|&&l| l as usize >= names.len()) {
+    if let Some(l) = labels
+        .iter()
+        .copied()
+        .max()
+        .filter(|&l| l as usize >= names.len())
+    {
         return Err(DataError::corrupt(
             &file,
-            format!(
-                "names {} classes but the labels go up to {l}",
-                names.len()
-            ),
+            format!("names {} classes but the labels go up to {l}", names.len()),
         ));
     }
     Ok(names)

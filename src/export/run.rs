@@ -11,10 +11,10 @@ use super::{image_png_bytes, shaped_png_bytes};
 use crate::backwork::Settings;
 use crate::backwork::cost::Nearest;
 use crate::backwork::engine::RowView;
-use crate::net::Shape;
 use crate::io::outdir::OutDir;
 use crate::io::{WriteError, write_atomic};
 use crate::meta::ModelRef;
+use crate::net::Shape;
 
 /// One exported image.
 #[derive(Clone, Debug, Serialize)]
@@ -206,10 +206,7 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
         .iter()
         .flat_map(|i| i.pixels.iter().copied())
         .collect();
-    put(
-        "images.npy",
-        &npy_bytes(&all, &npy_shape(all.len(), shape)),
-    )?;
+    put("images.npy", &npy_bytes(&all, &npy_shape(all.len(), shape)))?;
     let json = serde_json::to_vec_pretty(results).map_err(|e| WriteError::Io {
         file: dir.join("results.json").display().to_string(),
         source: std::io::Error::other(e),
@@ -233,8 +230,7 @@ pub fn write_run_files(dir: &Path, results: &RunResults) -> Result<Vec<String>, 
             _ => rows.push((img.label, vec![tile])),
         }
     }
-    let rows: Vec<(String, Vec<SheetTile>)> =
-        rows.into_iter().map(|(l, t)| (name(l), t)).collect();
+    let rows: Vec<(String, Vec<SheetTile>)> = rows.into_iter().map(|(l, t)| (name(l), t)).collect();
     let sheet = render_sheet(&rows, shape).map_err(|e| WriteError::Io {
         file: dir.join("sheet.png").display().to_string(),
         source: std::io::Error::other(e),

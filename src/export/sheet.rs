@@ -63,7 +63,10 @@ pub fn render_sheet(
             &font,
             name,
             name_size,
-            ((left_margin + GAP) as f32 / 2.0, (top + TITLE + TILE / 2) as f32),
+            (
+                (left_margin + GAP) as f32 / 2.0,
+                (top + TITLE + TILE / 2) as f32,
+            ),
             0,
         );
         for (c, tile) in tiles.iter().enumerate() {
@@ -81,7 +84,9 @@ pub fn render_sheet(
     }
     // Each tile pixel samples its nearest image pixel.
     let (iw, ih, ch) = (shape.w.max(1), shape.h.max(1), shape.c.max(1));
-    let at = |x: u32, y: u32| ((y as usize * ih / TILE as usize) * iw + x as usize * iw / TILE as usize) * ch;
+    let at = |x: u32, y: u32| {
+        ((y as usize * ih / TILE as usize) * iw + x as usize * iw / TILE as usize) * ch
+    };
     if ch == 1 {
         for (left, top, px) in placed {
             for y in 0..TILE {

@@ -290,7 +290,9 @@ pub fn train_net(
 fn classes_of(start: Option<&Cnn>, extra: Option<&ExtraSet>) -> Result<usize, TrainError> {
     let classes = match (start, extra) {
         (Some(c), _) => c.num_classes(),
-        (None, Some(e)) if !e.images.is_empty() => e.targets.len() / (e.images.len() / PIXELS).max(1),
+        (None, Some(e)) if !e.images.is_empty() => {
+            e.targets.len() / (e.images.len() / PIXELS).max(1)
+        }
         _ => 10,
     };
     if let Some(e) = extra

@@ -23,8 +23,7 @@ impl RunView {
             self.train_textures
                 .entry(index)
                 .or_insert_with(|| {
-                    let img =
-                        crate::app::data_image(&train, index as usize);
+                    let img = crate::app::data_image(&train, index as usize);
                     ctx.load_texture(format!("train-{index}"), img, TextureOptions::NEAREST)
                 })
                 .clone(),
