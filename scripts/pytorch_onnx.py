@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Networks trained and exported the way PyTorch users do it, for backwork's ONNX loader
-(issue 15): a LeNet-5 on MNIST, a small CNN on Fashion-MNIST, and a file with an operator
-backwork does not take. Each network is exported twice, with torch.onnx.export's default
-(dynamo) exporter and with the TorchScript one (dynamo=False), since both are in use.
+(issue 15): a LeNet-5 on MNIST, a small CNN on Fashion-MNIST, a small CNN on a 3-channel
+image folder, and a file with an operator backwork does not take. Each network is exported
+twice, with torch.onnx.export's default (dynamo) exporter and with the TorchScript one
+(dynamo=False), since both are in use.
 
     pip install torch onnx onnxscript numpy
     python3 scripts/pytorch_onnx.py --out tests/data/onnx
 
 Writes NAME.onnx, NAME-ts.onnx and onnx.json (PyTorch's test accuracy of each network on the
-same test images, scaled as backwork scales them: raw / 255). The tests in tests/onnx.rs load
-these files and check backwork's count of correct test images against PyTorch's.
+same test images, scaled as backwork scales them: raw / 255), and the image folder
+`shapes/` (train/ and test/, one folder per class of 16x16 RGB PNGs: crosses, discs and
+stripes in random colours, from a fixed seed). The tests in tests/onnx.rs load these files
+and check backwork's count of correct test images against PyTorch's.
 """
-import argparse, gzip, json, os
+import argparse, gzip, json, os, struct, zlib
 
 import numpy as np
 import torch
@@ -35,6 +38,64 @@ def load(folder):
                        dtype=torch.float32)
     yte = torch.tensor(idx(folder, "t10k-labels-idx1-ubyte", 8), dtype=torch.long)
     return xtr, ytr, xte, yte
+
+
+SHAPES = ["cross", "disc", "stripes"]
+
+
+def png(path, rgb):
+    """Writes an (h, w, 3) uint8 array as an 8-bit RGB PNG (no filter), without PIL."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def shape_image(k, rng, side=16):
+    """A cross, a disc or horizontal stripes in a random bright colour on dark noise."""
+    colour = rng.integers(128, 256, 3)
+    cx, cy = rng.integers(4, side - 4, 2)
+    y, x = np.mgrid[0:side, 0:side]
+    dx, dy = x - cx, y - cy
+    on = [((dx == 0) & (abs(dy) <= 4)) | ((dy == 0) & (abs(dx) <= 4)),
+          dx * dx + dy * dy <= 12,
+          y % 4 < 2][k]
+    noise = rng.integers(0, 40, (side, side))
+    img = np.repeat(noise[:, :, None], 3, axis=2)
+    img[on] = colour
+    return img.astype(np.uint8)
+
+
+def shapes_folder(root, n_train=200, n_test=50, seed=7):
+    """Writes the image folder and returns it as tensors (N, 3, 16, 16) in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in [("train", n_train), ("test", n_test)]:
+        xs, ys = [], []
+        for k, name in enumerate(SHAPES):
+            d = os.path.join(root, split, name)
+            os.makedirs(d, exist_ok=True)
+            for i in range(n):
+                img = shape_image(k, rng)
+                png(os.path.join(d, f"{i:04}.png"), img)
+                xs.append(img)
+                ys.append(k)
+        x = torch.tensor(np.stack(xs).transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32)
+        out[split] = (x, torch.tensor(ys, dtype=torch.long))
+    return out["train"][0], out["train"][1], out["test"][0], out["test"][1]
+
+
+def rgb_cnn():
+    """A small CNN for 16x16 colour images, with a final Softmax."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 32), nn.ReLU(),
+        nn.Linear(32, 3), nn.Softmax(dim=1),
+    )
 
 
 def lenet5():
@@ -79,7 +140,12 @@ def train(net, data, epochs, seed):
         perm = torch.randperm(len(xtr))
         for s in range(0, len(xtr), 64):
             b = perm[s:s + 64]
-            loss = nn.functional.cross_entropy(net(xtr[b]), ytr[b])
+            out = net(xtr[b])
+            # A network ending in Softmax is trained on its log (what PyTorch users do).
+            if isinstance(net[-1], nn.Softmax):
+                loss = nn.functional.nll_loss(torch.log(out + 1e-12), ytr[b])
+            else:
+                loss = nn.functional.cross_entropy(out, ytr[b])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -93,9 +159,9 @@ def correct(net, xte, yte):
     return int((pred == yte).sum())
 
 
-def export(net, path, dynamo):
+def export(net, path, dynamo, shape=(1, 28, 28)):
     net.eval()
-    x = torch.zeros(1, 1, 28, 28)
+    x = torch.zeros(1, *shape)
     torch.onnx.export(net, (x,), path, input_names=["image"], output_names=["scores"],
                       dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}},
                       opset_version=17 if not dynamo else 18, dynamo=dynamo)
@@ -110,9 +176,11 @@ def main():
     report = {}
     mnist = load(MNIST)
     fashion = load(FASHION)
+    shapes = shapes_folder(os.path.join(args.out, "shapes"))
     for name, make, data, epochs, seed in [
         ("lenet5-mnist", lenet5, mnist, 2, 1),
         ("cnn-fashion", fashion_cnn, fashion, 2, 2),
+        ("cnn-shapes", rgb_cnn, shapes, 30, 4),
     ]:
         torch.manual_seed(seed)
         net = make()
@@ -120,8 +188,9 @@ def main():
         report[name] = {"correct": n, "test_images": len(data[3]), "accuracy": n / len(data[3]),
                         "epochs": epochs, "seed": seed, "torch": torch.__version__}
         print(name, n, "of", len(data[3]))
-        export(net, os.path.join(args.out, name + ".onnx"), True)
-        export(net, os.path.join(args.out, name + "-ts.onnx"), False)
+        shape = tuple(data[0].shape[1:])
+        export(net, os.path.join(args.out, name + ".onnx"), True, shape)
+        export(net, os.path.join(args.out, name + "-ts.onnx"), False, shape)
     torch.manual_seed(3)
     export(unsupported(), os.path.join(args.out, "unsupported.onnx"), False)
     with open(os.path.join(args.out, "onnx.json"), "w") as f:

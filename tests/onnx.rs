@@ -31,9 +31,13 @@ fn torch_correct(name: &str) -> usize {
 fn pytorch_exports_evaluate_to_pytorchs_accuracy() {
     let mnist = Dataset::mnist(Split::Test).unwrap();
     let fashion = Dataset::from_dir(Path::new(FASHION), Split::Test).unwrap();
+    // The 16×16 RGB image folder the script writes beside the models.
+    let shapes = Dataset::from_dir(&file("shapes"), Split::Test).unwrap();
+    assert_eq!(shapes.shape.c, 3);
     for (name, data, taps) in [
         ("lenet5-mnist", &mnist, "inputs conv0 conv1 fc fc1"),
         ("cnn-fashion", &fashion, "inputs conv0 conv1 fc"),
+        ("cnn-shapes", &shapes, "inputs conv0 conv1 fc"),
     ] {
         for suffix in ["", "-ts"] {
             let path = file(&format!("{name}{suffix}.onnx"));
@@ -119,6 +123,36 @@ fn mangled_onnx_files_never_panic() {
             Ok((net, _)) => assert!(net.classes() > 0),
             Err(e) => assert!(e.to_string().contains("m.onnx"), "{e}"),
         }
+    }
+}
+
+#[test]
+fn backwork_fools_an_onnx_colour_network_with_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let model = file("cnn-shapes.onnx");
+    let data = file("shapes");
+    let args = [
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--batch",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = common::backwork(&args, Some(&dir.path().join("cache")));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        results["classes"],
+        serde_json::json!(["cross", "disc", "stripes"])
+    );
+    for im in results["images"].as_array().unwrap() {
+        assert!(im["p_label"].as_f64().unwrap() > 0.999, "{im}");
     }
 }
 
