@@ -130,6 +130,8 @@ pub struct Curves {
     min_p: Vec<Vec<[f64; 2]>>,
     mean_p: Vec<Vec<[f64; 2]>>,
     labels: Vec<u8>,
+    /// The data's class names, for the legend (label numbers where they name fewer).
+    pub class_names: Vec<String>,
     reinits: Vec<[f64; 2]>,
     settings_marks: Vec<f64>,
     /// (step, steps/s) at each snapshot that brought a new rate.
@@ -187,6 +189,16 @@ fn decimate(v: &[[f64; 2]], max: usize) -> Vec<[f64; 2]> {
     out
 }
 
+impl Curves {
+    /// Empty curves whose legend names the labels by `class_names`.
+    pub fn for_classes(class_names: Vec<String>) -> Self {
+        Self {
+            class_names,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Curves {
     fn default() -> Self {
         let taps: Vec<String> = crate::backwork::settings::original_tap_names();
@@ -195,6 +207,7 @@ impl Default for Curves {
             terms: vec![Vec::new(); names.len()],
             shown: default_shown(names.len()),
             names,
+            class_names: crate::data::digit_classes(),
             min_p: Vec::new(),
             mean_p: Vec::new(),
             labels: Vec::new(),
@@ -232,8 +245,10 @@ impl Curves {
     pub fn reset(&mut self, labels: &[u8]) {
         let (shown, is_log, is_mean) = (std::mem::take(&mut self.shown), self.is_log, self.is_mean);
         let names = std::mem::take(&mut self.names);
+        let class_names = std::mem::take(&mut self.class_names);
         *self = Self {
             labels: labels.to_vec(),
+            class_names,
             min_p: vec![Vec::new(); labels.len()],
             mean_p: vec![Vec::new(); labels.len()],
             terms: vec![Vec::new(); names.len()],
@@ -374,6 +389,7 @@ impl Curves {
         let shown = self.shown.clone();
         let names = self.names.clone();
         let labels = self.labels.clone();
+        let class_names = self.class_names.clone();
         let marks = spread(&self.settings_marks, DRAWN_MARKERS);
         let d = self.drawn();
         // The terms fall over a run: their legend goes where the curves are not, low left.
@@ -416,8 +432,12 @@ impl Curves {
             })
             .show(ui, |p| {
                 for (label, series) in labels.iter().zip(&d.per_label) {
+                    let name = class_names
+                        .get(*label as usize)
+                        .cloned()
+                        .unwrap_or_else(|| label.to_string());
                     p.line(Line::new(
-                        format!("{label}"),
+                        name,
                         PlotPoints::from(series.clone()),
                     ));
                 }

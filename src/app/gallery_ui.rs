@@ -190,10 +190,11 @@ impl Gallery {
                         .fit_to_exact_size(vec2(side, side))
                         .alt_text(format!("test image {i}, label {label}"));
                     ui.add(img).on_hover_text(format!(
-                        "test image #{i}\ntrue label {label}{}",
+                        "test image #{i}\ntrue label {}{}",
+                        super::class_name(&self.data.classes, label),
                         match pred {
                             Some((p, c)) =>
-                                format!("\npredicted {} with p = {c:.5}", super::class_name(p)),
+                                format!("\npredicted {} with p = {c:.5}", super::class_name(&self.data.classes, p)),
                             None => String::new(),
                         }
                     ));
@@ -207,7 +208,7 @@ impl Gallery {
                             ui.label(
                                 RichText::new(format!(
                                     "{} · {:.2}%",
-                                    super::class_name(p),
+                                    super::class_name(&self.data.classes, p),
                                     c * 100.0
                                 ))
                                 .color(color),

@@ -156,13 +156,13 @@ pub fn apply_style(ctx: &egui::Context) {
     });
 }
 
-/// How a class is called: its digit, or "fooling" for the 11th class of a model retrained in
-/// extra-class mode.
-pub fn class_name(k: usize) -> String {
-    if k == 10 {
-        "fooling".into()
-    } else {
-        k.to_string()
+/// How class `k` of a network is called: the data's name for it (`classes`), "fooling" for
+/// the class past the data's (a model retrained in extra-class mode), else its number.
+pub fn class_name(classes: &[String], k: usize) -> String {
+    match classes.get(k) {
+        Some(name) => name.clone(),
+        None if k == classes.len() => "fooling".into(),
+        None => k.to_string(),
     }
 }
 

@@ -174,7 +174,12 @@ impl WorstView {
             .show(ui, |ui| {
                 for l in &result {
                     ui.horizontal(|ui| {
-                        ui.label(RichText::new(l.label.to_string()).heading());
+                        let name = self.train.class_name(l.label as usize);
+                        if name.chars().count() <= 2 {
+                            ui.label(RichText::new(name).heading());
+                        } else {
+                            ui.label(name);
+                        }
                         for w in &l.images {
                             let tex = self.texture(ui.ctx(), w.index);
                             egui::Frame::group(ui.style())
@@ -193,7 +198,7 @@ impl WorstView {
                                         );
                                         ui.small(format!(
                                             "seen as {}",
-                                            super::class_name(w.predicted)
+                                            super::class_name(&self.train.classes, w.predicted)
                                         ));
                                     });
                                 });

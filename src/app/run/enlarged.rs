@@ -52,7 +52,11 @@ impl RunView {
             .collect();
         let Some(s) = &self.snapshot else { return };
         let mut open = true;
-        egui::Window::new(format!("label {label}, image {}", row % s.batch))
+        egui::Window::new(format!(
+            "{} (label {label}), image {}",
+            self.train.class_name(label as usize),
+            row % s.batch
+        ))
             .open(&mut open)
             .resizable(false)
             .show(ctx, |ui| {
@@ -84,7 +88,7 @@ impl RunView {
                 ui.separator();
                 let probs = &s.probs[row];
                 for (k, p) in probs.iter().enumerate() {
-                    let text = format!("{:>7}: {p:.6}", crate::app::class_name(k));
+                    let text = format!("{:>7}: {p:.6}", crate::app::class_name(&self.train.classes, k));
                     let text = RichText::new(text).monospace();
                     if k == label as usize {
                         ui.label(text.strong().color(PASSED));

@@ -48,6 +48,21 @@ impl RunView {
         self.atlas_size = [w, h];
     }
 
+    /// The width of the rows' headings: the digits' 28 px, or room for the longest class
+    /// name of `labels` (at most 140 px).
+    pub(super) fn row_heading(&self, labels: &[u8]) -> f32 {
+        let longest = labels
+            .iter()
+            .map(|&l| self.train.class_name(l as usize).chars().count())
+            .max()
+            .unwrap_or(1);
+        if longest <= 2 {
+            ROW_HEADING
+        } else {
+            (longest as f32 * NAME_CHAR + 8.0).clamp(ROW_HEADING, 140.0)
+        }
+    }
+
     /// Where image `row` of the snapshot lies in the atlas (texture coordinates).
     pub(super) fn atlas_uv(&self, row: usize) -> Option<egui::Rect> {
         self.atlas.as_ref()?;
@@ -154,7 +169,8 @@ impl RunView {
         };
         let shift = ui.input(|i| i.modifiers.shift);
         // As large as lets a row of `batch` tiles fit the width, within bounds.
-        let per_tile = (ui.available_width() - ROW_HEADING) / s.batch.max(1) as f32 - TILE_CHROME;
+        let heading = self.row_heading(&s.labels);
+        let per_tile = (ui.available_width() - heading) / s.batch.max(1) as f32 - TILE_CHROME;
         let side = tile_scale(per_tile) * SIDE as f32;
         let layout = CaptionLayout::new(ui, side);
         let tiles = self.tile_states(s);
@@ -191,10 +207,15 @@ impl RunView {
                 for (g, &label) in s.labels.iter().enumerate() {
                     ui.horizontal(|ui| {
                         ui.spacing_mut().item_spacing.x = TILE_GAP;
-                        ui.add_sized(
-                            vec2(ROW_HEADING - 8.0, 20.0),
-                            egui::Label::new(RichText::new(label.to_string()).heading()),
-                        );
+                        let name = self.train.class_name(label as usize);
+                        // Digits as headings (the original's look); class names in body text.
+                        let text = if name.chars().count() <= 2 {
+                            RichText::new(name.clone()).heading()
+                        } else {
+                            RichText::new(name.clone())
+                        };
+                        ui.add_sized(vec2(heading - 8.0, 20.0), egui::Label::new(text).truncate())
+                            .on_hover_text(format!("{name} (label {label})"));
                         for i in 0..s.batch {
                             let row = g * s.batch + i;
                             let Some(tile) = tiles.get(row) else { break };

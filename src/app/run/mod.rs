@@ -63,6 +63,9 @@ const TILE_CHROME: f32 = 2.0 * 3.0 + 2.0 * TILE_STROKE + TILE_GAP;
 /// Width of the digit heading at the start of each row of tiles.
 const ROW_HEADING: f32 = 28.0;
 
+/// Width of a character of a row's class name (egui's body text, about 7 px).
+const NAME_CHAR: f32 = 7.0;
+
 /// Runtime state of the backwork view.
 pub struct RunView {
     worker: Worker,
@@ -142,7 +145,7 @@ impl RunView {
             total_reinits: 0,
             status: Status::default(),
             progress: "Press Start (or space) to optimise 8 noise images per digit.".into(),
-            curves: Curves::default(),
+            curves: Curves::for_classes(train.classes.clone()),
             selected: Default::default(),
             is_dirty: false,
             settings_changed: false,
