@@ -123,6 +123,23 @@ def fashion_cnn():
     )
 
 
+class ViewNet(nn.Module):
+    """A network as many PyTorch users write one by hand: `x.view(x.size(0), -1)` (exported
+    as Shape, Gather, Unsqueeze, Concat and a computed Reshape) and a matrix product with a
+    bias (MatMul and Add) instead of nn.Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 5, padding=2)
+        self.w = nn.Parameter(torch.randn(8 * 14 * 14, 10) * 0.01)
+        self.b = nn.Parameter(torch.zeros(10))
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)
+        x = x.view(x.size(0), -1)
+        return torch.matmul(x, self.w) + self.b
+
+
 def unsupported():
     """A network with a batch normalisation and a sigmoid: operators backwork refuses by name."""
     return nn.Sequential(
@@ -142,7 +159,7 @@ def train(net, data, epochs, seed):
             b = perm[s:s + 64]
             out = net(xtr[b])
             # A network ending in Softmax is trained on its log (what PyTorch users do).
-            if isinstance(net[-1], nn.Softmax):
+            if isinstance(net, nn.Sequential) and isinstance(net[-1], nn.Softmax):
                 loss = nn.functional.nll_loss(torch.log(out + 1e-12), ytr[b])
             else:
                 loss = nn.functional.cross_entropy(out, ytr[b])
@@ -181,6 +198,7 @@ def main():
         ("lenet5-mnist", lenet5, mnist, 2, 1),
         ("cnn-fashion", fashion_cnn, fashion, 2, 2),
         ("cnn-shapes", rgb_cnn, shapes, 30, 4),
+        ("view-mnist", ViewNet, mnist, 1, 5),
     ]:
         torch.manual_seed(seed)
         net = make()

@@ -38,6 +38,8 @@ fn pytorch_exports_evaluate_to_pytorchs_accuracy() {
         ("lenet5-mnist", &mnist, "inputs conv0 conv1 fc fc1"),
         ("cnn-fashion", &fashion, "inputs conv0 conv1 fc"),
         ("cnn-shapes", &shapes, "inputs conv0 conv1 fc"),
+        // x.view(x.size(0), -1) and torch.matmul(x, w) + b: a computed Reshape, MatMul + Add.
+        ("view-mnist", &mnist, "inputs conv0"),
     ] {
         for suffix in ["", "-ts"] {
             let path = file(&format!("{name}{suffix}.onnx"));

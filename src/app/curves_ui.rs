@@ -436,10 +436,7 @@ impl Curves {
                         .get(*label as usize)
                         .cloned()
                         .unwrap_or_else(|| label.to_string());
-                    p.line(Line::new(
-                        name,
-                        PlotPoints::from(series.clone()),
-                    ));
+                    p.line(Line::new(name, PlotPoints::from(series.clone())));
                 }
                 p.points(
                     Points::new("reinitialised", PlotPoints::from(d.reinits.clone()))

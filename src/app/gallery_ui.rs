@@ -99,7 +99,7 @@ impl Gallery {
             .or_insert_with(|| {
                 ctx.load_texture(
                     format!("test-{i}"),
-                    super::data_image(&data, i),
+                    super::data_image(data, i),
                     TextureOptions::NEAREST,
                 )
             })
@@ -193,8 +193,10 @@ impl Gallery {
                         "test image #{i}\ntrue label {}{}",
                         super::class_name(&self.data.classes, label),
                         match pred {
-                            Some((p, c)) =>
-                                format!("\npredicted {} with p = {c:.5}", super::class_name(&self.data.classes, p)),
+                            Some((p, c)) => format!(
+                                "\npredicted {} with p = {c:.5}",
+                                super::class_name(&self.data.classes, p)
+                            ),
                             None => String::new(),
                         }
                     ));

@@ -215,7 +215,7 @@ impl WorstView {
             .or_insert_with(|| {
                 ctx.load_texture(
                     format!("worst-{i}"),
-                    super::data_image(&train, i),
+                    super::data_image(train, i),
                     TextureOptions::NEAREST,
                 )
             })

@@ -212,6 +212,8 @@ fn to_arch(graph: &onnx_ir::OnnxGraph) -> Result<(Arch, Vec<Vec<f32>>), String> 
     // The shape flowing through the chain, and whether a softmax has ended it.
     let mut shape = input;
     let mut ended = false;
+    // Outputs of shape arithmetic (see below).
+    let mut shape_values: std::collections::HashSet<String> = Default::default();
     for (index, node) in graph.nodes.iter().enumerate() {
         let unsupported = || {
             format!(
@@ -222,6 +224,32 @@ fn to_arch(graph: &onnx_ir::OnnxGraph) -> Result<(Arch, Vec<Vec<f32>>), String> 
                 graph.nodes.len()
             )
         };
+        // Shape arithmetic (what `x.view(x.size(0), -1)` exports to: Shape, Gather,
+        // Unsqueeze, Concat) computes a reshape's target, not a layer: set aside, its outputs
+        // allowed only as a Reshape's shape.
+        let shape_op = matches!(
+            node,
+            Node::Shape(_)
+                | Node::Gather(_)
+                | Node::Unsqueeze(_)
+                | Node::Squeeze(_)
+                | Node::Concat(_)
+                | Node::Constant(_)
+                | Node::Cast(_)
+                | Node::Slice(_)
+        );
+        let data_in = node
+            .inputs()
+            .iter()
+            .filter(|a| !a.is_optional() && a.value().is_none());
+        if shape_op
+            && data_in
+                .clone()
+                .all(|a| a.name == current || shape_values.contains(&a.name))
+        {
+            shape_values.extend(node.outputs().iter().map(|a| a.name.clone()));
+            continue;
+        }
         let supported = matches!(
             node,
             Node::Conv2d(_)
@@ -239,13 +267,13 @@ fn to_arch(graph: &onnx_ir::OnnxGraph) -> Result<(Arch, Vec<Vec<f32>>), String> 
         if !supported {
             return Err(unsupported());
         }
-        // The node must read what the one before it wrote: the network is a chain.
-        let dynamic: Vec<&Argument> = node
-            .inputs()
-            .iter()
-            .filter(|a| !a.is_optional() && a.value().is_none())
-            .collect();
-        if dynamic.len() != 1 || dynamic[0].name != current {
+        // The node must read what the one before it wrote: the network is a chain (a
+        // Reshape may also read a computed shape).
+        let mut reads: Vec<&Argument> = data_in.collect();
+        if matches!(node, Node::Reshape(_)) {
+            reads.retain(|a| !shape_values.contains(&a.name));
+        }
+        if reads.len() != 1 || reads[0].name != current {
             return Err(format!(
                 "node {} ({}) does not read the output of the node before it; backwork takes sequential networks",
                 node.name(),
@@ -344,9 +372,20 @@ fn to_arch(graph: &onnx_ir::OnnxGraph) -> Result<(Arch, Vec<Vec<f32>>), String> 
                 layer = Some(Layer::Flatten);
             }
             Node::Reshape(r) => {
+                let rank = match node.outputs().first().map(|a| &a.ty) {
+                    Some(ArgType::Tensor(t)) => t.rank,
+                    _ => 0,
+                };
+                // A computed shape of rank 2 (batch, features): the flatten PyTorch writes as
+                // `x.view(x.size(0), -1)`; the linear layer after it checks the features.
                 let target = match &r.config.shape {
                     onnx_ir::node::reshape::ReshapeInput::Static(s) => s.clone(),
-                    _ => return Err(misfit("a shape computed at run time".into())),
+                    _ if rank == 2 => vec![-1, shape.len() as i64],
+                    _ => {
+                        return Err(misfit(format!(
+                            "a shape computed at run time, of rank {rank}: backwork takes a reshape to (batch, features) only"
+                        )));
+                    }
                 };
                 let n = shape.len() as i64;
                 let flat =

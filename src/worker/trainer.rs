@@ -39,7 +39,7 @@ fn how(is_cancelled: bool, epochs: usize) -> String {
 
 /// The architectures the app trains, by name ([`crate::net::Arch::builtin`]) with what each
 /// is: the ones whose input is a 28×28 grey image.
-pub const TRAINABLE: [(&str, &str); 2] = [
+pub const TRAINABLE: [(&str, &str); 3] = [
     (
         "original",
         "ALGORITHM.md §1: two 5×5 convolutions (32, 64), fc 1024; 3.3 M weights, about a minute an epoch here",
@@ -47,6 +47,10 @@ pub const TRAINABLE: [(&str, &str); 2] = [
     (
         "lenet5",
         "LeNet-5: two 5×5 convolutions (6, 16), fc 120 and 84; 62 k weights, seconds an epoch",
+    ),
+    (
+        "small-rgb",
+        "Three 3×3 convolutions (16, 32, 64) with pools, fc 128: made for small colour images",
     ),
 ];
 
