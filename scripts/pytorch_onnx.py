@@ -140,6 +140,29 @@ class ViewNet(nn.Module):
         return torch.matmul(x, self.w) + self.b
 
 
+class SoftmaxOverBatch(nn.Module):
+    """A softmax over the batch (axis 0), not the classes: refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, x):
+        return torch.softmax(self.fc(x.flatten(1)), dim=0)
+
+
+class ScaledGemm(nn.Module):
+    """torch.addmm with alpha 2 (a Gemm whose alpha backwork does not take): refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(784, 10) * 0.01)
+        self.b = nn.Parameter(torch.zeros(10))
+
+    def forward(self, x):
+        return torch.addmm(self.b, x.flatten(1), self.w, alpha=2.0)
+
+
 def unsupported():
     """A network with a batch normalisation and a sigmoid: operators backwork refuses by name."""
     return nn.Sequential(
@@ -211,6 +234,8 @@ def main():
         export(net, os.path.join(args.out, name + "-ts.onnx"), False, shape)
     torch.manual_seed(3)
     export(unsupported(), os.path.join(args.out, "unsupported.onnx"), False)
+    export(SoftmaxOverBatch(), os.path.join(args.out, "softmax-axis0.onnx"), False)
+    export(ScaledGemm(), os.path.join(args.out, "gemm-alpha.onnx"), False)
     with open(os.path.join(args.out, "onnx.json"), "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -24,7 +24,15 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Some(command) => backwork::cli::run(command, &cli.app),
+        Some(command) => {
+            // A command's output piped into `head` ends it quietly, as any Unix tool does,
+            // instead of println! panicking on the broken pipe (Rust ignores SIGPIPE).
+            // SAFETY: restoring a signal's default action before any thread starts.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            backwork::cli::run(command, &cli.app)
+        }
         None => backwork::app::run(&cli.app),
     };
     match result {

@@ -376,6 +376,16 @@ pub fn retrain(
     // with other taps than the §1 one's).
     let mut fitted = cfg.clone();
     fitted.measure.fit_taps(base.0.taps().len());
+    // ... and its labels the data's classes that have training images (all of them when
+    // none of those asked for is one).
+    let counts = train.label_counts();
+    let has_images = |l: u8| counts.get(l as usize).is_some_and(|&c| c > 0);
+    fitted.measure.labels.retain(|&l| has_images(l));
+    if fitted.measure.labels.is_empty() {
+        fitted.measure.labels = (0..counts.len().min(256) as u8)
+            .filter(|&l| has_images(l))
+            .collect();
+    }
     let cfg = &fitted;
     let started = Instant::now();
     let mut measurements = Vec::new();
@@ -396,7 +406,7 @@ pub fn retrain(
 
     let mut model = match cfg.mode {
         RetrainMode::Uniform => base.0.clone(),
-        RetrainMode::ExtraClass => net_with_extra_class(base.0)
+        RetrainMode::ExtraClass => net_with_extra_class(base.0, train.num_classes())
             .map_err(|e| RetrainError::Config(format!("{}: {e}", base.1.name)))?,
     };
     let classes = model.classes();

@@ -214,3 +214,22 @@ fn data_folders_with_a_fifo_or_missing_are_named() {
         &["gone", "no such folder"],
     );
 }
+
+/// Found by the hostile review of 2026-12-03: `backwork eval | head -1` panicked ("failed
+/// printing to stdout: Broken pipe"). A closed pipe now ends the command quietly.
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_backwork"))
+        .args(["eval"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the first line is printed (the evaluation takes a while).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}

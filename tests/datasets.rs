@@ -65,7 +65,7 @@ const CLASSES: [&str; 3] = ["cross", "disc", "stripes"];
 
 /// An RGB image folder of 16×16 shapes under `root`: `n_train` and `n_test` images a class.
 fn rgb_folder(root: &Path, n_train: usize, n_test: usize) {
-    let mut rng = Rng(0x5eed_0f_c0_10_u64);
+    let mut rng = Rng(0x005e_ed0f_c010_u64);
     for (split, n) in [("train", n_train), ("test", n_test)] {
         for (k, name) in CLASSES.iter().enumerate() {
             let dir = root.join(split).join(name);
@@ -190,6 +190,121 @@ fn image_folders_load_grey_or_rgb_and_bad_ones_are_named() {
     refused(&grey, &["a, b", "a, b, c"]);
 }
 
+/// Writes both IDX splits of `dir`: `n` 28×28 images with `labels` cycling, the test split's
+/// images `test_side` pixels a side.
+fn idx_dir(dir: &Path, labels: &[u8], n: usize, test_side: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (split, side) in [("train", 28), ("t10k", test_side)] {
+        let mut rng = Rng(0x1dea + side as u64);
+        let pixels: Vec<u8> = (0..n * side * side).map(|_| rng.below(256) as u8).collect();
+        let l: Vec<u8> = (0..n).map(|i| labels[i % labels.len()]).collect();
+        std::fs::write(
+            dir.join(format!("{split}-images-idx3-ubyte")),
+            encode_images_sized(n, side, side, &pixels),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{split}-labels-idx1-ubyte")),
+            encode_labels(&l),
+        )
+        .unwrap();
+    }
+}
+
+/// Found by the hostile review of 2026-12-03, each failing before its fix: the §1 layers on
+/// 2-class data trained and then could not be saved; retraining asked for the ten digits of
+/// data without them; splits of two image sizes, a test label past the training classes,
+/// duplicate or comma-holding class names, empty class folders and one-class folders were
+/// all accepted.
+#[test]
+fn data_that_does_not_hold_together_is_refused_and_odd_class_counts_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let run = |args: &[&str]| common::backwork(args, Some(&cache));
+    let two = dir.path().join("two");
+    idx_dir(&two, &[0, 1], 200, 28);
+    // Two named classes (labels below 10 alone would be read as the ten digits).
+    std::fs::write(two.join("classes.txt"), "a\nb\n").unwrap();
+    let model = dir.path().join("o2.safetensors");
+    let m = model.to_str().unwrap();
+    let o = run(&[
+        "train",
+        "--arch",
+        "original",
+        "--data",
+        two.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--limit",
+        "100",
+        "--out",
+        m,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (net, _) = backwork::model::weights::load_net(&model).unwrap();
+    assert_eq!(net.classes(), 2);
+
+    let x_out = dir.path().join("x.safetensors");
+    let sizes = dir.path().join("sizes");
+    idx_dir(&sizes, &[0, 1], 20, 32);
+    let args = [
+        "train",
+        "--arch",
+        "lenet5",
+        "--data",
+        sizes.to_str().unwrap(),
+        "--out",
+        x_out.to_str().unwrap(),
+    ];
+    common::assert_one_line_failure(&args, &run(&args), &["1×32×32", "1×28×28"]);
+
+    let big = dir.path().join("big");
+    idx_dir(&big, &[0, 1], 20, 28);
+    std::fs::write(
+        big.join("t10k-labels-idx1-ubyte"),
+        encode_labels(&[255; 20]),
+    )
+    .unwrap();
+    let args = [
+        "train",
+        "--data",
+        big.to_str().unwrap(),
+        "--out",
+        x_out.to_str().unwrap(),
+    ];
+    common::assert_one_line_failure(&args, &run(&args), &["label 255", "10 classes"]);
+
+    for (names, needle) in [("a\nb\na\n", "classes 0 and 2"), ("a,b\nc\n", "\"a,b\"")] {
+        std::fs::write(two.join("classes.txt"), names).unwrap();
+        let e = Dataset::from_dir(&two, Split::Train)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("classes.txt") && e.contains(needle), "{e}");
+    }
+    std::fs::remove_file(two.join("classes.txt")).unwrap();
+
+    let root = dir.path().join("shapes");
+    rgb_folder(&root, 2, 1);
+    std::fs::create_dir_all(root.join("train/zigzag")).unwrap();
+    std::fs::create_dir_all(root.join("test/zigzag")).unwrap();
+    let e = Dataset::from_dir(&root, Split::Train)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("zigzag") && e.contains("empty class folder"),
+        "{e}"
+    );
+    let one = dir.path().join("one");
+    std::fs::create_dir_all(one.join("train/a")).unwrap();
+    image::GrayImage::new(4, 4)
+        .save(one.join("train/a/x.png"))
+        .unwrap();
+    let e = Dataset::from_dir(&one, Split::Train)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least two classes"), "{e}");
+}
+
 /// The command line, end to end in colour: train a small network on the generated RGB image
 /// folder, evaluate it, fool it with the default settings (labels by class name), and check
 /// the exported PNGs, `images.npy`, `results.json` and the sheet are in colour with the
@@ -285,6 +400,27 @@ fn the_command_line_trains_and_fools_a_colour_network() {
     ]);
     let png = image::open(sal.join("saliency_label0_00.png")).unwrap();
     assert_eq!((png.width(), png.height()), (16, 16));
+    // Retraining on three classes (it asked for the ten digits before).
+    let retrained = dir.path().join("rt.safetensors");
+    ok(&[
+        "retrain",
+        "--model",
+        m,
+        "--data",
+        data,
+        "--from",
+        r,
+        "--mode",
+        "extra-class",
+        "--budget",
+        "30",
+        "--measure-batch",
+        "1",
+        "--out",
+        retrained.to_str().unwrap(),
+    ]);
+    let (net4, _) = backwork::model::weights::load_net(&retrained).unwrap();
+    assert_eq!(net4.classes(), 4);
     // A network and a dataset that do not fit are refused with both shapes named.
     let bad = ["eval", "--data", data];
     common::assert_one_line_failure(&bad, &common::backwork(&bad, None), &["1×28×28", "3×16×16"]);

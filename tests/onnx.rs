@@ -70,7 +70,13 @@ fn unsupported_and_damaged_onnx_files_are_refused_by_name() {
         all.extend_from_slice(needles);
         common::assert_one_line_failure(&args, &common::backwork(&args, None), &all);
     };
-    bad(&file("unsupported.onnx"), &["Sigmoid", "sigmoid1"]);
+    // Named as in the file (`/2/Sigmoid`), not as the parser renames it.
+    bad(&file("unsupported.onnx"), &["Sigmoid", "/2/Sigmoid"]);
+    // Found by the hostile review of 2026-12-03: a softmax over the batch was taken as the
+    // final softmax, and a Gemm with alpha 2 was refused as an operator "Constant" the file
+    // does not have.
+    bad(&file("softmax-axis0.onnx"), &["/Softmax", "axis 0"]);
+    bad(&file("gemm-alpha.onnx"), &["/Gemm", "alpha 2"]);
     // The dynamo exporter's weights live in a second file beside the model.
     let alone = dir.path().join("lenet5-mnist.onnx");
     std::fs::copy(file("lenet5-mnist.onnx"), &alone).unwrap();

@@ -79,6 +79,7 @@ pub fn run(args: &AppArgs) -> Result<()> {
     let model = ModelHandle::load_or_shipped(args.model.as_deref()).map_err(anyhow::Error::msg)?;
     let test = Arc::new(Dataset::load(args.data.as_deref(), Split::Test)?);
     let train = Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);
+    train.check_test_split(&test)?;
     model.fits(&train).map_err(anyhow::Error::msg)?;
     let (autostart, frame_stats) = (args.autostart, args.frame_stats.clone());
     let options = eframe::NativeOptions {

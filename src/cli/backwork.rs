@@ -264,7 +264,7 @@ impl SettingsArgs {
         } else {
             s.fit_taps(net.tap_names().len());
         }
-        s.labels = resolve_labels(self.labels.as_deref(), &data.classes)?;
+        s.labels = resolve_labels(self.labels.as_deref(), data)?;
         Ok(())
     }
 
@@ -316,30 +316,48 @@ pub fn parse_labels(text: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-/// The labels `text` names among `classes`: all of them when `None` or "all", else each item
-/// a class number or a class name (any case).
-pub fn resolve_labels(text: Option<&str>, classes: &[String]) -> Result<Vec<u8>> {
+/// The labels `text` names among `data`'s classes: every class with training images when
+/// `None` or "all", else each item a class name (any case) or a class number. A class
+/// without training images is refused (there is nothing for its images to stay far from).
+pub fn resolve_labels(text: Option<&str>, data: &Dataset) -> Result<Vec<u8>> {
+    let classes = &data.classes;
+    let counts = data.label_counts();
     let n = classes.len().min(256);
+    let has_images = |l: usize| counts.get(l).is_some_and(|&c| c > 0);
     let text = match text.map(str::trim) {
-        None | Some("all") => return Ok((0..n).map(|l| l as u8).collect()),
+        None | Some("all") => {
+            let all: Vec<u8> = (0..n).filter(|&l| has_images(l)).map(|l| l as u8).collect();
+            if all.is_empty() {
+                bail!("--data {}: no class has training images", data.source);
+            }
+            return Ok(all);
+        }
         Some(t) => t,
     };
     let mut out: Vec<u8> = Vec::new();
     for p in text.split(',').map(str::trim) {
-        let l = match p.parse::<usize>() {
-            Ok(v) if v < n => v,
-            Ok(v) => bail!(
-                "--labels: label {v} is outside 0..={} (the data has {n} classes)",
-                n.saturating_sub(1)
-            ),
-            Err(_) => match classes.iter().position(|c| c.eq_ignore_ascii_case(p)) {
-                Some(v) => v,
-                None => bail!(
+        // A name first: a folder may be called "10" and sort as label 2.
+        let l = match classes.iter().position(|c| c.eq_ignore_ascii_case(p)) {
+            Some(v) => v,
+            None => match p.parse::<usize>() {
+                Ok(v) if v < n => v,
+                Ok(v) => bail!(
+                    "--labels: label {v} is outside 0..={} (the data has {n} classes)",
+                    n.saturating_sub(1)
+                ),
+                Err(_) => bail!(
                     "--labels: {p:?} is not a label (use all, a list such as 0,3,7, or class names: {})",
                     classes.join(", ")
                 ),
             },
         };
+        if !has_images(l) {
+            bail!(
+                "--labels: label {l} ({}) has no training images in {}",
+                data.class_name(l),
+                data.source
+            );
+        }
         if out.contains(&(l as u8)) {
             bail!("--labels: label {l} is named twice");
         }

@@ -326,6 +326,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     check_out_file("out", &a.out, Some(a.force))?;
     let train_set = load_data(app, Split::Train)?;
     let test_set = load_data(app, Split::Test)?;
+    train_set.check_test_split(&test_set)?;
 
     let cancel = stop::stop_flag()?;
 

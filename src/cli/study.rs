@@ -256,6 +256,7 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     let report_dir = report_dir(&a)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let test = Dataset::load(app.data.as_deref(), Split::Test)?;
+    train.check_test_split(&test)?;
     let (net, info) = super::load_model(app, &train)?;
     // The report records the layer weights the measurement uses: the network's taps'.
     cfg.measure.fit_taps(net.taps().len());

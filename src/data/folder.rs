@@ -70,6 +70,12 @@ fn classes(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataError> {
             "no class folders (an image folder holds one folder of images per class)",
         ));
     }
+    if out.len() < 2 {
+        return Err(DataError::corrupt(
+            &dir.display().to_string(),
+            "one class folder: a classifier needs at least two classes",
+        ));
+    }
     if out.len() > MAX_CLASSES {
         return Err(DataError::corrupt(
             &dir.display().to_string(),
@@ -148,8 +154,11 @@ pub fn load(root: &Path, split: Split) -> Result<Dataset, DataError> {
             ));
         }
     }
+    let names: Vec<String> = classes.iter().map(|(n, _)| n.clone()).collect();
+    super::check_class_names(&dir.display().to_string(), &names)?;
     let mut files: Vec<(PathBuf, u8)> = Vec::new();
     for (label, (_, class_dir)) in classes.iter().enumerate() {
+        let before = files.len();
         for p in entries(class_dir)? {
             let is_png = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
             if !is_png {
@@ -159,6 +168,12 @@ pub fn load(root: &Path, split: Split) -> Result<Dataset, DataError> {
                 ));
             }
             files.push((p, label as u8));
+        }
+        if files.len() == before {
+            return Err(DataError::corrupt(
+                &class_dir.display().to_string(),
+                "an empty class folder (every class needs images in each split)",
+            ));
         }
     }
     // Decoded on every core, a chunk at a time so that the bound on memory holds as we go.

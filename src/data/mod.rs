@@ -159,6 +159,37 @@ impl Dataset {
         })
     }
 
+    /// Checks that `test` is the other split of the same data: the same image shape, and no
+    /// class this (training) split does not have.
+    pub fn check_test_split(&self, test: &Dataset) -> Result<(), DataError> {
+        if test.shape != self.shape {
+            return Err(DataError::corrupt(
+                &test.source,
+                format!(
+                    "the test images are {}, the training images {}",
+                    test.shape, self.shape
+                ),
+            ));
+        }
+        let top = test
+            .labels
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |l| l as usize + 1);
+        if top > self.num_classes() {
+            return Err(DataError::corrupt(
+                &test.source,
+                format!(
+                    "a test image has label {}, the training split has {} classes",
+                    top - 1,
+                    self.num_classes()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Values per image (h×w×c).
     pub fn image_len(&self) -> usize {
         self.shape.len()
@@ -301,6 +332,28 @@ impl Dataset {
     }
 }
 
+/// Class names must be told apart on the command line: no name twice (any case), none
+/// empty or holding a comma (`--labels` splits at commas), none called `all`.
+pub(crate) fn check_class_names(file: &str, names: &[String]) -> Result<(), DataError> {
+    for (i, n) in names.iter().enumerate() {
+        if n.contains(',') || n.trim().is_empty() || n.eq_ignore_ascii_case("all") {
+            return Err(DataError::corrupt(
+                file,
+                format!(
+                    "class name {n:?} cannot be named in --labels (empty, a comma, or \"all\")"
+                ),
+            ));
+        }
+        if let Some(j) = names[..i].iter().position(|m| m.eq_ignore_ascii_case(n)) {
+            return Err(DataError::corrupt(
+                file,
+                format!("class name {n:?} names classes {j} and {i}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `labels` are Fashion-MNIST's (either split), by their SHA-256.
 fn is_fashion(labels: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
@@ -330,6 +383,7 @@ fn read_class_names(path: &Path, labels: &[u8]) -> Result<Vec<String>, DataError
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
+    check_class_names(&file, &names)?;
     if names.len() > 256 {
         return Err(DataError::corrupt(
             &file,

@@ -53,7 +53,8 @@ pub fn load_onnx(path: &Path) -> Result<(Net, ModelInfo), WeightsError> {
             ));
         }
     };
-    let (arch, torch) = to_arch(&graph).map_err(invalid)?;
+    let (arch, torch) =
+        to_arch(&graph).map_err(|e| invalid(with_file_names(&e, &graph, &bytes)))?;
     let net = Net::from_torch(arch, torch).map_err(|e| invalid(e.to_string()))?;
     let mut metadata = std::collections::HashMap::new();
     metadata.insert(META_SOURCE.to_string(), "onnx".to_string());
@@ -67,6 +68,55 @@ pub fn load_onnx(path: &Path) -> Result<(Net, ModelInfo), WeightsError> {
         architecture: net.arch().summary(),
     };
     Ok((net, info))
+}
+
+/// `message` with each node the parser named (`sigmoid1`: its first Sigmoid) called by its
+/// name in the file (`/1/Sigmoid`), found as the same occurrence of its operator there.
+fn with_file_names(message: &str, graph: &onnx_ir::OnnxGraph, bytes: &[u8]) -> String {
+    use onnx_ir::Message;
+    let Ok(model) = onnx_ir::ModelProto::parse_from_bytes(bytes) else {
+        return message.to_string();
+    };
+    let file_nodes = &model.graph.node;
+    let mut out = message.to_string();
+    for node in &graph.nodes {
+        let ir = node.name();
+        let op = op_name(node);
+        // The parser's names are the operator, lower case, and its occurrence from 1.
+        let Some(nth) = ir
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+        else {
+            continue;
+        };
+        let base = op.trim_end_matches("2d").trim_end_matches("1d");
+        let found = [op.as_str(), base].iter().find_map(|want| {
+            file_nodes
+                .iter()
+                .filter(|n| n.op_type == *want)
+                .nth(nth - 1)
+                .filter(|n| !n.name.is_empty())
+        });
+        let Some(found) = found else { continue };
+        let needle = format!("node {ir}");
+        let mut rebuilt = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(&needle) {
+            let after = &rest[i + needle.len()..];
+            rebuilt.push_str(&rest[..i]);
+            if after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                rebuilt.push_str(&needle);
+            } else {
+                rebuilt.push_str(&format!("node {}", found.name));
+            }
+            rest = after;
+        }
+        rebuilt.push_str(rest);
+        out = rebuilt;
+    }
+    out
 }
 
 /// The operator's name as ONNX spells it, for messages.
@@ -414,7 +464,14 @@ fn to_arch(graph: &onnx_ir::OnnxGraph) -> Result<(Arch, Vec<Vec<f32>>), String> 
                 layer = Some(Layer::Linear { out });
             }
             Node::Dropout(_) | Node::Identity(_) => {}
-            Node::Softmax(_) | Node::LogSoftmax(_) => ended = true,
+            Node::Softmax(sm) => {
+                softmax_axis(node, sm.config.axis)?;
+                ended = true;
+            }
+            Node::LogSoftmax(sm) => {
+                softmax_axis(node, sm.config.axis)?;
+                ended = true;
+            }
             _ => return Err(unsupported()),
         }
         if let Some(layer) = layer {
@@ -444,6 +501,20 @@ fn to_arch(graph: &onnx_ir::OnnxGraph) -> Result<(Arch, Vec<Vec<f32>>), String> 
     }
     arch.params().map_err(|e| e.to_string())?;
     Ok((arch, params))
+}
+
+/// A final softmax must run over the classes (axis 1 of (batch, classes)); over the batch
+/// it is another function, refused.
+fn softmax_axis(node: &Node, axis: usize) -> Result<(), String> {
+    if axis == 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "node {} ({}): over axis {axis}; backwork takes a softmax over the classes (axis 1)",
+            node.name(),
+            op_name(node)
+        ))
+    }
 }
 
 /// "1st", "2nd", "3rd", "4th", …

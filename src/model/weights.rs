@@ -283,7 +283,9 @@ pub fn net_to_bytes(
     net: &Net,
     metadata: &HashMap<String, String>,
 ) -> Result<Vec<u8>, candle_core::Error> {
-    if *net.arch() == Arch::original(net.classes()) {
+    // The §1 file layout holds 10 or 11 classes (what a file without a description is read
+    // as); the same layers with other class counts carry their description.
+    if *net.arch() == Arch::original(net.classes()) && matches!(net.classes(), 10 | 11) {
         return cnn_to_bytes(&Cnn::from_net(net)?, metadata);
     }
     let msg = |e: String| candle_core::Error::Msg(e);
@@ -450,18 +452,18 @@ pub fn with_extra_class(cnn: &Cnn) -> Result<Cnn, candle_core::Error> {
     })
 }
 
-/// [`with_extra_class`] for any network: its last linear layer gains an 11th output whose
-/// weights and bias start at zero. An 11-class network is returned unchanged; other class
-/// counts are refused.
-pub fn net_with_extra_class(net: &Net) -> Result<Net, String> {
-    match net.classes() {
-        11 => return Ok(net.clone()),
-        10 => {}
-        k => {
-            return Err(format!(
-                "an extra class needs a 10-class network, this one has {k}"
-            ));
-        }
+/// [`with_extra_class`] for any network on data of `data_classes` classes: its last linear
+/// layer gains one output (the fooling class) whose weights and bias start at zero. A network
+/// that has it already is returned unchanged; other class counts are refused.
+pub fn net_with_extra_class(net: &Net, data_classes: usize) -> Result<Net, String> {
+    let k = net.classes();
+    if k == data_classes + 1 {
+        return Ok(net.clone());
+    }
+    if k != data_classes {
+        return Err(format!(
+            "an extra class needs a network of the data's {data_classes} classes, this one has {k}"
+        ));
     }
     let mut arch = net.arch().clone();
     if let Some(crate::net::Layer::Linear { out }) = arch.layers.last_mut() {
@@ -469,11 +471,11 @@ pub fn net_with_extra_class(net: &Net) -> Result<Net, String> {
     }
     let mut torch = net.to_torch();
     let n = torch.len();
-    if n < 2 {
+    if n < 2 || k == 0 {
         return Err("the network has no last linear layer".into());
     }
-    // The last linear layer's weight [10, in] gains a zero row; its bias a zero.
-    let inputs = torch[n - 2].len() / 10;
+    // The last linear layer's weight [k, in] gains a zero row; its bias a zero.
+    let inputs = torch[n - 2].len() / k;
     torch[n - 2].extend(std::iter::repeat_n(0.0, inputs));
     torch[n - 1].push(0.0);
     Net::from_torch(arch, torch).map_err(|e| e.to_string())
