@@ -345,15 +345,7 @@ fn the_command_line_trains_and_fools_lenet5() {
     let model = dir.path().join("lenet.safetensors");
     let m = model.to_str().unwrap();
     let cache = dir.path().join("cache");
-    let ok = |args: &[&str]| {
-        let o = common::backwork(args, Some(&cache));
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    };
+    let ok = |args: &[&str]| common::backwork_ok(args, &cache);
     ok(&[
         "train", "--arch", "lenet5", "--limit", "3000", "--epochs", "1", "--out", m,
     ]);

@@ -318,15 +318,7 @@ fn the_command_line_trains_and_fools_a_colour_network() {
     let model = dir.path().join("rgb.safetensors");
     let m = model.to_str().unwrap();
     let cache = dir.path().join("cache");
-    let ok = |args: &[&str]| {
-        let o = common::backwork(args, Some(&cache));
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    };
+    let ok = |args: &[&str]| common::backwork_ok(args, &cache);
     ok(&[
         "train",
         "--arch",
@@ -434,15 +426,7 @@ fn fashion_mnist_trains_and_is_fooled_by_class_name() {
     let model = dir.path().join("fashion.safetensors");
     let m = model.to_str().unwrap();
     let cache = dir.path().join("cache");
-    let ok = |args: &[&str]| {
-        let o = common::backwork(args, Some(&cache));
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o
-    };
+    let ok = |args: &[&str]| common::backwork_ok(args, &cache);
     ok(&[
         "train", "--arch", "lenet5", "--data", FASHION, "--limit", "6000", "--epochs", "1",
         "--out", m,

@@ -46,6 +46,17 @@ pub fn backwork(args: &[&str], cache: Option<&Path>) -> Output {
     c.output().unwrap()
 }
 
+/// Runs the binary with `args` and its reference cache in `cache`, asserting it succeeds.
+pub fn backwork_ok(args: &[&str], cache: &Path) -> Output {
+    let o = backwork(args, Some(cache));
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
 /// Asserts that `out` (of `args`) is a failure with exactly one line on stderr, no panic,
 /// containing every needle.
 pub fn assert_one_line_failure(args: &[&str], out: &Output, needles: &[&str]) {
