@@ -412,6 +412,40 @@ fn a_dropped_onnx_network_is_used_with_its_own_taps() {
     assert!(h.get_all_by_label_contains("lenet5-mnist-ts.onnx").count() >= 1);
 }
 
+/// Waits until the app has read the dataset folder it was asked to open.
+fn wait_for_data(h: &mut Harness<'static, BackworkApp>) {
+    let started = Instant::now();
+    while h.state().is_opening_data() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.run_steps(2);
+}
+
+#[test]
+fn a_dataset_folder_opened_in_the_window_switches_every_view_if_the_model_fits() {
+    let (app, _peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    // Colour images the shipped network cannot take: refused, naming both shapes.
+    let shapes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx/shapes");
+    h.state_mut().open_data(shapes);
+    wait_for_data(&mut h);
+    h.get_by_label_contains("not opened, the data in use stays");
+    h.get_by_label_contains("3×16×16");
+    // Fashion-MNIST fits the shipped network's input and classes: every view takes it.
+    h.state_mut().open_data(std::path::PathBuf::from(
+        "/usr/share/datasets/fashion-mnist",
+    ));
+    wait_for_data(&mut h);
+    h.get_by_label_contains("now using /usr/share/datasets/fashion-mnist");
+    let v = h.state().run_view.as_ref().unwrap();
+    assert_eq!(v.settings.labels, (0..10).collect::<Vec<u8>>());
+    assert_eq!(v.curves.class_names[9], "Ankle boot");
+    // The label toggles are the class names.
+    h.get_by_label("Sneaker");
+    h.get_by_label("Ankle boot");
+}
+
 #[test]
 fn the_real_worker_runs_a_tiny_run_to_its_end_and_exports_it() {
     let (cnn, info) = shipped_cnn().unwrap();

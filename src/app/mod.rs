@@ -199,6 +199,8 @@ pub struct BackworkApp {
     classifier: Option<Job<PredictionChunk, ()>>,
     /// A weights file being read, checked and hashed (opened or dropped).
     opening: Option<Job<(), ModelHandle>>,
+    /// A dataset folder being read.
+    opening_data: Option<Job<(), crate::worker::models::DataPair>>,
     pub status: Option<Status>,
     pub tab: Tab,
     pub run_view: Option<RunView>,
@@ -236,6 +238,7 @@ impl BackworkApp {
             gallery: Gallery::new(test.clone()),
             classifier: None,
             opening: None,
+            opening_data: None,
             status: None,
             tab: Tab::Backwork,
             run_view: Some(RunView::new(worker, train.clone())),
@@ -292,6 +295,74 @@ impl BackworkApp {
         }
     }
 
+    /// Starts reading the dataset folder `dir` (on a job; [`Self::set_data`] when read).
+    pub fn open_data(&mut self, dir: std::path::PathBuf) {
+        let what = dir.display().to_string();
+        match crate::worker::models::data_job(dir, self.wake.clone()) {
+            Ok(job) => {
+                self.opening_data = Some(job);
+                self.status = Some(Status::progress(format!("opening {what}…")));
+            }
+            Err(e) => self.status = Some(Status::error(e)),
+        }
+    }
+
+    /// Whether a dataset folder is being read.
+    pub fn is_opening_data(&self) -> bool {
+        self.opening_data.is_some()
+    }
+
+    /// Switches every view to another dataset, if the model in use takes its images: a new
+    /// engine thread on its training images (a running run ends; the settings stay, the
+    /// labels fitted to its classes), and the test set, worst images, retraining, sweep and
+    /// model views on it.
+    pub fn set_data(&mut self, dir: &std::path::Path, train: Arc<Dataset>, test: Arc<Dataset>) {
+        if let Err(e) = self.model.fits(&train) {
+            self.status = Some(Status::error(format!(
+                "not opened, the data in use stays: {e}; open a network for these images first, or start backwork with --data {} --model NET",
+                dir.display()
+            )));
+            return;
+        }
+        let old = self.run_view.take();
+        let cache_dir = old
+            .as_ref()
+            .and_then(|v| v.spec.as_ref())
+            .and_then(|s| s.cache_dir.clone());
+        let spec = WorkerSpec::for_model(&self.model, train.clone(), cache_dir, self.wake.clone());
+        let worker = match Worker::spawn(spec.clone()) {
+            Ok(w) => w,
+            Err(e) => {
+                self.run_view = old;
+                self.status = Some(Status::error(format!("not opened: {e}")));
+                return;
+            }
+        };
+        let mut v = RunView::new(worker, train.clone());
+        v.spec = Some(spec);
+        v.tap_names = self.model.tap_names();
+        v.image_shape = self.model.input_shape();
+        if let Some(o) = &old {
+            v.settings = o.settings.clone();
+        }
+        v.settings.fit_taps(v.tap_names.len());
+        v.fit_labels();
+        drop(old);
+        self.run_view = Some(v);
+        self.gallery = Gallery::new(test.clone());
+        self.worst_view = WorstView::new(train.clone());
+        self.retrain_view = RetrainView::new(train.clone(), test.clone());
+        self.sweep_view = SweepView::new(train.clone());
+        self.model_view = ModelView::new(train.clone(), test);
+        self.status = Some(Status::info(format!(
+            "now using {} ({} classes, {} images)",
+            dir.display(),
+            train.num_classes(),
+            train.shape
+        )));
+        self.classify_test_set();
+    }
+
     /// Switches every view to another network; a running backwork run ends (its images stay
     /// exportable).
     pub fn set_model(&mut self, model: ModelHandle) {
@@ -343,6 +414,25 @@ impl BackworkApp {
                     }
                     JobEvent::Done(Ok(())) => {}
                 }
+            }
+        }
+        if let Some(job) = &mut self.opening_data {
+            let mut read = None;
+            for ev in job.poll() {
+                if let JobEvent::Done(r) = ev {
+                    read = Some(r);
+                }
+            }
+            match read {
+                Some(Ok((dir, train, test))) => {
+                    self.opening_data = None;
+                    self.set_data(&dir, train, test);
+                }
+                Some(Err(e)) => {
+                    self.opening_data = None;
+                    self.status = Some(Status::error(e));
+                }
+                None => {}
             }
         }
         if let Some(job) = &mut self.opening {
@@ -565,6 +655,7 @@ impl BackworkApp {
         match intent {
             Some(ModelIntent::Use(m)) => self.set_model(m),
             Some(ModelIntent::Open(path)) => self.open_model(vec![path]),
+            Some(ModelIntent::OpenData(dir)) => self.open_data(dir),
             None => {}
         }
         // What the panels asked of the engine during the frame goes out once it is drawn.

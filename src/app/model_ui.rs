@@ -31,6 +31,8 @@ pub enum ModelIntent {
     Use(ModelHandle),
     /// Open this weights file (on a job) and use it.
     Open(std::path::PathBuf),
+    /// Open this dataset folder (on a job) and use it in every view.
+    OpenData(std::path::PathBuf),
 }
 
 /// A model made in the app (trained or retrained), and its saving.
@@ -130,6 +132,7 @@ pub struct ModelView {
 /// What the model view's file dialog is for.
 enum ModelDialog {
     Open,
+    OpenData,
     SaveTrained,
 }
 
@@ -354,6 +357,11 @@ impl ModelView {
                 self.status =
                     Status::info(format!("{NO_DIALOG}; or drop the file onto the window"));
             }
+            Some((ModelDialog::OpenData, Some(dir))) => intent = Some(ModelIntent::OpenData(dir)),
+            Some((ModelDialog::OpenData, None)) => {
+                self.status =
+                    Status::info(format!("{NO_DIALOG}; or start backwork with --data DIR"));
+            }
             Some((ModelDialog::SaveTrained, path)) => {
                 if let Some(t) = &mut self.trained {
                     self.status = t.save_to(path, wake);
@@ -394,6 +402,44 @@ impl ModelView {
                 }));
             }
             ui.weak("or drop a .safetensors or .onnx file onto the window");
+        });
+        ui.add_space(8.0);
+        ui.heading("Data");
+        let (train, test) = (&self.train_set, &self.test_set);
+        ui.label(format!(
+            "{}: {} training and {} test images of {}",
+            train.source,
+            train.len(),
+            test.len(),
+            train.shape
+        ));
+        let mut names = train.classes.clone();
+        if names.len() > 12 {
+            let more = names.len() - 12;
+            names.truncate(12);
+            names.push(format!("… ({more} more)"));
+        }
+        ui.label(format!(
+            "{} classes: {}",
+            train.num_classes(),
+            names.join(", ")
+        ));
+        ui.horizontal(|ui| {
+            if ui
+                .button("Open a dataset folder…")
+                .on_hover_text(
+                    "A folder of IDX files (train-images-idx3-ubyte[.gz], …, optional classes.txt) or an image folder (train/<class>/*.png and test/<class>/*.png, grey or RGB); the model in use must take its images",
+                )
+                .clicked()
+                && self.dialog.is_none()
+            {
+                self.dialog = Some(Dialog::open(ModelDialog::OpenData, ui.ctx(), || {
+                    rfd::FileDialog::new()
+                        .set_title("Open a dataset folder")
+                        .pick_folder()
+                }));
+            }
+            ui.weak("every view switches to it; a running run ends");
         });
     }
 

@@ -135,6 +135,32 @@ impl ModelHandle {
     }
 }
 
+/// Reads both splits of the dataset folder `dir` and checks that they hold together (one
+/// image shape, no test class the training split lacks, neither empty).
+pub fn data_job(dir: PathBuf, wake: Wake) -> Result<Job<(), DataPair>, String> {
+    Job::spawn("open-data", 0, wake, move |_: &JobCtx<(), DataPair>| {
+        let load = |split| {
+            crate::data::Dataset::from_dir(&dir, split)
+                .map_err(|e| format!("not opened, the data in use stays: {e}"))
+        };
+        let train = load(crate::data::Split::Train)?;
+        let test = load(crate::data::Split::Test)?;
+        if train.is_empty() || test.is_empty() {
+            return Err(format!(
+                "not opened, the data in use stays: {}: a split holds no images",
+                dir.display()
+            ));
+        }
+        train
+            .check_test_split(&test)
+            .map_err(|e| format!("not opened, the data in use stays: {e}"))?;
+        Ok((dir.clone(), Arc::new(train), Arc::new(test)))
+    })
+}
+
+/// A dataset folder opened: its path, training and test splits.
+pub type DataPair = (PathBuf, Arc<Dataset>, Arc<Dataset>);
+
 /// Reads, checks and hashes weights files, in order: the last one that loads is the result
 /// (several dropped at once), or the last one's error when none does.
 /// Each must fit `data` (the window's dataset).
