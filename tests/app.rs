@@ -447,6 +447,26 @@ fn a_dataset_folder_opened_in_the_window_switches_every_view_if_the_model_fits()
 }
 
 #[test]
+fn a_network_for_other_images_waits_for_its_dataset_folder() {
+    let (app, _peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    let onnx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx");
+    // A colour network does not fit MNIST: kept, the model in use stays.
+    let before = h.state().info.name.clone();
+    drop_file(&mut h, &onnx.join("cnn-shapes-ts.onnx"));
+    h.get_by_label_contains("kept: open a dataset folder");
+    assert_eq!(h.state().info.name, before);
+    // Its dataset folder, dropped onto the window, brings both into use.
+    drop_file(&mut h, &onnx.join("shapes"));
+    wait_for_data(&mut h);
+    assert_eq!(h.state().info.name, "cnn-shapes-ts.onnx");
+    let v = h.state().run_view.as_ref().unwrap();
+    assert_eq!((v.image_shape.c, v.image_shape.h), (3, 16));
+    assert_eq!(v.settings.labels, vec![0, 1, 2]);
+    h.get_by_label("stripes");
+}
+
+#[test]
 fn the_real_worker_runs_a_tiny_run_to_its_end_and_exports_it() {
     let (cnn, info) = shipped_cnn().unwrap();
     let train = small_set();

@@ -201,6 +201,9 @@ pub struct BackworkApp {
     opening: Option<Job<(), ModelHandle>>,
     /// A dataset folder being read.
     opening_data: Option<Job<(), crate::worker::models::DataPair>>,
+    /// A network opened for images other than the data's, kept until a dataset folder of its
+    /// images is opened (then both are used).
+    pending_model: Option<ModelHandle>,
     pub status: Option<Status>,
     pub tab: Tab,
     pub run_view: Option<RunView>,
@@ -239,6 +242,7 @@ impl BackworkApp {
             classifier: None,
             opening: None,
             opening_data: None,
+            pending_model: None,
             status: None,
             tab: Tab::Backwork,
             run_view: Some(RunView::new(worker, train.clone())),
@@ -286,7 +290,7 @@ impl BackworkApp {
     pub fn open_model(&mut self, paths: Vec<std::path::PathBuf>) {
         let Some(first) = paths.first() else { return };
         let what = first.display().to_string();
-        match load_job(paths, self.gallery.data(), self.wake.clone()) {
+        match load_job(paths, self.wake.clone()) {
             Ok(job) => {
                 self.opening = Some(job);
                 self.status = Some(Status::progress(format!("opening {what}…")));
@@ -317,6 +321,13 @@ impl BackworkApp {
     /// labels fitted to its classes), and the test set, worst images, retraining, sweep and
     /// model views on it.
     pub fn set_data(&mut self, dir: &std::path::Path, train: Arc<Dataset>, test: Arc<Dataset>) {
+        // A network opened earlier for these images comes with them.
+        if self.model.fits(&train).is_err()
+            && let Some(m) = self.pending_model.take_if(|m| m.fits(&train).is_ok())
+        {
+            self.info = m.info().clone();
+            self.model = m;
+        }
         if let Err(e) = self.model.fits(&train) {
             self.status = Some(Status::error(format!(
                 "not opened, the data in use stays: {e}; open a network for these images first, or start backwork with --data {} --model NET",
@@ -389,15 +400,21 @@ impl BackworkApp {
                 .text(
                     rect.center(),
                     egui::Align2::CENTER_CENTER,
-                    "Drop a .safetensors or .onnx network to use it",
+                    "Drop a .safetensors or .onnx network, or a dataset folder, to use it",
                     egui::FontId::proportional(24.0),
                     ui.visuals().strong_text_color(),
                 );
         }
-        let paths: Vec<std::path::PathBuf> =
-            dropped.iter().map(|f| f.path().to_path_buf()).collect();
+        // Folders are datasets, files networks.
+        let (dirs, paths): (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) = dropped
+            .iter()
+            .map(|f| f.path().to_path_buf())
+            .partition(|p| p.is_dir());
         if !paths.is_empty() {
             self.open_model(paths);
+        }
+        if let Some(dir) = dirs.into_iter().next() {
+            self.open_data(dir);
         }
     }
 
@@ -445,7 +462,19 @@ impl BackworkApp {
             match opened {
                 Some(Ok(m)) => {
                     self.opening = None;
-                    self.set_model(m);
+                    match m.fits(&self.gallery.data()) {
+                        Ok(()) => {
+                            self.pending_model = None;
+                            self.set_model(m);
+                        }
+                        // Another dataset's network: kept for the dataset to follow.
+                        Err(e) => {
+                            self.status = Some(Status::error(format!(
+                                "{e}; kept: open a dataset folder of its images (Model view, or drop the folder) to use both"
+                            )));
+                            self.pending_model = Some(m);
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     self.opening = None;

@@ -163,19 +163,14 @@ pub type DataPair = (PathBuf, Arc<Dataset>, Arc<Dataset>);
 
 /// Reads, checks and hashes weights files, in order: the last one that loads is the result
 /// (several dropped at once), or the last one's error when none does.
-/// Each must fit `data` (the window's dataset).
-pub fn load_job(
-    paths: Vec<PathBuf>,
-    data: Arc<Dataset>,
-    wake: Wake,
-) -> Result<Job<(), ModelHandle>, String> {
+/// (Whether it fits the window's data is the window's to check: [`ModelHandle::fits`].)
+pub fn load_job(paths: Vec<PathBuf>, wake: Wake) -> Result<Job<(), ModelHandle>, String> {
     Job::spawn("open-model", 0, wake, move |_: &JobCtx<(), ModelHandle>| {
         let mut last = Err("no file to open".to_string());
         for path in &paths {
             let loaded = load_net(path)
                 .map_err(|e| e.to_string())
                 .and_then(|(net, info)| ModelHandle::checked(net, info, None))
-                .and_then(|m| m.fits(&data).map(|()| m))
                 .map_err(|e| format!("not loaded, the model in use stays: {e}"));
             if loaded.is_ok() || last.is_err() {
                 last = loaded;

@@ -41,19 +41,24 @@ pub enum LogEntry {
     Message(String),
 }
 
-impl std::fmt::Display for LogEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl LogEntry {
+    /// The line, each label followed by its class name from `classes` where the name is not
+    /// the label's number ("label 7 (Sneaker)").
+    pub fn text(&self, classes: &[String]) -> String {
+        let label = |l: &u8| match classes.get(*l as usize) {
+            Some(name) if *name != l.to_string() => format!("{l} ({name})"),
+            _ => l.to_string(),
+        };
         match self {
             LogEntry::Started { labels, batch } => {
-                let labels: Vec<String> = labels.iter().map(u8::to_string).collect();
-                write!(
-                    f,
+                let labels: Vec<String> = labels.iter().map(label).collect();
+                format!(
                     "run started: labels {}, {batch} images each",
                     labels.join(",")
                 )
             }
             LogEntry::Reinit {
-                label,
+                label: l,
                 image,
                 kind,
                 p,
@@ -63,19 +68,27 @@ impl std::fmt::Display for LogEntry {
                     ReinitKind::StallReinit => "re-initialised (stalled)",
                     ReinitKind::StallPerturb => "perturbed (stalled)",
                 };
-                write!(f, "label {label} image {image}: {what} at p = {p:.5}")
+                format!("label {} image {image}: {what} at p = {p:.5}", label(l))
             }
-            LogEntry::Passed { label } => {
-                write!(f, "label {label}: every image past the threshold")
+            LogEntry::Passed { label: l } => {
+                format!("label {}: every image past the threshold", label(l))
             }
-            LogEntry::Stalled { label, image } => write!(f, "label {label} image {image}: stalled"),
+            LogEntry::Stalled { label: l, image } => {
+                format!("label {} image {image}: stalled", label(l))
+            }
             LogEntry::SettingsChanged(fields) => {
-                write!(f, "settings changed: {}", fields.join(", "))
+                format!("settings changed: {}", fields.join(", "))
             }
-            LogEntry::ModelChanged(name) => write!(f, "model changed to {name}"),
-            LogEntry::Ended(how) => write!(f, "run ended: {how}"),
-            LogEntry::Message(m) => f.write_str(m),
+            LogEntry::ModelChanged(name) => format!("model changed to {name}"),
+            LogEntry::Ended(how) => format!("run ended: {how}"),
+            LogEntry::Message(m) => m.clone(),
         }
+    }
+}
+
+impl std::fmt::Display for LogEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text(&[]))
     }
 }
 
@@ -146,7 +159,10 @@ impl RunView {
             .auto_shrink([false, true])
             .show_rows(ui, row_h, self.log.len(), |ui, rows| {
                 for (step, what) in self.log.iter().skip(rows.start).take(rows.len()) {
-                    ui.small(format!("step {step:>5}  {what}"));
+                    ui.small(format!(
+                        "step {step:>5}  {}",
+                        what.text(&self.train.classes)
+                    ));
                 }
             });
     }
@@ -165,6 +181,16 @@ mod tests {
             LogEntry::SettingsChanged(vec!["sim_coeff".into(), "lr".into()]),
         );
         assert_eq!(log.len(), 1);
+        // Labels take their class names where those are not the number.
+        let names: Vec<String> = ["T-shirt/top", "Trouser", "2"].map(String::from).to_vec();
+        assert_eq!(
+            LogEntry::Passed { label: 1 }.text(&names),
+            "label 1 (Trouser): every image past the threshold"
+        );
+        assert_eq!(
+            LogEntry::Stalled { label: 2, image: 0 }.text(&names),
+            "label 2 image 0: stalled"
+        );
         assert_eq!(
             log.iter().next().map(|(_, e)| e.to_string()),
             Some("settings changed: sim_coeff, lr".into())
