@@ -458,6 +458,37 @@ fn fashion_mnist_trains_and_is_fooled_by_class_name() {
         .collect();
     assert_eq!(classes, ["Sneaker", "Sneaker", "Bag", "Bag"]);
     assert_eq!(results["settings"]["labels"], serde_json::json!([7, 8]));
+    // `cost --label` takes a class name too; `worst.json` names the classes.
+    let npy = run_dir.join("images.npy");
+    let cost = ok(&[
+        "cost",
+        "--model",
+        m,
+        "--data",
+        FASHION,
+        "--inputs",
+        npy.to_str().unwrap(),
+        "--label",
+        "Sneaker",
+        "--json",
+    ]);
+    let cost: serde_json::Value = serde_json::from_slice(&cost.stdout).unwrap();
+    assert_eq!(cost["label"], 7);
+    let worst = dir.path().join("worst");
+    ok(&[
+        "worst",
+        "--model",
+        m,
+        "--data",
+        FASHION,
+        "--k",
+        "2",
+        "--out",
+        worst.to_str().unwrap(),
+    ]);
+    let w: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(worst.join("worst.json")).unwrap()).unwrap();
+    assert_eq!(w["classes"][9], "Ankle boot");
     let never = dir.path().join("never");
     let bad = [
         "run",

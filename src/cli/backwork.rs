@@ -394,9 +394,9 @@ pub struct CostArgs {
     /// Images to evaluate: .npy of f32, shape (N,28,28) or (N,784).
     #[arg(long, value_name = "X.npy")]
     pub inputs: PathBuf,
-    /// Target label.
+    /// Target label: a class number, or the data's class name.
     #[arg(long)]
-    pub label: i64,
+    pub label: String,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -662,34 +662,29 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
         super::check_out_file("grad-out", g, None)?;
     }
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
-    if a.label as usize >= train.num_classes() {
-        bail!(
-            "--label: {} is outside 0..={} (the data has {} classes)",
-            a.label,
-            train.num_classes() - 1,
-            train.num_classes()
-        );
-    }
+    // A class number or name, as `--labels` takes them.
+    let label = match resolve_labels(Some(&a.label), &train) {
+        Ok(v) if v.len() == 1 => v[0],
+        Ok(_) => bail!("--label: name one label"),
+        Err(e) => bail!("{}", e.to_string().replacen("--labels", "--label", 1)),
+    };
     let (net, info) = super::load_model(app, &train)?;
     let net = FrozenCnn::from_net(net);
     a.settings.fit_to(&mut settings, &net, &train)?;
-    settings.labels = vec![a.label as u8];
+    settings.labels = vec![label];
     settings.validate()?;
     let (shape, x) = read_images(&a.inputs, &train.shape)?;
     let n = x.len() / train.image_len();
     // From the disk cache, as `run` does: a script that calls `cost` in a loop pays for the
     // reference set once.
     let cancel = super::stop::stop_flag()?;
-    let refs = build_refs(&net, &train, &info.sha256, &[a.label as u8], &cancel)?
+    let refs = build_refs(&net, &train, &info.sha256, &[label], &cancel)?
         .pop()
         .context("no reference set was built")?;
     // The rest is one long computation with nothing to keep if stopped.
     super::stop::exit_on_signal();
     if refs.is_empty() {
-        bail!(
-            "--label {}: the training set has no image of this label",
-            a.label
-        );
+        bail!("--label {label}: the training set has no image of this label");
     }
     // In chunks, two passes (see `streamed_cost`): memory does not grow with the images.
     let (terms, grad) = streamed_cost(&net, &x, &refs, &settings, a.grad_out.is_some());
@@ -704,7 +699,7 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
         }
         obj.insert("clamped".into(), serde_json::json!(terms.clamped));
         obj.insert("n".into(), serde_json::json!(n));
-        obj.insert("label".into(), serde_json::json!(a.label));
+        obj.insert("label".into(), serde_json::json!(label));
         println!("{}", serde_json::Value::Object(obj));
     } else {
         for (k, v) in &named {

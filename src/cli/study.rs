@@ -64,6 +64,7 @@ pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
     });
     bar.finish_and_clear();
     let results = WorstResults {
+        classes: &train.classes,
         labels: &labels,
         k: a.k,
         model: info.model_ref(),

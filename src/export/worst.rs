@@ -16,6 +16,8 @@ use crate::model::worst::WorstLabel;
 /// What worst.json holds: `labels` as the issue names it, then where it came from.
 #[derive(Serialize)]
 pub struct WorstResults<'a> {
+    /// The data's class names, in label order.
+    pub classes: &'a [String],
     pub labels: &'a [WorstLabel],
     pub k: usize,
     pub model: ModelRef,

@@ -25,6 +25,7 @@ pub fn export_worst_job(
 ) -> Result<Job<(), Written>, String> {
     Job::spawn("export-worst", 0, wake, move |_: &JobCtx<(), Written>| {
         let results = WorstResults {
+            classes: &train.classes,
             labels: &labels,
             k,
             model,
