@@ -27,6 +27,13 @@ fn torch_correct(name: &str) -> usize {
     report[name]["correct"].as_u64().unwrap() as usize
 }
 
+/// Runs `backwork run` with `args` (its cache under `dir`), which must succeed, and reads
+/// the `results.json` it wrote into `out`.
+fn run_results(args: &[&str], dir: &Path, out: &Path) -> serde_json::Value {
+    common::backwork_ok(args, &dir.join("cache"));
+    serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn pytorch_exports_evaluate_to_pytorchs_accuracy() {
     let mnist = Dataset::mnist(Split::Test).unwrap();
@@ -151,10 +158,7 @@ fn backwork_fools_an_onnx_colour_network_with_the_defaults() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let o = common::backwork(&args, Some(&dir.path().join("cache")));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let results = run_results(&args, dir.path(), &out);
     assert_eq!(
         results["classes"],
         serde_json::json!(["cross", "disc", "stripes"])
@@ -182,10 +186,7 @@ fn backwork_fools_an_onnx_lenet5_with_the_defaults() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let o = common::backwork(&args, Some(&dir.path().join("cache")));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let results = run_results(&args, dir.path(), &out);
     // LeNet-5's taps and the softmax: six layer weights.
     let weights = results["settings"]["layer_weights"].as_array().unwrap();
     assert_eq!(weights.len(), 6);
