@@ -392,6 +392,25 @@ fn the_command_line_trains_and_fools_a_colour_network() {
     ]);
     let png = image::open(sal.join("saliency_label0_00.png")).unwrap();
     assert_eq!((png.width(), png.height()), (16, 16));
+    // --label by class name, for images of --inputs.
+    let sal2 = dir.path().join("sal2");
+    let npy = run_dir.join("images.npy");
+    ok(&[
+        "saliency",
+        "--model",
+        m,
+        "--data",
+        data,
+        "--inputs",
+        npy.to_str().unwrap(),
+        "--label",
+        "stripes",
+        "--out",
+        sal2.to_str().unwrap(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sal2.join("saliency.json")).unwrap()).unwrap();
+    assert_eq!(json["images"][0]["label"], 2);
     // Retraining on three classes (it asked for the ten digits before).
     let retrained = dir.path().join("rt.safetensors");
     ok(&[

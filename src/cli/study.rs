@@ -93,9 +93,9 @@ pub struct SaliencyArgs {
         requires = "label"
     )]
     pub inputs: Option<PathBuf>,
-    /// Target label of every image of --inputs.
+    /// Target label of every image of --inputs: a class number, or the data's class name.
     #[arg(long)]
-    pub label: Option<i64>,
+    pub label: Option<String>,
     /// A run's folder (images.npy and results.json), each image with its own label.
     #[arg(long, value_name = "DIR", required_unless_present = "inputs")]
     pub from: Option<PathBuf>,
@@ -119,7 +119,26 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     let classes = net.classes();
     let (x, labels) = match (&a.inputs, &a.from) {
         (Some(path), _) => {
-            let label = a.label.unwrap_or(-1);
+            let text = a.label.clone().unwrap_or_default();
+            let label = match text.trim().parse::<i64>() {
+                Ok(l) => l,
+                // A class name: the data (`--data`, else MNIST) names the classes.
+                Err(_) => {
+                    let data = Dataset::load(app.data.as_deref(), Split::Test)?;
+                    match data
+                        .classes
+                        .iter()
+                        .position(|c| c.eq_ignore_ascii_case(text.trim()))
+                    {
+                        Some(l) => l as i64,
+                        None => bail!(
+                            "--label: {text:?} is not a class of {} ({})",
+                            data.source,
+                            data.classes.join(", ")
+                        ),
+                    }
+                }
+            };
             if label < 0 || label as usize >= classes {
                 bail!(
                     "--label: {label} is outside 0..={} (the network has {classes} classes)",
