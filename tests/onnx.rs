@@ -169,6 +169,33 @@ fn backwork_fools_an_onnx_colour_network_with_the_defaults() {
 }
 
 #[test]
+fn backwork_fools_an_onnx_fashion_network_with_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let model = file("cnn-fashion.onnx");
+    let args = [
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        FASHION,
+        "--labels",
+        "Bag,Ankle boot",
+        "--batch",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let results = run_results(&args, dir.path(), &out);
+    let images = results["images"].as_array().unwrap();
+    assert_eq!(images.len(), 6);
+    for im in images {
+        assert!(im["p_label"].as_f64().unwrap() > 0.999, "{im}");
+        assert!(["Bag", "Ankle boot"].contains(&im["class"].as_str().unwrap()));
+    }
+}
+
+#[test]
 fn backwork_fools_an_onnx_lenet5_with_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
