@@ -23,7 +23,7 @@ use crate::backwork::trace::term_pulls;
 use crate::backwork::{
     FcDistance, Init, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode,
 };
-use crate::data::{Dataset, NUM_LABELS, Split};
+use crate::data::{Dataset, Split};
 use crate::export::npy::{npy_bytes, read_images, read_start_images};
 use crate::export::run::{ExportImage, RunResults, export_images, write_run_files};
 use crate::io::outdir::OutDir;
@@ -225,12 +225,7 @@ impl SettingsArgs {
                 _ => bail!("--pixels: {m:?} is not clip or none"),
             };
         }
-        // Class names and labels past the digits are resolved against the data (fit_to).
-        if let Some(l) = &self.labels
-            && let Ok(list) = parse_labels(l)
-        {
-            s.labels = list;
-        }
+        // The labels are resolved against the data's classes once it is loaded (fit_to).
         if let Some(i) = &self.init {
             s.init = match i.trim() {
                 "noise" => Init::Noise,
@@ -264,7 +259,7 @@ impl SettingsArgs {
         } else {
             s.fit_taps(net.tap_names().len());
         }
-        s.labels = resolve_labels(self.labels.as_deref(), data)?;
+        s.labels = resolve_labels("labels", self.labels.as_deref(), data)?;
         Ok(())
     }
 
@@ -297,29 +292,11 @@ impl SettingsArgs {
     }
 }
 
-/// "all" or a comma-separated list of labels (0 to 255) before the data is known; the list
-/// is checked against the data's classes by [`resolve_labels`].
-pub fn parse_labels(text: &str) -> Result<Vec<u8>> {
-    if text.trim() == "all" {
-        return Ok((0..NUM_LABELS as u8).collect());
-    }
-    text.split(',')
-        .map(|p| {
-            let p = p.trim();
-            match p.parse::<u8>() {
-                Ok(v) => Ok(v),
-                Err(_) => {
-                    bail!("--labels: {p:?} is not a label (use all, or a list such as 0,3,7)")
-                }
-            }
-        })
-        .collect()
-}
-
 /// The labels `text` names among `data`'s classes: every class with training images when
 /// `None` or "all", else each item a class name (any case) or a class number. A class
 /// without training images is refused (there is nothing for its images to stay far from).
-pub fn resolve_labels(text: Option<&str>, data: &Dataset) -> Result<Vec<u8>> {
+/// `flag` names the option in errors.
+pub fn resolve_labels(flag: &str, text: Option<&str>, data: &Dataset) -> Result<Vec<u8>> {
     let classes = &data.classes;
     let counts = data.label_counts();
     let n = classes.len().min(256);
@@ -342,29 +319,29 @@ pub fn resolve_labels(text: Option<&str>, data: &Dataset) -> Result<Vec<u8>> {
             None => match p.parse::<usize>() {
                 Ok(v) if v < n => v,
                 Ok(v) => bail!(
-                    "--labels: label {v} is outside 0..={} (the data has {n} classes)",
+                    "--{flag}: label {v} is outside 0..={} (the data has {n} classes)",
                     n.saturating_sub(1)
                 ),
                 Err(_) => bail!(
-                    "--labels: {p:?} is not a label (use all, a list such as 0,3,7, or class names: {})",
+                    "--{flag}: {p:?} is not a label (use all, a list such as 0,3,7, or class names: {})",
                     classes.join(", ")
                 ),
             },
         };
         if !has_images(l) {
             bail!(
-                "--labels: label {l} ({}) has no training images in {}",
+                "--{flag}: label {l} ({}) has no training images in {}",
                 data.class_name(l),
                 data.source
             );
         }
         if out.contains(&(l as u8)) {
-            bail!("--labels: label {l} is named twice");
+            bail!("--{flag}: label {l} is named twice");
         }
         out.push(l as u8);
     }
     if out.is_empty() {
-        bail!("--labels: name at least one label");
+        bail!("--{flag}: name at least one label");
     }
     Ok(out)
 }
@@ -663,10 +640,9 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     }
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     // A class number or name, as `--labels` takes them.
-    let label = match resolve_labels(Some(&a.label), &train) {
-        Ok(v) if v.len() == 1 => v[0],
-        Ok(_) => bail!("--label: name one label"),
-        Err(e) => bail!("{}", e.to_string().replacen("--labels", "--label", 1)),
+    let label = match resolve_labels("label", Some(&a.label), &train)?[..] {
+        [l] => l,
+        _ => bail!("--label: name one label"),
     };
     let (net, info) = super::load_model(app, &train)?;
     let net = FrozenCnn::from_net(net);
