@@ -659,6 +659,72 @@ fn an_ended_run_hands_out_the_images_it_classified() {
     }
 }
 
+/// Under the `perturb` stall rule a run ends on the best image each image reached since its
+/// last fresh start (issue 11): a perturbation that lands on a worse local maximum is not
+/// what the user gets. A stall window of 2 with noise 0.5 perturbs images every few steps,
+/// so without the kept best most images would end below their best p(label).
+#[test]
+fn the_perturb_rule_ends_on_the_best_image_each_image_reached() {
+    let net = FrozenCnn::new(&model()).unwrap();
+    let refs = small_refs(&net, &[3, 8], 40);
+    let s = Settings {
+        labels: vec![3, 8],
+        batch: 4,
+        max_steps: Some(40),
+        seed: 7,
+        stall: StallMode::Perturb,
+        stall_window: 2,
+        stall_noise: 0.5,
+        stall_tol: 0.5,
+        threshold: 0.999_999,
+        ..Settings::default()
+    };
+    let mut e = Engine::new(net.clone(), &refs, s).unwrap();
+    let labels = [3usize, 8];
+    let mut best = vec![f32::NEG_INFINITY; 8];
+    let (mut perturbs, mut last) = (0, None);
+    while e.end_reason().is_none() {
+        let ev = e.step().unwrap();
+        if ev.end.is_none() {
+            for (row, p) in ev.probs.iter().enumerate() {
+                best[row] = best[row].max(p[labels[row / 4]]);
+            }
+        }
+        for r in &ev.reinits {
+            match r.kind {
+                ReinitKind::StallPerturb => perturbs += 1,
+                // A fresh start forgets the kept image.
+                _ => best[r.image] = f32::NEG_INFINITY,
+            }
+        }
+        last = Some(ev);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.end, Some(EndReason::MaxSteps));
+    assert!(perturbs >= 8, "every image was perturbed: {perturbs}");
+    let mut f = Forward::default();
+    net.forward(e.images(), &mut f);
+    for (row, img) in e.states().iter().enumerate() {
+        let l = labels[row / 4];
+        // At least the best of every earlier probe (the last step's own probe may beat it).
+        assert!(
+            img.probs[l] >= best[row],
+            "image {row}: ends at {} but reached {}",
+            img.probs[l],
+            best[row]
+        );
+        let again = &f.probs()[row * 10..(row + 1) * 10];
+        assert!(
+            rel_err(again, &img.probs) < 1e-5,
+            "image {row} re-classified"
+        );
+        assert_eq!(
+            img.probs, last.probs[row],
+            "the final event shows the kept image"
+        );
+    }
+}
+
 /// A numeric failure ends the run with an error event and keeps the last good images:
 /// nothing non-finite reaches the images, their probabilities or the events. A network
 /// whose first two layers are scaled by 1e38 overflows f32 (inf − inf gives NaN at fc).

@@ -17,8 +17,9 @@ use rayon::prelude::*;
 use super::cost::is_per_neuron;
 use super::cost::{CostTerms, GroupActs, GroupCost, GroupSearch, Nearest, group_cost_with};
 use super::frozen::{Forward, FrozenCnn, TapGrads};
+use super::image::Kept;
 use super::refs::LabelRefs;
-use super::settings::{Init, PixelConstraint, Settings, SettingsError};
+use super::settings::{Init, PixelConstraint, Settings, SettingsError, StallMode};
 
 /// Adam's moment decay rates and epsilon (TensorFlow's AdamOptimizer defaults, as the original).
 const BETA1: f64 = 0.9;
@@ -186,6 +187,9 @@ pub struct Engine {
     classified: Vec<f32>,
     m1: Vec<f32>,
     m2: Vec<f32>,
+    /// Under the `perturb` stall rule, each image's best pixels since its last fresh start (see
+    /// [`ImageState`]'s `kept`); empty otherwise until first needed.
+    kept_x: Vec<f32>,
     images: Vec<ImageState>,
     step: usize,
     fwd: Forward,
@@ -252,6 +256,7 @@ impl Engine {
             n,
             m1: vec![0.0; x.len()],
             m2: vec![0.0; x.len()],
+            kept_x: Vec::new(),
             classified: x.clone(),
             x,
             images: (0..total)
@@ -423,6 +428,7 @@ impl Engine {
         self.m2.fill(0.0);
         for img in &mut self.images {
             img.restart();
+            img.kept = None;
         }
         for g in &mut self.groups {
             g.search = GroupSearch::default();
@@ -432,6 +438,11 @@ impl Engine {
 
     /// Marks the run cancelled.
     pub fn cancel(&mut self) -> StepEvent {
+        for g in 0..self.groups.len() {
+            if self.groups[g].done_at.is_none() {
+                self.restore_kept(g);
+            }
+        }
         self.ended = Some(EndReason::Cancelled);
         self.final_event(EndReason::Cancelled)
     }
@@ -509,6 +520,9 @@ impl Engine {
         let end = if self.groups.iter().all(|g| g.done_at.is_some()) {
             Some(EndReason::Threshold)
         } else if self.settings.max_steps.is_some_and(|m| step >= m) {
+            for &g in &active {
+                self.restore_kept(g);
+            }
             Some(EndReason::MaxSteps)
         } else {
             None
@@ -636,16 +650,34 @@ impl Engine {
         let mut reinits = Vec::new();
         for &g in active {
             let label = self.groups[g].label as usize;
+            if self.settings.stall == StallMode::Perturb {
+                for row in g * n..(g + 1) * n {
+                    self.keep_if_best(row, label);
+                }
+            }
+            // Under `perturb` an image counts with its kept best (restored below).
             let min_p = (0..n)
-                .map(|i| self.images[g * n + i].probs[label])
+                .map(|i| {
+                    let img = &self.images[g * n + i];
+                    let kept = img.kept.as_ref().map_or(f32::NEG_INFINITY, |k| k.p);
+                    img.probs[label].max(kept)
+                })
                 .fold(f32::INFINITY, f32::min);
             if !self.is_endless && min_p > self.settings.threshold {
+                self.restore_kept(g);
                 self.groups[g].done_at = Some(step);
                 continue;
             }
             for i in 0..n {
                 let row = g * n + i;
-                if let Some(kind) = self.reinit_due(row, label) {
+                if let Some(mut kind) = self.reinit_due(row, label) {
+                    // A fresh start would lose a kept image past the cap: perturb instead.
+                    let kept_p = self.images[row].kept.as_ref().map(|k| k.p);
+                    if kind == ReinitKind::MonoDec
+                        && kept_p.is_some_and(|p| p >= self.settings.reinit_cap)
+                    {
+                        kind = ReinitKind::StallPerturb;
+                    }
                     reinits.push(Reinit {
                         kind,
                         step,
@@ -666,24 +698,69 @@ impl Engine {
         let rng = &mut self.groups[g].rng;
         let amp = self.settings.stall_noise;
         let clip = self.settings.pixels == PixelConstraint::Clip;
+        let is_fresh = matches!(kind, ReinitKind::MonoDec | ReinitKind::StallReinit);
         for v in &mut self.x[span.clone()] {
-            *v = if kind == ReinitKind::StallPerturb {
+            *v = if is_fresh {
+                rng.random::<f32>()
+            } else {
                 let moved = *v + rng.random_range(-amp..=amp);
                 if clip { moved.clamp(0.0, 1.0) } else { moved }
-            } else {
-                rng.random::<f32>()
             };
         }
         self.m1[span.clone()].fill(0.0);
         self.m2[span].fill(0.0);
-        if kind != ReinitKind::StallPerturb {
+        if is_fresh {
             self.groups[g].search.forget(i);
         }
         let img = &mut self.images[row];
         img.restart();
         img.reinits += 1;
-        if kind != ReinitKind::StallPerturb {
+        if is_fresh {
             img.init_step = step;
+            img.kept = None;
+        }
+    }
+
+    /// Under the `perturb` stall rule: keeps image `row`'s pixels, probabilities and nearest
+    /// images when its p(label) at this probe is the best since its last fresh start.
+    fn keep_if_best(&mut self, row: usize, label: usize) {
+        let img = &mut self.images[row];
+        let p = img.probs[label];
+        if img.kept.as_ref().is_some_and(|k| k.p >= p) {
+            return;
+        }
+        img.kept = Some(Kept {
+            p,
+            probs: img.probs.clone(),
+            nearest: img.nearest.clone(),
+        });
+        if self.kept_x.len() != self.x.len() {
+            self.kept_x = vec![0.0; self.x.len()];
+        }
+        let span = row * self.px..(row + 1) * self.px;
+        self.kept_x[span.clone()].copy_from_slice(&self.classified[span]);
+    }
+
+    /// Ends group `g` on its kept images: every image whose kept best beats its last
+    /// classification goes back to it (pixels, probabilities, nearest images), so a run
+    /// under the `perturb` rule ends on the best image each one reached. The group's cost
+    /// terms stay those of its last step.
+    fn restore_kept(&mut self, g: usize) {
+        let label = self.groups[g].label as usize;
+        for row in g * self.n..(g + 1) * self.n {
+            let img = &mut self.images[row];
+            let Some(k) = img.kept.as_ref() else { continue };
+            if k.p <= img.probs[label] {
+                continue;
+            }
+            img.probs = k.probs.clone();
+            img.nearest = k.nearest.clone();
+            let span = row * self.px..(row + 1) * self.px;
+            self.classified[span.clone()].copy_from_slice(&self.kept_x[span.clone()]);
+            self.x[span.clone()].copy_from_slice(&self.kept_x[span.clone()]);
+            self.m1[span.clone()].fill(0.0);
+            self.m2[span].fill(0.0);
+            img.restart();
         }
     }
 

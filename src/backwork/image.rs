@@ -54,6 +54,19 @@ pub struct ImageState {
     /// stall tolerance.
     pub(super) best_p: f32,
     pub(super) best_probe: usize,
+    /// Under the `perturb` stall rule: the best p(label) any probe saw since the last fresh
+    /// start (perturbations keep it), and that probe's probabilities and nearest images; the
+    /// engine keeps the pixels.
+    #[serde(skip)]
+    pub(super) kept: Option<Kept>,
+}
+
+/// What the `perturb` stall rule keeps of an image's best probe.
+#[derive(Clone, Debug)]
+pub(super) struct Kept {
+    pub p: f32,
+    pub probs: Vec<f32>,
+    pub nearest: Vec<Option<Nearest>>,
 }
 
 impl ImageState {

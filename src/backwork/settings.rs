@@ -38,7 +38,9 @@ pub enum StallMode {
     Off,
     /// Replace it with fresh noise, as the original's reinit rule does.
     Reinit,
-    /// Add uniform noise of ±`stall_noise` to its pixels and restart Adam for it.
+    /// Add uniform noise of ±`stall_noise` to its pixels and restart Adam for it: a random
+    /// walk between the local maxima of p(label) near the image. The best image each image
+    /// reached since its last fresh start is kept, and the run ends on it.
     Perturb,
 }
 
@@ -128,19 +130,23 @@ impl Preset {
         s.pixels = PixelConstraint::Clip;
         s.fc_distance = FcDistance::PerNeuron;
         s.stall_tol = 1e-4;
-        s.stall_noise = 0.1;
         match self {
             Preset::Original => {
                 s.softmax_term = SoftmaxTerm::Prob;
                 s.reinit_window = 5;
                 s.stall = StallMode::Off;
+                // Unused while the stall rule is off; what `--stall perturb` starts from.
                 s.stall_window = 100;
+                s.stall_noise = 0.1;
             }
             Preset::Robust => {
                 s.softmax_term = SoftmaxTerm::Margin;
                 s.reinit_window = 20;
                 s.stall = StallMode::Perturb;
-                s.stall_window = 100;
+                // Short, strong hops: a random walk between the local maxima near the
+                // paper's bar (README, "The pixel box and the paper's bar").
+                s.stall_window = 30;
+                s.stall_noise = 0.2;
             }
         }
     }
@@ -216,12 +222,14 @@ pub struct Settings {
     pub max_steps: Option<usize>,
     /// The stall rule; default off (the original has none).
     pub stall: StallMode,
-    /// Probes without improvement that make an image stalled. Range 2..=100000; default 100.
+    /// Probes without improvement that make an image stalled. Range 2..=100000; default 30
+    /// (100 when the original preset's rule is turned on).
     pub stall_window: usize,
     /// Smallest rise of the best p(label) that counts as improvement. Range [0, 1);
     /// default 1e-4.
     pub stall_tol: f32,
-    /// Amplitude of the `perturb` noise. Range (0, 1]; default 0.1.
+    /// Amplitude of the `perturb` noise. Range (0, 1]; default 0.2 (0.1 when the original
+    /// preset's rule is turned on).
     pub stall_noise: f32,
     /// The softmax term's form; `margin` in the default preset, `prob` in the original.
     pub softmax_term: SoftmaxTerm,

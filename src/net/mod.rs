@@ -5,6 +5,7 @@
 //! for reading and writing tensors and as the plain implementation the tests compare against.
 
 pub mod arch;
+pub mod direct;
 pub mod init;
 pub mod kernels;
 pub mod linalg;

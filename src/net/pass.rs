@@ -8,7 +8,7 @@ use super::kernels::{
     relu_back, relu_in_place, softmax_rows,
 };
 use super::linalg::{Mat, matmul};
-use super::winograd;
+use super::{direct, winograd};
 
 /// A network: its description and its parameters in the core's layout.
 ///
@@ -62,7 +62,7 @@ pub struct Acts {
     /// Whether `cols` hold the whole batch's patches (kept, and at most [`CHUNK`] images).
     cols_whole: bool,
     scratch: [Vec<f32>; 3],
-    /// The transformed kernels of the convolution on the Winograd path.
+    /// The transformed kernels of the convolution on the Winograd or the direct path.
     wino: Vec<f32>,
 }
 
@@ -310,6 +310,14 @@ impl Net {
                     let w = self.slot[i].unwrap_or(0);
                     let (pin, pout) = (g.input.len(), self.shapes[i].len());
                     out.resize(m * pout, 0.0);
+                    if direct::worth_it(&g, c) {
+                        direct::transform_weights(&self.params[w], g.patch(), c, &mut a.wino);
+                        direct::conv(x, m, &g, &a.wino, c, &self.params[w + 1], out);
+                        if a.cols_whole {
+                            im2col(x, m, &g, &mut a.cols[i]);
+                        }
+                        continue;
+                    }
                     if winograd::worth_it(&g) {
                         winograd::transform_weights(&self.params[w], g.input.c, c, &mut a.wino);
                         winograd::conv(x, m, &g, &a.wino, c, &self.params[w + 1], out);
