@@ -79,7 +79,25 @@ fn image_conv(xp: &[f32], g: &ConvGeom, wt: &[f32], c_out: usize, bias: &[f32], 
             return unsafe { image_conv_avx2(xp, g, wt, c_out, bias, o) };
         }
     }
-    image_conv_portable::<false>(xp, g, wt, c_out, bias, o)
+    image_conv_blocks::<false>(xp, g, wt, c_out, bias, o)
+}
+
+/// Thirty-two channels by four positions when the channels allow (fewer broadcasts per
+/// multiply-add), else sixteen by eight: eight accumulators of sixteen lanes either way.
+#[inline(always)]
+fn image_conv_blocks<const FMA: bool>(
+    xp: &[f32],
+    g: &ConvGeom,
+    wt: &[f32],
+    c_out: usize,
+    bias: &[f32],
+    o: &mut [f32],
+) {
+    if c_out.is_multiple_of(2 * LANES) {
+        image_conv_portable::<FMA, { 2 * LANES }, { POS / 2 }>(xp, g, wt, c_out, bias, o)
+    } else {
+        image_conv_portable::<FMA, LANES, POS>(xp, g, wt, c_out, bias, o)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -92,7 +110,7 @@ fn image_conv_avx512(
     bias: &[f32],
     o: &mut [f32],
 ) {
-    image_conv_portable::<true>(xp, g, wt, c_out, bias, o)
+    image_conv_blocks::<true>(xp, g, wt, c_out, bias, o)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -105,14 +123,14 @@ fn image_conv_avx2(
     bias: &[f32],
     o: &mut [f32],
 ) {
-    image_conv_portable::<true>(xp, g, wt, c_out, bias, o)
+    image_conv_blocks::<true>(xp, g, wt, c_out, bias, o)
 }
 
-/// One padded image: for each output row, runs of [`POS`] positions (then the rest one at a
-/// time), each a block of [`LANES`] output channels accumulated over every patch entry. With
-/// `FMA` the products are fused multiply-adds (compiled only where the CPU has them).
+/// One padded image: for each output row, runs of `P` positions (the last run repeats its
+/// last position), each a block of `W` output channels accumulated over every patch entry.
+/// With `FMA` the products are fused multiply-adds (compiled only where the CPU has them).
 #[inline(always)]
-fn image_conv_portable<const FMA: bool>(
+fn image_conv_portable<const FMA: bool, const W: usize, const P: usize>(
     xp: &[f32],
     g: &ConvGeom,
     wt: &[f32],
@@ -129,21 +147,21 @@ fn image_conv_portable<const FMA: bool>(
     for oy in 0..g.out_h {
         let mut ox = 0;
         while ox < g.out_w {
-            let run = (g.out_w - ox).min(POS);
-            let corners: [usize; POS] =
+            let run = (g.out_w - ox).min(P);
+            let corners: [usize; P] =
                 std::array::from_fn(|q| oy * s * pw + (ox + q.min(run - 1)) * s * c);
-            for cb in (0..c_out).step_by(LANES) {
-                let mut acc = [[0.0f32; LANES]; POS];
+            for cb in (0..c_out).step_by(W) {
+                let mut acc = [[0.0f32; W]; P];
                 for a in acc.iter_mut() {
-                    a.copy_from_slice(&bias[cb..cb + LANES]);
+                    a.copy_from_slice(&bias[cb..cb + W]);
                 }
                 for (j, &t) in taps.iter().enumerate() {
-                    let w: &[f32; LANES] = wt[j * c_out + cb..][..LANES]
+                    let w: &[f32; W] = wt[j * c_out + cb..][..W]
                         .try_into()
-                        .unwrap_or(&[0.0; LANES]);
+                        .unwrap_or(&[0.0; W]);
                     for (a, &corner) in acc.iter_mut().zip(&corners) {
                         let v = xp[corner + t];
-                        for l in 0..LANES {
+                        for l in 0..W {
                             a[l] = if FMA {
                                 v.mul_add(w[l], a[l])
                             } else {
@@ -153,7 +171,7 @@ fn image_conv_portable<const FMA: bool>(
                     }
                 }
                 for (q, a) in acc.iter().enumerate().take(run) {
-                    o[((oy * g.out_w + ox + q) * c_out + cb)..][..LANES].copy_from_slice(a);
+                    o[((oy * g.out_w + ox + q) * c_out + cb)..][..W].copy_from_slice(a);
                 }
             }
             ox += run;
