@@ -156,9 +156,7 @@ fn image_conv_portable<const FMA: bool, const W: usize, const P: usize>(
                     a.copy_from_slice(&bias[cb..cb + W]);
                 }
                 for (j, &t) in taps.iter().enumerate() {
-                    let w: &[f32; W] = wt[j * c_out + cb..][..W]
-                        .try_into()
-                        .unwrap_or(&[0.0; W]);
+                    let w: &[f32; W] = wt[j * c_out + cb..][..W].try_into().unwrap_or(&[0.0; W]);
                     for (a, &corner) in acc.iter_mut().zip(&corners) {
                         let v = xp[corner + t];
                         for l in 0..W {
