@@ -681,7 +681,7 @@ fn the_perturb_rule_ends_on_the_best_image_each_image_reached() {
     };
     let mut e = Engine::new(net.clone(), &refs, s).unwrap();
     let labels = [3usize, 8];
-    let mut best = vec![f32::NEG_INFINITY; 8];
+    let mut best = [f32::NEG_INFINITY; 8];
     let (mut perturbs, mut last) = (0, None);
     while e.end_reason().is_none() {
         let ev = e.step().unwrap();
