@@ -8,13 +8,14 @@ BIN=${BIN:-target/release/backwork}
 OUT=${OUT:-/tmp/backwork-stall-study}
 mkdir -p "$OUT"
 THRESHOLD_FLAG=${THRESHOLD:+--threshold=$THRESHOLD}
-configs=${CONFIGS:-"original:--pixels=clip perturb:--stall=perturb reinit:--stall=reinit none:--pixels=none"}
+# The stall rule as the engine issue measured it: window 100 probes, noise ±0.1.
+configs=${CONFIGS:-"original:--pixels=clip perturb:--stall=perturb,--stall-window=100,--stall-noise=0.1 reinit:--stall=reinit,--stall-window=100 none:--pixels=none"}
 for cfg in $configs; do
   name=${cfg%%:*}; flags=${cfg#*:}
   for d in 0 1 2 3 4 5 6 7 8 9; do
     dir="$OUT/$name-$d"
     rm -rf "$dir"
-    "$BIN" run --preset original --labels "$d" $flags $THRESHOLD_FLAG --out "$dir" >/dev/null 2>&1 || true
+    "$BIN" run --preset original --labels "$d" ${flags//,/ } $THRESHOLD_FLAG --out "$dir" >/dev/null 2>&1 || true
     python3 - "$dir/results.json" "$name" "$d" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

@@ -179,6 +179,8 @@ fn presets_and_start_images_reach_the_run() {
     ok(&a1, &cache);
     let mut a2: Vec<&str> = tiny.to_vec();
     a2.extend([
+        "--lr",
+        "0.01",
         "--softmax-term",
         "prob",
         "--reinit-window",

@@ -130,15 +130,17 @@ impl Preset {
         s.pixels = PixelConstraint::Clip;
         s.fc_distance = FcDistance::PerNeuron;
         s.stall_tol = 1e-4;
+        // The stall rule's own settings (unused while it is off, as in the original): short,
+        // strong hops, a random walk between the local maxima near the paper's bar (README,
+        // "The pixel box and the paper's bar").
+        s.stall_window = 30;
+        s.stall_noise = 0.2;
         match self {
             Preset::Original => {
                 s.lr = 0.01;
                 s.softmax_term = SoftmaxTerm::Prob;
                 s.reinit_window = 5;
                 s.stall = StallMode::Off;
-                // Unused while the stall rule is off; what `--stall perturb` starts from.
-                s.stall_window = 100;
-                s.stall_noise = 0.1;
             }
             Preset::Robust => {
                 // Twice the original's step: the walk between local maxima near the
@@ -147,10 +149,6 @@ impl Preset {
                 s.softmax_term = SoftmaxTerm::Margin;
                 s.reinit_window = 20;
                 s.stall = StallMode::Perturb;
-                // Short, strong hops: a random walk between the local maxima near the
-                // paper's bar (README, "The pixel box and the paper's bar").
-                s.stall_window = 30;
-                s.stall_noise = 0.2;
             }
         }
     }
@@ -226,14 +224,12 @@ pub struct Settings {
     pub max_steps: Option<usize>,
     /// The stall rule; default off (the original has none).
     pub stall: StallMode,
-    /// Probes without improvement that make an image stalled. Range 2..=100000; default 30
-    /// (100 when the original preset's rule is turned on).
+    /// Probes without improvement that make an image stalled. Range 2..=100000; default 30.
     pub stall_window: usize,
     /// Smallest rise of the best p(label) that counts as improvement. Range [0, 1);
     /// default 1e-4.
     pub stall_tol: f32,
-    /// Amplitude of the `perturb` noise. Range (0, 1]; default 0.2 (0.1 when the original
-    /// preset's rule is turned on).
+    /// Amplitude of the `perturb` noise. Range (0, 1]; default 0.2.
     pub stall_noise: f32,
     /// The softmax term's form; `margin` in the default preset, `prob` in the original.
     pub softmax_term: SoftmaxTerm,
@@ -259,9 +255,9 @@ impl Default for Settings {
             seed: 0,
             max_steps: None,
             stall: StallMode::Off,
-            stall_window: 100,
+            stall_window: 30,
             stall_tol: 1e-4,
-            stall_noise: 0.1,
+            stall_noise: 0.2,
             softmax_term: SoftmaxTerm::Margin,
             init: Init::Noise,
         };

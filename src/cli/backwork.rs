@@ -92,13 +92,13 @@ pub struct SettingsArgs {
     /// Stall rule: off (the original), reinit, or perturb (noise added; the run ends on the best image each image reached) [default: perturb].
     #[arg(long, value_name = "MODE")]
     pub stall: Option<String>,
-    /// Probes without improvement that make an image stalled [default: 30; with `--preset original --stall perturb` 100].
+    /// Probes without improvement that make an image stalled [default: 30].
     #[arg(long)]
     pub stall_window: Option<String>,
     /// Smallest rise of the best p(label) that counts as improvement [default: 1e-4].
     #[arg(long, allow_hyphen_values = true)]
     pub stall_tol: Option<String>,
-    /// Amplitude of the perturb noise [default: 0.2; with `--preset original --stall perturb` 0.1].
+    /// Amplitude of the perturb noise [default: 0.2].
     #[arg(long, allow_hyphen_values = true)]
     pub stall_noise: Option<String>,
     /// Where the images start: noise (uniform [0, 1)), class-means (means of groups of the
