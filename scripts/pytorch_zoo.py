@@ -6,10 +6,12 @@ names so that `backwork --model FILE` loads it unchanged. The README's convergen
 
     pip install torch safetensors numpy
     python3 scripts/pytorch_zoo.py --out zoo/            # every recipe (25-35 min on 2 cores)
-    python3 scripts/pytorch_zoo.py --out zoo/ --only sgd-momentum
+    python3 scripts/pytorch_zoo.py --out zoo/ --only torch-sgdm-3ep
 
-Every recipe has a fixed seed (RECIPES below), so a recipe gives the same weights again on the
-same machine and PyTorch version. The test accuracy PyTorch measures goes into each file's
+Every recipe has a fixed seed (RECIPES below); PyTorch's multi-threaded CPU training is still
+not bit-for-bit repeatable, so a second training of a recipe gives a slightly different network
+(the 2026-12-03 zoo's accuracies moved by up to 0.04 points, one by 0.33, from the first's).
+The test accuracy PyTorch measures goes into each file's
 metadata and into zoo/zoo.json.
 """
 import argparse, json, os, time
