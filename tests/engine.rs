@@ -918,7 +918,7 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
     let refs = vec![Arc::new(
         LabelRefs::build(&net, &subset(&train, 3, 400), 3, &AtomicBool::new(false)).unwrap(),
     )];
-    let s = Settings {
+    let original = Settings {
         labels: vec![3],
         batch: 4,
         max_steps: Some(25),
@@ -926,7 +926,24 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
         fc_distance: FcDistance::PerExample,
         ..Settings::original()
     };
-    let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
+    // The default's larger steps and its perturbations (every 4 probes here, ±0.2) move the
+    // images farther between searches than the original's steps do.
+    let default = Settings {
+        labels: vec![3],
+        batch: 4,
+        max_steps: Some(40),
+        threshold: 0.99999,
+        stall_window: 4,
+        fc_distance: FcDistance::PerExample,
+        ..Settings::default()
+    };
+    for s in [original, default] {
+        pruned_equals_full(&net, &refs, &s);
+    }
+}
+
+fn pruned_equals_full(net: &FrozenCnn, refs: &[Arc<LabelRefs>], s: &Settings) {
+    let mut e = Engine::new(net.clone(), refs, s.clone()).unwrap();
     let mut f = Forward::default();
     while e.end_reason().is_none() {
         let x = e.next_images().to_vec();
@@ -939,7 +956,7 @@ fn pruned_nearest_search_equals_the_full_search_step_after_step() {
             probs: f.probs(),
             classes: 10,
         };
-        let full = group_cost(&acts, &refs[0], &s);
+        let full = group_cost(&acts, &refs[0], s);
         for ((name, a), (_, b)) in ev.group_terms[0].named().iter().zip(full.terms.named()) {
             assert!(
                 (a - b).abs() <= 1e-5 * b.abs().max(1e-12),
