@@ -93,12 +93,13 @@ fn dots_of_three_portable(rows: &[f32], k: usize, d: usize, b: &[f32], out: &mut
     let c8 = d / 8 * 8;
     for base in (0..full).step_by(4) {
         let x: [&[f32]; 4] = std::array::from_fn(|f| &rows[(base + f) * d..(base + f + 1) * d]);
+        let x8: [&[[f32; 8]]; 4] = std::array::from_fn(|f| x[f].as_chunks::<8>().0);
+        let y8: [&[[f32; 8]]; 3] = std::array::from_fn(|q| refs[q].as_chunks::<8>().0);
         let mut acc = [[[0.0f32; 8]; 3]; 4];
-        for c in (0..c8).step_by(8) {
-            let ys: [&[f32; 8]; 3] =
-                std::array::from_fn(|q| refs[q][c..c + 8].try_into().expect("eight values"));
-            for (xf, af) in x.iter().zip(acc.iter_mut()) {
-                let xc: &[f32; 8] = xf[c..c + 8].try_into().expect("eight values");
+        for c in 0..d / 8 {
+            let ys: [&[f32; 8]; 3] = std::array::from_fn(|q| &y8[q][c]);
+            for (xf, af) in x8.iter().zip(acc.iter_mut()) {
+                let xc = &xf[c];
                 for (y, a) in ys.iter().zip(af.iter_mut()) {
                     for l in 0..8 {
                         a[l] += xc[l] * y[l];
