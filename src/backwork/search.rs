@@ -40,17 +40,7 @@ fn few_dots(rows: &[f32], k: usize, d: usize, refs: &[f32]) -> Vec<f32> {
     out_t
         .par_chunks_mut(k * 64)
         .zip(refs.par_chunks(d * 64))
-        .for_each(|(o, b)| {
-            let triples = b.len() / d / 3 * 3;
-            let (o3, o1) = o.split_at_mut(triples * k);
-            let (b3, b1) = b.split_at(triples * d);
-            for (oq, bq) in o3.chunks_exact_mut(3 * k).zip(b3.chunks_exact(3 * d)) {
-                dots_of_three(rows, k, d, bq, oq);
-            }
-            for (oj, bj) in o1.chunks_exact_mut(k).zip(b1.chunks_exact(d)) {
-                dots_of_row(rows, d, bj, oj);
-            }
-        });
+        .for_each(|(o, b)| dots_of_chunk(rows, k, d, b, o));
     let mut out = vec![0.0f32; k * r];
     for j in 0..r {
         for f in 0..k {
@@ -60,24 +50,38 @@ fn few_dots(rows: &[f32], k: usize, d: usize, refs: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `out[q·k + f] = rows[f]·b_q` for three reference rows b_0, b_1, b_2 (`b`, 3·d values) and
-/// every row f of `rows` (k rows of length d).
-fn dots_of_three(rows: &[f32], k: usize, d: usize, b: &[f32], out: &mut [f32]) {
+/// `out[j·k + f] = rows[f]·b_j` for every reference row b_j of `b` and every row f of `rows`
+/// (k rows of length d): three references at a time, then the rest one at a time. The CPU's
+/// features are checked once a chunk, not once a reference.
+fn dots_of_chunk(rows: &[f32], k: usize, d: usize, b: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { dots_of_three_avx2(rows, k, d, b, out) };
+            return unsafe { dots_of_chunk_avx2(rows, k, d, b, out) };
         }
     }
-    dots_of_three_portable(rows, k, d, b, out)
+    dots_of_chunk_portable(rows, k, d, b, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn dots_of_three_avx2(rows: &[f32], k: usize, d: usize, b: &[f32], out: &mut [f32]) {
-    dots_of_three_portable(rows, k, d, b, out)
+fn dots_of_chunk_avx2(rows: &[f32], k: usize, d: usize, b: &[f32], out: &mut [f32]) {
+    dots_of_chunk_portable(rows, k, d, b, out)
+}
+
+#[inline(always)]
+fn dots_of_chunk_portable(rows: &[f32], k: usize, d: usize, b: &[f32], out: &mut [f32]) {
+    let triples = b.len() / d / 3 * 3;
+    let (o3, o1) = out.split_at_mut(triples * k);
+    let (b3, b1) = b.split_at(triples * d);
+    for (oq, bq) in o3.chunks_exact_mut(3 * k).zip(b3.chunks_exact(3 * d)) {
+        dots_of_three_portable(rows, k, d, bq, oq);
+    }
+    for (oj, bj) in o1.chunks_exact_mut(k).zip(b1.chunks_exact(d)) {
+        dots_of_row_portable(rows, d, bj, oj);
+    }
 }
 
 /// Four images × three references: each chunk of eight values of an image is loaded once for
@@ -128,24 +132,6 @@ fn dots_of_three_portable(rows: &[f32], k: usize, d: usize, b: &[f32], out: &mut
 }
 
 /// `out[f] = rows[f]·b` for every row f of `rows` (`out.len()` rows of length `d`).
-fn dots_of_row(rows: &[f32], d: usize, b: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { dots_of_row_avx2(rows, d, b, out) };
-        }
-    }
-    dots_of_row_portable(rows, d, b, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dots_of_row_avx2(rows: &[f32], d: usize, b: &[f32], out: &mut [f32]) {
-    dots_of_row_portable(rows, d, b, out)
-}
-
 #[inline(always)]
 fn dots_of_row_portable(rows: &[f32], d: usize, b: &[f32], out: &mut [f32]) {
     // Four rows at a time, eight lanes each: the reference chunk is loaded once per four.
@@ -223,17 +209,7 @@ const DIST_REL_ERR: f64 = 3e-5;
 /// `v` as f32, rounded down, so that a lower bound stays one.
 fn f32_down(v: f64) -> f32 {
     let f = v as f32;
-    if f as f64 > v {
-        f32::from_bits(if f > 0.0 {
-            f.to_bits() - 1
-        } else if f == 0.0 {
-            0x8000_0001
-        } else {
-            f.to_bits() + 1
-        })
-    } else {
-        f
-    }
+    if f as f64 > v { f.next_down() } else { f }
 }
 
 /// The search state of one label group: per tap, per image.
@@ -274,27 +250,25 @@ pub(super) fn nearest_rows_pruned(
 ) -> Vec<(usize, f64)> {
     let r = sq.len();
     states.resize_with(n, ImageSearch::default);
-    // How many references each image would have to read exactly (all for an image whose
-    // bounds are unknown). An image whose bounds are so loose (it moved far) that more than
-    // an eighth of them are open is better served by one matrix product, and once the
-    // product reads the references for one image, the others ride along for their arithmetic
-    // alone: every image then gets fresh bounds (measured with `bench backwork` at the
-    // default rate 0.02, interleaved: 13% less a step than a product for the loose ones only,
-    // though 27% more rows are read).
-    let open: Vec<usize> = (0..n)
-        .map(|i| {
-            let st = &mut states[i];
-            if st.base.len() != r {
-                return r;
-            }
-            let row = &a[i * d..(i + 1) * d];
-            st.moved += exact_dist(row, &st.prev);
-            st.prev.copy_from_slice(row);
-            let ub = exact_dist(row, &refs[st.best * d..(st.best + 1) * d]);
-            (0..r).filter(|&j| st.lower(j) < ub).count()
-        })
-        .collect();
-    let fresh: Vec<usize> = if open.iter().any(|&o| o > r / 8) {
+    // An image whose bounds are unknown needs the full product, and so does one whose bounds
+    // are so loose (it moved far) that more than an eighth of the references are open. Once
+    // the product reads the references for one image, the others ride along for their
+    // arithmetic alone: every image then gets fresh bounds (measured with `bench backwork` at
+    // the default rate 0.02, interleaved: 13% less a step than a product for the loose ones
+    // only, though 27% more rows are read). So the first image found past the eighth decides
+    // for all, and the others are not counted (fresh bounds also reset what they moved).
+    let needs_product = (0..n).any(|i| {
+        let st = &mut states[i];
+        if st.base.len() != r {
+            return true;
+        }
+        let row = &a[i * d..(i + 1) * d];
+        st.moved += exact_dist(row, &st.prev);
+        st.prev.copy_from_slice(row);
+        let ub = exact_dist(row, &refs[st.best * d..(st.best + 1) * d]);
+        (0..r).filter(|&j| st.lower(j) < ub).nth(r / 8).is_some()
+    });
+    let fresh: Vec<usize> = if needs_product {
         (0..n).collect()
     } else {
         Vec::new()
@@ -423,7 +397,7 @@ mod tests {
             // Three references at a time sum in the same order as one at a time: same bits.
             for j in 0..r {
                 let mut one = vec![0.0f32; k];
-                dots_of_row(&rows, d, &refs[j * d..(j + 1) * d], &mut one);
+                dots_of_row_portable(&rows, d, &refs[j * d..(j + 1) * d], &mut one);
                 for f in 0..k {
                     assert_eq!(
                         got[f * r + j].to_bits(),
