@@ -60,10 +60,10 @@ pub fn matmul(a: Mat, b: Mat, out: &mut [f32], accumulate: bool) {
     product(a, b, (out, n), accumulate, threads);
 }
 
-/// `out = a·b` on the calling thread only (for products made inside a parallel loop), row i
-/// of the result at `out[i * out_rs..]`.
-pub fn matmul_serial(a: Mat, b: Mat, out: &mut [f32], out_rs: usize) {
-    product(a, b, (out, out_rs), false, Parallelism::None);
+/// `out = a·b` (or `out += a·b` when `accumulate`) on the calling thread only (for products
+/// made inside a parallel loop), row i of the result at `out[i * out_rs..]`.
+pub fn matmul_serial(a: Mat, b: Mat, out: &mut [f32], out_rs: usize, accumulate: bool) {
+    product(a, b, (out, out_rs), accumulate, Parallelism::None);
 }
 
 fn product(

@@ -314,18 +314,16 @@ impl Net {
                         direct::transform_weights(&self.params[w], g.patch(), c, &mut a.wino);
                         direct::conv(x, m, &g, &a.wino, c, &self.params[w + 1], out);
                         if a.cols_whole {
+                            // The weight backward reads the patches: made here as on the
+                            // product's path.
                             im2col(x, m, &g, &mut a.cols[i]);
                         }
                         continue;
                     }
                     if winograd::worth_it(&g) {
+                        // No patches: the weight backward takes the Winograd path too.
                         winograd::transform_weights(&self.params[w], g.input.c, c, &mut a.wino);
                         winograd::conv(x, m, &g, &a.wino, c, &self.params[w + 1], out);
-                        if a.cols_whole {
-                            // The weight backward reads the patches: made here as on the
-                            // product's path.
-                            im2col(x, m, &g, &mut a.cols[i]);
-                        }
                         continue;
                     }
                     fill_rows(out, &self.params[w + 1]);
@@ -416,7 +414,9 @@ impl Net {
                         gx.clear();
                         gx.resize(m * pin, 0.0);
                     }
-                    if want.weights {
+                    if want.weights && winograd::worth_it(&geo) {
+                        winograd::weight_grad(x, &g, m, &geo, c, &mut grads[w]);
+                    } else if want.weights {
                         // One product over the whole batch when the patches were kept.
                         let chunk = if a.cols_whole { m.max(1) } else { STREAM };
                         for lo in (0..m).step_by(chunk) {
