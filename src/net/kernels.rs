@@ -120,27 +120,40 @@ pub struct PoolGeom {
 /// Max-pool of `m` NHWC images. A window's values are compared a channel run at a time, so
 /// the inner loop is a plain vector maximum; the backward finds the winner again.
 pub fn max_pool(x: &[f32], m: usize, g: &PoolGeom, out: &mut Vec<f32>) {
-    let (c, n) = (g.input.c, g.out.len());
+    let n = g.out.len();
     out.resize(m * n, 0.0);
     out.par_chunks_mut(n)
         .zip(x.par_chunks(g.input.len()))
-        .for_each(|(po, img)| {
-            for py in 0..g.out.h {
-                for px in 0..g.out.w {
-                    let o = &mut po[(py * g.out.w + px) * c..][..c];
-                    o.fill(f32::NEG_INFINITY);
-                    for dy in 0..g.window {
-                        let at = ((py * g.stride + dy) * g.input.w + px * g.stride) * c;
-                        let row = &img[at..at + g.window * c];
-                        for v in row.chunks_exact(c) {
-                            for (o, &v) in o.iter_mut().zip(v) {
-                                *o = o.max(v);
-                            }
-                        }
+        .for_each(|(po, img)| pool_image(img, g, po));
+}
+
+best_simd! {
+    /// [`max_pool`] of one image.
+    fn pool_image, pool_image_avx512, pool_image_avx2 => pool_image_portable(
+        img: &[f32],
+        g: &PoolGeom,
+        po: &mut [f32],
+    )
+}
+
+#[inline(always)]
+fn pool_image_portable(img: &[f32], g: &PoolGeom, po: &mut [f32]) {
+    let c = g.input.c;
+    for py in 0..g.out.h {
+        for px in 0..g.out.w {
+            let o = &mut po[(py * g.out.w + px) * c..][..c];
+            o.fill(f32::NEG_INFINITY);
+            for dy in 0..g.window {
+                let at = ((py * g.stride + dy) * g.input.w + px * g.stride) * c;
+                let row = &img[at..at + g.window * c];
+                for v in row.chunks_exact(c) {
+                    for (o, &v) in o.iter_mut().zip(v) {
+                        *o = o.max(v);
                     }
                 }
             }
-        });
+        }
+    }
 }
 
 /// The adjoint of [`max_pool`]: each pooled gradient goes to its window's winner, the first
@@ -159,37 +172,64 @@ pub fn max_unpool(
     g: &PoolGeom,
     out: &mut Vec<f32>,
 ) {
-    let (c, n, w) = (g.input.c, g.out.len(), g.window);
+    let n = g.out.len();
     out.clear();
     out.resize(m * g.input.len(), 0.0);
     out.par_chunks_mut(g.input.len())
         .zip(x.par_chunks(g.input.len()))
         .zip(gy.par_chunks(n).zip(y.par_chunks(n)))
-        .for_each(|((o, img), (gi, yi))| {
-            // Channels of the current window still waiting for their winner.
-            let mut pending = vec![false; c];
-            for py in 0..g.out.h {
-                for px in 0..g.out.w {
-                    let at = (py * g.out.w + px) * c;
-                    let (yrow, grow) = (&yi[at..at + c], &gi[at..at + c]);
-                    for (p, &v) in pending.iter_mut().zip(yrow) {
-                        *p = !(relu_below && v <= 0.0);
-                    }
-                    // Window positions in row-major order: the first equal value wins. A
-                    // NaN pooled value matches nothing and its gradient is dropped.
-                    for q in 0..w * w {
-                        let src = ((py * g.stride + q / w) * g.input.w + px * g.stride + q % w) * c;
-                        let (xrow, orow) = (&img[src..src + c], &mut o[src..src + c]);
-                        for ch in 0..c {
-                            if pending[ch] && xrow[ch] == yrow[ch] {
-                                orow[ch] += grow[ch];
-                                pending[ch] = false;
-                            }
-                        }
-                    }
+        .for_each(|((o, img), (gi, yi))| unpool_image(img, (yi, gi), relu_below, g, o));
+}
+
+best_simd! {
+    /// [`max_unpool`] of one image: `pooled` is its pooled values and their gradients.
+    fn unpool_image, unpool_image_avx512, unpool_image_avx2 => unpool_image_portable(
+        img: &[f32],
+        pooled: (&[f32], &[f32]),
+        relu_below: bool,
+        g: &PoolGeom,
+        o: &mut [f32],
+    )
+}
+
+/// Branch-free over the channels, so the loops run in vector lanes: each window position
+/// adds the gradient (or zero) where it is the first to match.
+#[inline(always)]
+fn unpool_image_portable(
+    img: &[f32],
+    (yi, gi): (&[f32], &[f32]),
+    relu_below: bool,
+    g: &PoolGeom,
+    o: &mut [f32],
+) {
+    let (c, w) = (g.input.c, g.window);
+    // Channels of the current window still waiting for their winner.
+    let mut pending = vec![false; c];
+    for py in 0..g.out.h {
+        for px in 0..g.out.w {
+            let at = (py * g.out.w + px) * c;
+            let (yrow, grow) = (&yi[at..at + c], &gi[at..at + c]);
+            for (p, &v) in pending.iter_mut().zip(yrow) {
+                *p = !relu_below | !(v <= 0.0);
+            }
+            // Window positions in row-major order: the first equal value wins. A NaN pooled
+            // value matches nothing and its gradient is dropped.
+            for q in 0..w * w {
+                let src = ((py * g.stride + q / w) * g.input.w + px * g.stride + q % w) * c;
+                let (xrow, orow) = (&img[src..src + c], &mut o[src..src + c]);
+                for (((o, &xv), (&yv, &gv)), p) in orow
+                    .iter_mut()
+                    .zip(xrow)
+                    .zip(yrow.iter().zip(grow))
+                    .zip(pending.iter_mut())
+                {
+                    let hit = *p & (xv == yv);
+                    *o += if hit { gv } else { 0.0 };
+                    *p &= !hit;
                 }
             }
-        });
+        }
+    }
 }
 
 /// Sets every row of `out` (rows of `bias.len()`) to `bias`.
@@ -343,5 +383,57 @@ mod tests {
         max_pool(&flat, 1, &g, &mut y);
         max_unpool(&[1.0, 2.0, 3.0, 4.0], &flat, &y, false, 1, &g, &mut gx);
         assert_eq!(gx, [1., 2., 0., 3., 4., 0., 0., 0., 0.]);
+    }
+
+    #[test]
+    fn unpooling_many_channels_follows_the_first_winner_rule() {
+        // 37 channels (lane blocks and a remainder), a ReLU's output below (many zeros, so
+        // many ties, and windows whose maximum is 0 pass nothing), windows of 2 and 3, strides
+        // 2 and 1, against the rule written plainly.
+        for (window, stride, relu_below) in [(2, 2, true), (3, 1, true), (2, 1, false)] {
+            let (c, h, w, m) = (37, 6, 5, 2);
+            let input = Shape { c, h, w };
+            let out = Shape {
+                c,
+                h: (h - window) / stride + 1,
+                w: (w - window) / stride + 1,
+            };
+            let g = PoolGeom {
+                input,
+                window,
+                stride,
+                out,
+            };
+            // Rounded to quarters and clipped at 0: ties are common.
+            let x: Vec<f32> = (0..m * input.len())
+                .map(|i| ((i as f32 * 0.77).sin() * 4.0).round().max(0.0) / 4.0)
+                .collect();
+            let gy: Vec<f32> = (0..m * out.len()).map(|i| 1.0 + i as f32).collect();
+            let (mut y, mut gx) = (Vec::new(), Vec::new());
+            max_pool(&x, m, &g, &mut y);
+            max_unpool(&gy, &x, &y, relu_below, m, &g, &mut gx);
+            let mut want = vec![0.0f32; x.len()];
+            for img in 0..m {
+                for py in 0..out.h {
+                    for px in 0..out.w {
+                        for ch in 0..c {
+                            let at = img * out.len() + (py * out.w + px) * c + ch;
+                            if relu_below && y[at] <= 0.0 {
+                                continue;
+                            }
+                            let winner = (0..window * window).find_map(|q| {
+                                let (yy, xx) = (py * stride + q / window, px * stride + q % window);
+                                let i = img * input.len() + (yy * w + xx) * c + ch;
+                                (x[i] == y[at]).then_some(i)
+                            });
+                            if let Some(i) = winner {
+                                want[i] += gy[at];
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(gx, want, "window {window}, stride {stride}, relu {relu_below}");
+        }
     }
 }
