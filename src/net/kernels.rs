@@ -210,7 +210,7 @@ fn unpool_image_portable(
             let at = (py * g.out.w + px) * c;
             let (yrow, grow) = (&yi[at..at + c], &gi[at..at + c]);
             for (p, &v) in pending.iter_mut().zip(yrow) {
-                *p = !relu_below | !(v <= 0.0);
+                *p = !(relu_below & (v <= 0.0));
             }
             // Window positions in row-major order: the first equal value wins. A NaN pooled
             // value matches nothing and its gradient is dropped.
