@@ -144,6 +144,15 @@ pub enum BenchWhat {
     },
     /// Inference throughput (images/s) over the whole test set.
     Eval,
+    /// Where the time goes: milliseconds per batch in each layer, forward and backward, for
+    /// inference (a batch of 128, as `bench eval`), training (a batch of 64, weight
+    /// gradients, as `bench train`) and the engine's gradient to the input (a batch of 80,
+    /// the 10 × 8 figure's).
+    Layers {
+        /// Passes to time per profile, after one untimed pass.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+    },
     /// Engine speed: ms per step of the 10×8 figure and of 1×8, reference-cache build time,
     /// peak memory.
     Backwork {
@@ -495,6 +504,92 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bench layers`: the per-layer profile of inference, training and the input gradient.
+fn bench_layers(app: &AppArgs, steps: usize, threads: usize) -> Result<serde_json::Value> {
+    use crate::net::{Acts, Targets, Want, cross_entropy};
+    if steps == 0 {
+        bail!("--steps: must be at least 1");
+    }
+    let train_set = load_data(app, Split::Train)?;
+    let (net, _) = load_model(app, &train_set)?;
+    let k = net.classes();
+    // (name, batch, a record keeping patches, the backward's wants).
+    let profiles = [
+        ("inference", 128, false, None),
+        (
+            "training",
+            TrainConfig::default().batch_size,
+            true,
+            Some(Want {
+                input: false,
+                weights: true,
+            }),
+        ),
+        (
+            "input_gradient",
+            80,
+            false,
+            Some(Want {
+                input: true,
+                weights: false,
+            }),
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    let mut grads = net.zero_grads();
+    for (name, batch, keep, want) in profiles {
+        let m = batch.min(train_set.len());
+        let x = train_set.range_f32(0, m);
+        let labels = &train_set.labels[..m];
+        let mut acts = if keep {
+            Acts::for_training()
+        } else {
+            Acts::default()
+        };
+        for s in 0..=steps {
+            // The first pass is untimed: buffers grow and pages fault.
+            if s == 1 {
+                acts = acts.timed();
+            }
+            net.forward(&x, &mut acts);
+            if let Some(want) = want {
+                let (_, g) = cross_entropy(acts.logits(), k, &Targets::Hard(labels));
+                net.backward(&mut acts, &g, &[], want, &mut grads);
+            }
+        }
+        let times = acts.layer_seconds().unwrap_or(&[]);
+        let per = |s: f64| (1000.0 * s / steps as f64 * 1000.0).round() / 1000.0;
+        let layers: Vec<serde_json::Value> = net
+            .arch()
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let [f, b] = times.get(i).copied().unwrap_or([0.0; 2]);
+                let mut row = serde_json::json!({"layer": l.short_name(), "forward_ms": per(f)});
+                if want.is_some() {
+                    row["backward_ms"] = per(b).into();
+                }
+                row
+            })
+            .collect();
+        out.insert(
+            name.into(),
+            serde_json::json!({
+                "batch_size": m,
+                "ms_per_batch": per(times.iter().map(|t| t[0] + t[1]).sum()),
+                "layers": layers,
+            }),
+        );
+    }
+    Ok(serde_json::json!({
+        "bench": "layers",
+        "steps": steps,
+        "threads": threads,
+        "profiles": out,
+    }))
+}
+
 fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
     let threads = candle_core::utils::get_num_threads();
     let json = match what {
@@ -545,6 +640,7 @@ fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
                 "threads": threads,
             })
         }
+        BenchWhat::Layers { steps } => bench_layers(app, steps, threads)?,
         BenchWhat::Eval => {
             let test = load_data(app, Split::Test)?;
             let (net, _) = load_model(app, &test)?;

@@ -32,6 +32,37 @@ pub enum Layer {
     },
 }
 
+impl Layer {
+    /// The layer in a few characters, as [`Arch::summary`] writes it: `conv32/5p2`, `relu`,
+    /// `pool2`, `flatten`, `fc1024`.
+    pub fn short_name(&self) -> String {
+        match *self {
+            Layer::Conv {
+                out,
+                kernel,
+                stride,
+                pad,
+            } => {
+                let mut t = format!("conv{out}/{kernel}");
+                if stride != 1 {
+                    t += &format!("s{stride}");
+                }
+                if pad != 0 {
+                    t += &format!("p{pad}");
+                }
+                t
+            }
+            Layer::Relu => "relu".into(),
+            Layer::MaxPool { window, stride } => match stride {
+                Some(s) if s != window => format!("pool{window}s{s}"),
+                _ => format!("pool{window}"),
+            },
+            Layer::Flatten => "flatten".into(),
+            Layer::Linear { out } => format!("fc{out}"),
+        }
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -349,30 +380,7 @@ impl Arch {
     pub fn summary(&self) -> String {
         let mut parts = vec![self.input.to_string()];
         for l in &self.layers {
-            parts.push(match *l {
-                Layer::Conv {
-                    out,
-                    kernel,
-                    stride,
-                    pad,
-                } => {
-                    let mut t = format!("conv{out}/{kernel}");
-                    if stride != 1 {
-                        t += &format!("s{stride}");
-                    }
-                    if pad != 0 {
-                        t += &format!("p{pad}");
-                    }
-                    t
-                }
-                Layer::Relu => "relu".into(),
-                Layer::MaxPool { window, stride } => match stride {
-                    Some(s) if s != window => format!("pool{window}s{s}"),
-                    _ => format!("pool{window}"),
-                },
-                Layer::Flatten => "flatten".into(),
-                Layer::Linear { out } => format!("fc{out}"),
-            });
+            parts.push(l.short_name());
         }
         let layers = parts.join(" ");
         match self.builtin_name() {

@@ -123,8 +123,12 @@ fn image_conv_avx2(
     bias: &[f32],
     o: &mut [f32],
 ) {
-    image_conv_blocks::<true>(xp, g, wt, c_out, bias, o)
+    image_conv_portable::<true, LANES, AVX2_POS>(xp, g, wt, c_out, bias, o)
 }
+
+/// Output positions summed at once with AVX2's sixteen registers: with sixteen channels (two
+/// registers) that is eight accumulators, two weight registers and a broadcast.
+const AVX2_POS: usize = 6;
 
 /// One padded image: for each output row, runs of `P` positions (the last run repeats its
 /// last position), each a block of `W` output channels accumulated over every patch entry.
@@ -156,7 +160,8 @@ fn image_conv_portable<const FMA: bool, const W: usize, const P: usize>(
                     a.copy_from_slice(&bias[cb..cb + W]);
                 }
                 for (j, &t) in taps.iter().enumerate() {
-                    let w: &[f32; W] = wt[j * c_out + cb..][..W].try_into().unwrap_or(&[0.0; W]);
+                    // A copy, so the weights stay in registers for every position.
+                    let w: [f32; W] = wt[j * c_out + cb..][..W].try_into().unwrap_or([0.0; W]);
                     for (a, &corner) in acc.iter_mut().zip(&corners) {
                         let v = xp[corner + t];
                         for l in 0..W {

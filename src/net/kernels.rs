@@ -433,7 +433,10 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(gx, want, "window {window}, stride {stride}, relu {relu_below}");
+            assert_eq!(
+                gx, want,
+                "window {window}, stride {stride}, relu {relu_below}"
+            );
         }
     }
 }

@@ -9,6 +9,7 @@ use super::kernels::{
 };
 use super::linalg::{Mat, matmul};
 use super::{direct, winograd};
+use std::time::Instant;
 
 /// A network: its description and its parameters in the core's layout.
 ///
@@ -64,6 +65,9 @@ pub struct Acts {
     scratch: [Vec<f32>; 3],
     /// The transformed kernels of the convolution on the Winograd or the direct path.
     wino: Vec<f32>,
+    /// Seconds spent in each layer, forward and backward, summed over the passes (kept only
+    /// when [`Acts::timed`] asked for it).
+    timing: Option<Vec<[f64; 2]>>,
 }
 
 impl Acts {
@@ -73,6 +77,34 @@ impl Acts {
         Self {
             keep_cols: true,
             ..Self::default()
+        }
+    }
+
+    /// The same record, also summing the seconds each layer takes (see
+    /// [`Acts::layer_seconds`]): the profile `backwork bench layers` prints.
+    pub fn timed(self) -> Self {
+        Self {
+            timing: Some(Vec::new()),
+            ..self
+        }
+    }
+
+    /// For each layer, the seconds its forward and its backward took, summed over the passes
+    /// since [`Acts::timed`]; `None` for an untimed record.
+    pub fn layer_seconds(&self) -> Option<&[[f64; 2]]> {
+        self.timing.as_deref()
+    }
+
+    /// Adds the time since `*mark` to layer `layer`'s entry `pass` (0 forward, 1 backward)
+    /// when timed, and moves the mark to now.
+    fn clock(&mut self, mark: &mut Option<Instant>, layer: usize, pass: usize) {
+        if let (Some(t), Some(m)) = (&mut self.timing, mark.as_mut()) {
+            let now = Instant::now();
+            if t.len() <= layer {
+                t.resize(layer + 1, [0.0; 2]);
+            }
+            t[layer][pass] += (now - *m).as_secs_f64();
+            *m = now;
         }
     }
 
@@ -288,7 +320,11 @@ impl Net {
         a.kept.resize(n, true);
         a.cols_whole = a.keep_cols && m <= CHUNK;
         let chunk = if a.cols_whole { CHUNK } else { STREAM };
+        let mut mark = a.timing.is_some().then(Instant::now);
         for i in 0..n {
+            if i > 0 {
+                a.clock(&mut mark, i - 1, 0);
+            }
             if self.in_place[i] {
                 // Swapped rather than moved, so both buffers keep their capacity.
                 a.outs.swap(i - 1, i);
@@ -363,6 +399,7 @@ impl Net {
             }
         }
         softmax_rows(&a.outs[n - 1], self.classes(), &mut a.probs);
+        a.clock(&mut mark, n.saturating_sub(1), 0);
     }
 
     /// The backward pass of the forward `a`: `g_logits` (M×K, empty for zero) and `tap_grads`
@@ -388,7 +425,13 @@ impl Net {
             g.extend_from_slice(g_logits);
         }
         let mut relu_folded = false;
+        let mut mark = a.timing.is_some().then(Instant::now);
+        // The layer whose backward ran last, charged when the next one starts.
+        let mut last = None;
         for i in (0..n).rev() {
+            if let Some(l) = last.replace(i) {
+                a.clock(&mut mark, l, 1);
+            }
             for (t, tap) in self.taps.iter().enumerate() {
                 if tap.after == Some(i) && tap_grads.get(t).is_some_and(|v| !v.is_empty()) {
                     for (gi, v) in g.iter_mut().zip(tap_grads[t]) {
@@ -500,6 +543,9 @@ impl Net {
                 break;
             }
             std::mem::swap(&mut g, &mut gx);
+        }
+        if let Some(l) = last {
+            a.clock(&mut mark, l, 1);
         }
         let result = if want.input {
             if let Some(t) = self.taps.iter().position(|t| t.after.is_none())

@@ -306,7 +306,8 @@ fn untransform_grad(mm: &[f32], c_in: usize, c_out: usize, dw: &mut [f32]) {
             }
             for ky in 0..K {
                 for kx in 0..K {
-                    dw[((k * K + ky) * K + kx) * c_in + c] = (0..T).map(|i| G[i][ky] * t[i][kx]).sum();
+                    dw[((k * K + ky) * K + kx) * c_in + c] =
+                        (0..T).map(|i| G[i][ky] * t[i][kx]).sum();
                 }
             }
         }
