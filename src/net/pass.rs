@@ -65,6 +65,8 @@ pub struct Acts {
     scratch: [Vec<f32>; 3],
     /// The transformed kernels of the convolution on the Winograd or the direct path.
     wino: Vec<f32>,
+    /// The Winograd weight gradient's per-part accumulators, kept between steps.
+    grad_parts: Vec<Vec<f32>>,
     /// Seconds spent in each layer, forward and backward, summed over the passes (kept only
     /// when [`Acts::timed`] asked for it).
     timing: Option<Vec<[f64; 2]>>,
@@ -458,7 +460,8 @@ impl Net {
                         gx.resize(m * pin, 0.0);
                     }
                     if want.weights && winograd::worth_it(&geo) {
-                        winograd::weight_grad(x, &g, m, &geo, c, &mut grads[w]);
+                        let parts = &mut a.grad_parts;
+                        winograd::weight_grad((x, &g), m, &geo, c, parts, &mut grads[w]);
                     } else if want.weights {
                         // One product over the whole batch when the patches were kept.
                         let chunk = if a.cols_whole { m.max(1) } else { STREAM };

@@ -197,7 +197,7 @@ pub fn conv(
         let hi = (lo + TILES_PER_BLOCK).min(tiles);
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
-            input_tiles(x, g, (th, tw), lo..hi, &mut s.v);
+            input_tiles(x, g, (th, tw), lo..hi, false, &mut s.v);
             let (n, c_in) = (hi - lo, g.input.c);
             s.m.resize(T * T * n * c_out, 0.0);
             // Tile-major (`[tile][e][c]`): each tile's 36 entries lie together for the
@@ -242,53 +242,132 @@ const GRAD_BLOCK: usize = 32;
 /// respect to U sums `(A δ Aᵀ) ⊙ V` over the tiles (36 products (c_in × tiles)·(tiles ×
 /// c_out)), and the gradient with respect to g is `Gᵀ (that) G`: 36 products per input and
 /// output channel pair and tile instead of 100 per output position's 4.
-pub fn weight_grad(x: &[f32], dy: &[f32], m: usize, g: &ConvGeom, c_out: usize, dw: &mut [f32]) {
+///
+/// `parts` holds the parts' accumulators between calls (the caller keeps it, so they are not
+/// allocated and faulted in again each step).
+pub fn weight_grad(
+    (x, dy): (&[f32], &[f32]),
+    m: usize,
+    g: &ConvGeom,
+    c_out: usize,
+    parts: &mut Vec<Vec<f32>>,
+    dw: &mut [f32],
+) {
     let (th, tw) = (g.out_h.div_ceil(O), g.out_w.div_ceil(O));
     let tiles = m * th * tw;
     let c_in = g.input.c;
     let size = T * T * c_in * c_out;
     let part = tiles.div_ceil(GRAD_PARTS).max(GRAD_BLOCK);
-    let sums: Vec<Vec<f32>> = (0..tiles.div_ceil(part))
-        .into_par_iter()
-        .map(|p| {
-            let mut acc = vec![0.0f32; size];
-            SCRATCH.with(|s| {
-                let s = &mut *s.borrow_mut();
-                let end = ((p + 1) * part).min(tiles);
-                for lo in (p * part..end).step_by(GRAD_BLOCK) {
-                    let hi = (lo + GRAD_BLOCK).min(end);
-                    let n = hi - lo;
-                    input_tiles(x, g, (th, tw), lo..hi, &mut s.v);
-                    grad_tiles(dy, g, c_out, (th, tw), lo..hi, &mut s.m);
-                    for (e, acc_e) in acc.chunks_exact_mut(c_in * c_out).enumerate() {
-                        let v = Mat {
-                            data: &s.v[e * c_in..],
-                            rows: c_in,
-                            cols: n,
-                            rs: 1,
-                            cs: T * T * c_in,
-                        };
-                        let dyt = Mat {
-                            data: &s.m[e * c_out..],
-                            rows: n,
-                            cols: c_out,
-                            rs: T * T * c_out,
-                            cs: 1,
-                        };
-                        matmul_serial(v, dyt, acc_e, c_out, true);
-                    }
-                }
-            });
-            acc
-        })
-        .collect();
-    let mut total = vec![0.0f32; size];
-    for part in &sums {
-        for (t, v) in total.iter_mut().zip(part) {
-            *t += v;
+    parts.resize_with(tiles.div_ceil(part).max(1), Vec::new);
+    parts.par_iter_mut().enumerate().for_each(|(p, acc)| {
+        acc.clear();
+        acc.resize(size, 0.0);
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            let end = ((p + 1) * part).min(tiles);
+            for lo in (p * part..end).step_by(GRAD_BLOCK) {
+                let hi = (lo + GRAD_BLOCK).min(end);
+                input_tiles(x, g, (th, tw), lo..hi, true, &mut s.v);
+                grad_tiles(dy, g, c_out, (th, tw), lo..hi, &mut s.m);
+                grad_products(&s.v, &s.m, (hi - lo, c_in, c_out), acc);
+            }
+        });
+    });
+    if let Some((total, rest)) = parts.split_first_mut() {
+        for part in rest.iter() {
+            for (t, v) in total.iter_mut().zip(part) {
+                *t += v;
+            }
+        }
+        untransform_grad(total, c_in, c_out, dw);
+    }
+}
+
+/// Input channels whose sums with a run of output channels are kept in registers.
+const ROWS: usize = 6;
+
+/// `acc[e][c][k] += Σ_t v[e][t][c] · y[e][t][k]` over the `n` tiles of a block (`dims` = n,
+/// c_in, c_out; `v` and `y` position-major, so each position's tiles lie together). With
+/// whole blocks of 16 output channels, six input channels by 16 output channels are summed in
+/// registers over every tile (the six values of a tile lie together, the sixteen too: nothing
+/// is packed); otherwise each position is one matrix product.
+fn grad_products(v: &[f32], y: &[f32], dims: (usize, usize, usize), acc: &mut [f32]) {
+    let (n, c_in, c_out) = dims;
+    if !c_out.is_multiple_of(LANES) {
+        for (e, acc_e) in acc.chunks_exact_mut(c_in * c_out).enumerate() {
+            let a = Mat::rows(&v[e * n * c_in..(e + 1) * n * c_in], n, c_in).t();
+            let b = Mat::rows(&y[e * n * c_out..(e + 1) * n * c_out], n, c_out);
+            matmul_serial(a, b, acc_e, c_out, true);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { grad_products_avx512(v, y, dims, acc) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { grad_products_avx2(v, y, dims, acc) };
         }
     }
-    untransform_grad(&total, c_in, c_out, dw);
+    grad_products_portable::<false>(v, y, dims, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn grad_products_avx512(v: &[f32], y: &[f32], dims: (usize, usize, usize), acc: &mut [f32]) {
+    grad_products_portable::<true>(v, y, dims, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn grad_products_avx2(v: &[f32], y: &[f32], dims: (usize, usize, usize), acc: &mut [f32]) {
+    grad_products_portable::<true>(v, y, dims, acc)
+}
+
+/// [`grad_products`] in plain code for whole blocks of [`LANES`] output channels, inlined
+/// into each instruction-set copy; with `FMA` the products are fused multiply-adds. A short
+/// last run of input channels repeats its last channel and adds only its own rows.
+#[inline(always)]
+fn grad_products_portable<const FMA: bool>(
+    v: &[f32],
+    y: &[f32],
+    (n, c_in, c_out): (usize, usize, usize),
+    acc: &mut [f32],
+) {
+    for e in 0..T * T {
+        let ve = &v[e * n * c_in..(e + 1) * n * c_in];
+        let ye = &y[e * n * c_out..(e + 1) * n * c_out];
+        for c0 in (0..c_in).step_by(ROWS) {
+            let run = (c_in - c0).min(ROWS);
+            for k0 in (0..c_out).step_by(LANES) {
+                let mut sums = [[0.0f32; LANES]; ROWS];
+                for (vt, yt) in ve.chunks_exact(c_in).zip(ye.chunks_exact(c_out)) {
+                    let vt = &vt[c0..c0 + run];
+                    let x: [f32; ROWS] = std::array::from_fn(|r| vt[r.min(run - 1)]);
+                    let b: [f32; LANES] = yt[k0..][..LANES].try_into().unwrap_or([0.0; LANES]);
+                    for (s, &xr) in sums.iter_mut().zip(&x) {
+                        for l in 0..LANES {
+                            s[l] = if FMA {
+                                xr.mul_add(b[l], s[l])
+                            } else {
+                                s[l] + xr * b[l]
+                            };
+                        }
+                    }
+                }
+                for (r, s) in sums.iter().enumerate().take(run) {
+                    let a = &mut acc[(e * c_in + c0 + r) * c_out + k0..][..LANES];
+                    for (a, s) in a.iter_mut().zip(s) {
+                        *a += s;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `dw[k][ky][kx][c] = (Gᵀ M_{c,k} G)[ky][kx]` for the 6×6 matrices `M_{c,k}[e] = mm[e][c][k]`.
@@ -400,12 +479,13 @@ fn tile_at(t: usize, (th, tw): (usize, usize)) -> (usize, usize, usize) {
 
 best_simd! {
     /// `Bᵀ d B` of tiles `range` (tile t is image t / (th·tw), tile row and column from the
-    /// rest), into `v` as `[tile][e][c]`.
+    /// rest), into `v` as `[tile][e][c]`, or `[e][tile][c]` when `e_major`.
     fn input_tiles, input_tiles_avx512, input_tiles_avx2 => input_tiles_portable(
         x: &[f32],
         g: &ConvGeom,
         dims: (usize, usize),
         range: std::ops::Range<usize>,
+        e_major: bool,
         v: &mut Vec<f32>,
     )
 }
@@ -417,6 +497,7 @@ fn input_tiles_portable(
     g: &ConvGeom,
     dims: (usize, usize),
     range: std::ops::Range<usize>,
+    e_major: bool,
     v: &mut Vec<f32>,
 ) {
     let c = g.input.c;
@@ -455,7 +536,8 @@ fn input_tiles_portable(
                 out[i * T..(i + 1) * T].copy_from_slice(&row);
             }
             for (e, lanes) in out.iter().enumerate() {
-                store(&mut v[(slot * T * T + e) * c + c0..], lanes, cb);
+                let at = if e_major { e * n + slot } else { slot * T * T + e };
+                store(&mut v[at * c + c0..], lanes, cb);
             }
         }
     }
@@ -548,7 +630,7 @@ fn a6(d0: &[f32; LANES], d1: &[f32; LANES]) -> [[f32; LANES]; T] {
 
 best_simd! {
     /// `Â δ Âᵀ` of the output-gradient blocks of tiles `range` (δ the 2×2 gradient at the
-    /// tile's outputs, zero past the image), into `v` as `[tile][e][k]`.
+    /// tile's outputs, zero past the image), into `v` as `[e][tile][k]`.
     fn grad_tiles, grad_tiles_avx512, grad_tiles_avx2 => grad_tiles_portable(
         dy: &[f32],
         g: &ConvGeom,
@@ -570,7 +652,8 @@ fn grad_tiles_portable(
     v: &mut Vec<f32>,
 ) {
     let pout = g.out_h * g.out_w * c_out;
-    v.resize(T * T * range.len() * c_out, 0.0);
+    let n = range.len();
+    v.resize(T * T * n * c_out, 0.0);
     for (slot, t) in range.enumerate() {
         let (img, ty, tx) = tile_at(t, dims);
         for k0 in (0..c_out).step_by(LANES) {
@@ -591,7 +674,7 @@ fn grad_tiles_portable(
             for j in 0..T {
                 let col = a6(&t0[j], &t1[j]);
                 for (i, lanes) in col.iter().enumerate() {
-                    store(&mut v[(slot * T * T + i * T + j) * c_out + k0..], lanes, kb);
+                    store(&mut v[((i * T + j) * n + slot) * c_out + k0..], lanes, kb);
                 }
             }
         }
@@ -715,7 +798,9 @@ mod tests {
                 .map(|i| val(i, 0.53))
                 .collect();
             let mut dw = vec![f32::NAN; c_out * 25 * c];
-            weight_grad(&x, &dy, m, &g, c_out, &mut dw);
+            // Accumulators left from another shape: the call sizes and clears them.
+            let mut parts = vec![vec![f32::NAN; 7]; 40];
+            weight_grad((&x, &dy), m, &g, c_out, &mut parts, &mut dw);
             // The definition, in f64: dw[k][ky][kx][c] = Σ dy[y][x][k] · x[y+ky−pad][x+kx−pad][c].
             let mut want = vec![0.0f64; dw.len()];
             let pout = g.out_h * g.out_w * c_out;
