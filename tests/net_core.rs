@@ -462,3 +462,33 @@ fn kept_and_streamed_patches_give_the_same_gradients() {
         assert_close("weights", a, &wide, 1e-5);
     }
 }
+
+/// A record keeps each layer's transformed kernels between passes; weights changed through
+/// `params_mut` (as every optimiser step does) must be transformed again, and a second network
+/// with the same record must not get the first one's kernels.
+#[test]
+fn kept_kernels_follow_the_weights() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let arch = Arch::original(10);
+    let x: Vec<f32> = (0..3 * 784).map(|_| rng.random_range(0.0..1.0)).collect();
+    let mut net = Net::from_torch(arch.clone(), torch_params(&arch, &mut rng)).unwrap();
+    let other = Net::from_torch(arch.clone(), torch_params(&arch, &mut rng)).unwrap();
+    let fresh = |n: &Net| {
+        let mut a = Acts::default();
+        n.forward(&x, &mut a);
+        a.logits().to_vec()
+    };
+    let mut kept = Acts::default();
+    net.forward(&x, &mut kept);
+    assert_eq!(kept.logits(), fresh(&net));
+    // Both convolutions' weights scaled: the Winograd and the direct path's kernels.
+    for p in [0, 2] {
+        for v in &mut net.params_mut()[p] {
+            *v *= -1.5;
+        }
+    }
+    net.forward(&x, &mut kept);
+    assert_eq!(kept.logits(), fresh(&net), "after params_mut");
+    other.forward(&x, &mut kept);
+    assert_eq!(kept.logits(), fresh(&other), "another network");
+}

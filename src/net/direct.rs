@@ -33,15 +33,16 @@ pub fn transform_weights(w: &[f32], patch: usize, c_out: usize, out: &mut Vec<f3
     }
 }
 
-/// The convolution of `m` NHWC images `x` with weights `wt` (from [`transform_weights`]) and
-/// `bias`, written to `out` (M rows of out_h × out_w × c_out).
+/// The convolution of `m` NHWC images `x` with weights `wt` (from [`transform_weights`]) plus
+/// `bias`, through a ReLU when `relu` (`post` is both), written to `out` (M rows of out_h ×
+/// out_w × c_out).
 pub fn conv(
     x: &[f32],
     m: usize,
     g: &ConvGeom,
     wt: &[f32],
     c_out: usize,
-    bias: &[f32],
+    post: (&[f32], bool),
     out: &mut [f32],
 ) {
     let pout = g.positions() * c_out;
@@ -50,7 +51,7 @@ pub fn conv(
         .zip(x.par_chunks(g.input.len()))
         .for_each_init(Vec::new, |padded, (o, img)| {
             pad_image(img, g, padded);
-            image_conv(padded, g, wt, c_out, bias, o);
+            image_conv(padded, g, wt, c_out, post, o);
         });
 }
 
@@ -66,20 +67,27 @@ fn pad_image(img: &[f32], g: &ConvGeom, padded: &mut Vec<f32>) {
     }
 }
 
-fn image_conv(xp: &[f32], g: &ConvGeom, wt: &[f32], c_out: usize, bias: &[f32], o: &mut [f32]) {
+fn image_conv(
+    xp: &[f32],
+    g: &ConvGeom,
+    wt: &[f32],
+    c_out: usize,
+    post: (&[f32], bool),
+    o: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { image_conv_avx512(xp, g, wt, c_out, bias, o) };
+            return unsafe { image_conv_avx512(xp, g, wt, c_out, post, o) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: as above.
-            return unsafe { image_conv_avx2(xp, g, wt, c_out, bias, o) };
+            return unsafe { image_conv_avx2(xp, g, wt, c_out, post, o) };
         }
     }
-    image_conv_blocks::<false>(xp, g, wt, c_out, bias, o)
+    image_conv_blocks::<false>(xp, g, wt, c_out, post, o)
 }
 
 /// Thirty-two channels by four positions when the channels allow (fewer broadcasts per
@@ -90,13 +98,13 @@ fn image_conv_blocks<const FMA: bool>(
     g: &ConvGeom,
     wt: &[f32],
     c_out: usize,
-    bias: &[f32],
+    post: (&[f32], bool),
     o: &mut [f32],
 ) {
     if c_out.is_multiple_of(2 * LANES) {
-        image_conv_portable::<FMA, { 2 * LANES }, { POS / 2 }>(xp, g, wt, c_out, bias, o)
+        image_conv_portable::<FMA, { 2 * LANES }, { POS / 2 }>(xp, g, wt, c_out, post, o)
     } else {
-        image_conv_portable::<FMA, LANES, POS>(xp, g, wt, c_out, bias, o)
+        image_conv_portable::<FMA, LANES, POS>(xp, g, wt, c_out, post, o)
     }
 }
 
@@ -107,10 +115,10 @@ fn image_conv_avx512(
     g: &ConvGeom,
     wt: &[f32],
     c_out: usize,
-    bias: &[f32],
+    post: (&[f32], bool),
     o: &mut [f32],
 ) {
-    image_conv_blocks::<true>(xp, g, wt, c_out, bias, o)
+    image_conv_blocks::<true>(xp, g, wt, c_out, post, o)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -120,10 +128,10 @@ fn image_conv_avx2(
     g: &ConvGeom,
     wt: &[f32],
     c_out: usize,
-    bias: &[f32],
+    post: (&[f32], bool),
     o: &mut [f32],
 ) {
-    image_conv_portable::<true, LANES, AVX2_POS>(xp, g, wt, c_out, bias, o)
+    image_conv_portable::<true, LANES, AVX2_POS>(xp, g, wt, c_out, post, o)
 }
 
 /// Output positions summed at once with AVX2's sixteen registers: with sixteen channels (two
@@ -139,10 +147,11 @@ fn image_conv_portable<const FMA: bool, const W: usize, const P: usize>(
     g: &ConvGeom,
     wt: &[f32],
     c_out: usize,
-    bias: &[f32],
+    post: (&[f32], bool),
     o: &mut [f32],
 ) {
     let (c, k, s) = (g.input.c, g.kernel, g.stride);
+    let (bias, relu) = post;
     let pw = (g.input.w + 2 * g.pad) * c;
     // Offset in the padded image of patch entry (ky, kx, ci) from the patch's corner.
     let taps: Vec<usize> = (0..k)
@@ -174,7 +183,14 @@ fn image_conv_portable<const FMA: bool, const W: usize, const P: usize>(
                     }
                 }
                 for (q, a) in acc.iter().enumerate().take(run) {
-                    o[((oy * g.out_w + ox + q) * c_out + cb)..][..W].copy_from_slice(a);
+                    let dst = &mut o[((oy * g.out_w + ox + q) * c_out + cb)..][..W];
+                    if relu {
+                        for (d, v) in dst.iter_mut().zip(a) {
+                            *d = v.max(0.0);
+                        }
+                    } else {
+                        dst.copy_from_slice(a);
+                    }
                 }
             }
             ox += run;
@@ -249,22 +265,26 @@ mod tests {
             let mut wt = Vec::new();
             transform_weights(&wts, g.patch(), c_out, &mut wt);
             let mut out = vec![0.0f32; m * g.positions() * c_out];
-            conv(&x, m, &g, &wt, c_out, &bias, &mut out);
-            for i in 0..m {
-                let want = reference(
-                    &x[i * input.len()..(i + 1) * input.len()],
-                    &g,
-                    &wts,
-                    c_out,
-                    &bias,
-                );
-                let got = &out[i * want.len()..(i + 1) * want.len()];
-                for (j, (a, b)) in got.iter().zip(&want).enumerate() {
-                    // Sums of at most 75 products of size ≤ 1 in f32: far below 1e-4.
-                    assert!(
-                        (*a as f64 - b).abs() < 1e-4,
-                        "{h}x{w}x{c} k{k} s{stride} p{pad}: {j}"
+            // Plain, and through the ReLU a following layer folds in.
+            for relu in [false, true] {
+                conv(&x, m, &g, &wt, c_out, (&bias, relu), &mut out);
+                for i in 0..m {
+                    let want = reference(
+                        &x[i * input.len()..(i + 1) * input.len()],
+                        &g,
+                        &wts,
+                        c_out,
+                        &bias,
                     );
+                    let got = &out[i * want.len()..(i + 1) * want.len()];
+                    for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                        let b = if relu { b.max(0.0) } else { *b };
+                        // Sums of at most 75 products of size ≤ 1 in f32: far below 1e-4.
+                        assert!(
+                            (*a as f64 - b).abs() < 1e-4,
+                            "{h}x{w}x{c} k{k} s{stride} p{pad} relu {relu}: {j}"
+                        );
+                    }
                 }
             }
         }
@@ -299,7 +319,7 @@ mod tests {
             let t = std::time::Instant::now();
             for _ in 0..10 {
                 transform_weights(&w, 25, c_out, &mut wt);
-                conv(&x, m, &g, &wt, c_out, &bias, &mut out);
+                conv(&x, m, &g, &wt, c_out, (&bias, false), &mut out);
             }
             let direct = t.elapsed().as_secs_f64() / (10.0 * m as f64) * 1e6;
             let t = std::time::Instant::now();

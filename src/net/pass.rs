@@ -29,6 +29,35 @@ pub struct Net {
     /// input is no tap, and nothing else reads it: a convolution's backward needs only its
     /// input and the gradient at its output).
     in_place: Vec<bool>,
+    /// Which weights these are: a number no other weights had, drawn anew whenever they may
+    /// change ([`Net::params_mut`]), so a pass can keep kernels transformed from them.
+    version: u64,
+}
+
+/// Layer `layer`'s transformed kernels for `pass` (0 forward, 1 backward) from
+/// [`Acts`]'s cache, made by `make` unless they are already those of weights `version`.
+fn kernels(
+    cache: &mut Vec<[(Option<u64>, Vec<f32>); 2]>,
+    (layer, pass): (usize, usize),
+    version: u64,
+    make: impl FnOnce(&mut Vec<f32>),
+) -> &[f32] {
+    if cache.len() <= layer {
+        cache.resize_with(layer + 1, Default::default);
+    }
+    let (of, k) = &mut cache[layer][pass];
+    if *of != Some(version) {
+        make(k);
+        *of = Some(version);
+    }
+    k
+}
+
+/// The next [`Net`] weights version.
+static VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_version() -> u64 {
+    VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Images a convolution patches at once: larger batches are cut into chunks, so the patch
@@ -63,8 +92,10 @@ pub struct Acts {
     /// Whether `cols` hold the whole batch's patches (kept, and at most [`CHUNK`] images).
     cols_whole: bool,
     scratch: [Vec<f32>; 3],
-    /// The transformed kernels of the convolution on the Winograd or the direct path.
-    wino: Vec<f32>,
+    /// Each layer's transformed kernels for the Winograd or the direct path, forward and
+    /// backward, and the weights ([`Net`]'s `version`) they were made from: a network whose
+    /// weights did not change since the last pass does not transform them again.
+    kernels: Vec<[(Option<u64>, Vec<f32>); 2]>,
     /// The Winograd weight gradient's per-part accumulators, kept between steps.
     grad_parts: Vec<Vec<f32>>,
     /// Seconds spent in each layer, forward and backward, summed over the passes (kept only
@@ -168,6 +199,7 @@ impl Net {
             params,
             slot,
             in_place,
+            version: next_version(),
         })
     }
 
@@ -249,6 +281,7 @@ impl Net {
     }
 
     pub fn params_mut(&mut self) -> &mut [Vec<f32>] {
+        self.version = next_version();
         &mut self.params
     }
 
@@ -323,6 +356,9 @@ impl Net {
         a.cols_whole = a.keep_cols && m <= CHUNK;
         let chunk = if a.cols_whole { CHUNK } else { STREAM };
         let mut mark = a.timing.is_some().then(Instant::now);
+        // Whether the layer before applied this in-place ReLU itself (a convolution does,
+        // as it stores its outputs).
+        let mut relu_done = false;
         for i in 0..n {
             if i > 0 {
                 a.clock(&mut mark, i - 1, 0);
@@ -331,7 +367,9 @@ impl Net {
                 // Swapped rather than moved, so both buffers keep their capacity.
                 a.outs.swap(i - 1, i);
                 a.kept[i - 1] = false;
-                relu_in_place(&mut a.outs[i]);
+                if !std::mem::take(&mut relu_done) {
+                    relu_in_place(&mut a.outs[i]);
+                }
                 continue;
             }
             let (before, rest) = a.outs.split_at_mut(i);
@@ -348,9 +386,15 @@ impl Net {
                     let w = self.slot[i].unwrap_or(0);
                     let (pin, pout) = (g.input.len(), self.shapes[i].len());
                     out.resize(m * pout, 0.0);
+                    // An in-place ReLU next: folded into the store (its output replaces
+                    // this layer's, which nothing else reads).
+                    let relu = self.in_place.get(i + 1).copied().unwrap_or(false);
                     if direct::worth_it(&g, c) {
-                        direct::transform_weights(&self.params[w], g.patch(), c, &mut a.wino);
-                        direct::conv(x, m, &g, &a.wino, c, &self.params[w + 1], out);
+                        relu_done = relu;
+                        let wt = kernels(&mut a.kernels, (i, 0), self.version, |k| {
+                            direct::transform_weights(&self.params[w], g.patch(), c, k)
+                        });
+                        direct::conv(x, m, &g, wt, c, (&self.params[w + 1], relu), out);
                         if a.cols_whole {
                             // The weight backward reads the patches: made here as on the
                             // product's path.
@@ -360,8 +404,11 @@ impl Net {
                     }
                     if winograd::worth_it(&g) {
                         // No patches: the weight backward takes the Winograd path too.
-                        winograd::transform_weights(&self.params[w], g.input.c, c, &mut a.wino);
-                        winograd::conv(x, m, &g, &a.wino, c, &self.params[w + 1], out);
+                        relu_done = relu;
+                        let u = kernels(&mut a.kernels, (i, 0), self.version, |k| {
+                            winograd::transform_weights(&self.params[w], g.input.c, c, k)
+                        });
+                        winograd::conv(x, m, &g, u, c, (&self.params[w + 1], relu), out);
                         continue;
                     }
                     fill_rows(out, &self.params[w + 1]);
@@ -481,9 +528,11 @@ impl Net {
                     }
                     let back = need_gx.then(|| winograd::back_geom(&geo, c)).flatten();
                     if let Some(bg) = back {
-                        winograd::transform_weights_back(&self.params[w], input.c, c, &mut a.wino);
+                        let u = kernels(&mut a.kernels, (i, 1), self.version, |k| {
+                            winograd::transform_weights_back(&self.params[w], input.c, c, k)
+                        });
                         let zero = vec![0.0; input.c];
-                        winograd::conv(&g, m, &bg, &a.wino, input.c, &zero, &mut gx);
+                        winograd::conv(&g, m, &bg, u, input.c, (&zero, false), &mut gx);
                     } else if need_gx {
                         // The patch gradients a few images at a time, so they are still in
                         // cache when added back onto the input.

@@ -175,16 +175,18 @@ thread_local! {
 
 /// `out` (m images, `g.out_h × g.out_w × c_out` each, channels last) = the convolution of `x`
 /// (m images of `g.input`, channels last) with the kernels `u` transformed by
-/// [`transform_weights`], plus `bias`. Requires [`applies`].
+/// [`transform_weights`], plus `bias`, through a ReLU when `relu` (`post` is both). Requires
+/// [`applies`].
 pub fn conv(
     x: &[f32],
     m: usize,
     g: &ConvGeom,
     u: &[f32],
     c_out: usize,
-    bias: &[f32],
+    post: (&[f32], bool),
     out: &mut [f32],
 ) {
+    let (bias, relu) = post;
     let (th, tw) = (g.out_h.div_ceil(O), g.out_w.div_ceil(O));
     let tiles = m * th * tw;
     let blocks = tiles.div_ceil(TILES_PER_BLOCK);
@@ -221,7 +223,7 @@ pub fn conv(
             // SAFETY: each block writes only the outputs of its own tiles, and tiles do not
             // overlap, so the blocks' writes are disjoint; `out` outlives the parallel loop.
             let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), out_len) };
-            output_tiles(&s.m, g, (th, tw), lo..hi, (c_out, bias), out);
+            output_tiles(&s.m, g, (th, tw), lo..hi, (c_out, bias, relu), out);
         });
     });
 }
@@ -545,26 +547,27 @@ fn input_tiles_portable(
 
 best_simd! {
     /// `Aᵀ M A` of tiles `range` from the products `mm` (`[tile][e][k]`), plus the bias (the
-    /// output channel count and the bias), into the outputs inside the image.
+    /// output channel count, the bias, and whether a ReLU follows), into the outputs inside
+    /// the image.
     fn output_tiles, output_tiles_avx512, output_tiles_avx2 => output_tiles_portable(
         mm: &[f32],
         g: &ConvGeom,
         dims: (usize, usize),
         range: std::ops::Range<usize>,
-        bias: (usize, &[f32]),
+        bias: (usize, &[f32], bool),
         out: &mut [f32],
     )
 }
 
 /// [`output_tiles`] in plain code, inlined into each instruction-set copy; `bias` is the
-/// output channel count and the bias.
+/// output channel count, the bias, and whether a ReLU follows.
 #[inline(always)]
 fn output_tiles_portable(
     mm: &[f32],
     g: &ConvGeom,
     dims: (usize, usize),
     range: std::ops::Range<usize>,
-    (c_out, bias): (usize, &[f32]),
+    (c_out, bias, relu): (usize, &[f32], bool),
     out: &mut [f32],
 ) {
     let pout = g.out_h * g.out_w * c_out;
@@ -602,6 +605,9 @@ fn output_tiles_portable(
                     let mut lanes = load(&bias[k0..], kb);
                     for (o, v) in lanes.iter_mut().zip(&y[a * T + bb]) {
                         *o += v;
+                        if relu {
+                            *o = o.max(0.0);
+                        }
                     }
                     let at = img * pout + (yo * g.out_w + xo) * c_out + k0;
                     store(&mut out[at..], &lanes, kb);
@@ -751,11 +757,11 @@ mod tests {
             let mut u = Vec::new();
             transform_weights(&wt, c, c_out, &mut u);
             let mut fx = vec![0.0; y.len()];
-            conv(&x, m, &g, &u, c_out, &vec![0.0; c_out], &mut fx);
+            conv(&x, m, &g, &u, c_out, (&vec![0.0; c_out], false), &mut fx);
             let bg = back_geom(&g, c_out).expect("takes the Winograd path");
             transform_weights_back(&wt, c, c_out, &mut u);
             let mut by = vec![0.0; x.len()];
-            conv(&y, m, &bg, &u, c, &vec![0.0; c], &mut by);
+            conv(&y, m, &bg, &u, c, (&vec![0.0; c], false), &mut by);
             let dot = |a: &[f32], b: &[f32]| {
                 a.iter()
                     .zip(b)
@@ -890,15 +896,19 @@ mod tests {
             let mut u = Vec::new();
             transform_weights(&wt, c, c_out, &mut u);
             let mut out = vec![f32::NAN; m * g.out_h * g.out_w * c_out];
-            conv(&x, m, &g, &u, c_out, &bias, &mut out);
             let want = direct(&x, m, &g, &wt, c_out, &bias);
             // f32 rounding only: a wrong transform is off by the outputs' own size.
             let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-5 * scale,
-                    "{c}×{h}×{w} pad {pad}: {i}: {a} vs {b}"
-                );
+            // Plain, and through the ReLU a following layer folds in.
+            for relu in [false, true] {
+                conv(&x, m, &g, &u, c_out, (&bias, relu), &mut out);
+                for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                    let b = if relu { b.max(0.0) } else { *b };
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale,
+                        "{c}×{h}×{w} pad {pad} relu {relu}: {i}: {a} vs {b}"
+                    );
+                }
             }
         }
     }
