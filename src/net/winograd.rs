@@ -538,7 +538,11 @@ fn input_tiles_portable(
                 out[i * T..(i + 1) * T].copy_from_slice(&row);
             }
             for (e, lanes) in out.iter().enumerate() {
-                let at = if e_major { e * n + slot } else { slot * T * T + e };
+                let at = if e_major {
+                    e * n + slot
+                } else {
+                    slot * T * T + e
+                };
                 store(&mut v[at * c + c0..], lanes, cb);
             }
         }
