@@ -152,6 +152,9 @@ struct Drawn {
     is_mean: bool,
     views: [Option<View>; 3],
     terms: Vec<Vec<[f64; 2]>>,
+    /// Per term: whether the log scale left out some of its values (zero or negative: the
+    /// total is, once the log-odds softmax term goes below zero), said in the legend.
+    unplotted: Vec<bool>,
     per_label: Vec<Vec<[f64; 2]>>,
     reinits: Vec<[f64; 2]>,
     rate: Vec<[f64; 2]>,
@@ -345,6 +348,10 @@ impl Curves {
             }
         };
         self.drawn.get_or_insert_with(|| {
+            let unplotted = terms
+                .iter()
+                .map(|series| is_log && series.iter().any(|[_, y]| *y <= 0.0))
+                .collect();
             let terms = terms
                 .iter()
                 .map(|series| {
@@ -362,6 +369,7 @@ impl Curves {
                 is_mean,
                 views,
                 terms,
+                unplotted,
                 per_label: per_label.iter().map(|v| draw(v, &views[1])).collect(),
                 reinits: spread(reinits, DRAWN_MARKERS),
                 rate: draw(rate, &views[2]),
@@ -410,9 +418,14 @@ impl Curves {
             Some(View::of(&r.transform))
         };
         views[0] = note(&terms.show(ui, |p| {
-            for ((name, series), on) in names.iter().zip(&d.terms).zip(&shown) {
+            for (((name, series), on), cut) in
+                names.iter().zip(&d.terms).zip(&shown).zip(&d.unplotted)
+            {
                 if *on {
-                    p.line(Line::new(name.as_str(), PlotPoints::from(series.clone())));
+                    p.line(Line::new(
+                        legend_name(name, *cut),
+                        PlotPoints::from(series.clone()),
+                    ));
                 }
             }
             for &m in &marks {
@@ -471,6 +484,15 @@ fn small_legend(corner: Corner) -> Legend {
         .position(corner)
         .text_style(egui::TextStyle::Small)
         .background_alpha(0.6)
+}
+
+/// A term's legend entry: its name, and a word when the log scale cannot draw all of it.
+fn legend_name(name: &str, unplotted: bool) -> String {
+    if unplotted {
+        format!("{name} (≤ 0 not drawn on log scale)")
+    } else {
+        name.to_string()
+    }
 }
 
 /// A log-scale axis mark (the value is log10 of the term) as the term itself: 1e-2, 0.1, 1,
@@ -539,6 +561,36 @@ mod tests {
         assert_eq!(simplify(&flat, &view).len(), 2);
         flat[500][1] += 1.0 / 145.0;
         assert!(simplify(&flat, &view).contains(&[500.0, 0.5 + 1.0 / 145.0]));
+    }
+
+    #[test]
+    fn the_log_scale_says_when_it_leaves_a_term_out() {
+        // The total goes negative at step 1 (the log-odds softmax term): on a log axis its
+        // legend says so, instead of the curve just stopping.
+        let mut c = Curves::default();
+        c.reset(&[0]);
+        let points: Vec<CurvePoint> = [3.0, -0.5]
+            .iter()
+            .enumerate()
+            .map(|(step, &total)| CurvePoint {
+                step,
+                terms: crate::backwork::cost::CostTerms {
+                    total,
+                    softmax: 1.0,
+                    ..Default::default()
+                },
+                min_p: vec![0.5],
+                mean_p: vec![0.5],
+            })
+            .collect();
+        c.add(&points, &[]);
+        c.is_log = false;
+        assert_eq!(c.drawn().unplotted, [false, false]);
+        c.is_log = true;
+        assert_eq!(c.drawn().unplotted, [true, false]);
+        assert_eq!(c.drawn().terms[0].len(), 1);
+        assert!(legend_name("total", true).contains("not drawn"));
+        assert_eq!(legend_name("total", false), "total");
     }
 
     #[test]

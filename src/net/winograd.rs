@@ -696,6 +696,18 @@ mod tests {
     use super::*;
     use crate::net::Shape;
 
+    /// A 5×5 stride-1 convolution of `input` padded by `pad`.
+    fn geom(input: Shape, pad: usize) -> ConvGeom {
+        ConvGeom {
+            input,
+            kernel: 5,
+            stride: 1,
+            pad,
+            out_h: input.h + 2 * pad - 4,
+            out_w: input.w + 2 * pad - 4,
+        }
+    }
+
     /// The direct sum the transforms must equal: out[y][x][k] = bias[k] + Σ w[k][ky][kx][c] ·
     /// x[y + ky − pad][x + kx − pad][c], zero outside the image; in f64.
     fn direct(
@@ -743,14 +755,7 @@ mod tests {
     #[test]
     fn the_input_gradient_is_the_adjoint() {
         for (c, h, w, pad, c_out) in [(32, 14, 14, 2, 64), (9, 7, 10, 1, 12), (8, 9, 9, 4, 16)] {
-            let g = ConvGeom {
-                input: Shape { c, h, w },
-                kernel: 5,
-                stride: 1,
-                pad,
-                out_h: h + 2 * pad - 4,
-                out_w: w + 2 * pad - 4,
-            };
+            let g = geom(Shape { c, h, w }, pad);
             let m = 2;
             let val = |i: usize, s: f32| (i as f32 * s).sin();
             let x: Vec<f32> = (0..m * g.input.len()).map(|i| val(i, 0.37)).collect();
@@ -794,14 +799,7 @@ mod tests {
             (20, 11, 8, 0, 17, 3),
             (8, 9, 9, 4, 16, 1),
         ] {
-            let g = ConvGeom {
-                input: Shape { c, h, w },
-                kernel: 5,
-                stride: 1,
-                pad,
-                out_h: h + 2 * pad - 4,
-                out_w: w + 2 * pad - 4,
-            };
+            let g = geom(Shape { c, h, w }, pad);
             let val = |i: usize, s: f32| (i as f32 * s).sin();
             let x: Vec<f32> = (0..m * g.input.len()).map(|i| val(i, 0.37)).collect();
             let dy: Vec<f32> = (0..m * g.out_h * g.out_w * c_out)
@@ -884,14 +882,7 @@ mod tests {
             (1, 5, 5, 1, 4),
         ] {
             let input = Shape { c, h, w };
-            let g = ConvGeom {
-                input,
-                kernel: 5,
-                stride: 1,
-                pad,
-                out_h: h + 2 * pad - 4,
-                out_w: w + 2 * pad - 4,
-            };
+            let g = geom(input, pad);
             let m = 3;
             let val = |i: usize, s: f32| (i as f32 * s).sin() * 1.3;
             let x: Vec<f32> = (0..m * input.len()).map(|i| val(i, 0.37)).collect();
