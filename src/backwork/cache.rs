@@ -215,7 +215,7 @@ impl RefCache {
             // A rename would not replace a folder; anything else in the way goes.
             let _ = std::fs::remove_dir_all(f);
         }
-        match crate::io::write_atomic(f, &r.to_bytes(), true) {
+        match crate::io::write_cache_file(f, &r.to_bytes()) {
             Err(e) if !self.is_unwritable => {
                 // Said once: every later label fails the same way.
                 self.is_unwritable = true;
