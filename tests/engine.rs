@@ -1209,6 +1209,8 @@ fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
     let mut cache = RefCache::with_disk(dir.path().to_path_buf(), "0123456789abcdef", &small);
     let (first, source) = cache.get_or_build(&net, &small, 6, &go).unwrap();
     assert_eq!(source, RefSource::Built);
+    // The save runs on a thread of its own; `flush` waits for it.
+    cache.flush();
     let mut again = cache.for_model("0123456789abcdef", &small);
     let (second, source) = again.get_or_build(&net, &small, 6, &go).unwrap();
     assert_eq!(source, RefSource::Disk);
@@ -1232,6 +1234,7 @@ fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
         "{}",
         notices[0]
     );
+    third.flush();
     assert!(LabelRefs::read_file(6, &file, &small, Some(&layout)).is_ok());
     // A set stopped while built is not cached.
     let mut stopped = RefCache::default();
@@ -1240,6 +1243,52 @@ fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
             .get_or_build(&net, &small, 6, &AtomicBool::new(true))
             .is_none()
     );
+}
+
+/// Sets are saved on a thread of their own while the next is built: once the cache is
+/// flushed or dropped every file is in place and whole (it reads back as built), and a folder
+/// that refuses the files says so once, however many labels fail.
+#[test]
+fn background_saves_are_whole_after_flush_or_drop_and_a_refusal_is_said_once() {
+    let net = FrozenCnn::new(&model()).unwrap();
+    let train = Dataset::mnist(Split::Train).unwrap();
+    let (threes, fives) = (subset(&train, 3, 30), subset(&train, 5, 30));
+    let small = train.with_images(
+        "threes and fives",
+        [threes.pixels, fives.pixels].concat(),
+        [threes.labels, fives.labels].concat(),
+    );
+    let go = AtomicBool::new(false);
+    let dir = tempfile::tempdir().unwrap();
+    let sha = "fedcba9876543210";
+    let built: Vec<_> = {
+        let mut cache = RefCache::with_disk(dir.path().to_path_buf(), sha, &small);
+        [3, 5]
+            .iter()
+            .map(|&l| cache.get_or_build(&net, &small, l, &go).unwrap().0)
+            .collect()
+        // Dropped here, with label 5's save perhaps under way: the drop waits for it.
+    };
+    let layout = net.layout();
+    for (r, l) in built.iter().zip([3u8, 5]) {
+        let file = dir.path().join(format!(
+            "refs-{sha}-{}-label{l}.bin",
+            dataset_fingerprint(&small)
+        ));
+        let read = LabelRefs::read_file(l, &file, &small, Some(&layout)).unwrap();
+        assert_same_refs(r, &read);
+    }
+    // A plain file where the folder should be: nothing can be saved there.
+    let blocked = dir.path().join("not-a-folder");
+    std::fs::write(&blocked, b"x").unwrap();
+    let mut cache = RefCache::with_disk(blocked.join("cache"), sha, &small);
+    for l in [3, 5] {
+        cache.get_or_build(&net, &small, l, &go).unwrap();
+    }
+    cache.flush();
+    let notices = cache.take_notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("cannot save"), "{}", notices[0]);
 }
 
 /// The cache folder: a killed process's temporary file goes, a live one's stays; the cap

@@ -36,6 +36,22 @@ pub struct RefCache {
     preloaded: Vec<bool>,
     /// Whether a save failed (said once).
     is_unwritable: bool,
+    /// The save under way on its own thread (one at a time), so that writing a built set
+    /// overlaps building the next; joined by [`Self::flush`], before the next save and on drop.
+    saving: Option<std::thread::JoinHandle<Saved>>,
+}
+
+/// What a save on its thread has to say.
+struct Saved {
+    notices: Vec<String>,
+    /// The folder refused the file.
+    is_unwritable: bool,
+}
+
+impl Drop for RefCache {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// The default disk-cache folder: `$BACKWORK_CACHE_DIR` (if set and not empty), else
@@ -83,10 +99,9 @@ impl RefCache {
             &model_sha[..16.min(model_sha.len())],
             dataset_fingerprint(train)
         );
-        Self {
-            disk: Some((dir, stem)),
-            ..Self::default()
-        }
+        let mut cache = Self::default();
+        cache.disk = Some((dir, stem));
+        cache
     }
 
     /// An empty cache for another model on the same dataset, in the same folder (if any).
@@ -105,13 +120,34 @@ impl RefCache {
 
     /// Notices since the last call: each a line naming a cache file that was damaged and
     /// rebuilt.
+    /// A save still under way says its notices at a later call, or after [`Self::flush`].
     pub fn take_notices(&mut self) -> Vec<String> {
+        if self.saving.as_ref().is_some_and(|h| h.is_finished()) {
+            self.flush();
+        }
         std::mem::take(&mut self.notices)
     }
 
+    /// Waits for the set being saved, if any: its file is then in place, and its notices
+    /// (the folder refused it, the cap removed another model) in [`Self::take_notices`].
+    pub fn flush(&mut self) {
+        let Some(h) = self.saving.take() else {
+            return;
+        };
+        match h.join() {
+            Ok(saved) => {
+                self.is_unwritable |= saved.is_unwritable;
+                self.notices.extend(saved.notices);
+            }
+            Err(_) => self
+                .notices
+                .push("reference cache: a save stopped unexpectedly; the set is built again on the next run".into()),
+        }
+    }
+
     /// The reference set of `label`: from memory, else from disk (checked whole, see
-    /// [`LabelRefs::read_from`]), else built (and saved: a new file, renamed into place, never
-    /// written in place). A damaged file is rebuilt with a notice; a failure to save is not an
+    /// [`LabelRefs::read_from`]), else built (and saved on a thread of its own while the caller
+    /// goes on, see [`Self::flush`]: a new file, renamed into place, never written in place). A damaged file is rebuilt with a notice; a failure to save is not an
     /// error (the next run builds it again). `None` when `cancel` stopped the build.
     pub fn get_or_build(
         &mut self,
@@ -138,16 +174,15 @@ impl RefCache {
             _ => None,
         };
         let (refs, source) = match from_disk {
-            Some(r) => (r, RefSource::Disk),
+            Some(r) => (Arc::new(r), RefSource::Disk),
             None => {
-                let r = LabelRefs::build(net, train, label, cancel)?;
-                if let (Some(f), Some((dir, stem))) = (&file, self.disk.clone()) {
-                    self.save(f, &dir, &stem, &r);
+                let r = Arc::new(LabelRefs::build(net, train, label, cancel)?);
+                if let (Some(f), Some((dir, stem))) = (file, self.disk.clone()) {
+                    self.save(f, dir, stem, r.clone());
                 }
                 (r, RefSource::Built)
             }
         };
-        let refs = Arc::new(refs);
         self.labels[label as usize] = Some(refs.clone());
         Some((refs, source))
     }
@@ -206,38 +241,63 @@ impl RefCache {
         }
     }
 
-    /// Writes a built set to `f` (replacing whatever is there, by rename), after clearing
-    /// stale temporary files and, once written, keeping the folder under its cap.
-    fn save(&mut self, f: &Path, dir: &Path, stem: &str, r: &LabelRefs) {
-        let _ = std::fs::create_dir_all(dir);
-        remove_stale_temps(dir);
-        if std::fs::symlink_metadata(f).is_ok_and(|m| !m.is_file()) {
-            // A rename would not replace a folder; anything else in the way goes.
-            let _ = std::fs::remove_dir_all(f);
+    /// Writes a built set to `f` on a thread of its own (after the save before it is done).
+    fn save(&mut self, f: PathBuf, dir: PathBuf, stem: String, r: Arc<LabelRefs>) {
+        self.flush();
+        let said = self.is_unwritable;
+        let job = {
+            let (f, dir, stem, r) = (f.clone(), dir.clone(), stem.clone(), r.clone());
+            move || save_file(&f, &dir, &stem, &r, said)
+        };
+        match std::thread::Builder::new()
+            .name("backwork-refs-save".into())
+            .spawn(job)
+        {
+            Ok(h) => self.saving = Some(h),
+            // No thread to be had: saved here instead.
+            Err(_) => {
+                let saved = save_file(&f, &dir, &stem, &r, said);
+                self.is_unwritable |= saved.is_unwritable;
+                self.notices.extend(saved.notices);
+            }
         }
-        match crate::io::write_cache_file(f, &r.to_bytes()) {
-            Err(e) if !self.is_unwritable => {
-                // Said once: every later label fails the same way.
-                self.is_unwritable = true;
-                self.notices.push(format!(
+    }
+}
+
+/// Writes `r` to `f` (replacing whatever is there, by rename), after clearing stale temporary
+/// files and, once written, keeps the folder under its cap, with a notice for each model
+/// removed. A refused save is said unless `said` (every later label fails the same way).
+fn save_file(f: &Path, dir: &Path, stem: &str, r: &LabelRefs, said: bool) -> Saved {
+    let _ = std::fs::create_dir_all(dir);
+    remove_stale_temps(dir);
+    if std::fs::symlink_metadata(f).is_ok_and(|m| !m.is_file()) {
+        // A rename would not replace a folder; anything else in the way goes.
+        let _ = std::fs::remove_dir_all(f);
+    }
+    let mut saved = Saved {
+        notices: Vec::new(),
+        is_unwritable: false,
+    };
+    match crate::io::write_cache_file(f, |file| r.write_to(file)) {
+        Err(e) => {
+            saved.is_unwritable = true;
+            if !said {
+                saved.notices.push(format!(
                     "reference cache: cannot save there ({e}); reference sets are built again on every run (set BACKWORK_CACHE_DIR to a writable folder)"
                 ));
             }
-            Err(_) => {}
-            Ok(()) => self.after_save(dir, stem),
+        }
+        Ok(()) => {
+            for gone in enforce_cap(dir, stem, cache_cap_bytes()) {
+                saved.notices.push(format!(
+                    "reference cache {}: removed the sets of model {gone} (the cache is capped at {:.0} GB; set BACKWORK_CACHE_MAX_GB)",
+                    dir.display(),
+                    cache_cap_bytes() as f64 / 1e9
+                ));
+            }
         }
     }
-
-    /// Keeps the folder under its cap after a save, with a notice for each model removed.
-    fn after_save(&mut self, dir: &Path, stem: &str) {
-        for gone in enforce_cap(dir, stem, cache_cap_bytes()) {
-            self.notices.push(format!(
-                "reference cache {}: removed the sets of model {gone} (the cache is capped at {:.0} GB; set BACKWORK_CACHE_MAX_GB)",
-                dir.display(),
-                cache_cap_bytes() as f64 / 1e9
-            ));
-        }
-    }
+    saved
 }
 
 /// Reads cache file `f` of `label` if it exists: the set, or a notice saying why it was

@@ -262,28 +262,42 @@ impl LabelRefs {
     /// then (f32 LE) the tap matrices, the norm vectors and the kept sorted columns, in that
     /// order.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let r = self.len();
-        let mut out = Vec::with_capacity(Self::file_bytes(r, &self.layout).unwrap_or(0) as usize);
-        out.extend_from_slice(FILE_MAGIC);
-        out.extend_from_slice(&[self.label, 0, 0, 0]);
-        out.extend_from_slice(&(r as u32).to_le_bytes());
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(&(self.layout.len() as u32).to_le_bytes());
+        let size = Self::file_bytes(self.len(), &self.layout).unwrap_or(0);
+        let mut out = Vec::with_capacity(size as usize);
+        // Writing to a vector cannot fail.
+        let _ = self.write_to(&mut out);
+        out
+    }
+
+    /// Writes the file form of [`Self::to_bytes`] to `w`, the arrays straight from memory
+    /// (a set is about 290 MB: no copy of it is made). The checksum is taken first, over the
+    /// same bytes.
+    pub fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut table = Vec::with_capacity(8 * self.layout.len() + 4 * self.len());
         for (&d, &kept) in self.layout.dims.iter().zip(&self.layout.columns) {
-            out.extend_from_slice(&(d as u32).to_le_bytes());
-            out.extend_from_slice(&u32::from(kept).to_le_bytes());
+            table.extend_from_slice(&(d as u32).to_le_bytes());
+            table.extend_from_slice(&u32::from(kept).to_le_bytes());
         }
         for i in &self.indices {
-            out.extend_from_slice(&i.to_le_bytes());
+            table.extend_from_slice(&i.to_le_bytes());
         }
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&table);
         for a in self.arrays() {
-            for v in a.iter() {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+            crc.update(&le_bytes(a));
         }
-        let crc = crc32fast::hash(&out[HEADER_BYTES..]);
-        out[16..20].copy_from_slice(&crc.to_le_bytes());
-        out
+        let mut header = Vec::with_capacity(HEADER_BYTES);
+        header.extend_from_slice(FILE_MAGIC);
+        header.extend_from_slice(&[self.label, 0, 0, 0]);
+        header.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        header.extend_from_slice(&crc.finalize().to_le_bytes());
+        header.extend_from_slice(&(self.layout.len() as u32).to_le_bytes());
+        w.write_all(&header)?;
+        w.write_all(&table)?;
+        for a in self.arrays() {
+            w.write_all(&le_bytes(a))?;
+        }
+        Ok(())
     }
 
     /// Every value array, in file order.
@@ -416,5 +430,19 @@ impl LabelRefs {
     /// Whether every stored value is finite.
     pub fn is_finite(&self) -> bool {
         self.arrays().flat_map(|a| a.iter()).all(|v| v.is_finite())
+    }
+}
+
+/// The little-endian bytes of `a`: the array itself on a little-endian machine, a copy
+/// elsewhere.
+fn le_bytes(a: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: an f32 slice viewed as its bytes (u8 has no alignment), for as long as the
+        // borrow of `a`; on this machine they are the little-endian form.
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(a.as_ptr().cast::<u8>(), std::mem::size_of_val(a))
+        })
+    } else {
+        std::borrow::Cow::Owned(a.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 }

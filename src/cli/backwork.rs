@@ -417,6 +417,11 @@ pub fn build_refs(
         refs.push(r);
         bar.inc(1);
     }
+    // The last set's save: its notices are said here, before the run.
+    cache.flush();
+    for notice in cache.take_notices() {
+        bar.suspend(|| eprintln!("notice: {notice}"));
+    }
     bar.finish_and_clear();
     Ok(refs)
 }

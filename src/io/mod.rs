@@ -67,20 +67,29 @@ pub fn is_process_alive(pid: u32) -> bool {
 /// Writes `bytes` to `path` so that a reader sees either nothing or the whole file, and no
 /// partial file is left behind on failure. With `overwrite` false an existing file is an error.
 pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), WriteError> {
-    write_renamed(path, bytes, overwrite, true)
+    write_renamed(path, |f| f.write_all(bytes), overwrite, true)
 }
 
 /// [`write_atomic`] for a cache file that is checked when read (a checksum over the whole
 /// file): it is not flushed to the disk before the rename, so the writer does not wait on the
 /// disk (10 of a cold start's 31 s for the 2.8 GB of reference sets). After a crash the file
-/// may be torn or empty; the check refuses it and the cache builds it again.
-pub fn write_cache_file(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    write_renamed(path, bytes, true, false)
+/// may be torn or empty; the check refuses it and the cache builds it again. `write` writes
+/// the content to the (temporary) file.
+pub fn write_cache_file(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), WriteError> {
+    write_renamed(path, write, true, false)
 }
 
-/// Writes to a temporary file beside `path`, flushed to the disk when `sync`, then renames
-/// (or with `overwrite` false, links) it into place.
-fn write_renamed(path: &Path, bytes: &[u8], overwrite: bool, sync: bool) -> Result<(), WriteError> {
+/// Writes to a temporary file beside `path` with `write`, flushed to the disk when `sync`,
+/// then renames (or with `overwrite` false, links) it into place.
+fn write_renamed(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    overwrite: bool,
+    sync: bool,
+) -> Result<(), WriteError> {
     let file = path.display().to_string();
     let io = |source| WriteError::Io {
         file: file.clone(),
@@ -102,7 +111,7 @@ fn write_renamed(path: &Path, bytes: &[u8], overwrite: bool, sync: bool) -> Resu
     let tmp = temp_path(path);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        write(&mut f)?;
         if sync {
             f.sync_all()?;
         }

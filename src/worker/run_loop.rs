@@ -170,6 +170,10 @@ impl Loop {
 
     /// One step of the run, its curve point, and its end if it ended.
     fn step_run(&mut self, run: &mut Option<Run>, single_step: bool) {
+        // The last reference set's save ends during the run's first steps.
+        for message in self.cache.take_notices() {
+            self.send_sure(Event::Notice { message });
+        }
         let Some(r) = run.as_mut() else { return };
         match r.engine.step() {
             Ok(ev) => {
