@@ -492,3 +492,101 @@ fn kept_kernels_follow_the_weights() {
     other.forward(&x, &mut kept);
     assert_eq!(kept.logits(), fresh(&other), "another network");
 }
+
+/// A forward-only record stores a convolution's outputs straight through its ReLU and pool
+/// (the direct path with any pool, the Winograd path with a 2×2 one): every tap and the
+/// logits are the same bits as the full pass's (on the original network, and on one with a
+/// 3×3 pool of stride 2 and a Winograd output with odd sides, so the pool drops a row of
+/// tiles), and a backward after it gives the full pass's gradients.
+#[test]
+fn forward_only_passes_fuse_the_pool_and_change_nothing() {
+    let odd = Arch {
+        input: Shape { c: 2, h: 15, w: 13 },
+        layers: vec![
+            Layer::Conv {
+                out: 16,
+                kernel: 3,
+                stride: 1,
+                pad: 1,
+            },
+            Layer::Relu,
+            Layer::MaxPool {
+                window: 3,
+                stride: Some(2),
+            },
+            Layer::Conv {
+                out: 20,
+                kernel: 5,
+                stride: 1,
+                pad: 2,
+            },
+            Layer::Relu,
+            Layer::MaxPool {
+                window: 2,
+                stride: None,
+            },
+            Layer::Flatten,
+            Layer::Linear { out: 5 },
+        ],
+    };
+    // A fused convolution then one on the patches' path whose ReLU is not folded (the
+    // fused layer must not leave that ReLU marked done: it was, for a Fashion-MNIST network).
+    let conv_relu_pool = |out: usize| {
+        [
+            Layer::Conv {
+                out,
+                kernel: 3,
+                stride: 1,
+                pad: 1,
+            },
+            Layer::Relu,
+            Layer::MaxPool {
+                window: 2,
+                stride: Some(2),
+            },
+        ]
+    };
+    let mut layers = [conv_relu_pool(16), conv_relu_pool(32)].concat();
+    layers.extend([Layer::Flatten, Layer::Linear { out: 4 }]);
+    let then_patches = Arch {
+        input: Shape { c: 1, h: 12, w: 12 },
+        layers,
+    };
+    // (network, pools fused): the original and `odd` have a direct convolution then a
+    // Winograd one.
+    for (name, arch, pools) in [
+        ("original", Arch::original(10), 2),
+        ("odd", odd, 2),
+        ("then_patches", then_patches, 1),
+    ] {
+        let c = case(arch, 11, 5);
+        let net = Net::from_torch(c.arch.clone(), c.torch.clone()).unwrap();
+        let k = net.classes();
+        let taps: Vec<&[f32]> = c.r.iter().map(|v| v.as_slice()).collect();
+        let want = Want {
+            input: true,
+            weights: true,
+        };
+        let run = |mut a: Acts| {
+            net.forward(&c.x, &mut a);
+            let tap_values: Vec<Vec<f32>> =
+                (0..taps.len()).map(|t| net.tap(&a, t).to_vec()).collect();
+            let logits = a.logits().to_vec();
+            // Layers whose output the record holds: the fused pass skips the ReLU's.
+            let held = (0..c.arch.layers.len())
+                .filter(|&i| a.layer(i).is_some())
+                .count();
+            let (_, g) = cross_entropy(a.logits(), k, &Targets::Hard(&c.labels));
+            let mut grads = net.zero_grads();
+            let gx = net.backward(&mut a, &g, &taps, want, &mut grads);
+            (tap_values, logits, gx, grads, held)
+        };
+        let full = run(Acts::default());
+        let fused = run(Acts::inference());
+        assert_eq!(fused.4 + pools, full.4, "{name}: pools fused");
+        assert!(fused.0 == full.0, "{name}: taps differ");
+        assert!(fused.1 == full.1, "{name}: logits differ");
+        assert!(fused.2 == full.2, "{name}: input gradient differs");
+        assert!(fused.3 == full.3, "{name}: weight gradients differ");
+    }
+}

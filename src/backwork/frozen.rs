@@ -39,6 +39,15 @@ pub struct Forward {
 }
 
 impl Forward {
+    /// A record for forward passes with no backward (reference sets, classifying): see
+    /// [`Acts::inference`].
+    pub fn inference() -> Self {
+        Self {
+            acts: Acts::inference(),
+            tap_layers: Vec::new(),
+        }
+    }
+
     /// Images in the batch.
     pub fn m(&self) -> usize {
         self.acts.m
@@ -130,7 +139,7 @@ impl FrozenCnn {
         if quantised.is_empty() {
             return Vec::new();
         }
-        let mut f = Forward::default();
+        let mut f = Forward::inference();
         self.forward(&quantised, &mut f);
         let k = self.classes();
         f.probs()

@@ -89,7 +89,7 @@ impl LabelRefs {
                 t
             })
             .collect();
-        let mut f = Forward::default();
+        let mut f = Forward::inference();
         for (b, chunk) in indices.chunks(BUILD_BATCH).enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return None;

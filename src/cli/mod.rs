@@ -541,10 +541,10 @@ fn bench_layers(app: &AppArgs, steps: usize, threads: usize) -> Result<serde_jso
         let m = batch.min(train_set.len());
         let x = train_set.range_f32(0, m);
         let labels = &train_set.labels[..m];
-        let mut acts = if keep {
-            Acts::for_training()
-        } else {
-            Acts::default()
+        let mut acts = match (keep, want) {
+            (true, _) => Acts::for_training(),
+            (false, None) => Acts::inference(),
+            (false, Some(_)) => Acts::default(),
         };
         for s in 0..=steps {
             // The first pass is untimed: buffers grow and pages fault.

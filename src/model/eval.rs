@@ -77,7 +77,7 @@ pub fn evaluate_net(
     };
     let n = data.len();
     let k = net.classes();
-    let mut acts = Acts::default();
+    let mut acts = Acts::inference();
     let mut start = 0;
     while start < n {
         let end = (start + EVAL_BATCH).min(n);

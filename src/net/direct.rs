@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::ConvGeom;
+use super::kernels::{ConvGeom, PoolGeom, pool_image};
 
 /// Output channels summed at once: one AVX-512 register, two AVX2 ones.
 const LANES: usize = 16;
@@ -35,7 +35,9 @@ pub fn transform_weights(w: &[f32], patch: usize, c_out: usize, out: &mut Vec<f3
 
 /// The convolution of `m` NHWC images `x` with weights `wt` (from [`transform_weights`]) plus
 /// `bias`, through a ReLU when `relu` (`post` is both), written to `out` (M rows of out_h ×
-/// out_w × c_out).
+/// out_w × c_out), or with `pool`, through that max-pool (M rows of its output): an image's
+/// convolution then stays in the core's cache and only the pool's outputs are written.
+#[allow(clippy::too_many_arguments)]
 pub fn conv(
     x: &[f32],
     m: usize,
@@ -43,16 +45,28 @@ pub fn conv(
     wt: &[f32],
     c_out: usize,
     post: (&[f32], bool),
+    pool: Option<&PoolGeom>,
     out: &mut [f32],
 ) {
     let pout = g.positions() * c_out;
-    out[..m * pout]
-        .par_chunks_mut(pout)
+    let per = pool.map_or(pout, |p| p.out.len());
+    out[..m * per]
+        .par_chunks_mut(per)
         .zip(x.par_chunks(g.input.len()))
-        .for_each_init(Vec::new, |padded, (o, img)| {
-            pad_image(img, g, padded);
-            image_conv(padded, g, wt, c_out, post, o);
-        });
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(padded, whole), (o, img)| {
+                pad_image(img, g, padded);
+                match pool {
+                    None => image_conv(padded, g, wt, c_out, post, o),
+                    Some(p) => {
+                        whole.resize(pout, 0.0);
+                        image_conv(padded, g, wt, c_out, post, whole);
+                        pool_image(whole, p, o);
+                    }
+                }
+            },
+        );
 }
 
 /// The image with its zero padding, (h + 2·pad) × (w + 2·pad) × c.
@@ -267,7 +281,7 @@ mod tests {
             let mut out = vec![0.0f32; m * g.positions() * c_out];
             // Plain, and through the ReLU a following layer folds in.
             for relu in [false, true] {
-                conv(&x, m, &g, &wt, c_out, (&bias, relu), &mut out);
+                conv(&x, m, &g, &wt, c_out, (&bias, relu), None, &mut out);
                 for i in 0..m {
                     let want = reference(
                         &x[i * input.len()..(i + 1) * input.len()],
@@ -319,7 +333,7 @@ mod tests {
             let t = std::time::Instant::now();
             for _ in 0..10 {
                 transform_weights(&w, 25, c_out, &mut wt);
-                conv(&x, m, &g, &wt, c_out, (&bias, false), &mut out);
+                conv(&x, m, &g, &wt, c_out, (&bias, false), None, &mut out);
             }
             let direct = t.elapsed().as_secs_f64() / (10.0 * m as f64) * 1e6;
             let t = std::time::Instant::now();

@@ -129,7 +129,7 @@ pub fn max_pool(x: &[f32], m: usize, g: &PoolGeom, out: &mut Vec<f32>) {
 
 best_simd! {
     /// [`max_pool`] of one image.
-    fn pool_image, pool_image_avx512, pool_image_avx2 => pool_image_portable(
+    pub(super) fn pool_image, pool_image_avx512, pool_image_avx2 => pool_image_portable(
         img: &[f32],
         g: &PoolGeom,
         po: &mut [f32],

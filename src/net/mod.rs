@@ -9,9 +9,9 @@
 /// default x86-64 target has only SSE2; the matrix kernels choose at run time the same way). Defined
 /// here, before the modules, so every kernel module can use it.
 macro_rules! best_simd {
-    ($(#[$doc:meta])* fn $name:ident, $avx512:ident, $avx2:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident, $avx512:ident, $avx2:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx512f") {

@@ -34,6 +34,12 @@ pub struct Net {
     version: u64,
 }
 
+/// `v` resized to `n` values (new ones zero).
+fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    v
+}
+
 /// Layer `layer`'s transformed kernels for `pass` (0 forward, 1 backward) from
 /// [`Acts`]'s cache, made by `make` unless they are already those of weights `version`.
 fn kernels(
@@ -101,6 +107,12 @@ pub struct Acts {
     /// Seconds spent in each layer, forward and backward, summed over the passes (kept only
     /// when [`Acts::timed`] asked for it).
     timing: Option<Vec<[f64; 2]>>,
+    /// Passes with no backward (set by [`Acts::inference`]): a Winograd convolution followed
+    /// by a ReLU and a 2×2 max-pool stores only the pool's outputs.
+    forward_only: bool,
+    /// Whether the last forward fused a pool into a convolution (a backward then runs the
+    /// forward again in full first).
+    fused: bool,
 }
 
 impl Acts {
@@ -109,6 +121,25 @@ impl Acts {
     pub fn for_training() -> Self {
         Self {
             keep_cols: true,
+            ..Self::default()
+        }
+    }
+
+    /// Marks convolution `conv`'s output and its ReLU's as not held, their pool having been
+    /// fused into it; returns the pool's layer, the last one done.
+    fn fuse(&mut self, conv: usize) -> usize {
+        self.kept[conv] = false;
+        self.kept[conv + 1] = false;
+        self.fused = true;
+        conv + 2
+    }
+
+    /// A record for forward passes only (inference, reference sets): convolutions store what
+    /// the pool after them keeps (see [`Acts`]'s `forward_only`). A backward still works: it
+    /// runs the forward again in full first.
+    pub fn inference() -> Self {
+        Self {
+            forward_only: true,
             ..Self::default()
         }
     }
@@ -307,6 +338,17 @@ impl Net {
         }
     }
 
+    /// The max-pool that convolution `layer`'s outputs go through after an in-place ReLU with
+    /// no tap on it: a forward-only pass can store the pool's outputs alone.
+    fn fused_pool(&self, layer: usize) -> Option<PoolGeom> {
+        let Some(&Layer::MaxPool { window, stride }) = self.arch.layers.get(layer + 2) else {
+            return None;
+        };
+        (self.in_place.get(layer + 1) == Some(&true)
+            && self.taps.iter().all(|t| t.after != Some(layer + 1)))
+        .then(|| self.pool_geom(layer + 2, window, stride))
+    }
+
     /// The geometry of convolution `layer` with the given kernel, stride and padding.
     fn conv_geom(&self, layer: usize, kernel: usize, stride: usize, pad: usize) -> ConvGeom {
         let out = self.shapes[layer];
@@ -333,7 +375,7 @@ impl Net {
     /// Class probabilities of the images `x` (M rows), M×K, a batch of at most `batch`
     /// images at a time.
     pub fn probs(&self, x: &[f32], batch: usize) -> Vec<f32> {
-        let mut a = Acts::default();
+        let mut a = Acts::inference();
         let mut out = Vec::with_capacity(x.len() / self.input_len().max(1) * self.classes());
         for xs in x.chunks(batch.max(1) * self.input_len()) {
             self.forward(xs, &mut a);
@@ -359,9 +401,15 @@ impl Net {
         // Whether the layer before applied this in-place ReLU itself (a convolution does,
         // as it stores its outputs).
         let mut relu_done = false;
+        // Layers up to this one were done by a convolution with its ReLU and pool fused.
+        let mut done_to = None;
+        a.fused = false;
         for i in 0..n {
             if i > 0 {
                 a.clock(&mut mark, i - 1, 0);
+            }
+            if done_to.is_some_and(|d| i <= d) {
+                continue;
             }
             if self.in_place[i] {
                 // Swapped rather than moved, so both buffers keep their capacity.
@@ -385,16 +433,25 @@ impl Net {
                     let g = self.conv_geom(i, kernel, stride, pad);
                     let w = self.slot[i].unwrap_or(0);
                     let (pin, pout) = (g.input.len(), self.shapes[i].len());
-                    out.resize(m * pout, 0.0);
                     // An in-place ReLU next: folded into the store (its output replaces
                     // this layer's, which nothing else reads).
                     let relu = self.in_place.get(i + 1).copied().unwrap_or(false);
+                    // A pool after the ReLU, for a pass with no backward: the convolution
+                    // writes the pool's output, and the ReLU's and the pool's turns are done.
+                    let pool = self.fused_pool(i).filter(|_| a.forward_only);
                     if direct::worth_it(&g, c) {
-                        relu_done = relu;
                         let wt = kernels(&mut a.kernels, (i, 0), self.version, |k| {
                             direct::transform_weights(&self.params[w], g.patch(), c, k)
                         });
-                        direct::conv(x, m, &g, wt, c, (&self.params[w + 1], relu), out);
+                        let post = (&self.params[w + 1][..], relu);
+                        if let Some(pg) = &pool {
+                            let pooled = sized(&mut rest[2], m * pg.out.len());
+                            direct::conv(x, m, &g, wt, c, post, Some(pg), pooled);
+                            done_to = Some(a.fuse(i));
+                            continue;
+                        }
+                        relu_done = relu;
+                        direct::conv(x, m, &g, wt, c, post, None, sized(out, m * pout));
                         if a.cols_whole {
                             // The weight backward reads the patches: made here as on the
                             // product's path.
@@ -404,13 +461,27 @@ impl Net {
                     }
                     if winograd::worth_it(&g) {
                         // No patches: the weight backward takes the Winograd path too.
-                        relu_done = relu;
                         let u = kernels(&mut a.kernels, (i, 0), self.version, |k| {
                             winograd::transform_weights(&self.params[w], g.input.c, c, k)
                         });
-                        winograd::conv(x, m, &g, u, c, (&self.params[w + 1], relu), out);
+                        // The output tile is the pool's window when both are 2×2.
+                        let pool = pool.filter(|p| p.window == 2 && p.stride == 2);
+                        let post = winograd::Post {
+                            bias: &self.params[w + 1],
+                            relu,
+                            pool: pool.is_some(),
+                        };
+                        if let Some(pg) = &pool {
+                            let pooled = sized(&mut rest[2], m * pg.out.len());
+                            winograd::conv(x, m, &g, u, c, post, pooled);
+                            done_to = Some(a.fuse(i));
+                            continue;
+                        }
+                        relu_done = relu;
+                        winograd::conv(x, m, &g, u, c, post, sized(out, m * pout));
                         continue;
                     }
+                    out.resize(m * pout, 0.0);
                     fill_rows(out, &self.params[w + 1]);
                     // Patches a chunk of images at a time: the patch matrix is the largest
                     // buffer (627 KB an image for the original's conv1).
@@ -464,6 +535,13 @@ impl Net {
         want: Want,
         grads: &mut Grads,
     ) -> Vec<f32> {
+        if a.fused {
+            // The forward stored no outputs before its fused pools: made again in full.
+            let x = std::mem::take(&mut a.input);
+            let forward_only = std::mem::replace(&mut a.forward_only, false);
+            self.forward(&x, a);
+            a.forward_only = forward_only;
+        }
         let m = a.m;
         let n = self.arch.layers.len();
         let [mut g, mut gx, mut dcol] = std::mem::take(&mut a.scratch);
@@ -532,7 +610,8 @@ impl Net {
                             winograd::transform_weights_back(&self.params[w], input.c, c, k)
                         });
                         let zero = vec![0.0; input.c];
-                        winograd::conv(&g, m, &bg, u, input.c, (&zero, false), &mut gx);
+                        let post = winograd::Post::unpooled(&zero, false);
+                        winograd::conv(&g, m, &bg, u, input.c, post, &mut gx);
                     } else if need_gx {
                         // The patch gradients a few images at a time, so they are still in
                         // cache when added back onto the input.

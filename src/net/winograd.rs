@@ -173,24 +173,49 @@ thread_local! {
     };
 }
 
-/// `out` (m images, `g.out_h × g.out_w × c_out` each, channels last) = the convolution of `x`
-/// (m images of `g.input`, channels last) with the kernels `u` transformed by
-/// [`transform_weights`], plus `bias`, through a ReLU when `relu` (`post` is both). Requires
-/// [`applies`].
+/// What a convolution does with its outputs as it stores them: adds the bias, then a ReLU
+/// when `relu`, then, when `pool`, keeps the maximum of each 2×2 block (a max-pool of window
+/// and stride 2 after the ReLU: the Winograd tile's outputs are that block, so nothing is
+/// stored before the pool, for passes with no backward).
+#[derive(Clone, Copy)]
+pub struct Post<'a> {
+    pub bias: &'a [f32],
+    pub relu: bool,
+    pub pool: bool,
+}
+
+impl<'a> Post<'a> {
+    /// The bias, then a ReLU when `relu`; no pool.
+    pub fn unpooled(bias: &'a [f32], relu: bool) -> Self {
+        Self {
+            bias,
+            relu,
+            pool: false,
+        }
+    }
+}
+
+/// `out` (m images, `g.out_h × g.out_w × c_out` each, channels last; `(g.out_h / 2) ×
+/// (g.out_w / 2) × c_out` with `post.pool`) = the convolution of `x` (m images of `g.input`,
+/// channels last) with the kernels `u` transformed by [`transform_weights`], then `post`.
+/// Requires [`applies`].
 pub fn conv(
     x: &[f32],
     m: usize,
     g: &ConvGeom,
     u: &[f32],
     c_out: usize,
-    post: (&[f32], bool),
+    post: Post,
     out: &mut [f32],
 ) {
-    let (bias, relu) = post;
     let (th, tw) = (g.out_h.div_ceil(O), g.out_w.div_ceil(O));
     let tiles = m * th * tw;
     let blocks = tiles.div_ceil(TILES_PER_BLOCK);
-    let pout = g.out_h * g.out_w * c_out;
+    let pout = if post.pool {
+        (g.out_h / O) * (g.out_w / O) * c_out
+    } else {
+        g.out_h * g.out_w * c_out
+    };
     assert_eq!(out.len(), m * pout, "output size");
     let out_len = out.len();
     let out_ptr = SyncPtr(out.as_mut_ptr());
@@ -223,7 +248,7 @@ pub fn conv(
             // SAFETY: each block writes only the outputs of its own tiles, and tiles do not
             // overlap, so the blocks' writes are disjoint; `out` outlives the parallel loop.
             let out = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), out_len) };
-            output_tiles(&s.m, g, (th, tw), lo..hi, (c_out, bias, relu), out);
+            output_tiles(&s.m, g, (th, tw), lo..hi, (c_out, post), out);
         });
     });
 }
@@ -550,36 +575,44 @@ fn input_tiles_portable(
 }
 
 best_simd! {
-    /// `Aᵀ M A` of tiles `range` from the products `mm` (`[tile][e][k]`), plus the bias (the
-    /// output channel count, the bias, and whether a ReLU follows), into the outputs inside
-    /// the image.
+    /// `Aᵀ M A` of tiles `range` from the products `mm` (`[tile][e][k]`), then `post` (with
+    /// the output channel count), into the outputs inside the image.
     fn output_tiles, output_tiles_avx512, output_tiles_avx2 => output_tiles_portable(
         mm: &[f32],
         g: &ConvGeom,
         dims: (usize, usize),
         range: std::ops::Range<usize>,
-        bias: (usize, &[f32], bool),
+        post: (usize, Post),
         out: &mut [f32],
     )
 }
 
-/// [`output_tiles`] in plain code, inlined into each instruction-set copy; `bias` is the
-/// output channel count, the bias, and whether a ReLU follows.
+/// [`output_tiles`] in plain code, inlined into each instruction-set copy.
 #[inline(always)]
 fn output_tiles_portable(
     mm: &[f32],
     g: &ConvGeom,
     dims: (usize, usize),
     range: std::ops::Range<usize>,
-    (c_out, bias, relu): (usize, &[f32], bool),
+    (c_out, post): (usize, Post),
     out: &mut [f32],
 ) {
-    let pout = g.out_h * g.out_w * c_out;
+    let Post { bias, relu, pool } = post;
+    // A pooled output keeps only whole 2×2 blocks (the pool's floor).
+    let (ph, pw) = (g.out_h / O, g.out_w / O);
+    let pout = if pool {
+        ph * pw * c_out
+    } else {
+        g.out_h * g.out_w * c_out
+    };
     let mut mt: Tile = [[0.0; LANES]; T * T];
     let mut tmp: Tile = [[0.0; LANES]; T * T];
     let mut y: Tile = [[0.0; LANES]; T * T];
     for (slot, t) in range.enumerate() {
         let (img, ty, tx) = tile_at(t, dims);
+        if pool && (ty >= ph || tx >= pw) {
+            continue;
+        }
         for k0 in (0..c_out).step_by(LANES) {
             let kb = LANES.min(c_out - k0);
             for (e, lanes) in mt.iter_mut().enumerate() {
@@ -595,6 +628,22 @@ fn output_tiles_portable(
                 let row = at6(std::array::from_fn(|k| &tmp[a * T + k]));
                 y[a * T] = row[0];
                 y[a * T + 1] = row[1];
+            }
+            if pool {
+                // The bias and the ReLU keep the order of values, so the maximum comes first
+                // (the same bits as pooling the stored outputs).
+                let mut lanes = load(&bias[k0..], kb);
+                for l in 0..LANES {
+                    let top = y[0][l].max(y[1][l]);
+                    let bottom = y[T][l].max(y[T + 1][l]);
+                    lanes[l] += top.max(bottom);
+                    if relu {
+                        lanes[l] = lanes[l].max(0.0);
+                    }
+                }
+                let at = img * pout + (ty * pw + tx) * c_out + k0;
+                store(&mut out[at..], &lanes, kb);
+                continue;
             }
             for a in 0..O {
                 let yo = ty * O + a;
@@ -766,11 +815,27 @@ mod tests {
             let mut u = Vec::new();
             transform_weights(&wt, c, c_out, &mut u);
             let mut fx = vec![0.0; y.len()];
-            conv(&x, m, &g, &u, c_out, (&vec![0.0; c_out], false), &mut fx);
+            conv(
+                &x,
+                m,
+                &g,
+                &u,
+                c_out,
+                Post::unpooled(&vec![0.0; c_out], false),
+                &mut fx,
+            );
             let bg = back_geom(&g, c_out).expect("takes the Winograd path");
             transform_weights_back(&wt, c, c_out, &mut u);
             let mut by = vec![0.0; x.len()];
-            conv(&y, m, &bg, &u, c, (&vec![0.0; c], false), &mut by);
+            conv(
+                &y,
+                m,
+                &bg,
+                &u,
+                c,
+                Post::unpooled(&vec![0.0; c], false),
+                &mut by,
+            );
             let dot = |a: &[f32], b: &[f32]| {
                 a.iter()
                     .zip(b)
@@ -896,7 +961,7 @@ mod tests {
             let scale = want.iter().fold(0.0f32, |a, v| a.max(v.abs()));
             // Plain, and through the ReLU a following layer folds in.
             for relu in [false, true] {
-                conv(&x, m, &g, &u, c_out, (&bias, relu), &mut out);
+                conv(&x, m, &g, &u, c_out, Post::unpooled(&bias, relu), &mut out);
                 for (i, (a, b)) in out.iter().zip(&want).enumerate() {
                     let b = if relu { b.max(0.0) } else { *b };
                     assert!(
