@@ -364,3 +364,55 @@ fn a_run_starts_from_the_current_images_class_means_or_a_file() {
         }
     }
 }
+
+/// A model switch right after a run's reference sets were built: the save of the last set
+/// runs on its own thread, and its notice (here: the cache folder refuses the file) must
+/// still reach the window before the old cache is dropped (it was lost with it).
+#[test]
+fn a_model_switch_keeps_the_last_saves_notice() {
+    let (cnn, info) = shipped_cnn().unwrap();
+    let mut train = Dataset::mnist(Split::Train).unwrap();
+    train.labels.truncate(3000);
+    train.pixels.truncate(3000 * PIXELS);
+    let tmp = tempfile::tempdir().unwrap();
+    let blocked = tmp.path().join("a-file");
+    std::fs::write(&blocked, b"x").unwrap();
+    let net = FrozenCnn::new(&cnn).unwrap();
+    let mut w = Worker::spawn(WorkerSpec {
+        net: net.clone(),
+        model: info.model_ref(),
+        train: Arc::new(train),
+        cache_dir: Some(blocked.join("cache")),
+        wake: Arc::new(|| {}),
+    })
+    .unwrap();
+    let s = Settings {
+        labels: vec![4],
+        batch: 2,
+        max_steps: Some(3),
+        ..Settings::original()
+    };
+    w.send(Command::Start(s));
+    let other = backwork::meta::ModelRef {
+        name: "another-model.safetensors".into(),
+        sha256: "0".repeat(64),
+    };
+    w.send(Command::SetModel(Box::new((net, other))));
+    let dir = tmp.path().join("export");
+    w.send(Command::Export {
+        dir: dir.clone(),
+        rows: None,
+    });
+    let mut notices = Vec::new();
+    loop {
+        match next(&w) {
+            Event::Notice { message } => notices.push(message),
+            Event::Exported { .. } | Event::Refused { .. } => break,
+            _ => {}
+        }
+    }
+    assert!(
+        notices.iter().any(|n| n.contains("cannot save")),
+        "{notices:?}"
+    );
+}

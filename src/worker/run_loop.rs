@@ -138,6 +138,11 @@ impl Loop {
                     self.finished = Some(r);
                 }
                 let (net, model) = *m;
+                // The old cache's last save says its notices now: they would go with it.
+                self.cache.flush();
+                for message in self.cache.take_notices() {
+                    self.send_sure(Event::Notice { message });
+                }
                 self.cache = self.cache.for_model(&model.sha256, &self.train);
                 self.net = net;
                 self.model = model;
