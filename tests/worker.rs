@@ -16,6 +16,11 @@ use backwork::model::weights::shipped_cnn;
 use backwork::worker::{Command, Event, Worker, WorkerSpec};
 
 fn worker(wakes: Arc<AtomicUsize>) -> Worker {
+    worker_caching_in(wakes, None)
+}
+
+/// [`worker`] with its reference cache in `cache_dir` (none: in memory only).
+fn worker_caching_in(wakes: Arc<AtomicUsize>, cache_dir: Option<std::path::PathBuf>) -> Worker {
     let (cnn, info) = shipped_cnn().unwrap();
     // A reduced training set keeps the reference sets quick to build.
     let mut train = Dataset::mnist(Split::Train).unwrap();
@@ -25,7 +30,7 @@ fn worker(wakes: Arc<AtomicUsize>) -> Worker {
         net: FrozenCnn::new(&cnn).unwrap(),
         model: info.model_ref(),
         train: Arc::new(train),
-        cache_dir: None,
+        cache_dir,
         wake: Arc::new(move || {
             wakes.fetch_add(1, Ordering::Relaxed);
         }),
@@ -370,22 +375,11 @@ fn a_run_starts_from_the_current_images_class_means_or_a_file() {
 /// still reach the window before the old cache is dropped (it was lost with it).
 #[test]
 fn a_model_switch_keeps_the_last_saves_notice() {
-    let (cnn, info) = shipped_cnn().unwrap();
-    let mut train = Dataset::mnist(Split::Train).unwrap();
-    train.labels.truncate(3000);
-    train.pixels.truncate(3000 * PIXELS);
     let tmp = tempfile::tempdir().unwrap();
     let blocked = tmp.path().join("a-file");
     std::fs::write(&blocked, b"x").unwrap();
-    let net = FrozenCnn::new(&cnn).unwrap();
-    let mut w = Worker::spawn(WorkerSpec {
-        net: net.clone(),
-        model: info.model_ref(),
-        train: Arc::new(train),
-        cache_dir: Some(blocked.join("cache")),
-        wake: Arc::new(|| {}),
-    })
-    .unwrap();
+    let mut w = worker_caching_in(Arc::default(), Some(blocked.join("cache")));
+    let net = FrozenCnn::new(&shipped_cnn().unwrap().0).unwrap();
     let s = Settings {
         labels: vec![4],
         batch: 2,

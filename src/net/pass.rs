@@ -438,7 +438,11 @@ impl Net {
                     let relu = self.in_place.get(i + 1).copied().unwrap_or(false);
                     // A pool after the ReLU, for a pass with no backward: the convolution
                     // writes the pool's output, and the ReLU's and the pool's turns are done.
-                    let pool = self.fused_pool(i).filter(|_| a.forward_only);
+                    let pool = if a.forward_only {
+                        self.fused_pool(i)
+                    } else {
+                        None
+                    };
                     if direct::worth_it(&g, c) {
                         let wt = kernels(&mut a.kernels, (i, 0), self.version, |k| {
                             direct::transform_weights(&self.params[w], g.patch(), c, k)
