@@ -92,7 +92,7 @@ pub struct SettingsArgs {
     /// Stall rule: off (the original), reinit, or perturb (noise added; the run ends on the best image each image reached) [default: perturb].
     #[arg(long, value_name = "MODE")]
     pub stall: Option<String>,
-    /// Probes without improvement that make an image stalled [default: 30].
+    /// Probes without improvement that make an image stalled [default: 15].
     #[arg(long)]
     pub stall_window: Option<String>,
     /// Smallest rise of the best p(label) that counts as improvement [default: 1e-4].
