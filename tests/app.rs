@@ -19,6 +19,11 @@ use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
+/// How long a test waits on background work (training, a search, an export) before calling
+/// it hung. A guard, not a speed goal: a loaded 2-core machine took over 60 s for a search
+/// that takes seconds idle (CI, 2026-12-04); speed is measured by the benchmarks.
+const HANG: Duration = Duration::from_secs(600);
+
 /// A small dataset stands in for the training set where only its images are shown.
 fn small_set() -> Arc<Dataset> {
     let mut d = Dataset::mnist(Split::Test).unwrap();
@@ -502,10 +507,7 @@ fn the_real_worker_runs_a_tiny_run_to_its_end_and_exports_it() {
         if status.contains("step budget") || status.contains("every image passed") {
             break;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the run did not end: {status}"
-        );
+        assert!(started.elapsed() < HANG, "the run did not end: {status}");
         std::thread::sleep(Duration::from_millis(10));
     }
     h.run_steps(2);
@@ -531,7 +533,7 @@ fn the_real_worker_runs_a_tiny_run_to_its_end_and_exports_it() {
         .status
         .contains("wrote")
     {
-        assert!(started.elapsed() < Duration::from_secs(60), "no export");
+        assert!(started.elapsed() < HANG, "no export");
         h.step();
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -555,7 +557,7 @@ fn a_model_trained_in_the_app_can_be_used() {
     let started = Instant::now();
     while h.query_by_label("Use this model").is_none() {
         assert!(
-            started.elapsed() < Duration::from_secs(120),
+            started.elapsed() < HANG,
             "training did not finish: {}",
             h.state().model_view.status
         );
@@ -620,7 +622,7 @@ fn the_worst_view_finds_each_labels_worst_images() {
     h.get_by_label("Find them").click();
     let started = Instant::now();
     while h.state().worst_view.result.is_none() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no result");
+        assert!(started.elapsed() < HANG, "no result");
         h.step();
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -654,7 +656,7 @@ fn the_retrain_panel_retrains_on_the_current_run_and_offers_the_model() {
     let started = Instant::now();
     while h.query_by_label("Use the retrained model").is_none() {
         assert!(
-            started.elapsed() < Duration::from_secs(240),
+            started.elapsed() < HANG,
             "retraining did not finish: {}",
             h.state().retrain_view.status
         );
@@ -767,11 +769,7 @@ fn the_sweep_view_fills_its_heatmap_and_a_cell_loads_its_settings() {
     h.get_by_label("Run sweep").click();
     let t = Instant::now();
     while !h.state().0.status.starts_with("done") {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "{}",
-            h.state().0.status
-        );
+        assert!(t.elapsed() < HANG, "{}", h.state().0.status);
         std::thread::sleep(Duration::from_millis(50));
         h.run();
     }
