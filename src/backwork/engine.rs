@@ -187,7 +187,7 @@ pub struct Engine {
     classified: Vec<f32>,
     m1: Vec<f32>,
     m2: Vec<f32>,
-    /// Under the `perturb` stall rule, each image's best pixels since its last fresh start (see
+    /// Under the `perturb` stall rule, each image's best pixels in the run, fresh starts included (see
     /// [`ImageState`]'s `kept`); empty otherwise until first needed.
     kept_x: Vec<f32>,
     images: Vec<ImageState>,
@@ -715,14 +715,16 @@ impl Engine {
         let img = &mut self.images[row];
         img.restart();
         img.reinits += 1;
+        // The kept best survives a fresh start: the run never ends an image below the best it
+        // reached (a fresh start happens only below the reinit cap, so it decides nothing
+        // else: see `probe_groups`).
         if is_fresh {
             img.init_step = step;
-            img.kept = None;
         }
     }
 
     /// Under the `perturb` stall rule: keeps image `row`'s pixels, probabilities and nearest
-    /// images when its p(label) at this probe is the best since its last fresh start.
+    /// images when its p(label) at this probe is the best it has reached in the run.
     fn keep_if_best(&mut self, row: usize, label: usize) {
         let img = &mut self.images[row];
         let p = img.probs[label];

@@ -40,7 +40,7 @@ pub enum StallMode {
     Reinit,
     /// Add uniform noise of ±`stall_noise` to its pixels and restart Adam for it: a random
     /// walk between the local maxima of p(label) near the image. The best image each image
-    /// reached since its last fresh start is kept, and the run ends on it.
+    /// reached (fresh starts included) is kept, and the run ends on it.
     Perturb,
 }
 
