@@ -690,13 +690,12 @@ fn the_perturb_rule_ends_on_the_best_image_each_image_reached() {
                 best[row] = best[row].max(p[labels[row / 4]]);
             }
         }
-        for r in &ev.reinits {
-            match r.kind {
-                ReinitKind::StallPerturb => perturbs += 1,
-                // A fresh start keeps the kept image (the next test).
-                _ => {}
-            }
-        }
+        // A fresh start keeps the kept image too (the next test).
+        perturbs += ev
+            .reinits
+            .iter()
+            .filter(|r| r.kind == ReinitKind::StallPerturb)
+            .count();
         last = Some(ev);
     }
     let last = last.unwrap();
