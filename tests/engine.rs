@@ -665,40 +665,21 @@ fn an_ended_run_hands_out_the_images_it_classified() {
 /// so without the kept best most images would end below their best p(label).
 #[test]
 fn the_perturb_rule_ends_on_the_best_image_each_image_reached() {
-    let net = FrozenCnn::new(&model()).unwrap();
-    let refs = small_refs(&net, &[3, 8], 40);
+    let (net, refs, base) = perturb_run_3_8();
     let s = Settings {
-        labels: vec![3, 8],
-        batch: 4,
-        max_steps: Some(40),
-        seed: 7,
-        stall: StallMode::Perturb,
         stall_window: 2,
         stall_noise: 0.5,
         stall_tol: 0.5,
         threshold: 0.999_999,
-        ..Settings::default()
+        ..base
     };
     let mut e = Engine::new(net.clone(), &refs, s).unwrap();
+    let (best, kinds, last) = run_tracking_best(&mut e, [3, 8]);
     let labels = [3usize, 8];
-    let mut best = [f32::NEG_INFINITY; 8];
-    let (mut perturbs, mut last) = (0, None);
-    while e.end_reason().is_none() {
-        let ev = e.step().unwrap();
-        if ev.end.is_none() {
-            for (row, p) in ev.probs.iter().enumerate() {
-                best[row] = best[row].max(p[labels[row / 4]]);
-            }
-        }
-        // A fresh start keeps the kept image too (the next test).
-        perturbs += ev
-            .reinits
-            .iter()
-            .filter(|r| r.kind == ReinitKind::StallPerturb)
-            .count();
-        last = Some(ev);
-    }
-    let last = last.unwrap();
+    let perturbs = kinds
+        .iter()
+        .filter(|k| **k == ReinitKind::StallPerturb)
+        .count();
     assert_eq!(last.end, Some(EndReason::MaxSteps));
     assert!(perturbs >= 8, "every image was perturbed: {perturbs}");
     let mut f = Forward::default();
@@ -724,13 +705,9 @@ fn the_perturb_rule_ends_on_the_best_image_each_image_reached() {
     }
 }
 
-/// Under `perturb` a fresh start (the reinit rule, below the cap) keeps the image's best too:
-/// the run never ends an image below the best it reached. Before, a fresh start forgot it
-/// (this test failed: image 0 ended at 0.006 after reaching 0.12). Here the softmax term is
-/// off, so the distance terms lower p(label) and the 3-probe reinit rule restarts images
-/// often.
-#[test]
-fn a_fresh_start_keeps_the_best_image_each_image_reached() {
+/// The shipped network, references of labels 3 and 8, and a 40-step run of 4 images each
+/// under the `perturb` stall rule (seed 7).
+fn perturb_run_3_8() -> (FrozenCnn, Vec<Arc<LabelRefs>>, Settings) {
     let net = FrozenCnn::new(&model()).unwrap();
     let refs = small_refs(&net, &[3, 8], 40);
     let s = Settings {
@@ -739,14 +716,23 @@ fn a_fresh_start_keeps_the_best_image_each_image_reached() {
         max_steps: Some(40),
         seed: 7,
         stall: StallMode::Perturb,
-        reinit_window: 3,
-        layer_weights: vec![1e-5, 1e-4, 1e-3, 1e-2, 0.0],
         ..Settings::default()
     };
-    let mut e = Engine::new(net, &refs, s).unwrap();
-    let labels = [3usize, 8];
+    (net, refs, s)
+}
+
+/// Runs `e` (two labels, 4 images each) to its end. Returns each image's best p(label) over
+/// the probes before the last step, the kind of every re-initialisation, and the last event.
+fn run_tracking_best(
+    e: &mut Engine,
+    labels: [usize; 2],
+) -> (
+    [f32; 8],
+    Vec<ReinitKind>,
+    backwork::backwork::engine::StepEvent,
+) {
     let mut best = [f32::NEG_INFINITY; 8];
-    let mut fresh = 0;
+    let (mut kinds, mut last) = (Vec::new(), None);
     while e.end_reason().is_none() {
         let ev = e.step().unwrap();
         if ev.end.is_none() {
@@ -754,15 +740,31 @@ fn a_fresh_start_keeps_the_best_image_each_image_reached() {
                 best[row] = best[row].max(p[labels[row / 4]]);
             }
         }
-        fresh += ev
-            .reinits
-            .iter()
-            .filter(|r| r.kind == ReinitKind::MonoDec)
-            .count();
+        kinds.extend(ev.reinits.iter().map(|r| r.kind));
+        last = Some(ev);
     }
+    (best, kinds, last.unwrap())
+}
+
+/// Under `perturb` a fresh start (the reinit rule, below the cap) keeps the image's best too:
+/// the run never ends an image below the best it reached. Before, a fresh start forgot it
+/// (this test failed: image 0 ended at 0.006 after reaching 0.12). Here the softmax term is
+/// off, so the distance terms lower p(label) and the 3-probe reinit rule restarts images
+/// often.
+#[test]
+fn a_fresh_start_keeps_the_best_image_each_image_reached() {
+    let (net, refs, base) = perturb_run_3_8();
+    let s = Settings {
+        reinit_window: 3,
+        layer_weights: vec![1e-5, 1e-4, 1e-3, 1e-2, 0.0],
+        ..base
+    };
+    let mut e = Engine::new(net, &refs, s).unwrap();
+    let (best, kinds, _) = run_tracking_best(&mut e, [3, 8]);
+    let fresh = kinds.iter().filter(|k| **k == ReinitKind::MonoDec).count();
     assert!(fresh >= 8, "images started afresh: {fresh}");
     for (row, img) in e.states().iter().enumerate() {
-        let p = img.probs[labels[row / 4]];
+        let p = img.probs[[3, 8][row / 4]];
         assert!(
             p >= best[row],
             "image {row}: ends at {p} but reached {}",
