@@ -187,8 +187,8 @@ pub struct Engine {
     classified: Vec<f32>,
     m1: Vec<f32>,
     m2: Vec<f32>,
-    /// Under the `perturb` stall rule, each image's best pixels in the run, fresh starts included (see
-    /// [`ImageState`]'s `kept`); empty otherwise until first needed.
+    /// Under the `perturb` stall rule, each image's best pixels in the run, fresh starts
+    /// included (see [`ImageState`]'s `kept`); empty otherwise until first needed.
     kept_x: Vec<f32>,
     images: Vec<ImageState>,
     step: usize,
