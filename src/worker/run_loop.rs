@@ -196,8 +196,11 @@ impl Loop {
                 });
                 r.reinits.extend(ev.reinits);
                 r.steps_since += 1;
-                let force = ev.end.is_some() || single_step;
-                self.flush(r, force);
+                if ev.end.is_some() {
+                    self.flush_final(r);
+                } else {
+                    self.flush(r, single_step);
+                }
                 if let Some(reason) = ev.end {
                     let id = r.id;
                     self.finished = run.take();
@@ -206,7 +209,7 @@ impl Loop {
             }
             Err(e) => {
                 let id = r.id;
-                self.flush(r, true);
+                self.flush_final(r);
                 // The last good images stay on screen and exportable.
                 self.finished = run.take();
                 self.send_sure(Event::Ended {
@@ -361,6 +364,31 @@ impl Loop {
         if !force && r.last_sent.elapsed() < SNAPSHOT_EVERY {
             return;
         }
+        let snap = self.snapshot(r, force);
+        match self.etx.try_send(Event::Snapshot(Box::new(snap))) {
+            Ok(()) => {
+                r.last_sent = Instant::now();
+                (self.wake)();
+            }
+            Err(TrySendError::Full(Event::Snapshot(s))) => {
+                // Keep the points and reinits for the next snapshot.
+                let s = *s;
+                r.points = s.points;
+                r.reinits = s.new_reinits;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The last snapshot of a run that ends: sent even when the channel is full (waiting for
+    /// room, as the `Ended` event after it does), so a slow reader still gets every point.
+    fn flush_final(&self, r: &mut Run) {
+        let snap = self.snapshot(r, true);
+        self.send_sure(Event::Snapshot(Box::new(snap)));
+    }
+
+    /// The run's state now, with the points and reinits since the last snapshot taken out.
+    fn snapshot(&self, r: &mut Run, force: bool) -> Snapshot {
         let dt = r.rate_since.elapsed().as_secs_f64();
         if dt >= 0.5 {
             r.steps_per_s = r.steps_since as f64 / dt;
@@ -382,7 +410,7 @@ impl Loop {
         } else {
             None
         };
-        let snap = Snapshot {
+        Snapshot {
             run: r.id,
             saliency,
             step: r.engine.steps(),
@@ -409,19 +437,6 @@ impl Loop {
             new_reinits: std::mem::take(&mut r.reinits),
             steps_per_s: r.steps_per_s,
             is_paused: r.is_paused,
-        };
-        match self.etx.try_send(Event::Snapshot(Box::new(snap))) {
-            Ok(()) => {
-                r.last_sent = Instant::now();
-                (self.wake)();
-            }
-            Err(TrySendError::Full(Event::Snapshot(s))) => {
-                // Keep the points and reinits for the next snapshot.
-                let s = *s;
-                r.points = s.points;
-                r.reinits = s.new_reinits;
-            }
-            Err(_) => {}
         }
     }
 }
