@@ -26,9 +26,10 @@ from pytorch_crosscheck import Net, idx, test_correct
 # name: (init, optimiser, lr, batch, epochs, regularisation, seed)
 #   init: "torch" (PyTorch's default, uniform ±1/sqrt(fan_in)) or "tf" (the TensorFlow tutorial's
 #   truncated normal std 0.1 at ±0.2, biases 0.1)
+#   optimiser: "adam", "adamw", "rmsprop", "sgd" (plain) or "sgdm" (momentum 0.9)
 #   regularisation: "" or any of "dropout" (p 0.5 before the last layer, as the TF tutorial),
 #   "shift" (random shifts of up to ±2 pixels), "smooth" (label smoothing 0.1), "wd" (weight
-#   decay 5e-4 through AdamW)
+#   decay 5e-4, through AdamW or SGD's own)
 RECIPES = {
     # The issue's "most ordinary" network: PyTorch's defaults, Adam 1e-3, batch 64, 2 epochs.
     "torch-adam-2ep": ("torch", "adam", 1e-3, 64, 2, "", 11),
@@ -58,6 +59,16 @@ HELD_OUT = {
     "tf-adamw-shift-wd-6ep": ("tf", "adamw", 1e-3, 64, 6, "shift,wd", 22),
     # SGD with momentum, label smoothing and dropout together.
     "torch-sgdm-smooth-dropout-4ep": ("torch", "sgdm", 0.01, 64, 4, "smooth,dropout", 23),
+    # A second batch, trained after the first batch's results were in (README, "Held-out
+    # networks"), with optimisers and lengths no earlier network used.
+    # Plain Adam trained five times as long as the issue's network: large logits.
+    "torch-adam-10ep": ("torch", "adam", 1e-3, 64, 10, "", 31),
+    # Plain SGD without momentum at a large step, small batches.
+    "torch-sgd-3ep": ("torch", "sgd", 0.1, 32, 3, "", 32),
+    # RMSprop.
+    "torch-rmsprop-3ep": ("torch", "rmsprop", 5e-4, 64, 3, "", 33),
+    # SGD with momentum, its own weight decay and dropout: small weights, like the hardest.
+    "tf-sgdm-wd-dropout-5ep": ("tf", "sgdm", 0.01, 64, 5, "wd,dropout", 34),
 }
 
 
@@ -101,8 +112,11 @@ def train(name, out_dir, xtr, ytr, xte, yte):
         opt = torch.optim.Adam(net.parameters(), lr=lr)
     elif opt_name == "adamw":
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4 if "wd" in reg else 0.0)
+    elif opt_name == "rmsprop":
+        opt = torch.optim.RMSprop(net.parameters(), lr=lr)
     else:
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9 if opt_name == "sgdm" else 0.0,
+                              weight_decay=5e-4 if "wd" in reg else 0.0)
     smoothing = 0.1 if "smooth" in reg else 0.0
     t = time.time()
     net.train()

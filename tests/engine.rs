@@ -705,6 +705,52 @@ fn the_perturb_rule_ends_on_the_best_image_each_image_reached() {
     }
 }
 
+/// `stall_restart`: an image the perturbations do not raise starts afresh from noise every
+/// few stalls, keeping its best; with 0, a stall only ever perturbs. The stall tolerance of
+/// 0.5 keeps the kept best from rising enough to reset the count more than once per image.
+#[test]
+fn fruitless_perturbations_lead_to_a_fresh_start_that_keeps_the_best() {
+    let (net, refs, base) = perturb_run_3_8();
+    let s = Settings {
+        stall_window: 2,
+        stall_noise: 0.5,
+        stall_tol: 0.5,
+        threshold: 0.999_999,
+        ..base
+    };
+    for restart in [0, 2] {
+        let s = Settings {
+            stall_restart: restart,
+            ..s.clone()
+        };
+        let mut e = Engine::new(net.clone(), &refs, s).unwrap();
+        let (best, kinds, _) = run_tracking_best(&mut e, [3, 8]);
+        let fresh = kinds
+            .iter()
+            .filter(|k| **k == ReinitKind::StallReinit)
+            .count();
+        let perturbs = kinds.len() - fresh;
+        if restart == 0 {
+            assert_eq!(fresh, 0, "never afresh with 0");
+        } else {
+            // About one fresh start per two perturbations over the run's stalls.
+            assert!(
+                fresh >= 8,
+                "fresh starts: {fresh} (perturbations {perturbs})"
+            );
+            assert!(perturbs >= fresh, "perturbations {perturbs}, fresh {fresh}");
+        }
+        for (row, img) in e.states().iter().enumerate() {
+            let p = img.probs[[3, 8][row / 4]];
+            assert!(
+                p >= best[row],
+                "image {row}: ends at {p} but reached {}",
+                best[row]
+            );
+        }
+    }
+}
+
 /// The shipped network, references of labels 3 and 8, and a 40-step run of 4 images each
 /// under the `perturb` stall rule (seed 7).
 fn perturb_run_3_8() -> (FrozenCnn, Vec<Arc<LabelRefs>>, Settings) {
@@ -864,6 +910,29 @@ fn the_reinit_rule_is_the_original_one() {
         .map(|&p| img.probe(p, &s))
         .collect();
     assert!(got.iter().all(Option::is_none), "rising: {got:?}");
+    // With `stall_restart` 2, every third stall in a row (no rise of the kept best in
+    // between, which the engine tracks) starts the image afresh instead of perturbing it.
+    let s_restart = Settings {
+        stall_restart: 2,
+        ..s.clone()
+    };
+    let mut cycle = |img: &mut ImageState, s: &Settings| {
+        img.restart();
+        let got: Vec<_> = [0.5; 5].iter().map(|&p| img.probe(p, s)).collect();
+        assert!(got[..4].iter().all(Option::is_none), "{got:?}");
+        got[4]
+    };
+    let perturb = Some(ReinitKind::StallPerturb);
+    let fresh = Some(ReinitKind::StallReinit);
+    let mut img = ImageState::default();
+    let got: Vec<_> = (0..7).map(|_| cycle(&mut img, &s_restart)).collect();
+    assert_eq!(
+        got,
+        [perturb, perturb, fresh, perturb, perturb, fresh, perturb]
+    );
+    // 0, the default: never.
+    let got: Vec<_> = (0..7).map(|_| cycle(&mut img, &s)).collect();
+    assert_eq!(got, [perturb; 7]);
     let s_off = Settings {
         stall: StallMode::Off,
         ..s.clone()

@@ -30,6 +30,7 @@ pub enum Param {
     ReinitCap,
     Threshold,
     StallWindow,
+    StallRestart,
 }
 
 impl Param {
@@ -44,6 +45,7 @@ impl Param {
             Param::ReinitCap,
             Param::Threshold,
             Param::StallWindow,
+            Param::StallRestart,
         ]);
         all
     }
@@ -63,6 +65,7 @@ impl Param {
             Param::ReinitCap => "reinit cap".into(),
             Param::Threshold => "threshold".into(),
             Param::StallWindow => "stall window".into(),
+            Param::StallRestart => "stall restart".into(),
         }
     }
 
@@ -82,6 +85,7 @@ impl Param {
             Param::ReinitCap => s.reinit_cap = v as f32,
             Param::Threshold => s.threshold = v as f32,
             Param::StallWindow => s.stall_window = v.round().max(0.0) as usize,
+            Param::StallRestart => s.stall_restart = v.round().max(0.0) as usize,
         }
     }
 }

@@ -720,6 +720,7 @@ impl Engine {
         // else: see `probe_groups`).
         if is_fresh {
             img.init_step = step;
+            img.stale_perturbs = 0;
         }
     }
 
@@ -730,6 +731,13 @@ impl Engine {
         let p = img.probs[label];
         if img.kept.as_ref().is_some_and(|k| k.p >= p) {
             return;
+        }
+        if img
+            .kept
+            .as_ref()
+            .is_none_or(|k| p > k.p + self.settings.stall_tol)
+        {
+            img.stale_perturbs = 0;
         }
         img.kept = Some(Kept {
             p,

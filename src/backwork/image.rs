@@ -54,6 +54,9 @@ pub struct ImageState {
     /// stall tolerance.
     pub(super) best_p: f32,
     pub(super) best_probe: usize,
+    /// Under the `perturb` stall rule: perturbations since the kept best last rose by more
+    /// than the stall tolerance (or since the last fresh start).
+    pub(super) stale_perturbs: usize,
     /// Under the `perturb` stall rule: the best p(label) any probe saw since the last fresh
     /// start (perturbations keep it), and that probe's probabilities and nearest images; the
     /// engine keeps the pixels.
@@ -107,7 +110,14 @@ impl ImageState {
             _ if !is_stalled => None,
             StallMode::Off => None,
             StallMode::Reinit => Some(ReinitKind::StallReinit),
-            StallMode::Perturb => Some(ReinitKind::StallPerturb),
+            StallMode::Perturb if s.stall_restart > 0 && self.stale_perturbs >= s.stall_restart => {
+                self.stale_perturbs = 0;
+                Some(ReinitKind::StallReinit)
+            }
+            StallMode::Perturb => {
+                self.stale_perturbs += 1;
+                Some(ReinitKind::StallPerturb)
+            }
         }
     }
 

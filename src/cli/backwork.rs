@@ -101,6 +101,9 @@ pub struct SettingsArgs {
     /// Amplitude of the perturb noise [default: 0.2].
     #[arg(long, allow_hyphen_values = true)]
     pub stall_noise: Option<String>,
+    /// Under perturb: after this many perturbations in a row that did not raise an image's best, its next stall starts it from fresh noise (its best kept); 0: never [default: 4].
+    #[arg(long, value_name = "N")]
+    pub stall_restart: Option<String>,
     /// Where the images start: noise (uniform [0, 1)), class-means (means of groups of the
     /// label's training images), or a .npy file of (labels·batch, 28, 28) images, group-major
     /// [default: noise].
@@ -118,7 +121,7 @@ fn parse_flag<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T> {
 impl SettingsArgs {
     /// Every flag that holds a setting, by name, with its value (the preset first, so that a
     /// sweep's grid lists it first).
-    pub fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 21] {
+    pub fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 22] {
         [
             ("preset", &mut self.preset),
             ("prev-coeff", &mut self.prev_coeff),
@@ -140,6 +143,7 @@ impl SettingsArgs {
             ("stall-window", &mut self.stall_window),
             ("stall-tol", &mut self.stall_tol),
             ("stall-noise", &mut self.stall_noise),
+            ("stall-restart", &mut self.stall_restart),
             ("seed", &mut self.seed),
         ]
     }
@@ -170,6 +174,7 @@ impl SettingsArgs {
         take!(stall_window, "stall-window");
         take!(stall_tol, "stall-tol");
         take!(stall_noise, "stall-noise");
+        take!(stall_restart, "stall-restart");
         if let Some(m) = &self.stall {
             s.stall = match m.trim() {
                 "off" => StallMode::Off,
