@@ -93,8 +93,7 @@ pub enum Preset {
     Original,
     /// backwork's default (issue 11): the same cost terms with the softmax term as log-odds
     /// ([`SoftmaxTerm::Margin`]), a 20-probe reinit window and the stall rule perturbing stuck
-    /// images (every 15 probes by ±0.2, afresh after 4 perturbations that did not raise the
-    /// image, ending on the best image each reached) with Adam at 0.02,
+    /// images (every 15 probes by ±0.2, ending on the best image each reached) with Adam at 0.02,
     /// so that images converge on networks trained in any common way (README,
     /// "Convergence on the networks people bring").
     Robust,
@@ -152,10 +151,10 @@ impl Preset {
                 s.softmax_term = SoftmaxTerm::Margin;
                 s.reinit_window = 20;
                 s.stall = StallMode::Perturb;
-                // A walk that 4 perturbations did not raise is on a local maximum short of
-                // the bar: a fresh start tries another (README, "Held-out networks"). An
-                // image that passes without 4 fruitless perturbations runs as before.
-                s.stall_restart = 4;
+                // Off: fresh starts after fruitless perturbations help where a basin's top
+                // lies just under the bar and cost images where the walk still creeps
+                // towards it (README, "Held-out networks").
+                s.stall_restart = 0;
             }
         }
     }
@@ -241,7 +240,7 @@ pub struct Settings {
     /// Under `perturb`: a stall that comes after this many perturbations in a row that did
     /// not raise the image's best p(label) by more than `stall_tol` starts it from fresh noise
     /// instead (its best is kept): the walk leaves a local maximum it cannot climb. 0: never.
-    /// Range 0..=1000; default 4 (0 in the original, which has no stall rule).
+    /// Range 0..=1000; default 0.
     pub stall_restart: usize,
     /// The softmax term's form; `margin` in the default preset, `prob` in the original.
     pub softmax_term: SoftmaxTerm,
@@ -270,7 +269,7 @@ impl Default for Settings {
             stall_window: 15,
             stall_tol: 1e-4,
             stall_noise: 0.2,
-            stall_restart: 4,
+            stall_restart: 0,
             softmax_term: SoftmaxTerm::Margin,
             init: Init::Noise,
         };

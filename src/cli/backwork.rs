@@ -101,7 +101,7 @@ pub struct SettingsArgs {
     /// Amplitude of the perturb noise [default: 0.2].
     #[arg(long, allow_hyphen_values = true)]
     pub stall_noise: Option<String>,
-    /// Under perturb: after this many perturbations in a row that did not raise an image's best, its next stall starts it from fresh noise (its best kept); 0: never [default: 4].
+    /// Under perturb: after this many perturbations in a row that did not raise an image's best, its next stall starts it from fresh noise (its best kept); 0: never [default: 0].
     #[arg(long, value_name = "N")]
     pub stall_restart: Option<String>,
     /// Where the images start: noise (uniform [0, 1)), class-means (means of groups of the
