@@ -916,7 +916,7 @@ fn the_reinit_rule_is_the_original_one() {
         stall_restart: 2,
         ..s.clone()
     };
-    let mut cycle = |img: &mut ImageState, s: &Settings| {
+    let cycle = |img: &mut ImageState, s: &Settings| {
         img.restart();
         let got: Vec<_> = [0.5; 5].iter().map(|&p| img.probe(p, s)).collect();
         assert!(got[..4].iter().all(Option::is_none), "{got:?}");
