@@ -666,13 +666,7 @@ fn an_ended_run_hands_out_the_images_it_classified() {
 #[test]
 fn the_perturb_rule_ends_on_the_best_image_each_image_reached() {
     let (net, refs, base) = perturb_run_3_8();
-    let s = Settings {
-        stall_window: 2,
-        stall_noise: 0.5,
-        stall_tol: 0.5,
-        threshold: 0.999_999,
-        ..base
-    };
+    let s = frequent_stalls(base);
     let mut e = Engine::new(net.clone(), &refs, s).unwrap();
     let (best, kinds, last) = run_tracking_best(&mut e, [3, 8]);
     let labels = [3usize, 8];
@@ -711,13 +705,7 @@ fn the_perturb_rule_ends_on_the_best_image_each_image_reached() {
 #[test]
 fn fruitless_perturbations_lead_to_a_fresh_start_that_keeps_the_best() {
     let (net, refs, base) = perturb_run_3_8();
-    let s = Settings {
-        stall_window: 2,
-        stall_noise: 0.5,
-        stall_tol: 0.5,
-        threshold: 0.999_999,
-        ..base
-    };
+    let s = frequent_stalls(base);
     for restart in [0, 2] {
         let s = Settings {
             stall_restart: restart,
@@ -740,14 +728,31 @@ fn fruitless_perturbations_lead_to_a_fresh_start_that_keeps_the_best() {
             );
             assert!(perturbs >= fresh, "perturbations {perturbs}, fresh {fresh}");
         }
-        for (row, img) in e.states().iter().enumerate() {
-            let p = img.probs[[3, 8][row / 4]];
-            assert!(
-                p >= best[row],
-                "image {row}: ends at {p} but reached {}",
-                best[row]
-            );
-        }
+        assert_ends_on_best(&e, &best);
+    }
+}
+
+/// Every image of a `perturb_run_3_8` run ends at least at the best p(label) it reached.
+fn assert_ends_on_best(e: &Engine, best: &[f32; 8]) {
+    for (row, img) in e.states().iter().enumerate() {
+        let p = img.probs[[3, 8][row / 4]];
+        assert!(
+            p >= best[row],
+            "image {row}: ends at {p} but reached {}",
+            best[row]
+        );
+    }
+}
+
+/// `base` with a stall every few steps (window 2, a tolerance of 0.5 that few rises pass),
+/// strong perturbations (±0.5) and a threshold no image reaches in 40 steps.
+fn frequent_stalls(base: Settings) -> Settings {
+    Settings {
+        stall_window: 2,
+        stall_noise: 0.5,
+        stall_tol: 0.5,
+        threshold: 0.999_999,
+        ..base
     }
 }
 
@@ -809,14 +814,7 @@ fn a_fresh_start_keeps_the_best_image_each_image_reached() {
     let (best, kinds, _) = run_tracking_best(&mut e, [3, 8]);
     let fresh = kinds.iter().filter(|k| **k == ReinitKind::MonoDec).count();
     assert!(fresh >= 8, "images started afresh: {fresh}");
-    for (row, img) in e.states().iter().enumerate() {
-        let p = img.probs[[3, 8][row / 4]];
-        assert!(
-            p >= best[row],
-            "image {row}: ends at {p} but reached {}",
-            best[row]
-        );
-    }
+    assert_ends_on_best(&e, &best);
 }
 
 /// A numeric failure ends the run with an error event and keeps the last good images:
