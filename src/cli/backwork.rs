@@ -102,7 +102,7 @@ pub struct SettingsArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub stall_noise: Option<String>,
     /// Under perturb: after this many perturbations in a row that did not raise an image's best, its next stall starts it from fresh noise (its best kept); 0: never [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub stall_restart: Option<String>,
     /// Where the images start: noise (uniform [0, 1)), class-means (means of groups of the
     /// label's training images), or a .npy file of (labels·batch, 28, 28) images, group-major
