@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use backwork::app::{BackworkApp, RunView, SweepView, settings_ui};
 use backwork::backwork::engine::{EndReason, Reinit, ReinitKind};
 use backwork::backwork::frozen::FrozenCnn;
-use backwork::backwork::{Preset, Settings};
+use backwork::backwork::{Preset, Settings, StallMode};
 use backwork::data::{Dataset, PIXELS, Split};
 use backwork::model::weights::shipped_cnn;
 use backwork::worker::models::ModelHandle;
@@ -97,8 +97,9 @@ fn run_view_harness(view: RunView) -> Harness<'static, RunView> {
     h
 }
 
-#[test]
-fn moving_the_sim_coeff_slider_yields_exactly_that_setting() {
+/// The settings panel alone, on the §1 network's taps: the state holds the settings shown
+/// (each edit applied to them, as the app does) and the last edit the panel returned.
+fn settings_harness(s: Settings) -> Harness<'static, (Settings, Option<Settings>)> {
     let mut h = Harness::new_ui_state(
         |ui, state: &mut (Settings, Option<Settings>)| {
             if let Some(new) = settings_ui(
@@ -106,12 +107,19 @@ fn moving_the_sim_coeff_slider_yields_exactly_that_setting() {
                 &state.0,
                 &backwork::backwork::settings::original_tap_names(),
             ) {
+                state.0 = new.clone();
                 state.1 = Some(new);
             }
         },
-        (Settings::default(), None),
+        (s, None),
     );
     h.run();
+    h
+}
+
+#[test]
+fn moving_the_sim_coeff_slider_yields_exactly_that_setting() {
+    let mut h = settings_harness(Settings::default());
     h.get_by_role_and_label(Role::Slider, "sim_coeff")
         .set_value_accesskit(2.0);
     h.run();
@@ -134,19 +142,7 @@ fn restore_defaults_brings_back_the_default_preset() {
         lr: 0.1,
         ..Settings::original()
     };
-    let mut h = Harness::new_ui_state(
-        |ui, state: &mut (Settings, Option<Settings>)| {
-            if let Some(new) = settings_ui(
-                ui,
-                &state.0,
-                &backwork::backwork::settings::original_tap_names(),
-            ) {
-                state.1 = Some(new);
-            }
-        },
-        (changed, None),
-    );
-    h.run();
+    let mut h = settings_harness(changed);
     h.get_by_label("Restore defaults").click();
     h.run();
     assert_eq!(h.state().1.clone(), Some(Settings::default()));
@@ -156,26 +152,10 @@ fn restore_defaults_brings_back_the_default_preset() {
 /// (shown beside the picker); clicking "original" sets the 2016 method and keeps the labels.
 #[test]
 fn the_preset_picker_shows_custom_after_a_slider_and_applies_a_preset() {
-    let mut h = Harness::new_ui_state(
-        |ui, state: &mut (Settings, Option<Settings>)| {
-            if let Some(new) = settings_ui(
-                ui,
-                &state.0,
-                &backwork::backwork::settings::original_tap_names(),
-            ) {
-                state.0 = new.clone();
-                state.1 = Some(new);
-            }
-        },
-        (
-            Settings {
-                labels: vec![2, 4],
-                ..Settings::default()
-            },
-            None,
-        ),
-    );
-    h.run();
+    let mut h = settings_harness(Settings {
+        labels: vec![2, 4],
+        ..Settings::default()
+    });
     assert!(h.query_by_label("custom").is_none());
     h.get_by_role_and_label(Role::Slider, "prev_coeff")
         .set_value_accesskit(2.0);
@@ -191,6 +171,52 @@ fn the_preset_picker_shows_custom_after_a_slider_and_applies_a_preset() {
     assert_eq!(s.prev_coeff, 0.5);
     assert_eq!(s.labels, vec![2, 4]);
     assert!(h.query_by_label("custom").is_none());
+}
+
+/// The stall rule's own settings show while the rule is on, each editing exactly its field
+/// (the preset becomes "custom"); the perturbation's two only under `perturb`; none while the
+/// rule is off (the original preset).
+#[test]
+fn the_stall_rule_settings_show_while_it_is_on() {
+    let mut h = settings_harness(Settings::default());
+    for name in ["stall window", "stall tolerance", "stall noise"] {
+        h.get_by_role_and_label(Role::Slider, name);
+    }
+    h.get_by_role_and_label(Role::Slider, "stall restart")
+        .set_value_accesskit(4.0);
+    h.run();
+    h.run();
+    let new = h
+        .state()
+        .1
+        .clone()
+        .expect("the slider produced new settings");
+    assert_eq!(new.stall_restart, 4);
+    assert_eq!(
+        Settings::default().changed_fields(&new),
+        vec!["stall_restart".to_string()]
+    );
+    assert_eq!(new.preset_name(), "custom");
+
+    let h = settings_harness(Settings {
+        stall: StallMode::Reinit,
+        ..Settings::default()
+    });
+    h.get_by_role_and_label(Role::Slider, "stall window");
+    assert!(
+        h.query_by_role_and_label(Role::Slider, "stall noise")
+            .is_none()
+    );
+    assert!(
+        h.query_by_role_and_label(Role::Slider, "stall restart")
+            .is_none()
+    );
+
+    let h = settings_harness(Settings::original());
+    assert!(
+        h.query_by_role_and_label(Role::Slider, "stall window")
+            .is_none()
+    );
 }
 
 #[test]

@@ -79,7 +79,7 @@ fn played_snapshot(images: Vec<f32>) -> Snapshot {
 #[test]
 fn settings_panel_at_the_defaults() {
     let mut h = Harness::builder()
-        .with_size(egui::vec2(420.0, 500.0))
+        .with_size(egui::vec2(420.0, 600.0))
         .with_theme(egui::Theme::Dark)
         .build_ui_state(
             |ui, s: &mut Settings| {

@@ -297,6 +297,63 @@ fn optimiser_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
             ),
         ],
     );
+    if e.stall != StallMode::Off {
+        changed |= stall_ui(ui, e);
+    }
+    changed
+}
+
+/// The stall rule's own settings, shown while it is on: its window and tolerance, and under
+/// `perturb` the noise and the fresh start after fruitless perturbations.
+fn stall_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
+    let d = Settings::default();
+    let mut changed = ui
+        .add(
+            egui::Slider::new(&mut e.stall_window, 2..=1000)
+                .logarithmic(true)
+                .text("stall window"),
+        )
+        .on_hover_text(format!(
+            "Probes without a rise of the best p(label) by more than the stall tolerance that make an image stalled. Default {}.",
+            d.stall_window
+        ))
+        .changed();
+    changed |= coeff_slider(
+        ui,
+        &mut e.stall_tol,
+        1e-6,
+        0.1,
+        "stall tolerance",
+        &format!(
+            "Smallest rise of the best p(label) that counts as improvement. Default {}.",
+            d.stall_tol
+        ),
+    );
+    if e.stall == StallMode::Perturb {
+        changed |= ui
+            .add(
+                egui::Slider::new(&mut e.stall_noise, 0.01..=1.0)
+                    .logarithmic(true)
+                    .text("stall noise"),
+            )
+            .on_hover_text(format!(
+                "Amplitude of the uniform noise added to a stalled image. Default {}.",
+                d.stall_noise
+            ))
+            .changed();
+        changed |= ui
+            .add(
+                egui::Slider::new(&mut e.stall_restart, 0..=1000)
+                    .logarithmic(true)
+                    .smallest_positive(1.0)
+                    .text("stall restart"),
+            )
+            .on_hover_text(format!(
+                "After this many perturbations in a row that did not raise an image's best, its next stall starts it from fresh noise (its best is kept); 0: never. Default {}.",
+                d.stall_restart
+            ))
+            .changed();
+    }
     changed
 }
 
