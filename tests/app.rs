@@ -767,6 +767,32 @@ fn the_window_mid_run_stays_within_its_triangle_budget() {
 /// The Sweep view runs a real grid (2 values of sim_coeff, one label, 2 images, 3 steps, the
 /// shipped model, a small training set) on its thread, fills the heatmap, and a click on a
 /// cell hands back that cell's settings.
+/// Choosing another setting for an axis replaces its values with ones around that setting's
+/// value (before, sim_coeff's 0.05, 0.5, 5 stayed for a learning rate or a window).
+#[test]
+fn choosing_a_sweep_setting_offers_values_for_it() {
+    let (cnn, info) = shipped_cnn().unwrap();
+    let model = ModelHandle::new(cnn, info).unwrap();
+    let view = SweepView::new(small_set());
+    let wake: backwork::app::Wake = Arc::new(|| {});
+    let base = Settings::default();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(900.0, 600.0))
+        .build_ui_state(
+            move |ui, view: &mut SweepView| {
+                view.ui(ui, &model, &base, &wake);
+            },
+            view,
+        );
+    h.run();
+    assert_eq!(h.state().axes[0].values, "0.05, 0.5, 5");
+    h.get_by_role_and_label(Role::ComboBox, "rows").click();
+    h.run();
+    h.get_by_label("learning rate").click();
+    h.run();
+    assert_eq!(h.state().axes[0].values, "0.002, 0.02, 0.2");
+}
+
 #[test]
 fn the_sweep_view_fills_its_heatmap_and_a_cell_loads_its_settings() {
     let (cnn, info) = shipped_cnn().unwrap();

@@ -69,7 +69,39 @@ impl Param {
         }
     }
 
-    /// Sets this setting to `v` (whole numbers for the windows).
+    /// Whether it takes whole numbers only (the windows and the restart count).
+    pub fn is_whole(self) -> bool {
+        matches!(
+            self,
+            Param::ReinitWindow | Param::StallWindow | Param::StallRestart
+        )
+    }
+
+    /// Values to start a sweep of it from, around its value in `base`: the windows and the
+    /// restart count from the README's studies, the probabilities a decade of 1 − p apart,
+    /// any other a tenth, once and ten times its value.
+    pub fn suggested_values(self, base: &Settings) -> String {
+        let current = match self {
+            Param::SimCoeff => base.sim_coeff,
+            Param::PrevCoeff => base.prev_coeff,
+            Param::LayerWeight(k) => base.layer_weights.get(k).copied().unwrap_or(0.0),
+            Param::SoftmaxWeight => base.softmax_weight(),
+            Param::Lr => base.lr,
+            Param::ReinitWindow => return "5, 20, 50".into(),
+            Param::ReinitCap => return "0.9, 0.99, 0.999".into(),
+            Param::Threshold => return "0.99, 0.999, 0.9999".into(),
+            Param::StallWindow => return "8, 15, 30".into(),
+            Param::StallRestart => return "0, 4, 8".into(),
+        };
+        let v = f64::from(current);
+        if v > 0.0 {
+            [v / 10.0, v, v * 10.0].map(short_number).join(", ")
+        } else {
+            "0, 0.05, 0.5".into()
+        }
+    }
+
+    /// Sets this setting to `v` (whole numbers for the windows, checked by [`SweepView::plan`]).
     pub fn apply(self, s: &mut Settings, v: f64) {
         match self {
             Param::SimCoeff => s.sim_coeff = v as f32,
@@ -95,6 +127,13 @@ impl Param {
 pub struct Axis {
     pub param: Param,
     pub values: String,
+}
+
+/// `v` with four significant digits, as short as it reads (1e-4 as "0.0001", not
+/// "0.00009999999").
+fn short_number(v: f64) -> String {
+    let rounded = format!("{v:.3e}").parse::<f64>().unwrap_or(v);
+    format!("{rounded}")
 }
 
 /// Parses "0.1, 0.5, 2" into numbers; a bad entry is named.
@@ -219,6 +258,12 @@ impl SweepView {
         for a in &self.axes[..n] {
             let name = a.param.name(&self.taps);
             let values = parse_values(&name, &a.values)?;
+            if let Some(v) = values
+                .iter()
+                .find(|v| a.param.is_whole() && (v.fract() != 0.0 || **v < 0.0))
+            {
+                return Err(format!("{name}: {v} is not a whole number of 0 or more"));
+            }
             for &v in &values {
                 let mut s = base.clone();
                 a.param.apply(&mut s, v);
@@ -373,6 +418,7 @@ impl SweepView {
                 ui.horizontal(|ui| {
                     let axis = &mut self.axes[k];
                     let role = if k == 0 { "rows" } else { "columns" };
+                    let before = axis.param;
                     egui::ComboBox::from_label(role)
                         .selected_text(axis.param.name(&self.taps))
                         .show_ui(ui, |ui| {
@@ -380,6 +426,11 @@ impl SweepView {
                                 ui.selectable_value(&mut axis.param, p, p.name(&self.taps));
                             }
                         });
+                    // Another setting's values rarely fit (a learning rate's are not a
+                    // window's): start from ones around this setting's value.
+                    if axis.param != before {
+                        axis.values = axis.param.suggested_values(base);
+                    }
                     let l = ui.label("values");
                     ui.add(
                         egui::TextEdit::singleline(&mut axis.values)
@@ -502,5 +553,63 @@ fn heat_colour(v: f64) -> Color32 {
 impl Drop for SweepView {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view_with(param: Param, values: &str) -> SweepView {
+        let mut v = SweepView::new(Arc::new(Dataset::mnist(crate::data::Split::Test).unwrap()));
+        v.axes[0] = Axis {
+            param,
+            values: values.into(),
+        };
+        v
+    }
+
+    /// A whole-number setting takes whole values only: the sim_coeff values left in the box
+    /// after choosing "stall restart" ran as 0, 1 and 5 under the labels 0.05, 0.5 and 5
+    /// before this was checked.
+    #[test]
+    fn a_whole_number_setting_refuses_fractions_and_negatives() {
+        let base = Settings::default();
+        for bad in ["0.05, 0.5, 5", "4, -3"] {
+            let e = view_with(Param::StallRestart, bad).plan(&base).unwrap_err();
+            assert!(e.starts_with("stall restart: "), "{e}");
+            assert!(e.contains("not a whole number"), "{e}");
+        }
+        let plan = view_with(Param::StallRestart, "0, 4, 8")
+            .plan(&base)
+            .unwrap();
+        assert_eq!(plan.settings(1, 0, 0).stall_restart, 4);
+        let e = view_with(Param::ReinitWindow, "2.5")
+            .plan(&base)
+            .unwrap_err();
+        assert!(e.starts_with("reinit window: "), "{e}");
+        // Fractions stay fine where the setting is a number.
+        assert!(view_with(Param::Lr, "0.005, 0.02").plan(&base).is_ok());
+    }
+
+    /// The values offered for a setting are valid for it and centred on its current value.
+    #[test]
+    fn suggested_values_fit_their_setting() {
+        let base = Settings::default();
+        assert_eq!(Param::Lr.suggested_values(&base), "0.002, 0.02, 0.2");
+        assert_eq!(
+            Param::LayerWeight(0).suggested_values(&base),
+            "0.000001, 0.00001, 0.0001"
+        );
+        let zero = Settings {
+            sim_coeff: 0.0,
+            ..Settings::default()
+        };
+        assert_eq!(Param::SimCoeff.suggested_values(&zero), "0, 0.05, 0.5");
+        for p in Param::all(base.tap_count()) {
+            let values = p.suggested_values(&base);
+            let plan = view_with(p, &values).plan(&base);
+            assert!(plan.is_ok(), "{}: {values}: {plan:?}", p.name(&[]));
+        }
     }
 }
