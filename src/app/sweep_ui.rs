@@ -30,6 +30,8 @@ pub enum Param {
     ReinitCap,
     Threshold,
     StallWindow,
+    StallTol,
+    StallNoise,
     StallRestart,
 }
 
@@ -45,6 +47,8 @@ impl Param {
             Param::ReinitCap,
             Param::Threshold,
             Param::StallWindow,
+            Param::StallTol,
+            Param::StallNoise,
             Param::StallRestart,
         ]);
         all
@@ -65,6 +69,8 @@ impl Param {
             Param::ReinitCap => "reinit cap".into(),
             Param::Threshold => "threshold".into(),
             Param::StallWindow => "stall window".into(),
+            Param::StallTol => "stall tolerance".into(),
+            Param::StallNoise => "stall noise".into(),
             Param::StallRestart => "stall restart".into(),
         }
     }
@@ -91,6 +97,8 @@ impl Param {
             Param::ReinitCap => return "0.9, 0.99, 0.999".into(),
             Param::Threshold => return "0.99, 0.999, 0.9999".into(),
             Param::StallWindow => return "8, 15, 30".into(),
+            Param::StallTol => return "0.00001, 0.0001, 0.001".into(),
+            Param::StallNoise => return "0.1, 0.2, 0.3".into(),
             Param::StallRestart => return "0, 4, 8".into(),
         };
         let v = f64::from(current);
@@ -117,6 +125,8 @@ impl Param {
             Param::ReinitCap => s.reinit_cap = v as f32,
             Param::Threshold => s.threshold = v as f32,
             Param::StallWindow => s.stall_window = v.round().max(0.0) as usize,
+            Param::StallTol => s.stall_tol = v as f32,
+            Param::StallNoise => s.stall_noise = v as f32,
             Param::StallRestart => s.stall_restart = v.round().max(0.0) as usize,
         }
     }
