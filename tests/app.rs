@@ -117,17 +117,26 @@ fn settings_harness(s: Settings) -> Harness<'static, (Settings, Option<Settings>
     h
 }
 
+/// Moves the settings panel's slider `name` to `value`; the edit the panel returned.
+fn slide(
+    h: &mut Harness<'static, (Settings, Option<Settings>)>,
+    name: &str,
+    value: f64,
+) -> Settings {
+    h.get_by_role_and_label(Role::Slider, name)
+        .set_value_accesskit(value);
+    h.run();
+    h.run();
+    h.state()
+        .1
+        .clone()
+        .expect("the slider produced new settings")
+}
+
 #[test]
 fn moving_the_sim_coeff_slider_yields_exactly_that_setting() {
     let mut h = settings_harness(Settings::default());
-    h.get_by_role_and_label(Role::Slider, "sim_coeff")
-        .set_value_accesskit(2.0);
-    h.run();
-    let new = h
-        .state()
-        .1
-        .clone()
-        .expect("the slider produced new settings");
+    let new = slide(&mut h, "sim_coeff", 2.0);
     assert_eq!(new.sim_coeff, 2.0);
     assert_eq!(
         Settings::default().changed_fields(&new),
@@ -182,15 +191,7 @@ fn the_stall_rule_settings_show_while_it_is_on() {
     for name in ["stall window", "stall tolerance", "stall noise"] {
         h.get_by_role_and_label(Role::Slider, name);
     }
-    h.get_by_role_and_label(Role::Slider, "stall restart")
-        .set_value_accesskit(4.0);
-    h.run();
-    h.run();
-    let new = h
-        .state()
-        .1
-        .clone()
-        .expect("the slider produced new settings");
+    let new = slide(&mut h, "stall restart", 4.0);
     assert_eq!(new.stall_restart, 4);
     assert_eq!(
         Settings::default().changed_fields(&new),
