@@ -69,6 +69,15 @@ HELD_OUT = {
     "torch-rmsprop-3ep": ("torch", "rmsprop", 5e-4, 64, 3, "", 33),
     # SGD with momentum, its own weight decay and dropout: small weights, like the hardest.
     "tf-sgdm-wd-dropout-5ep": ("tf", "sgdm", 0.01, 64, 5, "wd,dropout", 34),
+    # A third batch (2026-12-04, nineteenth session), chosen before any was run: label
+    # smoothing, the regularisation behind both networks whose box ceiling sits at the bar,
+    # with the other regularisers and optimisers.
+    # Label smoothing with shifted images.
+    "torch-adam-smooth-shift-3ep": ("torch", "adam", 1e-3, 64, 3, "smooth,shift", 41),
+    # Label smoothing with the TF init, AdamW and weight decay.
+    "tf-adamw-smooth-wd-3ep": ("tf", "adamw", 1e-3, 64, 3, "smooth,wd", 42),
+    # Label smoothing with RMSprop, short.
+    "torch-rmsprop-smooth-2ep": ("torch", "rmsprop", 5e-4, 128, 2, "smooth", 43),
 }
 
 
