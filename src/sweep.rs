@@ -123,10 +123,28 @@ pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
+/// Whether `path` (followed if a link) is a regular file: false if it does not exist, an
+/// error if it is anything else (a folder, a FIFO that would block, a device that never
+/// ends).
+fn is_regular_file(path: &Path) -> Result<bool, SweepError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(true),
+        Ok(_) => Err(file_error(
+            path,
+            "is not a regular file (a sweep's runs.jsonl is one)",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(file_error(path, e)),
+    }
+}
+
 /// The rows of a `runs.jsonl` (none if the file does not exist). A last line without its
 /// newline is a run torn by a crash and is left out; any other line that does not parse is
 /// an error naming the file and line.
 pub fn read_rows(path: &Path) -> Result<Vec<SweepRow>, SweepError> {
+    if !is_regular_file(path)? {
+        return Ok(Vec::new());
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -150,6 +168,9 @@ pub fn read_rows(path: &Path) -> Result<Vec<SweepRow>, SweepError> {
 /// Cuts a torn last line (one without its newline) off `path`, so that the next append
 /// starts a line of its own.
 pub fn drop_torn_tail(path: &Path) -> Result<(), SweepError> {
+    if !is_regular_file(path)? {
+        return Ok(());
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -164,6 +185,8 @@ pub fn drop_torn_tail(path: &Path) -> Result<(), SweepError> {
 
 /// Appends one row as one line, synced to disk before it returns.
 pub fn append_row(path: &Path, row: &SweepRow) -> Result<(), SweepError> {
+    // Checked again at each append: the file may have been replaced during the sweep.
+    is_regular_file(path)?;
     let mut line = serde_json::to_string(row).map_err(|e| file_error(path, e))?;
     line.push('\n');
     let mut f = std::fs::OpenOptions::new()
@@ -182,22 +205,44 @@ pub fn done_keys(rows: &[SweepRow]) -> HashSet<String> {
 }
 
 /// Joins the `runs.jsonl` of several folders (shards of one sweep) into one list ordered by
-/// grid point; a point found in several files is kept once.
+/// grid point; a point found in several files is kept once if its rows agree (all but the
+/// wall time), and is an error naming both files if they do not: which one is right is not
+/// for the merge to guess.
 pub fn merge(dirs: &[PathBuf]) -> Result<Vec<SweepRow>, SweepError> {
-    let mut by_key: BTreeMap<(usize, String), SweepRow> = BTreeMap::new();
+    let mut by_key: BTreeMap<(usize, String), (SweepRow, PathBuf)> = BTreeMap::new();
     for d in dirs {
         let path = d.join(RUNS_FILE);
-        if !path.is_file() {
+        if !is_regular_file(&path)? {
             return Err(file_error(
                 &path,
                 "missing (a sweep folder holds runs.jsonl)",
             ));
         }
         for r in read_rows(&path)? {
-            by_key.entry((r.point, r.key.clone())).or_insert(r);
+            match by_key.get(&(r.point, r.key.clone())) {
+                Some((kept, from)) => {
+                    let same = SweepRow {
+                        seconds: kept.seconds,
+                        ..r.clone()
+                    };
+                    if &same != kept {
+                        return Err(file_error(
+                            &path,
+                            format!(
+                                "grid point {} differs from its row in {} (same settings, another outcome); merge only shards of one sweep",
+                                r.point,
+                                from.display()
+                            ),
+                        ));
+                    }
+                }
+                None => {
+                    by_key.insert((r.point, r.key.clone()), (r, path.clone()));
+                }
+            }
         }
     }
-    Ok(by_key.into_values().collect())
+    Ok(by_key.into_values().map(|(r, _)| r).collect())
 }
 
 /// The rows as `runs.jsonl` text.
@@ -222,5 +267,32 @@ mod tests {
         for bad in ["0/4", "5/4", "1/0", "x", "1/x"] {
             assert!(parse_shard(bad).unwrap_err().starts_with("--shard"));
         }
+    }
+
+    /// A `runs.jsonl` that is not a regular file is refused before it is opened: a FIFO
+    /// blocked the sweep for good and a link to /dev/zero read until memory ran out.
+    #[cfg(unix)]
+    #[test]
+    fn a_runs_file_that_is_not_a_regular_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo.jsonl");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = tmp.path().join("zero.jsonl");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for path in [&fifo, &zero, &tmp.path().to_path_buf()] {
+            for e in [
+                read_rows(path).unwrap_err(),
+                drop_torn_tail(path).unwrap_err(),
+            ] {
+                assert!(e.to_string().contains("not a regular file"), "{e}");
+            }
+        }
+        assert!(
+            read_rows(&tmp.path().join("absent.jsonl"))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -118,6 +118,62 @@ fn shards_merged_equal_the_whole_sweep_and_a_stopped_sweep_resumes() {
     let r = run(with_out(&a, &[]));
     assert!(String::from_utf8_lossy(&r.stderr).contains("1 to run here"));
     assert_eq!(read_rows(&runs).unwrap().len(), 8);
+
+    // A model listed twice is one model: nothing more to run (before, 8 more runs).
+    let r = run(with_out(&a, &["--models", "shipped,shipped"]));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("0 to run here"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(read_rows(&runs).unwrap().len(), 8);
+
+    // Two folders holding different outcomes for one grid point are not shards of one
+    // sweep: the merge names the file instead of keeping whichever came first.
+    let edited = dir("edited");
+    std::fs::create_dir(&edited).unwrap();
+    let mut rows = read_rows(&runs).unwrap();
+    rows[0].outcome.fooled += 1;
+    std::fs::write(
+        Path::new(&edited).join("runs.jsonl"),
+        backwork::sweep::rows_text(&rows),
+    )
+    .unwrap();
+    let out = dir("conflict");
+    let args = ["sweep", "--merge", &a, &edited, "--out", &out];
+    let r = backwork(&args, &cache);
+    common::assert_one_line_failure(&args, &r, &["runs.jsonl", "differs"]);
+    assert!(!Path::new(&out).join("runs.jsonl").exists());
+}
+
+/// A resumed sweep whose model file was replaced under the same name fails naming the file,
+/// instead of skipping the points as done with the other network's rows (it did).
+#[test]
+fn a_sweep_refuses_to_resume_on_a_replaced_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let model = tmp.path().join("m.safetensors");
+    let out = tmp.path().join("sw");
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    let args = [
+        "sweep",
+        "--models",
+        m,
+        "--labels",
+        "3",
+        "--batch",
+        "2",
+        "--max-steps",
+        "2",
+        "--out",
+        o,
+    ];
+    std::fs::copy("assets/models/mnist-cnn.safetensors", &model).unwrap();
+    ok(&args, &cache);
+    std::fs::copy("tests/fixtures/pytorch-cnn.safetensors", &model).unwrap();
+    let r = backwork(&args, &cache);
+    common::assert_one_line_failure(&args, &r, &["runs.jsonl", "another file", "new --out"]);
+    assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 1);
 }
 
 #[test]

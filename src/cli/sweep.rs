@@ -102,10 +102,28 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
     let runs = a.out.join(RUNS_FILE);
     drop_torn_tail(&runs)?;
-    let done = done_keys(&read_rows(&runs)?);
+    let rows = read_rows(&runs)?;
+    // A row of the same grid point made with another file under the model's name is not this
+    // sweep's: resuming would mix two networks under one name.
+    for (p, s) in &planned {
+        let key = point_key(&p.model, s);
+        let sha = &models[&p.model].1.sha256;
+        if let Some(r) = rows.iter().find(|r| r.key == key && &r.model_sha256 != sha) {
+            bail!(
+                "{}: grid point {} ran on another file named {} (sha256 {:.12}…, now {:.12}…); sweep into a new --out",
+                runs.display(),
+                r.point,
+                p.model,
+                r.model_sha256,
+                sha
+            );
+        }
+    }
+    // The points done, then each point once (a model or seed listed twice runs once).
+    let mut seen = done_keys(&rows);
     let todo: Vec<_> = planned
         .into_iter()
-        .filter(|(p, s)| !done.contains(&point_key(&p.model, s)))
+        .filter(|(p, s)| seen.insert(point_key(&p.model, s)))
         .collect();
     let skipped = points.len() - todo.len();
     eprintln!(

@@ -50,10 +50,24 @@ impl OutDir {
                 });
             }
             Ok(_) => {
-                let others = std::fs::read_dir(dest)
+                let entries: Vec<_> = std::fs::read_dir(dest)
                     .map_err(io(dest))?
                     .flatten()
-                    .any(|e| e.file_name() != LOCK_FILE);
+                    .collect();
+                let others = entries.iter().any(|e| e.file_name() != LOCK_FILE);
+                // A folder under a name backwork writes is not an earlier output: --force
+                // would replace it, and everything in it, with a file.
+                if let Some(e) = entries.iter().find(|e| {
+                    is_output_name(&e.file_name().to_string_lossy())
+                        && e.file_type().is_ok_and(|t| t.is_dir())
+                }) {
+                    return Err(WriteError::Io {
+                        file: e.path().display().to_string(),
+                        source: std::io::Error::other(
+                            "is a folder, not a file backwork wrote; move it away or write elsewhere",
+                        ),
+                    });
+                }
                 // Without --force a folder must be empty; with it, files backwork did not
                 // write are kept (see `commit`).
                 if others && !force {
@@ -170,11 +184,20 @@ impl OutDir {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let target = self.staging.join(&name);
-                let is_ours =
-                    name == LOCK_FILE || (self.force && is_output_name(&name.to_string_lossy()));
-                if !is_ours && std::fs::symlink_metadata(&target).is_err() {
-                    let _ = std::fs::rename(e.path(), target);
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                let is_ours = name == LOCK_FILE
+                    || (self.force && !is_dir && is_output_name(&name.to_string_lossy()));
+                if is_ours {
+                    continue;
                 }
+                if std::fs::symlink_metadata(&target).is_ok() {
+                    // Made under one of our names while this command ran: replacing it could
+                    // lose what it holds.
+                    return Err(io(&e.path())(std::io::Error::other(
+                        "appeared while backwork was writing under the same name; nothing was replaced",
+                    )));
+                }
+                let _ = std::fs::rename(e.path(), target);
             }
         }
         if let Ok(d) = std::fs::File::open(&self.staging) {
@@ -287,5 +310,44 @@ impl Drop for OutDir {
             // Only an empty folder goes: remove_dir refuses anything else.
             let _ = std::fs::remove_dir(&self.dest);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--force` refuses a folder holding a folder under one of backwork's file names: it
+    /// replaced it, and all it held, with the new file.
+    #[test]
+    fn force_keeps_a_folder_under_an_output_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("out");
+        std::fs::create_dir_all(dest.join("images.npy")).unwrap();
+        std::fs::write(dest.join("images.npy/precious.txt"), "mine").unwrap();
+        let e = OutDir::claim(&dest, true).unwrap_err().to_string();
+        assert!(e.contains("images.npy") && e.contains("is a folder"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("images.npy/precious.txt")).unwrap(),
+            "mine"
+        );
+        assert!(!dest.join(LOCK_FILE).exists());
+    }
+
+    /// A file made under a staged file's name while the command ran is not replaced (it was
+    /// dropped with the folder's old contents): the commit fails naming it.
+    #[test]
+    fn a_file_appearing_under_a_staged_name_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("out");
+        let out = OutDir::claim(&dest, false).unwrap();
+        std::fs::write(out.staging().join("results.json"), "new").unwrap();
+        std::fs::write(dest.join("results.json"), "theirs").unwrap();
+        let e = out.commit().unwrap_err().to_string();
+        assert!(e.contains("results.json"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("results.json")).unwrap(),
+            "theirs"
+        );
     }
 }
