@@ -208,3 +208,62 @@ fn bad_input_gets_one_line_and_a_failure() {
     );
     assert!(!out.exists(), "a refused run creates nothing");
 }
+
+/// `--trace` writes one line a step and appears whole; it never replaces an existing file
+/// without `--force` (it overwrote any file, the run's own start images included).
+#[test]
+fn the_trace_appears_whole_and_replaces_nothing_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let trace = tmp.path().join("t.jsonl");
+    let t = trace.to_str().unwrap();
+    let out = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (o1, o2, o3) = (out("a"), out("b"), out("c"));
+    let run = |o: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--labels",
+            "3",
+            "--batch",
+            "2",
+            "--max-steps",
+            "3",
+            "--trace",
+            t,
+            "--out",
+            o,
+        ];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let a1 = run(&o1, &[]);
+    let a1: Vec<&str> = a1.iter().map(String::as_str).collect();
+    common::backwork_ok(&a1, &cache);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let steps: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3]);
+    let hidden: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+
+    let a2 = run(&o2, &[]);
+    let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
+    fails_with(&a2, &cache, &["--trace", "t.jsonl", "already exists"]);
+    assert_eq!(std::fs::read_to_string(&trace).unwrap(), text);
+    assert!(!Path::new(&o2).exists());
+
+    let a3 = run(&o3, &["--force"]);
+    let a3: Vec<&str> = a3.iter().map(String::as_str).collect();
+    common::backwork_ok(&a3, &cache);
+    assert_eq!(std::fs::read_to_string(&trace).unwrap().lines().count(), 3);
+}

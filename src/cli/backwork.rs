@@ -358,13 +358,14 @@ pub struct RunArgs {
     /// Folder for the images, images.npy, results.json and sheet.png.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Write into a folder that is not empty: the files backwork writes there (an earlier output) are replaced as a whole; any other file is kept.
+    /// Write into a folder that is not empty: the files backwork writes there (an earlier output) are replaced as a whole; any other file is kept. Also replaces an existing --trace FILE.
     #[arg(long)]
     pub force: bool,
     /// Also write FILE (JSON lines): every step, each image's p(label) and the norm on its
     /// pixels of the softmax term's gradient, of the reference terms' and of the similarity
     /// terms', and the images re-initialised (best with one label: it costs three extra
-    /// passes a step).
+    /// passes a step). FILE appears whole when the run ends; an existing FILE is refused
+    /// unless --force.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
 }
@@ -438,6 +439,10 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     // The folder is claimed before the long work, so a bad --out fails at once; the files
     // go into a staging folder swapped into place at the end (see `OutDir`): a run that
     // fails before writing leaves the folder as it was (or no folder).
+    // Checked before the folder is claimed and the reference sets built (minutes, cold).
+    if let Some(p) = &a.trace {
+        Trace::check(p, a.force)?;
+    }
     let out = OutDir::claim(&a.out, a.force).map_err(|e| anyhow::anyhow!("--out {e}"))?;
     run_into(a, app, settings, out)
 }
@@ -465,12 +470,7 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
     }
 
     let mut trace = match &a.trace {
-        Some(p) => Some(Trace {
-            out: std::io::BufWriter::new(
-                std::fs::File::create(p).with_context(|| format!("--trace {}", p.display()))?,
-            ),
-            prev: engine.images().to_vec(),
-        }),
+        Some(p) => Some(Trace::create(p, a.force, engine.images().to_vec())?),
         None => None,
     };
     let bar = ProgressBar::new(settings.max_steps.unwrap_or(DEFAULT_STEP_BUDGET) as u64);
@@ -488,17 +488,17 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         }
         let ev = match engine.step() {
             Ok(ev) => ev,
-            Err(e) => {
-                bar.finish_and_clear();
-                eprintln!("error: {e}");
-                break EndReason::Error(e.to_string());
-            }
+            // Said once, at the end, after the images are written.
+            Err(e) => break EndReason::Error(e.to_string()),
         };
         reinits += ev.reinits.len();
         if let Some(t) = &mut trace
             && !t.write_step(&engine, &png_net, &ev)
         {
-            eprintln!("warning: --trace: cannot write; the run goes on without its trace");
+            eprintln!(
+                "warning: --trace {}: cannot write; the run goes on without its trace (none is left)",
+                t.path.display()
+            );
             trace = None;
         }
         bar.set_position(ev.step as u64);
@@ -513,8 +513,8 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         }
     };
     bar.finish_and_clear();
-    if let Some(mut t) = trace {
-        t.out.flush().with_context(|| "--trace".to_string())?;
+    if let Some(t) = trace {
+        t.finish()?;
     }
     let elapsed = started.elapsed().as_secs_f64();
 
@@ -560,13 +560,59 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
 
 /// `run --trace`: one JSON line per step with each image's pull of every term kind on the
 /// pixels, how far it moved, and the images re-initialised.
+/// The file is written beside `path` under a hidden name and renamed into place when the run
+/// ends: it appears whole or not at all, and never replaces a file unless `--force`.
 struct Trace {
     out: std::io::BufWriter<std::fs::File>,
+    /// The file asked for.
+    path: PathBuf,
+    /// The hidden file written until [`Trace::finish`] (removed if it never comes).
+    partial: PathBuf,
     /// The images of the step before.
     prev: Vec<f32>,
 }
 
 impl Trace {
+    /// Fails if the trace may not be written at `path`: a folder, or a file without `force`.
+    fn check(path: &Path, force: bool) -> Result<()> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => bail!("--trace {}: is a folder", path.display()),
+            Ok(_) if !force => bail!(
+                "--trace {}: already exists (refusing to overwrite it; --force replaces it)",
+                path.display()
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    fn create(path: &Path, force: bool, prev: Vec<f32>) -> Result<Self> {
+        let context = || format!("--trace {}", path.display());
+        Self::check(path, force)?;
+        let name = path
+            .file_name()
+            .with_context(|| format!("--trace {}: not a file name", path.display()))?
+            .to_string_lossy();
+        let partial =
+            path.with_file_name(format!(".{name}.backwork-{}.partial", std::process::id()));
+        let file = std::fs::File::create(&partial).with_context(context)?;
+        Ok(Self {
+            out: std::io::BufWriter::new(file),
+            path: path.to_path_buf(),
+            partial,
+            prev,
+        })
+    }
+
+    /// Flushes the file to the disk and puts it in place.
+    fn finish(mut self) -> Result<()> {
+        let context = || format!("--trace {}", self.path.display());
+        self.out.flush().with_context(context)?;
+        self.out.get_ref().sync_all().with_context(context)?;
+        std::fs::rename(&self.partial, &self.path).with_context(context)?;
+        self.partial = PathBuf::new();
+        Ok(())
+    }
+
     /// Writes the line of step `ev`; false when the file cannot be written.
     fn write_step(&mut self, engine: &Engine, net: &FrozenCnn, ev: &StepEvent) -> bool {
         let n = engine.batch();
@@ -771,4 +817,12 @@ pub fn bench_backwork(
     });
     println!("{json}");
     Ok(())
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if !self.partial.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
 }
