@@ -151,6 +151,21 @@ fn bad_input_gets_one_line_and_a_failure() {
         c,
         &[n, "not finite"],
     );
+    // Finite pixels at the ends of f32 overflow the terms: one line, no NaN printed and no
+    // all-NaN gradient written (both happened, with success).
+    let huge = tmp.path().join("huge.npy");
+    let mut v = vec![f32::MAX; 784];
+    v.extend(vec![-f32::MAX; 784]);
+    std::fs::write(&huge, npy_bytes(&v, &[2, 28, 28])).unwrap();
+    let h = huge.to_str().unwrap();
+    let grad = tmp.path().join("g.npy");
+    let g = grad.to_str().unwrap();
+    fails_with(
+        &["cost", "--inputs", h, "--label", "3", "--grad-out", g],
+        c,
+        &[h, "not finite"],
+    );
+    assert!(!grad.exists());
     let wrong = tmp.path().join("wrong.npy");
     std::fs::write(&wrong, npy_bytes(&[0.5; 2 * 700], &[2, 700])).unwrap();
     let w = wrong.to_str().unwrap();

@@ -720,10 +720,27 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     }
     // In chunks, two passes (see `streamed_cost`): memory does not grow with the images.
     let (terms, grad) = streamed_cost(&net, &x, &refs, &settings, a.grad_out.is_some());
+    // Finite pixels can still overflow f32 on the way (values near 3.4e38): said, not shown.
+    let named = terms.named();
+    let broken = named
+        .iter()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(k, _)| k.clone())
+        .or_else(|| {
+            grad.as_ref()
+                .is_some_and(|g| g.iter().any(|v| !v.is_finite()))
+                .then(|| "its gradient".to_string())
+        });
+    if let Some(what) = broken {
+        let peak = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        bail!(
+            "--inputs {}: the cost of these images is not finite ({what} overflows; their pixels reach {peak:e}); nothing was written",
+            a.inputs.display()
+        );
+    }
     if let (Some(path), Some(g)) = (&a.grad_out, &grad) {
         write_atomic(path, &npy_bytes(g, &shape), false)?;
     }
-    let named = terms.named();
     if a.json {
         let mut obj = serde_json::Map::new();
         for (k, v) in &named {
