@@ -12,6 +12,8 @@ use backwork::model::weights::{
 };
 use candle_core::{DType, Device, Tensor};
 
+mod common;
+
 fn some_images() -> Vec<f32> {
     (0..4 * PIXELS)
         .map(|i| ((i * 37) % 256) as f32 / 255.0)
@@ -164,4 +166,33 @@ fn original_init_is_a_truncated_normal_with_biases_of_0_1() {
         u.iter().all(|&b| b != 0.1 && b.abs() <= 0.2),
         "uniform ±1/√25"
     );
+}
+
+/// A network whose weights are finite but whose activations overflow (fc scaled by 1e30) is
+/// refused when loaded, naming the file and the tap: before, it loaded, every run showed p =
+/// 0 and rebuilt a reference set of infinite values each time, and `eval` reported 9.8%.
+#[test]
+fn refuses_a_network_whose_activations_overflow() {
+    let tensors: Vec<(&str, Tensor)> = good_tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let t = if n == "fc.weight" {
+                t.affine(1e30, 0.0).unwrap()
+            } else {
+                t
+            };
+            (n, t)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scaled.safetensors");
+    std::fs::write(&path, raw_file(tensors)).unwrap();
+    let m = path.to_str().unwrap();
+    for args in [
+        vec!["--model", m, "eval"],
+        vec!["cost", "--model", m, "--inputs", m, "--label", "3"],
+    ] {
+        let out = common::backwork(&args, Some(dir.path()));
+        common::assert_one_line_failure(&args, &out, &["scaled.safetensors", "activations at fc"]);
+    }
 }

@@ -129,7 +129,44 @@ pub fn fits_digits(net: &crate::net::Net) -> Result<(), String> {
 /// the data's image shape and has at least its classes; else what does not fit, both shapes
 /// named.
 pub fn fits_data(net: &crate::net::Net, data: &crate::data::Dataset) -> Result<(), String> {
-    fits(net, &data.shape, data.num_classes())
+    fits(net, &data.shape, data.num_classes())?;
+    activations_fit(net, data)
+}
+
+/// The largest activation a network may reach at a tap on the data's own images: the cost
+/// sums squared differences of tap values in f32 (at most about 3.4e38), over thousands of
+/// values, so activations past this make every distance infinite.
+const MAX_ACTIVATION: f32 = 1e15;
+
+/// Refuses a network whose activations overflow on the first images of `data` (weights
+/// scaled by 1e30, say): every finite weight loads, but its taps' distances and its reference
+/// sets would be infinite, and its probabilities meaningless.
+fn activations_fit(net: &crate::net::Net, data: &crate::data::Dataset) -> Result<(), String> {
+    let n = data.len().min(32);
+    if n == 0 {
+        return Ok(());
+    }
+    let mut a = crate::net::pass::Acts::inference();
+    net.forward(&data.range_f32(0, n), &mut a);
+    for (k, tap) in net.taps().iter().enumerate() {
+        let peak = net.tap(&a, k).iter().fold(0.0f32, |m, v| {
+            if v.is_finite() {
+                m.max(v.abs())
+            } else {
+                f32::INFINITY
+            }
+        });
+        if peak > MAX_ACTIVATION {
+            return Err(format!(
+                "its activations at {} reach {peak:.1e} on the data's images, past the {MAX_ACTIVATION:e} at which the cost's distances overflow; are its weights scaled right?",
+                tap.name
+            ));
+        }
+    }
+    if a.probs.iter().any(|p| !p.is_finite()) {
+        return Err("its class probabilities on the data's images are not finite".into());
+    }
+    Ok(())
 }
 
 fn fits(net: &crate::net::Net, shape: &crate::net::Shape, classes: usize) -> Result<(), String> {
