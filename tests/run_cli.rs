@@ -194,6 +194,12 @@ fn bad_input_gets_one_line_and_a_failure() {
         c,
         &["--threshold"],
     );
+    // Said as typed (it said "got 1": the value rounded to f32).
+    fails_with(
+        &["run", "--threshold", "0.99999999", "--out", o],
+        c,
+        &["--threshold", "0.99999999", "32-bit"],
+    );
     fails_with(
         &["run", "--labels", "10", "--out", o],
         c,

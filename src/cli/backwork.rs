@@ -169,6 +169,16 @@ impl SettingsArgs {
         take!(reinit_window, "reinit-window");
         take!(reinit_cap, "reinit-cap");
         take!(threshold, "threshold");
+        // Below 1 as typed but 1 in f32 (0.99999999): said as typed, not as "got 1".
+        if let Some(v) = &self.threshold
+            && s.threshold == 1.0
+            && v.trim().parse::<f64>().is_ok_and(|t| t < 1.0)
+        {
+            bail!(
+                "--threshold: {} is closer to 1 than 32-bit floats tell apart (at most 0.9999999)",
+                v.trim()
+            );
+        }
         take!(save_freq, "save-freq");
         take!(seed, "seed");
         take!(stall_window, "stall-window");
