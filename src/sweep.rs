@@ -142,11 +142,9 @@ fn is_regular_file(path: &Path) -> Result<bool, SweepError> {
 /// newline is a run torn by a crash and is left out; any other line that does not parse is
 /// an error naming the file and line.
 pub fn read_rows(path: &Path) -> Result<Vec<SweepRow>, SweepError> {
-    if !is_regular_file(path)? {
-        return Ok(Vec::new());
-    }
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    // Only a regular file, opened without blocking (a FIFO or a device is refused).
+    let text = match crate::io::read_regular(path) {
+        Ok(b) => String::from_utf8(b).map_err(|_| file_error(path, "not UTF-8 text"))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(file_error(path, e)),
     };
@@ -168,10 +166,7 @@ pub fn read_rows(path: &Path) -> Result<Vec<SweepRow>, SweepError> {
 /// Cuts a torn last line (one without its newline) off `path`, so that the next append
 /// starts a line of its own.
 pub fn drop_torn_tail(path: &Path) -> Result<(), SweepError> {
-    if !is_regular_file(path)? {
-        return Ok(());
-    }
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::io::read_regular(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(file_error(path, e)),
