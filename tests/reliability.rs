@@ -367,7 +367,143 @@ fn cost_ends_at_once_on_a_signal() {
     let t = Instant::now();
     // It printed its terms and exited 0 about 5 s after the signal.
     let status = wait_at_most(&mut child, Duration::from_secs(3));
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // 2 s, not 1: a loaded 2-core machine missed 1 s by 40 ms; before the fix it was 5 s.
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(status.code(), Some(143));
     assert!(!grad.exists(), "no gradient file from a stopped cost");
+}
+
+/// A stopped sweep counts the rows already in its file, not only this call's runs: it said
+/// "0 runs of this sweep finished" over a file holding an earlier run's row.
+#[test]
+fn a_stopped_sweep_counts_the_rows_it_already_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("sweep");
+    let base = ["sweep", "--labels", "3", "--batch", "2", "--seeds", "0"];
+    let first = bin(&cache)
+        .args(base)
+        .args(["--max-steps", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // Another grid point of the same folder that would run for hours.
+    let mut child = bin(&cache)
+        .args(base)
+        .args([
+            "--max-steps",
+            "1000000",
+            "--threshold",
+            "0.9999999",
+            "--out",
+        ])
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("to run here") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, libc::SIGINT);
+    let status = wait_at_most(&mut child, Duration::from_secs(10));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    let last = rest.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("0 run(s) finished now, 1 row(s) in") && last.contains("1 left"),
+        "{rest:?}"
+    );
+}
+
+/// A second Ctrl-C ends a run at once and takes its half-made output with it: the staging
+/// folder, the lock, the folder the run made and the trace's hidden file (all four were
+/// left behind, and nothing was said).
+#[test]
+fn a_second_ctrl_c_ends_at_once_and_leaves_nothing_half_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let warm = bin(&cache)
+        .args(["run", "--labels", "3", "--max-steps", "1", "--out"])
+        .arg(tmp.path().join("warm"))
+        .output()
+        .unwrap();
+    assert!(
+        warm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
+    let out = tmp.path().join("run");
+    let trace = tmp.path().join("t.jsonl");
+    let mut child = bin(&cache)
+        .args([
+            "run",
+            "--labels",
+            "3",
+            "--batch",
+            "32",
+            "--max-steps",
+            "1000000",
+        ])
+        // As above: the original term cannot pass this bar, so the run goes on until stopped.
+        .args([
+            "--preset",
+            "original",
+            "--threshold",
+            "0.99999995",
+            "--trace",
+        ])
+        .arg(&trace)
+        .arg("--out")
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the run is under way: its folder claimed and its trace begun.
+    let t = Instant::now();
+    while !out.join(".backwork-lock").exists() || leftovers(&out).len() < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the run never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGINT);
+    // The first says what it does and how to end at once; the second comes at once after
+    // it, while the run is still on its step (32 images) or writing.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut err = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        err += &line;
+        if line.starts_with("stopping:") {
+            break;
+        }
+    }
+    signal(&child, libc::SIGINT);
+    let status = wait_at_most(&mut child, Duration::from_secs(5));
+    for line in lines.map_while(Result::ok) {
+        err += &line;
+    }
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("stopped by a second SIGINT"), "{err}");
+    assert!(!out.exists(), "the folder the run made is gone");
+    let names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n == "cache" || n == "warm"),
+        "left behind: {names:?}"
+    );
 }

@@ -175,8 +175,27 @@ fn bad_input_gets_one_line_and_a_failure() {
         c,
         &["--label", "10"],
     );
+    // `cost` takes one label, and its hint offers one: it suggested "all, a list such as
+    // 0,3,7" and then refused both.
+    for bad in ["all", "1,2", "seven"] {
+        let args = ["cost", "--inputs", w, "--label", bad];
+        let r = backwork(&args, c);
+        common::assert_one_line_failure(&args, &r, &["--label", "one class number"]);
+        assert!(!String::from_utf8_lossy(&r.stderr).contains("a list"));
+    }
     let out = tmp.path().join("o");
     let o = out.to_str().unwrap();
+    // The cache's cap is a size or an error naming the variable (it was ignored silently).
+    for bad in ["abc", "-1"] {
+        let args = ["run", "--out", o];
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_backwork"))
+            .args(args)
+            .env("BACKWORK_CACHE_DIR", c)
+            .env("BACKWORK_CACHE_MAX_GB", bad)
+            .output()
+            .unwrap();
+        common::assert_one_line_failure(&args, &r, &["BACKWORK_CACHE_MAX_GB", bad]);
+    }
     fails_with(&["run", "--batch", "0", "--out", o], c, &["--batch"]);
     fails_with(&["run", "--lr", "-0.1", "--out", o], c, &["--lr"]);
     fails_with(
@@ -225,7 +244,14 @@ fn bad_input_gets_one_line_and_a_failure() {
     fails_with(
         &["run", "--out", "/no/such/parent/dir"],
         c,
-        &["/no/such/parent/dir"],
+        &["/no/such/parent/dir", "does not exist"],
+    );
+    // A file where the parent folder should be is said as such (it said "does not exist").
+    let under_file = format!("{w}/o");
+    fails_with(
+        &["run", "--out", &under_file],
+        c,
+        &[&under_file, "is not a folder"],
     );
     assert!(!out.exists(), "a refused run creates nothing");
 }

@@ -213,6 +213,31 @@ fn presets_and_start_images_reach_the_run() {
     );
     let p0 = &v["images"][0]["probabilities"];
     assert_eq!(p0, &v["images"][1]["probabilities"], "two equal images");
+    // More images than the run takes: the first ones, and a line that says so (it was
+    // silent).
+    let out1 = tmp.path().join("run1");
+    let r = ok(
+        &[
+            "run",
+            "--labels",
+            "5",
+            "--batch",
+            "1",
+            "--max-steps",
+            "1",
+            "--init",
+            start.to_str().unwrap(),
+            "--out",
+            out1.to_str().unwrap(),
+        ],
+        &cache,
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("notice: --init")
+            && err.contains("holds 2 images; the run starts from the first 1"),
+        "{err}"
+    );
 
     // A flag after the preset overrides it, and makes the settings custom.
     let out2 = tmp.path().join("run2");

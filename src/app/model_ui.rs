@@ -13,7 +13,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 use super::dialog::{Dialog, NO_DIALOG};
 use super::status::Status;
 use crate::backwork::cache::{
-    CacheEntry, cache_cap_bytes, clear_cache, default_cache_dir, list_cache,
+    CacheEntry, cache_cap, cache_cap_bytes, clear_cache, default_cache_dir, list_cache,
 };
 use crate::data::Dataset;
 use crate::meta::ModelInfo;
@@ -169,6 +169,10 @@ impl ModelView {
                 cache_cap_bytes() as f64 / 1e9
             ))
             .on_hover_text(dir.display().to_string());
+            if let Err(e) = cache_cap() {
+                ui.colored_label(ui.visuals().warn_fg_color, "⚠")
+                    .on_hover_text(format!("{e}; the cap stays at 10 GB"));
+            }
             if ui
                 .add_enabled(bytes > 0, egui::Button::new("Clear"))
                 .on_hover_text("Remove every model's reference sets; a run builds its own again")

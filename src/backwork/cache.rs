@@ -68,14 +68,32 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// The disk cache's size cap in bytes: `$BACKWORK_CACHE_MAX_GB` (a number of GB), else
-/// 10 GB (three models' reference sets).
+/// 10 GB (three models' reference sets). A value that is not a number of GB is an error
+/// naming the variable (the commands refuse to start on it; the window says it and keeps
+/// 10 GB).
+pub fn cache_cap() -> Result<u64, String> {
+    match std::env::var_os("BACKWORK_CACHE_MAX_GB") {
+        None => Ok(DEFAULT_CAP_BYTES),
+        Some(v) => parse_cap(&v.to_string_lossy()),
+    }
+}
+
+const DEFAULT_CAP_BYTES: u64 = 10_000_000_000;
+
+fn parse_cap(v: &str) -> Result<u64, String> {
+    let gb = v.trim().parse::<f64>().ok().filter(|g| g.is_finite());
+    match gb {
+        Some(g) if (0.0..=1e9).contains(&g) => Ok((g * 1e9) as u64),
+        _ => Err(format!(
+            "BACKWORK_CACHE_MAX_GB={v:?}: not a size in GB (a number from 0 to 1e9, such as 10; 0 keeps no reference sets on disk)"
+        )),
+    }
+}
+
+/// [`cache_cap`], or 10 GB where the variable is not a number (the commands have refused it
+/// before they got here; the window says it once).
 pub fn cache_cap_bytes() -> u64 {
-    let gb = std::env::var("BACKWORK_CACHE_MAX_GB")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|g| g.is_finite() && *g >= 0.0)
-        .unwrap_or(10.0);
-    (gb * 1e9) as u64
+    cache_cap().unwrap_or(DEFAULT_CAP_BYTES)
 }
 
 /// A fingerprint of a dataset's content (SHA-256 of its pixels and labels, shortened).
@@ -453,4 +471,20 @@ pub fn enforce_cap(dir: &Path, keep: &str, cap: u64) -> Vec<String> {
         }
     }
     gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cap;
+
+    #[test]
+    fn the_cap_is_a_size_in_gb_or_an_error_naming_the_variable() {
+        assert_eq!(parse_cap("10"), Ok(10_000_000_000));
+        assert_eq!(parse_cap(" 0.5 "), Ok(500_000_000));
+        assert_eq!(parse_cap("0"), Ok(0));
+        for bad in ["abc", "-1", "", "nan", "inf", "1e300", "10GB"] {
+            let e = parse_cap(bad).unwrap_err();
+            assert!(e.starts_with("BACKWORK_CACHE_MAX_GB="), "{bad}: {e}");
+        }
+    }
 }

@@ -24,7 +24,7 @@ use crate::backwork::{
     FcDistance, Init, PixelConstraint, Preset, Settings, SoftmaxTerm, StallMode,
 };
 use crate::data::{Dataset, Split};
-use crate::export::npy::{npy_bytes, read_images, read_start_images};
+use crate::export::npy::{npy_bytes, read_images, read_start_images_noted};
 use crate::export::run::{ExportImage, RunResults, export_images, write_run_files};
 use crate::io::outdir::OutDir;
 use crate::io::write_atomic;
@@ -312,7 +312,31 @@ impl SettingsArgs {
 /// without training images is refused (there is nothing for its images to stay far from).
 /// `flag` names the option in errors.
 pub fn resolve_labels(flag: &str, text: Option<&str>, data: &Dataset) -> Result<Vec<u8>> {
+    resolve(flag, text, data, false)
+}
+
+/// The one label `text` names (`cost --label`): a class number or name; "all" and lists are
+/// refused with a hint that offers neither.
+pub fn resolve_one_label(flag: &str, text: &str, data: &Dataset) -> Result<u8> {
+    match resolve(flag, Some(text), data, true)?[..] {
+        [l] => Ok(l),
+        _ => bail!("--{flag}: name one label, not {text:?}"),
+    }
+}
+
+fn resolve(flag: &str, text: Option<&str>, data: &Dataset, one: bool) -> Result<Vec<u8>> {
     let classes = &data.classes;
+    let forms = if one {
+        "one class number, such as 3, or a class name"
+    } else {
+        "all, a list such as 0,3,7, or class names"
+    };
+    if one && text.is_some_and(|t| t.trim() == "all" || t.contains(',')) {
+        bail!(
+            "--{flag}: name one label, not {:?} (use {forms})",
+            text.unwrap_or_default()
+        );
+    }
     let counts = data.label_counts();
     let n = classes.len().min(256);
     let has_images = |l: usize| counts.get(l).is_some_and(|&c| c > 0);
@@ -338,7 +362,7 @@ pub fn resolve_labels(flag: &str, text: Option<&str>, data: &Dataset) -> Result<
                     n.saturating_sub(1)
                 ),
                 Err(_) => bail!(
-                    "--{flag}: {p:?} is not a label (use all, a list such as 0,3,7, or class names: {})",
+                    "--{flag}: {p:?} is not a label (use {forms}: {})",
                     classes.join(", ")
                 ),
             },
@@ -465,10 +489,14 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
     a.settings.fit_to(&mut settings, &net, &train)?;
     // Start images are read before the long work, so a bad file fails at once.
     let start = match &settings.init {
-        Init::File(path) => Some(
-            read_start_images(path, settings.labels.len() * settings.batch, &train.shape)
-                .context("--init")?,
-        ),
+        Init::File(path) => {
+            let rows = settings.labels.len() * settings.batch;
+            let (x, note) = read_start_images_noted(path, rows, &train.shape).context("--init")?;
+            if let Some(n) = note {
+                eprintln!("notice: --init {n}");
+            }
+            Some(x)
+        }
         _ => None,
     };
     let cancel = super::stop::stop_flag()?;
@@ -580,11 +608,16 @@ struct Trace {
     partial: PathBuf,
     /// The images of the step before.
     prev: Vec<f32>,
+    /// The hidden file, for a process that must end at once.
+    _pending: crate::io::abandon::Pending,
 }
 
 impl Trace {
     /// Fails if the trace may not be written at `path`: a folder, or a file without `force`.
     fn check(path: &Path, force: bool) -> Result<()> {
+        if let Some(why) = crate::io::folder_problem(&crate::io::parent_dir(path)) {
+            bail!("--trace {}: {why}", path.display());
+        }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => bail!("--trace {}: is a folder", path.display()),
             Ok(_) if !force => bail!(
@@ -604,12 +637,16 @@ impl Trace {
             .to_string_lossy();
         let partial =
             path.with_file_name(format!(".{name}.backwork-{}.partial", std::process::id()));
+        let pending = crate::io::abandon::Pending::new(vec![crate::io::abandon::Leftover::File(
+            partial.clone(),
+        )]);
         let file = std::fs::File::create(&partial).with_context(context)?;
         Ok(Self {
             out: std::io::BufWriter::new(file),
             path: path.to_path_buf(),
             partial,
             prev,
+            _pending: pending,
         })
     }
 
@@ -706,10 +743,7 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
     }
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     // A class number or name, as `--labels` takes them.
-    let label = match resolve_labels("label", Some(&a.label), &train)?[..] {
-        [l] => l,
-        _ => bail!("--label: name one label"),
-    };
+    let label = resolve_one_label("label", &a.label, &train)?;
     let (net, info) = super::load_model(app, &train)?;
     let net = FrozenCnn::from_net(net);
     a.settings.fit_to(&mut settings, &net, &train)?;

@@ -183,6 +183,11 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
     ) {
         stop::stop_flag()?;
     }
+    // The reference-set cache's cap, read by every command that builds or lists reference
+    // sets: a value that is not a size is refused before any work, not ignored.
+    if !matches!(command, Command::Train(_) | Command::Eval(_)) {
+        crate::backwork::cache::cache_cap().map_err(|e| anyhow::anyhow!(e))?;
+    }
     match command {
         Command::Train(a) => train_cmd(a, app),
         Command::Eval(a) => eval_cmd(a, app),
@@ -272,16 +277,9 @@ pub(crate) fn check_out_file(flag: &str, out: &Path, force: Option<bool>) -> Res
             out.display()
         );
     }
-    let dir = match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        bail!(
-            "--{flag} {}: the folder {} does not exist",
-            out.display(),
-            dir.display()
-        );
+    let dir = crate::io::parent_dir(out);
+    if let Some(why) = crate::io::folder_problem(&dir) {
+        bail!("--{flag} {}: {why}", out.display());
     }
     check_writable_dir(&dir).with_context(|| format!("--{flag} {}", out.display()))
 }

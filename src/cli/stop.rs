@@ -2,8 +2,10 @@
 //! cancel) and SIGHUP (a closed terminal) all set one flag that every long command polls at
 //! least once a second; the command then writes what it has and returns [`Stopped`], which
 //! `main` turns into the exit status 128 + the signal's number. A second Ctrl-C ends the
-//! process at once (exit 130), for a user who will not wait for the write.
+//! process at once (exit 130), for a user who will not wait for the write: what the command
+//! had half-made is removed first (`io::abandon`), and one line says so.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -33,16 +35,44 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
         which: Arc::new(AtomicUsize::new(0)),
     };
     let install = || -> std::io::Result<()> {
-        for (sig, _) in SIGNALS {
-            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, f.exit_now.clone())?;
+        // Counted in the handler: the thread below may wake once for two quick Ctrl-Cs.
+        let interrupts = Arc::new(AtomicUsize::new(0));
+        let counter = interrupts.clone();
+        // SAFETY: the action only adds to an atomic, which is async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(SIGINT, move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })?;
         }
-        // Registered before the stop flag, so it sees the flag as the earlier signal left it:
-        // only a second Ctrl-C ends the process.
-        signal_hook::flag::register_conditional_shutdown(SIGINT, 130, f.stop.clone())?;
         for (sig, _) in SIGNALS {
             signal_hook::flag::register_usize(sig, f.which.clone(), sig as usize)?;
             signal_hook::flag::register(sig, f.stop.clone())?;
         }
+        // Ending at once is done on a thread of its own, not in the handler: it removes what
+        // the command left half-made (a staging folder and its lock, a trace's hidden file,
+        // a temporary file) and says so, which a handler may not do.
+        let mut signals = signal_hook::iterator::Signals::new(SIGNALS.map(|(s, _)| s))?;
+        let exit_now = f.exit_now.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut said = false;
+                for sig in signals.forever() {
+                    if interrupts.load(Ordering::SeqCst) >= 2 {
+                        end_now(SIGINT, "a second ");
+                    }
+                    if exit_now.load(Ordering::Relaxed) {
+                        end_now(sig, "");
+                    }
+                    if sig == SIGINT && !said {
+                        said = true;
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "stopping: writing what there is (Ctrl-C again ends at once and keeps nothing)"
+                        );
+                    }
+                }
+            })?;
         Ok(())
     };
     install().map_err(|e| anyhow::anyhow!("cannot install the signal handlers: {e}"))?;
@@ -53,6 +83,23 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     Ok(stop)
 }
 
+/// Ends the process with 128 + `sig` after removing what was left half-made, in one line.
+fn end_now(sig: i32, nth: &str) -> ! {
+    let undone = crate::io::abandon::abandon();
+    let name = SIGNALS
+        .into_iter()
+        .find(|(s, _)| *s == sig)
+        .map_or("a signal", |(_, n)| n);
+    let what = if undone > 0 {
+        "ended at once; the output it was writing was removed, nothing half-written is left"
+    } else {
+        "ended at once"
+    };
+    // Not eprintln!: after SIGHUP the terminal may be gone, and a failed write must not panic.
+    let _ = writeln!(std::io::stderr(), "error: stopped by {nth}{name}: {what}");
+    std::process::exit(128 + sig)
+}
+
 /// From now on a stop signal ends the process at once with 128 + the signal (for a command
 /// in a long computation with nothing to save, such as `cost`; its files are written
 /// atomically, so none is left half-written). A signal that came before also ends it now.
@@ -60,7 +107,7 @@ pub fn exit_on_signal() {
     if let Some(f) = FLAGS.get() {
         f.exit_now.store(true, Ordering::Relaxed);
         if let Some((sig, _)) = signal().filter(|_| is_stopped()) {
-            std::process::exit(128 + sig);
+            end_now(sig, "");
         }
     }
 }

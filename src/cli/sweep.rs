@@ -50,11 +50,42 @@ struct Point {
     args: SettingsArgs,
 }
 
+/// The models named, each under one name: `./m` and `a//m` are written `m` and `a/m`, and a
+/// file named twice (`m`, `./m`, or its absolute path) keeps its first name, so it runs once
+/// and a resumed sweep finds its rows (`./m` and `m` were two models).
+fn model_names<'a>(given: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for g in given {
+        let name = if g == "shipped" || g.is_empty() {
+            g.to_string()
+        } else {
+            let p: PathBuf = Path::new(g)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            if p.as_os_str().is_empty() {
+                g.to_string()
+            } else {
+                p.display().to_string()
+            }
+        };
+        let id = std::fs::canonicalize(&name).unwrap_or_else(|_| PathBuf::from(&name));
+        if let Some(i) = seen.iter().position(|s| *s == id) {
+            names.push(names[i].clone());
+        } else {
+            names.push(name);
+        }
+        seen.push(id);
+    }
+    names
+}
+
 /// The grid: models (slowest), then the settings flags in their order, seeds fastest-ish.
 fn grid(a: &SweepArgs, app: &AppArgs) -> Vec<Point> {
     let models: Vec<String> = match (&a.models, &app.model) {
-        (Some(m), _) => m.split(',').map(|s| s.trim().to_string()).collect(),
-        (None, Some(m)) => vec![m.display().to_string()],
+        (Some(m), _) => model_names(m.split(',').map(str::trim)),
+        (None, Some(m)) => model_names([m.display().to_string().as_str()]),
         (None, None) => vec!["shipped".into()],
     };
     let mut settings = a.settings.clone();
@@ -86,14 +117,19 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     let models = load_models(&points, &train)?;
     // Every point's settings are checked before the first run, so a typo fails at once.
     let mut planned = Vec::new();
+    let mut noted = std::collections::HashSet::new();
     for p in &points {
         let mut s = p.args.settings(None)?;
         p.args
             .fit_to(&mut s, &models[&p.model].0, &train)
             .with_context(|| format!("--models {}", p.model))?;
         if let crate::backwork::Init::File(path) = &s.init {
-            crate::export::npy::read_start_images(path, s.labels.len() * s.batch, &train.shape)
+            let rows = s.labels.len() * s.batch;
+            let (_, note) = crate::export::npy::read_start_images_noted(path, rows, &train.shape)
                 .context("--init")?;
+            if let Some(n) = note.filter(|n| noted.insert(n.clone())) {
+                eprintln!("notice: --init {n}");
+            }
         }
         if shard.is_none_or(|sh| in_shard(p.index, sh)) {
             planned.push((p, s));
@@ -140,18 +176,27 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(500));
+    // What a stop says: the runs of this call and the rows already there (it said "0 runs
+    // finished" with a file full of earlier rows).
+    let (before, planned_here) = (rows.len(), todo.len() as u64);
+    let stopped_note = |bar: &ProgressBar| {
+        // Read before finishing: finishing a bar moves it to its end.
+        let finished = bar.position();
+        bar.finish_and_clear();
+        format!(
+            "{finished} run(s) finished now, {} row(s) in {} with the earlier ones; {} left: run the same command again to go on",
+            before as u64 + finished,
+            runs.display(),
+            planned_here - finished
+        )
+    };
     for (p, settings) in todo {
         let (net, info) = &models[&p.model];
         bar.set_message(format!("point {}: reference sets", p.index));
         let refs = match build_refs(net, &train, &info.sha256, &settings.labels, &cancel) {
             Ok(r) => r,
             Err(e) if cancel.load(Ordering::Relaxed) => {
-                let finished = bar.position();
-                bar.finish_and_clear();
-                return Err(e.context(format!(
-                    "{finished} runs of this sweep finished (in {}); run the same command again to go on",
-                    runs.display()
-                )));
+                return Err(e.context(stopped_note(&bar)));
             }
             Err(e) => return Err(e),
         };
@@ -164,13 +209,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         })
         .with_context(|| format!("grid point {} ({})", p.index, p.model))?;
         if cancel.load(Ordering::Relaxed) {
-            // Read before finishing: finishing a bar moves it to its end.
-            let finished = bar.position();
-            bar.finish_and_clear();
-            return Err(super::stop::stopped(format!(
-                "{finished} runs of this sweep finished (in {}); run the same command again to go on",
-                runs.display()
-            )));
+            return Err(super::stop::stopped(stopped_note(&bar)));
         }
         let row = SweepRow {
             point: p.index,
@@ -248,4 +287,29 @@ fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
     write_atomic(&path, rows_text(&rows).as_bytes(), true)?;
     println!("merged {} rows into {}", rows.len(), path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_names;
+
+    #[test]
+    fn a_model_named_two_ways_is_one_model() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = tmp.path().join("m.safetensors");
+        std::fs::write(&m, b"x").unwrap();
+        let d = tmp.path().display().to_string();
+        let names = model_names([
+            format!("{d}/m.safetensors").as_str(),
+            format!("{d}/./m.safetensors").as_str(),
+            format!("{d}//m.safetensors").as_str(),
+            "shipped",
+            "./no/such.safetensors",
+        ]);
+        let first = format!("{d}/m.safetensors");
+        assert_eq!(
+            names,
+            [&first, &first, &first, "shipped", "no/such.safetensors"]
+        );
+    }
 }

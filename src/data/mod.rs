@@ -424,10 +424,10 @@ fn find_file(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, Data
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
         });
     }
-    if !dir.is_dir() {
+    if let Some(why) = crate::io::folder_problem(dir) {
         return Err(DataError::Io {
             file: dir.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, why),
         });
     }
     Err(DataError::Missing {

@@ -206,8 +206,24 @@ pub fn read_images(path: &Path, want: &Shape) -> Result<(Vec<usize>, Vec<f32>), 
 /// starts from given images (`--init FILE.npy`); a file with fewer rows is refused, naming
 /// both counts.
 pub fn read_start_images(path: &Path, rows: usize, want: &Shape) -> Result<Vec<f32>, NpyError> {
+    Ok(read_start_images_noted(path, rows, want)?.0)
+}
+
+/// [`read_start_images`], and a line to tell the user when the file holds more images than
+/// the run takes (only the first ones are used: it was silent).
+pub fn read_start_images_noted(
+    path: &Path,
+    rows: usize,
+    want: &Shape,
+) -> Result<(Vec<f32>, Option<String>), NpyError> {
     let (_, mut x) = read_images(path, want)?;
     let have = x.len() / want.len();
+    let note = (have > rows).then(|| {
+        format!(
+            "{}: holds {have} images; the run starts from the first {rows} (labels × images per label, group-major)",
+            path.display()
+        )
+    });
     if have < rows {
         return Err(NpyError {
             file: path.display().to_string(),
@@ -217,7 +233,7 @@ pub fn read_start_images(path: &Path, rows: usize, want: &Shape) -> Result<Vec<f
         });
     }
     x.truncate(rows * want.len());
-    Ok(x)
+    Ok((x, note))
 }
 
 #[cfg(test)]

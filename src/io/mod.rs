@@ -2,6 +2,7 @@
 //! claimed and swapped in whole (`outdir`), reads that refuse FIFOs and devices, and errors
 //! that name the file. The bottom layer: it imports nothing of the crate.
 
+pub mod abandon;
 pub mod outdir;
 
 use std::io::Write;
@@ -15,8 +16,9 @@ pub enum WriteError {
     Exists { file: String },
     #[error("{dir}: the folder is not empty (refusing to write into it)")]
     NotEmpty { dir: String },
-    #[error("{file}: the folder {dir} does not exist")]
-    NoFolder { file: String, dir: String },
+    /// The folder to write in is missing or is a file (`why`: [`folder_problem`]).
+    #[error("{file}: {why}")]
+    NoFolder { file: String, why: String },
     #[error("{file}: cannot write: {source}")]
     Io {
         file: String,
@@ -38,6 +40,40 @@ fn temp_path(path: &Path) -> PathBuf {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
     path.with_file_name(unique)
+}
+
+/// What is wrong with `dir`, which is not a folder: "the folder D does not exist", or "F is
+/// not a folder" where a file (or anything but a folder) sits at D or above it.
+fn no_folder(dir: &str, is_file: bool) -> String {
+    if is_file {
+        format!("{dir} is not a folder")
+    } else {
+        format!("the folder {dir} does not exist")
+    }
+}
+
+/// [`no_folder`] for `dir` as it is on disk, naming the file in the way if there is one (the
+/// OS says "does not exist" or "not a directory" for a path under a file); `None` if `dir` is
+/// a folder.
+pub fn folder_problem(dir: &Path) -> Option<String> {
+    if dir.is_dir() {
+        return None;
+    }
+    let blocker = dir
+        .ancestors()
+        .find(|a| !a.as_os_str().is_empty() && std::fs::metadata(a).is_ok());
+    Some(match blocker {
+        Some(a) if !a.is_dir() => no_folder(&a.display().to_string(), true),
+        _ => no_folder(&dir.display().to_string(), false),
+    })
+}
+
+/// The folder `path` would be made in (`.` for a bare name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// The PID of the process that writes temporary file `name` (a name `temp_path` makes:
@@ -95,20 +131,17 @@ fn write_renamed(
         file: file.clone(),
         source,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
+    if let Some(why) = folder_problem(&parent_dir(path)) {
         return Err(WriteError::NoFolder {
             file: file.clone(),
-            dir: dir.display().to_string(),
+            why,
         });
     }
     if !overwrite && path.exists() {
         return Err(WriteError::Exists { file });
     }
     let tmp = temp_path(path);
+    let _pending = abandon::Pending::new(vec![abandon::Leftover::File(tmp.clone())]);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         write(&mut f)?;
@@ -198,6 +231,9 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let e = write_atomic(&dir.path().join("no/such/x.bin"), b"", false).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+        // A file where the folder should be is said as such (it said "does not exist").
+        let e = write_atomic(&p.join("x.bin"), b"", false).unwrap_err();
+        assert!(e.to_string().ends_with("a.bin is not a folder"), "{e}");
         // Nothing but the file itself is left in the folder.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::WriteError;
+use super::abandon::{Leftover, Pending};
 
 /// The lock file inside a claimed folder; it holds the writer's PID.
 pub const LOCK_FILE: &str = ".backwork-lock";
@@ -26,6 +27,8 @@ pub struct OutDir {
     is_locked: bool,
     force: bool,
     is_done: bool,
+    /// The staging folder, lock and made folder, for a process that must end at once.
+    pending: Option<Pending>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WriteError + '_ {
@@ -75,6 +78,9 @@ impl OutDir {
                 }
             }
             Err(_) => {
+                if let Some(why) = super::folder_problem(&super::parent_dir(dest)) {
+                    return Err(WriteError::NoFolder { file, why });
+                }
                 std::fs::create_dir(dest).map_err(io(dest))?;
                 is_made = true;
             }
@@ -88,9 +94,11 @@ impl OutDir {
             is_locked: false,
             force,
             is_done: false,
+            pending: None,
         };
         out.lock()?;
         out.is_locked = true;
+        out.pending = Some(Pending::new(out.leftovers()));
         let name = dest
             .file_name()
             .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
@@ -99,9 +107,27 @@ impl OutDir {
         // A staging folder of ours from an earlier claim in this process, or of a dead one.
         let _ = std::fs::remove_dir_all(&staging);
         remove_dead_staging(&dest, &name);
-        std::fs::create_dir(&staging).map_err(io(&staging))?;
         out.staging = staging;
+        if let Some(p) = &out.pending {
+            p.set(out.leftovers());
+        }
+        std::fs::create_dir(&out.staging).map_err(io(&out.staging))?;
         Ok(out)
+    }
+
+    /// What an end at once removes: what [`Drop`] would.
+    fn leftovers(&self) -> Vec<Leftover> {
+        let mut v = Vec::new();
+        if !self.staging.as_os_str().is_empty() {
+            v.push(Leftover::Tree(self.staging.clone()));
+        }
+        if self.is_locked {
+            v.push(Leftover::File(self.dest.join(LOCK_FILE)));
+            if self.is_made {
+                v.push(Leftover::EmptyDir(self.dest.clone()));
+            }
+        }
+        v
     }
 
     /// Takes the lock file, or fails naming the live process that holds it.
@@ -164,9 +190,9 @@ impl OutDir {
         match e {
             WriteError::Exists { file } => WriteError::Exists { file: fix(file) },
             WriteError::NotEmpty { dir } => WriteError::NotEmpty { dir: fix(dir) },
-            WriteError::NoFolder { file, dir } => WriteError::NoFolder {
+            WriteError::NoFolder { file, why } => WriteError::NoFolder {
                 file: fix(file),
-                dir: fix(dir),
+                why: fix(why),
             },
             WriteError::Io { file, source } => WriteError::Io {
                 file: fix(file),
@@ -180,6 +206,9 @@ impl OutDir {
     /// files beside an earlier output with `force`) are kept beside the new ones; an earlier
     /// output's files go as a whole (no old PNG beside a new `results.json`).
     pub fn commit(mut self) -> Result<PathBuf, WriteError> {
+        // The user's own files pass through the staging folder: an end at once (which
+        // removes that folder) waits until they are back in place.
+        let _barrier = super::abandon::barrier();
         if let Ok(entries) = std::fs::read_dir(&self.dest) {
             for e in entries.flatten() {
                 let name = e.file_name();

@@ -25,7 +25,7 @@ use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::refs::LabelRefs;
 use crate::backwork::{Init, Settings};
 use crate::data::Dataset;
-use crate::export::npy::read_start_images;
+use crate::export::npy::read_start_images_noted;
 use crate::export::run::{RunResults, export_images, write_run};
 use crate::meta::ModelRef;
 use run_loop::Loop;

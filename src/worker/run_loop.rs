@@ -312,8 +312,15 @@ impl Loop {
         let started = started.and_then(|mut engine| {
             let rows = engine.states().len();
             let x = match engine.settings().init.clone() {
-                Init::File(path) => read_start_images(&path, rows, &self.net.input_shape())
-                    .map_err(|e| format!("start images: {e}"))?,
+                Init::File(path) => {
+                    let (x, note) =
+                        read_start_images_noted(&path, rows, &self.net.input_shape())
+                            .map_err(|e| format!("start images: {e}"))?;
+                    if let Some(message) = note {
+                        self.send_sure(Event::Notice { message });
+                    }
+                    x
+                }
                 Init::Current => match previous {
                     Some(x) if x.len() == rows * self.net.input_len() => x,
                     Some(x) => {
