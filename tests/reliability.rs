@@ -52,6 +52,21 @@ fn stderr_of(child: &mut Child) -> String {
     s
 }
 
+/// A one-step run of label 3 into `out`, so that the reference set of 3 is in `cache` and a
+/// later signal surely lands among a run's steps.
+fn warm_label_3(cache: &Path, out: &Path) {
+    let warm = bin(cache)
+        .args(["run", "--labels", "3", "--max-steps", "1", "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        warm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
+}
+
 /// Hidden folders a claim leaves beside `out` (a staging folder) or in it (a lock).
 fn leftovers(out: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(out.parent().unwrap())
@@ -96,14 +111,7 @@ fn a_signal_mid_run_writes_the_images_so_far_and_the_folder_is_claimed_meanwhile
     let cache = tmp.path().join("cache");
     let out = tmp.path().join("run");
     let o = out.to_str().unwrap();
-    // Warm the cache for label 3 first, so the signal surely lands among the steps.
-    let warm = tmp.path().join("warm");
-    let w = bin(&cache)
-        .args(["run", "--labels", "3", "--max-steps", "1", "--out"])
-        .arg(&warm)
-        .output()
-        .unwrap();
-    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    warm_label_3(&cache, &tmp.path().join("warm"));
     // The original softmax term creeps near p = 1 and f32 p cannot pass 0.99999995 short of
     // exactly 1: this run goes on until stopped.
     let long = [
@@ -336,16 +344,7 @@ fn retrain_stopped_keeps_the_finished_rounds() {
 fn cost_ends_at_once_on_a_signal() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let warm = bin(&cache)
-        .args(["run", "--labels", "3", "--max-steps", "1", "--out"])
-        .arg(tmp.path().join("warm"))
-        .output()
-        .unwrap();
-    assert!(
-        warm.status.success(),
-        "{}",
-        String::from_utf8_lossy(&warm.stderr)
-    );
+    warm_label_3(&cache, &tmp.path().join("warm"));
     // 4,096 images: seconds of computation after the reference set is read.
     let n = 4096;
     let x: Vec<f32> = (0..n * PIXELS)
@@ -431,16 +430,7 @@ fn a_stopped_sweep_counts_the_rows_it_already_has() {
 fn a_second_ctrl_c_ends_at_once_and_leaves_nothing_half_made() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
-    let warm = bin(&cache)
-        .args(["run", "--labels", "3", "--max-steps", "1", "--out"])
-        .arg(tmp.path().join("warm"))
-        .output()
-        .unwrap();
-    assert!(
-        warm.status.success(),
-        "{}",
-        String::from_utf8_lossy(&warm.stderr)
-    );
+    warm_label_3(&cache, &tmp.path().join("warm"));
     let out = tmp.path().join("run");
     let trace = tmp.path().join("t.jsonl");
     let mut child = bin(&cache)
