@@ -34,7 +34,15 @@ def main():
     for d in a.dirs:
         with open(os.path.join(d, "runs.jsonl")) as f:
             rows += [json.loads(l) for l in f if l.strip()]
-    cols = sorted({(r["preset"], r["settings"]["threshold"]) for r in rows},
+    # A column is a preset at a threshold; where the rows hold several Adam rates (a sweep
+    # of --lr), the rate too.
+    many_lr = len({r["settings"]["lr"] for r in rows}) > 1
+
+    def column(r):
+        lr = f" lr {r['settings']['lr']:g}" if many_lr else ""
+        return (r["preset"] + lr, r["settings"]["threshold"])
+
+    cols = sorted({column(r) for r in rows},
                   key=lambda c: (c[1], c[0] != "original", c[0]))
     cells = collections.defaultdict(list)
     models = []
@@ -44,7 +52,7 @@ def main():
         if name not in models:
             models.append(name)
             paths[name] = r["model"]
-        cells[(name, r["preset"], r["settings"]["threshold"])].append(r)
+        cells[(name, *column(r))].append(r)
     head = ["model", "test accuracy"] + [f"{p} @ {t}" for p, t in cols]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))

@@ -791,7 +791,7 @@ fn choosing_a_sweep_setting_offers_values_for_it() {
     h.run();
     h.get_by_label("learning rate").click();
     h.run();
-    assert_eq!(h.state().axes[0].values, "0.002, 0.02, 0.2");
+    assert_eq!(h.state().axes[0].values, "0.008, 0.08, 0.8");
 }
 
 #[test]

@@ -606,7 +606,7 @@ mod tests {
     #[test]
     fn suggested_values_fit_their_setting() {
         let base = Settings::default();
-        assert_eq!(Param::Lr.suggested_values(&base), "0.002, 0.02, 0.2");
+        assert_eq!(Param::Lr.suggested_values(&base), "0.008, 0.08, 0.8");
         assert_eq!(
             Param::LayerWeight(0).suggested_values(&base),
             "0.000001, 0.00001, 0.0001"

@@ -56,7 +56,7 @@ pub struct SettingsArgs {
     /// original) or log (−ln p) [default: margin].
     #[arg(long, value_name = "margin|prob|log")]
     pub softmax_term: Option<String>,
-    /// Adam learning rate on the pixels [default: 0.02; original 0.01].
+    /// Adam learning rate on the pixels [default: 0.08; original 0.01].
     #[arg(long, allow_hyphen_values = true)]
     pub lr: Option<String>,
     /// fc reference distance: per-neuron (the original) or per-example [default: per-neuron].

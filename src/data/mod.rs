@@ -424,7 +424,11 @@ fn find_file(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, Data
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
         });
     }
-    if let Some(why) = crate::io::folder_problem(dir) {
+    if !dir.is_dir() {
+        let why = match crate::io::file_in_the_way(dir) {
+            Some(f) => format!("{} is not a folder", f.display()),
+            None => "no such folder".into(),
+        };
         return Err(DataError::Io {
             file: dir.display().to_string(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, why),

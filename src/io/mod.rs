@@ -59,13 +59,19 @@ pub fn folder_problem(dir: &Path) -> Option<String> {
     if dir.is_dir() {
         return None;
     }
-    let blocker = dir
-        .ancestors()
-        .find(|a| !a.as_os_str().is_empty() && std::fs::metadata(a).is_ok());
-    Some(match blocker {
-        Some(a) if !a.is_dir() => no_folder(&a.display().to_string(), true),
-        _ => no_folder(&dir.display().to_string(), false),
+    Some(match file_in_the_way(dir) {
+        Some(a) => no_folder(&a.display().to_string(), true),
+        None => no_folder(&dir.display().to_string(), false),
     })
+}
+
+/// The file (or anything but a folder) at `dir` or at the nearest part of it that exists, if
+/// that is what keeps `dir` from being a folder.
+pub fn file_in_the_way(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|a| !a.as_os_str().is_empty() && std::fs::metadata(a).is_ok())
+        .filter(|a| !a.is_dir())
+        .map(Path::to_path_buf)
 }
 
 /// The folder `path` would be made in (`.` for a bare name).
