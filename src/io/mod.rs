@@ -52,9 +52,9 @@ fn no_folder(dir: &str, is_file: bool) -> String {
     }
 }
 
-/// [`no_folder`] for `dir` as it is on disk, naming the file in the way if there is one (the
-/// OS says "does not exist" or "not a directory" for a path under a file); `None` if `dir` is
-/// a folder.
+/// What is wrong with `dir` as it is on disk: "the folder D does not exist", or "F is not a
+/// folder" naming the file in the way (the OS says "does not exist" or "not a directory" for
+/// a path under a file); `None` if `dir` is a folder.
 pub fn folder_problem(dir: &Path) -> Option<String> {
     if dir.is_dir() {
         return None;
