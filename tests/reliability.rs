@@ -424,6 +424,34 @@ fn a_stopped_sweep_counts_the_rows_it_already_has() {
         last.contains("0 run(s) finished now, 1 row(s) in") && last.contains("1 left"),
         "{rest:?}"
     );
+    // A sweep stopped before its first row takes the folder it made with it (an empty one
+    // was left, and the line named a runs.jsonl that did not exist).
+    let fresh = tmp.path().join("fresh");
+    let mut child = bin(&cache)
+        .args(base)
+        .args(["--preset", "original", "--max-steps", "1000000"])
+        .args(["--threshold", "0.99999995", "--out"])
+        .arg(&fresh)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("to run here") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, libc::SIGINT);
+    let status = wait_at_most(&mut child, Duration::from_secs(10));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.last()
+            .is_some_and(|l| l.contains("no run finished, nothing was written")),
+        "{rest:?}"
+    );
+    assert!(!fresh.exists(), "the empty folder the sweep made is gone");
 }
 
 /// A second Ctrl-C ends a run at once and takes its half-made output with it: the staging

@@ -122,7 +122,8 @@ fn shards_merged_equal_the_whole_sweep_and_a_stopped_sweep_resumes() {
     // A model listed twice is one model: nothing more to run (before, 8 more runs).
     let r = run(with_out(&a, &["--models", "shipped,shipped"]));
     assert!(
-        String::from_utf8_lossy(&r.stderr).contains("0 to run here"),
+        String::from_utf8_lossy(&r.stderr)
+            .contains("0 to run here (8 done, 0 in other shards, 8 named twice)"),
         "{}",
         String::from_utf8_lossy(&r.stderr)
     );
@@ -323,7 +324,12 @@ fn bad_sweep_and_init_flags_fail_with_one_line() {
     let mut v = vec![0.5f32; 2 * 784];
     v[7] = f32::NAN;
     std::fs::write(&nan, npy_bytes(&v, &[2, 28, 28])).unwrap();
+    // A sweep makes its folder in an existing one, as `run` does (it made every missing
+    // parent).
+    let deep = tmp.path().join("missing/deep");
+    let deep = deep.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sweep", "--out", deep], "does not exist"),
         (
             vec!["sweep", "--sim-coeff", "0.5,x", "--out", o],
             "--sim-coeff",

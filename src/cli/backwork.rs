@@ -551,9 +551,6 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         }
     };
     bar.finish_and_clear();
-    if let Some(t) = trace {
-        t.finish()?;
-    }
     let elapsed = started.elapsed().as_secs_f64();
 
     let mut images = export_images(engine.rows(), settings.threshold, None, |x, l| {
@@ -575,6 +572,11 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
     };
     write_run_files(out.staging(), &results).map_err(|e| out.in_dest(e))?;
     out.commit()?;
+    // After the images: a run ended before they are in place leaves no trace either (a trace
+    // put in place first outlived a second Ctrl-C's abort and blocked the next run).
+    if let Some(t) = trace {
+        t.finish()?;
+    }
     report_run(
         &images,
         &end,

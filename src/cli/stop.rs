@@ -68,7 +68,7 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
                         said = true;
                         let _ = writeln!(
                             std::io::stderr(),
-                            "stopping: writing what there is (Ctrl-C again ends at once and keeps nothing)"
+                            "stopping: writing what there is (Ctrl-C again ends at once, dropping what is not yet written)"
                         );
                     }
                 }
@@ -91,7 +91,7 @@ fn end_now(sig: i32, nth: &str) -> ! {
         .find(|(s, _)| *s == sig)
         .map_or("a signal", |(_, n)| n);
     let what = if undone > 0 {
-        "ended at once; the output it was writing was removed, nothing half-written is left"
+        "ended at once; what it was still writing was removed, nothing half-written is left"
     } else {
         "ended at once"
     };

@@ -50,6 +50,36 @@ struct Point {
     args: SettingsArgs,
 }
 
+/// A sweep folder this call made: removed again when dropped if it is still empty (a sweep
+/// stopped before its first row), and by an end at once.
+struct MadeDir(Option<(PathBuf, crate::io::abandon::Pending)>);
+
+impl MadeDir {
+    fn make(dir: &Path) -> Result<Self> {
+        if dir.is_dir() {
+            return Ok(Self(None));
+        }
+        if let Some(why) = crate::io::folder_problem(&crate::io::parent_dir(dir)) {
+            bail!("--out {}: {why}", dir.display());
+        }
+        std::fs::create_dir(dir).with_context(|| format!("--out {}", dir.display()))?;
+        let pending =
+            crate::io::abandon::Pending::new(vec![crate::io::abandon::Leftover::EmptyDir(
+                dir.to_path_buf(),
+            )]);
+        Ok(Self(Some((dir.to_path_buf(), pending))))
+    }
+}
+
+impl Drop for MadeDir {
+    fn drop(&mut self) {
+        if let Some((dir, _)) = &self.0 {
+            // Only an empty folder goes: remove_dir refuses anything else.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// The models named, each under one name: `./m` and `a//m` are written `m` and `a/m`, and a
 /// file named twice (`m`, `./m`, or its absolute path) keeps its first name, so it runs once
 /// and a resumed sweep finds its rows (`./m` and `m` were two models).
@@ -135,7 +165,9 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             planned.push((p, s));
         }
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("--out {}", a.out.display()))?;
+    // The folder is made (in an existing folder, as `run` makes its own) if missing, and goes
+    // again if the sweep ends without a row in it, or ends at once.
+    let _made = MadeDir::make(&a.out)?;
     let runs = a.out.join(RUNS_FILE);
     drop_torn_tail(&runs)?;
     let rows = read_rows(&runs)?;
@@ -156,17 +188,29 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         }
     }
     // The points done, then each point once (a model or seed listed twice runs once).
-    let mut seen = done_keys(&rows);
+    let done = done_keys(&rows);
+    let mut seen = std::collections::HashSet::new();
+    let here = planned.len();
+    let mut already = 0;
     let todo: Vec<_> = planned
         .into_iter()
-        .filter(|(p, s)| seen.insert(point_key(&p.model, s)))
+        .filter(|(p, s)| {
+            let key = point_key(&p.model, s);
+            let first = seen.insert(key.clone());
+            let is_done = done.contains(&key);
+            already += usize::from(first && is_done);
+            first && !is_done
+        })
         .collect();
-    let skipped = points.len() - todo.len();
+    // The rest of this shard's points repeat one named before.
+    let twice = here - todo.len() - already;
     eprintln!(
-        "sweep: {} grid points, {} to run here ({} done or in other shards)",
+        "sweep: {} grid points, {} to run here ({} done, {} in other shards, {} named twice)",
         points.len(),
         todo.len(),
-        skipped
+        already,
+        points.len() - here,
+        twice
     );
 
     let cancel = super::stop::stop_flag()?;
@@ -183,12 +227,18 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         // Read before finishing: finishing a bar moves it to its end.
         let finished = bar.position();
         bar.finish_and_clear();
-        format!(
-            "{finished} run(s) finished now, {} row(s) in {} with the earlier ones; {} left: run the same command again to go on",
-            before as u64 + finished,
-            runs.display(),
-            planned_here - finished
-        )
+        let left = planned_here - finished;
+        if before as u64 + finished == 0 {
+            format!(
+                "no run finished, nothing was written; {left} left: run the same command again to go on"
+            )
+        } else {
+            format!(
+                "{finished} run(s) finished now, {} row(s) in {} with the earlier ones; {left} left: run the same command again to go on",
+                before as u64 + finished,
+                runs.display(),
+            )
+        }
     };
     for (p, settings) in todo {
         let (net, info) = &models[&p.model];

@@ -228,7 +228,8 @@ pub fn read_start_images_noted(
         return Err(NpyError {
             file: path.display().to_string(),
             reason: format!(
-                "holds {have} images; the run needs {rows} (labels × images per label, group-major)"
+                "holds {have} image{}; the run needs {rows} (labels × images per label, group-major)",
+                if have == 1 { "" } else { "s" }
             ),
         });
     }

@@ -62,6 +62,23 @@ pub fn barrier() -> MutexGuard<'static, Registry> {
     registry()
 }
 
+/// Removes folder `p` and all it holds, again while other threads of the process (an export
+/// writing images in parallel) still add files to it: once it is gone, their writes fail.
+fn remove_tree(p: &std::path::Path) -> std::io::Result<()> {
+    for _ in 0..50 {
+        match std::fs::remove_dir_all(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            _ => return Ok(()),
+        }
+        if std::fs::symlink_metadata(p).is_err() {
+            return Ok(());
+        }
+    }
+    std::fs::remove_dir_all(p)
+}
+
 /// Removes everything registered and keeps the registry locked for the rest of the process;
 /// returns how many registrations it undid. Call it only just before the process exits.
 pub fn abandon() -> usize {
@@ -69,7 +86,7 @@ pub fn abandon() -> usize {
     for (_, items) in r.iter() {
         for item in items {
             let _ = match item {
-                Leftover::Tree(p) => std::fs::remove_dir_all(p),
+                Leftover::Tree(p) => remove_tree(p),
                 Leftover::File(p) => std::fs::remove_file(p),
                 Leftover::EmptyDir(p) => std::fs::remove_dir(p),
             };
