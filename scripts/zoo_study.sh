@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ZOO=${1:-zoo}
 OUT=${2:-zoo-sweep}
 SHARD=${SHARD:-1/1}
-mkdir -p "$ZOO"
+mkdir -p "$ZOO" "$OUT"
 if [ ! -f "$ZOO/zoo.json" ]; then
   python3 scripts/pytorch_zoo.py --out "$ZOO"
 fi

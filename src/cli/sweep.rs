@@ -326,7 +326,7 @@ fn row_line(row: &SweepRow) -> String {
 
 fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let rows = merge(dirs)?;
-    std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
+    let _made = MadeDir::make(out)?;
     let path = out.join(RUNS_FILE);
     if path.exists() && !dirs.iter().any(|d| d == out) {
         bail!(
