@@ -184,6 +184,10 @@ impl RefCache {
             };
             return Some((r.clone(), source));
         }
+        // Stopped: not even the disk file is read (hundreds of MB).
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let file = self.file(label);
         let from_disk = match &file {
             Some(f) if !self.refused[label as usize] => {
@@ -233,7 +237,13 @@ impl RefCache {
     /// Reads the disk files of `labels` not yet in memory, several at once (a warm start reads
     /// 3 GB; most of its time is the kernel's, which spreads over the cores). Labels without a
     /// good file (one of the network's taps, `layout`) are left to [`Self::get_or_build`].
-    pub fn preload(&mut self, train: &Dataset, labels: &[u8], layout: &TapLayout) {
+    pub fn preload(
+        &mut self,
+        train: &Dataset,
+        labels: &[u8],
+        layout: &TapLayout,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) {
         self.grow();
         let todo: Vec<(u8, PathBuf)> = labels
             .iter()
@@ -243,6 +253,11 @@ impl RefCache {
         let read: Vec<(u8, Option<LabelRefs>, Option<String>)> = todo
             .par_iter()
             .map(|(l, f)| {
+                // A stop (Ctrl-C) reads no more files: each is hundreds of MB, and ten of
+                // them took 12-17 s to read on a loaded machine before a run could stop.
+                if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (*l, None, None);
+                }
                 let (r, n) = read_checked(*l, f, train, layout);
                 (*l, r, n)
             })

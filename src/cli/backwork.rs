@@ -440,7 +440,7 @@ pub fn build_refs(
         ProgressStyle::with_template("reference sets {bar:20} {pos}/{len} labels {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    cache.preload(train, labels, &net.layout());
+    cache.preload(train, labels, &net.layout(), cancel);
     let mut refs = Vec::with_capacity(labels.len());
     for &l in labels {
         bar.set_message(format!("(label {l})"));

@@ -263,7 +263,7 @@ impl Loop {
         let total = s.labels.len();
         let mut refs: Vec<Arc<LabelRefs>> = Vec::with_capacity(total);
         self.cache
-            .preload(&self.train, &s.labels, &self.net.layout());
+            .preload(&self.train, &s.labels, &self.net.layout(), &self.stop);
         for (i, &l) in s.labels.iter().enumerate() {
             if !self.send_sure(Event::Cache {
                 run: id,
