@@ -74,6 +74,25 @@ pub fn file_in_the_way(dir: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// `e`, an error opening `path`, in words that name the cause where the OS's do not: the file
+/// in the way of a path under it ("notes.txt is not a folder", not "Not a directory"), or a
+/// loop of symbolic links.
+pub fn explain_path_error(path: &Path, e: std::io::Error) -> std::io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOTDIR) => {
+            file_in_the_way(&parent_dir(path)).map(|f| format!("{} is not a folder", f.display()))
+        }
+        Some(libc::ELOOP) => {
+            Some("a loop of symbolic links (a link that leads back to itself)".into())
+        }
+        _ => None,
+    };
+    match why {
+        Some(w) => std::io::Error::new(e.kind(), w),
+        None => e,
+    }
+}
+
 /// The folder `path` would be made in (`.` for a bare name).
 pub fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
@@ -183,7 +202,8 @@ pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
+        .open(path)
+        .map_err(|e| explain_path_error(path, e))?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -240,6 +260,17 @@ mod tests {
         // A file where the folder should be is said as such (it said "does not exist").
         let e = write_atomic(&p.join("x.bin"), b"", false).unwrap_err();
         assert!(e.to_string().ends_with("a.bin is not a folder"), "{e}");
+        // Reading under a file names the file; a link loop is said as such (the OS's "Not a
+        // directory" and "Too many levels of symbolic links" named neither).
+        let e = read_regular(&p.join("x.bin")).unwrap_err();
+        assert!(e.to_string().ends_with("a.bin is not a folder"), "{e}");
+        let (la, lb) = (dir.path().join("la"), dir.path().join("lb"));
+        std::os::unix::fs::symlink(&lb, &la).unwrap();
+        std::os::unix::fs::symlink(&la, &lb).unwrap();
+        let e = read_regular(&la).unwrap_err();
+        assert!(e.to_string().contains("loop of symbolic links"), "{e}");
+        std::fs::remove_file(&la).unwrap();
+        std::fs::remove_file(&lb).unwrap();
         // Nothing but the file itself is left in the folder.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
