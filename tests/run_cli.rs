@@ -176,6 +176,12 @@ fn bad_input_gets_one_line_and_a_failure() {
         c,
         &["--label", "10"],
     );
+    // Past usize: out of range, as 10 is (it said "not a label").
+    fails_with(
+        &["cost", "--inputs", w, "--label", "99999999999999999999"],
+        c,
+        &["--label", "99999999999999999999", "outside 0..=9"],
+    );
     // `cost` takes one label, and its hint offers one: it suggested "all, a list such as
     // 0,3,7" and then refused both.
     for bad in ["all", "1,2", "seven"] {

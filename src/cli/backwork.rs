@@ -361,6 +361,11 @@ fn resolve(flag: &str, text: Option<&str>, data: &Dataset, one: bool) -> Result<
                     "--{flag}: label {v} is outside 0..={} (the data has {n} classes)",
                     n.saturating_sub(1)
                 ),
+                // A number too long for the machine is out of range too, not "not a label".
+                Err(_) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => bail!(
+                    "--{flag}: label {p} is outside 0..={} (the data has {n} classes)",
+                    n.saturating_sub(1)
+                ),
                 Err(_) => bail!(
                     "--{flag}: {p:?} is not a label (use {forms}: {})",
                     classes.join(", ")
