@@ -372,6 +372,30 @@ fn cost_ends_at_once_on_a_signal() {
     assert!(!grad.exists(), "no gradient file from a stopped cost");
 }
 
+/// A sweep of `base`'s grid point into `out` that would run for hours (the original term
+/// cannot pass this bar, as above), stopped by one SIGINT once it runs: its status and the
+/// lines it wrote after starting.
+fn sweep_stopped_once(cache: &Path, base: &[&str], out: &Path) -> (ExitStatus, Vec<String>) {
+    let mut child = bin(cache)
+        .args(base)
+        .args(["--preset", "original", "--max-steps", "1000000"])
+        .args(["--threshold", "0.99999995", "--out"])
+        .arg(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("to run here") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, libc::SIGINT);
+    let status = wait_at_most(&mut child, Duration::from_secs(10));
+    (status, lines.map_while(Result::ok).collect())
+}
+
 /// A stopped sweep counts the rows already in its file, not only this call's runs: it said
 /// "0 runs of this sweep finished" over a file holding an earlier run's row.
 #[test]
@@ -391,33 +415,8 @@ fn a_stopped_sweep_counts_the_rows_it_already_has() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    // Another grid point of the same folder that would run for hours (the original term
-    // cannot pass this bar, as above).
-    let mut child = bin(&cache)
-        .args(base)
-        .args([
-            "--preset",
-            "original",
-            "--max-steps",
-            "1000000",
-            "--threshold",
-            "0.99999995",
-            "--out",
-        ])
-        .arg(&out)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("to run here") {
-            break;
-        }
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    signal(&child, libc::SIGINT);
-    let status = wait_at_most(&mut child, Duration::from_secs(10));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    // Another grid point of the same folder that would run for hours.
+    let (status, rest) = sweep_stopped_once(&cache, &base, &out);
     assert_eq!(status.code(), Some(130), "{rest:?}");
     let last = rest.last().cloned().unwrap_or_default();
     assert!(
@@ -427,24 +426,7 @@ fn a_stopped_sweep_counts_the_rows_it_already_has() {
     // A sweep stopped before its first row takes the folder it made with it (an empty one
     // was left, and the line named a runs.jsonl that did not exist).
     let fresh = tmp.path().join("fresh");
-    let mut child = bin(&cache)
-        .args(base)
-        .args(["--preset", "original", "--max-steps", "1000000"])
-        .args(["--threshold", "0.99999995", "--out"])
-        .arg(&fresh)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("to run here") {
-            break;
-        }
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    signal(&child, libc::SIGINT);
-    let status = wait_at_most(&mut child, Duration::from_secs(10));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let (status, rest) = sweep_stopped_once(&cache, &base, &fresh);
     assert_eq!(status.code(), Some(130), "{rest:?}");
     assert!(
         rest.last()

@@ -402,10 +402,10 @@ fn retrain_config(a: &RetrainArgs) -> RetrainConfig {
 /// Where report.json and report.png go (`--report`, else the model's folder), checked to be
 /// a writable folder without them (unless `--force`) before any training.
 fn report_dir(a: &RetrainArgs) -> Result<PathBuf> {
-    let dir = a.report.clone().unwrap_or_else(|| match a.out.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    });
+    let dir = a
+        .report
+        .clone()
+        .unwrap_or_else(|| crate::io::parent_dir(&a.out));
     if !dir.is_dir() {
         bail!("--report {}: not a folder", dir.display());
     }

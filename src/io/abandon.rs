@@ -31,6 +31,17 @@ fn registry() -> MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Leftover {
+    /// Removes it; what is already gone is not an error.
+    pub fn remove(&self) {
+        let _ = match self {
+            Leftover::Tree(p) => remove_tree(p),
+            Leftover::File(p) => std::fs::remove_file(p),
+            Leftover::EmptyDir(p) => std::fs::remove_dir(p),
+        };
+    }
+}
+
 /// Leftovers registered until this is dropped (or [`Pending::set`] replaces them).
 #[derive(Debug)]
 pub struct Pending(u64);
@@ -72,9 +83,6 @@ fn remove_tree(p: &std::path::Path) -> std::io::Result<()> {
             }
             _ => return Ok(()),
         }
-        if std::fs::symlink_metadata(p).is_err() {
-            return Ok(());
-        }
     }
     std::fs::remove_dir_all(p)
 }
@@ -83,14 +91,8 @@ fn remove_tree(p: &std::path::Path) -> std::io::Result<()> {
 /// returns how many registrations it undid. Call it only just before the process exits.
 pub fn abandon() -> usize {
     let r = registry();
-    for (_, items) in r.iter() {
-        for item in items {
-            let _ = match item {
-                Leftover::Tree(p) => remove_tree(p),
-                Leftover::File(p) => std::fs::remove_file(p),
-                Leftover::EmptyDir(p) => std::fs::remove_dir(p),
-            };
-        }
+    for item in r.iter().flat_map(|(_, items)| items) {
+        item.remove();
     }
     let n = r.len();
     // Never unlocked: a write that starts now waits for the exit instead.

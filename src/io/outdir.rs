@@ -115,7 +115,7 @@ impl OutDir {
         Ok(out)
     }
 
-    /// What an end at once removes: what [`Drop`] would.
+    /// What is half-made until the commit: what [`Drop`] and an end at once remove.
     fn leftovers(&self) -> Vec<Leftover> {
         let mut v = Vec::new();
         if !self.staging.as_os_str().is_empty() {
@@ -324,20 +324,13 @@ fn swap(a: &Path, b: &Path) -> std::io::Result<()> {
 
 impl Drop for OutDir {
     fn drop(&mut self) {
-        if self.is_done {
-            return;
-        }
-        if !self.staging.as_os_str().is_empty() {
-            let _ = std::fs::remove_dir_all(&self.staging);
-        }
-        if !self.is_locked {
-            // The lock (if any) is another writer's: nothing here is ours to remove.
-            return;
-        }
-        let _ = std::fs::remove_file(self.dest.join(LOCK_FILE));
-        if self.is_made {
-            // Only an empty folder goes: remove_dir refuses anything else.
-            let _ = std::fs::remove_dir(&self.dest);
+        // What an end at once would remove (`leftovers`): the staging folder; the lock if it
+        // is ours (another writer's is not ours to remove); the folder if the claim made it
+        // and it is empty.
+        if !self.is_done {
+            for item in self.leftovers() {
+                item.remove();
+            }
         }
     }
 }
