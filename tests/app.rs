@@ -183,7 +183,7 @@ fn the_preset_picker_shows_custom_after_a_slider_and_applies_a_preset() {
 }
 
 /// The stall rule's own settings show while the rule is on, each editing exactly its field
-/// (the preset becomes "custom"); the perturbation's two only under `perturb`; none while the
+/// (the preset becomes "custom"); the perturbation's two only under `perturb` and `hybrid`; none while the
 /// rule is off (the original preset).
 #[test]
 fn the_stall_rule_settings_show_while_it_is_on() {
@@ -218,6 +218,23 @@ fn the_stall_rule_settings_show_while_it_is_on() {
         h.query_by_role_and_label(Role::Slider, "stall window")
             .is_none()
     );
+
+    // Choosing `hybrid` sets it, and shows the perturbation's settings it uses past the cap.
+    let mut h = settings_harness(Settings {
+        stall: StallMode::Reinit,
+        ..Settings::default()
+    });
+    h.get_by_label("hybrid").click();
+    h.run();
+    h.run();
+    let new = h
+        .state()
+        .1
+        .clone()
+        .expect("the click produced new settings");
+    assert_eq!(new.stall, StallMode::Hybrid);
+    h.get_by_role_and_label(Role::Slider, "stall noise");
+    h.get_by_role_and_label(Role::Slider, "stall restart");
 }
 
 #[test]

@@ -241,7 +241,7 @@ fn optimiser_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
     changed |= ui
         .add(egui::Slider::new(&mut e.reinit_cap, 0.0..=1.0).text("reinit cap"))
         .on_hover_text(format!(
-            "Only images below this p(label) are re-initialised. Original default {}.",
+            "Only images below this p(label) are re-initialised; under the hybrid stall rule, a stalled image whose best is below it starts afresh, one past it is perturbed. Original default {}.",
             d.reinit_cap
         ))
         .changed();
@@ -295,6 +295,11 @@ fn optimiser_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
                 "reinit",
                 "Replace such an image with fresh noise.",
             ),
+            (
+                StallMode::Hybrid,
+                "hybrid",
+                "Fresh noise for a stalled image whose best p(label) has not reached the reinit cap; once it has, perturb it as above, keep its best and end on it.",
+            ),
         ],
     );
     if e.stall != StallMode::Off {
@@ -304,7 +309,7 @@ fn optimiser_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
 }
 
 /// The stall rule's own settings, shown while it is on: its window and tolerance, and under
-/// `perturb` the noise and the fresh start after fruitless perturbations.
+/// `perturb` and `hybrid` the noise and the fresh start after fruitless perturbations.
 fn stall_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
     let d = Settings::default();
     let mut changed = ui
@@ -329,7 +334,7 @@ fn stall_ui(ui: &mut egui::Ui, e: &mut Settings) -> bool {
             d.stall_tol
         ),
     );
-    if e.stall == StallMode::Perturb {
+    if e.stall.perturbs() {
         changed |= ui
             .add(
                 egui::Slider::new(&mut e.stall_noise, 0.01..=1.0)

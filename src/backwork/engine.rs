@@ -19,7 +19,7 @@ use super::cost::{CostTerms, GroupActs, GroupCost, GroupSearch, Nearest, group_c
 use super::frozen::{Forward, FrozenCnn, TapGrads};
 use super::image::Kept;
 use super::refs::LabelRefs;
-use super::settings::{Init, PixelConstraint, Settings, SettingsError, StallMode};
+use super::settings::{Init, PixelConstraint, Settings, SettingsError};
 
 /// Adam's moment decay rates and epsilon (TensorFlow's AdamOptimizer defaults, as the original).
 const BETA1: f64 = 0.9;
@@ -650,7 +650,7 @@ impl Engine {
         let mut reinits = Vec::new();
         for &g in active {
             let label = self.groups[g].label as usize;
-            if self.settings.stall == StallMode::Perturb {
+            if self.settings.stall.perturbs() {
                 for row in g * n..(g + 1) * n {
                     self.keep_if_best(row, label);
                 }

@@ -1,6 +1,6 @@
 //! One image's bookkeeping between steps: its probe window, Adam's step count, its best
 //! p(label), and the reinit rules that read them (ALGORITHM.md §4: the original rule, and the
-//! stall rule's reinit and perturb modes).
+//! stall rule's reinit, perturb and hybrid modes).
 
 use std::collections::VecDeque;
 
@@ -110,11 +110,17 @@ impl ImageState {
             _ if !is_stalled => None,
             StallMode::Off => None,
             StallMode::Reinit => Some(ReinitKind::StallReinit),
-            StallMode::Perturb if s.stall_restart > 0 && self.stale_perturbs >= s.stall_restart => {
+            StallMode::Perturb | StallMode::Hybrid
+                if s.stall_restart > 0 && self.stale_perturbs >= s.stall_restart =>
+            {
                 self.stale_perturbs = 0;
                 Some(ReinitKind::StallReinit)
             }
-            StallMode::Perturb => {
+            // Below the cap over the whole run (its kept best included): a fresh start.
+            StallMode::Hybrid if self.kept.as_ref().map_or(p, |k| k.p.max(p)) < s.reinit_cap => {
+                Some(ReinitKind::StallReinit)
+            }
+            StallMode::Perturb | StallMode::Hybrid => {
                 self.stale_perturbs += 1;
                 Some(ReinitKind::StallPerturb)
             }

@@ -42,6 +42,19 @@ pub enum StallMode {
     /// walk between the local maxima of p(label) near the image. The best image each image
     /// reached (fresh starts included) is kept, and the run ends on it.
     Perturb,
+    /// `perturb` for an image whose best p(label) has reached the reinit cap, fresh noise for
+    /// one that has not (as `reinit`): an image still below the cap that stops rising sits in
+    /// a basin a perturbation rarely leaves, and a fresh start is cheap there; one past it is
+    /// near the bar, and a perturbation keeps its climb (README, "Images that creep below the
+    /// cap"). The best image each reached is kept, as under `perturb`.
+    Hybrid,
+}
+
+impl StallMode {
+    /// Whether the rule keeps each image's best and may add noise to it (`perturb`, `hybrid`).
+    pub fn perturbs(self) -> bool {
+        matches!(self, StallMode::Perturb | StallMode::Hybrid)
+    }
 }
 
 /// The form of the softmax term (ALGORITHM.md §3 and issue 11).

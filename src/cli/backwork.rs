@@ -68,7 +68,7 @@ pub struct SettingsArgs {
     /// Probes of non-increasing p(label) that re-initialise an image [default: 20; original 5].
     #[arg(long)]
     pub reinit_window: Option<String>,
-    /// Only images with p(label) below this are re-initialised [default: 0.99].
+    /// Only images with p(label) below this are re-initialised; under --stall hybrid, a stalled image whose best is below it starts afresh, one past it is perturbed [default: 0.99].
     #[arg(long, allow_hyphen_values = true)]
     pub reinit_cap: Option<String>,
     /// Stop when every image's p(label) exceeds this [default: 0.999].
@@ -89,7 +89,7 @@ pub struct SettingsArgs {
     /// Stop after this many steps.
     #[arg(long, allow_hyphen_values = true)]
     pub max_steps: Option<String>,
-    /// Stall rule: off (the original), reinit, or perturb (noise added; the run ends on the best image each image reached) [default: perturb].
+    /// Stall rule: off (the original), reinit, perturb (noise added; the run ends on the best image each image reached), or hybrid (fresh noise while an image's best is below the reinit cap, perturb once it has reached it) [default: hybrid].
     #[arg(long, value_name = "MODE")]
     pub stall: Option<String>,
     /// Probes without improvement that make an image stalled [default: 15].
@@ -101,7 +101,7 @@ pub struct SettingsArgs {
     /// Amplitude of the perturb noise [default: 0.2].
     #[arg(long, allow_hyphen_values = true)]
     pub stall_noise: Option<String>,
-    /// Under perturb: after this many perturbations in a row that did not raise an image's best, its next stall starts it from fresh noise (its best kept); 0: never [default: 0].
+    /// Under perturb and hybrid: after this many perturbations in a row that did not raise an image's best, its next stall starts it from fresh noise (its best kept); 0: never [default: 0].
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub stall_restart: Option<String>,
     /// Where the images start: noise (uniform [0, 1)), class-means (means of groups of the
@@ -190,7 +190,8 @@ impl SettingsArgs {
                 "off" => StallMode::Off,
                 "reinit" => StallMode::Reinit,
                 "perturb" => StallMode::Perturb,
-                _ => bail!("--stall: {m:?} is not off, reinit or perturb"),
+                "hybrid" => StallMode::Hybrid,
+                _ => bail!("--stall: {m:?} is not off, reinit, perturb or hybrid"),
             };
         }
         if let Some(m) = &self.softmax_term {
