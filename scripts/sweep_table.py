@@ -5,7 +5,10 @@ median steps, the lowest p(label), the mean distance of an image to its nearest 
 image in pixel space, and the largest PNG re-classification gap; with the models' test
 accuracy (zoo.json, or the weights file's metadata).
 
-    python3 scripts/sweep_table.py SWEEP_DIR [--zoo zoo/zoo.json]
+    python3 scripts/sweep_table.py SWEEP_DIR_OR_JSONL... [--zoo zoo/zoo.json] [--only lr=0.08]
+
+Where the rows hold several Adam rates or stall rules, each gets its own columns; `--only
+KEY=VALUE` keeps the rows whose setting KEY has that value (repeatable).
 """
 import argparse, collections, json, os, statistics, struct
 
@@ -26,21 +29,29 @@ def recorded_accuracy(model):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("dirs", nargs="+", help="sweep folders (their runs.jsonl are read)")
+    ap.add_argument("dirs", nargs="+",
+                    help="sweep folders (their runs.jsonl are read) or runs.jsonl files")
     ap.add_argument("--zoo", default="", help="zoo.json of scripts/pytorch_zoo.py")
+    ap.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                    help="keep rows whose setting KEY is VALUE")
     a = ap.parse_args()
     zoo = json.load(open(a.zoo)) if a.zoo and os.path.exists(a.zoo) else {}
     rows = []
     for d in a.dirs:
-        with open(os.path.join(d, "runs.jsonl")) as f:
+        with open(d if os.path.isfile(d) else os.path.join(d, "runs.jsonl")) as f:
             rows += [json.loads(l) for l in f if l.strip()]
+    for kv in a.only:
+        key, value = kv.split("=", 1)
+        rows = [r for r in rows if str(r["settings"].get(key)) == value]
     # A column is a preset at a threshold; where the rows hold several Adam rates (a sweep
-    # of --lr), the rate too.
+    # of --lr) or stall rules, the rate and the rule too.
     many_lr = len({r["settings"]["lr"] for r in rows}) > 1
+    many_stall = len({r["settings"]["stall"] for r in rows}) > 1
 
     def column(r):
         lr = f" lr {r['settings']['lr']:g}" if many_lr else ""
-        return (r["preset"] + lr, r["settings"]["threshold"])
+        stall = f" {r['settings']['stall']}" if many_stall else ""
+        return (r["preset"] + lr + stall, r["settings"]["threshold"])
 
     cols = sorted({column(r) for r in rows},
                   key=lambda c: (c[1], c[0] != "original", c[0]))

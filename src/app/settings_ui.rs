@@ -93,7 +93,7 @@ fn preset_ui(ui: &mut egui::Ui, s: &Settings, e: &mut Settings) -> bool {
         let current = s.preset();
         for p in Preset::ALL {
             let tip = match p {
-                Preset::Robust => "backwork's default: the softmax term as log-odds, Adam at 0.08, a 20-probe reinit window, the stall rule perturbing by ±0.2 an image stuck for 15 probes and keeping the best image each reached. Converges on networks trained in any common way.",
+                Preset::Robust => "backwork's default: the softmax term as log-odds, Adam at 0.08, a 20-probe reinit window, the hybrid stall rule (an image stuck for 15 probes starts afresh while its best is below the reinit cap, and is perturbed by ±0.2 past it), keeping the best image each reached. Converges on networks trained in any common way.",
                 Preset::Original => "The 2016 method exactly (ALGORITHM.md): 1 − p softmax term, 5-probe reinit window, no stall rule; pixels clipped.",
             };
             if ui
