@@ -8,7 +8,8 @@ accuracy (zoo.json, or the weights file's metadata).
     python3 scripts/sweep_table.py SWEEP_DIR_OR_JSONL... [--zoo zoo/zoo.json] [--only lr=0.08]
 
 Where the rows hold several Adam rates or stall rules, each gets its own columns; `--only
-KEY=VALUE` keeps the rows whose setting KEY has that value (repeatable).
+KEY=VALUE` keeps the rows whose setting KEY has that value (or one of a comma list), `--rename COLUMN=NAME` heads a
+column with another name (both repeatable).
 """
 import argparse, collections, json, os, statistics, struct
 
@@ -33,7 +34,9 @@ def main():
                     help="sweep folders (their runs.jsonl are read) or runs.jsonl files")
     ap.add_argument("--zoo", default="", help="zoo.json of scripts/pytorch_zoo.py")
     ap.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
-                    help="keep rows whose setting KEY is VALUE")
+                    help="keep rows whose setting KEY is VALUE (or one of VALUE,VALUE,…)")
+    ap.add_argument("--rename", action="append", default=[], metavar="COLUMN=NAME",
+                    help="show column COLUMN (such as 'custom hybrid') as NAME")
     a = ap.parse_args()
     zoo = json.load(open(a.zoo)) if a.zoo and os.path.exists(a.zoo) else {}
     rows = []
@@ -41,8 +44,8 @@ def main():
         with open(d if os.path.isfile(d) else os.path.join(d, "runs.jsonl")) as f:
             rows += [json.loads(l) for l in f if l.strip()]
     for kv in a.only:
-        key, value = kv.split("=", 1)
-        rows = [r for r in rows if str(r["settings"].get(key)) == value]
+        key, values = kv.split("=", 1)
+        rows = [r for r in rows if str(r["settings"].get(key)) in values.split(",")]
     # A column is a preset at a threshold; where the rows hold several Adam rates (a sweep
     # of --lr) or stall rules, the rate and the rule too.
     many_lr = len({r["settings"]["lr"] for r in rows}) > 1
@@ -54,7 +57,7 @@ def main():
         return (r["preset"] + lr + stall, r["settings"]["threshold"])
 
     cols = sorted({column(r) for r in rows},
-                  key=lambda c: (c[1], c[0] != "original", c[0]))
+                  key=lambda c: (c[1], not c[0].startswith("original"), c[0]))
     cells = collections.defaultdict(list)
     models = []
     paths = {}
@@ -64,7 +67,8 @@ def main():
             models.append(name)
             paths[name] = r["model"]
         cells[(name, *column(r))].append(r)
-    head = ["model", "test accuracy"] + [f"{p} @ {t}" for p, t in cols]
+    names = dict(kv.split("=", 1) for kv in a.rename)
+    head = ["model", "test accuracy"] + [f"{names.get(p, p)} @ {t}" for p, t in cols]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for m in models:
