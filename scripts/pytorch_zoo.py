@@ -78,6 +78,12 @@ HELD_OUT = {
     "tf-adamw-smooth-wd-3ep": ("tf", "adamw", 1e-3, 64, 3, "smooth,wd", 42),
     # Label smoothing with RMSprop, short.
     "torch-rmsprop-smooth-2ep": ("torch", "rmsprop", 5e-4, 128, 2, "smooth", 43),
+    # A fourth batch (2026-12-04, twenty-first session), chosen before any was run, to try the
+    # `hybrid` stall rule on the kind of network it was made for without tuning to one: label
+    # smoothing with shifted images, under SGD with momentum and under the TF init with
+    # dropout.
+    "torch-sgdm-smooth-shift-3ep": ("torch", "sgdm", 0.01, 64, 3, "smooth,shift", 51),
+    "tf-adam-smooth-shift-dropout-3ep": ("tf", "adam", 1e-3, 64, 3, "smooth,shift,dropout", 52),
 }
 
 
