@@ -194,9 +194,30 @@ pub fn append_row(path: &Path, row: &SweepRow) -> Result<(), SweepError> {
         .map_err(|e| file_error(path, e))
 }
 
-/// The keys already in a sweep's file.
-pub fn done_keys(rows: &[SweepRow]) -> HashSet<String> {
-    rows.iter().map(|r| r.key.clone()).collect()
+/// What makes two runs the same run, whatever the model was called: its file's sha256 and
+/// every setting. A resumed sweep that names a model another way (`m`, `/abs/m`, a copy, a
+/// link) finds its rows by this, where the key (the name) missed them and ran them again.
+pub fn run_id(model_sha256: &str, settings: &Settings) -> String {
+    let s = serde_json::to_string(settings).unwrap_or_default();
+    format!("{model_sha256} {s}")
+}
+
+/// The runs already in a sweep's file, by [`run_id`].
+pub fn done_runs(rows: &[SweepRow]) -> HashSet<String> {
+    rows.iter()
+        .map(|r| run_id(&r.model_sha256, &r.settings))
+        .collect()
+}
+
+/// Takes the sweep folder's lock ([`crate::io::lock_folder`]), or fails naming the folder if
+/// another sweep, merge or run holds it: two sweeps into one folder ran the same points and
+/// interleaved their rows.
+pub fn lock_folder(dir: &Path) -> Result<crate::io::FolderLock, SweepError> {
+    match crate::io::lock_folder(dir) {
+        Ok(Some(l)) => Ok(l),
+        Ok(None) => Err(file_error(dir, crate::io::FOLDER_HELD)),
+        Err(e) => Err(file_error(dir, e)),
+    }
 }
 
 /// Joins the `runs.jsonl` of several folders (shards of one sweep) into one list ordered by

@@ -177,6 +177,79 @@ fn a_sweep_refuses_to_resume_on_a_replaced_model() {
     assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 1);
 }
 
+/// A resumed sweep finds its rows by the model's contents, not its name: the same file named
+/// through a link (or copied) ran every point again before, doubling the rows.
+#[test]
+fn a_resumed_sweep_finds_its_rows_under_another_name_for_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let model = tmp.path().join("m.safetensors");
+    let copy = tmp.path().join("copy.safetensors");
+    std::fs::copy("assets/models/mnist-cnn.safetensors", &model).unwrap();
+    std::fs::copy(&model, &copy).unwrap();
+    let out = tmp.path().join("sw");
+    let args = |m: &Path| -> Vec<String> {
+        [
+            "sweep",
+            "--models",
+            m.to_str().unwrap(),
+            "--labels",
+            "3",
+            "--batch",
+            "2",
+            "--max-steps",
+            "2",
+            "--seeds",
+            "0,1",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let first = args(&model);
+    ok(&first.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
+    assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 2);
+    let again = args(&copy);
+    let r = ok(&again.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("0 to run here (2 done"), "{err}");
+    assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 2);
+}
+
+/// A second sweep into a folder another sweep holds fails at once naming the folder, instead
+/// of running the same points beside it and interleaving rows in one file.
+#[test]
+fn a_sweep_into_a_folder_another_sweep_holds_fails_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("held");
+    std::fs::create_dir(&out).unwrap();
+    let o = out.to_str().unwrap();
+    let args = [
+        "sweep", "--labels", "3", "--batch", "2", "--max-steps", "2", "--out", o,
+    ];
+    let lock = backwork::sweep::lock_folder(&out).unwrap();
+    let r = backwork(&args, &cache);
+    common::assert_one_line_failure(&args, &r, &["held", "another backwork", "--out"]);
+    assert!(!out.join("runs.jsonl").exists());
+    let merged = ["sweep", "--merge", o, "--out", o];
+    let r = backwork(&merged, &cache);
+    common::assert_one_line_failure(&merged, &r, &["held", "another backwork"]);
+    // A run into it is kept out too (its own lock file did not keep a sweep out, nor the
+    // reverse), and leaves no lock file behind.
+    let run = [
+        "run", "--labels", "3", "--batch", "2", "--max-steps", "2", "--force", "--out", o,
+    ];
+    let r = backwork(&run, &cache);
+    common::assert_one_line_failure(&run, &r, &["held", "another backwork"]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    // Let go, the same sweep runs.
+    drop(lock);
+    ok(&args, &cache);
+    assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 1);
+}
+
 #[test]
 fn presets_and_start_images_reach_the_run() {
     let tmp = tempfile::tempdir().unwrap();

@@ -17,8 +17,8 @@ use crate::data::{Dataset, Split};
 use crate::io::write_atomic;
 use crate::meta::ModelInfo;
 use crate::sweep::{
-    RUNS_FILE, SweepRow, append_row, done_keys, drop_torn_tail, in_shard, merge, parse_shard,
-    point_key, read_rows, rows_text, run_point,
+    RUNS_FILE, SweepRow, append_row, done_runs, drop_torn_tail, in_shard, lock_folder, merge,
+    parse_shard, point_key, read_rows, rows_text, run_id, run_point,
 };
 
 #[derive(Args, Debug)]
@@ -168,6 +168,8 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     // The folder is made (in an existing folder, as `run` makes its own) if missing, and goes
     // again if the sweep ends without a row in it, or ends at once.
     let _made = MadeDir::make(&a.out)?;
+    // Dropped before `_made`: the folder is let go before an empty one is removed.
+    let _lock = lock_folder(&a.out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
     let runs = a.out.join(RUNS_FILE);
     drop_torn_tail(&runs)?;
     let rows = read_rows(&runs)?;
@@ -187,17 +189,18 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             );
         }
     }
-    // The points done, then each point once (a model or seed listed twice runs once).
-    let done = done_keys(&rows);
+    // The points done, then each point once (a model or seed listed twice runs once). Both
+    // go by the model's contents, not its name.
+    let done = done_runs(&rows);
     let mut seen = std::collections::HashSet::new();
     let here = planned.len();
     let mut already = 0;
     let todo: Vec<_> = planned
         .into_iter()
         .filter(|(p, s)| {
-            let key = point_key(&p.model, s);
-            let first = seen.insert(key.clone());
-            let is_done = done.contains(&key);
+            let id = run_id(&models[&p.model].1.sha256, s);
+            let first = seen.insert(id.clone());
+            let is_done = done.contains(&id);
             already += usize::from(first && is_done);
             first && !is_done
         })
@@ -325,8 +328,9 @@ fn row_line(row: &SweepRow) -> String {
 }
 
 fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
-    let rows = merge(dirs)?;
     let _made = MadeDir::make(out)?;
+    let _lock = lock_folder(out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
+    let rows = merge(dirs)?;
     let path = out.join(RUNS_FILE);
     if path.exists() && !dirs.iter().any(|d| d == out) {
         bail!(

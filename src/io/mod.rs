@@ -125,6 +125,33 @@ pub fn is_process_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// An advisory lock on a folder itself (`flock` of the folder), held while the value lives and
+/// let go however the process ends, SIGKILL included: a sweep holds its folder with it, and a
+/// run or an export its output folder, so none writes into a folder another is writing to.
+#[derive(Debug)]
+pub struct FolderLock(#[allow(dead_code)] std::fs::File);
+
+/// What the folder's lock says to a second writer.
+pub const FOLDER_HELD: &str = "another backwork (a sweep, a merge or a run) is writing to this folder; wait for it to end or write elsewhere";
+
+/// Takes `dir`'s lock: `Ok(None)` if another process holds it. A file system without locks
+/// (some network mounts) is let through: the lock guards against a mistake, not an attacker.
+pub fn lock_folder(dir: &Path) -> std::io::Result<Option<FolderLock>> {
+    let f = std::fs::File::open(dir)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(FolderLock(f))),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e))
+            if e.kind() == std::io::ErrorKind::Unsupported
+                || e.raw_os_error() == Some(38 /* ENOSYS */)
+                || e.raw_os_error() == Some(95 /* EOPNOTSUPP */) =>
+        {
+            Ok(Some(FolderLock(f)))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Writes `bytes` to `path` so that a reader sees either nothing or the whole file, and no
 /// partial file is left behind on failure. With `overwrite` false an existing file is an error.
 pub fn write_atomic(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), WriteError> {

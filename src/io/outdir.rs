@@ -29,6 +29,8 @@ pub struct OutDir {
     is_done: bool,
     /// The staging folder, lock and made folder, for a process that must end at once.
     pending: Option<Pending>,
+    /// The folder's own lock, which a sweep takes too (the lock file does not keep it out).
+    folder_lock: Option<super::FolderLock>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WriteError + '_ {
@@ -95,9 +97,20 @@ impl OutDir {
             force,
             is_done: false,
             pending: None,
+            folder_lock: None,
         };
         out.lock()?;
         out.is_locked = true;
+        match super::lock_folder(&dest) {
+            Ok(Some(l)) => out.folder_lock = Some(l),
+            Ok(None) => {
+                return Err(WriteError::Io {
+                    file: dest.display().to_string(),
+                    source: std::io::Error::other(super::FOLDER_HELD),
+                });
+            }
+            Err(e) => return Err(io(&dest)(e)),
+        }
         out.pending = Some(Pending::new(out.leftovers()));
         let name = dest
             .file_name()
