@@ -134,7 +134,7 @@ fn is_regular_file(path: &Path) -> Result<bool, SweepError> {
             "is not a regular file (a sweep's runs.jsonl is one)",
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(file_error(path, e)),
+        Err(e) => Err(file_error(path, crate::io::explain_path_error(path, e))),
     }
 }
 

@@ -260,6 +260,28 @@ fn bad_input_gets_one_line_and_a_failure() {
         c,
         &[&under_file, "is not a folder"],
     );
+    // A loop of symbolic links, as the folder or above it, is said as such (it was "File
+    // exists (os error 17)" and "the folder … does not exist"); the same for a sweep.
+    let (la, lb) = (tmp.path().join("la"), tmp.path().join("lb"));
+    std::os::unix::fs::symlink(&lb, &la).unwrap();
+    std::os::unix::fs::symlink(&la, &lb).unwrap();
+    let (la_s, under_loop) = (la.to_str().unwrap(), format!("{}/o", la.display()));
+    for o in [la_s, &under_loop] {
+        for cmd in ["run", "sweep"] {
+            fails_with(
+                &[cmd, "--out", o],
+                c,
+                &[la_s, "loop of symbolic links"],
+            );
+        }
+    }
+    let merged = tmp.path().join("merged");
+    fails_with(
+        &["sweep", "--merge", la_s, "--out", merged.to_str().unwrap()],
+        c,
+        &[la_s, "loop of symbolic links"],
+    );
+    assert!(!merged.exists());
     assert!(!out.exists(), "a refused run creates nothing");
 }
 

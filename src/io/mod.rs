@@ -59,6 +59,9 @@ pub fn folder_problem(dir: &Path) -> Option<String> {
     if dir.is_dir() {
         return None;
     }
+    if let Some(l) = link_loop(dir) {
+        return Some(link_loop_words(&l));
+    }
     Some(match file_in_the_way(dir) {
         Some(a) => no_folder(&a.display().to_string(), true),
         None => no_folder(&dir.display().to_string(), false),
@@ -74,6 +77,31 @@ pub fn file_in_the_way(dir: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// The first part of `path` (itself or a folder above it) that is a loop of symbolic links,
+/// if one is: the OS says "File exists" when asked to make a folder there, and "does not
+/// exist" of a path under it.
+pub fn link_loop(path: &Path) -> Option<PathBuf> {
+    let mut parts: Vec<&Path> = path
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .collect();
+    parts.reverse();
+    parts
+        .into_iter()
+        .find(|a| {
+            std::fs::metadata(a).is_err_and(|e| e.raw_os_error() == Some(libc::ELOOP))
+        })
+        .map(Path::to_path_buf)
+}
+
+/// How a loop of symbolic links at `at` is said.
+pub fn link_loop_words(at: &Path) -> String {
+    format!(
+        "{} is a loop of symbolic links (a link that leads back to itself)",
+        at.display()
+    )
+}
+
 /// `e`, an error opening `path`, in words that name the cause where the OS's do not: the file
 /// in the way of a path under it ("notes.txt is not a folder", not "Not a directory"), or a
 /// loop of symbolic links.
@@ -82,9 +110,10 @@ pub fn explain_path_error(path: &Path, e: std::io::Error) -> std::io::Error {
         Some(libc::ENOTDIR) => {
             file_in_the_way(&parent_dir(path)).map(|f| format!("{} is not a folder", f.display()))
         }
-        Some(libc::ELOOP) => {
-            Some("a loop of symbolic links (a link that leads back to itself)".into())
-        }
+        Some(libc::ELOOP) => Some(link_loop(path).map_or_else(
+            || "a loop of symbolic links (a link that leads back to itself)".into(),
+            |l| link_loop_words(&l),
+        )),
         _ => None,
     };
     match why {

@@ -80,6 +80,12 @@ impl OutDir {
                 }
             }
             Err(_) => {
+                if let Some(l) = super::link_loop(dest) {
+                    return Err(WriteError::Io {
+                        file,
+                        source: std::io::Error::other(super::link_loop_words(&l)),
+                    });
+                }
                 if let Some(why) = super::folder_problem(&super::parent_dir(dest)) {
                     return Err(WriteError::NoFolder { file, why });
                 }
