@@ -671,10 +671,13 @@ impl Engine {
             for i in 0..n {
                 let row = g * n + i;
                 if let Some(mut kind) = self.reinit_due(row, label) {
-                    // A fresh start would lose a kept image past the cap: perturb instead.
-                    let kept_p = self.images[row].kept.as_ref().map(|k| k.p);
+                    // A fresh start would lose a kept image past the cap: perturb instead
+                    // (only a perturbing rule keeps one; §4's rule fires below the cap, so
+                    // only the kept best can have reached it).
+                    let img = &self.images[row];
                     if kind == ReinitKind::MonoDec
-                        && kept_p.is_some_and(|p| p >= self.settings.reinit_cap)
+                        && img.kept.is_some()
+                        && img.has_reached_cap(img.probs[label], &self.settings)
                     {
                         kind = ReinitKind::StallPerturb;
                     }

@@ -117,7 +117,7 @@ impl ImageState {
                 Some(ReinitKind::StallReinit)
             }
             // Below the cap over the whole run (its kept best included): a fresh start.
-            StallMode::Hybrid if self.kept.as_ref().map_or(p, |k| k.p.max(p)) < s.reinit_cap => {
+            StallMode::Hybrid if !self.has_reached_cap(p, s) => {
                 Some(ReinitKind::StallReinit)
             }
             StallMode::Perturb | StallMode::Hybrid => {
@@ -125,6 +125,14 @@ impl ImageState {
                 Some(ReinitKind::StallPerturb)
             }
         }
+    }
+
+    /// Whether its best p(label) over the run (its kept best, or `p` now) has reached the
+    /// reinit cap: past it, a fresh start would throw away an image near the bar, so the
+    /// perturbing rules perturb it instead (the `hybrid` rule's choice, and the engine's for
+    /// ALGORITHM.md §4's rule).
+    pub(super) fn has_reached_cap(&self, p: f32, s: &Settings) -> bool {
+        self.kept.as_ref().map_or(p, |k| k.p.max(p)) >= s.reinit_cap
     }
 
     /// Forgets the image's history: its probe window, Adam's step count, its best p(label).
