@@ -237,6 +237,26 @@ fn the_stall_rule_settings_show_while_it_is_on() {
     h.get_by_role_and_label(Role::Slider, "stall restart");
 }
 
+/// The start picker beside the labels (issue 11 §4): it reads "start from noise" (the
+/// default), and choosing "class means" makes the next Start send settings that start there.
+#[test]
+fn the_start_picker_sends_its_choice_with_the_next_start() {
+    let (view, peer) = run_view();
+    let mut h = run_view_harness(view);
+    h.get_by_value("start from noise").click();
+    h.run();
+    h.get_by_label("class means").click();
+    h.run_steps(2);
+    h.get_by_value("start from class means");
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = commands(&peer);
+    assert!(
+        matches!(&sent[..], [.., Command::Start(s)] if s.init == backwork::backwork::Init::ClassMeans),
+        "{sent:?}"
+    );
+}
+
 #[test]
 fn start_then_a_slider_sends_start_and_settings_and_marks_the_curves() {
     let (view, peer) = run_view();

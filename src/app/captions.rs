@@ -155,11 +155,20 @@ impl Captions {
             ui.ctx()
                 .fonts_mut(|f| f.layout_no_wrap(s, font.clone(), Color32::WHITE))
         };
+        // The p(label) line at the monospace size, smaller where a narrow tile would cut it
+        // ("1.0000" of 0.99996, "0.999" of 0.99990 at the smallest tiles): every p has the
+        // same digits, so one size fits them all.
+        let p_width = layout_text(p_text(0.5), &mono).size().x;
+        let p_font = if p_width > layout.width {
+            FontId::monospace((mono.size * layout.width / p_width * 8.0).floor() / 8.0)
+        } else {
+            mono.clone()
+        };
         let galleys: Vec<_> = captions
             .iter()
             .map(|c| {
                 (
-                    layout_text(p_text(c.p), &mono),
+                    layout_text(p_text(c.p), &p_font),
                     layout_text(c.status.to_owned(), &small),
                 )
             })

@@ -121,12 +121,18 @@ impl RunView {
             }
             ui.separator();
             self.labels_ui(ui);
+            ui.separator();
+            // Each control carries its words, so the bar never wraps between them (a narrow
+            // window put "images per label" at a line's end and its number on the next).
             self.init_ui(ui);
             self.budget_ui(ui);
             ui.separator();
-            ui.label("images per label");
-            ui.add(egui::DragValue::new(&mut self.settings.batch).range(1..=64))
-                .on_hover_text("Images optimised per label (8 in the original figure); takes effect at the next Start");
+            ui.add(
+                egui::DragValue::new(&mut self.settings.batch)
+                    .range(1..=64)
+                    .prefix("images per label: "),
+            )
+            .on_hover_text("Images optimised per label (8 in the original figure); takes effect at the next Start");
             if !self.is_worker_alive
                 && self.spec.is_some()
                 && ui
@@ -290,8 +296,10 @@ impl RunView {
         };
         let before = self.settings.init.clone();
         let mut wants_file = false;
-        egui::ComboBox::from_label("start from")
-            .selected_text(text)
+        // One widget that reads "start from noise" (a label after the picker read "noise
+        // start from", and wrapped away from it).
+        let picker = egui::ComboBox::from_id_salt("start from")
+            .selected_text(format!("start from {text}"))
             .show_ui(ui, |ui| {
                 ui.selectable_value(&mut self.settings.init, Init::Noise, "noise")
                     .on_hover_text("Uniform [0, 1) noise, seeded (the default)");
@@ -304,6 +312,12 @@ impl RunView {
                     .on_hover_text("A .npy of (labels × images per label, 28, 28) images, group-major, e.g. an export's images.npy")
                     .clicked();
             });
+        // Its name for screen readers (the words are in its text, not in a label).
+        ui.ctx()
+            .accesskit_node_builder(picker.response.id, |n| n.set_label("start from"));
+        picker.response.on_hover_text(
+            "Where the next run's images start (the CLI's --init); re-initialised images restart from noise",
+        );
         if wants_file && self.init_dialog.is_none() {
             self.init_dialog = Some(Dialog::open((), ui.ctx(), || {
                 rfd::FileDialog::new()
