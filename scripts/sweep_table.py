@@ -51,10 +51,15 @@ def main():
     many_lr = len({r["settings"]["lr"] for r in rows}) > 1
     many_stall = len({r["settings"]["stall"] for r in rows}) > 1
 
+    # Renamed columns that end up with one name are one column (rows of a custom setting that
+    # later became the default preset, shown beside that preset's own rows).
+    names = dict(kv.split("=", 1) for kv in a.rename)
+
     def column(r):
         lr = f" lr {r['settings']['lr']:g}" if many_lr else ""
         stall = f" {r['settings']['stall']}" if many_stall else ""
-        return (r["preset"] + lr + stall, r["settings"]["threshold"])
+        name = r["preset"] + lr + stall
+        return (names.get(name, name), r["settings"]["threshold"])
 
     cols = sorted({column(r) for r in rows},
                   key=lambda c: (c[1], not c[0].startswith("original"), c[0]))
@@ -67,8 +72,7 @@ def main():
             models.append(name)
             paths[name] = r["model"]
         cells[(name, *column(r))].append(r)
-    names = dict(kv.split("=", 1) for kv in a.rename)
-    head = ["model", "test accuracy"] + [f"{names.get(p, p)} @ {t}" for p, t in cols]
+    head = ["model", "test accuracy"] + [f"{p} @ {t}" for p, t in cols]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for m in models:
