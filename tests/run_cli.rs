@@ -268,11 +268,7 @@ fn bad_input_gets_one_line_and_a_failure() {
     let (la_s, under_loop) = (la.to_str().unwrap(), format!("{}/o", la.display()));
     for o in [la_s, &under_loop] {
         for cmd in ["run", "sweep"] {
-            fails_with(
-                &[cmd, "--out", o],
-                c,
-                &[la_s, "loop of symbolic links"],
-            );
+            fails_with(&[cmd, "--out", o], c, &[la_s, "loop of symbolic links"]);
         }
     }
     let merged = tmp.path().join("merged");

@@ -208,10 +208,16 @@ fn a_resumed_sweep_finds_its_rows_under_another_name_for_the_model() {
         .to_vec()
     };
     let first = args(&model);
-    ok(&first.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
+    ok(
+        &first.iter().map(String::as_str).collect::<Vec<_>>(),
+        &cache,
+    );
     assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 2);
     let again = args(&copy);
-    let r = ok(&again.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
+    let r = ok(
+        &again.iter().map(String::as_str).collect::<Vec<_>>(),
+        &cache,
+    );
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(err.contains("0 to run here (2 done"), "{err}");
     assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 2);
@@ -227,7 +233,15 @@ fn a_sweep_into_a_folder_another_sweep_holds_fails_at_once() {
     std::fs::create_dir(&out).unwrap();
     let o = out.to_str().unwrap();
     let args = [
-        "sweep", "--labels", "3", "--batch", "2", "--max-steps", "2", "--out", o,
+        "sweep",
+        "--labels",
+        "3",
+        "--batch",
+        "2",
+        "--max-steps",
+        "2",
+        "--out",
+        o,
     ];
     let lock = backwork::sweep::lock_folder(&out).unwrap();
     let r = backwork(&args, &cache);
@@ -239,7 +253,16 @@ fn a_sweep_into_a_folder_another_sweep_holds_fails_at_once() {
     // A run into it is kept out too (its own lock file did not keep a sweep out, nor the
     // reverse), and leaves no lock file behind.
     let run = [
-        "run", "--labels", "3", "--batch", "2", "--max-steps", "2", "--force", "--out", o,
+        "run",
+        "--labels",
+        "3",
+        "--batch",
+        "2",
+        "--max-steps",
+        "2",
+        "--force",
+        "--out",
+        o,
     ];
     let r = backwork(&run, &cache);
     common::assert_one_line_failure(&run, &r, &["held", "another backwork"]);

@@ -117,9 +117,7 @@ impl ImageState {
                 Some(ReinitKind::StallReinit)
             }
             // Below the cap over the whole run (its kept best included): a fresh start.
-            StallMode::Hybrid if !self.has_reached_cap(p, s) => {
-                Some(ReinitKind::StallReinit)
-            }
+            StallMode::Hybrid if !self.has_reached_cap(p, s) => Some(ReinitKind::StallReinit),
             StallMode::Perturb | StallMode::Hybrid => {
                 self.stale_perturbs += 1;
                 Some(ReinitKind::StallPerturb)

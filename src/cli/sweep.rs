@@ -60,7 +60,11 @@ impl MadeDir {
             return Ok(Self(None));
         }
         if let Some(l) = crate::io::link_loop(dir) {
-            bail!("--out {}: {}", dir.display(), crate::io::link_loop_words(&l));
+            bail!(
+                "--out {}: {}",
+                dir.display(),
+                crate::io::link_loop_words(&l)
+            );
         }
         if let Some(why) = crate::io::folder_problem(&crate::io::parent_dir(dir)) {
             bail!("--out {}: {why}", dir.display());

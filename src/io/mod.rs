@@ -88,9 +88,7 @@ pub fn link_loop(path: &Path) -> Option<PathBuf> {
     parts.reverse();
     parts
         .into_iter()
-        .find(|a| {
-            std::fs::metadata(a).is_err_and(|e| e.raw_os_error() == Some(libc::ELOOP))
-        })
+        .find(|a| std::fs::metadata(a).is_err_and(|e| e.raw_os_error() == Some(libc::ELOOP)))
         .map(Path::to_path_buf)
 }
 
