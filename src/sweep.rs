@@ -178,20 +178,95 @@ pub fn drop_torn_tail(path: &Path) -> Result<(), SweepError> {
     crate::io::write_atomic(path, &bytes[..keep], true).map_err(|e| file_error(path, e))
 }
 
-/// Appends one row as one line, synced to disk before it returns.
-pub fn append_row(path: &Path, row: &SweepRow) -> Result<(), SweepError> {
-    // Checked again at each append: the file may have been replaced during the sweep.
-    is_regular_file(path)?;
-    let mut line = serde_json::to_string(row).map_err(|e| file_error(path, e))?;
-    line.push('\n');
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| file_error(path, e))?;
-    f.write_all(line.as_bytes())
-        .and_then(|_| f.sync_data())
-        .map_err(|e| file_error(path, e))
+/// A sweep's `runs.jsonl`, open for appending from the sweep's start to its end. Every row
+/// goes into the file the sweep opened: a sweep folder moved or replaced meanwhile takes its
+/// rows with it (they were written by name, into the new folder beside another sweep's), and
+/// a folder where the file cannot be written fails before the first run, not after it.
+#[derive(Debug)]
+pub struct RunsFile {
+    file: std::fs::File,
+    path: PathBuf,
+    /// While this open made the file and no row is in it yet: the empty file, removed when
+    /// the sweep ends (so a sweep stopped before its first row leaves its folder as it was).
+    made_empty: Option<crate::io::abandon::Pending>,
+}
+
+impl RunsFile {
+    /// Opens (or makes) `path` for appending; anything but a regular file is refused, and the
+    /// open does not block on a FIFO.
+    pub fn open(path: &Path) -> Result<Self, SweepError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let existed = is_regular_file(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| file_error(path, crate::io::explain_path_error(path, e)))?;
+        let is_file = file.metadata().map_err(|e| file_error(path, e))?.is_file();
+        if !is_file {
+            return Err(file_error(
+                path,
+                "is not a regular file (a sweep's runs.jsonl is one)",
+            ));
+        }
+        let made_empty = (!existed).then(|| {
+            crate::io::abandon::Pending::new(vec![crate::io::abandon::Leftover::File(
+                path.to_path_buf(),
+            )])
+        });
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            made_empty,
+        })
+    }
+
+    /// Appends one row as one line, synced to disk before it returns. A file deleted during
+    /// the sweep is an error: its rows would go nowhere.
+    pub fn append(&mut self, row: &SweepRow) -> Result<(), SweepError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = &self.path;
+        let links = self
+            .file
+            .metadata()
+            .map_err(|e| file_error(path, e))?
+            .nlink();
+        if links == 0 {
+            return Err(file_error(
+                path,
+                format!(
+                    "was deleted during the sweep; grid point {}'s row was not written: run the same command again to go on",
+                    row.point
+                ),
+            ));
+        }
+        let mut line = serde_json::to_string(row).map_err(|e| file_error(path, e))?;
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|_| self.file.sync_data())
+            .map_err(|e| file_error(path, e))?;
+        self.made_empty = None;
+        Ok(())
+    }
+}
+
+impl Drop for RunsFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if self.made_empty.is_none() {
+            return;
+        }
+        // Only the empty file this open made, still under its name.
+        let ours = match (self.file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino() && b.len() == 0,
+            _ => false,
+        };
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// What makes two runs the same run, whatever the model was called: its file's sha256 and
@@ -283,6 +358,56 @@ mod tests {
         for bad in ["0/4", "5/4", "1/0", "x", "1/x"] {
             assert!(parse_shard(bad).unwrap_err().starts_with("--shard"));
         }
+    }
+
+    fn a_row(point: usize) -> SweepRow {
+        SweepRow {
+            point,
+            key: format!("k{point}"),
+            model: "m".into(),
+            model_sha256: "0".repeat(64),
+            seed: 0,
+            preset: "robust".into(),
+            settings: Settings::default(),
+            outcome: Outcome {
+                images: 2,
+                fooled: 2,
+                median_steps: Some(1.0),
+                min_p: 0.9995,
+                min_p_by_label: vec![(3, 0.9995)],
+                reinits: 0,
+                steps: 1,
+                end_reason: "threshold".into(),
+                nearest_distance: Default::default(),
+                pixel_range: [0.0, 1.0],
+            },
+            png_gap: 0.0,
+            seconds: 0.0,
+        }
+    }
+
+    /// The rows go into the file the sweep opened: a sweep folder moved during the sweep takes
+    /// them along (they were written by name, into whatever folder then had the name), and a
+    /// file deleted meanwhile is an error, not rows written nowhere.
+    #[test]
+    fn rows_follow_a_moved_sweep_folder_and_a_deleted_file_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, moved) = (tmp.path().join("sw"), tmp.path().join("sw-old"));
+        std::fs::create_dir(&dir).unwrap();
+        let mut f = RunsFile::open(&dir.join(RUNS_FILE)).unwrap();
+        f.append(&a_row(0)).unwrap();
+        std::fs::rename(&dir, &moved).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        f.append(&a_row(1)).unwrap();
+        let rows = read_rows(&moved.join(RUNS_FILE)).unwrap();
+        assert_eq!(rows.iter().map(|r| r.point).collect::<Vec<_>>(), [0, 1]);
+        assert!(!dir.join(RUNS_FILE).exists());
+        std::fs::remove_file(moved.join(RUNS_FILE)).unwrap();
+        let e = f.append(&a_row(2)).unwrap_err().to_string();
+        assert!(
+            e.contains("deleted during the sweep") && e.contains("point 2"),
+            "{e}"
+        );
     }
 
     /// A `runs.jsonl` that is not a regular file is refused before it is opened: a FIFO

@@ -271,6 +271,16 @@ fn bad_input_gets_one_line_and_a_failure() {
             fails_with(&[cmd, "--out", o], c, &[la_s, "loop of symbolic links"]);
         }
     }
+    // The trace file itself a link in the loop.
+    let traced = tmp.path().join("traced");
+    fails_with(
+        &["run", "--out", traced.to_str().unwrap(), "--trace", la_s],
+        c,
+        &["--trace", "loop of symbolic links"],
+    );
+    // A newline in a name is escaped: the error stays one line.
+    let odd = format!("{}/no\nsuch/o", tmp.path().display());
+    fails_with(&["run", "--out", &odd], c, &["no\\nsuch", "does not exist"]);
     let merged = tmp.path().join("merged");
     fails_with(
         &["sweep", "--merge", la_s, "--out", merged.to_str().unwrap()],

@@ -174,6 +174,14 @@ fn a_sweep_refuses_to_resume_on_a_replaced_model() {
     std::fs::copy("tests/fixtures/pytorch-cnn.safetensors", &model).unwrap();
     let r = backwork(&args, &cache);
     common::assert_one_line_failure(&args, &r, &["runs.jsonl", "another file", "new --out"]);
+    // The same file under another name (a link to it) is refused too: it ran the point again
+    // on the new network, two networks' rows under one file.
+    let link = tmp.path().join("link.safetensors");
+    std::os::unix::fs::symlink(&model, &link).unwrap();
+    let mut linked = args;
+    linked[2] = link.to_str().unwrap();
+    let r = backwork(&linked, &cache);
+    common::assert_one_line_failure(&linked, &r, &["runs.jsonl", "another file"]);
     assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 1);
 }
 
@@ -267,9 +275,37 @@ fn a_sweep_into_a_folder_another_sweep_holds_fails_at_once() {
     let r = backwork(&run, &cache);
     common::assert_one_line_failure(&run, &r, &["held", "another backwork"]);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
-    // Let go, the same sweep runs.
+    // Without --force too: it said "not empty" of a sweep's folder.
+    std::fs::write(out.join("runs.jsonl"), b"").unwrap();
+    let plain = [
+        "run",
+        "--labels",
+        "3",
+        "--batch",
+        "2",
+        "--max-steps",
+        "2",
+        "--out",
+        o,
+    ];
+    let r = backwork(&plain, &cache);
+    common::assert_one_line_failure(&plain, &r, &["held", "another backwork"]);
+    std::fs::remove_file(out.join("runs.jsonl")).unwrap();
+    // A lock file left by a writer killed at once, naming a PID that is alive now (PID 1),
+    // no longer keeps the folder for good: the folder's own lock is free, so it is stale.
     drop(lock);
+    std::fs::write(out.join(".backwork-lock"), b"1").unwrap();
+    ok(&run, &cache);
+    assert!(!out.join(".backwork-lock").exists());
+    assert!(out.join("results.json").exists());
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    // Let go, the same sweep runs.
     ok(&args, &cache);
+    assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 1);
+    // A merge into a folder it names among its inputs another way (`DIR/`) is that folder.
+    let slash = format!("{o}/");
+    ok(&["sweep", "--merge", &slash, "--out", o], &cache);
     assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 1);
 }
 

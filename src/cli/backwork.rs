@@ -616,6 +616,8 @@ struct Trace {
     partial: PathBuf,
     /// The images of the step before.
     prev: Vec<f32>,
+    /// Whether the file may replace one at `path` (`--force`).
+    force: bool,
     /// The hidden file, for a process that must end at once.
     _pending: crate::io::abandon::Pending,
 }
@@ -625,6 +627,13 @@ impl Trace {
     fn check(path: &Path, force: bool) -> Result<()> {
         if let Some(why) = crate::io::folder_problem(&crate::io::parent_dir(path)) {
             bail!("--trace {}: {why}", path.display());
+        }
+        if let Some(l) = crate::io::link_loop(path) {
+            bail!(
+                "--trace {}: {}",
+                path.display(),
+                crate::io::link_loop_words(&l)
+            );
         }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => bail!("--trace {}: is a folder", path.display()),
@@ -654,6 +663,7 @@ impl Trace {
             path: path.to_path_buf(),
             partial,
             prev,
+            force,
             _pending: pending,
         })
     }
@@ -663,7 +673,14 @@ impl Trace {
         let context = || format!("--trace {}", self.path.display());
         self.out.flush().with_context(context)?;
         self.out.get_ref().sync_all().with_context(context)?;
-        std::fs::rename(&self.partial, &self.path).with_context(context)?;
+        // Without --force a file that appeared meanwhile (another run's trace) is kept.
+        match crate::io::place_file(&self.partial, &self.path, self.force) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "--trace {}: a file appeared there during the run; it was kept and this trace was not written (--force replaces it)",
+                self.path.display()
+            ),
+            r => r.with_context(context)?,
+        }
         self.partial = PathBuf::new();
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::data::{Dataset, Split};
 use crate::io::write_atomic;
 use crate::meta::ModelInfo;
 use crate::sweep::{
-    RUNS_FILE, SweepRow, append_row, done_runs, drop_torn_tail, in_shard, lock_folder, merge,
+    RUNS_FILE, RunsFile, SweepRow, done_runs, drop_torn_tail, in_shard, lock_folder, merge,
     parse_shard, point_key, read_rows, rows_text, run_id, run_point,
 };
 
@@ -58,6 +58,9 @@ impl MadeDir {
     fn make(dir: &Path) -> Result<Self> {
         if dir.is_dir() {
             return Ok(Self(None));
+        }
+        if std::fs::symlink_metadata(dir).is_ok() && crate::io::link_loop(dir).is_none() {
+            bail!("--out {}: exists and is not a folder", dir.display());
         }
         if let Some(l) = crate::io::link_loop(dir) {
             bail!(
@@ -116,6 +119,19 @@ fn model_names<'a>(given: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         seen.push(id);
     }
     names
+}
+
+/// Whether two names given to `--models` name one file: the same name, or paths that lead to
+/// the same file (`m`, `./m`, its absolute path, a link to it). A name that no longer resolves
+/// is compared as written.
+fn same_model_file(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// The grid: models (slowest), then the settings flags in their order, seeds fastest-ish.
@@ -180,12 +196,17 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     let runs = a.out.join(RUNS_FILE);
     drop_torn_tail(&runs)?;
     let rows = read_rows(&runs)?;
+    let mut runs_file = RunsFile::open(&runs)?;
     // A row of the same grid point made with another file under the model's name is not this
     // sweep's: resuming would mix two networks under one name.
     for (p, s) in &planned {
-        let key = point_key(&p.model, s);
         let sha = &models[&p.model].1.sha256;
-        if let Some(r) = rows.iter().find(|r| r.key == key && &r.model_sha256 != sha) {
+        let settings = serde_json::to_string(s).unwrap_or_default();
+        if let Some(r) = rows.iter().find(|r| {
+            &r.model_sha256 != sha
+                && same_model_file(&r.model, &p.model)
+                && serde_json::to_string(&r.settings).unwrap_or_default() == settings
+        }) {
             bail!(
                 "{}: grid point {} ran on another file named {} (sha256 {:.12}…, now {:.12}…); sweep into a new --out",
                 runs.display(),
@@ -283,7 +304,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             png_gap,
             seconds: started.elapsed().as_secs_f64(),
         };
-        append_row(&runs, &row)?;
+        runs_file.append(&row)?;
         bar.inc(1);
         let line = row_line(&row);
         // The bar hides itself off a terminal, and its println with it.
@@ -334,12 +355,20 @@ fn row_line(row: &SweepRow) -> String {
     )
 }
 
+/// Whether two paths lead to one folder (`d`, `./d/`, a link to it).
+fn same_folder(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
 fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let _made = MadeDir::make(out)?;
     let _lock = lock_folder(out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
     let rows = merge(dirs)?;
     let path = out.join(RUNS_FILE);
-    if path.exists() && !dirs.iter().any(|d| d == out) {
+    if path.exists() && !dirs.iter().any(|d| d == out || same_folder(d, out)) {
         bail!(
             "{}: exists; merge into a new folder (or name it among the merged ones)",
             path.display()

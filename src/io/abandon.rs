@@ -91,7 +91,9 @@ fn remove_tree(p: &std::path::Path) -> std::io::Result<()> {
 /// returns how many registrations it undid. Call it only just before the process exits.
 pub fn abandon() -> usize {
     let r = registry();
-    for item in r.iter().flat_map(|(_, items)| items) {
+    // The latest first, as drops go: a file registered after the folder it lies in (a
+    // sweep's runs.jsonl in the folder the sweep made) goes before the folder.
+    for item in r.iter().rev().flat_map(|(_, items)| items) {
         item.remove();
     }
     let n = r.len();

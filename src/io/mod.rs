@@ -95,7 +95,7 @@ pub fn link_loop(path: &Path) -> Option<PathBuf> {
 /// How a loop of symbolic links at `at` is said.
 pub fn link_loop_words(at: &Path) -> String {
     format!(
-        "{} is a loop of symbolic links (a link that leads back to itself)",
+        "{} is a loop of symbolic links (a link that leads back to itself, or a chain of links too long to follow)",
         at.display()
     )
 }
@@ -109,7 +109,7 @@ pub fn explain_path_error(path: &Path, e: std::io::Error) -> std::io::Error {
             file_in_the_way(&parent_dir(path)).map(|f| format!("{} is not a folder", f.display()))
         }
         Some(libc::ELOOP) => Some(link_loop(path).map_or_else(
-            || "a loop of symbolic links (a link that leads back to itself)".into(),
+            || "a loop of symbolic links (a link that leads back to itself, or a chain of links too long to follow)".into(),
             |l| link_loop_words(&l),
         )),
         _ => None,
@@ -227,16 +227,7 @@ fn write_renamed(
         if sync {
             f.sync_all()?;
         }
-        if overwrite {
-            std::fs::rename(&tmp, path)
-        } else {
-            // A hard link fails if the target appeared meanwhile: no race can clobber it.
-            match std::fs::hard_link(&tmp, path) {
-                Ok(()) => std::fs::remove_file(&tmp),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
-                Err(_) => std::fs::rename(&tmp, path),
-            }
-        }
+        place_file(&tmp, path, overwrite)
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -246,6 +237,25 @@ fn write_renamed(
         return Err(io(e));
     }
     Ok(())
+}
+
+/// Moves the finished file `tmp` to `path`, replacing a file there only if `overwrite`:
+/// without it, a file that appeared at `path` meanwhile is an `AlreadyExists` error and is
+/// left alone (a hard link fails if the target exists, so no race can clobber it).
+pub fn place_file(tmp: &Path, path: &Path, overwrite: bool) -> std::io::Result<()> {
+    if overwrite {
+        return std::fs::rename(tmp, path);
+    }
+    match std::fs::hard_link(tmp, path) {
+        Ok(()) => std::fs::remove_file(tmp),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        // A file system without hard links: the rename, checked just before.
+        Err(_) if std::fs::symlink_metadata(path).is_ok() => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "already exists",
+        )),
+        Err(_) => std::fs::rename(tmp, path),
+    }
 }
 
 /// Opens `path` for reading if it is a regular file. The open does not block (a FIFO in a
@@ -298,6 +308,22 @@ pub fn read_regular_max(path: &std::path::Path, max: u64) -> std::io::Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finished file never replaces one that appeared meanwhile unless asked to: two runs
+    /// with one `--trace` file both ended, the second replacing the first's trace.
+    #[test]
+    fn placing_a_file_keeps_one_that_appeared_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, path) = (dir.path().join(".t.partial"), dir.path().join("t.jsonl"));
+        std::fs::write(&tmp, b"mine").unwrap();
+        std::fs::write(&path, b"theirs").unwrap();
+        let e = place_file(&tmp, &path, false).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+        place_file(&tmp, &path, true).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"mine");
+        assert!(!tmp.exists());
+    }
 
     #[test]
     fn atomic_write_refuses_overwrite_and_missing_folder() {

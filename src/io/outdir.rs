@@ -29,7 +29,9 @@ pub struct OutDir {
     is_done: bool,
     /// The staging folder, lock and made folder, for a process that must end at once.
     pending: Option<Pending>,
-    /// The folder's own lock, which a sweep takes too (the lock file does not keep it out).
+    /// The folder's own lock, which a sweep takes too (the lock file does not keep it out);
+    /// held, never read, until the value is dropped.
+    #[allow(dead_code)]
     folder_lock: Option<super::FolderLock>,
 }
 
@@ -46,6 +48,7 @@ impl OutDir {
     pub fn claim(dest: &Path, force: bool) -> Result<Self, WriteError> {
         let file = dest.display().to_string();
         let mut is_made = false;
+        let folder_lock;
         // Followed if a link: a link to a folder is that folder (canonicalised below).
         match std::fs::metadata(dest) {
             Ok(m) if !m.is_dir() => {
@@ -55,6 +58,9 @@ impl OutDir {
                 });
             }
             Ok(_) => {
+                // Another writer's folder is said as such before its contents are judged (a
+                // sweep's folder was "not empty").
+                folder_lock = Some(take_folder_lock(dest, &file)?);
                 let entries: Vec<_> = std::fs::read_dir(dest)
                     .map_err(io(dest))?
                     .flatten()
@@ -89,8 +95,13 @@ impl OutDir {
                 if let Some(why) = super::folder_problem(&super::parent_dir(dest)) {
                     return Err(WriteError::NoFolder { file, why });
                 }
-                std::fs::create_dir(dest).map_err(io(dest))?;
-                is_made = true;
+                match std::fs::create_dir(dest) {
+                    Ok(()) => is_made = true,
+                    // Made by another writer a moment ago: its lock says so below.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                    Err(e) => return Err(io(dest)(e)),
+                }
+                folder_lock = Some(take_folder_lock(dest, &file)?);
             }
         }
         // Symbolic links and `.` resolved: the staging folder must be a true sibling.
@@ -103,20 +114,10 @@ impl OutDir {
             force,
             is_done: false,
             pending: None,
-            folder_lock: None,
+            folder_lock,
         };
         out.lock()?;
         out.is_locked = true;
-        match super::lock_folder(&dest) {
-            Ok(Some(l)) => out.folder_lock = Some(l),
-            Ok(None) => {
-                return Err(WriteError::Io {
-                    file: dest.display().to_string(),
-                    source: std::io::Error::other(super::FOLDER_HELD),
-                });
-            }
-            Err(e) => return Err(io(&dest)(e)),
-        }
         out.pending = Some(Pending::new(out.leftovers()));
         let name = dest
             .file_name()
@@ -149,7 +150,8 @@ impl OutDir {
         v
     }
 
-    /// Takes the lock file, or fails naming the live process that holds it.
+    /// Writes the lock file (the folder's own lock is already held), which tells a reader of
+    /// the folder which process writes to it.
     fn lock(&mut self) -> Result<(), WriteError> {
         let lock = self.dest.join(LOCK_FILE);
         let me = std::process::id();
@@ -164,25 +166,13 @@ impl OutDir {
                     return f.write_all(me.to_string().as_bytes()).map_err(io(&lock));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&lock)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok());
-                    match holder {
-                        Some(pid) if pid != me && super::is_process_alive(pid) => {
-                            return Err(WriteError::Io {
-                                file: self.dest.display().to_string(),
-                                source: std::io::Error::other(format!(
-                                    "another backwork (PID {pid}) is writing to this folder"
-                                )),
-                            });
-                        }
-                        // Left by a process that died: taken over.
-                        _ => {
-                            let _ = std::fs::remove_file(&lock);
-                        }
-                    }
+                    // The folder's own lock is held (by this claim), so no live writer holds
+                    // this file: it was left by one killed at once, whose PID may now belong
+                    // to any process (it blocked the folder for good then). Taken over.
+                    let _ = std::fs::remove_file(&lock);
                 }
-                Err(e) => return Err(io(&lock)(e)),
+                // Said of the folder (the lock file is ours, not the user's).
+                Err(e) => return Err(io(&self.dest)(e)),
             }
         }
         Err(io(&lock)(std::io::Error::other("cannot take the lock")))
@@ -339,6 +329,18 @@ fn swap(a: &Path, b: &Path) -> std::io::Result<()> {
         return Err(e);
     }
     std::fs::rename(&old, a)
+}
+
+/// `dest`'s folder lock, or the error that another writer holds it.
+fn take_folder_lock(dest: &Path, file: &str) -> Result<super::FolderLock, WriteError> {
+    match super::lock_folder(dest) {
+        Ok(Some(l)) => Ok(l),
+        Ok(None) => Err(WriteError::Io {
+            file: file.to_string(),
+            source: std::io::Error::other(super::FOLDER_HELD),
+        }),
+        Err(e) => Err(io(dest)(e)),
+    }
 }
 
 impl Drop for OutDir {
