@@ -29,7 +29,9 @@ from pytorch_crosscheck import Net, idx, test_correct
 #   optimiser: "adam", "adamw", "rmsprop", "sgd" (plain) or "sgdm" (momentum 0.9)
 #   regularisation: "" or any of "dropout" (p 0.5 before the last layer, as the TF tutorial),
 #   "shift" (random shifts of up to ±2 pixels), "smooth" (label smoothing 0.1), "wd" (weight
-#   decay 5e-4, through AdamW or SGD's own)
+#   decay 5e-4, through AdamW or SGD's own), "mixup" (each batch mixed with a shuffled copy of
+#   itself, weight λ ~ Beta(0.2, 0.2), the loss mixed alike), "cosine" (the rate annealed to 0
+#   over the run, step by step)
 RECIPES = {
     # The "most ordinary" network: PyTorch's defaults, Adam 1e-3, batch 64, 2 epochs.
     "torch-adam-2ep": ("torch", "adam", 1e-3, 64, 2, "", 11),
@@ -84,6 +86,11 @@ HELD_OUT = {
     # dropout.
     "torch-sgdm-smooth-shift-3ep": ("torch", "sgdm", 0.01, 64, 3, "smooth,shift", 51),
     "tf-adam-smooth-shift-dropout-3ep": ("tf", "adam", 1e-3, 64, 3, "smooth,shift,dropout", 52),
+    # A fifth batch (2026-12-04, twenty-second session), chosen before any was run: soft
+    # targets of another kind than label smoothing (mixup), and a learning-rate schedule
+    # (cosine annealing) with weight decay, two common recipes no earlier network used.
+    "torch-adam-mixup-3ep": ("torch", "adam", 1e-3, 64, 3, "mixup", 61),
+    "torch-sgdm-cosine-wd-5ep": ("torch", "sgdm", 0.05, 128, 5, "cosine,wd", 62),
 }
 
 
@@ -133,6 +140,9 @@ def train(name, out_dir, xtr, ytr, xte, yte):
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9 if opt_name == "sgdm" else 0.0,
                               weight_decay=5e-4 if "wd" in reg else 0.0)
     smoothing = 0.1 if "smooth" in reg else 0.0
+    steps = epochs * (len(xtr) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if "cosine" in reg else None
+    beta = torch.distributions.Beta(torch.tensor(0.2), torch.tensor(0.2))
     t = time.time()
     net.train()
     for _ in range(epochs):
@@ -142,10 +152,18 @@ def train(name, out_dir, xtr, ytr, xte, yte):
             x = xtr[i]
             if "shift" in reg:
                 x = shifted(x, gen)
-            loss = F.cross_entropy(net(x), ytr[i], label_smoothing=smoothing)
+            if "mixup" in reg:
+                lam = float(beta.sample())
+                j = torch.randperm(len(i), generator=gen)
+                out = net(lam * x + (1 - lam) * x[j])
+                loss = lam * F.cross_entropy(out, ytr[i]) + (1 - lam) * F.cross_entropy(out, ytr[i][j])
+            else:
+                loss = F.cross_entropy(net(x), ytr[i], label_smoothing=smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched:
+                sched.step()
     net.eval()
     correct = test_correct(net, xte, yte)
     secs = time.time() - t
