@@ -260,23 +260,6 @@ fn a_sweep_into_a_folder_another_sweep_holds_fails_at_once() {
     common::assert_one_line_failure(&merged, &r, &["held", "another backwork"]);
     // A run into it is kept out too (its own lock file did not keep a sweep out, nor the
     // reverse), and leaves no lock file behind.
-    let run = [
-        "run",
-        "--labels",
-        "3",
-        "--batch",
-        "2",
-        "--max-steps",
-        "2",
-        "--force",
-        "--out",
-        o,
-    ];
-    let r = backwork(&run, &cache);
-    common::assert_one_line_failure(&run, &r, &["held", "another backwork"]);
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
-    // Without --force too: it said "not empty" of a sweep's folder.
-    std::fs::write(out.join("runs.jsonl"), b"").unwrap();
     let plain = [
         "run",
         "--labels",
@@ -288,6 +271,12 @@ fn a_sweep_into_a_folder_another_sweep_holds_fails_at_once() {
         "--out",
         o,
     ];
+    let run = [&plain[..7], &["--force"], &plain[7..]].concat();
+    let r = backwork(&run, &cache);
+    common::assert_one_line_failure(&run, &r, &["held", "another backwork"]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    // Without --force too: it said "not empty" of a sweep's folder.
+    std::fs::write(out.join("runs.jsonl"), b"").unwrap();
     let r = backwork(&plain, &cache);
     common::assert_one_line_failure(&plain, &r, &["held", "another backwork"]);
     std::fs::remove_file(out.join("runs.jsonl")).unwrap();
