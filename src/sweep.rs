@@ -78,6 +78,12 @@ pub struct SweepRow {
     pub key: String,
     /// The model as given to `--models` ("shipped" for the embedded one).
     pub model: String,
+    /// The model file's absolute path when the run was made (none for the shipped model, and
+    /// in rows of earlier versions): a resumed sweep run from another folder finds the file
+    /// by it, where the name as given may lead elsewhere. Not part of a row's outcome: shards
+    /// merged from other machines differ in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_file: Option<String>,
     pub model_sha256: String,
     pub seed: u64,
     /// The preset the settings equal, or "custom".
@@ -314,6 +320,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<Vec<SweepRow>, SweepError> {
                 Some((kept, from)) => {
                     let same = SweepRow {
                         seconds: kept.seconds,
+                        model_file: kept.model_file.clone(),
                         ..r.clone()
                     };
                     if &same != kept {
@@ -365,6 +372,7 @@ mod tests {
             point,
             key: format!("k{point}"),
             model: "m".into(),
+            model_file: None,
             model_sha256: "0".repeat(64),
             seed: 0,
             preset: "robust".into(),

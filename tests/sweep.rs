@@ -183,6 +183,47 @@ fn a_sweep_refuses_to_resume_on_a_replaced_model() {
     let r = backwork(&linked, &cache);
     common::assert_one_line_failure(&linked, &r, &["runs.jsonl", "another file"]);
     assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 1);
+    // And from another folder: a row made with a relative name keeps the file's absolute
+    // path, so the same file named from elsewhere is still found (the name as written led
+    // nowhere from there, and the point ran again on the new network).
+    let sub = tmp.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(
+        "assets/models/mnist-cnn.safetensors",
+        sub.join("m2.safetensors"),
+    )
+    .unwrap();
+    let in_folder = |dir: &Path, model: &str, out: &str| {
+        let mut a = args;
+        (a[2], a[10]) = (model, out);
+        let r = std::process::Command::new(env!("CARGO_BIN_EXE_backwork"))
+            .args(a)
+            .env("BACKWORK_CACHE_DIR", &cache)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        (a.map(String::from), r)
+    };
+    let (_, r) = in_folder(&sub, "m2.safetensors", "../sw2");
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let rows = read_rows(&tmp.path().join("sw2/runs.jsonl")).unwrap();
+    let recorded = rows[0].model_file.clone().unwrap();
+    assert_eq!(
+        Path::new(&recorded),
+        sub.join("m2.safetensors").canonicalize().unwrap()
+    );
+    std::fs::copy(
+        "tests/fixtures/pytorch-cnn.safetensors",
+        sub.join("m2.safetensors"),
+    )
+    .unwrap();
+    let (a, r) = in_folder(tmp.path(), "sub/m2.safetensors", "sw2");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    common::assert_one_line_failure(&a, &r, &["runs.jsonl", "another file"]);
+    assert_eq!(
+        read_rows(&tmp.path().join("sw2/runs.jsonl")).unwrap().len(),
+        1
+    );
 }
 
 /// A resumed sweep finds its rows by the model's contents, not its name: the same file named

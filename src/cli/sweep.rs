@@ -121,17 +121,23 @@ fn model_names<'a>(given: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     names
 }
 
-/// Whether two names given to `--models` name one file: the same name, or paths that lead to
-/// the same file (`m`, `./m`, its absolute path, a link to it). A name that no longer resolves
-/// is compared as written.
-fn same_model_file(a: &str, b: &str) -> bool {
-    if a == b {
-        return true;
+/// Whether row `r` was made on the file `model` (as given to `--models`) names: by the file's
+/// absolute path the row recorded, or (rows of earlier versions) by the name it was given,
+/// as written or as a path leading to the same file (`m`, `./m`, its absolute path, a link).
+fn same_model_file(r: &SweepRow, model: &str) -> bool {
+    let here = std::fs::canonicalize(model).ok();
+    if let (Some(f), Some(h)) = (&r.model_file, &here) {
+        return Path::new(f) == h.as_path();
     }
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
+    r.model == model || here.is_some_and(|h| std::fs::canonicalize(&r.model).ok() == Some(h))
+}
+
+/// The absolute path of the model file `model` names (none for the shipped model).
+fn model_file(model: &str) -> Option<String> {
+    (model != "shipped")
+        .then(|| std::fs::canonicalize(model).ok())
+        .flatten()
+        .map(|p| p.display().to_string())
 }
 
 /// The grid: models (slowest), then the settings flags in their order, seeds fastest-ish.
@@ -204,7 +210,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         let settings = serde_json::to_string(s).unwrap_or_default();
         if let Some(r) = rows.iter().find(|r| {
             &r.model_sha256 != sha
-                && same_model_file(&r.model, &p.model)
+                && same_model_file(r, &p.model)
                 && serde_json::to_string(&r.settings).unwrap_or_default() == settings
         }) {
             bail!(
@@ -296,6 +302,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             point: p.index,
             key: point_key(&p.model, &settings),
             model: p.model.clone(),
+            model_file: model_file(&p.model),
             model_sha256: info.sha256.clone(),
             seed: settings.seed,
             preset: settings.preset_name().into(),
