@@ -349,3 +349,52 @@ fn the_trace_appears_whole_and_replaces_nothing_without_force() {
     common::backwork_ok(&a3, &cache);
     assert_eq!(std::fs::read_to_string(&trace).unwrap().lines().count(), 3);
 }
+
+/// A run that ends short after many restarts near the bar says why it may never get there
+/// (local maxima inside the pixel box, README "Where it stands") and what lifts it; a run
+/// without the box, or one that passes, does not. Forced here on the shipped model: a rate
+/// too small to move (1e-6), a stall every two probes, and the reinit cap at 0 so that every
+/// image counts as near the bar.
+#[test]
+fn a_run_left_short_after_many_restarts_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let run = |pixels: &str, out: &str| {
+        let o = tmp.path().join(out);
+        let args = [
+            "run",
+            "--labels",
+            "3",
+            "--batch",
+            "2",
+            "--lr",
+            "0.000001",
+            "--reinit-cap",
+            "0",
+            "--stall-window",
+            "2",
+            "--stall-tol",
+            "0.5",
+            "--max-steps",
+            "40",
+            "--pixels",
+            pixels,
+            "--out",
+            o.to_str().unwrap(),
+        ];
+        let r = common::backwork_ok(&args, &cache);
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    };
+    let boxed = run("clip", "a");
+    assert!(
+        boxed.contains("hint: 2 image(s) of label 3 ended short")
+            && boxed.contains("local maxima")
+            && boxed.contains("pixels \"none\""),
+        "{boxed}"
+    );
+    let free = run("none", "b");
+    assert!(
+        free.contains("not reached") && !free.contains("hint"),
+        "{free}"
+    );
+}

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cost::is_per_neuron;
 use super::engine::{EndReason, Engine, EngineError, StepEvent};
+use super::{PixelConstraint, Settings};
 
 /// The numbers of one finished run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,50 @@ pub struct Outcome {
     pub nearest_distance: BTreeMap<String, f64>,
     /// The lowest and highest pixel of the final images.
     pub pixel_range: [f32; 2],
+}
+
+/// One image a run left short of its threshold: its label, final p(label) and restarts.
+#[derive(Clone, Copy, Debug)]
+pub struct Short {
+    pub label: u8,
+    pub p: f32,
+    pub reinits: usize,
+}
+
+/// Restarts after which an image still short of the bar but past the reinit cap is taken to
+/// sit on the best local maxima its walk finds (README, "Where it stands": each perturbation
+/// climbs back into the same basin).
+pub const MANY_RESTARTS: usize = 10;
+
+/// Why a run that ended at its step budget left images short near the bar, when it did: they
+/// sit on local maxima of p inside the pixel box, which on some networks (label smoothing)
+/// lie under the bar. `None` for a run without the box, or whose short images are below the
+/// reinit cap or were restarted fewer than [`MANY_RESTARTS`] times.
+pub fn box_hint(short: &[Short], settings: &Settings) -> Option<String> {
+    if settings.pixels != PixelConstraint::Clip {
+        return None;
+    }
+    let near: Vec<&Short> = short
+        .iter()
+        .filter(|i| i.p >= settings.reinit_cap)
+        .collect();
+    let most = near.iter().map(|i| i.reinits).max().unwrap_or(0);
+    if most < MANY_RESTARTS {
+        return None;
+    }
+    let mut labels: Vec<u8> = near.iter().map(|i| i.label).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let labels: Vec<String> = labels.iter().map(u8::to_string).collect();
+    let (lo, hi) = near
+        .iter()
+        .fold((1.0f32, 0.0f32), |(lo, hi), i| (lo.min(i.p), hi.max(i.p)));
+    let fewest = near.iter().map(|i| i.reinits).min().unwrap_or(0);
+    Some(format!(
+        "{} image(s) of label {} ended short at p {lo:.5}–{hi:.5} after {fewest}–{most} restarts each: they sit on local maxima of p with pixels in [0, 1], which on some networks (label smoothing) lie under the bar; pixels \"none\" lifts the box, a larger step budget gives the walk more tries (README, \"Where it stands\")",
+        near.len(),
+        labels.join(", "),
+    ))
 }
 
 /// Steps `engine` until its run ends or `cancel` is set, calling `on_step` after each step.

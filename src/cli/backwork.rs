@@ -17,6 +17,7 @@ use crate::backwork::cache::{RefCache, default_cache_dir};
 use crate::backwork::cost::streamed_cost;
 use crate::backwork::engine::{EndReason, Engine, StepEvent};
 use crate::backwork::frozen::FrozenCnn;
+use crate::backwork::measure::{Short, box_hint};
 use crate::backwork::refs::LabelRefs;
 use crate::backwork::settings::DEFAULT_STEP_BUDGET;
 use crate::backwork::trace::term_pulls;
@@ -749,6 +750,20 @@ fn report_run(
             "  not reached: label {} image {} (p = {:.5}, {} reinits)",
             i.label, i.index, i.p_label, i.reinits
         );
+    }
+    if *end == EndReason::MaxSteps {
+        let short: Vec<Short> = images
+            .iter()
+            .filter(|i| !i.reached_threshold)
+            .map(|i| Short {
+                label: i.label,
+                p: i.p_label,
+                reinits: i.reinits,
+            })
+            .collect();
+        if let Some(hint) = box_hint(&short, settings) {
+            let _ = writeln!(stdout, "  hint: {hint}");
+        }
     }
 }
 

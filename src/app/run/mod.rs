@@ -30,6 +30,7 @@ use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
 use super::status::Status;
 use crate::backwork::engine::{EndReason, ReinitKind};
+use crate::backwork::measure::{Short, box_hint};
 use crate::backwork::saliency::{per_pixel, top_k_mask};
 use crate::backwork::{Init, Settings};
 use crate::data::SIDE;
@@ -352,9 +353,13 @@ impl RunView {
                     }
                     EndReason::MaxSteps => {
                         let missed = self.missed();
-                        format!(
+                        let text = format!(
                             "stopped at the step budget (step {step}): {missed} images below the threshold"
-                        )
+                        );
+                        match self.box_hint() {
+                            Some(hint) => format!("{text}; {hint}"),
+                            None => text,
+                        }
                     }
                     EndReason::Cancelled => "cancelled".into(),
                     EndReason::Error(e) => {
@@ -429,6 +434,23 @@ impl RunView {
     }
 
     /// Images of the snapshot at or below the threshold.
+    /// Why the images left short may never pass ([`box_hint`]), from the last snapshot.
+    fn box_hint(&self) -> Option<String> {
+        let s = self.snapshot.as_ref()?;
+        let short: Vec<Short> = (0..s.probs.len())
+            .filter_map(|row| {
+                let label = s.labels[row / s.batch.max(1)];
+                let p = s.probs[row].get(label as usize).copied()?;
+                (p <= self.settings.threshold).then(|| Short {
+                    label,
+                    p,
+                    reinits: s.reinits.get(row).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        box_hint(&short, &self.settings)
+    }
+
     fn missed(&self) -> usize {
         self.snapshot.as_ref().map_or(0, |s| {
             (0..s.probs.len())
@@ -580,6 +602,35 @@ mod tests {
         // The same state again logs nothing new.
         v.apply(snapshot(6, 0.3, Vec::new(), true), t0);
         assert_eq!(v.log.len(), 3);
+    }
+
+    /// A run that stops at its budget with an image near the bar after many restarts says
+    /// why it may never pass (the pixel box), as the CLI does; one restarted less does not.
+    #[test]
+    fn a_run_short_near_the_bar_after_many_restarts_says_why() {
+        for (restarts, says) in [(12, true), (3, false)] {
+            let mut v = view();
+            let t0 = Instant::now();
+            let mut ev = snapshot(9, 0.995, Vec::new(), true);
+            if let Event::Snapshot(s) = &mut ev {
+                s.reinits[3] = restarts;
+            }
+            v.apply(ev, t0);
+            v.apply(
+                Event::Ended {
+                    run: 0,
+                    reason: EndReason::MaxSteps,
+                },
+                t0,
+            );
+            let text = &v.status.text;
+            assert_eq!(
+                text.contains("1 image(s) of label 7 ended short at p 0.99500")
+                    && text.contains("local maxima"),
+                says,
+                "{text}"
+            );
+        }
     }
 
     #[test]
