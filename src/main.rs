@@ -50,17 +50,7 @@ fn main() -> std::process::ExitCode {
                 }
             }
             // Control characters (a newline in a file's name) escaped: one line, always.
-            let text: String = text
-                .chars()
-                .flat_map(|c| {
-                    let escaped: Vec<char> = if c.is_control() {
-                        c.escape_default().collect()
-                    } else {
-                        vec![c]
-                    };
-                    escaped
-                })
-                .collect();
+            let text = backwork::util::one_line(&text);
             let _ = writeln!(std::io::stderr(), "error: {text}");
             match e.downcast_ref::<backwork::cli::stop::Stopped>() {
                 Some(s) => std::process::ExitCode::from(s.exit_code()),

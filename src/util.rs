@@ -68,6 +68,21 @@ pub fn format_duration(secs: f64) -> String {
     }
 }
 
+/// `text` with its control characters escaped (a newline in a file's name as `\n`): what the
+/// command line prints of a name stays on its line.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -392,7 +392,9 @@ fn a_run_left_short_after_many_restarts_says_why() {
             && boxed.contains("pixels \"none\""),
         "{boxed}"
     );
-    let free = run("none", "b");
+    // A newline in the folder's name is escaped where the summary names it.
+    let free = run("none", "b\nc");
+    assert!(free.contains("b\\nc"), "{free}");
     assert!(
         free.contains("not reached") && !free.contains("hint"),
         "{free}"

@@ -742,7 +742,7 @@ fn report_run(
         settings.threshold,
         steps,
         elapsed,
-        out.display()
+        crate::util::one_line(&out.display().to_string())
     );
     for i in images.iter().filter(|i| !i.reached_threshold) {
         let _ = writeln!(

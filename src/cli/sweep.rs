@@ -322,7 +322,10 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    eprintln!("sweep: done; rows in {}", runs.display());
+    eprintln!(
+        "sweep: done; rows in {}",
+        crate::util::one_line(&runs.display().to_string())
+    );
     Ok(())
 }
 
@@ -348,7 +351,7 @@ fn row_line(row: &SweepRow) -> String {
     format!(
         "point {} {} {} seed {}: {}/{} fooled, median {} steps, min p {:.5}, {} reinits, {:.1} s",
         row.point,
-        row.model,
+        crate::util::one_line(&row.model),
         row.preset,
         row.seed,
         row.outcome.fooled,
@@ -382,7 +385,11 @@ fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
         );
     }
     write_atomic(&path, rows_text(&rows).as_bytes(), true)?;
-    println!("merged {} rows into {}", rows.len(), path.display());
+    println!(
+        "merged {} rows into {}",
+        rows.len(),
+        crate::util::one_line(&path.display().to_string())
+    );
     Ok(())
 }
 
