@@ -1310,6 +1310,12 @@ fn reference_files_read_back_identically_and_damaged_ones_are_rebuilt() {
     let read =
         LabelRefs::read_file(6, &path, &small, Some(&layout)).expect("a complete file reads");
     assert_same_refs(&built, &read);
+    // A stop ends a read (a cold disk held the first Ctrl-C about 3 s per file); the cache
+    // then neither uses nor refuses the file.
+    assert!(
+        LabelRefs::read_file_until(6, &path, &small, Some(&layout), &AtomicBool::new(true))
+            .is_err()
+    );
     assert_same_refs(
         &built,
         &LabelRefs::from_bytes(6, &bytes, &small, None).unwrap(),

@@ -191,7 +191,7 @@ impl RefCache {
         let file = self.file(label);
         let from_disk = match &file {
             Some(f) if !self.refused[label as usize] => {
-                self.read_disk(label, f, train, &net.layout())
+                self.read_disk(label, f, train, &net.layout(), cancel)
             }
             _ => None,
         };
@@ -225,8 +225,9 @@ impl RefCache {
         f: &Path,
         train: &Dataset,
         layout: &TapLayout,
+        cancel: &AtomicBool,
     ) -> Option<LabelRefs> {
-        let (r, notice) = read_checked(label, f, train, layout);
+        let (r, notice) = read_checked(label, f, train, layout, cancel);
         if let Some(n) = notice {
             self.refused[label as usize] = true;
             self.notices.push(n);
@@ -258,7 +259,7 @@ impl RefCache {
                 if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                     return (*l, None, None);
                 }
-                let (r, n) = read_checked(*l, f, train, layout);
+                let (r, n) = read_checked(*l, f, train, layout, cancel);
                 (*l, r, n)
             })
             .collect();
@@ -341,11 +342,14 @@ fn read_checked(
     f: &Path,
     train: &Dataset,
     layout: &TapLayout,
+    cancel: &AtomicBool,
 ) -> (Option<LabelRefs>, Option<String>) {
     if std::fs::symlink_metadata(f).is_err() {
         return (None, None);
     }
-    match LabelRefs::read_file(label, f, train, Some(layout)) {
+    match LabelRefs::read_file_until(label, f, train, Some(layout), cancel) {
+        // Stopped mid-read: the file is not at fault.
+        Err(_) if cancel.load(std::sync::atomic::Ordering::Relaxed) => (None, None),
         Ok(r) => {
             let _ =
                 std::fs::File::open(f).and_then(|h| h.set_modified(std::time::SystemTime::now()));

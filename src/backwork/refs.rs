@@ -446,17 +446,55 @@ impl LabelRefs {
         train: &Dataset,
         expect: Option<&TapLayout>,
     ) -> Result<Self, String> {
+        Self::read_file_until(label, path, train, expect, &AtomicBool::new(false))
+    }
+
+    /// [`Self::read_file`] that gives up once `cancel` is set: the file is read a few MB at a
+    /// time, so a stop (Ctrl-C) ends a read of hundreds of MB within one piece's time (a cold
+    /// disk held the first Ctrl-C about 3 s).
+    pub fn read_file_until(
+        label: u8,
+        path: &Path,
+        train: &Dataset,
+        expect: Option<&TapLayout>,
+        cancel: &AtomicBool,
+    ) -> Result<Self, String> {
         let file = crate::io::open_regular(path).map_err(|e| format!("cannot be read: {e}"))?;
         let meta = file
             .metadata()
             .map_err(|e| format!("cannot be read: {e}"))?;
-        let mut reader = file;
+        let mut reader = Stoppable {
+            inner: file,
+            cancel,
+        };
         Self::read_from(label, &mut reader, meta.len(), train, expect)
     }
 
     /// Whether every stored value is finite.
     pub fn is_finite(&self) -> bool {
         self.arrays().flat_map(|a| a.iter()).all(|v| v.is_finite())
+    }
+}
+
+/// A reader that reads at most [`Stoppable::PIECE`] bytes a call and fails once `cancel` is
+/// set.
+struct Stoppable<'a, R> {
+    inner: R,
+    cancel: &'a AtomicBool,
+}
+
+impl<R> Stoppable<'_, R> {
+    /// 8 MB: tens of milliseconds from a cold disk, noise against a file's read.
+    const PIECE: usize = 8 << 20;
+}
+
+impl<R: std::io::Read> std::io::Read for Stoppable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("stopped"));
+        }
+        let n = buf.len().min(Self::PIECE);
+        self.inner.read(&mut buf[..n])
     }
 }
 
