@@ -59,15 +59,16 @@ impl MadeDir {
         if dir.is_dir() {
             return Ok(Self(None));
         }
-        if std::fs::symlink_metadata(dir).is_ok() && crate::io::link_loop(dir).is_none() {
-            bail!("--out {}: exists and is not a folder", dir.display());
-        }
-        if let Some(l) = crate::io::link_loop(dir) {
-            bail!(
+        match crate::io::link_loop(dir) {
+            Some(l) => bail!(
                 "--out {}: {}",
                 dir.display(),
                 crate::io::link_loop_words(&l)
-            );
+            ),
+            None if std::fs::symlink_metadata(dir).is_ok() => {
+                bail!("--out {}: exists and is not a folder", dir.display())
+            }
+            None => {}
         }
         if let Some(why) = crate::io::folder_problem(&crate::io::parent_dir(dir)) {
             bail!("--out {}: {why}", dir.display());
@@ -125,11 +126,10 @@ fn model_names<'a>(given: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 /// absolute path the row recorded, or (rows of earlier versions) by the name it was given,
 /// as written or as a path leading to the same file (`m`, `./m`, its absolute path, a link).
 fn same_model_file(r: &SweepRow, model: &str) -> bool {
-    let here = std::fs::canonicalize(model).ok();
-    if let (Some(f), Some(h)) = (&r.model_file, &here) {
-        return Path::new(f) == h.as_path();
+    match (&r.model_file, std::fs::canonicalize(model)) {
+        (Some(f), Ok(here)) => Path::new(f) == here,
+        _ => r.model == model || crate::io::same_place(Path::new(&r.model), Path::new(model)),
     }
-    r.model == model || here.is_some_and(|h| std::fs::canonicalize(&r.model).ok() == Some(h))
 }
 
 /// The absolute path of the model file `model` names (none for the shipped model).
@@ -365,20 +365,16 @@ fn row_line(row: &SweepRow) -> String {
     )
 }
 
-/// Whether two paths lead to one folder (`d`, `./d/`, a link to it).
-fn same_folder(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
-}
-
 fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let _made = MadeDir::make(out)?;
     let _lock = lock_folder(out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
     let rows = merge(dirs)?;
     let path = out.join(RUNS_FILE);
-    if path.exists() && !dirs.iter().any(|d| d == out || same_folder(d, out)) {
+    if path.exists()
+        && !dirs
+            .iter()
+            .any(|d| d == out || crate::io::same_place(d, out))
+    {
         bail!(
             "{}: exists; merge into a new folder (or name it among the merged ones)",
             path.display()

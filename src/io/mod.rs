@@ -92,6 +92,15 @@ pub fn link_loop(path: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// Whether two paths lead to one file or folder (`d`, `./d/`, its absolute path, a link to
+/// it); false if either does not resolve.
+pub fn same_place(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
 /// How a loop of symbolic links at `at` is said.
 pub fn link_loop_words(at: &Path) -> String {
     format!(
