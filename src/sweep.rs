@@ -247,6 +247,20 @@ impl RunsFile {
                 ),
             ));
         }
+        // Renamed within its folder: the rows would go on into a file a resumed sweep does
+        // not read. (A folder moved whole takes the file with it, and that is fine.)
+        let now = self.current_path();
+        if now.file_name() != self.path.file_name() {
+            return Err(file_error(
+                path,
+                format!(
+                    "was renamed to {} during the sweep; grid point {}'s row was not written: name it {} again and run the same command to go on",
+                    now.display(),
+                    row.point,
+                    RUNS_FILE
+                ),
+            ));
+        }
         let mut line = serde_json::to_string(row).map_err(|e| file_error(path, e))?;
         line.push('\n');
         self.file
@@ -255,6 +269,21 @@ impl RunsFile {
             .map_err(|e| file_error(path, e))?;
         self.made_empty = None;
         Ok(())
+    }
+}
+
+impl RunsFile {
+    /// Where the open file is now (its folder may have been moved during the sweep), as the
+    /// OS tracks it; the path it was opened as where the OS does not say.
+    pub fn current_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        let link = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        match std::fs::read_link(link) {
+            // Said as it was given while it is still there.
+            Ok(p) if crate::io::same_place(&p, &self.path) => self.path.clone(),
+            Ok(p) if p.is_absolute() && !p.to_string_lossy().ends_with(" (deleted)") => p,
+            _ => self.path.clone(),
+        }
     }
 }
 
@@ -410,6 +439,23 @@ mod tests {
         let rows = read_rows(&moved.join(RUNS_FILE)).unwrap();
         assert_eq!(rows.iter().map(|r| r.point).collect::<Vec<_>>(), [0, 1]);
         assert!(!dir.join(RUNS_FILE).exists());
+        // Where the sweep's closing line says its rows are: the moved folder (it named the
+        // old one).
+        assert_eq!(
+            f.current_path(),
+            std::fs::canonicalize(moved.join(RUNS_FILE)).unwrap()
+        );
+        // Renamed within its folder: an error (the rows went on into the renamed file, which
+        // a resumed sweep does not read), and nothing more is written to it.
+        let renamed = moved.join("renamed.jsonl");
+        std::fs::rename(moved.join(RUNS_FILE), &renamed).unwrap();
+        let e = f.append(&a_row(2)).unwrap_err().to_string();
+        assert!(
+            e.contains("was renamed to") && e.contains("renamed.jsonl") && e.contains("point 2"),
+            "{e}"
+        );
+        assert_eq!(read_rows(&renamed).unwrap().len(), 2);
+        std::fs::rename(&renamed, moved.join(RUNS_FILE)).unwrap();
         std::fs::remove_file(moved.join(RUNS_FILE)).unwrap();
         let e = f.append(&a_row(2)).unwrap_err().to_string();
         assert!(

@@ -68,6 +68,11 @@ pub fn format_duration(secs: f64) -> String {
     }
 }
 
+/// A path as a message line shows it: control characters escaped ([`one_line`]).
+pub fn shown(path: &std::path::Path) -> String {
+    one_line(&path.display().to_string())
+}
+
 /// `text` with its control characters escaped (a newline in a file's name as `\n`): what the
 /// command line prints of a name stays on its line.
 pub fn one_line(text: &str) -> String {

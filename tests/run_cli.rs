@@ -271,6 +271,44 @@ fn bad_input_gets_one_line_and_a_failure() {
             fails_with(&[cmd, "--out", o], c, &[la_s, "loop of symbolic links"]);
         }
     }
+    // A chain of 45 links that ends on a folder is more than the OS follows (40): said as a
+    // chain, not a loop (both were "a loop … or a chain too long to follow").
+    let end = tmp.path().join("chain-end");
+    std::fs::create_dir(&end).unwrap();
+    let mut link = end.clone();
+    for i in 0..45 {
+        let next = tmp.path().join(format!("chain{i}"));
+        std::os::unix::fs::symlink(&link, &next).unwrap();
+        link = next;
+    }
+    let chain = format!("{}/o", link.display());
+    for cmd in ["run", "sweep"] {
+        fails_with(
+            &[cmd, "--out", &chain],
+            c,
+            &[link.to_str().unwrap(), "chain of symbolic links longer"],
+        );
+    }
+    // Too long for the OS: a path over PATH_MAX (4,096) and a name over NAME_MAX (255) are
+    // said as such, not "does not exist".
+    let long_path = format!(
+        "{}/{}/o",
+        tmp.path().display(),
+        vec!["a".repeat(200); 25].join("/")
+    );
+    let long_name = format!("{}/{}/o", tmp.path().display(), "b".repeat(300));
+    for cmd in ["run", "sweep"] {
+        fails_with(
+            &[cmd, "--out", &long_path],
+            c,
+            &["the path is longer than the system allows"],
+        );
+        fails_with(
+            &[cmd, "--out", &long_name],
+            c,
+            &["longer than the system allows (255 bytes)"],
+        );
+    }
     // The trace file itself a link in the loop.
     let traced = tmp.path().join("traced");
     fails_with(

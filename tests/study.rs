@@ -163,9 +163,28 @@ fn worst_writes_its_sheet_and_json_and_refuses_bad_input() {
             assert_eq!(test.labels[index] as usize, l);
         }
     }
+    // The flag is named, as `run`'s errors name it.
     one_line_failure(
         &["worst", "--data", d, "--k", "3", "--out", o],
-        &[o, "not empty"],
+        &["--out", o, "not empty"],
+    );
+    // A newline in the folder's name is escaped in the success line (it split the line).
+    let odd = tmp.path().join("odd\nname");
+    let r = backwork(&[
+        "worst",
+        "--data",
+        d,
+        "--k",
+        "1",
+        "--out",
+        odd.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let said = String::from_utf8_lossy(&r.stdout);
+    let wrote = said.lines().last().unwrap();
+    assert!(
+        wrote.starts_with("wrote ") && wrote.ends_with("odd\\nname"),
+        "{said}"
     );
     let o2 = tmp.path().join("w2");
     one_line_failure(

@@ -333,6 +333,16 @@ fn a_sweep_into_a_folder_another_sweep_holds_fails_at_once() {
     // Let go, the same sweep runs.
     ok(&args, &cache);
     assert_eq!(read_rows(&out.join("runs.jsonl")).unwrap().len(), 1);
+    // A file with one run twice (concatenated by hand) is said on resume: a table of it
+    // counts the run twice. The sweep runs nothing and adds nothing.
+    let runs = out.join("runs.jsonl");
+    let once = std::fs::read(&runs).unwrap();
+    std::fs::write(&runs, [&once[..], &once[..]].concat()).unwrap();
+    let r = ok(&args, &cache);
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert!(said.contains("rows 1 and 2 are one run"), "{said}");
+    assert_eq!(read_rows(&runs).unwrap().len(), 2);
+    std::fs::write(&runs, &once).unwrap();
     // A merge into a folder it names among its inputs another way (`DIR/`) is that folder.
     let slash = format!("{o}/");
     ok(&["sweep", "--merge", &slash, "--out", o], &cache);

@@ -484,7 +484,7 @@ pub fn run_cmd(a: RunArgs, app: &AppArgs) -> Result<()> {
     if let Some(p) = &a.trace {
         Trace::check(p, a.force)?;
     }
-    let out = OutDir::claim(&a.out, a.force).map_err(|e| anyhow::anyhow!("--out {e}"))?;
+    let out = super::claim_out(&a.out, a.force)?;
     run_into(a, app, settings, out)
 }
 
@@ -542,7 +542,7 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         {
             eprintln!(
                 "warning: --trace {}: cannot write; the run goes on without its trace (none is left)",
-                t.path.display()
+                crate::util::shown(&t.path)
             );
             trace = None;
         }
@@ -742,7 +742,7 @@ fn report_run(
         settings.threshold,
         steps,
         elapsed,
-        crate::util::one_line(&out.display().to_string())
+        crate::util::shown(out)
     );
     for i in images.iter().filter(|i| !i.reached_threshold) {
         let _ = writeln!(

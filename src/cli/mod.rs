@@ -214,7 +214,7 @@ fn cache_cmd(what: CacheWhat) -> Result<()> {
             let total: u64 = list.iter().map(|e| e.bytes).sum();
             println!(
                 "{}: {} model(s), {:.2} GB (cap {:.1} GB, BACKWORK_CACHE_MAX_GB)",
-                dir.display(),
+                crate::util::shown(&dir),
                 list.len(),
                 gb(total),
                 gb(cache_cap_bytes())
@@ -234,7 +234,7 @@ fn cache_cmd(what: CacheWhat) -> Result<()> {
             let (files, bytes) = clear_cache(&dir).with_context(|| format!("{}", dir.display()))?;
             println!(
                 "{}: removed {files} file(s), {:.2} GB",
-                dir.display(),
+                crate::util::shown(&dir),
                 gb(bytes)
             );
         }
@@ -254,6 +254,12 @@ fn load_data(app: &AppArgs, split: Split) -> Result<Dataset> {
         bail!("--data {}: the {which} set holds no images", d.source);
     }
     Ok(d)
+}
+
+/// Claims an output folder given as `--out` ([`crate::io::outdir::OutDir::claim`]); its errors name the flag,
+/// as every command's do.
+pub(crate) fn claim_out(out: &Path, force: bool) -> Result<crate::io::outdir::OutDir> {
+    crate::io::outdir::OutDir::claim(out, force).map_err(|e| anyhow::anyhow!("--out {e}"))
 }
 
 /// Fails early (before hours of work) if file `out` (given as `--<flag>`) exists or its
@@ -394,7 +400,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
         .map_or("not measured".into(), |a| format!("{:.2}%", a * 100.0));
     let line = format!(
         "saved {} ({} full epoch(s), test accuracy {acc}, {:.0} s)",
-        a.out.display(),
+        crate::util::shown(&a.out),
         outcome.epochs_completed,
         started.elapsed().as_secs_f64()
     );

@@ -18,7 +18,6 @@ use crate::export::report::{RetrainReport, write_report};
 use crate::export::run::read_run;
 use crate::export::worst::{WorstResults, write_worst};
 use crate::export::{overlay_rgb, rgb_png_bytes};
-use crate::io::outdir::OutDir;
 use crate::io::write_atomic;
 use crate::model::train::TrainEvent;
 use crate::model::weights::save_net;
@@ -50,7 +49,7 @@ pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
         bail!("--k: {} is outside 1..=1000", a.k);
     }
     // Claimed at once (a bad --out fails before the work), written whole at the end.
-    drop(OutDir::claim(&a.out, a.force)?);
+    drop(super::claim_out(&a.out, a.force)?);
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let (net, info) = super::load_model(app, &train)?;
     let bar = ProgressBar::new(train.len() as u64);
@@ -79,7 +78,11 @@ pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
             .collect();
         println!("label {}: {}", l.label, line.join("  "));
     }
-    println!("wrote {} files to {}", files.len(), a.out.display());
+    println!(
+        "wrote {} files to {}",
+        files.len(),
+        crate::util::shown(&a.out)
+    );
     Ok(())
 }
 
@@ -167,12 +170,12 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     }
     // Checked at once (a bad --out fails before the work) and claimed for the writing only:
     // a signal during the computation, which ends the process, leaves nothing behind.
-    drop(OutDir::claim(&a.out, a.force)?);
+    drop(super::claim_out(&a.out, a.force)?);
     let net = FrozenCnn::from_net(net);
     let targets: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
     let s = per_pixel(&net.saliency(&x, &targets), shape.c);
     let mask = top_k_mask(&s, pixels, a.top_k);
-    let out = OutDir::claim(&a.out, a.force)?;
+    let out = super::claim_out(&a.out, a.force)?;
     let n = labels.len();
     let put = |name: &str, bytes: &[u8]| {
         write_atomic(&out.staging().join(name), bytes, false).map_err(|e| out.in_dest(e))
@@ -205,7 +208,7 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     out.commit()?;
     println!(
         "wrote saliency.npy, mask.npy, saliency.json and {n} overlays to {}",
-        a.out.display()
+        crate::util::shown(&a.out)
     );
     Ok(())
 }
@@ -365,8 +368,8 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     }
     println!(
         "wrote {}, and report.json and report.png in {}",
-        a.out.display(),
-        report_dir.display()
+        crate::util::shown(&a.out),
+        crate::util::shown(&report_dir)
     );
     if out.is_stopped {
         return Err(super::stop::stopped(format!(

@@ -202,6 +202,9 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     let runs = a.out.join(RUNS_FILE);
     drop_torn_tail(&runs)?;
     let rows = read_rows(&runs)?;
+    if let Some(w) = twice_in_file(&rows) {
+        eprintln!("warning: {}: {w}", crate::util::shown(&runs));
+    }
     let mut runs_file = RunsFile::open(&runs)?;
     // A row of the same grid point made with another file under the model's name is not this
     // sweep's: resuming would mix two networks under one name.
@@ -260,7 +263,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     // What a stop says: the runs of this call and the rows already there (it said "0 runs
     // finished" with a file full of earlier rows).
     let (before, planned_here) = (rows.len(), todo.len() as u64);
-    let stopped_note = |bar: &ProgressBar| {
+    let stopped_note = |bar: &ProgressBar, runs: &Path| {
         // Read before finishing: finishing a bar moves it to its end.
         let finished = bar.position();
         bar.finish_and_clear();
@@ -273,7 +276,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             format!(
                 "{finished} run(s) finished now, {} row(s) in {} with the earlier ones; {left} left: run the same command again to go on",
                 before as u64 + finished,
-                runs.display(),
+                crate::util::shown(runs),
             )
         }
     };
@@ -283,7 +286,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         let refs = match build_refs(net, &train, &info.sha256, &settings.labels, &cancel) {
             Ok(r) => r,
             Err(e) if cancel.load(Ordering::Relaxed) => {
-                return Err(e.context(stopped_note(&bar)));
+                return Err(e.context(stopped_note(&bar, &runs_file.current_path())));
             }
             Err(e) => return Err(e),
         };
@@ -296,7 +299,10 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         })
         .with_context(|| format!("grid point {} ({})", p.index, p.model))?;
         if cancel.load(Ordering::Relaxed) {
-            return Err(super::stop::stopped(stopped_note(&bar)));
+            return Err(super::stop::stopped(stopped_note(
+                &bar,
+                &runs_file.current_path(),
+            )));
         }
         let row = SweepRow {
             point: p.index,
@@ -324,9 +330,32 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     bar.finish_and_clear();
     eprintln!(
         "sweep: done; rows in {}",
-        crate::util::one_line(&runs.display().to_string())
+        crate::util::shown(&runs_file.current_path())
     );
     Ok(())
+}
+
+/// Rows of one file that are one run (a hand-edited or concatenated `runs.jsonl`): said,
+/// since a table of the file counts the run twice; the sweep itself skips it either way.
+fn twice_in_file(rows: &[SweepRow]) -> Option<String> {
+    let mut first = HashMap::new();
+    let pairs: Vec<(usize, usize)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            first
+                .insert(run_id(&r.model_sha256, &r.settings), i)
+                .map(|j| (j + 1, i + 1))
+        })
+        .collect();
+    let (a, b) = pairs.first()?;
+    Some(format!(
+        "rows {a} and {b} are one run (the same model file and settings){}; tables of this file count such runs twice: remove the repeats",
+        match pairs.len() {
+            1 => String::new(),
+            n => format!(", and {} more pair(s)", n - 1),
+        }
+    ))
 }
 
 /// The network and description of every model the grid names, loaded (and checked) once.
@@ -384,7 +413,7 @@ fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
     println!(
         "merged {} rows into {}",
         rows.len(),
-        crate::util::one_line(&path.display().to_string())
+        crate::util::shown(&path)
     );
     Ok(())
 }

@@ -59,6 +59,11 @@ pub fn folder_problem(dir: &Path) -> Option<String> {
     if dir.is_dir() {
         return None;
     }
+    if let Err(e) = std::fs::metadata(dir)
+        && e.raw_os_error() == Some(libc::ENAMETOOLONG)
+    {
+        return Some(too_long_words(dir));
+    }
     if let Some(l) = link_loop(dir) {
         return Some(link_loop_words(&l));
     }
@@ -101,12 +106,58 @@ pub fn same_place(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// How a loop of symbolic links at `at` is said.
+/// How a loop of symbolic links at `at` is said; a chain too long for the OS to follow
+/// (more than 40 links) that ends somewhere is said as that.
 pub fn link_loop_words(at: &Path) -> String {
-    format!(
-        "{} is a loop of symbolic links (a link that leads back to itself, or a chain of links too long to follow)",
-        at.display()
-    )
+    if link_chain_ends(at) {
+        format!(
+            "{} is a chain of symbolic links longer than the system follows (40); link to the end of it directly",
+            at.display()
+        )
+    } else {
+        format!(
+            "{} is a loop of symbolic links (a link that leads back to itself)",
+            at.display()
+        )
+    }
+}
+
+/// Whether following the links from `at` one by one ends (on something not a link, or
+/// nothing) rather than coming back to a link seen before.
+fn link_chain_ends(at: &Path) -> bool {
+    let tidy = |p: PathBuf| -> PathBuf {
+        p.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    let mut at = tidy(at.to_path_buf());
+    let mut seen = std::collections::HashSet::new();
+    // Far past the OS's 40: a chain this long that has not come back is said as a loop.
+    for _ in 0..4096 {
+        let Ok(to) = std::fs::read_link(&at) else {
+            return true;
+        };
+        let next = tidy(parent_dir(&at).join(to));
+        if !seen.insert(next.clone()) {
+            return false;
+        }
+        at = next;
+    }
+    false
+}
+
+/// How a path the OS refuses as too long is said: the whole path, or one name in it.
+pub fn too_long_words(path: &Path) -> String {
+    match path.iter().find(|n| n.len() > 255) {
+        Some(n) => format!(
+            "the name {}… in it is longer than the system allows (255 bytes)",
+            n.to_string_lossy().chars().take(24).collect::<String>()
+        ),
+        None => format!(
+            "the path is longer than the system allows ({} bytes; at most 4,095)",
+            path.as_os_str().len()
+        ),
+    }
 }
 
 /// `e`, an error opening `path`, in words that name the cause where the OS's do not: the file
@@ -121,6 +172,7 @@ pub fn explain_path_error(path: &Path, e: std::io::Error) -> std::io::Error {
             || "a loop of symbolic links (a link that leads back to itself, or a chain of links too long to follow)".into(),
             |l| link_loop_words(&l),
         )),
+        Some(libc::ENAMETOOLONG) => Some(too_long_words(path)),
         _ => None,
     };
     match why {
