@@ -26,12 +26,15 @@ from pytorch_crosscheck import Net, idx, test_correct
 # name: (init, optimiser, lr, batch, epochs, regularisation, seed)
 #   init: "torch" (PyTorch's default, uniform ±1/sqrt(fan_in)) or "tf" (the TensorFlow tutorial's
 #   truncated normal std 0.1 at ±0.2, biases 0.1)
-#   optimiser: "adam", "adamw", "rmsprop", "sgd" (plain) or "sgdm" (momentum 0.9)
+#   optimiser: "adam", "adamw", "rmsprop", "adadelta", "sgd" (plain), "sgdm" (momentum 0.9)
+#   or "sgdn" (Nesterov momentum 0.9)
 #   regularisation: "" or any of "dropout" (p 0.5 before the last layer, as the TF tutorial),
 #   "shift" (random shifts of up to ±2 pixels), "smooth" (label smoothing 0.1), "wd" (weight
 #   decay 5e-4, through AdamW or SGD's own), "mixup" (each batch mixed with a shuffled copy of
 #   itself, weight λ ~ Beta(0.2, 0.2), the loss mixed alike), "cosine" (the rate annealed to 0
-#   over the run, step by step)
+#   over the run, step by step), "steplr" (the rate times 0.7 after each epoch, as PyTorch's
+#   MNIST example), "onecycle" (PyTorch's OneCycleLR: up to the rate and down again, step by
+#   step)
 RECIPES = {
     # The "most ordinary" network: PyTorch's defaults, Adam 1e-3, batch 64, 2 epochs.
     "torch-adam-2ep": ("torch", "adam", 1e-3, 64, 2, "", 11),
@@ -91,6 +94,12 @@ HELD_OUT = {
     # (cosine annealing) with weight decay, two common recipes no earlier network used.
     "torch-adam-mixup-3ep": ("torch", "adam", 1e-3, 64, 3, "mixup", 61),
     "torch-sgdm-cosine-wd-5ep": ("torch", "sgdm", 0.05, 128, 5, "cosine,wd", 62),
+    # A sixth batch (2026-12-04, twenty-third session), chosen before any was run: the
+    # recipe of PyTorch's own MNIST example (Adadelta at 1.0, the rate times 0.7 each epoch,
+    # dropout), and the one-cycle schedule with Nesterov momentum, two more optimisers and
+    # schedules people train with that no earlier network used.
+    "torch-adadelta-steplr-dropout-4ep": ("torch", "adadelta", 1.0, 64, 4, "dropout,steplr", 71),
+    "torch-sgdn-onecycle-3ep": ("torch", "sgdn", 0.1, 128, 3, "onecycle", 72),
 }
 
 
@@ -136,12 +145,20 @@ def train(name, out_dir, xtr, ytr, xte, yte):
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4 if "wd" in reg else 0.0)
     elif opt_name == "rmsprop":
         opt = torch.optim.RMSprop(net.parameters(), lr=lr)
+    elif opt_name == "adadelta":
+        opt = torch.optim.Adadelta(net.parameters(), lr=lr)
+    elif opt_name == "sgdn":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, nesterov=True,
+                              weight_decay=5e-4 if "wd" in reg else 0.0)
     else:
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9 if opt_name == "sgdm" else 0.0,
                               weight_decay=5e-4 if "wd" in reg else 0.0)
     smoothing = 0.1 if "smooth" in reg else 0.0
     steps = epochs * (len(xtr) // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if "cosine" in reg else None
+    if "onecycle" in reg:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    per_epoch = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.7) if "steplr" in reg else None
     beta = torch.distributions.Beta(torch.tensor(0.2), torch.tensor(0.2))
     t = time.time()
     net.train()
@@ -164,6 +181,8 @@ def train(name, out_dir, xtr, ytr, xte, yte):
             opt.step()
             if sched:
                 sched.step()
+        if per_epoch:
+            per_epoch.step()
     net.eval()
     correct = test_correct(net, xte, yte)
     secs = time.time() - t
