@@ -427,6 +427,7 @@ fn a_run_left_short_after_many_restarts_says_why() {
     assert!(
         boxed.contains("hint: 2 image(s) of label 3 ended short")
             && boxed.contains("local maxima")
+            && boxed.contains("backwork ceiling --labels 3")
             && boxed.contains("pixels \"none\""),
         "{boxed}"
     );

@@ -6,6 +6,7 @@
 //! app state's model switching; the views themselves are in their own files.
 
 mod captions;
+mod ceiling_ui;
 mod curves_ui;
 mod dialog;
 mod frame_stats;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use egui::Color32;
 
 use super::Wake;
+use super::ceiling_ui::CeilingPanel;
 use super::status::Status;
 use crate::backwork::Settings;
 use crate::backwork::cache::default_cache_dir;
@@ -226,6 +227,8 @@ pub struct SweepView {
     job: Option<Job<GridEvent, ()>>,
     /// The names of the current network's taps (its layer-weight settings).
     pub taps: Vec<String>,
+    /// How high p can go in the box, below the grid.
+    pub ceiling: CeilingPanel,
 }
 
 impl SweepView {
@@ -253,11 +256,13 @@ impl SweepView {
             train,
             job: None,
             taps: crate::backwork::settings::original_tap_names(),
+            ceiling: CeilingPanel::default(),
         }
     }
 
+    /// Whether its grid or its ceiling measurement is running.
     pub fn is_running(&self) -> bool {
-        self.job.is_some()
+        self.job.is_some() || self.ceiling.is_running()
     }
 
     /// The plan the controls describe over `base` (labels, batch and every other setting
@@ -353,8 +358,9 @@ impl SweepView {
         }
     }
 
-    /// Takes the thread's events.
+    /// Takes the threads' events.
     pub fn poll(&mut self) {
+        self.ceiling.poll();
         let Some(job) = &mut self.job else { return };
         let mut ended = None;
         for m in job.poll() {
@@ -416,7 +422,7 @@ impl SweepView {
             base.labels.len(),
             base.batch
         ));
-        let running = self.is_running();
+        let running = self.job.is_some();
         ui.add_enabled_ui(!running, |ui| {
             for k in 0..2 {
                 if k == 1 {
@@ -479,7 +485,10 @@ impl SweepView {
             self.status.ui(ui);
         });
         ui.separator();
-        self.heatmap_ui(ui)
+        let clicked = self.heatmap_ui(ui);
+        ui.separator();
+        self.ceiling.ui(ui, model, base, wake, &self.train);
+        clicked
     }
 
     fn heatmap_ui(&self, ui: &mut egui::Ui) -> Option<Settings> {

@@ -76,9 +76,10 @@ pub fn box_hint(short: &[Short], settings: &Settings) -> Option<String> {
         .fold((1.0f32, 0.0f32), |(lo, hi), i| (lo.min(i.p), hi.max(i.p)));
     let fewest = near.iter().map(|i| i.reinits).min().unwrap_or(0);
     Some(format!(
-        "{} image(s) of label {} ended short at p {lo:.5}–{hi:.5} after {fewest}–{most} restarts each: they sit on local maxima of p with pixels in [0, 1], which on some networks (label smoothing) lie under the bar; pixels \"none\" lifts the box, a larger step budget gives the walk more tries (README, \"Where it stands\")",
+        "{} image(s) of label {} ended short at p {lo:.5}–{hi:.5} after {fewest}–{most} restarts each: they sit on local maxima of p with pixels in [0, 1], which on some networks (label smoothing) lie under the bar; `backwork ceiling --labels {}` (in the window: Sweep, \"How high can p go?\") measures how high p can go there; pixels \"none\" lifts the box, a larger step budget gives the walk more tries",
         near.len(),
         labels.join(", "),
+        labels.join(","),
     ))
 }
 

@@ -2,6 +2,7 @@
 //! original cost, the network frozen, one pure `step` at a time.
 
 pub mod cache;
+pub mod ceiling;
 pub mod cost;
 pub mod engine;
 pub mod frozen;

@@ -69,6 +69,10 @@ pub enum Command {
     /// Run a grid of headless runs (models × settings × seeds), one line of runs.jsonl per
     /// run; a stopped sweep resumes, shards split it across machines, --merge joins them.
     Sweep(sweep::SweepArgs),
+    /// How high p(label) can go with pixels in [0, 1]: ascent on the log-odds alone from
+    /// many random starts, label by label (where a label's best is under the bar, no run
+    /// passes it in the box).
+    Ceiling(study::CeilingArgs),
     /// The reference-set cache on disk: list its models and sizes, or clear it.
     Cache {
         #[command(subcommand)]
@@ -179,6 +183,7 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
             | Command::Cost(_)
             | Command::Retrain(_)
             | Command::Sweep(_)
+            | Command::Ceiling(_)
             | Command::Bench { .. }
     ) {
         stop::stop_flag()?;
@@ -197,6 +202,7 @@ pub fn run(command: Command, app: &AppArgs) -> Result<()> {
         Command::Saliency(a) => study::saliency_cmd(a, app),
         Command::Retrain(a) => study::retrain_cmd(a, app),
         Command::Sweep(a) => sweep::sweep_cmd(a, app),
+        Command::Ceiling(a) => study::ceiling_cmd(a, app),
         Command::Cache { what } => cache_cmd(what),
         Command::Bench { what } => bench_cmd(what, app),
     }

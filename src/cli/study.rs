@@ -1,6 +1,7 @@
 //! Commands that study a model's artifacts (issue 5): `worst` (the training images it
 //! classifies worst), `saliency` (which pixels raise p(label) most) and `retrain` (train
-//! again with the fooling images and measure old against new).
+//! again with the fooling images and measure old against new), and `ceiling` (how high
+//! p(label) can go with pixels in [0, 1]).
 
 use std::path::PathBuf;
 
@@ -10,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::AppArgs;
 use crate::backwork::cache::default_cache_dir;
+use crate::backwork::ceiling::{Ceiling, MAX_STARTS, box_ceiling};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::saliency::{DEFAULT_TOP_K, per_pixel, top_k_mask};
 use crate::data::{Dataset, Split};
@@ -435,5 +437,132 @@ fn measurement_line(m: &Measurement) -> String {
         m.images,
         m.median_steps
             .map_or("-".to_string(), |s| format!("{s:.0}"))
+    )
+}
+
+#[derive(Args, Debug)]
+pub struct CeilingArgs {
+    /// Labels to measure: all, or a list such as 0,3,7 [default: all].
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Random starts per label (1 to 512).
+    #[arg(long, default_value_t = 32)]
+    pub starts: usize,
+    /// Steps of the ascent from each start.
+    #[arg(long, default_value_t = crate::backwork::settings::DEFAULT_STEP_BUDGET)]
+    pub max_steps: usize,
+    /// Seed of the starts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The bar the closing line judges the labels against (the run's --threshold).
+    #[arg(long, default_value_t = crate::backwork::Settings::default().threshold)]
+    pub threshold: f32,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `backwork ceiling`: how high p(label) can go with pixels in [0, 1], label by label
+/// ([`box_ceiling`]): where a label's best is under the bar, no run passes it in the box.
+pub fn ceiling_cmd(a: CeilingArgs, app: &AppArgs) -> Result<()> {
+    if !(1..=MAX_STARTS).contains(&a.starts) {
+        bail!("--starts: {} is outside 1..={MAX_STARTS}", a.starts);
+    }
+    if !(1..=1_000_000).contains(&a.max_steps) {
+        bail!("--max-steps: {} is outside 1..=1000000", a.max_steps);
+    }
+    if !(a.threshold > 0.0 && a.threshold < 1.0) {
+        bail!("--threshold: {} is not between 0 and 1", a.threshold);
+    }
+    let train = Dataset::load(app.data.as_deref(), Split::Train)?;
+    let labels = super::backwork::resolve_labels("labels", a.labels.as_deref(), &train)?;
+    let (net, info) = super::load_model(app, &train)?;
+    let net = FrozenCnn::from_net(net);
+    let cancel = super::stop::stop_flag()?;
+    let bar = ProgressBar::new((labels.len() * a.max_steps) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} label {msg}  [{eta}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut found = Vec::with_capacity(labels.len());
+    for &l in &labels {
+        bar.set_message(train.class_name(usize::from(l)));
+        let done = found.len() * a.max_steps;
+        let got = box_ceiling(&net, l, a.starts, a.max_steps, a.seed, &cancel, &mut |t| {
+            bar.set_position((done + t) as u64);
+        });
+        let Some(c) = got else {
+            bar.finish_and_clear();
+            return Err(super::stop::stopped(format!(
+                "{} of {} label(s) measured, nothing more printed",
+                found.len(),
+                labels.len()
+            )));
+        };
+        if !a.json {
+            bar.suspend(|| println!("{}", ceiling_line(&c, a.starts)));
+        }
+        found.push(c);
+    }
+    bar.finish_and_clear();
+    let under: Vec<u8> = found
+        .iter()
+        .filter(|c| c.best() <= a.threshold)
+        .map(|c| c.label)
+        .collect();
+    if a.json {
+        let labels: Vec<_> = found
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "label": c.label,
+                    "best": c.best(),
+                    "median": c.median(),
+                    "past_0.999": c.past(0.999),
+                    "past_0.9999": c.past(0.9999),
+                    "p": c.ps,
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "model": info.name,
+            "starts": a.starts,
+            "steps": a.max_steps,
+            "seed": a.seed,
+            "threshold": a.threshold,
+            "under_threshold": under,
+            "labels": labels,
+        });
+        println!("{json}");
+        return Ok(());
+    }
+    if under.is_empty() {
+        println!(
+            "every label's best is past {}: the box leaves room above the bar",
+            a.threshold
+        );
+    } else {
+        println!(
+            "label(s) {} never passed {} from any start: with pixels in [0, 1] no run is likely to pass them there on this network (a lower --threshold, or pixels \"none\", which a PNG cannot hold)",
+            under
+                .iter()
+                .map(u8::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            a.threshold
+        );
+    }
+    Ok(())
+}
+
+/// One label's line: its best and median p, and how many starts passed 0.999 and 0.9999.
+fn ceiling_line(c: &Ceiling, starts: usize) -> String {
+    format!(
+        "label {}: best p {:.5}, median {:.5}; past 0.999 from {} of {starts} starts, past 0.9999 from {}",
+        c.label,
+        c.best(),
+        c.median(),
+        c.past(0.999),
+        c.past(0.9999)
     )
 }

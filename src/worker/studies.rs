@@ -1,5 +1,6 @@
 //! The studies the window starts, as [`Job`]s: a grid of runs (the Sweep view, the same runs as
-//! `backwork sweep`) and retraining with fooling images.
+//! `backwork sweep`), the box's ceiling (`backwork ceiling`) and retraining with fooling
+//! images.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use super::job::{Job, JobCtx, Wake};
 use super::models::ModelHandle;
 use crate::backwork::Settings;
 use crate::backwork::cache::RefCache;
+use crate::backwork::ceiling::{Ceiling, box_ceiling};
 use crate::backwork::measure::Outcome;
 use crate::data::Dataset;
 use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, retrain};
@@ -121,6 +123,63 @@ pub fn retrain_job(
                 measurements: out.measurements,
                 is_stopped: out.is_stopped,
             })
+        },
+    )
+}
+
+/// What a ceiling measurement reports as it goes.
+#[derive(Clone, Debug)]
+pub enum CeilingEvent {
+    /// Label `done` of `total` is at `step`.
+    Step {
+        done: usize,
+        total: usize,
+        step: usize,
+    },
+    /// A label finished.
+    Measured(Ceiling),
+}
+
+/// Measures how high p(label) can go in the pixel box for each of `labels` on `model`
+/// ([`box_ceiling`]): `starts` random starts, `steps` steps each. Cancelled, it ends with the
+/// error "stopped".
+pub fn ceiling_job(
+    model: &ModelHandle,
+    labels: Vec<u8>,
+    (starts, steps, seed): (usize, usize, u64),
+    wake: Wake,
+) -> Result<Job<CeilingEvent, ()>, String> {
+    let net = model.frozen();
+    Job::spawn(
+        "ceiling",
+        ENGINE_NICE,
+        wake,
+        move |ctx: &JobCtx<CeilingEvent, ()>| {
+            let total = labels.len();
+            for (done, &l) in labels.iter().enumerate() {
+                let mut on_step = |step: usize| {
+                    // A few reports a label: the window redraws on each.
+                    if step.is_multiple_of(50) {
+                        ctx.progress(CeilingEvent::Step { done, total, step });
+                    }
+                };
+                let found = box_ceiling(
+                    &net,
+                    l,
+                    starts,
+                    steps,
+                    seed,
+                    ctx.cancel_flag(),
+                    &mut on_step,
+                );
+                match found {
+                    Some(c) if !ctx.is_cancelled() => {
+                        ctx.progress(CeilingEvent::Measured(c));
+                    }
+                    _ => return Err("stopped".into()),
+                }
+            }
+            Ok(())
         },
     )
 }
