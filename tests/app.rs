@@ -949,7 +949,7 @@ fn the_ceiling_measures_each_label_and_marks_those_under_the_threshold() {
             .starts_with("label(s) 3, 7 never passed")
     );
     assert_eq!(
-        h.query_all_by_label("under the threshold: out of reach in the box")
+        h.query_all_by_label("under the threshold: out of reach with pixels in [0, 1]")
             .count(),
         2
     );

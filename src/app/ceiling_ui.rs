@@ -193,7 +193,7 @@ impl CeilingPanel {
                     ui.label(format!("{:.5}", c.median()));
                     ui.label(format!("{} of {n} starts", c.past(bar)));
                     ui.label(if is_under {
-                        "under the threshold: out of reach in the box"
+                        "under the threshold: out of reach with pixels in [0, 1]"
                     } else {
                         "room above the threshold"
                     });

@@ -486,7 +486,9 @@ impl SweepView {
         });
         ui.separator();
         let clicked = self.heatmap_ui(ui);
-        ui.separator();
+        if self.plan.is_some() {
+            ui.separator();
+        }
         self.ceiling.ui(ui, model, base, wake, &self.train);
         clicked
     }
