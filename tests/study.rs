@@ -620,15 +620,11 @@ fn bench_prints_its_figures_and_a_missing_label_is_refused() {
 /// setting can pass in the box).
 #[test]
 fn ceiling_measures_each_label_and_names_those_under_the_bar() {
-    let r = backwork(&[
-        "ceiling",
-        "--labels",
-        "3,7",
-        "--starts",
-        "3",
-        "--max-steps",
-        "40",
-    ]);
+    let ceiling = |extra: &[&str]| {
+        let args = [&["ceiling", "--labels", "3,7", "--starts", "3"][..], extra].concat();
+        backwork(&args)
+    };
+    let r = ceiling(&["--max-steps", "40"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let said = String::from_utf8_lossy(&r.stdout);
     let lines: Vec<&str> = said.lines().collect();
@@ -643,16 +639,7 @@ fn ceiling_measures_each_label_and_names_those_under_the_bar() {
         "{said}"
     );
     // One step from noise stays far under the bar: both labels are named, in JSON too.
-    let r = backwork(&[
-        "ceiling",
-        "--labels",
-        "3,7",
-        "--starts",
-        "3",
-        "--max-steps",
-        "1",
-        "--json",
-    ]);
+    let r = ceiling(&["--max-steps", "1", "--json"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["under_threshold"], serde_json::json!([3, 7]));

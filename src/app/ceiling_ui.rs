@@ -90,13 +90,8 @@ impl CeilingPanel {
         }
         if let Some(r) = ended {
             self.job = None;
-            self.status = match r {
-                Ok(()) => Status::info(self.verdict()),
-                Err(e) if e == "stopped" => {
-                    Status::info(format!("stopped after {} label(s)", self.found.len()))
-                }
-                Err(e) => Status::error(format!("error: {e}")),
-            };
+            let stopped = format!("stopped after {} label(s)", self.found.len());
+            self.status = Status::job_end(r, self.verdict(), stopped);
         }
     }
 

@@ -42,6 +42,16 @@ impl Status {
         }
     }
 
+    /// What a background job's end leaves: `done` when it finished, `stopped` when it was
+    /// cancelled (its error "stopped"), its error otherwise.
+    pub fn job_end(result: Result<(), String>, done: String, stopped: String) -> Self {
+        match result {
+            Ok(()) => Self::info(done),
+            Err(e) if e == "stopped" => Self::info(stopped),
+            Err(e) => Self::error(format!("error: {e}")),
+        }
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }

@@ -382,13 +382,12 @@ impl SweepView {
         }
         if let Some(r) = ended {
             self.job = None;
-            self.status = match r {
-                Ok(()) => Status::info(format!("done: {} runs", self.cells.len())),
-                Err(e) if e == "stopped" => {
-                    Status::info(format!("stopped after {} runs", self.cells.len()))
-                }
-                Err(e) => Status::error(format!("error: {e}")),
-            };
+            let n = self.cells.len();
+            self.status = Status::job_end(
+                r,
+                format!("done: {n} runs"),
+                format!("stopped after {n} runs"),
+            );
         }
     }
 
