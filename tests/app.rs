@@ -954,3 +954,51 @@ fn the_ceiling_measures_each_label_and_marks_those_under_the_threshold() {
         2
     );
 }
+
+/// A run that ends at its budget with an image short near the bar after many restarts says
+/// why in the status bar, beside "Measure the ceiling": the click shows the Sweep view
+/// measuring that label's ceiling on the run's model.
+#[test]
+fn a_run_left_short_offers_to_measure_the_ceiling_of_its_labels() {
+    let (app, peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    assert!(h.query_by_label("Measure the ceiling").is_none());
+    let mut s = snapshot(1, 1500, &[0, 1], 8, 0.9995);
+    // Image 11 (label 1) short at 0.995 after 14 restarts: past the reinit cap (0.99),
+    // restarted at least MANY_RESTARTS (10) times.
+    s.probs[11][1] = 0.995;
+    s.reinits[11] = 14;
+    peer.events.send(Event::Snapshot(Box::new(s))).unwrap();
+    peer.events
+        .send(Event::Ended {
+            run: 1,
+            reason: EndReason::MaxSteps,
+        })
+        .unwrap();
+    h.run_steps(2);
+    // In the status bar and the event log.
+    assert_eq!(
+        h.get_all_by_label_contains("1 image(s) of label 1 ended short")
+            .count(),
+        2
+    );
+    // A short measurement (the default is 32 starts of 1,500 steps).
+    h.state_mut().sweep_view.ceiling.starts = 2;
+    h.state_mut().sweep_view.ceiling.max_steps = 20;
+    h.get_by_label("Measure the ceiling").click();
+    h.run_steps(2);
+    assert_eq!(h.state().tab, backwork::app::Tab::Sweep);
+    let ceiling = &h.state().sweep_view.ceiling;
+    assert!(ceiling.is_running() || !ceiling.found.is_empty());
+    assert_eq!(ceiling.measured.as_ref().map(|m| m.1), Some(0.999));
+    let t = Instant::now();
+    while h.state().sweep_view.ceiling.is_running() {
+        assert!(t.elapsed() < HANG);
+        h.state_mut().sweep_view.ceiling.poll();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let found = &h.state().sweep_view.ceiling.found;
+    assert_eq!(found.iter().map(|c| c.label).collect::<Vec<_>>(), [1]);
+}

@@ -644,6 +644,20 @@ impl BackworkApp {
                 .min_size(300.0)
                 .show(ui, |ui| v.side_ui(ui));
         }
+        // The status bar's "Measure the ceiling": the Sweep view measures the labels a run
+        // left short, against the run's settings.
+        if let Some(v) = &mut self.run_view
+            && let Some(labels) = v.ceiling_request.take()
+        {
+            let base = Settings {
+                labels,
+                ..v.settings.clone()
+            };
+            self.sweep_view
+                .ceiling
+                .start(&self.model, &base, self.wake.clone());
+            self.tab = Tab::Sweep;
+        }
         let mut intent = None;
         egui::CentralPanel::default().frame(central).show(ui, |ui| {
             match (self.tab, &mut self.run_view) {

@@ -55,7 +55,7 @@ pub const MANY_RESTARTS: usize = 10;
 /// sit on local maxima of p inside the pixel box, which on some networks (label smoothing)
 /// lie under the bar. `None` for a run without the box, or whose short images are below the
 /// reinit cap or were restarted fewer than [`MANY_RESTARTS`] times.
-pub fn box_hint(short: &[Short], settings: &Settings) -> Option<String> {
+pub fn box_hint(short: &[Short], settings: &Settings) -> Option<BoxHint> {
     if settings.pixels != PixelConstraint::Clip {
         return None;
     }
@@ -70,17 +70,26 @@ pub fn box_hint(short: &[Short], settings: &Settings) -> Option<String> {
     let mut labels: Vec<u8> = near.iter().map(|i| i.label).collect();
     labels.sort_unstable();
     labels.dedup();
-    let labels: Vec<String> = labels.iter().map(u8::to_string).collect();
+    let names: Vec<String> = labels.iter().map(u8::to_string).collect();
     let (lo, hi) = near
         .iter()
         .fold((1.0f32, 0.0f32), |(lo, hi), i| (lo.min(i.p), hi.max(i.p)));
     let fewest = near.iter().map(|i| i.reinits).min().unwrap_or(0);
-    Some(format!(
+    let text = format!(
         "{} image(s) of label {} ended short at p {lo:.5}–{hi:.5} after {fewest}–{most} restarts each: they sit on local maxima of p with pixels in [0, 1], which on some networks (label smoothing) lie under the bar; `backwork ceiling --labels {}` (in the window: Sweep, \"How high can p go?\") measures how high p can go there; pixels \"none\" lifts the box, a larger step budget gives the walk more tries",
         near.len(),
-        labels.join(", "),
-        labels.join(","),
-    ))
+        names.join(", "),
+        names.join(","),
+    );
+    Some(BoxHint { labels, text })
+}
+
+/// What [`box_hint`] says, and the labels it is about (the window offers to measure their
+/// ceiling).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoxHint {
+    pub labels: Vec<u8>,
+    pub text: String,
 }
 
 /// Steps `engine` until its run ends or `cancel` is set, calling `on_step` after each step.

@@ -762,7 +762,7 @@ fn report_run(
             })
             .collect();
         if let Some(hint) = box_hint(&short, settings) {
-            let _ = writeln!(stdout, "  hint: {hint}");
+            let _ = writeln!(stdout, "  hint: {}", hint.text);
         }
     }
 }

@@ -88,9 +88,17 @@ impl RunView {
     }
 
     /// The status bar: the run's live state, then the last message (errors in red).
-    pub fn status_bar_ui(&self, ui: &mut egui::Ui) {
+    pub fn status_bar_ui(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             ui.label(&self.progress);
+            if !self.hint_labels.is_empty()
+                && ui
+                    .button("Measure the ceiling")
+                    .on_hover_text("How high p(label) can go with pixels in [0, 1] for the labels left short (the Sweep view's \"How high can p go?\")")
+                    .clicked()
+            {
+                self.ceiling_request = Some(self.hint_labels.clone());
+            }
             if !self.status.is_empty() {
                 ui.separator();
                 self.status.ui(ui);

@@ -30,7 +30,7 @@ use super::dialog::{Dialog, NO_DIALOG};
 use super::settings_ui::settings_ui;
 use super::status::Status;
 use crate::backwork::engine::{EndReason, ReinitKind};
-use crate::backwork::measure::{Short, box_hint};
+use crate::backwork::measure::{BoxHint, Short, box_hint};
 use crate::backwork::saliency::{per_pixel, top_k_mask};
 use crate::backwork::{Init, Settings};
 use crate::data::SIDE;
@@ -85,6 +85,12 @@ pub struct RunView {
     /// The last thing the user should read: an export's folder, a refusal, how a run ended,
     /// an error. It stays until the next one (a live run does not overwrite it).
     pub status: Status,
+    /// The labels of the last run's box hint (images left short on local maxima in the box):
+    /// the status bar offers to measure their ceiling. Empty when there was none.
+    pub hint_labels: Vec<u8>,
+    /// Set by the status bar's "Measure the ceiling": the labels to measure (the app hands
+    /// them to the Sweep view's ceiling and shows it).
+    pub ceiling_request: Option<Vec<u8>>,
     /// The live state of the run: step, steps/s, reinitialisations, paused.
     pub progress: String,
     pub curves: Curves,
@@ -145,6 +151,8 @@ impl RunView {
             cache: None,
             total_reinits: 0,
             status: Status::default(),
+            hint_labels: Vec::new(),
+            ceiling_request: None,
             progress: "Press Start (or space) to optimise 8 noise images per digit.".into(),
             curves: Curves::for_classes(train.classes.clone()),
             selected: Default::default(),
@@ -245,6 +253,7 @@ impl RunView {
             self.selected.clear();
             self.anchor = None;
             self.run = Some(id);
+            self.hint_labels.clear();
             self.snapshot = None;
             self.total_reinits = 0;
             self.last_reinit.clear();
@@ -357,7 +366,10 @@ impl RunView {
                             "stopped at the step budget (step {step}): {missed} images below the threshold"
                         );
                         match self.box_hint() {
-                            Some(hint) => format!("{text}; {hint}"),
+                            Some(hint) => {
+                                self.hint_labels = hint.labels;
+                                format!("{text}; {}", hint.text)
+                            }
                             None => text,
                         }
                     }
@@ -435,7 +447,7 @@ impl RunView {
 
     /// Images of the snapshot at or below the threshold.
     /// Why the images left short may never pass ([`box_hint`]), from the last snapshot.
-    fn box_hint(&self) -> Option<String> {
+    fn box_hint(&self) -> Option<BoxHint> {
         let s = self.snapshot.as_ref()?;
         let short: Vec<Short> = (0..s.probs.len())
             .filter_map(|row| {
@@ -630,6 +642,21 @@ mod tests {
                 says,
                 "{text}"
             );
+            // The status bar offers to measure the ceiling of the labels left short, and a
+            // click asks for it; without a hint there is no button.
+            assert_eq!(v.hint_labels, if says { vec![7] } else { vec![] });
+            use egui_kittest::kittest::Queryable;
+            let mut h = egui_kittest::Harness::builder()
+                .with_size(egui::vec2(1400.0, 40.0))
+                .build_ui_state(|ui, v: &mut RunView| v.status_bar_ui(ui), v);
+            h.run();
+            let button = h.query_by_label("Measure the ceiling");
+            assert_eq!(button.is_some(), says);
+            if let Some(b) = button {
+                b.click();
+                h.run();
+                assert_eq!(h.state().ceiling_request, Some(vec![7]));
+            }
         }
     }
 
