@@ -1002,3 +1002,31 @@ fn a_run_left_short_offers_to_measure_the_ceiling_of_its_labels() {
     let found = &h.state().sweep_view.ceiling.found;
     assert_eq!(found.iter().map(|c| c.label).collect::<Vec<_>>(), [1]);
 }
+
+/// *keep going* reaches the worker when ticked, and again before each Start (a restarted
+/// engine thread starts without it); unticked, it is said off.
+#[test]
+fn keep_going_reaches_the_worker_before_each_start() {
+    let (app, peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    h.get_by_label("keep going").click();
+    h.run_steps(2);
+    h.get_by_label("Start").click();
+    h.run_steps(2);
+    let sent = commands(&peer);
+    assert!(
+        matches!(
+            &sent[..],
+            [
+                Command::KeepGoing(true),
+                Command::KeepGoing(true),
+                Command::Start(_)
+            ]
+        ),
+        "{sent:?}"
+    );
+    h.get_by_label("keep going").click();
+    h.run_steps(2);
+    let sent = commands(&peer);
+    assert!(matches!(&sent[..], [Command::KeepGoing(false)]), "{sent:?}");
+}

@@ -381,9 +381,16 @@ impl Engine {
     }
 
     /// Turns the stop rule off: groups never finish, whatever their p(label), until
-    /// `max_steps` or a cancel. For benchmarks, which time steps of a full batch.
+    /// `max_steps` or a cancel. For benchmarks, which time steps of a full batch, and for
+    /// runs kept going past the bar to watch the cost work on fooled images (`run
+    /// --keep-going`, the window's *keep going*).
     pub fn set_endless(&mut self, is_endless: bool) {
         self.is_endless = is_endless;
+    }
+
+    /// Whether the stop rule is off ([`Self::set_endless`]).
+    pub fn is_endless(&self) -> bool {
+        self.is_endless
     }
 
     /// Why the run ended, once it has.
@@ -763,7 +770,10 @@ impl Engine {
         for row in g * self.n..(g + 1) * self.n {
             let img = &mut self.images[row];
             let Some(k) = img.kept.as_ref() else { continue };
-            if k.p <= img.probs[label] {
+            // Kept going past the bar (`set_endless`), an image past it now stays where the
+            // cost took it: going back would undo what the run was kept going to show.
+            let is_past = img.probs[label] > self.settings.threshold;
+            if k.p <= img.probs[label] || (self.is_endless && is_past) {
                 continue;
             }
             img.probs = k.probs.clone();

@@ -409,6 +409,11 @@ pub struct RunArgs {
     /// unless --force.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Go on after every image passed the threshold, to the step budget: the fooled images
+    /// go on under the cost (farther from the training images and from each other), where
+    /// the method stops. results.json says so ("keep_going").
+    #[arg(long)]
+    pub keep_going: bool,
 }
 
 #[derive(Args, Debug)]
@@ -510,6 +515,7 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
     let refs = build_refs(&net, &train, &info.sha256, &settings.labels, &cancel)?;
     let png_net = net.clone();
     let mut engine = Engine::new(net, &refs, settings.clone())?;
+    engine.set_endless(a.keep_going);
     if let Some(x) = &start {
         engine.set_images(x)?;
     }
@@ -571,6 +577,7 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         seed: settings.seed,
         model: info.model_ref(),
         steps: engine.steps(),
+        keep_going: engine.is_endless(),
         end_reason: end_text(&end),
         date: crate::util::utc_now_iso(),
         image_shape: png_net.input_shape(),

@@ -74,6 +74,9 @@ pub struct RunResults<'a> {
     pub seed: u64,
     pub model: ModelRef,
     pub steps: usize,
+    /// Whether the run went on after every image passed (`run --keep-going`, the window's
+    /// *keep going*), so `steps` may be past the step every image passed at.
+    pub keep_going: bool,
     pub end_reason: String,
     pub date: String,
     /// The shape of every image: (N, H, W) rows of `images.npy` for grey images, (N, H, W, C)

@@ -51,6 +51,10 @@ pub enum Command {
     },
     /// Send the saliency (d p(label) / d input) of every image with the snapshots, or stop.
     Saliency(bool),
+    /// Go on optimising after every image passed the threshold (until the step budget, a
+    /// Reset or a new Start), or end there as the method does: for the current run and the
+    /// next ones.
+    KeepGoing(bool),
     /// Use another network from now on: ends the current run (its images stay exportable
     /// under the old model) and builds reference sets for the new one when a run starts.
     SetModel(Box<(FrozenCnn, ModelRef)>),
@@ -80,6 +84,7 @@ impl std::fmt::Debug for Command {
                 .field("rows", rows)
                 .finish(),
             Command::Saliency(on) => f.debug_tuple("Saliency").field(on).finish(),
+            Command::KeepGoing(on) => f.debug_tuple("KeepGoing").field(on).finish(),
             Command::SetModel(m) => f
                 .debug_tuple("SetModel")
                 .field(&FrozenCnnName(&m.1.name))
@@ -262,6 +267,7 @@ impl Worker {
                     model,
                     finished: None,
                     want_saliency: false,
+                    keep_going: false,
                     train,
                     cache,
                     rx,

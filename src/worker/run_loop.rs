@@ -29,6 +29,8 @@ pub(super) struct Loop {
     pub(super) finished: Option<Run>,
     /// Whether snapshots carry the saliency.
     pub(super) want_saliency: bool,
+    /// Whether runs go on after every image passed ([`Command::KeepGoing`]).
+    pub(super) keep_going: bool,
     pub(super) train: Arc<Dataset>,
     pub(super) cache: RefCache,
     pub(super) rx: Receiver<(u64, Command)>,
@@ -160,6 +162,12 @@ impl Loop {
                     self.finished = Some(r);
                 }
             }
+            Command::KeepGoing(on) => {
+                self.keep_going = on;
+                if let Some(r) = run.as_mut() {
+                    r.engine.set_endless(on);
+                }
+            }
             Command::Settings(s) => {
                 // A refused value leaves the run going on its old settings.
                 if let Some(Err(e)) = run.as_mut().map(|r| r.engine.set_settings(s)) {
@@ -246,6 +254,7 @@ impl Loop {
             seed: r.engine.settings().seed,
             model: r.model.clone(),
             steps: r.engine.steps(),
+            keep_going: r.engine.is_endless(),
             end_reason: end,
             date: crate::util::utc_now_iso(),
             image_shape: r.net.input_shape(),
@@ -310,6 +319,7 @@ impl Loop {
         });
         let started = Engine::new(self.net.clone(), &refs, s).map_err(|e| e.to_string());
         let started = started.and_then(|mut engine| {
+            engine.set_endless(self.keep_going);
             let rows = engine.states().len();
             let x = match engine.settings().init.clone() {
                 Init::File(path) => {

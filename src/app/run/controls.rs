@@ -214,6 +214,13 @@ impl RunView {
         {
             self.settings_changed = true;
         }
+        if ui
+            .checkbox(&mut self.keep_going, "keep going")
+            .on_hover_text("Go on after every image passed the threshold, until the step budget, Reset or a new Start: watch the cost work on fooled images (farther from the training images and each other) and the sliders with it. The method itself stops there (the CLI's run --keep-going)")
+            .changed()
+        {
+            self.command(Command::KeepGoing(self.keep_going));
+        }
     }
 
     /// Keyboard shortcuts: space starts, pauses or resumes, S steps, R resets.

@@ -88,6 +88,9 @@ pub struct RunView {
     /// The labels of the last run's box hint (images left short on local maxima in the box):
     /// the status bar offers to measure their ceiling. Empty when there was none.
     pub hint_labels: Vec<u8>,
+    /// Runs go on after every image passed ([`Command::KeepGoing`]), until the step budget,
+    /// a Reset or a new Start.
+    pub keep_going: bool,
     /// Set by the status bar's "Measure the ceiling": the labels to measure (the app hands
     /// them to the Sweep view's ceiling and shows it).
     pub ceiling_request: Option<Vec<u8>>,
@@ -152,6 +155,7 @@ impl RunView {
             total_reinits: 0,
             status: Status::default(),
             hint_labels: Vec::new(),
+            keep_going: false,
             ceiling_request: None,
             progress: "Press Start (or space) to optimise 8 noise images per digit.".into(),
             curves: Curves::for_classes(train.classes.clone()),
@@ -248,6 +252,11 @@ impl RunView {
         }
         let is_start = matches!(c, Command::Start(_));
         let is_reset = matches!(c, Command::Reset);
+        if is_start && self.keep_going {
+            // Said again before each run: a restarted engine thread starts without it (a
+            // change of the box is sent as it happens).
+            self.worker.send(Command::KeepGoing(true));
+        }
         let id = self.worker.send(c);
         if is_start {
             self.selected.clear();
