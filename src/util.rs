@@ -68,6 +68,13 @@ pub fn format_duration(secs: f64) -> String {
     }
 }
 
+/// Writes one line to standard error, ignoring a failed write: a notice must not end a
+/// command (`eprintln!` panics on a full or closed stderr, `2>/dev/full`).
+pub fn say(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// A path as a message line shows it: control characters escaped ([`one_line`]).
 pub fn shown(path: &std::path::Path) -> String {
     one_line(&path.display().to_string())
@@ -78,7 +85,10 @@ pub fn shown(path: &std::path::Path) -> String {
 pub fn one_line(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
+            // Control characters, and the invisible marks that reorder or hide text
+            // (bidirectional overrides and isolates, zero-width marks).
+            let is_hidden = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{061c}' | '\u{feff}');
+            let escaped: Vec<char> = if c.is_control() || is_hidden {
                 c.escape_default().collect()
             } else {
                 vec![c]

@@ -309,6 +309,33 @@ fn bad_input_gets_one_line_and_a_failure() {
             &["longer than the system allows (255 bytes)"],
         );
     }
+    // Read through the loop: said as such (it was "no such folder"), and a file to write
+    // named by the loop fails before the training, not after it (it trained, then said
+    // "already exists").
+    fails_with(
+        &["eval", "--data", la_s],
+        c,
+        &[la_s, "loop of symbolic links"],
+    );
+    fails_with(
+        &["train", "--epochs", "1", "--limit", "10", "--out", la_s],
+        c,
+        &["--out", la_s, "loop of symbolic links"],
+    );
+    let long = tmp.path().join("n".repeat(230));
+    fails_with(
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--limit",
+            "10",
+            "--out",
+            long.to_str().unwrap(),
+        ],
+        c,
+        &["--out", "longer than backwork can write"],
+    );
     // The trace file itself a link in the loop.
     let traced = tmp.path().join("traced");
     fails_with(
@@ -474,4 +501,61 @@ fn a_run_kept_going_goes_on_to_its_budget() {
             .sum::<f64>()
     };
     assert!(distance(&kept) > distance(&stopped), "{kept}\n{stopped}");
+}
+
+/// A full or closed output is an error or nothing, never a panic: the command's output to a
+/// full disk is one line naming standard output (`println!` panicked), and notices to a full
+/// stderr are dropped (`eprintln!` panicked, leaving a sweep without its folder).
+#[test]
+fn a_full_stdout_or_stderr_is_no_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_backwork"))
+        .args([
+            "ceiling",
+            "--labels",
+            "3",
+            "--starts",
+            "1",
+            "--max-steps",
+            "1",
+        ])
+        .env("BACKWORK_CACHE_DIR", &cache)
+        .stdout(full())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{said}");
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains("cannot write to standard output"), "{said}");
+    let out = tmp.path().join("sweep");
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_backwork"))
+        .args([
+            "sweep",
+            "--labels",
+            "3",
+            "--batch",
+            "1",
+            "--max-steps",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .env("BACKWORK_CACHE_DIR", &cache)
+        .stderr(full())
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    assert_eq!(
+        backwork::sweep::read_rows(&out.join("runs.jsonl"))
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -652,6 +652,11 @@ fn ceiling_measures_each_label_and_names_those_under_the_bar() {
         (&["ceiling", "--starts", "513"], "--starts"),
         (&["ceiling", "--max-steps", "0"], "--max-steps"),
         (&["ceiling", "--threshold", "1"], "--threshold"),
+        // Rounds to 1 in the engine's f32 (it was said to be "1", not what was typed).
+        (
+            &["ceiling", "--threshold", "0.99999999999"],
+            "0.99999999999 rounds to 1",
+        ),
         (&["ceiling", "--labels", "12"], "--labels"),
     ] {
         one_line_failure(args, &[flag]);

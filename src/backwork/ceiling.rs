@@ -71,9 +71,22 @@ fn log_odds_grad(logits: &[f32], classes: usize, label: usize) -> Vec<f32> {
     g
 }
 
+/// Why a climb gave no ceiling.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum NoCeiling {
+    #[error("stopped")]
+    Stopped,
+    /// The network's logits overflowed on the images of that step (0: the starts).
+    #[error(
+        "the network's output is not finite on these images at step {step} (its logits overflow), so no ceiling can be measured for label {label}"
+    )]
+    NotFinite { label: u8, step: usize },
+}
+
 /// Climbs `label`'s log-odds from `starts` uniform-noise images for `steps` steps of signed
 /// gradient (a rate of 0.02 falling linearly to 0.001, pixels clipped to [0, 1] after each),
-/// seeded by `seed`. Calls `on_step` after each step; `None` if `cancel` was set first.
+/// seeded by `seed`. Calls `on_step` after each step. Fails if `cancel` was set first, or
+/// if the network's output is not finite on the images (it is never reported as a p).
 pub fn box_ceiling(
     net: &FrozenCnn,
     label: u8,
@@ -82,7 +95,7 @@ pub fn box_ceiling(
     seed: u64,
     cancel: &AtomicBool,
     on_step: &mut dyn FnMut(usize),
-) -> Option<Ceiling> {
+) -> Result<Ceiling, NoCeiling> {
     let (d, k, l) = (net.input_len(), net.classes(), usize::from(label));
     let starts = starts.clamp(1, MAX_STARTS);
     let mut rng = StdRng::seed_from_u64(seed ^ (u64::from(label) << 32) ^ 0xCE11_1C0D);
@@ -90,9 +103,12 @@ pub fn box_ceiling(
     let mut f = Forward::default();
     for t in 0..steps {
         if cancel.load(Ordering::Relaxed) {
-            return None;
+            return Err(NoCeiling::Stopped);
         }
         net.forward(&x, &mut f);
+        if !f.logits().iter().all(|v| v.is_finite()) {
+            return Err(NoCeiling::NotFinite { label, step: t });
+        }
         let g = TapGrads {
             taps: vec![Vec::new(); f.tap_count()],
             logits: log_odds_grad(f.logits(), k, l),
@@ -113,13 +129,16 @@ pub fn box_ceiling(
         on_step(t + 1);
     }
     net.forward(&x, &mut f);
-    let mut ps: Vec<f32> = f
+    let ps: Option<Vec<f32>> = f
         .probs()
         .chunks(k)
-        .map(|p| p.get(l).copied().filter(|v| v.is_finite()).unwrap_or(0.0))
+        .map(|p| p.get(l).copied().filter(|v| v.is_finite()))
         .collect();
+    let Some(mut ps) = ps.filter(|_| f.logits().iter().all(|v| v.is_finite())) else {
+        return Err(NoCeiling::NotFinite { label, step: steps });
+    };
     ps.sort_by(|a, b| b.total_cmp(a));
-    Some(Ceiling { label, ps })
+    Ok(Ceiling { label, ps })
 }
 
 #[cfg(test)]
@@ -177,6 +196,26 @@ mod tests {
         assert_eq!(short(1), short(1));
         assert_ne!(short(1), short(2));
         let stop = AtomicBool::new(true);
-        assert!(box_ceiling(&net, 3, 4, 30, 1, &stop, &mut |_| {}).is_none());
+        assert_eq!(
+            box_ceiling(&net, 3, 4, 30, 1, &stop, &mut |_| {}),
+            Err(NoCeiling::Stopped)
+        );
+    }
+
+    /// A network whose logits overflow on the images is an error, never a p of 0 (it
+    /// reported "best p 0.00000" for such a network, found by a hostile test).
+    #[test]
+    fn overflowing_logits_are_an_error_not_a_ceiling() {
+        let (mut raw, _) = crate::model::weights::load_net_or_shipped(None).unwrap();
+        // Every layer's weights and biases 1e12 times larger: a ReLU network's logits grow
+        // by the product, far past f32's range.
+        for p in raw.params_mut() {
+            p.iter_mut().for_each(|v| *v *= 1e12);
+        }
+        let net = FrozenCnn::from_net(raw);
+        let never = AtomicBool::new(false);
+        let got = box_ceiling(&net, 3, 2, 5, 0, &never, &mut |_| {});
+        assert_eq!(got, Err(NoCeiling::NotFinite { label: 3, step: 0 }));
+        assert!(got.unwrap_err().to_string().contains("not finite"));
     }
 }

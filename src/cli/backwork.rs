@@ -458,7 +458,7 @@ pub fn build_refs(
         bar.set_message(format!("(label {l})"));
         let built = cache.get_or_build(net, train, l, cancel);
         for notice in cache.take_notices() {
-            bar.suspend(|| eprintln!("notice: {notice}"));
+            bar.suspend(|| crate::util::say(format_args!("notice: {notice}")));
         }
         let Some((r, _)) = built else {
             bar.finish_and_clear();
@@ -472,7 +472,7 @@ pub fn build_refs(
     // The last set's save: its notices are said here, before the run.
     cache.flush();
     for notice in cache.take_notices() {
-        bar.suspend(|| eprintln!("notice: {notice}"));
+        bar.suspend(|| crate::util::say(format_args!("notice: {notice}")));
     }
     bar.finish_and_clear();
     Ok(refs)
@@ -505,7 +505,7 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
             let rows = settings.labels.len() * settings.batch;
             let (x, note) = read_start_images_noted(path, rows, &train.shape).context("--init")?;
             if let Some(n) = note {
-                eprintln!("notice: --init {n}");
+                crate::util::say(format_args!("notice: --init {n}"));
             }
             Some(x)
         }
@@ -546,10 +546,10 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         if let Some(t) = &mut trace
             && !t.write_step(&engine, &png_net, &ev)
         {
-            eprintln!(
+            crate::util::say(format_args!(
                 "warning: --trace {}: cannot write; the run goes on without its trace (none is left)",
                 crate::util::shown(&t.path)
-            );
+            ));
             trace = None;
         }
         bar.set_position(ev.step as u64);
@@ -840,13 +840,13 @@ pub fn cost_cmd(a: CostArgs, app: &AppArgs) -> Result<()> {
         obj.insert("clamped".into(), serde_json::json!(terms.clamped));
         obj.insert("n".into(), serde_json::json!(n));
         obj.insert("label".into(), serde_json::json!(label));
-        println!("{}", serde_json::Value::Object(obj));
+        super::out(format_args!("{}", serde_json::Value::Object(obj)))?;
     } else {
         for (k, v) in &named {
-            println!("{k:>18} {v:.6e}");
+            super::out(format_args!("{k:>18} {v:.6e}"))?;
         }
         if !terms.clamped.is_empty() {
-            println!("clamped: {}", terms.clamped.join(", "));
+            super::out(format_args!("clamped: {}", terms.clamped.join(", ")))?;
         }
     }
     Ok(())
@@ -923,7 +923,7 @@ pub fn bench_backwork(
         "batch": base.batch,
         "threads": candle_core::utils::get_num_threads(),
     });
-    println!("{json}");
+    super::out(format_args!("{json}"))?;
     Ok(())
 }
 

@@ -218,31 +218,31 @@ fn cache_cmd(what: CacheWhat) -> Result<()> {
         CacheWhat::List => {
             let list = list_cache(&dir).with_context(|| format!("{}", dir.display()))?;
             let total: u64 = list.iter().map(|e| e.bytes).sum();
-            println!(
+            out(format_args!(
                 "{}: {} model(s), {:.2} GB (cap {:.1} GB, BACKWORK_CACHE_MAX_GB)",
                 crate::util::shown(&dir),
                 list.len(),
                 gb(total),
                 gb(cache_cap_bytes())
-            );
+            ))?;
             for e in &list {
                 let age = e.newest.elapsed().map_or(0, |d| d.as_secs());
-                println!(
+                out(format_args!(
                     "  {}  {:>2} label(s)  {:>6.2} GB  last used {} ago",
                     e.stem,
                     e.files.len(),
                     gb(e.bytes),
                     crate::util::format_duration(age as f64)
-                );
+                ))?;
             }
         }
         CacheWhat::Clear => {
             let (files, bytes) = clear_cache(&dir).with_context(|| format!("{}", dir.display()))?;
-            println!(
+            out(format_args!(
                 "{}: removed {files} file(s), {:.2} GB",
                 crate::util::shown(&dir),
                 gb(bytes)
-            );
+            ))?;
         }
     }
     Ok(())
@@ -262,6 +262,14 @@ fn load_data(app: &AppArgs, split: Split) -> Result<Dataset> {
     Ok(d)
 }
 
+/// Writes one line of a command's output to standard output; a failed write (a full disk
+/// behind `>`, a closed descriptor) is an error naming it, where `println!` panicked.
+pub(crate) fn out(line: std::fmt::Arguments) -> Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout(), "{line}")
+        .map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
+}
+
 /// Claims an output folder given as `--out` ([`crate::io::outdir::OutDir::claim`]); its errors name the flag,
 /// as every command's do.
 pub(crate) fn claim_out(out: &Path, force: bool) -> Result<crate::io::outdir::OutDir> {
@@ -278,7 +286,39 @@ pub(crate) fn check_out_file(flag: &str, out: &Path, force: Option<bool>) -> Res
             out.display()
         );
     }
-    if out.exists() && force != Some(true) {
+    // Said before the work, not when its result is saved: a loop of links or a name the
+    // OS refuses was "already exists" or "File name too long" after a whole training.
+    if let Err(e) = std::fs::metadata(out) {
+        match e.raw_os_error() {
+            Some(libc::ELOOP) => bail!(
+                "--{flag} {}: {}",
+                out.display(),
+                crate::io::link_loop_words(&crate::io::link_loop(out).unwrap_or(out.into()))
+            ),
+            Some(libc::ENAMETOOLONG) => {
+                bail!(
+                    "--{flag} {}: {}",
+                    out.display(),
+                    crate::io::too_long_words(out)
+                )
+            }
+            _ => {}
+        }
+    }
+    // The file is written beside itself under a longer temporary name first.
+    if out
+        .file_name()
+        .is_some_and(|n| n.len() > crate::io::MAX_OUT_NAME)
+    {
+        bail!(
+            "--{flag} {}: the file's name is longer than backwork can write ({} bytes; at most {})",
+            out.display(),
+            out.file_name().map_or(0, |n| n.len()),
+            crate::io::MAX_OUT_NAME
+        );
+    }
+    // A link (even one to nothing) is something there.
+    if std::fs::symlink_metadata(out).is_ok() && force != Some(true) {
         let hint = if force.is_some() {
             "; pass --force to replace it"
         } else {
@@ -413,7 +453,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     if outcome.is_cancelled {
         return Err(stop::stopped(line));
     }
-    println!("{line}");
+    out(format_args!("{line}"))?;
     Ok(())
 }
 
@@ -460,7 +500,7 @@ fn show_train_event(bar: &ProgressBar, ev: TrainEvent, epochs: usize) {
             );
             // A hidden bar (output not a terminal) drops println: scripts still get the line.
             if bar.is_hidden() {
-                eprintln!("{line}");
+                crate::util::say(format_args!("{line}"));
             } else {
                 bar.println(line);
             }
@@ -487,28 +527,28 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
     let (net, info) = load_model(app, &test)?;
     let ev = crate::model::eval::evaluate_net(&net, &test, &mut |_, _| {});
     if a.json {
-        println!("{}", serde_json::to_string(&ev.report())?);
+        out(format_args!("{}", serde_json::to_string(&ev.report())?))?;
     } else {
-        println!("model:    {}", info.name);
-        println!(
+        out(format_args!("model:    {}", info.name))?;
+        out(format_args!(
             "data:     {} (test split, {} images)",
             test.source,
             test.len()
-        );
-        println!(
+        ))?;
+        out(format_args!(
             "accuracy: {:.2}% ({} / {})",
             ev.accuracy() * 100.0,
             ev.correct,
             ev.total
-        );
+        ))?;
         for l in 0..ev.per_class_total.len() {
-            println!(
+            out(format_args!(
                 "  {}: {:6.2}% ({} / {})",
                 test.class_name(l),
                 ev.class_accuracy(l) * 100.0,
                 ev.per_class_correct[l],
                 ev.per_class_total[l]
-            );
+            ))?;
         }
     }
     Ok(())
@@ -667,6 +707,6 @@ fn bench_cmd(what: BenchWhat, app: &AppArgs) -> Result<()> {
             })
         }
     };
-    println!("{json}");
+    out(format_args!("{json}"))?;
     Ok(())
 }

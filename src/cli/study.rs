@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::AppArgs;
 use crate::backwork::cache::default_cache_dir;
-use crate::backwork::ceiling::{Ceiling, MAX_STARTS, box_ceiling};
+use crate::backwork::ceiling::{Ceiling, MAX_STARTS, NoCeiling, box_ceiling};
 use crate::backwork::frozen::FrozenCnn;
 use crate::backwork::saliency::{DEFAULT_TOP_K, per_pixel, top_k_mask};
 use crate::data::{Dataset, Split};
@@ -78,13 +78,13 @@ pub fn worst_cmd(a: WorstArgs, app: &AppArgs) -> Result<()> {
             .iter()
             .map(|w| format!("#{} {:.5}", w.index, w.p_correct))
             .collect();
-        println!("label {}: {}", l.label, line.join("  "));
+        super::out(format_args!("label {}: {}", l.label, line.join("  ")))?;
     }
-    println!(
+    super::out(format_args!(
         "wrote {} files to {}",
         files.len(),
         crate::util::shown(&a.out)
-    );
+    ))?;
     Ok(())
 }
 
@@ -208,10 +208,10 @@ pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
         serde_json::to_string_pretty(&json)?.as_bytes(),
     )?;
     out.commit()?;
-    println!(
+    super::out(format_args!(
         "wrote saliency.npy, mask.npy, saliency.json and {n} overlays to {}",
         crate::util::shown(&a.out)
-    );
+    ))?;
     Ok(())
 }
 
@@ -291,7 +291,7 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let say = |bar: &ProgressBar, line: String| {
         if bar.is_hidden() {
-            eprintln!("{line}");
+            crate::util::say(format_args!("{line}"));
         } else {
             bar.println(line);
         }
@@ -360,19 +360,19 @@ pub fn retrain_cmd(a: RetrainArgs, app: &AppArgs) -> Result<()> {
         rounds: &out.measurements,
     };
     write_report(&report_dir, &report, a.force)?;
-    println!(
+    super::out(format_args!(
         "round  test acc  fooled   median steps  (budget {} steps, {} images)",
         a.budget,
         out.measurements.first().map_or(0, |m| m.images)
-    );
+    ))?;
     for m in &out.measurements {
-        println!("{}", measurement_line(m));
+        super::out(format_args!("{}", measurement_line(m)))?;
     }
-    println!(
+    super::out(format_args!(
         "wrote {}, and report.json and report.png in {}",
         crate::util::shown(&a.out),
         crate::util::shown(&report_dir)
-    );
+    ))?;
     if out.is_stopped {
         return Err(super::stop::stopped(format!(
             "after round {}; wrote its model and the report of the rounds finished",
@@ -454,9 +454,10 @@ pub struct CeilingArgs {
     /// Seed of the starts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The bar the closing line judges the labels against (the run's --threshold).
-    #[arg(long, default_value_t = crate::backwork::Settings::default().threshold)]
-    pub threshold: f32,
+    /// The bar the closing line judges the labels against (the run's --threshold, whose
+    /// default it is).
+    #[arg(long, default_value = "0.999")]
+    pub threshold: f64,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -474,11 +475,21 @@ pub fn ceiling_cmd(a: CeilingArgs, app: &AppArgs) -> Result<()> {
     if !(a.threshold > 0.0 && a.threshold < 1.0) {
         bail!("--threshold: {} is not between 0 and 1", a.threshold);
     }
+    // The engine's probabilities are f32: a bar that rounds to 0 or 1 there judges nothing.
+    let threshold = a.threshold as f32;
+    if !(threshold > 0.0 && threshold < 1.0) {
+        bail!(
+            "--threshold: {} rounds to {threshold} in the engine's precision (f32); give one between 1e-38 and 0.9999999",
+            a.threshold
+        );
+    }
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
     let labels = super::backwork::resolve_labels("labels", a.labels.as_deref(), &train)?;
     let (net, info) = super::load_model(app, &train)?;
     let net = FrozenCnn::from_net(net);
     let cancel = super::stop::stop_flag()?;
+    // Nothing to save: a stop signal ends it at once (the labels measured are printed).
+    super::stop::exit_on_signal();
     let bar = ProgressBar::new((labels.len() * a.max_steps) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} label {msg}  [{eta}]")
@@ -491,23 +502,30 @@ pub fn ceiling_cmd(a: CeilingArgs, app: &AppArgs) -> Result<()> {
         let got = box_ceiling(&net, l, a.starts, a.max_steps, a.seed, &cancel, &mut |t| {
             bar.set_position((done + t) as u64);
         });
-        let Some(c) = got else {
-            bar.finish_and_clear();
-            return Err(super::stop::stopped(format!(
-                "{} of {} label(s) measured, nothing more printed",
-                found.len(),
-                labels.len()
-            )));
+        let c = match got {
+            Ok(c) => c,
+            Err(NoCeiling::Stopped) => {
+                bar.finish_and_clear();
+                return Err(super::stop::stopped(format!(
+                    "{} of {} label(s) measured, nothing more printed",
+                    found.len(),
+                    labels.len()
+                )));
+            }
+            Err(e) => {
+                bar.finish_and_clear();
+                bail!("{}: {e}", info.name);
+            }
         };
         if !a.json {
-            bar.suspend(|| println!("{}", ceiling_line(&c, a.starts)));
+            bar.suspend(|| super::out(format_args!("{}", ceiling_line(&c, a.starts))))?;
         }
         found.push(c);
     }
     bar.finish_and_clear();
     let under: Vec<u8> = found
         .iter()
-        .filter(|c| c.best() <= a.threshold)
+        .filter(|c| c.best() <= threshold)
         .map(|c| c.label)
         .collect();
     if a.json {
@@ -533,16 +551,16 @@ pub fn ceiling_cmd(a: CeilingArgs, app: &AppArgs) -> Result<()> {
             "under_threshold": under,
             "labels": labels,
         });
-        println!("{json}");
+        super::out(format_args!("{json}"))?;
         return Ok(());
     }
     if under.is_empty() {
-        println!(
+        super::out(format_args!(
             "every label's best is past {}: the box leaves room above the bar",
             a.threshold
-        );
+        ))?;
     } else {
-        println!(
+        super::out(format_args!(
             "label(s) {} never passed {} from any start: with pixels in [0, 1] no run is likely to pass them there on this network (a lower --threshold, or pixels \"none\", which a PNG cannot hold)",
             under
                 .iter()
@@ -550,7 +568,7 @@ pub fn ceiling_cmd(a: CeilingArgs, app: &AppArgs) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", "),
             a.threshold
-        );
+        ))?;
     }
     Ok(())
 }

@@ -187,7 +187,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             let (_, note) = crate::export::npy::read_start_images_noted(path, rows, &train.shape)
                 .context("--init")?;
             if let Some(n) = note.filter(|n| noted.insert(n.clone())) {
-                eprintln!("notice: --init {n}");
+                crate::util::say(format_args!("notice: --init {n}"));
             }
         }
         if shard.is_none_or(|sh| in_shard(p.index, sh)) {
@@ -203,7 +203,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     drop_torn_tail(&runs)?;
     let rows = read_rows(&runs)?;
     if let Some(w) = twice_in_file(&rows) {
-        eprintln!("warning: {}: {w}", crate::util::shown(&runs));
+        crate::util::say(format_args!("warning: {}: {w}", crate::util::shown(&runs)));
     }
     let mut runs_file = RunsFile::open(&runs)?;
     // A row of the same grid point made with another file under the model's name is not this
@@ -244,14 +244,14 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         .collect();
     // The rest of this shard's points repeat one named before.
     let twice = here - todo.len() - already;
-    eprintln!(
+    crate::util::say(format_args!(
         "sweep: {} grid points, {} to run here ({} done, {} in other shards, {} named twice)",
         points.len(),
         todo.len(),
         already,
         points.len() - here,
         twice
-    );
+    ));
 
     let cancel = super::stop::stop_flag()?;
     let bar = ProgressBar::new(todo.len() as u64);
@@ -322,16 +322,16 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
         let line = row_line(&row);
         // The bar hides itself off a terminal, and its println with it.
         if bar.is_hidden() {
-            eprintln!("{line}");
+            crate::util::say(format_args!("{line}"));
         } else {
             bar.println(line);
         }
     }
     bar.finish_and_clear();
-    eprintln!(
+    crate::util::say(format_args!(
         "sweep: done; rows in {}",
         crate::util::shown(&runs_file.current_path())
-    );
+    ));
     Ok(())
 }
 
@@ -410,11 +410,11 @@ fn merge_cmd(dirs: &[PathBuf], out: &Path) -> Result<()> {
         );
     }
     write_atomic(&path, rows_text(&rows).as_bytes(), true)?;
-    println!(
+    super::out(format_args!(
         "merged {} rows into {}",
         rows.len(),
         crate::util::shown(&path)
-    );
+    ))?;
     Ok(())
 }
 

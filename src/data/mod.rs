@@ -425,10 +425,7 @@ fn find_file(dir: &Path, stem: &str, what: &'static str) -> Result<PathBuf, Data
         });
     }
     if !dir.is_dir() {
-        let why = match crate::io::file_in_the_way(dir) {
-            Some(f) => format!("{} is not a folder", f.display()),
-            None => "no such folder".into(),
-        };
+        let why = crate::io::folder_trouble(dir).unwrap_or_else(|| "no such folder".into());
         return Err(DataError::Io {
             file: dir.display().to_string(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, why),

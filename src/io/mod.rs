@@ -29,6 +29,10 @@ pub enum WriteError {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The longest file name backwork writes in place: the temporary name it writes first
+/// ([`temp_path`]: a dot, the name, a PID and a counter) must stay within the OS's 255 bytes.
+pub const MAX_OUT_NAME: usize = 200;
+
 fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -59,6 +63,13 @@ pub fn folder_problem(dir: &Path) -> Option<String> {
     if dir.is_dir() {
         return None;
     }
+    Some(folder_trouble(dir).unwrap_or_else(|| no_folder(&dir.display().to_string(), false)))
+}
+
+/// Why `dir`, which is not a folder, cannot be one where the reason is more than its
+/// absence: a path too long for the OS, a loop or an over-long chain of links at it or
+/// above it, or a file in the way. `None` when it is simply missing.
+pub fn folder_trouble(dir: &Path) -> Option<String> {
     if let Err(e) = std::fs::metadata(dir)
         && e.raw_os_error() == Some(libc::ENAMETOOLONG)
     {
@@ -67,10 +78,7 @@ pub fn folder_problem(dir: &Path) -> Option<String> {
     if let Some(l) = link_loop(dir) {
         return Some(link_loop_words(&l));
     }
-    Some(match file_in_the_way(dir) {
-        Some(a) => no_folder(&a.display().to_string(), true),
-        None => no_folder(&dir.display().to_string(), false),
-    })
+    file_in_the_way(dir).map(|a| no_folder(&a.display().to_string(), true))
 }
 
 /// The file (or anything but a folder) at `dir` or at the nearest part of it that exists, if
@@ -116,7 +124,7 @@ pub fn link_loop_words(at: &Path) -> String {
         )
     } else {
         format!(
-            "{} is a loop of symbolic links (a link that leads back to itself)",
+            "{} is a loop of symbolic links (following them comes back to a link already passed)",
             at.display()
         )
     }
@@ -154,7 +162,7 @@ pub fn too_long_words(path: &Path) -> String {
             n.to_string_lossy().chars().take(24).collect::<String>()
         ),
         None => format!(
-            "the path is longer than the system allows ({} bytes; at most 4,095)",
+            "the path is longer than the system allows ({} bytes; at most 4095)",
             path.as_os_str().len()
         ),
     }

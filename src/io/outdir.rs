@@ -38,7 +38,8 @@ pub struct OutDir {
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WriteError + '_ {
     move |source| WriteError::Io {
         file: path.display().to_string(),
-        source,
+        // In words where the OS's are bare ("File name too long (os error 36)").
+        source: super::explain_path_error(path, source),
     }
 }
 

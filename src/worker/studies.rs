@@ -10,7 +10,7 @@ use super::job::{Job, JobCtx, Wake};
 use super::models::ModelHandle;
 use crate::backwork::Settings;
 use crate::backwork::cache::RefCache;
-use crate::backwork::ceiling::{Ceiling, box_ceiling};
+use crate::backwork::ceiling::{Ceiling, NoCeiling, box_ceiling};
 use crate::backwork::measure::Outcome;
 use crate::data::Dataset;
 use crate::retrain::{Measurement, RetrainConfig, RetrainEvent, retrain};
@@ -173,10 +173,11 @@ pub fn ceiling_job(
                     &mut on_step,
                 );
                 match found {
-                    Some(c) if !ctx.is_cancelled() => {
+                    Ok(c) if !ctx.is_cancelled() => {
                         ctx.progress(CeilingEvent::Measured(c));
                     }
-                    _ => return Err("stopped".into()),
+                    Ok(_) | Err(NoCeiling::Stopped) => return Err("stopped".into()),
+                    Err(e) => return Err(e.to_string()),
                 }
             }
             Ok(())
