@@ -30,7 +30,7 @@ pub enum WriteError {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The longest file name backwork writes in place: the temporary name it writes first
-/// ([`temp_path`]: a dot, the name, a PID and a counter) must stay within the OS's 255 bytes.
+/// (`temp_path`: a dot, the name, a PID and a counter) must stay within the OS's 255 bytes.
 pub const MAX_OUT_NAME: usize = 200;
 
 fn temp_path(path: &Path) -> PathBuf {
