@@ -38,6 +38,22 @@ fn worker_caching_in(wakes: Arc<AtomicUsize>, cache_dir: Option<std::path::PathB
     .unwrap()
 }
 
+/// Exports every image of the current (or last) run into `dir` and reads its results.json.
+fn export_all(w: &mut Worker, dir: &std::path::Path) -> serde_json::Value {
+    w.send(Command::Export {
+        dir: dir.to_path_buf(),
+        rows: None,
+    });
+    loop {
+        match next(w) {
+            Event::Exported { .. } => break,
+            Event::Refused { message, .. } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap()
+}
+
 fn next(w: &Worker) -> Event {
     w.events
         .recv_timeout(Duration::from_secs(60))
@@ -265,19 +281,7 @@ fn reset_does_not_wait_for_the_reference_sets_and_exports_keep_their_model() {
     w.send(Command::SetModel(Box::new((net, other))));
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("export");
-    w.send(Command::Export {
-        dir: dir.clone(),
-        rows: None,
-    });
-    loop {
-        match next(&w) {
-            Event::Exported { .. } => break,
-            Event::Refused { message, .. } => panic!("{message}"),
-            _ => {}
-        }
-    }
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    let results = export_all(&mut w, &dir);
     assert_eq!(
         results["model"]["sha256"],
         info.sha256.as_str(),
@@ -451,19 +455,7 @@ fn a_run_kept_going_passes_the_bar_and_goes_on_to_its_budget() {
     assert!(passed_at.is_some_and(|p| p < 30), "{passed_at:?}");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("kept");
-    w.send(Command::Export {
-        dir: dir.clone(),
-        rows: None,
-    });
-    loop {
-        match next(&w) {
-            Event::Exported { .. } => break,
-            Event::Refused { message, .. } => panic!("{message}"),
-            _ => {}
-        }
-    }
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("results.json")).unwrap()).unwrap();
+    let results = export_all(&mut w, &dir);
     assert_eq!(results["keep_going"], true);
     assert_eq!(results["steps"], 30);
     // Switched off while it runs (no budget now): it ends at the bar.
