@@ -1555,3 +1555,65 @@ fn the_shipped_model_converges_with_the_default_settings() {
     }
     assert_eq!(e.end_reason(), Some(&EndReason::Threshold));
 }
+
+/// Kept going past the bar (`set_endless`), an image that passed and then fell back under
+/// the cost ends on its best, past the bar, whatever the stall rule: with `off` and `reinit`
+/// (no kept best then) it ended below it, at p down to 1e-11 (found by a hostile test of
+/// `run --keep-going --init class-means --sim-coeff 1e6`). A group that never passed as a
+/// whole ends on the same images kept going or not.
+#[test]
+fn a_run_kept_going_never_ends_an_image_below_the_bar_it_passed() {
+    let net = FrozenCnn::new(&model()).unwrap();
+    let train = Dataset::mnist(Split::Train).unwrap();
+    let refs = vec![Arc::new(
+        LabelRefs::build(&net, &train, 3, &AtomicBool::new(false)).unwrap(),
+    )];
+    let never = AtomicBool::new(false);
+    for stall in [StallMode::Off, StallMode::Reinit, StallMode::Hybrid] {
+        let s = Settings {
+            labels: vec![3],
+            batch: 2,
+            stall,
+            init: backwork::backwork::Init::ClassMeans,
+            sim_coeff: 1e6,
+            max_steps: Some(100),
+            ..Settings::default()
+        };
+        let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
+        e.set_endless(true);
+        let (mut passed, mut fell) = (false, false);
+        backwork::backwork::measure::run_to_end(&mut e, &never, &mut |ev| {
+            let ps: Vec<f32> = ev.probs.iter().map(|p| p[3]).collect();
+            passed |= ps.iter().all(|&p| p > s.threshold);
+            fell |= passed && ps.iter().any(|&p| p <= s.threshold);
+        })
+        .unwrap();
+        assert!(passed, "{stall:?}: the class means pass at once");
+        if stall != StallMode::Hybrid {
+            assert!(fell, "{stall:?}: the similarity term pulls an image back");
+        }
+        for img in e.states() {
+            assert!(
+                img.probs[3] > s.threshold,
+                "{stall:?}: ends at {}",
+                img.probs[3]
+            );
+        }
+    }
+    // Never passed as a whole (noise, the same similarity pull): kept going or not, the
+    // same images at the end.
+    let s = Settings {
+        labels: vec![3],
+        batch: 2,
+        sim_coeff: 1e6,
+        max_steps: Some(100),
+        ..Settings::default()
+    };
+    let ends = [false, true].map(|endless| {
+        let mut e = Engine::new(net.clone(), &refs, s.clone()).unwrap();
+        e.set_endless(endless);
+        backwork::backwork::measure::run_to_end(&mut e, &never, &mut |_| {}).unwrap();
+        e.images().to_vec()
+    });
+    assert_eq!(ends[0], ends[1]);
+}

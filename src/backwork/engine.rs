@@ -86,6 +86,10 @@ pub struct Group {
     pub refs: Arc<LabelRefs>,
     /// Step at which it passed the threshold, if it has.
     pub done_at: Option<usize>,
+    /// Kept going past the bar ([`Engine::set_endless`]): the step its every image had
+    /// passed, where the run would have stopped it. From then on an image past the bar at
+    /// the end stays as the cost took it; one that fell back ends on its best.
+    pub passed_at: Option<usize>,
     pub terms: CostTerms,
     /// Draws this group's noise: seeded by (seed, label), so a group's images do not depend
     /// on which other labels share the run.
@@ -229,6 +233,7 @@ impl Engine {
                     label: l,
                     refs: r.clone(),
                     done_at: None,
+                    passed_at: None,
                     terms: CostTerms::default(),
                     rng: group_rng(settings.seed, l),
                     search: GroupSearch::default(),
@@ -657,7 +662,9 @@ impl Engine {
         let mut reinits = Vec::new();
         for &g in active {
             let label = self.groups[g].label as usize;
-            if self.settings.stall.perturbs() {
+            // Kept going, every rule keeps each image's best: one that passed and then fell
+            // back under the cost ends on it, not below the bar.
+            if self.settings.stall.perturbs() || self.is_endless {
                 for row in g * n..(g + 1) * n {
                     self.keep_if_best(row, label);
                 }
@@ -670,17 +677,20 @@ impl Engine {
                     img.probs[label].max(kept)
                 })
                 .fold(f32::INFINITY, f32::min);
-            if !self.is_endless && min_p > self.settings.threshold {
-                self.restore_kept(g);
-                self.groups[g].done_at = Some(step);
-                continue;
+            if min_p > self.settings.threshold {
+                if !self.is_endless {
+                    self.restore_kept(g);
+                    self.groups[g].done_at = Some(step);
+                    continue;
+                }
+                self.groups[g].passed_at.get_or_insert(step);
             }
             for i in 0..n {
                 let row = g * n + i;
                 if let Some(mut kind) = self.reinit_due(row, label) {
                     // A fresh start would lose a kept image past the cap: perturb instead
-                    // (only a perturbing rule keeps one; §4's rule fires below the cap, so
-                    // only the kept best can have reached it).
+                    // (only a perturbing rule, or a run kept going, keeps one; §4's rule
+                    // fires below the cap, so only the kept best can have reached it).
                     let img = &self.images[row];
                     if kind == ReinitKind::MonoDec
                         && img.kept.is_some()
@@ -767,13 +777,16 @@ impl Engine {
     /// terms stay those of its last step.
     fn restore_kept(&mut self, g: usize) {
         let label = self.groups[g].label as usize;
+        let kept_going = self.groups[g].passed_at.is_some();
         for row in g * self.n..(g + 1) * self.n {
             let img = &mut self.images[row];
             let Some(k) = img.kept.as_ref() else { continue };
-            // Kept going past the bar (`set_endless`), an image past it now stays where the
-            // cost took it: going back would undo what the run was kept going to show.
+            // Kept going past the bar (the group had passed it), an image past it now stays
+            // where the cost took it: going back would undo what the run was kept going to
+            // show. (A run whose group never passed ends on the best images, kept going or
+            // not.)
             let is_past = img.probs[label] > self.settings.threshold;
-            if k.p <= img.probs[label] || (self.is_endless && is_past) {
+            if k.p <= img.probs[label] || (kept_going && is_past) {
                 continue;
             }
             img.probs = k.probs.clone();

@@ -87,7 +87,8 @@ pub struct SettingsArgs {
     /// Seed of the initial noise and of every re-initialisation [default: 0].
     #[arg(long, alias = "seeds", allow_hyphen_values = true)]
     pub seed: Option<String>,
-    /// Stop after this many steps.
+    /// Stop after this many steps [default for `run`: 1500; with --keep-going the run goes
+    /// on to it].
     #[arg(long, allow_hyphen_values = true)]
     pub max_steps: Option<String>,
     /// Stall rule: off (the original), reinit, perturb (noise added; the run ends on the best image each image reached), or hybrid (fresh noise while an image's best is below the reinit cap, perturb once it has reached it) [default: hybrid].

@@ -544,7 +544,7 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
         for l in 0..ev.per_class_total.len() {
             out(format_args!(
                 "  {}: {:6.2}% ({} / {})",
-                test.class_name(l),
+                crate::util::one_line(&test.class_name(l)),
                 ev.class_accuracy(l) * 100.0,
                 ev.per_class_correct[l],
                 ev.per_class_total[l]

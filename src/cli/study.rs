@@ -479,7 +479,7 @@ pub fn ceiling_cmd(a: CeilingArgs, app: &AppArgs) -> Result<()> {
     let threshold = a.threshold as f32;
     if !(threshold > 0.0 && threshold < 1.0) {
         bail!(
-            "--threshold: {} rounds to {threshold} in the engine's precision (f32); give one between 1e-38 and 0.9999999",
+            "--threshold: {} rounds to {threshold} in the engine's precision (f32); give one that f32 holds strictly between 0 and 1",
             a.threshold
         );
     }
