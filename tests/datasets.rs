@@ -274,13 +274,23 @@ fn data_that_does_not_hold_together_is_refused_and_odd_class_counts_work() {
     ];
     common::assert_one_line_failure(&args, &run(&args), &["label 255", "10 classes"]);
 
-    for (names, needle) in [("a\nb\na\n", "classes 0 and 2"), ("a,b\nc\n", "\"a,b\"")] {
+    for (names, needle) in [
+        ("a\nb\na\n", "classes 0 and 2"),
+        ("a,b\nc\n", "\"a,b\""),
+        // A NUL or an escape would reach the terminal in every listing (a hostile test).
+        ("a\u{1b}[31m\nb\n", "control character"),
+        ("a\0x\nb\n", "control character"),
+    ] {
         std::fs::write(two.join("classes.txt"), names).unwrap();
         let e = Dataset::from_dir(&two, Split::Train)
             .unwrap_err()
             .to_string();
         assert!(e.contains("classes.txt") && e.contains(needle), "{e}");
     }
+    // A byte-order mark is not part of the first name (it was "\u{feff}a").
+    std::fs::write(two.join("classes.txt"), "\u{feff}a\nb\n").unwrap();
+    let d = Dataset::from_dir(&two, Split::Train).unwrap();
+    assert_eq!(d.class_name(0), "a");
     std::fs::remove_file(two.join("classes.txt")).unwrap();
 
     let root = dir.path().join("shapes");

@@ -344,6 +344,16 @@ pub(crate) fn check_class_names(file: &str, names: &[String]) -> Result<(), Data
                 ),
             ));
         }
+        // A NUL or an escape in a name would reach the terminal in every listing.
+        if n.chars().any(char::is_control) {
+            return Err(DataError::corrupt(
+                file,
+                format!(
+                    "class name {:?} holds a control character",
+                    crate::util::one_line(n)
+                ),
+            ));
+        }
         if let Some(j) = names[..i].iter().position(|m| m.eq_ignore_ascii_case(n)) {
             return Err(DataError::corrupt(
                 file,
@@ -377,6 +387,8 @@ fn read_class_names(path: &Path, labels: &[u8]) -> Result<Vec<String>, DataError
     })?;
     let text = String::from_utf8(bytes)
         .map_err(|_| DataError::corrupt(&file, "not UTF-8 text (one class name per line)"))?;
+    // A byte-order mark some editors write is not part of the first name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let names: Vec<String> = text
         .lines()
         .map(str::trim)
