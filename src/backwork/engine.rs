@@ -633,7 +633,13 @@ impl Engine {
             }
         }
         if let Some(i) = self.fwd.probs().iter().position(|p| !p.is_finite()) {
-            return Err(self.fail(step, format!("probability {i}")));
+            // Said by image, not by its index in the batch's flat probabilities ("probability
+            // 0 is not finite" read as the value 0).
+            let row = i / self.net.classes().max(1);
+            return Err(self.fail(
+                step,
+                format!("image {row}'s classification (the network's logits overflow on it)"),
+            ));
         }
         if gx.iter().any(|v| !v.is_finite()) {
             return Err(self.fail(step, "the gradient".into()));

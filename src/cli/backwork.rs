@@ -601,7 +601,8 @@ fn run_into(a: RunArgs, app: &AppArgs, settings: Settings, out: OutDir) -> Resul
         &a.out,
     );
     if let EndReason::Error(e) = end {
-        bail!("the run failed: {e} (the last good images were written)");
+        // The engine's words say the last good images are kept; the summary said where.
+        bail!("the run failed: {e}");
     }
     if end == EndReason::Cancelled {
         return Err(super::stop::stopped(format!(
