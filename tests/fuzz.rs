@@ -203,6 +203,61 @@ fn safetensors_weights() {
     });
 }
 
+/// PyTorch files: the pickle of a real state_dict (tests/data/torch/tiny.pt), mutated and zipped
+/// again with its storages, gives an error or tensors, never a panic or a huge allocation.
+#[test]
+fn pytorch_state_dict() {
+    use std::io::{Read, Write};
+    let real = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch/tiny.pt"),
+    )
+    .unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(&real[..])).unwrap();
+    let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).unwrap();
+        entries.push((f.name().unwrap().into_owned(), b));
+    }
+    let pickle = entries
+        .iter()
+        .find(|(n, _)| n.ends_with("data.pkl"))
+        .unwrap()
+        .1
+        .clone();
+    let rezip = |pkl: &[u8]| {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut z = zip::ZipWriter::new(&mut out);
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in &entries {
+            z.start_file(name.as_str(), stored).unwrap();
+            z.write_all(if name.ends_with("data.pkl") {
+                pkl
+            } else {
+                bytes
+            })
+            .unwrap();
+        }
+        z.finish().unwrap();
+        out.into_inner()
+    };
+    assert_eq!(
+        backwork::model::torch::read_state_dict(&rezip(&pickle))
+            .unwrap()
+            .len(),
+        4,
+        "the unmutated pickle reads"
+    );
+    fuzz(mutated(pickle), |p| {
+        let _ = backwork::model::torch::read_state_dict(&rezip(&p));
+    });
+    fuzz(mutated(real[..2048.min(real.len())].to_vec()), |b| {
+        let _ = backwork::model::torch::read_state_dict(&b);
+    });
+}
+
 /// A LeNet-5 file, whose header carries its architecture as JSON: mutated headers (the
 /// description, shapes and offsets) give an error, never a panic or a huge allocation.
 #[test]

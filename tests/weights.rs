@@ -70,11 +70,39 @@ fn refuses_a_missing_tensor() {
 }
 
 #[test]
-fn refuses_renamed_tensors_and_says_what_it_found() {
+fn renamed_tensors_are_read_by_their_shapes_and_the_file_says_so() {
+    // A PyTorch user's own module names: conv1, conv2, fc1, fc2, behind a `model.` prefix.
+    let theirs = [
+        "conv1", "conv1", "conv2", "conv2", "fc1", "fc1", "fc2", "fc2",
+    ];
     let t: Vec<(String, Tensor)> = good_tensors()
+        .into_iter()
+        .zip(theirs)
+        .map(|((n, t), m)| (format!("model.{m}.{}", n.rsplit('.').next().unwrap()), t))
+        .collect();
+    let bytes = safetensors::serialize(t, None).unwrap();
+    let (cnn, info) = cnn_from_bytes("theirs.safetensors", &bytes).unwrap();
+    let how = &info.metadata[backwork::model::weights::META_BY_SHAPE];
+    assert!(
+        how.starts_with("model.conv1.weight as conv0.weight, model.conv1.bias as conv0.bias")
+            && how.ends_with("model.fc2.bias as softmax.bias"),
+        "{how}"
+    );
+    let ours = init_cnn(1, 10).unwrap();
+    assert_eq!(
+        cnn.predict(&some_images()).unwrap(),
+        ours.predict(&some_images()).unwrap(),
+        "the same network as under its own names"
+    );
+}
+
+#[test]
+fn renamed_tensors_whose_shapes_do_not_all_fit_are_refused_saying_what_it_found() {
+    let mut t: Vec<(String, Tensor)> = good_tensors()
         .into_iter()
         .map(|(n, t)| (format!("model.{n}"), t))
         .collect();
+    t[4].1 = Tensor::zeros((1024, 3000), DType::F32, &Device::Cpu).unwrap();
     let bytes = safetensors::serialize(t, None).unwrap();
     let e = refusal(&bytes);
     assert!(

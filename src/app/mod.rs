@@ -401,7 +401,7 @@ impl BackworkApp {
                 .text(
                     rect.center(),
                     egui::Align2::CENTER_CENTER,
-                    "Drop a .safetensors or .onnx network, or a dataset folder, to use it",
+                    "Drop a .safetensors, .pt or .onnx network, or a dataset folder, to use it",
                     egui::FontId::proportional(24.0),
                     ui.visuals().strong_text_color(),
                 );

@@ -385,6 +385,10 @@ impl ModelView {
             ui.label(format!("architecture: {}", current.architecture))
                 .on_hover_text("Its input and layers (conv OUT/KERNEL, pool WINDOW, fc UNITS)");
         }
+        if let Some(how) = current.metadata.get(crate::model::weights::META_BY_SHAPE) {
+            ui.label("weights read by shape")
+                .on_hover_text(format!("Its tensors carry other names than ALGORITHM.md §1's; each was matched by its shape (all eight differ): {how}"));
+        }
         match current.test_accuracy() {
             Some(a) => ui.label(format!("test accuracy (recorded): {:.2}%", a * 100.0)),
             None => ui.weak("no test accuracy recorded in its file"),
@@ -393,7 +397,7 @@ impl ModelView {
             if ui
                 .button("Open a weights file…")
                 .on_hover_text(
-                    "A safetensors file (the names and shapes of ALGORITHM.md §1, or any network backwork trained: its architecture is in the file) or an ONNX file from torch.onnx.export of a sequential CNN; you can also drop one onto the window",
+                    "A safetensors file (the shapes of ALGORITHM.md §1, or any network backwork trained: its architecture is in the file), a PyTorch state_dict of the §1 network (torch.save(model.state_dict(), PATH), any names), or an ONNX file from torch.onnx.export of a sequential CNN; you can also drop one onto the window",
                 )
                 .clicked()
                 && self.dialog.is_none()
@@ -401,11 +405,11 @@ impl ModelView {
                 self.dialog = Some(Dialog::open(ModelDialog::Open, ui.ctx(), || {
                     rfd::FileDialog::new()
                         .set_title("Open a weights file")
-                        .add_filter("networks", &["safetensors", "onnx"])
+                        .add_filter("networks", &["safetensors", "onnx", "pt", "pth"])
                         .pick_file()
                 }));
             }
-            ui.weak("or drop a .safetensors or .onnx file onto the window");
+            ui.weak("or drop a .safetensors, .pt or .onnx file onto the window");
         });
         ui.add_space(8.0);
         ui.heading("Data");

@@ -34,7 +34,8 @@ pub struct Cli {
 #[derive(Args, Debug, Clone, Default)]
 pub struct AppArgs {
     /// Weights file to open instead of the shipped model (`train`: the network to go on
-    /// training, instead of fresh weights).
+    /// training, instead of fresh weights): safetensors, a PyTorch state_dict (.pt) of the
+    /// ALGORITHM.md §1 network, or ONNX (.onnx).
     #[arg(long, value_name = "FILE", global = true)]
     pub model: Option<PathBuf>,
     /// Folder of IDX files (raw or .gz) to use instead of the embedded MNIST.
@@ -530,6 +531,9 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
         out(format_args!("{}", serde_json::to_string(&ev.report())?))?;
     } else {
         out(format_args!("model:    {}", info.name))?;
+        if let Some(how) = info.metadata.get(crate::model::weights::META_BY_SHAPE) {
+            out(format_args!("weights:  read by shape: {how}"))?;
+        }
         out(format_args!(
             "data:     {} (test split, {} images)",
             test.source,

@@ -3,6 +3,7 @@
 
 pub mod eval;
 pub mod onnx;
+pub mod torch;
 pub mod train;
 pub mod weights;
 pub mod worst;

@@ -12,8 +12,7 @@ use super::weights::{WeightsError, sha256_hex};
 use crate::meta::ModelInfo;
 use crate::net::{Arch, Layer, Net, Shape};
 
-/// Metadata key saying where a network came from ("onnx" for these files).
-pub const META_SOURCE: &str = "source";
+pub use super::weights::META_SOURCE;
 
 /// At most this large an ONNX file (its external data excluded): a bound on memory.
 const MAX_BYTES: u64 = 2 << 30;

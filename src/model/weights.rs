@@ -58,6 +58,25 @@ fn expected_shapes(k: usize) -> [Vec<usize>; 8] {
     ]
 }
 
+/// Metadata key recording that a file's tensors were matched to ALGORITHM.md §1 by their
+/// shapes, not their names: "conv1.weight as conv0.weight, …".
+pub const META_BY_SHAPE: &str = "read_by_shape";
+
+/// Metadata key of where a network came from ("pytorch" for a state_dict, "onnx").
+pub const META_SOURCE: &str = "source";
+
+/// `values` if every one is finite; else what is wrong with tensor `name`.
+fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>, String> {
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        let first = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(format!(
+            "{name} has {bad} non-finite values (NaN or infinity), the first at flat index {first}"
+        ));
+    }
+    Ok(values)
+}
+
 /// The values of tensor `name`, checked: f32, of shape `shape`, every value finite; else
 /// what is wrong with it.
 fn checked_values(
@@ -80,17 +99,77 @@ fn checked_values(
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    let bad = values.iter().filter(|v| !v.is_finite()).count();
-    if bad > 0 {
-        let first = values.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(format!(
-            "{name} has {bad} non-finite values (NaN or infinity), the first at flat index {first}"
-        ));
+    finite(name, values)
+}
+
+/// For tensors named otherwise than ALGORITHM.md §1 (`conv1`/`conv2`/`fc1`/`fc2`, a
+/// `model.` or `module.` prefix, an `nn.Sequential`'s numbers): which one fills each of §1's
+/// eight places, in [`WEIGHT_NAMES`] order, found by shape. §1's eight shapes all differ, so
+/// the match is certain when each is met by exactly one tensor and none is left over; else
+/// `None`.
+fn by_shape(shapes: &[&[usize]]) -> Option<[usize; 8]> {
+    if shapes.len() != 8 {
+        return None;
     }
-    Ok(values)
+    let k = shapes.iter().find_map(|s| match s {
+        [k @ (10 | 11), FC_UNITS] => Some(*k),
+        _ => None,
+    })?;
+    let mut found = [0; 8];
+    for (slot, want) in expected_shapes(k).iter().enumerate() {
+        let mut hits = shapes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s == want.as_slice());
+        found[slot] = hits.next()?.0;
+        if hits.next().is_some() {
+            return None;
+        }
+    }
+    Some(found)
+}
+
+/// "conv1.weight as conv0.weight, …": how [`by_shape`] read `names`.
+fn by_shape_words(names: &[&str], found: &[usize; 8]) -> String {
+    WEIGHT_NAMES
+        .iter()
+        .zip(found)
+        .map(|(w, &i)| format!("{} as {w}", crate::util::one_line(names[i])))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The §1 network from its eight checked tensors (in [`WEIGHT_NAMES`] order) and its info.
+fn cnn_with_info(
+    file: &str,
+    bytes: &[u8],
+    tensors: Vec<Tensor>,
+    metadata: HashMap<String, String>,
+) -> Result<(Cnn, ModelInfo), WeightsError> {
+    let cnn = Cnn::from_tensors(tensors).ok_or_else(|| WeightsError::Invalid {
+        file: file.to_string(),
+        reason: "internal: tensor count".into(),
+    })?;
+    let info = ModelInfo {
+        name: file.to_string(),
+        sha256: sha256_hex(bytes),
+        metadata,
+        architecture: Arch::original(cnn.num_classes()).summary(),
+    };
+    Ok((cnn, info))
+}
+
+/// A tensor of the CPU from checked values, naming the file on failure.
+fn cpu_tensor(file: &str, values: Vec<f32>, shape: &[usize]) -> Result<Tensor, WeightsError> {
+    Tensor::from_vec(values, shape, &Device::Cpu).map_err(|source| WeightsError::Numeric {
+        file: file.to_string(),
+        source,
+    })
 }
 
 /// Parses and checks a weight file's bytes: every name present, f32, the right shape, finite.
+/// A file whose names differ but whose eight shapes are §1's ([`by_shape`]) is read by shape,
+/// and its metadata says so ([`META_BY_SHAPE`]).
 pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), WeightsError> {
     let invalid = |reason: String| WeightsError::Invalid {
         file: file.to_string(),
@@ -105,7 +184,9 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
             file: file.to_string(),
             reason: e.to_string(),
         })?;
-    let names = st.names();
+    let mut metadata = header.metadata().clone().unwrap_or_default();
+    let mut names = st.names();
+    names.sort_unstable();
     let unexpected: Vec<&str> = names
         .iter()
         .copied()
@@ -116,14 +197,28 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
         .copied()
         .filter(|n| !names.iter().any(|m| m == n))
         .collect();
+    let mut sources: Vec<&str> = WEIGHT_NAMES.to_vec();
     if !missing.is_empty() {
-        let mut reason = format!("missing tensor {}", missing.join(", "));
-        if !unexpected.is_empty() {
-            reason += &format!(" (the file has {})", unexpected.join(", "));
+        let owned: Vec<Vec<usize>> = names
+            .iter()
+            .map(|n| st.tensor(n).map(|v| v.shape().to_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(e.to_string()))?;
+        let shapes: Vec<&[usize]> = owned.iter().map(Vec::as_slice).collect();
+        match by_shape(&shapes) {
+            Some(found) => {
+                metadata.insert(META_BY_SHAPE.into(), by_shape_words(&names, &found));
+                sources = found.iter().map(|&i| names[i]).collect();
+            }
+            None => {
+                let mut reason = format!("missing tensor {}", missing.join(", "));
+                if !unexpected.is_empty() {
+                    reason += &format!(" (the file has {})", unexpected.join(", "));
+                }
+                return Err(invalid(reason));
+            }
         }
-        return Err(invalid(reason));
-    }
-    if !unexpected.is_empty() {
+    } else if !unexpected.is_empty() {
         return Err(invalid(format!(
             "unexpected tensor {} (expected exactly {})",
             unexpected.join(", "),
@@ -131,7 +226,7 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
         )));
     }
     let k = st
-        .tensor("softmax.bias")
+        .tensor(sources[7])
         .map_err(|e| invalid(e.to_string()))?
         .shape()
         .first()
@@ -140,25 +235,84 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
     let k = if k == 11 { 11 } else { 10 };
     let shapes = expected_shapes(k);
     let mut tensors = Vec::with_capacity(8);
-    for (name, shape) in WEIGHT_NAMES.iter().zip(shapes.iter()) {
+    for (name, shape) in sources.iter().zip(shapes.iter()) {
         let view = st.tensor(name).map_err(|e| invalid(e.to_string()))?;
         let values = checked_values(name, &view, shape).map_err(invalid)?;
-        let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu).map_err(|source| {
-            WeightsError::Numeric {
-                file: file.to_string(),
-                source,
-            }
-        })?;
-        tensors.push(t);
+        tensors.push(cpu_tensor(file, values, shape)?);
     }
-    let cnn = Cnn::from_tensors(tensors).ok_or_else(|| invalid("internal: tensor count".into()))?;
-    let info = ModelInfo {
-        name: file.to_string(),
-        sha256: sha256_hex(bytes),
-        metadata: header.metadata().clone().unwrap_or_default(),
-        architecture: Arch::original(cnn.num_classes()).summary(),
+    cnn_with_info(file, bytes, tensors, metadata)
+}
+
+/// Reads a PyTorch state_dict ([`super::torch`]) as the network of ALGORITHM.md §1: by its
+/// names, or by its shapes ([`by_shape`]) under any others. A state_dict holds no
+/// architecture, so weights of another network are refused, pointing to ONNX.
+pub fn cnn_from_torch(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), WeightsError> {
+    let invalid = |reason: String| WeightsError::Invalid {
+        file: file.to_string(),
+        reason,
     };
-    Ok((cnn, info))
+    let mut tensors = super::torch::read_state_dict(bytes).map_err(invalid)?;
+    let mut metadata = HashMap::new();
+    metadata.insert(META_SOURCE.to_string(), "pytorch".to_string());
+    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    let by_name: Option<Vec<usize>> = WEIGHT_NAMES
+        .iter()
+        .map(|w| names.iter().position(|n| n == w))
+        .collect();
+    let order: Vec<usize> = match by_name {
+        Some(order) if names.len() == 8 => order,
+        _ => {
+            let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
+            let Some(found) = by_shape(&shapes) else {
+                return Err(invalid(not_original(&tensors)));
+            };
+            metadata.insert(META_BY_SHAPE.into(), by_shape_words(&names, &found));
+            found.to_vec()
+        }
+    };
+    let k = match tensors[order[7]].shape.as_slice() {
+        [11] => 11,
+        _ => 10,
+    };
+    let mut out = Vec::with_capacity(8);
+    for (&i, shape) in order.iter().zip(expected_shapes(k).iter()) {
+        let t = &mut tensors[i];
+        let name = crate::util::one_line(&t.name);
+        if t.shape != *shape {
+            return Err(invalid(format!(
+                "{name} has shape {:?}, expected {shape:?}",
+                t.shape
+            )));
+        }
+        let values = finite(&name, std::mem::take(&mut t.values)).map_err(invalid)?;
+        out.push(cpu_tensor(file, values, shape)?);
+    }
+    cnn_with_info(file, bytes, out, metadata)
+}
+
+/// Why a state_dict is not the §1 network: its tensors and §1's, side by side.
+fn not_original(tensors: &[super::torch::TorchTensor]) -> String {
+    let mut sorted: Vec<&super::torch::TorchTensor> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let listed: Vec<String> = sorted
+        .iter()
+        .take(10)
+        .map(|t| format!("{} {:?}", crate::util::one_line(&t.name), t.shape))
+        .collect();
+    let more = if tensors.len() > 10 { ", …" } else { "" };
+    let want: Vec<String> = WEIGHT_NAMES
+        .iter()
+        .zip(expected_shapes(10).iter())
+        .map(|(n, s)| format!("{n} {s:?}"))
+        .collect();
+    format!(
+        "its {} tensors ({}{more}) are not the network of ALGORITHM.md §1 ({}); a PyTorch \
+         state_dict holds no architecture, so backwork reads it only as that network: export \
+         any other network to ONNX (torch.onnx.export) and open the .onnx file",
+        tensors.len(),
+        listed.join(", "),
+        want.join(", ")
+    )
 }
 
 /// Parses and checks a weight file of any network: with the architecture in its metadata
@@ -173,6 +327,14 @@ pub fn net_from_bytes(file: &str, bytes: &[u8]) -> Result<(Net, ModelInfo), Weig
         file: file.to_string(),
         reason: e.to_string(),
     };
+    if super::torch::is_torch(bytes) {
+        let (cnn, info) = cnn_from_torch(file, bytes)?;
+        let net = cnn.to_net().map_err(|source| WeightsError::Numeric {
+            file: file.to_string(),
+            source,
+        })?;
+        return Ok((net, info));
+    }
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_st)?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let Some(json) = metadata.get(META_ARCH) else {
@@ -345,10 +507,15 @@ fn unusable(file: String, e: &WeightsError) -> WeightsError {
     }
 }
 
-/// Loads and checks a weight file.
+/// Loads and checks a weight file of ALGORITHM.md §1: safetensors, or a PyTorch state_dict.
 pub fn load_cnn(path: &Path) -> Result<(Cnn, ModelInfo), WeightsError> {
     let bytes = read_weights(path)?;
-    let (cnn, mut info) = cnn_from_bytes(&path.display().to_string(), &bytes)?;
+    let file = path.display().to_string();
+    let (cnn, mut info) = if super::torch::is_torch(&bytes) {
+        cnn_from_torch(&file, &bytes)?
+    } else {
+        cnn_from_bytes(&file, &bytes)?
+    };
     info.name = file_name(path);
     Ok((cnn, info))
 }

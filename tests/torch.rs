@@ -1,0 +1,337 @@
+//! PyTorch checkpoints written by `torch.save` (`scripts/pytorch_pt.py`): a state_dict of the
+//! ALGORITHM.md §1 network under a user's own names loads by shape and computes what PyTorch
+//! computes; checkpoint dictionaries, every float dtype and views into shared storages read
+//! as PyTorch wrote them; what is not a state_dict of that network, and hostile or damaged
+//! files, get a one-line error naming the file.
+// Tests may unwrap, expect and panic: that is a test failing (Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use backwork::data::{Dataset, Split};
+use backwork::model::eval::evaluate_net;
+use backwork::model::torch::read_state_dict;
+use backwork::model::weights::{META_BY_SHAPE, load_net};
+use backwork::net::Acts;
+
+fn file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/torch")
+        .join(name)
+}
+
+/// What PyTorch measured (tests/data/torch/torch.json).
+fn measured() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(file("torch.json")).unwrap()).unwrap()
+}
+
+/// The two fixed images of the script: a ramp and a checker pattern.
+fn fixed_images() -> Vec<f32> {
+    let mut x = Vec::with_capacity(2 * 784);
+    for i in 0..28 {
+        for j in 0..28 {
+            x.push(((i * 7 + j * 3) % 11) as f32 / 10.0);
+        }
+    }
+    for i in 0..28 {
+        for j in 0..28 {
+            x.push(((i / 4 + j / 4) % 2) as f32);
+        }
+    }
+    x
+}
+
+#[test]
+fn a_users_state_dict_loads_by_shape_and_computes_what_pytorch_computes() {
+    let (net, info) = load_net(&file("mnist-pruned-bf16.pt")).unwrap();
+    assert_eq!(info.metadata["source"], "pytorch");
+    let how = &info.metadata[META_BY_SHAPE];
+    for pair in [
+        "conv1.weight as conv0.weight",
+        "conv2.bias as conv1.bias",
+        "fc1.weight as fc.weight",
+        "fc2.bias as softmax.bias",
+    ] {
+        assert!(how.contains(pair), "{how}");
+    }
+    let want = measured();
+    // bfloat16 widens to float32 exactly on both sides; the logits differ only by the order
+    // of f32 sums (PyTorch's are near 1 in size: 1e-4 is far above that rounding, far below
+    // any difference a misread weight would make).
+    let mut a = Acts::inference();
+    net.forward(&fixed_images(), &mut a);
+    let torch: Vec<f64> = want["pruned"]["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(a.logits().len(), torch.len());
+    for (i, (&ours, &theirs)) in a.logits().iter().zip(&torch).enumerate() {
+        assert!(
+            (ours as f64 - theirs).abs() < 1e-4,
+            "logit {i}: backwork {ours} vs PyTorch {theirs}"
+        );
+    }
+    let ev = evaluate_net(&net, &Dataset::mnist(Split::Test).unwrap(), &mut |_, _| {});
+    let correct = want["pruned"]["correct"].as_u64().unwrap() as usize;
+    assert!(
+        ev.correct.abs_diff(correct) <= 2,
+        "backwork {} vs PyTorch {correct}",
+        ev.correct
+    );
+}
+
+#[test]
+fn every_float_dtype_and_shared_storage_reads_as_pytorch_wrote_it() {
+    let tensors = read_state_dict(&std::fs::read(file("dtypes.pt")).unwrap()).unwrap();
+    let want = measured();
+    let want = want["dtypes"].as_object().unwrap();
+    assert_eq!(tensors.len(), want.len());
+    for t in &tensors {
+        let w = &want[&t.name];
+        let shape: Vec<usize> = w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(t.shape, shape, "{}", t.name);
+        let values: Vec<f32> = w["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        // Exact: f16 and bf16 widen exactly, f64 rounds to nearest as PyTorch's .float() does;
+        // "head" and "tail" are views at offsets 0 and 6 into one storage of 10.
+        assert_eq!(t.values, values, "{}", t.name);
+    }
+}
+
+#[test]
+fn a_checkpoint_gives_the_models_state_dict_not_the_optimizers() {
+    let tensors = read_state_dict(&std::fs::read(file("checkpoint.pt")).unwrap()).unwrap();
+    let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["conv.bias", "conv.weight", "head.bias", "head.weight"]
+    );
+    let plain = read_state_dict(&std::fs::read(file("tiny.pt")).unwrap()).unwrap();
+    for t in &tensors {
+        let p = plain.iter().find(|p| p.name == t.name).unwrap();
+        assert_eq!(t.values, p.values, "{}", t.name);
+    }
+}
+
+#[test]
+fn what_is_not_a_state_dict_of_the_network_is_refused_in_one_line() {
+    for (name, needles) in [
+        (
+            "tiny.pt",
+            &[
+                "not the network of ALGORITHM.md §1",
+                "conv.weight [4, 1, 3, 3]",
+                "ONNX",
+            ][..],
+        ),
+        (
+            "checkpoint.pt",
+            &[
+                "not the network of ALGORITHM.md §1",
+                "head.weight [3, 2704]",
+            ],
+        ),
+        (
+            "whole-module.pt",
+            &["pickled object (__main__.Tiny)", "state_dict()"],
+        ),
+        ("torchscript.pt", &["TorchScript", "state_dict()"]),
+        ("legacy.pt", &["legacy format", "PyTorch 1.6"]),
+        ("transposed.pt", &["w is not contiguous", "contiguous()"]),
+        ("integer.pt", &["n holds I64 values"]),
+        ("dtypes.pt", &["its 6 tensors", "bf16 [2]"]),
+    ] {
+        let path = file(name);
+        let p = path.to_str().unwrap();
+        let args = ["eval", "--model", p];
+        let mut all = vec![p];
+        all.extend_from_slice(needles);
+        common::assert_one_line_failure(&args, &common::backwork(&args, None), &all);
+    }
+}
+
+/// A zip as PyTorch lays one out, holding `pickle` as its data.pkl and `storages` as
+/// data/0, data/1, ….
+fn torch_zip(pickle: &[u8], storages: &[&[u8]]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", stored).unwrap();
+    zip.write_all(pickle).unwrap();
+    for (i, s) in storages.iter().enumerate() {
+        zip.start_file(format!("archive/data/{i}"), stored).unwrap();
+        zip.write_all(s).unwrap();
+    }
+    zip.finish().unwrap();
+    out.into_inner()
+}
+
+/// Pickle opcodes, as Python's pickletools names them.
+fn unicode(s: &str) -> Vec<u8> {
+    let mut v = vec![b'X'];
+    v.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+fn global(module: &str, name: &str) -> Vec<u8> {
+    format!("c{module}\n{name}\n").into_bytes()
+}
+
+fn int(i: u32) -> Vec<u8> {
+    let mut v = vec![b'J'];
+    v.extend_from_slice(&i.to_le_bytes());
+    v
+}
+
+/// The pickle of `{"w": tensor}` for a float32 tensor of `shape` and `stride` in storage
+/// "0" of `numel` elements: what torch.save writes for one tensor.
+fn one_tensor_pickle(shape: &[u32], stride: &[u32], numel: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 2, b'}'];
+    p.extend(unicode("w"));
+    p.extend(global("torch._utils", "_rebuild_tensor_v2"));
+    p.push(b'(');
+    p.push(b'(');
+    p.extend(unicode("storage"));
+    p.extend(global("torch", "FloatStorage"));
+    p.extend(unicode("0"));
+    p.extend(unicode("cpu"));
+    p.extend(int(numel));
+    p.push(b't');
+    p.push(b'Q');
+    p.extend(int(0));
+    p.push(b'(');
+    for &d in shape {
+        p.extend(int(d));
+    }
+    p.push(b't');
+    p.push(b'(');
+    for &d in stride {
+        p.extend(int(d));
+    }
+    p.push(b't');
+    p.push(0x89);
+    p.extend(global("collections", "OrderedDict"));
+    p.push(b')');
+    p.push(b'R');
+    p.push(b't');
+    p.push(b'R');
+    p.push(b's');
+    p.push(b'.');
+    p
+}
+
+#[test]
+fn a_hand_built_pickle_reads_like_torchs_so_the_hostile_ones_below_test_the_reader() {
+    let values: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let t = read_state_dict(&torch_zip(
+        &one_tensor_pickle(&[2, 3], &[3, 1], 6),
+        &[&values],
+    ))
+    .unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(
+        (t[0].name.as_str(), t[0].shape.as_slice()),
+        ("w", &[2, 3][..])
+    );
+    assert_eq!(t[0].values, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+}
+
+#[test]
+fn hostile_and_damaged_files_get_an_error_not_a_crash() {
+    let refused = |bytes: &[u8], needle: &str| {
+        let e = read_state_dict(bytes).unwrap_err();
+        assert!(e.contains(needle), "{e}");
+    };
+    // A tensor claiming far more values than its storage holds: refused before allocating.
+    let huge = one_tensor_pickle(&[1 << 30, 1 << 30], &[1 << 30, 1], 6);
+    refused(&torch_zip(&huge, &[&[0u8; 24]]), "holds 24 bytes");
+    // Fewer stride entries than dimensions: candle's pickle code would index past them.
+    let short = one_tensor_pickle(&[2, 3], &[3], 6);
+    assert!(read_state_dict(&torch_zip(&short, &[&[0u8; 24]])).is_err());
+    // A storage that is not there.
+    refused(
+        &torch_zip(&one_tensor_pickle(&[2], &[1], 2), &[]),
+        "storage archive/data/0 is missing",
+    );
+    // Exponential growth through the memo: a list fetched twice into a tuple, stored, forty
+    // times over (2^40 objects if nothing stopped it).
+    let mut bomb = vec![0x80, 2, b']', b'q', 0];
+    for _ in 0..40 {
+        bomb.extend_from_slice(&[b'h', 0, b'h', 0, 0x86, b'q', 0]);
+    }
+    bomb.push(b'.');
+    refused(&torch_zip(&bomb, &[]), "not a state_dict");
+    // Nesting a million deep (the stack of a recursive walk or drop would overflow).
+    let mut deep = vec![0x80, 2, b')'];
+    deep.extend(std::iter::repeat_n(0x85, 1_000_000));
+    deep.push(b'.');
+    refused(&torch_zip(&deep, &[]), "nests them more than");
+    // Truncated anywhere: an error, never a panic.
+    let whole = std::fs::read(file("tiny.pt")).unwrap();
+    for cut in [
+        0,
+        4,
+        30,
+        200,
+        whole.len() / 2,
+        whole.len() - 30,
+        whole.len() - 1,
+    ] {
+        assert!(read_state_dict(&whole[..cut]).is_err(), "cut at {cut}");
+    }
+    // A pickle that is not a state_dict's at all.
+    refused(&torch_zip(b"\x80\x02K\x07.", &[]), "holds no state_dict");
+    refused(&torch_zip(b"\xff", &[]), "pickle");
+}
+
+#[test]
+fn the_app_s_loader_and_every_command_take_a_pt_file() {
+    // `run` end to end on the PyTorch file: two labels, a few steps, results.json written.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let model = file("mnist-pruned-bf16.pt");
+    let args = [
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--labels",
+        "3,7",
+        "--max-steps",
+        "40",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    common::backwork_ok(&args, &dir.path().join("cache"));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["model"]["name"], "mnist-pruned-bf16.pt");
+    let eval = common::backwork_ok(
+        &["eval", "--model", model.to_str().unwrap()],
+        &dir.path().join("cache"),
+    );
+    let text = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        text.contains("weights:  read by shape: conv1.weight as conv0.weight"),
+        "{text}"
+    );
+}
