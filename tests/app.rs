@@ -481,6 +481,23 @@ fn a_dropped_onnx_network_is_used_with_its_own_taps() {
     assert!(h.get_all_by_label_contains("lenet5-mnist-ts.onnx").count() >= 1);
 }
 
+#[test]
+fn a_dropped_pytorch_state_dict_is_used_and_the_model_view_says_how_it_was_read() {
+    let (app, peer) = app_with_fake_worker();
+    let mut h = app_harness(app);
+    let pt = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/torch/mnist-pruned-bf16.pt");
+    drop_file(&mut h, &pt);
+    assert_eq!(h.state().info.name, "mnist-pruned-bf16.pt");
+    assert!(
+        matches!(&commands(&peer)[..], [Command::SetModel(m)] if m.1.name == "mnist-pruned-bf16.pt")
+    );
+    h.get_by_label("Model").click();
+    h.run_steps(2);
+    h.get_by_label("file: a PyTorch state_dict (torch.save)");
+    h.get_by_label_contains("weights read by shape: conv1.weight as conv0.weight");
+}
+
 /// Waits until the app has read the dataset folder it was asked to open.
 fn wait_for_data(h: &mut Harness<'static, BackworkApp>) {
     let started = Instant::now();

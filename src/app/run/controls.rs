@@ -129,18 +129,18 @@ impl RunView {
             }
             ui.separator();
             self.labels_ui(ui);
-            ui.separator();
             // Each control carries its words, so the bar never wraps between them (a narrow
-            // window put "images per label" at a line's end and its number on the next).
-            self.init_ui(ui);
-            self.budget_ui(ui);
-            ui.separator();
+            // window put "images per label" at a line's end and its number on the next); the
+            // short words keep the bar on one line in a 1280-pixel window.
             ui.add(
                 egui::DragValue::new(&mut self.settings.batch)
                     .range(1..=64)
-                    .prefix("images per label: "),
+                    .prefix("per label: "),
             )
             .on_hover_text("Images optimised per label (8 in the original figure); takes effect at the next Start");
+            ui.separator();
+            self.init_ui(ui);
+            self.budget_ui(ui);
             if !self.is_worker_alive
                 && self.spec.is_some()
                 && ui
