@@ -91,6 +91,16 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<TorchTensor>, String> {
             MAX_PICKLE >> 20
         ));
     }
+    // torch.save writes protocol 2, the one candle's machine reads; a later protocol
+    // (pickle_protocol=4 or 5) uses opcodes it does not know.
+    if let [0x80, v, ..] = data[..]
+        && v > 2
+    {
+        return Err(format!(
+            "its pickle is protocol {v} (torch.save(…, pickle_protocol={v})); save it with \
+             torch.save's default, protocol 2"
+        ));
+    }
     let top = unpickle(&data)?;
     let entries = state_dict(top)?;
     let mut out = Vec::with_capacity(entries.len());
