@@ -264,14 +264,31 @@ fn hostile_and_damaged_files_get_an_error_not_a_crash() {
     };
     // A tensor claiming far more values than its storage holds: refused before allocating.
     let huge = one_tensor_pickle(&[1 << 30, 1 << 30], &[1 << 30, 1], 6);
-    refused(&torch_zip(&huge, &[&[0u8; 24]]), "holds 24 bytes");
+    refused(&torch_zip(&huge, &[&[0u8; 24]]), "more than the file holds");
+    // One that fits the file but not its entry.
+    refused(
+        &torch_zip(&one_tensor_pickle(&[2, 3], &[3, 1], 6), &[&[0u8; 20]]),
+        "holds 20 bytes, the tensor needs 24",
+    );
+    // Exponential growth of a large string through the memo (each copy is 64 KB): refused on
+    // the bytes it would hold, before it holds them.
+    let mut strings = vec![0x80, 2];
+    strings.extend(unicode(&"A".repeat(1 << 16)));
+    strings.extend_from_slice(&[b'q', 0]);
+    for _ in 0..15 {
+        strings.extend_from_slice(&[b'h', 0, b'h', 0, 0x86, b'q', 0]);
+    }
+    strings.push(b'.');
+    let t = std::time::Instant::now();
+    refused(&torch_zip(&strings, &[]), "not a state_dict");
+    assert!(t.elapsed().as_secs() < 5, "refused in {:?}", t.elapsed());
     // Fewer stride entries than dimensions: candle's pickle code would index past them.
     let short = one_tensor_pickle(&[2, 3], &[3], 6);
     assert!(read_state_dict(&torch_zip(&short, &[&[0u8; 24]])).is_err());
     // A storage that is not there.
     refused(
         &torch_zip(&one_tensor_pickle(&[2], &[1], 2), &[]),
-        "storage archive/data/0 is missing",
+        "w: its storage archive/data/0: it is missing",
     );
     // Exponential growth through the memo: a list fetched twice into a tuple, stored, forty
     // times over (2^40 objects if nothing stopped it).
@@ -306,6 +323,57 @@ fn hostile_and_damaged_files_get_an_error_not_a_crash() {
     refused(&torch_zip(b"\xff", &[]), "pickle");
 }
 
+/// `one_tensor_pickle`'s zip with PyTorch's byteorder entry saying `order`.
+fn with_byte_order(pickle: &[u8], storage: &[u8], order: &str) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut zip = zip::ZipWriter::new(&mut out);
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", stored).unwrap();
+    zip.write_all(pickle).unwrap();
+    zip.start_file("archive/byteorder", stored).unwrap();
+    zip.write_all(order.as_bytes()).unwrap();
+    zip.start_file("archive/data/0", stored).unwrap();
+    zip.write_all(storage).unwrap();
+    zip.finish().unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn big_endian_storages_are_read_as_big_endian_and_a_strange_byte_order_is_refused() {
+    // torch.save on a big-endian machine (s390x) writes "big" and its values so; torch.load
+    // reads them anywhere (found by a hostile test: they loaded with swapped bytes, 10.10%).
+    let values = [1.5f32, -2.0, 1e-3];
+    let big: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
+    let little: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let pickle = one_tensor_pickle(&[3], &[1], 3);
+    let read = |order: &str, bytes: &[u8]| {
+        read_state_dict(&with_byte_order(&pickle, bytes, order)).map(|t| t[0].values.clone())
+    };
+    assert_eq!(read("big", &big).unwrap(), values);
+    assert_eq!(read("little", &little).unwrap(), values);
+    let e = read("middle", &little).unwrap_err();
+    assert!(e.contains("byteorder entry says \"middle\""), "{e}");
+}
+
+#[test]
+fn a_checkpoint_with_a_long_list_beside_the_weights_loads() {
+    // {"w": tensor, "losses": 20,000 floats}: a training log kept in the checkpoint (the first
+    // limits refused 7,000, summing the stack's size after every opcode).
+    let values: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut p = one_tensor_pickle(&[2], &[1], 2);
+    p.pop();
+    p.extend(unicode("losses"));
+    p.extend_from_slice(b"](");
+    for i in 0..20_000u32 {
+        p.push(b'G');
+        p.extend_from_slice(&(f64::from(i) / 7.0).to_be_bytes());
+    }
+    p.extend_from_slice(b"es.");
+    let t = read_state_dict(&torch_zip(&p, &[&values])).unwrap();
+    assert_eq!((t.len(), t[0].values.as_slice()), (1, &[1.0, 2.0][..]));
+}
+
 #[test]
 fn the_app_s_loader_and_every_command_take_a_pt_file() {
     // `run` end to end on the PyTorch file: two labels, a few steps, results.json written.
@@ -327,6 +395,16 @@ fn the_app_s_loader_and_every_command_take_a_pt_file() {
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["model"]["name"], "mnist-pruned-bf16.pt");
+    // A file named .pt that is no zip: said to be no PyTorch file.
+    let fake = dir.path().join("fake.pt");
+    std::fs::write(&fake, b"not a zip at all").unwrap();
+    let f = fake.to_str().unwrap();
+    let args = ["eval", "--model", f];
+    common::assert_one_line_failure(
+        &args,
+        &common::backwork(&args, None),
+        &[f, "not a PyTorch file: torch.save writes a zip"],
+    );
     let eval = common::backwork_ok(
         &["eval", "--model", model.to_str().unwrap()],
         &dir.path().join("cache"),

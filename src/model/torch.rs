@@ -1,11 +1,17 @@
 //! PyTorch checkpoints: what `torch.save(model.state_dict(), "net.pt")` writes (a zip holding
 //! a pickle of the state_dict and one entry per storage), or a checkpoint dictionary holding one
-//! (`{"model_state_dict": …, "optimizer_state_dict": …}`). The pickle is read by candle's
-//! pickle machine (no code runs: it only builds a tree of objects), one opcode at a time under
-//! limits on the tree's size and depth, so a hostile file cannot exhaust memory or the stack;
-//! every storage is read from the zip only after its size is checked against the entry's.
+//! (`{"model_state_dict": …, "optimizer_state_dict": …}`).
+//!
+//! The pickle is read by candle's pickle machine, which runs no code: it only builds a tree of
+//! objects. It is driven one opcode at a time beside a shadow of its stack and memo that
+//! tracks each object's size (string bytes included) and depth, so a pickle that would grow
+//! past [`MAX_UNITS`] (by fetching and storing one object again and again, say) or nest past
+//! [`MAX_DEPTH`] is refused before it does, in time linear in its length. The tensors' names
+//! and shapes are known before any storage is read: the caller checks them first, and every
+//! storage is read whole (its CRC checked) only after its size is checked against the file's.
 //! A state_dict holds weights without the network: the caller decides which network they fit.
 
+use std::collections::HashMap;
 use std::io::{Cursor, Read};
 
 use candle_core::pickle::{Object, Stack};
@@ -19,30 +25,60 @@ pub struct TorchTensor {
     pub values: Vec<f32>,
 }
 
-/// The first bytes of a zip file: PyTorch's format since 1.6.
-const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+/// The first bytes of a zip file: PyTorch's format since 1.6 (and of an empty zip).
+const ZIP_MAGICS: [&[u8]; 2] = [b"PK\x03\x04", b"PK\x05\x06"];
 /// The first bytes of PyTorch's legacy format (before 1.6): a pickled magic number.
 const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19";
 
 /// At most this large a pickle: a state_dict's is a few kilobytes per hundred tensors.
 const MAX_PICKLE: u64 = 16 << 20;
-/// At most this many objects in the pickle machine's tree at once.
-const MAX_NODES: usize = 200_000;
+/// At most this many units alive in the pickle machine (its stack and memo together), a unit
+/// being one object or 16 bytes of a string: about 100 MB of objects at most, where a
+/// state_dict of a few hundred tensors needs tens of thousands.
+pub const MAX_UNITS: usize = 2_000_000;
 /// At most this deep a tree (a state_dict's is under ten deep).
-const MAX_DEPTH: usize = 64;
-/// At most this many object visits over the whole pickle (the size of the tree summed over
-/// every opcode): bounds what the machine's memo can hold, which a pickle can make grow
-/// exponentially by fetching and storing one object again and again.
-const MAX_WORK: usize = 20_000_000;
+pub const MAX_DEPTH: usize = 64;
+/// At most this many characters of a name in a message.
+const NAME_CHARS: usize = 80;
 
 /// Whether `bytes` look like a PyTorch file, zip or legacy.
 pub fn is_torch(bytes: &[u8]) -> bool {
-    bytes.starts_with(ZIP_MAGIC) || bytes.starts_with(LEGACY_MAGIC)
+    ZIP_MAGICS.iter().any(|m| bytes.starts_with(m)) || bytes.starts_with(LEGACY_MAGIC)
+}
+
+/// `name` as a message shows it: control characters escaped, at most [`NAME_CHARS`]
+/// characters.
+pub fn shown_name(name: &str) -> String {
+    let line = crate::util::one_line(name);
+    match line.char_indices().nth(NAME_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+/// A candle error in a few words: its first line (a backtrace follows it when
+/// RUST_BACKTRACE is set), shortened; an input that ends early said as such.
+fn words(e: &candle_core::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    if first.contains("failed to fill whole buffer") || first.contains("UnexpectedEof") {
+        return "it ends early (truncated?)".into();
+    }
+    shown_name(first)
 }
 
 /// The tensors of the state_dict in a PyTorch file's bytes (in no particular order); else why
-/// not, in words for a user who saved it.
+/// not, in words for a user who saved it. Reads at most four times the file's size of values.
 pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<TorchTensor>, String> {
+    read_state_dict_checked(bytes, |_| Ok(()))
+}
+
+/// [`read_state_dict`], with `check` given every tensor's name and shape before any value is
+/// read: its error is the file's.
+pub fn read_state_dict_checked(
+    bytes: &[u8],
+    check: impl FnOnce(&[(&str, &[usize])]) -> Result<(), String>,
+) -> Result<Vec<TorchTensor>, String> {
     if bytes.starts_with(LEGACY_MAGIC) {
         return Err(
             "a PyTorch file in the legacy format (before PyTorch 1.6); save it again \
@@ -55,12 +91,26 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<TorchTensor>, String> {
     // hook, which would print it, is held back meanwhile).
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let read = std::panic::catch_unwind(|| read_zip(bytes));
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_zip(bytes, check)));
     std::panic::set_hook(hook);
     read.unwrap_or_else(|_| Err("not a readable PyTorch file (its pickle is malformed)".into()))
 }
 
-fn read_zip(bytes: &[u8]) -> Result<Vec<TorchTensor>, String> {
+/// A tensor of the state_dict before its values are read.
+struct Entry {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Where its values start in its storage entry, in bytes.
+    offset: usize,
+    /// Its storage entry in the zip.
+    path: String,
+}
+
+fn read_zip(
+    bytes: &[u8],
+    check: impl FnOnce(&[(&str, &[usize])]) -> Result<(), String>,
+) -> Result<Vec<TorchTensor>, String> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| format!("not a readable PyTorch file (zip: {e})"))?;
     let names: Vec<String> = zip
@@ -79,18 +129,9 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<TorchTensor>, String> {
         );
     }
     let dir = pickle.trim_end_matches(".pkl").to_string();
-    let mut data = Vec::new();
-    zip.by_name(&pickle)
-        .map_err(|e| format!("cannot read {pickle}: {e}"))?
-        .take(MAX_PICKLE + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| format!("cannot read {pickle}: {e}"))?;
-    if data.len() as u64 > MAX_PICKLE {
-        return Err(format!(
-            "its pickle is over {} MB, more than a state_dict holds",
-            MAX_PICKLE >> 20
-        ));
-    }
+    let big_endian = byte_order(&mut zip, &names, &dir)?;
+    let data = entry_bytes(&mut zip, &pickle, MAX_PICKLE)
+        .map_err(|e| format!("its pickle {}: {e}", shown_name(&pickle)))?;
     // torch.save writes protocol 2, the one candle's machine reads; a later protocol
     // (pickle_protocol=4 or 5) uses opcodes it does not know.
     if let [0x80, v, ..] = data[..]
@@ -102,25 +143,228 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<TorchTensor>, String> {
         ));
     }
     let top = unpickle(&data)?;
-    let entries = state_dict(top)?;
-    let mut out = Vec::with_capacity(entries.len());
-    for (name, value) in entries {
-        out.push(tensor(&mut zip, &dir, name, value)?);
+    let entries: Vec<Entry> = state_dict(top)?
+        .into_iter()
+        .map(|(name, value)| describe(&dir, name, value))
+        .collect::<Result<_, _>>()?;
+    let listed: Vec<(&str, &[usize])> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.shape.as_slice()))
+        .collect();
+    check(&listed)?;
+    // Views of one storage may repeat its bytes (tied weights): up to four times the file.
+    let mut budget = (bytes.len() as u64).saturating_mul(4);
+    entries
+        .into_iter()
+        .map(|e| read_values(&mut zip, e, bytes.len() as u64, &mut budget, big_endian))
+        .collect()
+}
+
+/// Whether the storages are big-endian, from the `byteorder` entry PyTorch writes beside
+/// data.pkl (little-endian when there is none, as before PyTorch 1.11).
+fn byte_order(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    names: &[String],
+    dir: &str,
+) -> Result<bool, String> {
+    let base = dir.trim_end_matches("data");
+    let want = format!("{base}byteorder");
+    if !names.contains(&want) {
+        return Ok(false);
+    }
+    let order = entry_bytes(zip, &want, 64).map_err(|e| format!("its byteorder entry: {e}"))?;
+    match order.as_slice() {
+        b"little" => Ok(false),
+        b"big" => Ok(true),
+        other => Err(format!(
+            "its byteorder entry says \"{}\", neither \"little\" nor \"big\"",
+            shown_name(&String::from_utf8_lossy(other))
+        )),
+    }
+}
+
+/// The whole of zip entry `name`, at most `max` bytes, its CRC checked.
+fn entry_bytes(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    let mut entry = zip.by_name(name).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => "it is missing".to_string(),
+        other => other.to_string(),
+    })?;
+    if entry.size() > max {
+        return Err(format!(
+            "it declares {} bytes, more than it can hold",
+            entry.size()
+        ));
+    }
+    let mut out = Vec::new();
+    entry
+        .by_ref()
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    if out.len() as u64 > max {
+        return Err(format!("over {max} bytes"));
     }
     Ok(out)
 }
 
-/// Runs the pickle machine over `data` one opcode at a time, refusing a tree that grows past
-/// the limits.
+/// What one object of the pickle machine holds, tracked beside it: its units, its depth, and
+/// whether it is a mark.
+#[derive(Clone, Copy, Default)]
+struct Shadow {
+    units: usize,
+    depth: usize,
+    mark: bool,
+}
+
+/// The pickle machine's stack and memo, as sizes: what each opcode does to them mirrors
+/// candle's machine (which it runs after, never instead of).
+#[derive(Default)]
+struct Guard {
+    stack: Vec<Shadow>,
+    memo: HashMap<u32, Shadow>,
+    /// Units alive in the stack and the memo.
+    live: usize,
+}
+
+impl Guard {
+    fn push(&mut self, s: Shadow) {
+        self.live += s.units;
+        self.stack.push(s);
+    }
+
+    fn pop(&mut self) -> Shadow {
+        let s = self.stack.pop().unwrap_or_default();
+        self.live -= s.units;
+        s
+    }
+
+    fn pop_n(&mut self, n: usize) -> Vec<Shadow> {
+        (0..n).map(|_| self.pop()).collect()
+    }
+
+    fn pop_to_mark(&mut self) -> Vec<Shadow> {
+        let mut out = Vec::new();
+        while let Some(s) = self.stack.pop() {
+            self.live -= s.units;
+            if s.mark {
+                break;
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    /// A new object of `own` units holding `parts`.
+    fn holding(own: usize, parts: &[Shadow]) -> Shadow {
+        Shadow {
+            units: own + parts.iter().map(|p| p.units).sum::<usize>(),
+            depth: 1 + parts.iter().map(|p| p.depth).max().unwrap_or(0),
+            mark: false,
+        }
+    }
+
+    /// Adds `parts` to the container on top of the stack.
+    fn add_to_top(&mut self, parts: &[Shadow]) {
+        let added: usize = parts.iter().map(|p| p.units).sum();
+        let deepest = parts.iter().map(|p| p.depth + 1).max().unwrap_or(0);
+        if let Some(top) = self.stack.last_mut() {
+            top.units += added;
+            top.depth = top.depth.max(deepest);
+            self.live += added;
+        }
+    }
+
+    /// Mirrors opcode `op`, which read `arg` (its argument bytes) and `len` bytes in all.
+    fn apply(&mut self, op: u8, arg: &[u8], len: usize) {
+        let own = 1 + len / 16;
+        let memo_id = || match op {
+            b'q' | b'h' => arg.first().map(|&b| u32::from(b)),
+            _ => arg
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        };
+        match op {
+            b'(' => self.push(Shadow {
+                units: 1,
+                depth: 1,
+                mark: true,
+            }),
+            b'Q' | 0x85 => {
+                let parts = self.pop_n(1);
+                self.push(Self::holding(own, &parts));
+            }
+            0x86 | b'b' | b'R' | 0x81 => {
+                let parts = self.pop_n(2);
+                self.push(Self::holding(own, &parts));
+            }
+            0x87 => {
+                let parts = self.pop_n(3);
+                self.push(Self::holding(own, &parts));
+            }
+            b't' => {
+                let parts = self.pop_to_mark();
+                self.push(Self::holding(own, &parts));
+            }
+            b'a' => {
+                let parts = self.pop_n(1);
+                self.add_to_top(&parts);
+            }
+            b's' => {
+                let parts = self.pop_n(2);
+                self.add_to_top(&parts);
+            }
+            b'e' | b'u' => {
+                let parts = self.pop_to_mark();
+                self.add_to_top(&parts);
+            }
+            b'h' | b'j' => {
+                let got = memo_id()
+                    .and_then(|id| self.memo.get(&id).copied())
+                    .unwrap_or_default();
+                self.push(got);
+            }
+            b'q' | b'r' => {
+                let top = self.stack.last().copied().unwrap_or_default();
+                if let Some(id) = memo_id() {
+                    self.live += top.units;
+                    if let Some(old) = self.memo.insert(id, top) {
+                        self.live -= old.units;
+                    }
+                }
+            }
+            0x80 | b'.' => {}
+            // Every other opcode candle knows pushes one new object from its argument.
+            _ => self.push(Shadow {
+                units: own,
+                depth: 1,
+                mark: false,
+            }),
+        }
+    }
+
+    fn within_limits(&self) -> bool {
+        self.live <= MAX_UNITS && self.stack.last().is_none_or(|s| s.depth <= MAX_DEPTH)
+    }
+}
+
+/// Runs the pickle machine over `data` one opcode at a time beside its [`Guard`], refusing a
+/// tree that would grow past the limits.
 fn unpickle(data: &[u8]) -> Result<Object, String> {
     let mut reader = Cursor::new(data);
     let mut stack = Stack::empty();
-    let mut work = 0usize;
+    let mut guard = Guard::default();
+    let bad =
+        |e: &candle_core::Error| format!("not a readable PyTorch file (pickle: {})", words(e));
     loop {
-        // The machine allocates a string's declared length before reading it: a length past
-        // the pickle's end is refused here instead (one opcode peeked, not parsed).
         let at = reader.position() as usize;
-        if data.get(at) == Some(&b'X') {
+        let op = data.get(at).copied();
+        // The machine allocates a string's declared length before reading it: a length past
+        // the pickle's end is refused here instead.
+        if op == Some(b'X') {
             let len = data
                 .get(at + 1..at + 5)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
@@ -128,80 +372,68 @@ fn unpickle(data: &[u8]) -> Result<Object, String> {
                 return Err("not a readable PyTorch file (its pickle is truncated)".into());
             }
         }
-        let done = stack
-            .read(&mut reader)
-            .map_err(|e| format!("not a readable PyTorch file (pickle: {e})"))?;
-        let mut nodes = 0usize;
-        for obj in stack.stack() {
-            if !measure(obj, 1, &mut nodes) {
-                return Err(format!(
-                    "its pickle builds more than {MAX_NODES} objects or nests them more than \
-                     {MAX_DEPTH} deep: not a state_dict"
-                ));
-            }
+        let done = stack.read(&mut reader).map_err(|e| bad(&e))?;
+        let end = reader.position() as usize;
+        if let Some(op) = op {
+            guard.apply(op, data.get(at + 1..end).unwrap_or_default(), end - at);
         }
-        work += nodes;
-        if work > MAX_WORK {
-            return Err(
-                "its pickle does more work than a state_dict needs: not a state_dict".into(),
-            );
+        if !guard.within_limits() {
+            return Err(format!(
+                "its pickle builds more than {MAX_UNITS} objects (or string bytes / 16) or \
+                 nests them more than {MAX_DEPTH} deep: not a state_dict"
+            ));
         }
         if done {
             break;
         }
     }
-    stack
-        .finalize()
-        .map_err(|e| format!("not a readable PyTorch file (pickle: {e})"))
+    stack.finalize().map_err(|e| bad(&e))
 }
 
-/// Counts `obj`'s nodes into `nodes`; false once past [`MAX_NODES`] or [`MAX_DEPTH`].
-fn measure(obj: &Object, depth: usize, nodes: &mut usize) -> bool {
-    *nodes += 1;
-    if *nodes > MAX_NODES || depth > MAX_DEPTH {
-        return false;
-    }
-    match obj {
-        Object::Tuple(v) | Object::List(v) => v.iter().all(|o| measure(o, depth + 1, nodes)),
-        Object::Dict(kv) => kv
-            .iter()
-            .all(|(k, v)| measure(k, depth + 1, nodes) && measure(v, depth + 1, nodes)),
-        Object::Reduce { callable, args } | Object::Build { callable, args } => {
-            measure(callable, depth + 1, nodes) && measure(args, depth + 1, nodes)
-        }
-        Object::PersistentLoad(o) => measure(o, depth + 1, nodes),
-        _ => true,
+/// The class a pickled object is built by, if it is a class.
+fn class_of(callable: &Object) -> Option<(&str, &str)> {
+    match callable {
+        Object::Class {
+            module_name,
+            class_name,
+        } => Some((module_name, class_name)),
+        _ => None,
     }
 }
 
-/// Whether `value` is a pickled tensor (torch._utils._rebuild_tensor_v2 or a parameter).
-fn is_tensor(value: &Object) -> bool {
+/// Whether `value` is built by one of PyTorch's tensor rebuilders (`torch._utils._rebuild_*`,
+/// `torch._tensor._rebuild_*`), which backwork reads or names.
+fn rebuilder(value: &Object) -> Option<&str> {
     let Object::Reduce { callable, .. } = value else {
-        return false;
+        return None;
     };
-    matches!(&**callable, Object::Class { module_name, class_name }
-        if (module_name == "torch._utils"
-            && matches!(class_name.as_str(), "_rebuild_tensor_v2" | "_rebuild_parameter"))
-            || (module_name == "torch._tensor" && class_name == "_rebuild_from_type_v2"))
+    let (module, class) = class_of(callable)?;
+    (matches!(module, "torch._utils" | "torch._tensor") && class.starts_with("_rebuild"))
+        .then_some(class)
 }
 
 /// Whether `obj` is a dictionary with at least one tensor value.
 fn holds_tensors(obj: &Object) -> bool {
-    matches!(obj, Object::Dict(kv) if kv.iter().any(|(_, v)| is_tensor(v)))
+    matches!(obj, Object::Dict(kv) if kv.iter().any(|(_, v)| rebuilder(v).is_some()))
 }
 
 /// The keys of a dictionary, for messages.
 fn keys(kv: &[(Object, Object)]) -> String {
+    if kv.is_empty() {
+        return "an empty dictionary".into();
+    }
     let names: Vec<String> = kv
         .iter()
         .take(8)
         .map(|(k, _)| match k {
-            Object::Unicode(s) => format!("\"{}\"", crate::util::one_line(s)),
-            other => format!("{:.40}", format!("{other:?}")),
+            Object::Unicode(s) => format!("\"{}\"", shown_name(s)),
+            Object::Int(i) => i.to_string(),
+            Object::Long(i) => i.to_string(),
+            _ => "a key that is not a string".into(),
         })
         .collect();
     let more = if kv.len() > 8 { ", …" } else { "" };
-    format!("{}{more}", names.join(", "))
+    format!("a dictionary of {}{more}", names.join(", "))
 }
 
 /// The (name, tensor) pairs of the state_dict `top` is or holds.
@@ -233,40 +465,33 @@ fn state_dict(top: Object) -> Result<Vec<(String, Object)>, String> {
                 Some(i) => found.swap_remove(i).1,
                 None if found.is_empty() => {
                     return Err(format!(
-                        "holds no tensors (a dictionary of {listed}); save \
-                         torch.save(model.state_dict(), PATH)"
+                        "holds no tensors ({listed}); save torch.save(model.state_dict(), PATH)"
                     ));
                 }
                 None => {
-                    let which: Vec<String> =
-                        found.iter().map(|(k, _)| format!("\"{k}\"")).collect();
+                    let which: Vec<String> = found
+                        .iter()
+                        .take(8)
+                        .map(|(k, _)| format!("\"{}\"", shown_name(k)))
+                        .collect();
                     return Err(format!(
                         "holds several state_dicts ({}); save the network's alone with \
                          torch.save(model.state_dict(), PATH)",
-                        crate::util::one_line(&which.join(", "))
+                        which.join(", ")
                     ));
                 }
             }
         }
         Object::Reduce { callable, .. } | Object::Build { callable, .. } => {
-            let class = match *callable {
-                Object::Class {
-                    module_name,
-                    class_name,
-                } => format!(" ({module_name}.{class_name})"),
-                Object::Reduce { callable, .. } => match *callable {
-                    Object::Class {
-                        module_name,
-                        class_name,
-                    } => format!(" ({module_name}.{class_name})"),
-                    _ => String::new(),
-                },
-                _ => String::new(),
-            };
+            let class = match &*callable {
+                Object::Reduce { callable, .. } => class_of(callable),
+                other => class_of(other),
+            }
+            .map(|(m, c)| format!(" ({})", shown_name(&format!("{m}.{c}"))))
+            .unwrap_or_default();
             return Err(format!(
-                "holds a whole pickled object{}, not a state_dict; save \
-                 torch.save(model.state_dict(), PATH) (backwork runs no code from a file)",
-                crate::util::one_line(&class)
+                "holds a whole pickled object{class}, not a state_dict; save \
+                 torch.save(model.state_dict(), PATH) (backwork runs no code from a file)"
             ));
         }
         _ => return Err("holds no state_dict; save torch.save(model.state_dict(), PATH)".into()),
@@ -278,7 +503,7 @@ fn state_dict(top: Object) -> Result<Vec<(String, Object)>, String> {
     for (k, v) in kv {
         // Entries that are not tensors (the `_metadata` PyTorch keeps with every state_dict,
         // a module's `_extra_state`) hold no weights.
-        if !is_tensor(&v) {
+        if rebuilder(&v).is_none() {
             continue;
         }
         let Object::Unicode(name) = k else {
@@ -286,24 +511,26 @@ fn state_dict(top: Object) -> Result<Vec<(String, Object)>, String> {
         };
         out.push((name, v));
     }
-    if out.is_empty() {
-        return Err("its state_dict holds no tensors".into());
-    }
     Ok(out)
 }
 
-/// Reads one tensor's values from its storage entry, checked: a float type, laid out
-/// contiguously, inside its entry, which is stored uncompressed as PyTorch writes it.
-fn tensor(
-    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
-    dir: &str,
-    name: String,
-    value: Object,
-) -> Result<TorchTensor, String> {
-    let shown = crate::util::one_line(&name);
+/// What the pickle says of one tensor, checked: a float type, laid out contiguously.
+fn describe(dir: &str, name: String, value: Object) -> Result<Entry, String> {
+    let shown = shown_name(&name);
+    let kind = rebuilder(&value).unwrap_or_default().to_string();
+    if !matches!(
+        kind.as_str(),
+        "_rebuild_tensor_v2" | "_rebuild_parameter" | "_rebuild_from_type_v2"
+    ) {
+        return Err(format!(
+            "{shown} is a kind of tensor backwork does not read ({}: sparse, quantized, or \
+             without storage); save dense float tensors",
+            shown_name(&kind)
+        ));
+    }
     let info = value
         .into_tensor_info(Object::Unicode(name.clone()), std::path::Path::new(dir))
-        .map_err(|e| format!("{shown}: not a tensor PyTorch wrote ({e})"))?
+        .map_err(|e| format!("{shown}: not a tensor PyTorch wrote ({})", words(&e)))?
         .ok_or_else(|| format!("{shown}: not a tensor PyTorch wrote"))?;
     let dtype = info.dtype;
     if !matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
@@ -312,57 +539,74 @@ fn tensor(
         ));
     }
     let shape = info.layout.shape().dims().to_vec();
-    if !info.layout.is_contiguous() {
+    if info.layout.stride().len() != shape.len() || !info.layout.is_contiguous() {
         return Err(format!(
             "{shown} is not contiguous (strides {:?} for shape {shape:?}); save \
              {{k: v.contiguous() for k, v in model.state_dict().items()}}",
             info.layout.stride()
         ));
     }
-    let count = shape
+    Ok(Entry {
+        name,
+        dtype,
+        shape,
+        offset: info.layout.start_offset(),
+        path: info.path,
+    })
+}
+
+/// Reads one tensor's values from its storage entry, checked: inside the entry, whose size
+/// must fit in the file (a zip may declare any size), within what is left of `budget`.
+fn read_values(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    e: Entry,
+    file_len: u64,
+    budget: &mut u64,
+    big_endian: bool,
+) -> Result<TorchTensor, String> {
+    let shown = shown_name(&e.name);
+    let storage = shown_name(&e.path);
+    let size = e.dtype.size_in_bytes();
+    let impossible = || format!("{shown} has an impossible shape {:?}", e.shape);
+    let count = e
+        .shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| format!("{shown} has an impossible shape {shape:?}"))?;
-    let offset = info.layout.start_offset() as u64;
+        .ok_or_else(impossible)?;
     let need = (count as u64)
-        .checked_mul(dtype.size_in_bytes() as u64)
-        .and_then(|n| n.checked_add(offset))
-        .ok_or_else(|| format!("{shown} has an impossible shape {shape:?}"))?;
-    let mut entry = zip
-        .by_name(&info.path)
-        .map_err(|e| format!("{shown}: its storage {} is missing ({e})", info.path))?;
-    if entry.compression() != zip::CompressionMethod::Stored {
+        .checked_mul(size as u64)
+        .and_then(|n| n.checked_add(e.offset as u64))
+        .ok_or_else(impossible)?;
+    if need > file_len {
         return Err(format!(
-            "{shown}: its storage {} is compressed, which PyTorch never does",
-            info.path
+            "{shown} needs {need} bytes of its storage {storage}, more than the file holds"
         ));
     }
-    if entry.size() < need {
+    if need > *budget {
         return Err(format!(
-            "{shown}: its storage {} holds {} bytes, the tensor needs {need} (truncated?)",
-            info.path,
-            entry.size()
+            "its tensors repeat more storage than a state_dict does (at {shown})"
         ));
     }
-    let mut raw = Vec::with_capacity(need as usize);
-    entry
-        .by_ref()
-        .take(need)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("{shown}: cannot read its storage {}: {e}", info.path))?;
+    *budget -= need;
+    let raw = entry_bytes(zip, &e.path, file_len)
+        .map_err(|why| format!("{shown}: its storage {storage}: {why}"))?;
     if (raw.len() as u64) < need {
         return Err(format!(
-            "{shown}: its storage {} ends early (truncated?)",
-            info.path
+            "{shown}: its storage {storage} holds {} bytes, the tensor needs {need} (truncated?)",
+            raw.len()
         ));
     }
-    let values = Tensor::from_raw_buffer(&raw[offset as usize..], dtype, &[count], &Device::Cpu)
+    let mut part = raw[e.offset..need as usize].to_vec();
+    if big_endian {
+        part.chunks_exact_mut(size).for_each(|c| c.reverse());
+    }
+    let values = Tensor::from_raw_buffer(&part, e.dtype, &[count], &Device::Cpu)
         .and_then(|t| t.to_dtype(DType::F32))
         .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|why| format!("{shown}: {}", words(&why)))?;
     Ok(TorchTensor {
-        name,
-        shape,
+        name: e.name,
+        shape: e.shape,
         values,
     })
 }

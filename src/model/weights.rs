@@ -84,9 +84,18 @@ fn checked_values(
     view: &safetensors::tensor::TensorView<'_>,
     shape: &[usize],
 ) -> Result<Vec<f32>, String> {
-    if view.dtype() != Dtype::F32 {
-        return Err(format!("{name} has dtype {:?}, expected F32", view.dtype()));
-    }
+    let name = super::torch::shown_name(name);
+    let dtype = match view.dtype() {
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        other => {
+            return Err(format!(
+                "{name} has dtype {other:?}, expected a float (F32, F64, F16 or BF16)"
+            ));
+        }
+    };
     if view.shape() != shape {
         return Err(format!(
             "{name} has shape {:?}, expected {:?}",
@@ -94,12 +103,34 @@ fn checked_values(
             shape
         ));
     }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    let values: Vec<f32> = if dtype == DType::F32 {
+        view.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    } else {
+        // Widened (F16, BF16) or rounded to nearest (F64) as PyTorch's .float() does.
+        let count = shape.iter().product::<usize>();
+        Tensor::from_raw_buffer(view.data(), dtype, &[count], &Device::Cpu)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| format!("{name}: {e}"))?
+    };
+    finite(&name, values)
+}
+
+/// Names for a message: the first ten, each shortened ([`super::torch::shown_name`]), and how
+/// many more.
+fn listing(names: &[&str]) -> String {
+    let mut words: Vec<String> = names
+        .iter()
+        .take(10)
+        .map(|n| super::torch::shown_name(n))
         .collect();
-    finite(name, values)
+    if names.len() > 10 {
+        words.push(format!("and {} more", names.len() - 10));
+    }
+    words.join(", ")
 }
 
 /// For tensors named otherwise than ALGORITHM.md §1 (`conv1`/`conv2`/`fc1`/`fc2`, a
@@ -134,7 +165,7 @@ fn by_shape_words(names: &[&str], found: &[usize; 8]) -> String {
     WEIGHT_NAMES
         .iter()
         .zip(found)
-        .map(|(w, &i)| format!("{} as {w}", crate::util::one_line(names[i])))
+        .map(|(w, &i)| format!("{} as {w}", super::torch::shown_name(names[i])))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -197,6 +228,7 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
         .copied()
         .filter(|n| !names.iter().any(|m| m == n))
         .collect();
+    let unexpected_words = listing(&unexpected);
     let mut sources: Vec<&str> = WEIGHT_NAMES.to_vec();
     if !missing.is_empty() {
         let owned: Vec<Vec<usize>> = names
@@ -213,15 +245,14 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
             None => {
                 let mut reason = format!("missing tensor {}", missing.join(", "));
                 if !unexpected.is_empty() {
-                    reason += &format!(" (the file has {})", unexpected.join(", "));
+                    reason += &format!(" (the file has {unexpected_words})");
                 }
                 return Err(invalid(reason));
             }
         }
     } else if !unexpected.is_empty() {
         return Err(invalid(format!(
-            "unexpected tensor {} (expected exactly {})",
-            unexpected.join(", "),
+            "unexpected tensor {unexpected_words} (expected exactly {})",
             WEIGHT_NAMES.join(", ")
         )));
     }
@@ -251,25 +282,34 @@ pub fn cnn_from_torch(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
         file: file.to_string(),
         reason,
     };
-    let mut tensors = super::torch::read_state_dict(bytes).map_err(invalid)?;
+    // Which tensor fills each of §1's places, found from the names and shapes alone, before
+    // any value is read; and how, when by shape.
+    let mut plan: Option<(Vec<usize>, Option<String>)> = None;
+    let mut tensors = super::torch::read_state_dict_checked(bytes, |listed| {
+        let names: Vec<&str> = listed.iter().map(|(n, _)| *n).collect();
+        let by_name: Option<Vec<usize>> = WEIGHT_NAMES
+            .iter()
+            .map(|w| names.iter().position(|n| n == w))
+            .collect();
+        plan = Some(match by_name {
+            Some(order) if names.len() == 8 => (order, None),
+            _ => {
+                let shapes: Vec<&[usize]> = listed.iter().map(|(_, s)| *s).collect();
+                let found = by_shape(&shapes).ok_or_else(|| not_original(listed))?;
+                (found.to_vec(), Some(by_shape_words(&names, &found)))
+            }
+        });
+        Ok(())
+    })
+    .map_err(invalid)?;
+    let Some((order, how)) = plan else {
+        return Err(invalid("internal: no tensors were checked".into()));
+    };
     let mut metadata = HashMap::new();
     metadata.insert(META_SOURCE.to_string(), "pytorch".to_string());
-    let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-    let by_name: Option<Vec<usize>> = WEIGHT_NAMES
-        .iter()
-        .map(|w| names.iter().position(|n| n == w))
-        .collect();
-    let order: Vec<usize> = match by_name {
-        Some(order) if names.len() == 8 => order,
-        _ => {
-            let shapes: Vec<&[usize]> = tensors.iter().map(|t| t.shape.as_slice()).collect();
-            let Some(found) = by_shape(&shapes) else {
-                return Err(invalid(not_original(&tensors)));
-            };
-            metadata.insert(META_BY_SHAPE.into(), by_shape_words(&names, &found));
-            found.to_vec()
-        }
-    };
+    if let Some(how) = how {
+        metadata.insert(META_BY_SHAPE.into(), how);
+    }
     let k = match tensors[order[7]].shape.as_slice() {
         [11] => 11,
         _ => 10,
@@ -277,7 +317,7 @@ pub fn cnn_from_torch(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
     let mut out = Vec::with_capacity(8);
     for (&i, shape) in order.iter().zip(expected_shapes(k).iter()) {
         let t = &mut tensors[i];
-        let name = crate::util::one_line(&t.name);
+        let name = super::torch::shown_name(&t.name);
         if t.shape != *shape {
             return Err(invalid(format!(
                 "{name} has shape {:?}, expected {shape:?}",
@@ -291,13 +331,13 @@ pub fn cnn_from_torch(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
 }
 
 /// Why a state_dict is not the §1 network: its tensors and §1's, side by side.
-fn not_original(tensors: &[super::torch::TorchTensor]) -> String {
-    let mut sorted: Vec<&super::torch::TorchTensor> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+fn not_original(tensors: &[(&str, &[usize])]) -> String {
+    let mut sorted: Vec<&(&str, &[usize])> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let listed: Vec<String> = sorted
         .iter()
         .take(10)
-        .map(|t| format!("{} {:?}", crate::util::one_line(&t.name), t.shape))
+        .map(|(n, s)| format!("{} {s:?}", super::torch::shown_name(n)))
         .collect();
     let more = if tensors.len() > 10 { ", …" } else { "" };
     let want: Vec<String> = WEIGHT_NAMES
@@ -418,9 +458,27 @@ pub fn load_net(path: &Path) -> Result<(Net, ModelInfo), WeightsError> {
         return super::onnx::load_onnx(path);
     }
     let bytes = read_weights(path)?;
-    let (net, mut info) = net_from_bytes(&path.display().to_string(), &bytes)?;
+    let (net, mut info) =
+        net_from_bytes(&path.display().to_string(), &bytes).map_err(|e| as_named(path, e))?;
     info.name = file_name(path);
     Ok((net, info))
+}
+
+/// A file named `.pt` or `.pth` that is neither a PyTorch zip nor safetensors is said to be
+/// no PyTorch file (it was called "not a safetensors file").
+fn as_named(path: &Path, e: WeightsError) -> WeightsError {
+    let torch_named = path
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("pt") || x.eq_ignore_ascii_case("pth"));
+    match e {
+        WeightsError::NotSafetensors { file, .. } if torch_named => WeightsError::Invalid {
+            file,
+            reason: "not a PyTorch file: torch.save writes a zip, and this file does not start \
+                     as one (nor is it safetensors)"
+                .into(),
+        },
+        other => other,
+    }
 }
 
 /// Loads `path` (any network), or the shipped model when `None`.
@@ -514,7 +572,7 @@ pub fn load_cnn(path: &Path) -> Result<(Cnn, ModelInfo), WeightsError> {
     let (cnn, mut info) = if super::torch::is_torch(&bytes) {
         cnn_from_torch(&file, &bytes)?
     } else {
-        cnn_from_bytes(&file, &bytes)?
+        cnn_from_bytes(&file, &bytes).map_err(|e| as_named(path, e))?
     };
     info.name = file_name(path);
     Ok((cnn, info))
