@@ -245,7 +245,11 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
             None => {
                 let mut reason = format!("missing tensor {}", missing.join(", "));
                 if !unexpected.is_empty() {
-                    reason += &format!(" (the file has {unexpected_words})");
+                    reason += &format!(
+                        " (the file has {unexpected_words}); a file without backwork's \
+                         \"arch\" metadata is read as the network of ALGORITHM.md §1, under \
+                         its names or by its eight shapes: export another network to ONNX"
+                    );
                 }
                 return Err(invalid(reason));
             }
