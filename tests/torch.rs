@@ -85,6 +85,11 @@ fn a_users_state_dict_loads_by_shape_and_computes_what_pytorch_computes() {
     );
 }
 
+/// The numbers of a JSON array.
+fn numbers(v: &serde_json::Value) -> impl Iterator<Item = f64> + '_ {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())
+}
+
 #[test]
 fn every_float_dtype_and_shared_storage_reads_as_pytorch_wrote_it() {
     let tensors = read_state_dict(&std::fs::read(file("dtypes.pt")).unwrap()).unwrap();
@@ -93,19 +98,9 @@ fn every_float_dtype_and_shared_storage_reads_as_pytorch_wrote_it() {
     assert_eq!(tensors.len(), want.len());
     for t in &tensors {
         let w = &want[&t.name];
-        let shape: Vec<usize> = w["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> = numbers(&w["shape"]).map(|v| v as usize).collect();
         assert_eq!(t.shape, shape, "{}", t.name);
-        let values: Vec<f32> = w["values"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let values: Vec<f32> = numbers(&w["values"]).map(|v| v as f32).collect();
         // Exact: f16 and bf16 widen exactly, f64 rounds to nearest as PyTorch's .float() does;
         // "head" and "tail" are views at offsets 0 and 6 into one storage of 10.
         assert_eq!(t.values, values, "{}", t.name);

@@ -359,6 +359,15 @@ fn not_original(tensors: &[(&str, &[usize])]) -> String {
     )
 }
 
+/// The §1 network read from `file` as the core's [`Net`].
+fn as_net(file: &str, (cnn, info): (Cnn, ModelInfo)) -> Result<(Net, ModelInfo), WeightsError> {
+    let net = cnn.to_net().map_err(|source| WeightsError::Numeric {
+        file: file.to_string(),
+        source,
+    })?;
+    Ok((net, info))
+}
+
 /// Parses and checks a weight file of any network: with the architecture in its metadata
 /// ([`META_ARCH`]) every tensor that architecture names, f32, of its shape, finite, and no
 /// other; without it, a file of ALGORITHM.md §1 as [`cnn_from_bytes`] reads it.
@@ -372,22 +381,12 @@ pub fn net_from_bytes(file: &str, bytes: &[u8]) -> Result<(Net, ModelInfo), Weig
         reason: e.to_string(),
     };
     if super::torch::is_torch(bytes) {
-        let (cnn, info) = cnn_from_torch(file, bytes)?;
-        let net = cnn.to_net().map_err(|source| WeightsError::Numeric {
-            file: file.to_string(),
-            source,
-        })?;
-        return Ok((net, info));
+        return as_net(file, cnn_from_torch(file, bytes)?);
     }
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(not_st)?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let Some(json) = metadata.get(META_ARCH) else {
-        let (cnn, info) = cnn_from_bytes(file, bytes)?;
-        let net = cnn.to_net().map_err(|source| WeightsError::Numeric {
-            file: file.to_string(),
-            source,
-        })?;
-        return Ok((net, info));
+        return as_net(file, cnn_from_bytes(file, bytes)?);
     };
     let arch: Arch = serde_json::from_str(json).map_err(|e| {
         invalid(format!(
