@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 /// The safetensors metadata key of the test accuracy a trained model records.
 pub const META_TEST_ACCURACY: &str = "test_accuracy";
 
+/// Metadata key recording that a file's tensors were matched to ALGORITHM.md §1 by their
+/// shapes, not their names: "conv1.weight as conv0.weight, …".
+pub const META_BY_SHAPE: &str = "read_by_shape";
+
+/// Metadata key of where a network came from ("pytorch" for a state_dict, "onnx").
+pub const META_SOURCE: &str = "source";
+
 /// The model a run used.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelRef {
@@ -42,6 +49,16 @@ impl ModelInfo {
     /// The test accuracy recorded in the metadata, if any.
     pub fn test_accuracy(&self) -> Option<f64> {
         self.metadata.get(META_TEST_ACCURACY)?.parse().ok()
+    }
+
+    /// Where the network came from, when not a backwork file: "pytorch" or "onnx".
+    pub fn source(&self) -> Option<&str> {
+        self.metadata.get(META_SOURCE).map(String::as_str)
+    }
+
+    /// How its tensors were matched to ALGORITHM.md §1 by shape, when they were.
+    pub fn read_by_shape(&self) -> Option<&str> {
+        self.metadata.get(META_BY_SHAPE).map(String::as_str)
     }
 }
 

@@ -163,15 +163,28 @@ fn what_is_not_a_state_dict_of_the_network_is_refused_in_one_line() {
 /// A zip as PyTorch lays one out, holding `pickle` as its data.pkl and `storages` as
 /// data/0, data/1, ….
 fn torch_zip(pickle: &[u8], storages: &[&[u8]]) -> Vec<u8> {
+    let names: Vec<String> = (0..storages.len())
+        .map(|i| format!("archive/data/{i}"))
+        .collect();
+    let mut entries = vec![("archive/data.pkl", pickle)];
+    entries.extend(
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(storages.iter().copied()),
+    );
+    zip_of(&entries)
+}
+
+/// A zip of stored (uncompressed) entries, in order.
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     let mut zip = zip::ZipWriter::new(&mut out);
     let stored =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    zip.start_file("archive/data.pkl", stored).unwrap();
-    zip.write_all(pickle).unwrap();
-    for (i, s) in storages.iter().enumerate() {
-        zip.start_file(format!("archive/data/{i}"), stored).unwrap();
-        zip.write_all(s).unwrap();
+    for (name, bytes) in entries {
+        zip.start_file(*name, stored).unwrap();
+        zip.write_all(bytes).unwrap();
     }
     zip.finish().unwrap();
     out.into_inner()
@@ -198,6 +211,12 @@ fn int(i: u32) -> Vec<u8> {
 /// The pickle of `{"w": tensor}` for a float32 tensor of `shape` and `stride` in storage
 /// "0" of `numel` elements: what torch.save writes for one tensor.
 fn one_tensor_pickle(shape: &[u32], stride: &[u32], numel: u32) -> Vec<u8> {
+    one_tensor_pickle_at(shape, stride, numel, 0)
+}
+
+/// `one_tensor_pickle` with the tensor starting `offset` values into its storage (written as
+/// pickle's LONG1, eight bytes, as Python writes a large int).
+fn one_tensor_pickle_at(shape: &[u32], stride: &[u32], numel: u32, offset: i64) -> Vec<u8> {
     let mut p = vec![0x80, 2, b'}'];
     p.extend(unicode("w"));
     p.extend(global("torch._utils", "_rebuild_tensor_v2"));
@@ -210,7 +229,8 @@ fn one_tensor_pickle(shape: &[u32], stride: &[u32], numel: u32) -> Vec<u8> {
     p.extend(int(numel));
     p.push(b't');
     p.push(b'Q');
-    p.extend(int(0));
+    p.extend_from_slice(&[0x8a, 8]);
+    p.extend_from_slice(&offset.to_le_bytes());
     p.push(b'(');
     for &d in shape {
         p.extend(int(d));
@@ -280,6 +300,20 @@ fn hostile_and_damaged_files_get_an_error_not_a_crash() {
     // Fewer stride entries than dimensions: candle's pickle code would index past them.
     let short = one_tensor_pickle(&[2, 3], &[3], 6);
     assert!(read_state_dict(&torch_zip(&short, &[&[0u8; 24]])).is_err());
+    // A view one value into its storage reads from there; an offset of 2^62 floats (2^64
+    // bytes, which wraps to byte 0 in candle's arithmetic) or a negative one is refused.
+    let six: Vec<u8> = (1..=6).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    let at = |offset| torch_zip(&one_tensor_pickle_at(&[5], &[1], 6, offset), &[&six]);
+    assert_eq!(
+        read_state_dict(&at(1)).unwrap()[0].values,
+        [2.0, 3.0, 4.0, 5.0, 6.0]
+    );
+    refused(
+        &at(1 << 62),
+        "impossible place in its storage (offset 4611686018427387904)",
+    );
+    refused(&at(-1), "impossible place in its storage (offset -1)");
+    refused(&at(2), "holds 24 bytes, the tensor needs 28");
     // A storage that is not there.
     refused(
         &torch_zip(&one_tensor_pickle(&[2], &[1], 2), &[]),
@@ -320,18 +354,11 @@ fn hostile_and_damaged_files_get_an_error_not_a_crash() {
 
 /// `one_tensor_pickle`'s zip with PyTorch's byteorder entry saying `order`.
 fn with_byte_order(pickle: &[u8], storage: &[u8], order: &str) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut zip = zip::ZipWriter::new(&mut out);
-    let stored =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    zip.start_file("archive/data.pkl", stored).unwrap();
-    zip.write_all(pickle).unwrap();
-    zip.start_file("archive/byteorder", stored).unwrap();
-    zip.write_all(order.as_bytes()).unwrap();
-    zip.start_file("archive/data/0", stored).unwrap();
-    zip.write_all(storage).unwrap();
-    zip.finish().unwrap();
-    out.into_inner()
+    zip_of(&[
+        ("archive/data.pkl", pickle),
+        ("archive/byteorder", order.as_bytes()),
+        ("archive/data/0", storage),
+    ])
 }
 
 #[test]

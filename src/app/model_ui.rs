@@ -385,14 +385,10 @@ impl ModelView {
             ui.label(format!("architecture: {}", current.architecture))
                 .on_hover_text("Its input and layers (conv OUT/KERNEL, pool WINDOW, fc UNITS)");
         }
-        if current
-            .metadata
-            .get(crate::model::weights::META_SOURCE)
-            .is_some_and(|s| s == "pytorch")
-        {
+        if current.source() == Some("pytorch") {
             ui.label("file: a PyTorch state_dict (torch.save)");
         }
-        if let Some(how) = current.metadata.get(crate::model::weights::META_BY_SHAPE) {
+        if let Some(how) = current.read_by_shape() {
             ui.label(format!("weights read by shape: {how}")).on_hover_text(
                 "Its tensors carry other names than ALGORITHM.md §1's; the eight shapes all differ, so each was matched by its shape",
             );

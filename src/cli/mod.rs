@@ -531,7 +531,7 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
         out(format_args!("{}", serde_json::to_string(&ev.report())?))?;
     } else {
         out(format_args!("model:    {}", info.name))?;
-        if let Some(how) = info.metadata.get(crate::model::weights::META_BY_SHAPE) {
+        if let Some(how) = info.read_by_shape() {
             out(format_args!("weights:  read by shape: {how}"))?;
         }
         out(format_args!(

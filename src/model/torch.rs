@@ -412,6 +412,32 @@ fn rebuilder(value: &Object) -> Option<&str> {
         .then_some(class)
 }
 
+/// The storage offset (in values) a tensor's pickle gives `_rebuild_tensor_v2`, through the
+/// `_rebuild_parameter` and `_rebuild_from_type_v2` wrappers, as written.
+fn storage_offset(value: &Object) -> Option<i64> {
+    let Object::Reduce { callable, args } = value else {
+        return None;
+    };
+    offset_in(callable, args)
+}
+
+fn offset_in(callable: &Object, args: &Object) -> Option<i64> {
+    let Object::Tuple(args) = args else {
+        return None;
+    };
+    match class_of(callable)?.1 {
+        "_rebuild_tensor_v2" => match args.get(1)? {
+            Object::Int(i) => Some(i64::from(*i)),
+            Object::Long(l) => Some(*l),
+            _ => None,
+        },
+        "_rebuild_parameter" => storage_offset(args.first()?),
+        // (function, type, arguments, state): the function is `_rebuild_tensor_v2` itself.
+        "_rebuild_from_type_v2" => offset_in(args.first()?, args.get(2)?),
+        _ => None,
+    }
+}
+
 /// Whether `obj` is a dictionary with at least one tensor value.
 fn holds_tensors(obj: &Object) -> bool {
     matches!(obj, Object::Dict(kv) if kv.iter().any(|(_, v)| rebuilder(v).is_some()))
@@ -528,6 +554,9 @@ fn describe(dir: &str, name: String, value: Object) -> Result<Entry, String> {
             shown_name(&kind)
         ));
     }
+    // candle multiplies the offset (in values) by the value size unchecked: a hostile offset
+    // of 2^62 floats wraps to byte 0 and would read the start of the storage as if valid.
+    let offset = storage_offset(&value);
     let info = value
         .into_tensor_info(Object::Unicode(name.clone()), std::path::Path::new(dir))
         .map_err(|e| format!("{shown}: not a tensor PyTorch wrote ({})", words(&e)))?
@@ -536,6 +565,15 @@ fn describe(dir: &str, name: String, value: Object) -> Result<Entry, String> {
     if !matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
         return Err(format!(
             "{shown} holds {dtype:?} values; backwork's networks hold floating-point weights"
+        ));
+    }
+    let bytes = offset
+        .and_then(|o| usize::try_from(o).ok())
+        .and_then(|o| o.checked_mul(dtype.size_in_bytes()));
+    if bytes != Some(info.layout.start_offset()) {
+        return Err(format!(
+            "{shown} starts at an impossible place in its storage (offset {})",
+            offset.map_or_else(|| "unreadable".to_string(), |o| o.to_string())
         ));
     }
     let shape = info.layout.shape().dims().to_vec();

@@ -58,12 +58,7 @@ fn expected_shapes(k: usize) -> [Vec<usize>; 8] {
     ]
 }
 
-/// Metadata key recording that a file's tensors were matched to ALGORITHM.md §1 by their
-/// shapes, not their names: "conv1.weight as conv0.weight, …".
-pub const META_BY_SHAPE: &str = "read_by_shape";
-
-/// Metadata key of where a network came from ("pytorch" for a state_dict, "onnx").
-pub const META_SOURCE: &str = "source";
+pub use crate::meta::{META_BY_SHAPE, META_SOURCE};
 
 /// `values` if every one is finite; else what is wrong with tensor `name`.
 fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>, String> {
