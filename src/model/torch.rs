@@ -46,7 +46,7 @@ pub fn is_torch(bytes: &[u8]) -> bool {
     ZIP_MAGICS.iter().any(|m| bytes.starts_with(m)) || bytes.starts_with(LEGACY_MAGIC)
 }
 
-/// `name` as a message shows it: control characters escaped, at most [`NAME_CHARS`]
+/// `name` as a message shows it: control characters escaped, at most `NAME_CHARS`
 /// characters.
 pub fn shown_name(name: &str) -> String {
     let line = crate::util::one_line(name);

@@ -194,7 +194,7 @@ fn cpu_tensor(file: &str, values: Vec<f32>, shape: &[usize]) -> Result<Tensor, W
 }
 
 /// Parses and checks a weight file's bytes: every name present, f32, the right shape, finite.
-/// A file whose names differ but whose eight shapes are §1's ([`by_shape`]) is read by shape,
+/// A file whose names differ but whose eight shapes are §1's (`by_shape`) is read by shape,
 /// and its metadata says so ([`META_BY_SHAPE`]).
 pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), WeightsError> {
     let invalid = |reason: String| WeightsError::Invalid {
@@ -274,7 +274,7 @@ pub fn cnn_from_bytes(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), Weig
 }
 
 /// Reads a PyTorch state_dict ([`super::torch`]) as the network of ALGORITHM.md §1: by its
-/// names, or by its shapes ([`by_shape`]) under any others. A state_dict holds no
+/// names, or by its shapes (`by_shape`) under any others. A state_dict holds no
 /// architecture, so weights of another network are refused, pointing to ONNX.
 pub fn cnn_from_torch(file: &str, bytes: &[u8]) -> Result<(Cnn, ModelInfo), WeightsError> {
     let invalid = |reason: String| WeightsError::Invalid {
