@@ -16,6 +16,74 @@ pub const META_BY_SHAPE: &str = "read_by_shape";
 /// Metadata key of where a network came from ("pytorch" for a state_dict, "onnx").
 pub const META_SOURCE: &str = "source";
 
+/// Metadata keys of the normalisation a network's inputs go through ([`InputNormSpec`]):
+/// comma-separated values, one per input channel or one for all.
+pub const META_INPUT_MEAN: &str = "input_mean";
+pub const META_INPUT_STD: &str = "input_std";
+
+/// Metadata key of the weight file's own hash, kept when a normalisation that is not the
+/// file's changed the model's hash.
+pub const META_FILE_SHA256: &str = "file_sha256";
+
+/// An input normalisation as a user gives it (torchvision's `Normalize(mean, std)`): the
+/// network takes `(x − mean[c]) / std[c]` where the images hold `x`. One value per channel, or
+/// one for all; checked against a network when applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputNormSpec {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl InputNormSpec {
+    /// From comma-separated lists ("0.1307", "0.485,0.456,0.406"); an error says which list
+    /// and what is wrong with it.
+    pub fn parse(mean: &str, std: &str) -> Result<Self, String> {
+        let list = |s: &str, what: &str| -> Result<Vec<f32>, String> {
+            s.split(',')
+                .map(|v| {
+                    let v = v.trim();
+                    v.parse::<f32>()
+                        .ok()
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| {
+                            let v: String = v.chars().take(40).collect();
+                            format!(
+                                "{what} \"{}\" is not a finite number",
+                                crate::util::one_line(&v)
+                            )
+                        })
+                })
+                .collect()
+        };
+        let spec = Self {
+            mean: list(mean, "mean")?,
+            std: list(std, "std")?,
+        };
+        if let Some(s) = spec.std.iter().find(|s| **s <= 0.0) {
+            return Err(format!("std {s} is not positive"));
+        }
+        Ok(spec)
+    }
+
+    /// One line: `(x − 0.1307) / 0.3081`, or per channel `(x − [0.485, 0.456, 0.406]) / […]`.
+    pub fn summary(&self) -> String {
+        let list = |v: &[f32]| match v {
+            [one] => one.to_string(),
+            _ => format!(
+                "[{}]",
+                v.iter().map(f32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        format!("(x − {}) / {}", list(&self.mean), list(&self.std))
+    }
+
+    /// Its lists as metadata values ([`META_INPUT_MEAN`], [`META_INPUT_STD`]).
+    pub fn to_metadata(&self) -> [String; 2] {
+        let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+        [list(&self.mean), list(&self.std)]
+    }
+}
+
 /// The model a run used.
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelRef {
@@ -54,6 +122,22 @@ impl ModelInfo {
     /// Where the network came from, when not a backwork file: "pytorch" or "onnx".
     pub fn source(&self) -> Option<&str> {
         self.metadata.get(META_SOURCE).map(String::as_str)
+    }
+
+    /// The normalisation its inputs go through, if any; `Err` when its metadata holds one
+    /// that does not parse.
+    pub fn input_norm(&self) -> Result<Option<InputNormSpec>, String> {
+        match (
+            self.metadata.get(META_INPUT_MEAN),
+            self.metadata.get(META_INPUT_STD),
+        ) {
+            (None, None) => Ok(None),
+            (Some(m), Some(s)) => InputNormSpec::parse(m, s).map(Some),
+            _ => Err(format!(
+                "its metadata gives one of \"{META_INPUT_MEAN}\" and \"{META_INPUT_STD}\" \
+                 without the other"
+            )),
+        }
     }
 
     /// How its tensors were matched to ALGORITHM.md §1 by shape, when they were.

@@ -590,3 +590,67 @@ fn forward_only_passes_fuse_the_pool_and_change_nothing() {
         assert!(fused.3 == full.3, "{name}: weight gradients differ");
     }
 }
+
+#[test]
+fn a_normalising_network_is_the_plain_one_on_normalised_images_with_its_input_gradient_scaled() {
+    // torchvision's Normalize: x' = (x − mean[c]) / std[c], channels innermost (NHWC). With
+    // it, the logits are the plain network's on x', the layer outputs too, and d cost / d x is
+    // the plain d cost / d x' divided by std[c], plus the `inputs` tap's own gradient (that
+    // tap stays on the image's values, as the pixel box does).
+    for (name, arch) in archs() {
+        let ch = arch.input.c;
+        let c = case(arch.clone(), 9, 3);
+        let mean: Vec<f32> = (0..ch).map(|k| 0.1307 + 0.2 * k as f32).collect();
+        let std: Vec<f32> = (0..ch).map(|k| 0.3081 + 0.1 * k as f32).collect();
+        let xn: Vec<f32> =
+            c.x.iter()
+                .enumerate()
+                .map(|(i, v)| (v - mean[i % ch]) / std[i % ch])
+                .collect();
+        let plain = Net::from_torch(arch.clone(), c.torch.clone()).unwrap();
+        let mut normed = plain.clone();
+        let norm = backwork::net::InputNorm::new(&mean, &std, ch).unwrap();
+        normed.set_input_norm(Some(norm)).unwrap();
+        let (mut a, mut b) = (Acts::for_training(), Acts::for_training());
+        plain.forward(&xn, &mut a);
+        normed.forward(&c.x, &mut b);
+        assert_eq!(a.logits(), b.logits(), "{name}");
+        assert_eq!(normed.tap(&b, 0), c.x.as_slice(), "{name}: the inputs tap");
+        let (_, g_logits) = cross_entropy(a.logits(), arch.classes(), &Targets::Hard(&c.labels));
+        let mut taps: Vec<&[f32]> = c.r.iter().map(|v| v.as_slice()).collect();
+        let want = Want {
+            input: true,
+            weights: false,
+        };
+        let none: &[f32] = &[];
+        let input_tap = std::mem::replace(&mut taps[0], none);
+        let gp = plain.backward(&mut a, &g_logits, &taps, want, &mut Vec::new());
+        taps[0] = input_tap;
+        let gn = normed.backward(&mut b, &g_logits, &taps, want, &mut Vec::new());
+        for (i, (n, p)) in gn.iter().zip(&gp).enumerate() {
+            let want = p / std[i % ch] + input_tap[i];
+            assert!(
+                (n - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{name} [{i}]: {n} vs {want}"
+            );
+        }
+        // A forward-only pass (pools fused into the convolutions) gives the same logits.
+        let mut f = Acts::inference();
+        normed.forward(&c.x, &mut f);
+        assert_eq!(f.logits(), b.logits(), "{name}: forward only");
+    }
+    // Refused: wrong channel counts, a zero or negative std, a mean that is not a number.
+    use backwork::net::InputNorm;
+    assert!(
+        InputNorm::new(&[0.5, 0.5], &[0.2], 3)
+            .unwrap_err()
+            .contains("2 mean values")
+    );
+    assert!(
+        InputNorm::new(&[0.5], &[0.0], 1)
+            .unwrap_err()
+            .contains("std of 0")
+    );
+    assert!(InputNorm::new(&[0.5], &[-1.0], 1).is_err());
+    assert!(InputNorm::new(&[f32::NAN], &[1.0], 1).is_err());
+}

@@ -437,3 +437,117 @@ fn the_app_s_loader_and_every_command_take_a_pt_file() {
         "{text}"
     );
 }
+
+#[test]
+fn a_normalisation_makes_the_network_compute_what_pytorch_does_on_normalised_images() {
+    use backwork::meta::InputNormSpec;
+    use backwork::model::weights::{net_from_bytes, net_to_bytes, set_input_norm};
+    // PyTorch's count of this state_dict on (x − 0.1307) / 0.3081, torchvision's MNIST
+    // Normalize: `python3 scripts/pytorch_normalized.py --count
+    // tests/data/torch/mnist-pruned-bf16.pt` prints 9728 (and 9757 on the plain pixels).
+    let test = Dataset::mnist(Split::Test).unwrap();
+    let (plain, file_info) = load_net(&file("mnist-pruned-bf16.pt")).unwrap();
+    let (mut net, mut info) = (plain.clone(), file_info.clone());
+    let spec = InputNormSpec::parse("0.1307", "0.3081").unwrap();
+    set_input_norm(&mut net, &mut info, Some(&spec)).unwrap();
+    let ev = evaluate_net(&net, &test, &mut |_, _| {});
+    assert!(ev.correct.abs_diff(9728) <= 2, "backwork {}", ev.correct);
+    // Another function of the same weights: named, and hashed apart from the file.
+    assert_eq!(
+        info.name,
+        format!("{} (inputs (x − 0.1307) / 0.3081)", file_info.name)
+    );
+    assert_ne!(info.sha256, file_info.sha256);
+    assert_eq!(info.metadata["file_sha256"], file_info.sha256);
+    let logits = |n: &backwork::net::Net| {
+        let mut a = Acts::inference();
+        n.forward(&fixed_images(), &mut a);
+        a.logits().to_vec()
+    };
+    // Saved, the file holds its normalisation, and reads back computing the same.
+    let bytes = net_to_bytes(&net, &info.metadata).unwrap();
+    let (back, back_info) = net_from_bytes("saved", &bytes).unwrap();
+    assert_eq!(back_info.input_norm().unwrap(), Some(spec.clone()));
+    assert!(!back_info.metadata.contains_key("file_sha256"));
+    assert_eq!(logits(&back), logits(&net));
+    assert_ne!(logits(&net), logits(&plain));
+    // Taken off again: the plain network.
+    set_input_norm(&mut net, &mut info, None).unwrap();
+    assert_eq!(logits(&net), logits(&plain));
+    assert_eq!(info.name, file_info.name);
+    // One value per channel, or one for all: three for a grey network is refused.
+    let three = InputNormSpec::parse("0.5,0.5,0.5", "0.2,0.2,0.2").unwrap();
+    let e = set_input_norm(&mut net, &mut info, Some(&three)).unwrap_err();
+    assert!(
+        e.contains("3 mean values for a network of 1 input channel"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_command_line_takes_a_normalisation_and_refuses_bad_ones_in_one_line() {
+    let pt = file("mnist-pruned-bf16.pt");
+    let pt = pt.to_str().unwrap();
+    let out = common::backwork(
+        &[
+            "eval",
+            "--model",
+            pt,
+            "--input-mean",
+            "0.1307",
+            "--input-std",
+            "0.3081",
+            "--json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 9728: PyTorch's count (the test above).
+    let correct = report["correct"].as_u64().unwrap();
+    assert!(correct.abs_diff(9728) <= 2, "{correct}");
+    let out = common::backwork(
+        &[
+            "eval",
+            "--model",
+            pt,
+            "--input-mean",
+            "0.1307",
+            "--input-std",
+            "0.3081",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("inputs:   normalised, (x − 0.1307) / 0.3081"),
+        "{text}"
+    );
+    for (args, needles) in [
+        (
+            &["--input-mean", "0.1307"][..],
+            &["--input-mean", "--input-std"][..],
+        ),
+        (&["--input-std", "0.3"], &["--input-std", "--input-mean"]),
+        (
+            &["--input-mean", "0.1", "--input-std", "0"],
+            &["std 0 is not positive"],
+        ),
+        (
+            &["--input-mean", "x", "--input-std", "1"],
+            &["mean \"x\" is not a finite number"],
+        ),
+        (
+            &["--input-mean", "0,0", "--input-std", "1"],
+            &["2 mean values", "1 input channel"],
+        ),
+    ] {
+        let mut all = vec!["eval", "--model", pt];
+        all.extend_from_slice(args);
+        common::assert_one_line_failure(&all, &common::backwork(&all, None), needles);
+    }
+}

@@ -77,7 +77,9 @@ pub fn run(args: &AppArgs) -> Result<()> {
         .thread_name(|i| format!("backwork-compute-{i}"))
         .start_handler(|_| crate::util::lower_thread_priority(crate::worker::ENGINE_NICE))
         .build_global();
-    let model = ModelHandle::load_or_shipped(args.model.as_deref()).map_err(anyhow::Error::msg)?;
+    let norm = crate::cli::input_norm(args)?;
+    let model = ModelHandle::load_or_shipped(args.model.as_deref(), norm.as_ref())
+        .map_err(anyhow::Error::msg)?;
     let test = Arc::new(Dataset::load(args.data.as_deref(), Split::Test)?);
     let train = Arc::new(Dataset::load(args.data.as_deref(), Split::Train)?);
     train.check_test_split(&test)?;
@@ -295,6 +297,21 @@ impl BackworkApp {
             Ok(job) => {
                 self.opening = Some(job);
                 self.status = Some(Status::progress(format!("opening {what}…")));
+            }
+            Err(e) => self.status = Some(Status::error(e)),
+        }
+    }
+
+    /// Makes the model in use take its inputs normalised as `norm` says (on a job, as
+    /// opening a file is; the next frame switches to it).
+    pub fn normalise_model(&mut self, norm: Option<crate::meta::InputNormSpec>) {
+        let what = norm
+            .as_ref()
+            .map_or("as they are".to_string(), |n| n.summary());
+        match crate::worker::models::norm_job(self.model.clone(), norm, self.wake.clone()) {
+            Ok(job) => {
+                self.opening = Some(job);
+                self.status = Some(Status::progress(format!("inputs: {what}…")));
             }
             Err(e) => self.status = Some(Status::error(e)),
         }
@@ -700,6 +717,7 @@ impl BackworkApp {
             Some(ModelIntent::Use(m)) => self.set_model(m),
             Some(ModelIntent::Open(path)) => self.open_model(vec![path]),
             Some(ModelIntent::OpenData(dir)) => self.open_data(dir),
+            Some(ModelIntent::Normalise(norm)) => self.normalise_model(norm),
             None => {}
         }
         // What the panels asked of the engine during the frame goes out once it is drawn.

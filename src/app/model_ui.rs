@@ -33,6 +33,8 @@ pub enum ModelIntent {
     Open(std::path::PathBuf),
     /// Open this dataset folder (on a job) and use it in every view.
     OpenData(std::path::PathBuf),
+    /// Use the model in use with its inputs normalised so (`None`: as they are).
+    Normalise(Option<crate::meta::InputNormSpec>),
 }
 
 /// A model made in the app (trained or retrained), and its saving.
@@ -127,6 +129,8 @@ pub struct ModelView {
     dialog: Option<Dialog<ModelDialog>>,
     /// The disk cache's models, and when the folder was last read (every few seconds).
     cache: Option<(std::time::Instant, Vec<CacheEntry>)>,
+    /// The input normalisation being typed: mean and std, as `--input-mean`/`--input-std`.
+    pub norm_text: [String; 2],
 }
 
 /// What the model view's file dialog is for.
@@ -205,6 +209,7 @@ impl ModelView {
             status: Status::default(),
             dialog: None,
             cache: None,
+            norm_text: [String::new(), String::new()],
         }
     }
 
@@ -332,7 +337,9 @@ impl ModelView {
         wake: &Arc<dyn Fn() + Send + Sync>,
     ) -> Option<ModelIntent> {
         let mut intent = self.poll_dialog(wake);
-        self.in_use_ui(ui, current);
+        if let Some(i) = self.in_use_ui(ui, current) {
+            intent = Some(i);
+        }
         self.cache_ui(ui);
         ui.separator();
         self.train_config_ui(ui);
@@ -377,7 +384,7 @@ impl ModelView {
     }
 
     /// The model in use: name, hash, recorded accuracy, and opening another.
-    fn in_use_ui(&mut self, ui: &mut egui::Ui, current: &ModelInfo) {
+    fn in_use_ui(&mut self, ui: &mut egui::Ui, current: &ModelInfo) -> Option<ModelIntent> {
         ui.heading("Model in use");
         ui.label(format!("name: {}", current.name));
         ui.label(format!("sha256: {}", current.sha256));
@@ -397,6 +404,7 @@ impl ModelView {
             Some(a) => ui.label(format!("test accuracy (recorded): {:.2}%", a * 100.0)),
             None => ui.weak("no test accuracy recorded in its file"),
         };
+        let intent = self.input_norm_ui(ui, current);
         ui.horizontal(|ui| {
             if ui
                 .button("Open a weights file…")
@@ -453,6 +461,44 @@ impl ModelView {
             }
             ui.weak("every view switches to it; a running run ends");
         });
+        intent
+    }
+
+    /// The normalisation the network's inputs go through, and setting it: what a network
+    /// trained on normalised images (torchvision's Normalize) needs to compute what it
+    /// computed in training.
+    fn input_norm_ui(&mut self, ui: &mut egui::Ui, current: &ModelInfo) -> Option<ModelIntent> {
+        let mut intent = None;
+        let norm = current.input_norm().ok().flatten();
+        ui.horizontal_wrapped(|ui| {
+            match &norm {
+                Some(n) => ui.label(format!("inputs: normalised, {}", n.summary())),
+                None => ui.label("inputs: as they are (pixels in [0, 1])"),
+            };
+            let hint = "The normalisation the network was trained with, as torchvision's Normalize(mean, std): one value, or one per channel, comma-separated; most MNIST code uses mean 0.1307, std 0.3081 (the same as --input-mean/--input-std)";
+            let [mean, std] = &mut self.norm_text;
+            ui.label("mean");
+            ui.add(egui::TextEdit::singleline(mean).desired_width(90.0).hint_text("0.1307"))
+                .on_hover_text(hint);
+            ui.label("std");
+            ui.add(egui::TextEdit::singleline(std).desired_width(90.0).hint_text("0.3081"))
+                .on_hover_text(hint);
+            if ui.button("Normalise inputs").on_hover_text(hint).clicked() {
+                match crate::meta::InputNormSpec::parse(mean, std) {
+                    Ok(spec) => intent = Some(ModelIntent::Normalise(Some(spec))),
+                    Err(e) => self.status = Status::error(format!("inputs: {e}")),
+                }
+            }
+            if norm.is_some()
+                && ui
+                    .button("As they are")
+                    .on_hover_text("The network takes the pixels without normalisation")
+                    .clicked()
+            {
+                intent = Some(ModelIntent::Normalise(None));
+            }
+        });
+        intent
     }
 
     /// The training recipe (disabled while training).

@@ -873,7 +873,7 @@ pub fn bench_backwork(
     }
     let mut base = s.settings(None)?;
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
-    let net = FrozenCnn::from_net(super::load_model_at(model, &train)?.0);
+    let net = FrozenCnn::from_net(super::load_model_at(app, model, &train)?.0);
     s.fit_to(&mut base, &net, &train)?;
     // Built from scratch, never read from the disk cache: this times the computation.
     let t = Instant::now();

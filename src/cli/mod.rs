@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{Dataset, Split};
-use crate::meta::ModelInfo;
+use crate::meta::{InputNormSpec, ModelInfo};
 use crate::model::train::{TrainConfig, TrainEvent, train};
 use crate::model::weights::{WeightInit, load_net_or_shipped, save_net};
 use crate::net::{Arch, Net, Shape};
@@ -41,6 +41,16 @@ pub struct AppArgs {
     /// Folder of IDX files (raw or .gz) to use instead of the embedded MNIST.
     #[arg(long, value_name = "DIR", global = true)]
     pub data: Option<PathBuf>,
+    /// The input normalisation the network was trained with, as torchvision's
+    /// Normalize(mean, std) (with --input-std): the network takes (x − MEAN) / STD where the
+    /// images hold x in [0, 1]. One value, or one per channel, comma-separated (0.1307 for
+    /// most MNIST code).
+    #[arg(long, value_name = "MEAN", global = true, allow_hyphen_values = true)]
+    pub input_mean: Option<String>,
+    /// The standard deviation of the input normalisation (with --input-mean): 0.3081 for most
+    /// MNIST code.
+    #[arg(long, value_name = "STD", global = true)]
+    pub input_std: Option<String>,
     /// Open the window and start the default run at once.
     #[arg(long)]
     pub autostart: bool,
@@ -393,7 +403,7 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
     // --model: go on training that network (its architecture, classes and weights) instead
     // of a fresh one.
     let start = match &app.model {
-        Some(p) => Some(crate::model::weights::load_net(p)?),
+        Some(p) => Some(load_net_with(app, Some(p))?),
         None => None,
     };
     let init = match (&start, &a.arch) {
@@ -511,8 +521,40 @@ fn show_train_event(bar: &ProgressBar, ev: TrainEvent, epochs: usize) {
 
 /// The network of `path` (any architecture), or the shipped one, checked to fit `data`
 /// (its image shape and classes).
-pub(crate) fn load_model_at(path: Option<&Path>, data: &Dataset) -> Result<(Net, ModelInfo)> {
-    let (net, info) = load_net_or_shipped(path)?;
+/// `--input-mean` and `--input-std`, checked: both or neither.
+pub(crate) fn input_norm(app: &AppArgs) -> Result<Option<InputNormSpec>> {
+    match (&app.input_mean, &app.input_std) {
+        (None, None) => Ok(None),
+        (Some(m), Some(s)) => InputNormSpec::parse(m, s)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--input-mean/--input-std: {e}")),
+        (Some(_), None) => bail!("--input-mean: give --input-std with it"),
+        (None, Some(_)) => bail!("--input-std: give --input-mean with it"),
+    }
+}
+
+/// The network at `path`, or the shipped one, taking its inputs normalised as
+/// `--input-mean`/`--input-std` say when given.
+pub(crate) fn load_net_with(app: &AppArgs, path: Option<&Path>) -> Result<(Net, ModelInfo)> {
+    let spec = input_norm(app)?;
+    let (mut net, mut info) = load_net_or_shipped(path)?;
+    if let Some(spec) = spec {
+        crate::model::weights::set_input_norm(&mut net, &mut info, Some(&spec)).map_err(|e| {
+            anyhow::anyhow!(
+                "--input-mean/--input-std: {}: {e}",
+                crate::util::one_line(&info.name)
+            )
+        })?;
+    }
+    Ok((net, info))
+}
+
+pub(crate) fn load_model_at(
+    app: &AppArgs,
+    path: Option<&Path>,
+    data: &Dataset,
+) -> Result<(Net, ModelInfo)> {
+    let (net, info) = load_net_with(app, path)?;
     crate::model::fits_data(&net, data)
         .map_err(|e| anyhow::anyhow!("{}: {e} ({})", info.name, data.source))?;
     Ok((net, info))
@@ -520,7 +562,7 @@ pub(crate) fn load_model_at(path: Option<&Path>, data: &Dataset) -> Result<(Net,
 
 /// The network of `--model`, or the shipped one ([`load_model_at`]).
 pub(crate) fn load_model(app: &AppArgs, data: &Dataset) -> Result<(Net, ModelInfo)> {
-    load_model_at(app.model.as_deref(), data)
+    load_model_at(app, app.model.as_deref(), data)
 }
 
 fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
@@ -533,6 +575,9 @@ fn eval_cmd(a: EvalArgs, app: &AppArgs) -> Result<()> {
         out(format_args!("model:    {}", info.name))?;
         if let Some(how) = info.read_by_shape() {
             out(format_args!("weights:  read by shape: {how}"))?;
+        }
+        if let Some(n) = info.input_norm().ok().flatten() {
+            out(format_args!("inputs:   normalised, {}", n.summary()))?;
         }
         out(format_args!(
             "data:     {} (test split, {} images)",

@@ -118,7 +118,7 @@ pub struct SaliencyArgs {
 /// `backwork saliency`: d p(label) / d input for each image, its top-k mask, and overlays.
 pub fn saliency_cmd(a: SaliencyArgs, app: &AppArgs) -> Result<()> {
     // No data is needed: the images are the network's input shape.
-    let (net, _) = crate::model::weights::load_net_or_shipped(app.model.as_deref())?;
+    let (net, _) = super::load_net_with(app, app.model.as_deref())?;
     let shape = net.arch().input;
     let px = shape.len();
     let classes = net.classes();

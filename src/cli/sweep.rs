@@ -173,7 +173,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
     let points = grid(&a, app);
     // The data and every model are loaded (and checked) before the first run.
     let train = Dataset::load(app.data.as_deref(), Split::Train)?;
-    let models = load_models(&points, &train)?;
+    let models = load_models(&points, &train, app)?;
     // Every point's settings are checked before the first run, so a typo fails at once.
     let mut planned = Vec::new();
     let mut noted = std::collections::HashSet::new();
@@ -362,12 +362,13 @@ fn twice_in_file(rows: &[SweepRow]) -> Option<String> {
 fn load_models(
     points: &[Point],
     train: &Dataset,
+    app: &super::AppArgs,
 ) -> Result<HashMap<String, (FrozenCnn, ModelInfo)>> {
     let mut models: HashMap<String, (FrozenCnn, ModelInfo)> = HashMap::new();
     for p in points {
         if !models.contains_key(&p.model) {
             let path = (p.model != "shipped").then(|| PathBuf::from(&p.model));
-            let (net, info) = super::load_model_at(path.as_deref(), train)
+            let (net, info) = super::load_model_at(app, path.as_deref(), train)
                 .with_context(|| format!("--models {}", p.model))?;
             models.insert(p.model.clone(), (FrozenCnn::from_net(net), info));
         }

@@ -58,7 +58,9 @@ fn expected_shapes(k: usize) -> [Vec<usize>; 8] {
     ]
 }
 
+use crate::meta::{InputNormSpec, META_FILE_SHA256, META_INPUT_MEAN, META_INPUT_STD};
 pub use crate::meta::{META_BY_SHAPE, META_SOURCE};
+use crate::net::InputNorm;
 
 /// `values` if every one is finite; else what is wrong with tensor `name`.
 fn finite(name: &str, values: Vec<f32>) -> Result<Vec<f32>, String> {
@@ -366,7 +368,71 @@ fn as_net(file: &str, (cnn, info): (Cnn, ModelInfo)) -> Result<(Net, ModelInfo),
 /// Parses and checks a weight file of any network: with the architecture in its metadata
 /// ([`META_ARCH`]) every tensor that architecture names, f32, of its shape, finite, and no
 /// other; without it, a file of ALGORITHM.md §1 as [`cnn_from_bytes`] reads it.
+///
+/// A normalisation of the inputs in its metadata ([`META_INPUT_MEAN`], [`META_INPUT_STD`]) is
+/// the network's.
 pub fn net_from_bytes(file: &str, bytes: &[u8]) -> Result<(Net, ModelInfo), WeightsError> {
+    let (mut net, info) = net_from_bytes_plain(file, bytes)?;
+    let invalid = |reason: String| WeightsError::Invalid {
+        file: file.to_string(),
+        reason,
+    };
+    if let Some(spec) = info.input_norm().map_err(invalid)? {
+        InputNorm::new(&spec.mean, &spec.std, net.arch().input.c)
+            .and_then(|n| net.set_input_norm(Some(n)))
+            .map_err(|e| invalid(format!("its input normalisation: {e}")))?;
+    }
+    Ok((net, info))
+}
+
+/// Sets `net` to take its inputs normalised as `spec` says (`None`: as they are), recording
+/// it in `info`'s metadata. A normalisation other than the one its file holds makes another
+/// function of the same weights: the model's name says it and its hash covers it (the file's
+/// stays in [`META_FILE_SHA256`]), so reference sets and results are never mixed up.
+pub fn set_input_norm(
+    net: &mut Net,
+    info: &mut ModelInfo,
+    spec: Option<&InputNormSpec>,
+) -> Result<(), String> {
+    let current = info.input_norm()?;
+    let norm = spec
+        .map(|s| InputNorm::new(&s.mean, &s.std, net.arch().input.c))
+        .transpose()?;
+    net.set_input_norm(norm)?;
+    if current.as_ref() == spec {
+        return Ok(());
+    }
+    let suffix = |s: &InputNormSpec| format!(" (inputs {})", s.summary());
+    if let Some(c) = &current
+        && let Some(base) = info.name.strip_suffix(&suffix(c))
+    {
+        info.name = base.to_string();
+    }
+    let file_sha = info
+        .metadata
+        .remove(META_FILE_SHA256)
+        .unwrap_or_else(|| info.sha256.clone());
+    match spec {
+        Some(s) => {
+            let [mean, std] = s.to_metadata();
+            info.sha256 = sha256_hex(
+                format!("{file_sha}\n{META_INPUT_MEAN}={mean}\n{META_INPUT_STD}={std}").as_bytes(),
+            );
+            info.metadata.insert(META_INPUT_MEAN.into(), mean);
+            info.metadata.insert(META_INPUT_STD.into(), std);
+            info.name.push_str(&suffix(s));
+        }
+        None => {
+            info.sha256 = sha256_hex(format!("{file_sha}\nno input normalisation").as_bytes());
+            info.metadata.remove(META_INPUT_MEAN);
+            info.metadata.remove(META_INPUT_STD);
+        }
+    }
+    info.metadata.insert(META_FILE_SHA256.into(), file_sha);
+    Ok(())
+}
+
+fn net_from_bytes_plain(file: &str, bytes: &[u8]) -> Result<(Net, ModelInfo), WeightsError> {
     let invalid = |reason: String| WeightsError::Invalid {
         file: file.to_string(),
         reason,
@@ -501,6 +567,22 @@ pub fn net_to_bytes(
     net: &Net,
     metadata: &HashMap<String, String>,
 ) -> Result<Vec<u8>, candle_core::Error> {
+    // The normalisation is the network's own, whatever the metadata handed in says; the
+    // file written is a file of its own, with its own hash.
+    let mut metadata = metadata.clone();
+    metadata.remove(META_FILE_SHA256);
+    metadata.remove(META_INPUT_MEAN);
+    metadata.remove(META_INPUT_STD);
+    if let Some(n) = net.input_norm() {
+        let [mean, std] = InputNormSpec {
+            mean: n.mean.clone(),
+            std: n.std.clone(),
+        }
+        .to_metadata();
+        metadata.insert(META_INPUT_MEAN.into(), mean);
+        metadata.insert(META_INPUT_STD.into(), std);
+    }
+    let metadata = &metadata;
     // The §1 file layout holds 10 or 11 classes (what a file without a description is read
     // as); the same layers with other class counts carry their description.
     if *net.arch() == Arch::original(net.classes()) && matches!(net.classes(), 10 | 11) {

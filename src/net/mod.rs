@@ -53,7 +53,7 @@ pub mod winograd;
 
 pub use arch::{Arch, ArchError, Layer, Param, Shape, Tap, TapKind};
 pub use optim::{Adam, Targets, cross_entropy};
-pub use pass::{Acts, Grads, Net, NetError, Want};
+pub use pass::{Acts, Grads, InputNorm, Net, NetError, Want};
 
 /// The weight names of ALGORITHM.md §1, in file order: the names [`Arch::params`] gives the
 /// original network.

@@ -32,6 +32,59 @@ pub struct Net {
     /// Which weights these are: a number no other weights had, drawn anew whenever they may
     /// change ([`Net::params_mut`]), so a pass can keep kernels transformed from them.
     version: u64,
+    /// The normalisation the first layer's inputs go through, if the network was trained on
+    /// normalised images ([`Net::set_input_norm`]).
+    norm: Option<InputNorm>,
+}
+
+/// An input normalisation as torchvision's `Normalize(mean, std)`: channel c of an image goes
+/// into the first layer as `(x − mean[c]) / std[c]`. The taps (the cost's `inputs` term
+/// among them) and the pixel box stay in the image's own values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputNorm {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl InputNorm {
+    /// Checked for a network of `channels` input channels: one value per channel, or one for
+    /// all (widened); every mean finite, every deviation finite and positive.
+    pub fn new(mean: &[f32], std: &[f32], channels: usize) -> Result<Self, String> {
+        let widen = |v: &[f32], what: &str| -> Result<Vec<f32>, String> {
+            match v.len() {
+                1 => Ok(vec![v[0]; channels]),
+                n if n == channels => Ok(v.to_vec()),
+                n => Err(format!(
+                    "{n} {what} values for a network of {channels} input channel(s): give one, \
+                     or one per channel"
+                )),
+            }
+        };
+        let (mean, std) = (widen(mean, "mean")?, widen(std, "std")?);
+        if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!("a mean of {m} is not a number backwork can use"));
+        }
+        if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!("a std of {s} is not a positive number"));
+        }
+        Ok(Self { mean, std })
+    }
+
+    /// `x` (images in NHWC order: channels innermost) normalised into `out`.
+    fn apply(&self, x: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(x.iter().enumerate().map(|(i, &v)| {
+            let c = i % self.mean.len();
+            (v - self.mean[c]) / self.std[c]
+        }));
+    }
+
+    /// A gradient at the normalised inputs taken back to the image's values.
+    fn back(&self, g: &mut [f32]) {
+        for (i, v) in g.iter_mut().enumerate() {
+            *v /= self.std[i % self.std.len()];
+        }
+    }
 }
 
 /// `v` resized to `n` values (new ones zero).
@@ -84,6 +137,8 @@ pub type Grads = Vec<Vec<f32>>;
 pub struct Acts {
     pub m: usize,
     pub input: Vec<f32>,
+    /// The input normalised, when the network normalises it ([`Net::set_input_norm`]).
+    normed: Vec<f32>,
     /// Each layer's output, M rows of its shape (stale for a layer whose output a ReLU took
     /// over in place: read outputs through [`Acts::layer`]).
     outs: Vec<Vec<f32>>,
@@ -231,6 +286,7 @@ impl Net {
             slot,
             in_place,
             version: next_version(),
+            norm: None,
         })
     }
 
@@ -245,6 +301,27 @@ impl Net {
             }
         }
         Ok(net)
+    }
+
+    /// Sets the normalisation the first layer's inputs go through (`None`: the images as
+    /// they are, as ALGORITHM.md §1's network takes them).
+    pub fn set_input_norm(&mut self, norm: Option<InputNorm>) -> Result<(), String> {
+        if let Some(n) = &norm
+            && (n.mean.len() != self.arch.input.c || n.std.len() != self.arch.input.c)
+        {
+            return Err(format!(
+                "the normalisation has {} channel(s), the network's input {}",
+                n.mean.len(),
+                self.arch.input.c
+            ));
+        }
+        self.norm = norm;
+        Ok(())
+    }
+
+    /// The normalisation the first layer's inputs go through, if any.
+    pub fn input_norm(&self) -> Option<&InputNorm> {
+        self.norm.as_ref()
     }
 
     /// The parameters in PyTorch's layout, in [`Arch::params`] order.
@@ -391,6 +468,9 @@ impl Net {
         a.m = m;
         a.input.clear();
         a.input.extend_from_slice(&x[..m * self.input_len()]);
+        if let Some(norm) = &self.norm {
+            norm.apply(&a.input, &mut a.normed);
+        }
         a.outs.resize_with(n, Vec::new);
         a.cols.resize_with(n, Vec::new);
         a.kept.clear();
@@ -421,7 +501,11 @@ impl Net {
                 continue;
             }
             let (before, rest) = a.outs.split_at_mut(i);
-            let x = if i == 0 { &a.input } else { &before[i - 1] };
+            let x = match i {
+                0 if self.norm.is_some() => &a.normed,
+                0 => &a.input,
+                _ => &before[i - 1],
+            };
             let out = &mut rest[0];
             match self.arch.layers[i] {
                 Layer::Conv {
@@ -571,7 +655,11 @@ impl Net {
                 }
             }
             let input = self.arch.input_of(&self.shapes, i);
-            let x = if i == 0 { &a.input } else { &a.outs[i - 1] };
+            let x = match i {
+                0 if self.norm.is_some() => &a.normed,
+                0 => &a.input,
+                _ => &a.outs[i - 1],
+            };
             // Whether anything below this layer needs its input gradient.
             let need_gx = i > 0 || want.input;
             match self.arch.layers[i] {
@@ -683,6 +771,9 @@ impl Net {
             a.clock(&mut mark, l, 1);
         }
         let result = if want.input {
+            if let Some(norm) = &self.norm {
+                norm.back(&mut g);
+            }
             if let Some(t) = self.taps.iter().position(|t| t.after.is_none())
                 && let Some(extra) = tap_grads.get(t).filter(|v| !v.is_empty())
             {

@@ -12,10 +12,13 @@ use super::ENGINE_NICE;
 use super::job::{Job, JobCtx, Wake};
 use crate::backwork::frozen::FrozenCnn;
 use crate::data::Dataset;
+use crate::meta::InputNormSpec;
 use crate::meta::{ModelInfo, ModelRef};
 use crate::model::Cnn;
 use crate::model::eval::EVAL_BATCH;
-use crate::model::weights::{load_net, load_net_or_shipped, net_to_bytes, sha256_hex};
+use crate::model::weights::{
+    load_net, load_net_or_shipped, net_to_bytes, set_input_norm, sha256_hex,
+};
 use crate::model::worst::{WorstLabel, worst_images};
 use crate::net::Net;
 
@@ -39,9 +42,35 @@ impl std::fmt::Debug for ModelHandle {
 
 impl ModelHandle {
     /// The model of `--model`, or the shipped one (at start, before the window opens).
-    pub fn load_or_shipped(path: Option<&Path>) -> Result<Self, String> {
+    /// With `norm`, its inputs normalised so (`--input-mean`, `--input-std`).
+    pub fn load_or_shipped(
+        path: Option<&Path>,
+        norm: Option<&InputNormSpec>,
+    ) -> Result<Self, String> {
         let (net, info) = load_net_or_shipped(path).map_err(|e| e.to_string())?;
-        Self::checked(net, info, None)
+        let model = Self::checked(net, info, None)?;
+        match norm {
+            Some(n) => model
+                .with_input_norm(Some(n))
+                .map_err(|e| format!("--input-mean/--input-std: {e}")),
+            None => Ok(model),
+        }
+    }
+
+    /// The same weights taking their inputs normalised as `norm` says (`None`: as they are),
+    /// under the name and hash that say so ([`crate::model::weights::set_input_norm`]).
+    pub fn with_input_norm(&self, norm: Option<&InputNormSpec>) -> Result<Self, String> {
+        let (mut net, mut info) = (self.net().clone(), self.info.clone());
+        set_input_norm(&mut net, &mut info, norm)
+            .map_err(|e| format!("{}: {e}", crate::util::one_line(&info.name)))?;
+        match &self.bytes {
+            // Made in the app: its file to save is made anew, the hash shown its own.
+            Some(_) => {
+                let name = info.name.clone();
+                Self::made(net, info.metadata, name)
+            }
+            None => Self::checked(net, info, None),
+        }
     }
 
     /// A network made in the app (trained or retrained), serialised once with `metadata`
@@ -177,6 +206,20 @@ pub fn load_job(paths: Vec<PathBuf>, wake: Wake) -> Result<Job<(), ModelHandle>,
             }
         }
         last
+    })
+}
+
+/// The model `model` taking its inputs normalised as `norm` says (`None`: as they are), made
+/// on a job (a copy of the network, hashed).
+pub fn norm_job(
+    model: ModelHandle,
+    norm: Option<InputNormSpec>,
+    wake: Wake,
+) -> Result<Job<(), ModelHandle>, String> {
+    Job::spawn("input-norm", 0, wake, move |_: &JobCtx<(), ModelHandle>| {
+        model
+            .with_input_norm(norm.as_ref())
+            .map_err(|e| format!("the model in use stays: {e}"))
     })
 }
 
