@@ -25,6 +25,10 @@ pub const META_INPUT_STD: &str = "input_std";
 /// file's changed the model's hash.
 pub const META_FILE_SHA256: &str = "file_sha256";
 
+/// Metadata key of the weight file's own normalisation ("none", or "MEAN;STD" lists), kept
+/// with [`META_FILE_SHA256`]: going back to it gives the file's hash again.
+pub const META_FILE_INPUT_NORM: &str = "file_input_norm";
+
 /// An input normalisation as a user gives it (torchvision's `Normalize(mean, std)`): the
 /// network takes `(x − mean[c]) / std[c]` where the images hold `x`. One value per channel, or
 /// one for all; checked against a network when applied.

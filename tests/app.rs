@@ -427,12 +427,7 @@ fn drop_file(h: &mut Harness<'static, BackworkApp>, path: &std::path::Path) {
         .push(Arc::new(Dropped(path.to_path_buf())));
     h.run_steps(2);
     // The file is read and hashed on a job: wait for it.
-    let started = Instant::now();
-    while h.state().is_opening() && started.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(10));
-        h.step();
-    }
-    h.run_steps(2);
+    wait_for_model(h);
 }
 
 #[test]
@@ -496,6 +491,56 @@ fn a_dropped_pytorch_state_dict_is_used_and_the_model_view_says_how_it_was_read(
     h.run_steps(2);
     h.get_by_label("file: a PyTorch state_dict (torch.save)");
     h.get_by_label_contains("weights read by shape: conv1.weight as conv0.weight");
+}
+
+#[test]
+fn the_model_view_normalises_the_inputs_of_the_model_in_use_and_takes_it_off_again() {
+    let (app, peer) = app_with_fake_worker();
+    let (name, sha) = (app.info.name.clone(), app.info.sha256.clone());
+    let mut h = app_harness(app);
+    h.get_by_label("Model").click();
+    h.run_steps(2);
+    h.get_by_label("inputs: as they are (pixels in [0, 1])");
+    // What a user types in the two fields (the hint texts show MNIST's usual values).
+    h.state_mut().model_view.norm_text = ["0.1307".into(), "0.3081".into()];
+    h.get_by_label("Normalise inputs").click();
+    h.run_steps(2);
+    wait_for_model(&mut h);
+    let info = h.state().info.clone();
+    assert_eq!(info.name, format!("{name} (inputs (x − 0.1307) / 0.3081)"));
+    assert_ne!(
+        info.sha256, sha,
+        "another function of the same weights, another hash"
+    );
+    assert!(
+        matches!(&commands(&peer)[..], [Command::SetModel(m)] if m.1.sha256 == info.sha256),
+        "the worker runs the normalised network"
+    );
+    h.get_by_label("inputs: normalised, (x − 0.1307) / 0.3081");
+    // A bad value: said, the model in use stays.
+    h.state_mut().model_view.norm_text = ["0.1307".into(), "0".into()];
+    h.get_by_label("Normalise inputs").click();
+    h.run_steps(2);
+    h.get_by_label_contains("std 0 is not positive");
+    assert_eq!(h.state().info.sha256, info.sha256);
+    // Taken off: the file's own network again, under its own name and hash.
+    h.get_by_label("As they are").click();
+    h.run_steps(2);
+    wait_for_model(&mut h);
+    assert_eq!(
+        (h.state().info.name.clone(), h.state().info.sha256.clone()),
+        (name, sha)
+    );
+}
+
+/// Waits until a model being made or opened on a job is in use.
+fn wait_for_model(h: &mut Harness<'static, BackworkApp>) {
+    let started = Instant::now();
+    while h.state().is_opening() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.run_steps(2);
 }
 
 /// Waits until the app has read the dataset folder it was asked to open.

@@ -474,7 +474,10 @@ fn a_normalisation_makes_the_network_compute_what_pytorch_does_on_normalised_ima
     // Taken off again: the plain network.
     set_input_norm(&mut net, &mut info, None).unwrap();
     assert_eq!(logits(&net), logits(&plain));
-    assert_eq!(info.name, file_info.name);
+    assert_eq!(
+        (&info.name, &info.sha256),
+        (&file_info.name, &file_info.sha256)
+    );
     // One value per channel, or one for all: three for a grey network is refused.
     let three = InputNormSpec::parse("0.5,0.5,0.5", "0.2,0.2,0.2").unwrap();
     let e = set_input_norm(&mut net, &mut info, Some(&three)).unwrap_err();

@@ -58,7 +58,9 @@ fn expected_shapes(k: usize) -> [Vec<usize>; 8] {
     ]
 }
 
-use crate::meta::{InputNormSpec, META_FILE_SHA256, META_INPUT_MEAN, META_INPUT_STD};
+use crate::meta::{
+    InputNormSpec, META_FILE_INPUT_NORM, META_FILE_SHA256, META_INPUT_MEAN, META_INPUT_STD,
+};
 pub use crate::meta::{META_BY_SHAPE, META_SOURCE};
 use crate::net::InputNorm;
 
@@ -388,7 +390,8 @@ pub fn net_from_bytes(file: &str, bytes: &[u8]) -> Result<(Net, ModelInfo), Weig
 /// Sets `net` to take its inputs normalised as `spec` says (`None`: as they are), recording
 /// it in `info`'s metadata. A normalisation other than the one its file holds makes another
 /// function of the same weights: the model's name says it and its hash covers it (the file's
-/// stays in [`META_FILE_SHA256`]), so reference sets and results are never mixed up.
+/// stays in [`META_FILE_SHA256`]), so reference sets and results are never mixed up; going
+/// back to the file's own gives its name and hash again.
 pub fn set_input_norm(
     net: &mut Net,
     info: &mut ModelInfo,
@@ -402,33 +405,41 @@ pub fn set_input_norm(
     if current.as_ref() == spec {
         return Ok(());
     }
-    let suffix = |s: &InputNormSpec| format!(" (inputs {})", s.summary());
-    if let Some(c) = &current
-        && let Some(base) = info.name.strip_suffix(&suffix(c))
-    {
+    let words =
+        |s: Option<&InputNormSpec>| s.map_or("none".to_string(), |s| s.to_metadata().join(";"));
+    let suffix = |s: Option<&InputNormSpec>| {
+        format!(
+            " (inputs {})",
+            s.map_or("as they are".to_string(), InputNormSpec::summary)
+        )
+    };
+    if let Some(base) = info.name.strip_suffix(&suffix(current.as_ref())) {
         info.name = base.to_string();
     }
+    // The file's own hash and normalisation, kept from the first change on.
     let file_sha = info
         .metadata
         .remove(META_FILE_SHA256)
         .unwrap_or_else(|| info.sha256.clone());
-    match spec {
-        Some(s) => {
-            let [mean, std] = s.to_metadata();
-            info.sha256 = sha256_hex(
-                format!("{file_sha}\n{META_INPUT_MEAN}={mean}\n{META_INPUT_STD}={std}").as_bytes(),
-            );
-            info.metadata.insert(META_INPUT_MEAN.into(), mean);
-            info.metadata.insert(META_INPUT_STD.into(), std);
-            info.name.push_str(&suffix(s));
-        }
-        None => {
-            info.sha256 = sha256_hex(format!("{file_sha}\nno input normalisation").as_bytes());
-            info.metadata.remove(META_INPUT_MEAN);
-            info.metadata.remove(META_INPUT_STD);
-        }
+    let file_norm = info
+        .metadata
+        .remove(META_FILE_INPUT_NORM)
+        .unwrap_or_else(|| words(current.as_ref()));
+    info.metadata.remove(META_INPUT_MEAN);
+    info.metadata.remove(META_INPUT_STD);
+    if let Some(s) = spec {
+        let [mean, std] = s.to_metadata();
+        info.metadata.insert(META_INPUT_MEAN.into(), mean);
+        info.metadata.insert(META_INPUT_STD.into(), std);
     }
-    info.metadata.insert(META_FILE_SHA256.into(), file_sha);
+    if words(spec) == file_norm {
+        info.sha256 = file_sha;
+    } else {
+        info.sha256 = sha256_hex(format!("{file_sha}\ninputs {}", words(spec)).as_bytes());
+        info.name.push_str(&suffix(spec));
+        info.metadata.insert(META_FILE_SHA256.into(), file_sha);
+        info.metadata.insert(META_FILE_INPUT_NORM.into(), file_norm);
+    }
     Ok(())
 }
 
@@ -571,6 +582,7 @@ pub fn net_to_bytes(
     // file written is a file of its own, with its own hash.
     let mut metadata = metadata.clone();
     metadata.remove(META_FILE_SHA256);
+    metadata.remove(META_FILE_INPUT_NORM);
     metadata.remove(META_INPUT_MEAN);
     metadata.remove(META_INPUT_STD);
     if let Some(n) = net.input_norm() {
