@@ -85,6 +85,10 @@ pub struct SweepRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_file: Option<String>,
     pub model_sha256: String,
+    /// The normalisation the network's inputs went through (`--input-mean`/`--input-std`,
+    /// or its file's), as `(x − 0.1307) / 0.3081`; none for the images as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_norm: Option<String>,
     pub seed: u64,
     /// The preset the settings equal, or "custom".
     pub preset: String,
@@ -403,6 +407,7 @@ mod tests {
             model: "m".into(),
             model_file: None,
             model_sha256: "0".repeat(64),
+            input_norm: None,
             seed: 0,
             preset: "robust".into(),
             settings: Settings::default(),

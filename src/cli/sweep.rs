@@ -217,7 +217,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
                 && serde_json::to_string(&r.settings).unwrap_or_default() == settings
         }) {
             bail!(
-                "{}: grid point {} ran on another file named {} (sha256 {:.12}…, now {:.12}…); sweep into a new --out",
+                "{}: grid point {} ran on another network named {} (another file, or another --input-mean/--input-std: sha256 {:.12}…, now {:.12}…); sweep into a new --out",
                 runs.display(),
                 r.point,
                 p.model,
@@ -310,6 +310,7 @@ pub fn sweep_cmd(a: SweepArgs, app: &AppArgs) -> Result<()> {
             model: p.model.clone(),
             model_file: model_file(&p.model),
             model_sha256: info.sha256.clone(),
+            input_norm: info.input_norm().ok().flatten().map(|n| n.summary()),
             seed: settings.seed,
             preset: settings.preset_name().into(),
             settings,
