@@ -163,6 +163,20 @@ class ScaledGemm(nn.Module):
         return torch.addmm(self.b, x.flatten(1), self.w, alpha=2.0)
 
 
+class Normalised(nn.Module):
+    """A network with torchvision's MNIST normalisation in its forward: the Sub and Div come
+    before any layer; refused, pointing to --input-mean/--input-std."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x):
+        x = (x - 0.1307) / 0.3081
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
 def unsupported():
     """A network with a batch normalisation and a sigmoid: operators backwork refuses by name."""
     return nn.Sequential(
@@ -207,12 +221,25 @@ def export(net, path, dynamo, shape=(1, 28, 28)):
                       opset_version=17 if not dynamo else 18, dynamo=dynamo)
 
 
+def refused(out):
+    """The untrained networks backwork refuses, each for its own reason."""
+    torch.manual_seed(3)
+    export(unsupported(), os.path.join(out, "unsupported.onnx"), False)
+    export(SoftmaxOverBatch(), os.path.join(out, "softmax-axis0.onnx"), False)
+    export(ScaledGemm(), os.path.join(out, "gemm-alpha.onnx"), False)
+    export(Normalised(), os.path.join(out, "normalised.onnx"), False)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--refused-only", action="store_true",
+                    help="write only the untrained files backwork refuses (no training)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(2)
+    if args.refused_only:
+        return refused(args.out)
     report = {}
     mnist = load(MNIST)
     fashion = load(FASHION)
@@ -232,10 +259,7 @@ def main():
         shape = tuple(data[0].shape[1:])
         export(net, os.path.join(args.out, name + ".onnx"), True, shape)
         export(net, os.path.join(args.out, name + "-ts.onnx"), False, shape)
-    torch.manual_seed(3)
-    export(unsupported(), os.path.join(args.out, "unsupported.onnx"), False)
-    export(SoftmaxOverBatch(), os.path.join(args.out, "softmax-axis0.onnx"), False)
-    export(ScaledGemm(), os.path.join(args.out, "gemm-alpha.onnx"), False)
+    refused(args.out)
     with open(os.path.join(args.out, "onnx.json"), "w") as f:
         json.dump(report, f, indent=2, sort_keys=True)
         f.write("\n")

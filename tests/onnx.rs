@@ -79,6 +79,11 @@ fn unsupported_and_damaged_onnx_files_are_refused_by_name() {
     };
     // Named as in the file (`/2/Sigmoid`), not as the parser renames it.
     bad(&file("unsupported.onnx"), &["Sigmoid", "/2/Sigmoid"]);
+    // `(x - 0.1307) / 0.3081` exported with the network: the way out is named.
+    bad(
+        &file("normalised.onnx"),
+        &["unsupported operator Sub", "--input-mean/--input-std"],
+    );
     // Found by the hostile review of 2026-12-03: a softmax over the batch was taken as the
     // final softmax, and a Gemm with alpha 2 was refused as an operator "Constant" the file
     // does not have.

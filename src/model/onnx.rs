@@ -314,6 +314,16 @@ fn to_arch(graph: &onnx_ir::OnnxGraph) -> Result<(Arch, Vec<Vec<f32>>), String> 
                 | Node::LogSoftmax(_)
         );
         if !supported {
+            // `(x - mean) / std` exported with the network, before any layer.
+            let arithmetic = matches!(op_name(node).as_str(), "Sub" | "Div" | "Mul" | "Add");
+            if arithmetic && arch.layers.is_empty() {
+                return Err(format!(
+                    "{}; if it normalises the input, export the network without it and give \
+                     the normalisation as --input-mean/--input-std (the Model view's mean and \
+                     std)",
+                    unsupported()
+                ));
+            }
             return Err(unsupported());
         }
         // The node must read what the one before it wrote: the network is a chain (a
