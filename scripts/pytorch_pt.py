@@ -76,12 +76,31 @@ def fixed_images():
     return torch.tensor(np.stack([ramp, checker])[:, None], dtype=torch.float32)
 
 
+def loader_cases(out):
+    """Small files for cases a hostile round found the reader getting wrong (2026-12-05): a
+    21-character stem (its first zip entry's name is 30 bytes, which the zip crate's guess of
+    where the archive starts got wrong), a checkpoint with tensors of its own beside the
+    state_dict, a state_dict one level further down, and every tensor a view of one flat
+    storage (as after parameters_to_vector)."""
+    w = torch.arange(6, dtype=torch.float32)
+    torch.save({"w": w}, out("stem-of-21-characters.pt"))
+    torch.save({"model": {"w": w}, "epoch": torch.tensor(3), "best_acc": torch.tensor(0.99)},
+               out("checkpoint-epoch-tensor.pt"))
+    torch.save({"model": {"state_dict": {"w": w}}, "epoch": 3}, out("checkpoint-nested.pt"))
+    flat = torch.arange(8000, dtype=torch.float32) / 8
+    torch.save({f"t{i}": flat[i * 1000:(i + 1) * 1000] for i in range(8)}, out("flat-views.pt"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--loader-cases", action="store_true",
+                    help="write only the small files of loader_cases (no training)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     out = lambda n: os.path.join(args.out, n)
+    if args.loader_cases:
+        return loader_cases(out)
     torch.manual_seed(0)
     xtr = torch.tensor(idx("train-images-idx3-ubyte", 16).reshape(-1, 1, 28, 28) / 255.0,
                        dtype=torch.float32)

@@ -444,7 +444,13 @@ pub fn retrain(
             let arch = model.arch().clone();
             let params = crate::net::init::init_params(&arch, train_cfg.seed, train_cfg.init)
                 .map_err(|e| RetrainError::Config(e.to_string()))?;
-            Net::from_torch(arch, params).map_err(|e| RetrainError::Config(e.to_string()))?
+            let mut fresh =
+                Net::from_torch(arch, params).map_err(|e| RetrainError::Config(e.to_string()))?;
+            // Fresh weights on the same inputs: the model's normalisation stays.
+            fresh
+                .set_input_norm(model.input_norm().cloned())
+                .map_err(RetrainError::Config)?;
+            fresh
         } else {
             model.clone()
         };

@@ -217,9 +217,26 @@ fn one_tensor_pickle(shape: &[u32], stride: &[u32], numel: u32) -> Vec<u8> {
 /// `one_tensor_pickle` with the tensor starting `offset` values into its storage (written as
 /// pickle's LONG1, eight bytes, as Python writes a large int).
 fn one_tensor_pickle_at(shape: &[u32], stride: &[u32], numel: u32, offset: i64) -> Vec<u8> {
+    dict_pickle(&[("w", tensor_ops(shape, stride, numel, offset))])
+}
+
+/// The pickle of a dictionary of `entries` (keys in order, repeats kept), as torch.save
+/// writes one (protocol 2, SETITEM by SETITEM).
+fn dict_pickle(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut p = vec![0x80, 2, b'}'];
-    p.extend(unicode("w"));
-    p.extend(global("torch._utils", "_rebuild_tensor_v2"));
+    for (key, value) in entries {
+        p.extend(unicode(key));
+        p.extend_from_slice(value);
+        p.push(b's');
+    }
+    p.push(b'.');
+    p
+}
+
+/// The opcodes that rebuild one float32 tensor of `shape` and `stride`, `offset` values into
+/// storage "0" of `numel` values.
+fn tensor_ops(shape: &[u32], stride: &[u32], numel: u32, offset: i64) -> Vec<u8> {
+    let mut p = global("torch._utils", "_rebuild_tensor_v2");
     p.push(b'(');
     p.push(b'(');
     p.extend(unicode("storage"));
@@ -247,8 +264,6 @@ fn one_tensor_pickle_at(shape: &[u32], stride: &[u32], numel: u32, offset: i64) 
     p.push(b'R');
     p.push(b't');
     p.push(b'R');
-    p.push(b's');
-    p.push(b'.');
     p
 }
 
@@ -283,7 +298,7 @@ fn hostile_and_damaged_files_get_an_error_not_a_crash() {
     // One that fits the file but not its entry.
     refused(
         &torch_zip(&one_tensor_pickle(&[2, 3], &[3, 1], 6), &[&[0u8; 20]]),
-        "holds 20 bytes, the tensor needs 24",
+        "holds 20 bytes where its pickle declares 6 values of F32",
     );
     // Exponential growth of a large string through the memo (each copy is 64 KB): refused on
     // the bytes it would hold, before it holds them.
@@ -471,6 +486,9 @@ fn a_normalisation_makes_the_network_compute_what_pytorch_does_on_normalised_ima
     assert!(!back_info.metadata.contains_key("file_sha256"));
     assert_eq!(logits(&back), logits(&net));
     assert_ne!(logits(&net), logits(&plain));
+    // Retraining with an extra class keeps the inputs as they were.
+    let wider = backwork::model::weights::net_with_extra_class(&net, 10).unwrap();
+    assert_eq!(wider.input_norm(), net.input_norm());
     // Taken off again: the plain network.
     set_input_norm(&mut net, &mut info, None).unwrap();
     assert_eq!(logits(&net), logits(&plain));
@@ -530,6 +548,38 @@ fn the_command_line_takes_a_normalisation_and_refuses_bad_ones_in_one_line() {
         text.contains("inputs:   normalised, (x − 0.1307) / 0.3081"),
         "{text}"
     );
+    // A fresh network trained with them records them: every later use applies them.
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("n.safetensors");
+    let saved = saved.to_str().unwrap();
+    let args = [
+        "train",
+        "--epochs",
+        "1",
+        "--limit",
+        "128",
+        "--input-mean",
+        "0.5",
+        "--input-std",
+        "0.25",
+        "--out",
+        saved,
+    ];
+    let out = common::backwork(&args, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (net, info) = load_net(Path::new(saved)).unwrap();
+    assert_eq!(
+        (
+            info.metadata["input_mean"].as_str(),
+            info.metadata["input_std"].as_str()
+        ),
+        ("0.5", "0.25")
+    );
+    assert_eq!(net.input_norm().unwrap().std, [0.25]);
     for (args, needles) in [
         (
             &["--input-mean", "0.1307"][..],
@@ -553,4 +603,55 @@ fn the_command_line_takes_a_normalisation_and_refuses_bad_ones_in_one_line() {
         all.extend_from_slice(args);
         common::assert_one_line_failure(&all, &common::backwork(&all, None), needles);
     }
+}
+
+#[test]
+fn files_a_hostile_round_found_read_wrongly_are_read_as_pytorch_reads_them_or_refused() {
+    // Written by `python3 scripts/pytorch_pt.py --out tests/data/torch --loader-cases`; each
+    // was refused or misread before (hostile round of 2026-12-05).
+    let read = |name: &str| read_state_dict(&std::fs::read(file(name)).unwrap());
+    let names = |t: &[backwork::model::torch::TorchTensor]| -> Vec<String> {
+        t.iter().map(|t| t.name.clone()).collect()
+    };
+    // A 21-character stem (the zip crate guessed the archive's start wrongly: refused).
+    let t = read("stem-of-21-characters.pt").unwrap();
+    assert_eq!(t[0].values, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    // A checkpoint with tensors of its own beside the state_dict (refused: "epoch holds I64").
+    assert_eq!(names(&read("checkpoint-epoch-tensor.pt").unwrap()), ["w"]);
+    // The state_dict one level further down (refused: "holds no tensors").
+    assert_eq!(names(&read("checkpoint-nested.pt").unwrap()), ["w"]);
+    // Eight views of one flat storage (refused: "repeat more storage than a state_dict").
+    let t = read("flat-views.pt").unwrap();
+    assert_eq!(t.len(), 8);
+    for t in &t {
+        let i: usize = t.name[1..].parse().unwrap();
+        let want: Vec<f32> = (i * 1000..(i + 1) * 1000).map(|v| v as f32 / 8.0).collect();
+        assert_eq!(t.values, want, "{}", t.name);
+    }
+    let refused = |bytes: &[u8], needle: &str| {
+        let e = read_state_dict(bytes).unwrap_err();
+        assert!(e.contains(needle), "{e}");
+    };
+    let six: Vec<u8> = (1..=6).flat_map(|v| (v as f32).to_le_bytes()).collect();
+    // A storage entry of another size than its pickle declares (10 values, 24 bytes): PyTorch
+    // refuses it; backwork read it (a HalfStorage holding float32 bytes read as garbage).
+    refused(
+        &torch_zip(&one_tensor_pickle(&[6], &[1], 10), &[&six]),
+        "holds 24 bytes where its pickle declares 10 values of F32",
+    );
+    // One key set twice: a Python dictionary keeps one value; backwork kept both.
+    let w = || tensor_ops(&[6], &[1], 6, 0);
+    refused(
+        &torch_zip(&dict_pickle(&[("w", w()), ("w", w())]), &[&six]),
+        "sets \"w\" twice",
+    );
+    // Two zip entries of one name: PyTorch reads the first, backwork read the last.
+    let mut twice = torch_zip(&one_tensor_pickle(&[6], &[1], 6), &[&six, &six]);
+    let (from, to) = (b"archive/data/1", b"archive/data/0");
+    for i in 0..twice.len() - from.len() {
+        if &twice[i..i + from.len()] == from {
+            twice[i..i + to.len()].copy_from_slice(to);
+        }
+    }
+    refused(&twice, "two entries under one name");
 }

@@ -419,7 +419,16 @@ fn train_cmd(a: TrainArgs, app: &AppArgs) -> Result<()> {
             };
             let params = crate::net::init::init_params(&arch, cfg.seed, cfg.init)
                 .map_err(|e| anyhow::anyhow!("--arch: {e}"))?;
-            Net::from_torch(arch, params).map_err(|e| anyhow::anyhow!("--arch: {e}"))?
+            let mut fresh =
+                Net::from_torch(arch, params).map_err(|e| anyhow::anyhow!("--arch: {e}"))?;
+            // Trained on normalised images, as PyTorch code with Normalize trains; the file
+            // records it, so every later use applies it.
+            if let Some(spec) = input_norm(app)? {
+                crate::net::InputNorm::new(&spec.mean, &spec.std, fresh.arch().input.c)
+                    .and_then(|n| fresh.set_input_norm(Some(n)))
+                    .map_err(|e| anyhow::anyhow!("--input-mean/--input-std: {e}"))?;
+            }
+            fresh
         }
     };
     if let Err(e) = crate::model::fits_data(&init, &train_set) {

@@ -105,14 +105,30 @@ struct Entry {
     offset: usize,
     /// Its storage entry in the zip.
     path: String,
+    /// The values its storage holds, as the pickle declares them.
+    storage_values: usize,
 }
 
 fn read_zip(
     bytes: &[u8],
     check: impl FnOnce(&[(&str, &[usize])]) -> Result<(), String>,
 ) -> Result<Vec<TorchTensor>, String> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+    // torch.save's archive starts at the file's first byte. The zip crate's default guesses
+    // where it starts from the central directory, and guessed wrong (refusing the file) when
+    // the first entry's name is 30 bytes long: a 21-character file stem, as
+    // `mnist_cnn_state_dict1.pt`.
+    let at_start = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    let mut zip = zip::ZipArchive::with_config(at_start, Cursor::new(bytes))
         .map_err(|e| format!("not a readable PyTorch file (zip: {e})"))?;
+    if zip.has_duplicate_names() {
+        return Err(
+            "its zip holds two entries under one name (PyTorch would read one, another \
+             reader the other); not a file torch.save wrote"
+                .into(),
+        );
+    }
     let names: Vec<String> = zip
         .file_names()
         .map(|n| n.map(|n| n.into_owned()))
@@ -152,12 +168,27 @@ fn read_zip(
         .map(|e| (e.name.as_str(), e.shape.as_slice()))
         .collect();
     check(&listed)?;
-    // Views of one storage may repeat its bytes (tied weights): up to four times the file.
+    // Each storage is read once, however many tensors view it (one flat storage for every
+    // parameter, say); the views' own values may repeat a storage's (tied weights): up to
+    // four times the file in all.
     let mut budget = (bytes.len() as u64).saturating_mul(4);
-    entries
-        .into_iter()
-        .map(|e| read_values(&mut zip, e, bytes.len() as u64, &mut budget, big_endian))
-        .collect()
+    let mut storages = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let read = Storages {
+            file_len: bytes.len() as u64,
+            big_endian,
+        };
+        out.push(read_values(&mut zip, &mut storages, e, read, &mut budget)?);
+    }
+    Ok(out)
+}
+
+/// What every storage read shares: the file's length and its byte order.
+#[derive(Clone, Copy)]
+struct Storages {
+    file_len: u64,
+    big_endian: bool,
 }
 
 /// Whether the storages are big-endian, from the `byteorder` entry PyTorch writes beside
@@ -191,7 +222,7 @@ fn entry_bytes(
 ) -> Result<Vec<u8>, String> {
     let mut entry = zip.by_name(name).map_err(|e| match e {
         zip::result::ZipError::FileNotFound => "it is missing".to_string(),
-        other => other.to_string(),
+        other => compressed_words(other.to_string()),
     })?;
     if entry.size() > max {
         return Err(format!(
@@ -204,11 +235,24 @@ fn entry_bytes(
         .by_ref()
         .take(max + 1)
         .read_to_end(&mut out)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| compressed_words(e.to_string()))?;
     if out.len() as u64 > max {
         return Err(format!("over {max} bytes"));
     }
     Ok(out)
+}
+
+/// The zip crate's words for an entry it cannot read, with the way out when the entry is
+/// compressed (torch.save stores entries as they are; backwork reads no other method).
+fn compressed_words(words: String) -> String {
+    if words.to_lowercase().contains("compression method") {
+        format!(
+            "{words} (compressed; torch.save stores its entries uncompressed: load the file in \
+             PyTorch and save it again with torch.save)"
+        )
+    } else {
+        words
+    }
 }
 
 /// What one object of the pickle machine holds, tracked beside it: its units, its depth, and
@@ -415,25 +459,41 @@ fn rebuilder(value: &Object) -> Option<&str> {
 /// The storage offset (in values) a tensor's pickle gives `_rebuild_tensor_v2`, through the
 /// `_rebuild_parameter` and `_rebuild_from_type_v2` wrappers, as written.
 fn storage_offset(value: &Object) -> Option<i64> {
+    match rebuild_args(value)?.get(1)? {
+        Object::Int(i) => Some(i64::from(*i)),
+        Object::Long(l) => Some(*l),
+        _ => None,
+    }
+}
+
+/// Whether a tensor's pickle gives it at most one value (an epoch, a step, a best accuracy
+/// kept beside a checkpoint's state_dict).
+fn is_scalar(value: &Object) -> bool {
+    let Some(Object::Tuple(size)) = rebuild_args(value).and_then(|a| a.get(2)) else {
+        return false;
+    };
+    size.iter()
+        .all(|d| matches!(d, Object::Int(0 | 1) | Object::Long(0 | 1)))
+}
+
+/// The arguments a tensor's pickle gives `_rebuild_tensor_v2` (storage, offset, size,
+/// stride, …), through the `_rebuild_parameter` and `_rebuild_from_type_v2` wrappers.
+fn rebuild_args(value: &Object) -> Option<&[Object]> {
     let Object::Reduce { callable, args } = value else {
         return None;
     };
-    offset_in(callable, args)
+    args_of(callable, args)
 }
 
-fn offset_in(callable: &Object, args: &Object) -> Option<i64> {
+fn args_of<'a>(callable: &Object, args: &'a Object) -> Option<&'a [Object]> {
     let Object::Tuple(args) = args else {
         return None;
     };
     match class_of(callable)?.1 {
-        "_rebuild_tensor_v2" => match args.get(1)? {
-            Object::Int(i) => Some(i64::from(*i)),
-            Object::Long(l) => Some(*l),
-            _ => None,
-        },
-        "_rebuild_parameter" => storage_offset(args.first()?),
+        "_rebuild_tensor_v2" => Some(args),
+        "_rebuild_parameter" => rebuild_args(args.first()?),
         // (function, type, arguments, state): the function is `_rebuild_tensor_v2` itself.
-        "_rebuild_from_type_v2" => offset_in(args.first()?, args.get(2)?),
+        "_rebuild_from_type_v2" => args_of(args.first()?, args.get(2)?),
         _ => None,
     }
 }
@@ -462,52 +522,38 @@ fn keys(kv: &[(Object, Object)]) -> String {
     format!("a dictionary of {}{more}", names.join(", "))
 }
 
+/// The number of tensors among a dictionary's values.
+fn tensor_count(kv: &[(Object, Object)]) -> usize {
+    kv.iter().filter(|(_, v)| rebuilder(v).is_some()).count()
+}
+
+/// The dictionaries of tensors among `kv`'s values, by key, and failing those among their
+/// values' values (`{"model": {"state_dict": …}}`), by the last key.
+fn nested_state_dicts(kv: Vec<(Object, Object)>) -> Vec<(String, Object)> {
+    let key_of = |k: &Object| match k {
+        Object::Unicode(s) => s.clone(),
+        _ => String::new(),
+    };
+    let (direct, others): (Vec<_>, Vec<_>) = kv.into_iter().partition(|(_, v)| holds_tensors(v));
+    if !direct.is_empty() {
+        return direct.into_iter().map(|(k, v)| (key_of(&k), v)).collect();
+    }
+    others
+        .into_iter()
+        .filter_map(|(_, v)| match v {
+            Object::Dict(inner) => Some(inner),
+            _ => None,
+        })
+        .flatten()
+        .filter(|(_, v)| holds_tensors(v))
+        .map(|(k, v)| (key_of(&k), v))
+        .collect()
+}
+
 /// The (name, tensor) pairs of the state_dict `top` is or holds.
 fn state_dict(top: Object) -> Result<Vec<(String, Object)>, String> {
-    let dict = match top {
-        ref d @ Object::Dict(_) if holds_tensors(d) => top,
-        Object::Dict(kv) => {
-            // A checkpoint: the one dictionary of tensors among its values, preferring the
-            // model's by its usual keys when there are several (an EMA copy, say).
-            let key_of = |k: &Object| match k {
-                Object::Unicode(s) => s.clone(),
-                _ => String::new(),
-            };
-            let listed = keys(&kv);
-            let mut found: Vec<(String, Object)> = kv
-                .into_iter()
-                .filter(|(_, v)| holds_tensors(v))
-                .map(|(k, v)| (key_of(&k), v))
-                .collect();
-            let preferred = ["state_dict", "model_state_dict", "model", "net"];
-            let pick = if found.len() == 1 {
-                Some(0)
-            } else {
-                preferred
-                    .iter()
-                    .find_map(|p| found.iter().position(|(k, _)| k == p))
-            };
-            match pick {
-                Some(i) => found.swap_remove(i).1,
-                None if found.is_empty() => {
-                    return Err(format!(
-                        "holds no tensors ({listed}); save torch.save(model.state_dict(), PATH)"
-                    ));
-                }
-                None => {
-                    let which: Vec<String> = found
-                        .iter()
-                        .take(8)
-                        .map(|(k, _)| format!("\"{}\"", shown_name(k)))
-                        .collect();
-                    return Err(format!(
-                        "holds several state_dicts ({}); save the network's alone with \
-                         torch.save(model.state_dict(), PATH)",
-                        which.join(", ")
-                    ));
-                }
-            }
-        }
+    let kv = match top {
+        Object::Dict(kv) => kv,
         Object::Reduce { callable, .. } | Object::Build { callable, .. } => {
             let class = match &*callable {
                 Object::Reduce { callable, .. } => class_of(callable),
@@ -522,11 +568,63 @@ fn state_dict(top: Object) -> Result<Vec<(String, Object)>, String> {
         }
         _ => return Err("holds no state_dict; save torch.save(model.state_dict(), PATH)".into()),
     };
-    let Object::Dict(kv) = dict else {
-        return Err("holds no state_dict".into());
+    // A checkpoint holds the model's state_dict among its values (perhaps one level down),
+    // maybe beside scalar tensors of its own (an epoch, a best accuracy): the one dictionary
+    // of tensors, or the model's by its usual keys when there are several (an EMA copy, say).
+    // A state_dict itself holds its tensors directly, more of them (scalars aside) than any
+    // dictionary it may also hold.
+    let own = kv
+        .iter()
+        .filter(|(_, v)| rebuilder(v).is_some() && !is_scalar(v))
+        .count();
+    let listed = keys(&kv);
+    let mut found = nested_state_dicts(kv.clone());
+    let largest = found
+        .iter()
+        .map(|(_, v)| match v {
+            Object::Dict(inner) => tensor_count(inner),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    let dict = if own > 0 && own > largest {
+        kv
+    } else {
+        let preferred = ["state_dict", "model_state_dict", "model", "net"];
+        let pick = if found.len() == 1 {
+            Some(0)
+        } else {
+            preferred
+                .iter()
+                .find_map(|p| found.iter().position(|(k, _)| k == p))
+        };
+        match pick {
+            Some(i) => match found.swap_remove(i).1 {
+                Object::Dict(inner) => inner,
+                _ => return Err("holds no state_dict".into()),
+            },
+            None if found.is_empty() => {
+                return Err(format!(
+                    "holds no tensors ({listed}); save torch.save(model.state_dict(), PATH)"
+                ));
+            }
+            None => {
+                let which: Vec<String> = found
+                    .iter()
+                    .take(8)
+                    .map(|(k, _)| format!("\"{}\"", shown_name(k)))
+                    .collect();
+                return Err(format!(
+                    "holds several state_dicts ({}); save the network's alone with \
+                     torch.save(model.state_dict(), PATH)",
+                    which.join(", ")
+                ));
+            }
+        }
     };
-    let mut out = Vec::with_capacity(kv.len());
-    for (k, v) in kv {
+    let mut out: Vec<(String, Object)> = Vec::with_capacity(dict.len());
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in dict {
         // Entries that are not tensors (the `_metadata` PyTorch keeps with every state_dict,
         // a module's `_extra_state`) hold no weights.
         if rebuilder(&v).is_none() {
@@ -535,6 +633,14 @@ fn state_dict(top: Object) -> Result<Vec<(String, Object)>, String> {
         let Object::Unicode(name) = k else {
             return Err("its state_dict names a tensor by something other than a string".into());
         };
+        // A Python dictionary holds one value per key: a pickle that sets one twice is read
+        // differently by different readers.
+        if !seen.insert(name.clone()) {
+            return Err(format!(
+                "its state_dict sets \"{}\" twice; not a dictionary torch.save wrote",
+                shown_name(&name)
+            ));
+        }
         out.push((name, v));
     }
     Ok(out)
@@ -590,17 +696,19 @@ fn describe(dir: &str, name: String, value: Object) -> Result<Entry, String> {
         shape,
         offset: info.layout.start_offset(),
         path: info.path,
+        storage_values: info.storage_size,
     })
 }
 
-/// Reads one tensor's values from its storage entry, checked: inside the entry, whose size
-/// must fit in the file (a zip may declare any size), within what is left of `budget`.
+/// Reads one tensor's values from its storage entry (read once into `storages`), checked:
+/// the entry holds exactly the values the pickle declares, and the tensor lies inside them;
+/// its values count against `budget`.
 fn read_values(
     zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    storages: &mut std::collections::HashMap<String, Vec<u8>>,
     e: Entry,
-    file_len: u64,
+    read: Storages,
     budget: &mut u64,
-    big_endian: bool,
 ) -> Result<TorchTensor, String> {
     let shown = shown_name(&e.name);
     let storage = shown_name(&e.path);
@@ -611,23 +719,38 @@ fn read_values(
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(impossible)?;
-    let need = (count as u64)
+    let own = (count as u64)
         .checked_mul(size as u64)
-        .and_then(|n| n.checked_add(e.offset as u64))
         .ok_or_else(impossible)?;
-    if need > file_len {
+    let need = own.checked_add(e.offset as u64).ok_or_else(impossible)?;
+    if need > read.file_len {
         return Err(format!(
             "{shown} needs {need} bytes of its storage {storage}, more than the file holds"
         ));
     }
-    if need > *budget {
+    if own > *budget {
         return Err(format!(
             "its tensors repeat more storage than a state_dict does (at {shown})"
         ));
     }
-    *budget -= need;
-    let raw = entry_bytes(zip, &e.path, file_len)
-        .map_err(|why| format!("{shown}: its storage {storage}: {why}"))?;
+    *budget -= own;
+    if !storages.contains_key(&e.path) {
+        let raw = entry_bytes(zip, &e.path, read.file_len)
+            .map_err(|why| format!("{shown}: its storage {storage}: {why}"))?;
+        storages.insert(e.path.clone(), raw);
+    }
+    let raw = storages.get(&e.path).map(Vec::as_slice).unwrap_or_default();
+    // PyTorch refuses a storage whose entry is not the size its pickle declares.
+    let declared = (e.storage_values as u64).checked_mul(size as u64);
+    if declared != Some(raw.len() as u64) {
+        return Err(format!(
+            "{shown}: its storage {storage} holds {} bytes where its pickle declares {} \
+             values of {:?}",
+            raw.len(),
+            e.storage_values as i64,
+            e.dtype
+        ));
+    }
     if (raw.len() as u64) < need {
         return Err(format!(
             "{shown}: its storage {storage} holds {} bytes, the tensor needs {need} (truncated?)",
@@ -635,7 +758,7 @@ fn read_values(
         ));
     }
     let mut part = raw[e.offset..need as usize].to_vec();
-    if big_endian {
+    if read.big_endian {
         part.chunks_exact_mut(size).for_each(|c| c.reverse());
     }
     let values = Tensor::from_raw_buffer(&part, e.dtype, &[count], &Device::Cpu)

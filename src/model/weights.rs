@@ -795,7 +795,10 @@ pub fn net_with_extra_class(net: &Net, data_classes: usize) -> Result<Net, Strin
     let inputs = torch[n - 2].len() / k;
     torch[n - 2].extend(std::iter::repeat_n(0.0, inputs));
     torch[n - 1].push(0.0);
-    Net::from_torch(arch, torch).map_err(|e| e.to_string())
+    let mut wider = Net::from_torch(arch, torch).map_err(|e| e.to_string())?;
+    // The same inputs: its normalisation too.
+    wider.set_input_norm(net.input_norm().cloned())?;
+    Ok(wider)
 }
 
 /// Lower-case hex SHA-256.
