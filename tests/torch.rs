@@ -645,6 +645,37 @@ fn files_a_hostile_round_found_read_wrongly_are_read_as_pytorch_reads_them_or_re
         &torch_zip(&dict_pickle(&[("w", w()), ("w", w())]), &[&six]),
         "sets \"w\" twice",
     );
+    // One state_dict shared by two keys through the memo, as torch.save writes
+    // {"ema": sd, "model": sd}: read.
+    let sd = |p: &mut Vec<u8>| {
+        p.extend_from_slice(&[b'}', b'q', 0, b'(']);
+        p.extend(unicode("w"));
+        p.extend(w());
+        p.push(b'u');
+    };
+    let mut shared = vec![0x80, 2, b'}'];
+    shared.extend(unicode("ema"));
+    sd(&mut shared);
+    shared.push(b's');
+    shared.extend(unicode("model"));
+    shared.extend_from_slice(&[b'h', 0, b's', b'.']);
+    let t = read_state_dict(&torch_zip(&shared, &[&six])).unwrap();
+    assert_eq!(t[0].values, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    // A dictionary filled only after being fetched from the memo: Python fills the one
+    // dictionary both keys hold; candle's machine filled a copy (backwork read the empty
+    // "state_dict" as zeros while PyTorch read the weights, or the other way round).
+    let mut changed = vec![0x80, 2, b'}'];
+    changed.extend(unicode("state_dict"));
+    changed.extend_from_slice(&[b'}', b'q', 0, b's']);
+    changed.extend(unicode("junk"));
+    changed.extend_from_slice(&[b'h', 0, b'(']);
+    changed.extend(unicode("w"));
+    changed.extend(w());
+    changed.extend_from_slice(&[b'u', b's', b'.']);
+    refused(
+        &torch_zip(&changed, &[&six]),
+        "changes an object after fetching it from its memo",
+    );
     // Two zip entries of one name: PyTorch reads the first, backwork read the last.
     let mut twice = torch_zip(&one_tensor_pickle(&[6], &[1], 6), &[&six, &six]);
     let (from, to) = (b"archive/data/1", b"archive/data/0");

@@ -262,6 +262,10 @@ struct Shadow {
     units: usize,
     depth: usize,
     mark: bool,
+    /// The memo slot it was stored in, if any.
+    memo: Option<u32>,
+    /// Whether it was fetched from the memo (candle's machine copies what Python shares).
+    copy: bool,
 }
 
 /// The pickle machine's stack and memo, as sizes: what each opcode does to them mirrors
@@ -272,6 +276,11 @@ struct Guard {
     memo: HashMap<u32, Shadow>,
     /// Units alive in the stack and the memo.
     live: usize,
+    /// The memo slots fetched so far.
+    fetched: std::collections::HashSet<u32>,
+    /// Whether an object shared through the memo was changed after being fetched: Python's
+    /// pickle sees the change wherever the object is, candle's machine only in one copy.
+    diverged: bool,
 }
 
 impl Guard {
@@ -307,7 +316,7 @@ impl Guard {
         Shadow {
             units: own + parts.iter().map(|p| p.units).sum::<usize>(),
             depth: 1 + parts.iter().map(|p| p.depth).max().unwrap_or(0),
-            mark: false,
+            ..Shadow::default()
         }
     }
 
@@ -315,6 +324,11 @@ impl Guard {
     fn add_to_top(&mut self, parts: &[Shadow]) {
         let added: usize = parts.iter().map(|p| p.units).sum();
         let deepest = parts.iter().map(|p| p.depth + 1).max().unwrap_or(0);
+        if let Some(top) = self.stack.last()
+            && (top.copy || top.memo.is_some_and(|id| self.fetched.contains(&id)))
+        {
+            self.diverged = true;
+        }
         if let Some(top) = self.stack.last_mut() {
             top.units += added;
             top.depth = top.depth.max(deepest);
@@ -336,12 +350,18 @@ impl Guard {
                 units: 1,
                 depth: 1,
                 mark: true,
+                ..Shadow::default()
             }),
             b'Q' | 0x85 => {
                 let parts = self.pop_n(1);
                 self.push(Self::holding(own, &parts));
             }
-            0x86 | b'b' | b'R' | 0x81 => {
+            // BUILD sets the state of the object below it.
+            b'b' => {
+                let parts = self.pop_n(1);
+                self.add_to_top(&parts);
+            }
+            0x86 | b'R' | 0x81 => {
                 let parts = self.pop_n(2);
                 self.push(Self::holding(own, &parts));
             }
@@ -366,12 +386,17 @@ impl Guard {
                 self.add_to_top(&parts);
             }
             b'h' | b'j' => {
-                let got = memo_id()
+                let id = memo_id();
+                let got = id
                     .and_then(|id| self.memo.get(&id).copied())
                     .unwrap_or_default();
-                self.push(got);
+                self.fetched.extend(id);
+                self.push(Shadow { copy: true, ..got });
             }
             b'q' | b'r' => {
+                if let (Some(top), Some(id)) = (self.stack.last_mut(), memo_id()) {
+                    top.memo = Some(id);
+                }
                 let top = self.stack.last().copied().unwrap_or_default();
                 if let Some(id) = memo_id() {
                     self.live += top.units;
@@ -385,7 +410,7 @@ impl Guard {
             _ => self.push(Shadow {
                 units: own,
                 depth: 1,
-                mark: false,
+                ..Shadow::default()
             }),
         }
     }
@@ -426,6 +451,14 @@ fn unpickle(data: &[u8]) -> Result<Object, String> {
                 "its pickle builds more than {MAX_UNITS} objects (or string bytes / 16) or \
                  nests them more than {MAX_DEPTH} deep: not a state_dict"
             ));
+        }
+        if guard.diverged {
+            return Err(
+                "its pickle changes an object after fetching it from its memo (Python would \
+                 change it everywhere it is used, backwork's reader in one copy): not a pickle \
+                 torch.save writes"
+                    .into(),
+            );
         }
         if done {
             break;
