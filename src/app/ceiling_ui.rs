@@ -114,7 +114,7 @@ impl CeilingPanel {
         } else {
             let names: Vec<String> = under.iter().map(u8::to_string).collect();
             format!(
-                "label(s) {} never passed {bar} from any start: with pixels in [0, 1] no run is likely to pass them on this network",
+                "label(s) {} never passed {bar} from any start: with pixels in [0, 1] no run is likely to pass them on this network (trained on normalised images? set its mean and std in the Model view)",
                 names.join(", ")
             )
         }

@@ -76,7 +76,7 @@ pub fn box_hint(short: &[Short], settings: &Settings) -> Option<BoxHint> {
         .fold((1.0f32, 0.0f32), |(lo, hi), i| (lo.min(i.p), hi.max(i.p)));
     let fewest = near.iter().map(|i| i.reinits).min().unwrap_or(0);
     let text = format!(
-        "{} image(s) of label {} ended short at p {lo:.5}–{hi:.5} after {fewest}–{most} restarts each: they sit on local maxima of p with pixels in [0, 1], which on some networks (label smoothing) lie under the bar; `backwork ceiling --labels {}` (in the window: Sweep, \"How high can p go?\") measures how high p can go there; pixels \"none\" lifts the box, a larger step budget gives the walk more tries",
+        "{} image(s) of label {} ended short at p {lo:.5}–{hi:.5} after {fewest}–{most} restarts each: they sit on local maxima of p with pixels in [0, 1], which on some networks (label smoothing, or one trained on normalised images and fed plain pixels: give its --input-mean/--input-std, in the window the Model view's mean and std) lie under the bar; `backwork ceiling --labels {}` (in the window: Sweep, \"How high can p go?\") measures how high p can go there; pixels \"none\" lifts the box, a larger step budget gives the walk more tries",
         near.len(),
         names.join(", "),
         names.join(","),

@@ -561,7 +561,7 @@ pub fn ceiling_cmd(a: CeilingArgs, app: &AppArgs) -> Result<()> {
         ))?;
     } else {
         super::out(format_args!(
-            "label(s) {} never passed {} from any start: with pixels in [0, 1] no run is likely to pass them there on this network (a lower --threshold, or pixels \"none\", which a PNG cannot hold)",
+            "label(s) {} never passed {} from any start: with pixels in [0, 1] no run is likely to pass them there on this network (a lower --threshold, or pixels \"none\", which a PNG cannot hold; a network trained on normalised images needs --input-mean/--input-std)",
             under
                 .iter()
                 .map(u8::to_string)
